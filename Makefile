@@ -1,0 +1,32 @@
+# casegraph's entry points. CI calls `make test` (see .ci/run).
+.PHONY: setup run test lint fmt bench validate
+
+CARGO ?= cargo
+
+setup:
+	@scripts/setup.sh
+
+## The main job on the shipped defaults: validate the shipped workflows, run their fixtures
+## and route + run the sample requests end to end.
+run: setup
+	$(CARGO) build --release --locked
+	./target/release/casegraph validate workflows
+	./target/release/casegraph run --input workflows/samples/requests.jsonl --verbose
+
+## Every test: formatting, the workspace's unit, integration and fixture tests.
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) test --workspace --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+validate:
+	$(CARGO) run --quiet -- validate workflows
+
+bench:
+	$(CARGO) bench -p casegraph-engine

@@ -1,0 +1,695 @@
+//! The step loop: evaluate a node, record it, pick the edge, until the case waits or ends.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use super::{
+    CallRequest, Case, Clock, Connector, Error, Event, Status, StepRecord, TaskCompletion, Waiting,
+    digest, lookup,
+};
+use crate::rules::{Context, Rules};
+use crate::workflow::{Edge, Node, Step, WaitFor, Workflow};
+
+/// Runs cases. Holds only borrowed, shared parts; cheap to build per run.
+#[derive(Clone, Copy)]
+pub struct Executor<'a> {
+    pub rules: &'a Rules,
+    pub clock: &'a dyn Clock,
+    pub connector: &'a dyn Connector,
+}
+
+impl std::fmt::Debug for Executor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+/// What one node execution decided.
+enum Outcome {
+    /// Take this edge to this node.
+    Go {
+        edge: String,
+        to: String,
+        detail: Value,
+    },
+    /// Suspend; the case waits.
+    Wait { waiting: Waiting, detail: Value },
+    /// The case reached an end.
+    End { outcome: String, escalated: bool },
+    /// The case fails with this message.
+    Fail { message: String, detail: Value },
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(rules: &'a Rules, clock: &'a dyn Clock, connector: &'a dyn Connector) -> Self {
+        Executor {
+            rules,
+            clock,
+            connector,
+        }
+    }
+
+    /// Starts a case: checks the request against the workflow's input schema, then runs it
+    /// until it waits or ends. `request` becomes `case.request`, `classification`
+    /// `case.classification`.
+    pub fn start(
+        &self,
+        workflow: &Workflow,
+        case_id: &str,
+        request: Value,
+        classification: Value,
+    ) -> Result<(Case, Vec<StepRecord>), Error> {
+        workflow
+            .validate_input(&request)
+            .map_err(|errors| Error::InvalidInput {
+                workflow: workflow.id.clone(),
+                errors,
+            })?;
+        let now = self.clock.now();
+        let mut case = Case {
+            id: case_id.to_string(),
+            workflow: workflow.id.clone(),
+            workflow_version: workflow.version,
+            workflow_digest: workflow.digest.clone(),
+            status: Status::Running,
+            data: json!({ "request": request, "classification": classification, "tasks": {} }),
+            current: workflow.start().id.clone(),
+            waiting: None,
+            visits: BTreeMap::new(),
+            steps: 0,
+            records: 0,
+            path: Vec::new(),
+            outcome: None,
+            reply: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut records = Vec::new();
+        self.advance(workflow, &mut case, None, &mut records);
+        Ok((case, records))
+    }
+
+    /// Feeds an event to a waiting case and runs it on. On `Err` the case is unchanged.
+    pub fn resume(
+        &self,
+        workflow: &Workflow,
+        case: &mut Case,
+        event: Event,
+    ) -> Result<Vec<StepRecord>, Error> {
+        if case.workflow != workflow.id || case.workflow_version != workflow.version {
+            return Err(Error::WrongWorkflow {
+                case_id: case.id.clone(),
+                expected: case.workflow.clone(),
+                version: case.workflow_version,
+                given: workflow.id.clone(),
+                given_version: workflow.version,
+            });
+        }
+        let Some(waiting) = case
+            .waiting
+            .clone()
+            .filter(|_| case.status == Status::Waiting)
+        else {
+            return Err(Error::NotWaiting {
+                case_id: case.id.clone(),
+                status: case.status.as_str(),
+            });
+        };
+        let now = self.clock.now();
+        let mut records = Vec::new();
+        let before = digest(&case.data);
+        let started = Instant::now();
+        let (node_id, edge, retry) = match (&waiting, event) {
+            (
+                Waiting::Task {
+                    task_id,
+                    node,
+                    decisions,
+                    ..
+                },
+                Event::TaskCompleted(done),
+            ) => {
+                self.check_task(case, task_id, decisions, &done)?;
+                let TaskCompletion {
+                    decision,
+                    data,
+                    comment,
+                    by,
+                    ..
+                } = done;
+                let tasks = case.data.as_object_mut().and_then(|m| {
+                    m.entry("tasks")
+                        .or_insert_with(|| json!({}))
+                        .as_object_mut()
+                });
+                if let Some(tasks) = tasks {
+                    tasks.insert(
+                        node.clone(),
+                        json!({ "decision": decision, "data": data, "comment": comment, "by": by }),
+                    );
+                }
+                let detail = json!({
+                    "event": "task_completed", "task_id": task_id, "decision": decision, "by": by,
+                    "comment_digest": comment.as_ref().map(|c| digest(&json!(c))),
+                });
+                (node.clone(), Some((Edge::Decision(decision), detail)), None)
+            }
+            (
+                Waiting::Task {
+                    node,
+                    sla_due: Some(due),
+                    task_id,
+                    ..
+                },
+                Event::TimerFired,
+            ) => {
+                self.check_due(case, *due, now)?;
+                let detail = json!({ "event": "sla_passed", "task_id": task_id, "sla_due": due });
+                (node.clone(), Some((Edge::Escalation, detail)), None)
+            }
+            (
+                Waiting::Timer {
+                    node,
+                    due,
+                    retry_attempt,
+                },
+                Event::TimerFired,
+            ) => {
+                self.check_due(case, *due, now)?;
+                match retry_attempt {
+                    Some(attempt) => (node.clone(), None, Some(*attempt)),
+                    None => {
+                        let detail = json!({ "event": "timer_fired", "due": due });
+                        (node.clone(), Some((Edge::Next, detail)), None)
+                    }
+                }
+            }
+            (waiting, event) => {
+                return Err(Error::UnexpectedEvent {
+                    case_id: case.id.clone(),
+                    waiting: describe(waiting),
+                    event: match event {
+                        Event::TaskCompleted(t) => format!("a completion of task `{}`", t.task_id),
+                        Event::TimerFired => "a timer".into(),
+                    },
+                });
+            }
+        };
+        case.waiting = None;
+        case.status = Status::Running;
+        case.updated_at = now;
+        if let Some((edge, detail)) = edge {
+            // The resumption itself is a step of the waiting node: who decided, or the timer.
+            let node = workflow
+                .node(&node_id)
+                .expect("a waiting case's node exists in its workflow");
+            let to = follow(workflow, &node.id, &edge);
+            let record = StepRecord {
+                case_id: case.id.clone(),
+                seq: next_seq(case),
+                node: node.id.clone(),
+                kind: node.step.kind().into(),
+                at: now,
+                elapsed_us: elapsed_us(started),
+                input_digest: before,
+                output_digest: digest(&case.data),
+                script_digest: None,
+                edge: Some(edge.label()),
+                to: to.clone(),
+                detail,
+            };
+            records.push(record);
+            match to {
+                Some(to) => case.current = to,
+                None => {
+                    let message = format!("node `{}` has no `{}` edge", node.id, edge.label());
+                    fail(case, message);
+                    return Ok(records);
+                }
+            }
+        }
+        self.advance(workflow, case, retry, &mut records);
+        Ok(records)
+    }
+
+    fn check_task(
+        &self,
+        case: &Case,
+        task_id: &str,
+        decisions: &[String],
+        done: &TaskCompletion,
+    ) -> Result<(), Error> {
+        if done.task_id != task_id {
+            return Err(Error::UnexpectedEvent {
+                case_id: case.id.clone(),
+                waiting: format!("task `{task_id}`"),
+                event: format!("a completion of task `{}`", done.task_id),
+            });
+        }
+        if !decisions.contains(&done.decision) {
+            return Err(Error::UnknownDecision {
+                task_id: task_id.into(),
+                decision: done.decision.clone(),
+                allowed: decisions.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_due(&self, case: &Case, due: Timestamp, now: Timestamp) -> Result<(), Error> {
+        if now < due {
+            return Err(Error::NotDue {
+                case_id: case.id.clone(),
+                due,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs nodes until the case waits, ends or fails. `retry` is the call attempt to make
+    /// at the current node when resuming after a backoff.
+    fn advance(
+        &self,
+        wf: &Workflow,
+        case: &mut Case,
+        mut retry: Option<u32>,
+        records: &mut Vec<StepRecord>,
+    ) {
+        while case.status == Status::Running {
+            let node = wf
+                .node(&case.current)
+                .expect("the current node exists in the case's workflow");
+            if case.steps >= wf.max_steps {
+                let message = format!(
+                    "the case exceeded the workflow's bound of {} steps (limits.max_steps) at node `{}`",
+                    wf.max_steps, node.id
+                );
+                fail(case, message);
+                return;
+            }
+            let attempt = retry.take();
+            if attempt.is_none() {
+                let visits = case.visits.entry(node.id.clone()).or_insert(0);
+                *visits += 1;
+                if let Some(max) = node.max_visits
+                    && *visits > max
+                {
+                    let message = format!(
+                        "node `{}` was reached a {}th time; its bound is max_visits: {max}",
+                        node.id, *visits
+                    );
+                    fail(case, message);
+                    return;
+                }
+                case.path.push(node.id.clone());
+            }
+            case.steps += 1;
+            let now = self.clock.now();
+            let before = digest(&case.data);
+            let started = Instant::now();
+            let (outcome, script_digest) = self.execute(wf, node, case, now, attempt.unwrap_or(1));
+            let mut record = StepRecord {
+                case_id: case.id.clone(),
+                seq: next_seq(case),
+                node: node.id.clone(),
+                kind: node.step.kind().into(),
+                at: now,
+                elapsed_us: 0,
+                input_digest: before,
+                output_digest: String::new(),
+                script_digest,
+                edge: None,
+                to: None,
+                detail: Value::Null,
+            };
+            case.updated_at = now;
+            match outcome {
+                Outcome::Go { edge, to, detail } => {
+                    record.edge = Some(edge);
+                    record.to = Some(to.clone());
+                    record.detail = detail;
+                    case.current = to;
+                }
+                Outcome::Wait { waiting, detail } => {
+                    record.detail = detail;
+                    case.waiting = Some(waiting);
+                    case.status = Status::Waiting;
+                }
+                Outcome::End { outcome, escalated } => {
+                    record.detail = json!({ "outcome": outcome });
+                    case.outcome = Some(outcome);
+                    case.status = if escalated {
+                        Status::Escalated
+                    } else {
+                        Status::Completed
+                    };
+                }
+                Outcome::Fail { message, detail } => {
+                    record.detail = detail;
+                    if let Value::Object(m) = &mut record.detail {
+                        m.insert("error".into(), json!(message));
+                    } else {
+                        record.detail = json!({ "error": message });
+                    }
+                    fail(case, message);
+                }
+            }
+            record.output_digest = digest(&case.data);
+            record.elapsed_us = elapsed_us(started);
+            tracing::debug!(case = %case.id, node = %node.id, kind = node.step.kind(), "step");
+            records.push(record);
+        }
+    }
+
+    /// Executes one node; returns what it decided and the digest of the script that ran.
+    fn execute(
+        &self,
+        wf: &Workflow,
+        node: &Node,
+        case: &mut Case,
+        now: Timestamp,
+        attempt: u32,
+    ) -> (Outcome, Option<String>) {
+        let ctx = Context {
+            case_id: &case.id,
+            node: &node.id,
+            now,
+        };
+        let next = |edge: Edge, detail: Value| match follow(wf, &node.id, &edge) {
+            Some(to) => Outcome::Go {
+                edge: edge.label(),
+                to,
+                detail,
+            },
+            None => Outcome::Fail {
+                message: format!("node `{}` has no `{}` edge", node.id, edge.label()),
+                detail: Value::Null,
+            },
+        };
+        match &node.step {
+            Step::Rule { script } => {
+                let digest = Some(script.digest.clone());
+                match self.rules.run(script, &ctx, &mut case.data) {
+                    Ok(_) => (next(Edge::Next, Value::Null), digest),
+                    Err(e) => (script_failed(e), digest),
+                }
+            }
+            Step::Decision => {
+                for (edge, to) in wf.edges_from(&node.id) {
+                    let Edge::When {
+                        order, condition, ..
+                    } = edge
+                    else {
+                        continue;
+                    };
+                    match self.rules.eval_bool(condition, &ctx, &case.data) {
+                        Ok(true) => {
+                            let detail = json!({ "branch": order });
+                            let outcome = Outcome::Go {
+                                edge: edge.label(),
+                                to: to.id.clone(),
+                                detail,
+                            };
+                            return (outcome, Some(condition.digest.clone()));
+                        }
+                        Ok(false) => {}
+                        Err(e) => return (script_failed(e), Some(condition.digest.clone())),
+                    }
+                }
+                (next(Edge::Otherwise, Value::Null), None)
+            }
+            Step::Call {
+                connector,
+                operation,
+                payload,
+                result,
+                max_attempts,
+                backoff,
+            } => {
+                let payload_value = match payload {
+                    Some(p) => match self.rules.eval(p, &ctx, &[("case", &case.data)]) {
+                        Ok(v) => v,
+                        Err(e) => return (script_failed(e), Some(p.digest.clone())),
+                    },
+                    None => json!({}),
+                };
+                let visit = case.visits.get(&node.id).copied().unwrap_or(1);
+                let request = CallRequest {
+                    case_id: case.id.clone(),
+                    node: node.id.clone(),
+                    connector: connector.clone(),
+                    operation: operation.clone(),
+                    idempotency_key: format!("{}:{}:{}", case.id, node.id, visit),
+                    payload: payload_value,
+                    attempt,
+                };
+                let script_digest = payload.as_ref().map(|p| p.digest.clone());
+                let mut detail = json!({
+                    "connector": connector, "operation": operation, "attempt": attempt,
+                    "idempotency_key": request.idempotency_key,
+                    "payload_digest": digest(&request.payload),
+                });
+                let outcome = match self.connector.call(&request) {
+                    Ok(answer) => {
+                        detail["answer_digest"] = json!(digest(&answer));
+                        if let (Some(key), Value::Object(m)) = (result, &mut case.data) {
+                            m.insert(key.clone(), answer);
+                        }
+                        next(Edge::Next, detail)
+                    }
+                    Err(e) if e.retryable && attempt < *max_attempts => {
+                        detail["error"] = json!(e.message);
+                        let delay = backoff_delay(*backoff, attempt);
+                        let due = now.saturating_add(delay).unwrap_or(now);
+                        detail["retry_at"] = json!(due);
+                        let waiting = Waiting::Timer {
+                            node: node.id.clone(),
+                            due,
+                            retry_attempt: Some(attempt + 1),
+                        };
+                        Outcome::Wait { waiting, detail }
+                    }
+                    Err(e) => {
+                        detail["error"] = json!(e.message);
+                        match follow(wf, &node.id, &Edge::Failure) {
+                            Some(to) => Outcome::Go {
+                                edge: Edge::Failure.label(),
+                                to,
+                                detail,
+                            },
+                            None => Outcome::Fail {
+                                message: format!(
+                                    "call {connector}.{operation} failed after {attempt} attempt(s): {}",
+                                    e.message
+                                ),
+                                detail,
+                            },
+                        }
+                    }
+                };
+                (outcome, script_digest)
+            }
+            Step::Human {
+                queue,
+                task,
+                sla,
+                decisions,
+            } => {
+                let visit = case.visits.get(&node.id).copied().unwrap_or(1);
+                let task_id = format!("{}-{}-{}", case.id, node.id, visit);
+                let sla_due = sla.and_then(|d| now.saturating_add(signed(d)).ok());
+                let detail = json!({ "task_id": task_id, "queue": queue, "sla_due": sla_due });
+                let waiting = Waiting::Task {
+                    task_id,
+                    node: node.id.clone(),
+                    queue: queue.clone(),
+                    task: task.clone(),
+                    decisions: decisions.clone(),
+                    created_at: now,
+                    sla_due,
+                };
+                (Outcome::Wait { waiting, detail }, None)
+            }
+            Step::Wait(wait_for) => {
+                let (due, script_digest) = match wait_for {
+                    WaitFor::Duration(d) => (now.saturating_add(signed(*d)).unwrap_or(now), None),
+                    WaitFor::Until(expr) => {
+                        let digest = Some(expr.digest.clone());
+                        match self.rules.eval(expr, &ctx, &[("case", &case.data)]) {
+                            Ok(v) => match parse_due(&v) {
+                                Some(due) => (due, digest),
+                                None => {
+                                    let message = format!(
+                                        "`until` of node `{}` gave {v}, expected an RFC 3339 timestamp or a YYYY-MM-DD date",
+                                        node.id
+                                    );
+                                    return (
+                                        Outcome::Fail {
+                                            message,
+                                            detail: Value::Null,
+                                        },
+                                        digest,
+                                    );
+                                }
+                            },
+                            Err(e) => return (script_failed(e), digest),
+                        }
+                    }
+                };
+                if due <= now {
+                    return (
+                        next(Edge::Next, json!({ "due": due, "already_due": true })),
+                        script_digest,
+                    );
+                }
+                let waiting = Waiting::Timer {
+                    node: node.id.clone(),
+                    due,
+                    retry_attempt: None,
+                };
+                (
+                    Outcome::Wait {
+                        waiting,
+                        detail: json!({ "due": due }),
+                    },
+                    script_digest,
+                )
+            }
+            Step::Checkpoint {
+                name,
+                assert,
+                evidence,
+            } => {
+                let digest_of = Some(assert.digest.clone());
+                let evidence: serde_json::Map<String, Value> = evidence
+                    .iter()
+                    .map(|path| {
+                        let d = lookup(&case.data, path).map(digest);
+                        (path.clone(), d.map(Value::String).unwrap_or(Value::Null))
+                    })
+                    .collect();
+                match self.rules.eval_bool(assert, &ctx, &case.data) {
+                    Ok(true) => {
+                        let detail =
+                            json!({ "checkpoint": name, "passed": true, "evidence": evidence });
+                        (next(Edge::Next, detail), digest_of)
+                    }
+                    Ok(false) => {
+                        let detail =
+                            json!({ "checkpoint": name, "passed": false, "evidence": evidence });
+                        let message = format!("checkpoint `{name}` failed at node `{}`", node.id);
+                        (Outcome::Fail { message, detail }, digest_of)
+                    }
+                    Err(e) => (script_failed(e), digest_of),
+                }
+            }
+            Step::Reply { template } => {
+                let language = lookup(&case.data, "request.language")
+                    .and_then(Value::as_str)
+                    .unwrap_or("en")
+                    .to_string();
+                let context = json!({ "case": case.data, "case_id": case.id });
+                match wf.render_reply(template, &language, &context) {
+                    Ok((language, text)) => {
+                        let detail = json!({ "template": template, "language": language, "text_digest": digest(&json!(text)) });
+                        case.reply = Some(super::Reply {
+                            template: template.clone(),
+                            language,
+                            text,
+                        });
+                        (next(Edge::Next, detail), None)
+                    }
+                    Err(e) => {
+                        let message = format!(
+                            "{}: node `{}`, case `{}`: reply template `{template}` failed: {e}",
+                            wf.dir.join("workflow.yaml").display(),
+                            node.id,
+                            case.id
+                        );
+                        (
+                            Outcome::Fail {
+                                message,
+                                detail: Value::Null,
+                            },
+                            None,
+                        )
+                    }
+                }
+            }
+            Step::End { outcome, escalated } => (
+                Outcome::End {
+                    outcome: outcome.clone(),
+                    escalated: *escalated,
+                },
+                None,
+            ),
+        }
+    }
+}
+
+/// The target of a node's edge of the given kind (decision edges by name).
+fn follow(wf: &Workflow, node: &str, edge: &Edge) -> Option<String> {
+    wf.edges_from(node)
+        .into_iter()
+        .find(|(e, _)| match (e, edge) {
+            (Edge::Decision(a), Edge::Decision(b)) => a == b,
+            (a, b) => std::mem::discriminant(*a) == std::mem::discriminant(b),
+        })
+        .map(|(_, to)| to.id.clone())
+}
+
+fn fail(case: &mut Case, message: String) {
+    tracing::warn!(case = %case.id, node = %case.current, "case failed: {message}");
+    case.status = Status::Failed;
+    case.error = Some(message);
+    case.waiting = None;
+}
+
+fn script_failed(e: crate::rules::Error) -> Outcome {
+    Outcome::Fail {
+        message: e.to_string(),
+        detail: Value::Null,
+    }
+}
+
+fn next_seq(case: &mut Case) -> u32 {
+    case.records += 1;
+    case.records
+}
+
+fn elapsed_us(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// Exponential backoff: `base`, then doubled per further attempt, capped at a day.
+fn backoff_delay(base: Duration, attempt: u32) -> SignedDuration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    signed(base.saturating_mul(factor).min(Duration::from_secs(86_400)))
+}
+
+fn parse_due(v: &Value) -> Option<Timestamp> {
+    let s = v.as_str()?;
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Some(t);
+    }
+    let date: jiff::civil::Date = s.parse().ok()?;
+    date.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+fn describe(w: &Waiting) -> String {
+    match w {
+        Waiting::Task { task_id, .. } => format!("task `{task_id}`"),
+        Waiting::Timer { due, .. } => format!("a timer due {due}"),
+    }
+}

@@ -1,0 +1,173 @@
+//! The routing policy: from a classified request to a workflow or a human queue.
+//!
+//! Routing is a rhai script (`<workflows>/routing/routing.rhai`), versioned and tested like a
+//! workflow. It sees the request and its classification as `request` and the intent →
+//! workflow map as `workflows`, and returns `#{workflow: "..", rule: ".."}` or
+//! `#{queue: "..", rule: ".."}`; `rule` names what fired, for the audit trail.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use marked_yaml::Spanned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::rules::{Context, Origin, Rules, Script};
+use crate::workflow::{Code, Diagnostic};
+use crate::yaml;
+
+/// `routing.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingDef {
+    version: Spanned<u32>,
+    script: Spanned<String>,
+    description: Option<String>,
+}
+
+/// A compiled routing policy.
+#[derive(Debug)]
+pub struct Routing {
+    pub version: u32,
+    pub dir: PathBuf,
+    pub description: Option<String>,
+    script: Arc<Script>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Route {
+    Workflow { workflow: String, rule: String },
+    Queue { queue: String, rule: String },
+}
+
+impl Route {
+    /// The rule of the policy that fired.
+    pub fn rule(&self) -> &str {
+        match self {
+            Route::Workflow { rule, .. } | Route::Queue { rule, .. } => rule,
+        }
+    }
+}
+
+/// The policy failed or answered something that is not a route.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Script(#[from] crate::rules::Error),
+    #[error(
+        "{file}: routing returned {value}, expected #{{workflow: \"..\", rule: \"..\"}} or #{{queue: \"..\", rule: \"..\"}}"
+    )]
+    NotARoute { file: String, value: String },
+    #[error("{file}: routing chose workflow `{workflow}`, which does not exist")]
+    UnknownWorkflow { file: String, workflow: String },
+}
+
+impl Routing {
+    /// Loads `dir/routing.yaml` and compiles its script.
+    pub fn load(dir: &Path, rules: &Rules) -> Result<Routing, Vec<Diagnostic>> {
+        let file = dir.join("routing.yaml");
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            vec![Diagnostic::new(
+                Code::Io,
+                &file,
+                0,
+                format!("cannot read the routing policy: {e}"),
+            )]
+        })?;
+        let root = yaml::parse(&file, &text).map_err(|d| vec![d])?;
+        let def: RoutingDef =
+            yaml::from_node(&root, &file, "routing policy").map_err(|d| vec![d])?;
+        let script_path = dir.join(def.script.as_str());
+        let source = std::fs::read_to_string(&script_path).map_err(|e| {
+            vec![Diagnostic::new(
+                Code::Io,
+                &script_path,
+                0,
+                format!("cannot read file: {e}"),
+            )]
+        })?;
+        let origin = Origin {
+            file: script_path,
+            line: 1,
+            node: None,
+        };
+        let script = rules.compile(&source, origin).map_err(|e| match e {
+            crate::rules::Error::Compile {
+                file,
+                line,
+                column,
+                message,
+                ..
+            } => vec![
+                Diagnostic::new(
+                    Code::Script,
+                    &file,
+                    line,
+                    format!("does not compile: {message}"),
+                )
+                .at(line, column),
+            ],
+            other => vec![Diagnostic::new(Code::Script, &file, 0, other.to_string())],
+        })?;
+        Ok(Routing {
+            version: *def.version,
+            dir: dir.to_path_buf(),
+            description: def.description,
+            script,
+        })
+    }
+
+    /// Version and script digest, as recorded with every routing decision.
+    pub fn digest(&self) -> &str {
+        &self.script.digest
+    }
+
+    /// Routes one request. `request` is the request merged with its classification
+    /// (`intent`, `confidence`, `out_of_scope`).
+    pub fn route(
+        &self,
+        rules: &Rules,
+        ctx: &Context<'_>,
+        request: &Value,
+        workflows: &BTreeMap<String, String>,
+    ) -> Result<Route, Error> {
+        let map = serde_json::to_value(workflows).unwrap_or_default();
+        let out = rules.eval(
+            &self.script,
+            ctx,
+            &[("request", request), ("workflows", &map)],
+        )?;
+        let file = self.script.origin.file.display().to_string();
+        let route: Route = serde_json::from_value(out.clone()).map_err(|_| Error::NotARoute {
+            file: file.clone(),
+            value: out.to_string(),
+        })?;
+        if let Route::Workflow { workflow, .. } = &route
+            && !workflows.values().any(|w| w == workflow)
+        {
+            return Err(Error::UnknownWorkflow {
+                file,
+                workflow: workflow.clone(),
+            });
+        }
+        Ok(route)
+    }
+}
+
+/// What the routing policy sees as `request`: the request's fields with the
+/// classification's `intent`, `confidence` and `out_of_scope` beside them.
+pub fn input(request: &Value, classification: &Value) -> Value {
+    let mut merged = request.as_object().cloned().unwrap_or_default();
+    for key in ["intent", "confidence", "out_of_scope"] {
+        let value = classification.get(key).cloned().unwrap_or(match key {
+            "out_of_scope" => Value::Bool(false),
+            _ => Value::Null,
+        });
+        merged.insert(key.to_string(), value);
+    }
+    Value::Object(merged)
+}

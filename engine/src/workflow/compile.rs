@@ -1,0 +1,778 @@
+//! From a workflow directory to a [`Workflow`], collecting every problem on the way.
+//!
+//! Loading never stops at the first problem: each top-level field and each node is read on
+//! its own, every script and template is compiled, and the graph checks run on whatever
+//! part of the graph is sound, so one `casegraph validate` shows the whole list.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use marked_yaml::{Node as YamlNode, Spanned};
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, EdgeRef, Reversed};
+use sha2::Digest as _;
+
+use super::def::{self, BranchDef, LimitsDef, NodeDef, Replies};
+use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, template_key};
+use crate::rules::{Origin, Rules, Script};
+use crate::yaml::{self, line_of, pos};
+
+/// Default bound on node executions per case.
+const DEFAULT_MAX_STEPS: u32 = 500;
+
+/// Compiles the workflow in `dir` (which holds `workflow.yaml`).
+pub fn compile_dir(dir: &Path, rules: &Rules) -> Result<Workflow, Vec<Diagnostic>> {
+    let mut c = Compiler {
+        dir: dir.to_path_buf(),
+        file: dir.join("workflow.yaml"),
+        rules,
+        diags: Vec::new(),
+        hasher: sha2::Sha256::new(),
+    };
+    let workflow = c.compile();
+    match workflow {
+        Some(w) if c.diags.is_empty() => Ok(w),
+        _ => {
+            c.diags
+                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            Err(c.diags)
+        }
+    }
+}
+
+struct Compiler<'r> {
+    dir: PathBuf,
+    file: PathBuf,
+    rules: &'r Rules,
+    diags: Vec<Diagnostic>,
+    /// Digest over every file read, in a fixed order: the workflow version's identity.
+    hasher: sha2::Sha256,
+}
+
+/// The top-level fields, each read on its own.
+#[derive(Default)]
+struct Top {
+    id: Option<Spanned<String>>,
+    version: Option<Spanned<u32>>,
+    title: Option<String>,
+    intents: Vec<Spanned<String>>,
+    languages: Vec<Spanned<String>>,
+    input_schema: Option<Spanned<String>>,
+    start: Option<Spanned<String>>,
+    limits: Option<LimitsDef>,
+    replies: Replies,
+    nodes: Vec<(Spanned<String>, Option<NodeDef>)>,
+}
+
+impl Compiler<'_> {
+    fn diag(&mut self, code: Code, line: usize, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags
+            .push(Diagnostic::new(code, &self.file, line, message));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn read(&mut self, path: &Path) -> Option<String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                self.hasher.update(
+                    path.file_name()
+                        .map(|n| n.as_encoded_bytes())
+                        .unwrap_or_default(),
+                );
+                self.hasher.update([0]);
+                self.hasher.update(text.as_bytes());
+                self.hasher.update([0]);
+                Some(text)
+            }
+            Err(e) => {
+                self.diags.push(Diagnostic::new(
+                    Code::Io,
+                    path,
+                    0,
+                    format!("cannot read file: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn compile(&mut self) -> Option<Workflow> {
+        let file = self.file.clone();
+        let text = self.read(&file)?;
+        let root = match yaml::parse(&file, &text) {
+            Ok(root) => root,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        let top = self.read_top(&root);
+
+        if let Some(id) = &top.id {
+            let dir_name = self
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            if dir_name.as_deref() != Some(id.as_str()) {
+                let msg = format!(
+                    "workflow id `{}` must match its directory name `{}`",
+                    id.as_str(),
+                    dir_name.unwrap_or_default()
+                );
+                self.diag(Code::InvalidValue, line_of(id), msg);
+            }
+            if !is_identifier(id) {
+                let msg = format!("workflow id `{}` must be lower_snake_case", id.as_str());
+                self.diag(Code::InvalidValue, line_of(id), msg);
+            }
+        }
+        if top.intents.is_empty() && top.id.is_some() {
+            self.diag(
+                Code::MissingField,
+                1,
+                "`intents` must name at least one intent",
+            );
+        }
+        let mut seen_intents = HashSet::new();
+        for intent in &top.intents {
+            if !seen_intents.insert(intent.as_str()) {
+                let msg = format!("intent `{}` is listed twice", intent.as_str());
+                self.diag(Code::InvalidValue, line_of(intent), msg);
+            }
+        }
+        let languages: Vec<String> = if top.languages.is_empty() {
+            vec!["de".into(), "en".into()]
+        } else {
+            top.languages.iter().map(|l| l.to_string()).collect()
+        };
+
+        let input_schema = self.input_schema(top.input_schema.as_ref());
+        let templates = self.templates(&top.replies, &languages);
+        let (graph, index) = self.build_graph(&top, &templates_names(&top.replies));
+        let start = match &top.start {
+            Some(s) => match index.get(s.as_str()) {
+                Some(&ix) => Some(ix),
+                None => {
+                    let msg = format!("`start` names node `{}`, which does not exist", s.as_str());
+                    self.diag(Code::DanglingEdge, line_of(s), msg);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(start) = start {
+            self.check_graph(&graph, start);
+        }
+
+        let max_steps = top
+            .limits
+            .as_ref()
+            .and_then(|l| l.max_steps.as_ref())
+            .map(|m| **m)
+            .unwrap_or(DEFAULT_MAX_STEPS);
+        if max_steps == 0 {
+            self.diag(
+                Code::InvalidValue,
+                1,
+                "`limits.max_steps` must be at least 1",
+            );
+        }
+
+        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Some(Workflow {
+            id: top.id?.to_string(),
+            version: *top.version?,
+            title: top.title,
+            digest,
+            intents: top.intents.iter().map(|i| i.to_string()).collect(),
+            languages,
+            max_steps,
+            dir: self.dir.clone(),
+            graph,
+            index,
+            start: start?,
+            input_schema: input_schema?,
+            templates: templates?,
+        })
+    }
+
+    fn read_top(&mut self, root: &YamlNode) -> Top {
+        let mut top = Top::default();
+        let Some(map) = root.as_mapping() else {
+            self.diag(Code::Syntax, 1, "workflow.yaml must be a mapping");
+            return top;
+        };
+        for (key, value) in map.iter() {
+            let name = key.as_str();
+            let line = pos(key.span()).0;
+            let file = self.file.clone();
+            macro_rules! read {
+                ($what:expr) => {
+                    match yaml::from_node(value, &file, $what) {
+                        Ok(v) => Some(v),
+                        Err(d) => {
+                            self.diags.push(d);
+                            None
+                        }
+                    }
+                };
+            }
+            match name {
+                "id" => top.id = read!("`id`"),
+                "version" => top.version = read!("`version`"),
+                "title" => top.title = read!("`title`"),
+                "description" => {
+                    let _: Option<String> = read!("`description`");
+                }
+                "intents" => top.intents = read!("`intents`").unwrap_or_default(),
+                "languages" => top.languages = read!("`languages`").unwrap_or_default(),
+                "input_schema" => top.input_schema = read!("`input_schema`"),
+                "start" => top.start = read!("`start`"),
+                "limits" => top.limits = read!("`limits`"),
+                "replies" => top.replies = read!("`replies`").unwrap_or_default(),
+                "nodes" => match value.as_mapping() {
+                    Some(nodes) => {
+                        for (id, node) in nodes.iter() {
+                            let span = id.span().clone();
+                            let id_s = Spanned::new(span, id.as_str().to_string());
+                            let what = format!("node `{}`", id.as_str());
+                            match yaml::from_node::<NodeDef>(node, &file, &what) {
+                                Ok(def) => top.nodes.push((id_s, Some(def))),
+                                Err(d) => {
+                                    self.diags.push(d.node(id.as_str()));
+                                    top.nodes.push((id_s, None));
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        self.diag(
+                            Code::InvalidValue,
+                            line,
+                            "`nodes` must be a mapping of node id to node",
+                        );
+                    }
+                },
+                other => {
+                    let msg = format!(
+                        "unknown field `{other}`, expected one of: {}",
+                        def::TOP_LEVEL_FIELDS.join(", ")
+                    );
+                    self.diag(Code::UnknownField, line, msg).column = pos(key.span()).1;
+                }
+            }
+        }
+        for required in ["id", "version", "intents", "start", "nodes"] {
+            if map.get_node(required).is_none() {
+                self.diag(Code::MissingField, 1, format!("missing field `{required}`"));
+            }
+        }
+        top
+    }
+
+    fn input_schema(&mut self, name: Option<&Spanned<String>>) -> Option<jsonschema::Validator> {
+        let rel = name.map(|n| n.as_str()).unwrap_or("input.schema.json");
+        let path = self.dir.join(rel);
+        let text = self.read(&path)?;
+        let value: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::InputSchema,
+                        &path,
+                        e.line(),
+                        format!("not valid JSON: {e}"),
+                    )
+                    .at(e.line(), e.column()),
+                );
+                return None;
+            }
+        };
+        match jsonschema::validator_for(&value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = e.instance_path().to_string();
+                let line = json_pointer_line(&text, &at);
+                self.diags.push(Diagnostic::new(
+                    Code::InputSchema,
+                    &path,
+                    line,
+                    format!("not a valid JSON Schema at `{at}`: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn templates(
+        &mut self,
+        replies: &Replies,
+        languages: &[String],
+    ) -> Option<minijinja::Environment<'static>> {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let mut ok = true;
+        let mut replies: Vec<_> = replies.iter().collect();
+        replies.sort_by_key(|(name, _)| line_of(name));
+        for (name, by_lang) in replies {
+            for lang in languages {
+                if !by_lang.keys().any(|l| l.as_str() == lang) {
+                    let msg = format!("reply template `{}` has no `{lang}` text", name.as_str());
+                    self.diag(Code::Template, line_of(name), msg);
+                    ok = false;
+                }
+            }
+            for (lang, text) in by_lang {
+                if !languages.iter().any(|l| l == lang.as_str()) {
+                    let msg = format!(
+                        "reply template `{}` has text for `{}`, which is not in `languages`",
+                        name.as_str(),
+                        lang.as_str()
+                    );
+                    self.diag(Code::Template, line_of(lang), msg);
+                    ok = false;
+                    continue;
+                }
+                let key = template_key(name, lang);
+                if let Err(e) = env.add_template_owned(key, text.to_string()) {
+                    let line = line_of(text) + e.line().unwrap_or(1).saturating_sub(1);
+                    let msg = format!(
+                        "reply template `{}` ({}) does not parse: {}",
+                        name.as_str(),
+                        lang.as_str(),
+                        e.detail().unwrap_or("syntax error")
+                    );
+                    self.diag(Code::Template, line, msg);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(env)
+    }
+
+    fn build_graph(
+        &mut self,
+        top: &Top,
+        templates: &HashSet<&str>,
+    ) -> (DiGraph<Node, Edge>, HashMap<String, NodeIndex>) {
+        let mut graph = DiGraph::new();
+        let mut index = HashMap::new();
+        let mut pending: Vec<(NodeIndex, Spanned<String>, Edge)> = Vec::new();
+        for (id, def) in &top.nodes {
+            let Some(def) = def else { continue };
+            if !is_identifier(id) {
+                let msg = format!("node id `{}` must be lower_snake_case", id.as_str());
+                self.diag(Code::InvalidValue, line_of(id), msg).node = Some(id.to_string());
+            }
+            let mut edges = Vec::new();
+            let step = self.step(id, def, templates, &mut edges);
+            let node = Node {
+                id: id.to_string(),
+                line: line_of(id),
+                description: def.description.as_ref().map(|d| d.to_string()),
+                max_visits: def.max_visits.as_ref().map(|m| **m),
+                step: step.unwrap_or(Step::Decision),
+            };
+            if node.max_visits == Some(0) {
+                self.diag(
+                    Code::InvalidValue,
+                    line_of(id),
+                    "`max_visits` must be at least 1",
+                )
+                .node = Some(id.to_string());
+            }
+            let ix = graph.add_node(node);
+            index.insert(id.to_string(), ix);
+            pending.extend(edges.into_iter().map(|(target, edge)| (ix, target, edge)));
+        }
+        let known: HashSet<&str> = top.nodes.iter().map(|(id, _)| id.as_str()).collect();
+        for (from, target, edge) in pending {
+            match index.get(target.as_str()) {
+                Some(&to) => {
+                    graph.add_edge(from, to, edge);
+                }
+                // A node that failed to parse was reported already; don't report edges to it.
+                None if known.contains(target.as_str()) => {}
+                None => {
+                    let from_id = graph[from].id.clone();
+                    let msg = format!(
+                        "edge `{}` points at node `{}`, which does not exist",
+                        edge.label(),
+                        target.as_str()
+                    );
+                    self.diag(Code::DanglingEdge, line_of(&target), msg).node = Some(from_id);
+                }
+            }
+        }
+        (graph, index)
+    }
+
+    /// Checks one node's fields for its kind and compiles its scripts; collects its edges.
+    fn step(
+        &mut self,
+        id: &Spanned<String>,
+        def: &NodeDef,
+        templates: &HashSet<&str>,
+        edges: &mut Vec<(Spanned<String>, Edge)>,
+    ) -> Option<Step> {
+        let node = id.as_str();
+        let kind = def.kind.as_str();
+        let Some(allowed) = def::allowed_fields(kind) else {
+            let msg = format!(
+                "unknown node kind `{kind}`, expected one of: {}",
+                def::NODE_KINDS.join(", ")
+            );
+            self.diag(Code::InvalidValue, line_of(&def.kind), msg).node = Some(node.into());
+            return None;
+        };
+        for (field, (line, column)) in def.present_fields() {
+            if !allowed.contains(&field) {
+                let msg = format!(
+                    "field `{field}` does not belong on a `{kind}` node (allowed: {})",
+                    allowed.join(", ")
+                );
+                let d = self.diag(Code::UnknownField, line, msg);
+                d.column = column;
+                d.node = Some(node.into());
+            }
+        }
+        let missing = |c: &mut Self, field: &str| {
+            let msg = format!("a `{kind}` node needs `{field}`");
+            c.diag(Code::MissingField, line_of(id), msg).node = Some(node.into());
+        };
+        macro_rules! required {
+            ($field:ident) => {
+                match &def.$field {
+                    Some(v) => Some(v),
+                    None => {
+                        missing(self, stringify!($field));
+                        None
+                    }
+                }
+            };
+        }
+        macro_rules! edge {
+            ($field:expr, $edge:expr) => {
+                if let Some(target) = &$field {
+                    edges.push((target.clone(), $edge));
+                }
+            };
+        }
+        match kind {
+            "rule" => {
+                required!(next);
+                edge!(def.next, Edge::Next);
+                let script = required!(script)?;
+                let path = self.dir.join(script.as_str());
+                let source = self.read(&path)?;
+                let origin = Origin {
+                    file: path,
+                    line: 1,
+                    node: Some(node.into()),
+                };
+                let script = self.script(self.rules.compile(&source, origin))?;
+                Some(Step::Rule { script })
+            }
+            "decision" => {
+                if def.otherwise.is_none() {
+                    let msg = "a `decision` node needs `otherwise`, the edge taken when no branch matches";
+                    self.diag(Code::MissingOtherwise, line_of(id), msg).node = Some(node.into());
+                }
+                let branches: &[BranchDef] = def.branches.as_deref().unwrap_or_default();
+                if branches.is_empty() {
+                    missing(self, "branches");
+                }
+                let mut ok = true;
+                for (order, b) in branches.iter().enumerate() {
+                    match self.expression(&b.when, node) {
+                        Some(condition) => edges.push((
+                            b.to.clone(),
+                            Edge::When {
+                                order,
+                                condition,
+                                source: b.when.to_string(),
+                            },
+                        )),
+                        None => ok = false,
+                    }
+                }
+                edges.push((def.otherwise.clone()?, Edge::Otherwise));
+                ok.then_some(Step::Decision)
+            }
+            "call" => {
+                required!(next);
+                edge!(def.next, Edge::Next);
+                edge!(def.on_failure, Edge::Failure);
+                let connector = required!(connector);
+                let operation = required!(operation);
+                let payload = match &def.payload {
+                    Some(p) => Some(self.expression(p, node)?),
+                    None => None,
+                };
+                let (max_attempts, backoff) = match &def.retry {
+                    Some(r) => {
+                        if *r.max_attempts == 0 {
+                            self.diag(
+                                Code::InvalidValue,
+                                line_of(&r.max_attempts),
+                                "`retry.max_attempts` must be at least 1",
+                            )
+                            .node = Some(node.into());
+                        }
+                        let backoff = match &r.backoff {
+                            Some(b) => self.duration(b, node)?,
+                            None => Duration::from_secs(30),
+                        };
+                        (*r.max_attempts, backoff)
+                    }
+                    None => (1, Duration::ZERO),
+                };
+                Some(Step::Call {
+                    connector: connector?.to_string(),
+                    operation: operation?.to_string(),
+                    payload,
+                    result: def.result.as_ref().map(|r| r.to_string()),
+                    max_attempts,
+                    backoff,
+                })
+            }
+            "human" => {
+                let queue = required!(queue);
+                let decisions = required!(decisions);
+                let in_order = def.decisions_in_order();
+                if decisions.is_some() && in_order.is_empty() {
+                    missing(self, "decisions");
+                }
+                for (name, target) in &in_order {
+                    edges.push(((*target).clone(), Edge::Decision(name.to_string())));
+                }
+                edge!(def.escalate, Edge::Escalation);
+                let sla = match &def.sla {
+                    Some(s) => Some(self.duration(s, node)?),
+                    None => None,
+                };
+                if sla.is_some() != def.escalate.is_some() {
+                    let msg = "`sla` and `escalate` go together: a task with an SLA needs an escalation edge, and the reverse";
+                    self.diag(Code::MissingField, line_of(id), msg).node = Some(node.into());
+                }
+                Some(Step::Human {
+                    queue: queue?.to_string(),
+                    task: def.task.as_ref().map(|t| t.to_string()),
+                    sla,
+                    decisions: in_order.iter().map(|(k, _)| k.to_string()).collect(),
+                })
+            }
+            "wait" => {
+                required!(next);
+                edge!(def.next, Edge::Next);
+                match (&def.duration, &def.until) {
+                    (Some(d), None) => Some(Step::Wait(WaitFor::Duration(self.duration(d, node)?))),
+                    (None, Some(u)) => Some(Step::Wait(WaitFor::Until(self.expression(u, node)?))),
+                    _ => {
+                        let msg = "a `wait` node needs exactly one of `duration` and `until`";
+                        self.diag(Code::MissingField, line_of(id), msg).node = Some(node.into());
+                        None
+                    }
+                }
+            }
+            "checkpoint" => {
+                required!(next);
+                edge!(def.next, Edge::Next);
+                let name = required!(name);
+                let assert_source = required!(assert)?;
+                let assert = self.expression(assert_source, node)?;
+                Some(Step::Checkpoint {
+                    name: name?.to_string(),
+                    assert,
+                    evidence: def
+                        .evidence
+                        .iter()
+                        .flatten()
+                        .map(|e| e.to_string())
+                        .collect(),
+                })
+            }
+            "reply" => {
+                required!(next);
+                edge!(def.next, Edge::Next);
+                let template = required!(template)?;
+                if !templates.contains(template.as_str()) {
+                    let msg = format!(
+                        "reply template `{}` is not defined under `replies`",
+                        template.as_str()
+                    );
+                    self.diag(Code::Template, line_of(template), msg).node = Some(node.into());
+                    return None;
+                }
+                Some(Step::Reply {
+                    template: template.to_string(),
+                })
+            }
+            "end" => {
+                let outcome = required!(outcome)?;
+                let escalated = match def.status.as_ref().map(|s| s.as_str()) {
+                    None | Some("completed") => false,
+                    Some("escalated") => true,
+                    Some(other) => {
+                        let msg =
+                            format!("`status` must be `completed` or `escalated`, not `{other}`");
+                        let line = def.status.as_ref().map(line_of).unwrap_or(0);
+                        self.diag(Code::InvalidValue, line, msg).node = Some(node.into());
+                        return None;
+                    }
+                };
+                Some(Step::End {
+                    outcome: outcome.to_string(),
+                    escalated,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn expression(&mut self, source: &Spanned<String>, node: &str) -> Option<Arc<Script>> {
+        let origin = Origin {
+            file: self.file.clone(),
+            line: line_of(source),
+            node: Some(node.into()),
+        };
+        let compiled = self.rules.compile_expression(source, origin);
+        self.script(compiled)
+    }
+
+    fn script(
+        &mut self,
+        compiled: Result<Arc<Script>, crate::rules::Error>,
+    ) -> Option<Arc<Script>> {
+        match compiled {
+            Ok(s) => Some(s),
+            Err(crate::rules::Error::Compile {
+                file,
+                line,
+                column,
+                node,
+                message,
+            }) => {
+                let mut d = Diagnostic::new(
+                    Code::Script,
+                    &file,
+                    line,
+                    format!("does not compile: {message}"),
+                )
+                .at(line, column);
+                d.node = node;
+                self.diags.push(d);
+                None
+            }
+            Err(other) => {
+                self.diag(Code::Script, 0, other.to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, text: &Spanned<String>, node: &str) -> Option<Duration> {
+        match humantime::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let msg = format!(
+                    "`{}` is not a duration such as `30s`, `4h` or `2d`: {e}",
+                    text.as_str()
+                );
+                self.diag(Code::InvalidValue, line_of(text), msg).node = Some(node.into());
+                None
+            }
+        }
+    }
+
+    /// Reachability, dead ends and unbounded cycles, on the edges that resolved.
+    fn check_graph(&mut self, graph: &DiGraph<Node, Edge>, start: NodeIndex) {
+        let mut reachable = HashSet::new();
+        let mut dfs = Dfs::new(graph, start);
+        while let Some(ix) = dfs.next(graph) {
+            reachable.insert(ix);
+        }
+        let mut reaches_end = HashSet::new();
+        let reversed = Reversed(graph);
+        for end in graph
+            .node_indices()
+            .filter(|&ix| matches!(graph[ix].step, Step::End { .. }))
+        {
+            let mut dfs = Dfs::new(reversed, end);
+            while let Some(ix) = dfs.next(reversed) {
+                reaches_end.insert(ix);
+            }
+        }
+        for ix in graph.node_indices() {
+            let node = &graph[ix];
+            if !reachable.contains(&ix) {
+                let msg = "no path from `start` reaches this node";
+                self.diag(Code::Unreachable, node.line, msg).node = Some(node.id.clone());
+            } else if !reaches_end.contains(&ix) {
+                let msg = "no path leads from this node to an `end` node";
+                self.diag(Code::DeadEnd, node.line, msg).node = Some(node.id.clone());
+            }
+        }
+
+        // A cycle is bounded when it passes a node that waits (human, wait) or carries a
+        // visit bound. Removing those nodes leaves exactly the unbounded cycles.
+        let bounded = |ix: NodeIndex| {
+            let n = &graph[ix];
+            n.max_visits.is_some() || matches!(n.step, Step::Human { .. } | Step::Wait(_))
+        };
+        let free = graph.filter_map(
+            |ix, n| (!bounded(ix)).then_some(n.id.as_str()),
+            |_, _| Some(()),
+        );
+        for scc in petgraph::algo::tarjan_scc(&free) {
+            let is_cycle = scc.len() > 1
+                || free
+                    .edges_directed(scc[0], Direction::Outgoing)
+                    .any(|e| e.target() == scc[0]);
+            if !is_cycle {
+                continue;
+            }
+            let mut ids: Vec<&str> = scc.iter().map(|&ix| free[ix]).collect();
+            ids.sort_by_key(|id| graph.node_weights().position(|n| n.id == *id));
+            let first = graph
+                .node_weights()
+                .find(|n| n.id == ids[0])
+                .map(|n| n.line)
+                .unwrap_or(0);
+            let msg = format!(
+                "cycle through {} passes no `wait` or `human` node and no node has `max_visits`",
+                ids.iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.diag(Code::UnboundedCycle, first, msg).node = Some(ids[0].to_string());
+        }
+    }
+}
+
+fn templates_names(replies: &Replies) -> HashSet<&str> {
+    replies.keys().map(|k| k.as_str()).collect()
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Best-effort line of a JSON pointer's last key in a JSON text (1 when not found).
+fn json_pointer_line(text: &str, pointer: &str) -> usize {
+    let Some(key) = pointer.rsplit('/').next().filter(|k| !k.is_empty()) else {
+        return 1;
+    };
+    let needle = format!("\"{key}\"");
+    text.lines()
+        .position(|l| l.contains(&needle))
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}

@@ -1,0 +1,212 @@
+//! The serde shape of `workflow.yaml`, as a process owner writes it.
+//!
+//! Every value a problem could be reported against is `Spanned`, so compilation can point
+//! at file, line and node. Per-kind rules (which fields a `rule` node may carry, and so on)
+//! are checked in `compile`, not here, so one run reports every problem.
+
+use std::collections::HashMap;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+/// Top-level fields of `workflow.yaml`. The top level is read field by field (see
+/// `compile::load`) so that an unknown or broken field does not hide the others.
+pub const TOP_LEVEL_FIELDS: &[&str] = &[
+    "id",
+    "version",
+    "title",
+    "description",
+    "intents",
+    "languages",
+    "input_schema",
+    "start",
+    "limits",
+    "replies",
+    "nodes",
+];
+
+/// Per-run limits a workflow declares for its cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDef {
+    /// Upper bound on node executions per case; a case that exceeds it fails.
+    pub max_steps: Option<Spanned<u32>>,
+}
+
+/// One conditional edge of a `decision` node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchDef {
+    /// rhai boolean expression over `case`.
+    pub when: Spanned<String>,
+    /// Target node id.
+    pub to: Spanned<String>,
+}
+
+/// Retry policy of a `call` node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDef {
+    /// Total attempts including the first (1 = no retry).
+    pub max_attempts: Spanned<u32>,
+    /// Delay before the first retry, doubled on each further one (`30s`, `2m`).
+    pub backoff: Option<Spanned<String>>,
+}
+
+/// A node as written. Which fields are allowed depends on `kind`; see [`allowed_fields`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDef {
+    pub kind: Spanned<String>,
+    pub description: Option<Spanned<String>>,
+    /// The next node (rule, call on success, wait, checkpoint, reply).
+    pub next: Option<Spanned<String>>,
+    /// How often the node may run in one case; bounds a cycle through it.
+    pub max_visits: Option<Spanned<u32>>,
+    /// rule: rhai script file, relative to the workflow directory.
+    pub script: Option<Spanned<String>>,
+    /// decision: conditional edges, tried in order.
+    pub branches: Option<Vec<BranchDef>>,
+    /// decision: edge taken when no branch matches.
+    pub otherwise: Option<Spanned<String>>,
+    /// call: connector name (a back-office system).
+    pub connector: Option<Spanned<String>>,
+    /// call: operation on the connector.
+    pub operation: Option<Spanned<String>>,
+    /// call: rhai expression giving the request payload (a map); default: empty map.
+    pub payload: Option<Spanned<String>>,
+    /// call: case-data key the connector's answer is stored under.
+    pub result: Option<Spanned<String>>,
+    /// call: retry policy.
+    pub retry: Option<RetryDef>,
+    /// call: node taken when the call fails for good.
+    pub on_failure: Option<Spanned<String>>,
+    /// human: the task queue.
+    pub queue: Option<Spanned<String>>,
+    /// human: what the reviewer is asked.
+    pub task: Option<Spanned<String>>,
+    /// human: time until the task escalates (`4h`, `2d`).
+    pub sla: Option<Spanned<String>>,
+    /// human: decision name → node taken.
+    pub decisions: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    /// human: node taken when the SLA passes.
+    pub escalate: Option<Spanned<String>>,
+    /// wait: a fixed delay (`2d`).
+    pub duration: Option<Spanned<String>>,
+    /// wait: rhai expression giving an RFC 3339 timestamp or `YYYY-MM-DD` date.
+    pub until: Option<Spanned<String>>,
+    /// checkpoint: human-readable name of what is asserted.
+    pub name: Option<Spanned<String>>,
+    /// checkpoint: rhai boolean expression; false fails the case.
+    pub assert: Option<Spanned<String>>,
+    /// checkpoint: case-data paths whose values are recorded (as digests) as evidence.
+    pub evidence: Option<Vec<Spanned<String>>>,
+    /// reply: template name from `replies`.
+    pub template: Option<Spanned<String>>,
+    /// end: the outcome of the case.
+    pub outcome: Option<Spanned<String>>,
+    /// end: final status, `completed` (default) or `escalated`.
+    pub status: Option<Spanned<String>>,
+}
+
+/// The node kinds and the fields each may carry besides `kind`, `description`,
+/// `max_visits`.
+pub fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "rule" => &["script", "next"],
+        "decision" => &["branches", "otherwise"],
+        "call" => &[
+            "connector",
+            "operation",
+            "payload",
+            "result",
+            "retry",
+            "next",
+            "on_failure",
+        ],
+        "human" => &["queue", "task", "sla", "decisions", "escalate"],
+        "wait" => &["duration", "until", "next"],
+        "checkpoint" => &["name", "assert", "evidence", "next"],
+        "reply" => &["template", "next"],
+        "end" => &["outcome", "status"],
+        _ => return None,
+    })
+}
+
+/// Every node kind, for error messages and the JSON Schema.
+pub const NODE_KINDS: &[&str] = &[
+    "rule",
+    "decision",
+    "call",
+    "human",
+    "wait",
+    "checkpoint",
+    "reply",
+    "end",
+];
+
+/// Reply templates: name → language → template text.
+pub type Replies = HashMap<Spanned<String>, HashMap<Spanned<String>, Spanned<String>>>;
+
+impl NodeDef {
+    /// Reviewer decisions in the order they are written.
+    pub fn decisions_in_order(&self) -> Vec<(&Spanned<String>, &Spanned<String>)> {
+        let mut d: Vec<_> = self.decisions.iter().flatten().collect();
+        d.sort_by_key(|(k, _)| pos(k));
+        d
+    }
+
+    /// The fields that are set, by name, with their location (line, column).
+    pub fn present_fields(&self) -> Vec<(&'static str, (usize, usize))> {
+        let mut out = Vec::new();
+        macro_rules! field {
+            ($name:ident) => {
+                if let Some(v) = &self.$name {
+                    out.push((stringify!($name), pos(v)));
+                }
+            };
+        }
+        field!(next);
+        field!(script);
+        field!(otherwise);
+        field!(connector);
+        field!(operation);
+        field!(payload);
+        field!(result);
+        field!(on_failure);
+        field!(queue);
+        field!(task);
+        field!(sla);
+        field!(escalate);
+        field!(duration);
+        field!(until);
+        field!(name);
+        field!(assert);
+        field!(template);
+        field!(outcome);
+        field!(status);
+        if let Some(b) = &self.branches {
+            out.push((
+                "branches",
+                b.first().map(|b| pos(&b.when)).unwrap_or((0, 0)),
+            ));
+        }
+        if let Some(r) = &self.retry {
+            out.push(("retry", pos(&r.max_attempts)));
+        }
+        if let Some(d) = &self.decisions {
+            out.push(("decisions", d.keys().map(pos).min().unwrap_or((0, 0))));
+        }
+        if let Some(e) = &self.evidence {
+            out.push(("evidence", e.first().map(pos).unwrap_or((0, 0))));
+        }
+        out
+    }
+}
+
+fn pos<T>(s: &Spanned<T>) -> (usize, usize) {
+    s.span()
+        .start()
+        .map(|m| (m.line(), m.column()))
+        .unwrap_or((0, 0))
+}

@@ -1,0 +1,141 @@
+//! Diagrams of a compiled workflow: Mermaid for docs and the console, Graphviz dot.
+
+use std::fmt::Write as _;
+
+use super::{Edge, Step, Workflow};
+
+/// Diagram output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Mermaid,
+    Dot,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mermaid" => Ok(Format::Mermaid),
+            "dot" => Ok(Format::Dot),
+            other => Err(format!(
+                "unknown diagram format `{other}`, expected mermaid or dot"
+            )),
+        }
+    }
+}
+
+impl Workflow {
+    /// The workflow graph as a diagram; node kinds have distinct shapes, edges their conditions.
+    pub fn diagram(&self, format: Format) -> String {
+        match format {
+            Format::Mermaid => self.mermaid(),
+            Format::Dot => self.dot(),
+        }
+    }
+
+    fn mermaid(&self) -> String {
+        let mut out = String::from("flowchart TD\n");
+        for n in self.nodes() {
+            let label = format!("{}<br/><i>{}</i>", n.id, node_detail(&n.step));
+            let label = label.replace('"', "#quot;");
+            let (open, close) = match n.step {
+                Step::Decision => ("{", "}"),
+                Step::Human { .. } => ("[/", "/]"),
+                Step::Wait(_) => ("[(", ")]"),
+                Step::Call { .. } => ("[[", "]]"),
+                Step::Checkpoint { .. } => ("{{", "}}"),
+                Step::Reply { .. } => (">", "]"),
+                Step::End { .. } => ("((", "))"),
+                Step::Rule { .. } => ("[", "]"),
+            };
+            let _ = writeln!(out, "    {}{open}\"{label}\"{close}", n.id);
+        }
+        let _ = writeln!(out, "    start(( )) --> {}", self.start().id);
+        for n in self.nodes() {
+            for (edge, to) in self.edges_from(&n.id) {
+                let label = edge_label(edge).replace('"', "#quot;");
+                let arrow = if matches!(edge, Edge::Failure | Edge::Escalation) {
+                    "-.->"
+                } else {
+                    "-->"
+                };
+                let _ = writeln!(out, "    {} {arrow}|\"{label}\"| {}", n.id, to.id);
+            }
+        }
+        out
+    }
+
+    fn dot(&self) -> String {
+        let mut out = format!(
+            "digraph \"{}\" {{\n    rankdir=TB;\n    node [fontname=\"sans-serif\"];\n",
+            self.id
+        );
+        for n in self.nodes() {
+            let shape = match n.step {
+                Step::Decision => "diamond",
+                Step::Human { .. } => "parallelogram",
+                Step::Wait(_) => "cylinder",
+                Step::Call { .. } => "box3d",
+                Step::Checkpoint { .. } => "hexagon",
+                Step::Reply { .. } => "note",
+                Step::End { .. } => "doublecircle",
+                Step::Rule { .. } => "box",
+            };
+            let label = format!("{}\\n{}", n.id, node_detail(&n.step)).replace('"', "\\\"");
+            let _ = writeln!(out, "    \"{}\" [shape={shape}, label=\"{label}\"];", n.id);
+        }
+        for n in self.nodes() {
+            for (edge, to) in self.edges_from(&n.id) {
+                let style = if matches!(edge, Edge::Failure | Edge::Escalation) {
+                    ", style=dashed"
+                } else {
+                    ""
+                };
+                let label = edge_label(edge).replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "    \"{}\" -> \"{}\" [label=\"{label}\"{style}];",
+                    n.id, to.id
+                );
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn node_detail(step: &Step) -> String {
+    match step {
+        Step::Rule { script } => format!(
+            "rule {}",
+            script
+                .origin
+                .file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        Step::Decision => "decision".into(),
+        Step::Call {
+            connector,
+            operation,
+            ..
+        } => format!("call {connector}.{operation}"),
+        Step::Human { queue, .. } => format!("human task in {queue}"),
+        Step::Wait(_) => "wait".into(),
+        Step::Checkpoint { name, .. } => format!("checkpoint: {name}"),
+        Step::Reply { template } => format!("reply {template}"),
+        Step::End { outcome, .. } => format!("end: {outcome}"),
+    }
+}
+
+fn edge_label(edge: &Edge) -> String {
+    match edge {
+        Edge::Next => String::new(),
+        Edge::When { source, .. } => source.clone(),
+        Edge::Otherwise => "otherwise".into(),
+        Edge::Failure => "failure".into(),
+        Edge::Decision(d) => d.clone(),
+        Edge::Escalation => "SLA passed".into(),
+    }
+}

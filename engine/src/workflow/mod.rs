@@ -1,0 +1,232 @@
+//! Workflows: the definition format (`def`), its compiler to a petgraph graph (`compile`),
+//! the problems it reports (`diagnostic`), diagrams (`diagram`) and the set of workflows a
+//! box serves (`Catalog`).
+//!
+//! A [`Workflow`] only exists once it compiled without a single problem, so the executor
+//! trusts it: every edge points at a node, every script compiled, every template parses.
+
+mod catalog;
+mod compile;
+pub mod def;
+mod diagnostic;
+mod diagram;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::rules::Script;
+
+pub use catalog::Catalog;
+pub use compile::compile_dir;
+pub use diagnostic::{Code, Diagnostic, Diagnostics};
+pub use diagram::Format;
+
+/// A compiled, runnable workflow version.
+#[derive(Debug)]
+pub struct Workflow {
+    pub id: String,
+    pub version: u32,
+    pub title: Option<String>,
+    /// sha256 over every file the workflow consists of; identifies the exact version.
+    pub digest: String,
+    pub intents: Vec<String>,
+    pub languages: Vec<String>,
+    /// Upper bound on node executions per case.
+    pub max_steps: u32,
+    /// The directory the workflow was loaded from.
+    pub dir: PathBuf,
+    pub(crate) graph: DiGraph<Node, Edge>,
+    pub(crate) index: HashMap<String, NodeIndex>,
+    pub(crate) start: NodeIndex,
+    pub(crate) input_schema: jsonschema::Validator,
+    pub(crate) templates: minijinja::Environment<'static>,
+}
+
+/// A node of the compiled graph.
+#[derive(Debug)]
+pub struct Node {
+    pub id: String,
+    /// Line of the node in `workflow.yaml`.
+    pub line: usize,
+    pub description: Option<String>,
+    pub max_visits: Option<u32>,
+    pub step: Step,
+}
+
+/// What a node does when the executor reaches it.
+#[derive(Debug)]
+pub enum Step {
+    Rule {
+        script: Arc<Script>,
+    },
+    /// Conditions live on the outgoing [`Edge::When`] edges.
+    Decision,
+    Call {
+        connector: String,
+        operation: String,
+        payload: Option<Arc<Script>>,
+        result: Option<String>,
+        max_attempts: u32,
+        backoff: Duration,
+    },
+    Human {
+        queue: String,
+        task: Option<String>,
+        sla: Option<Duration>,
+        /// Decisions a reviewer may take, in declaration order.
+        decisions: Vec<String>,
+    },
+    Wait(WaitFor),
+    Checkpoint {
+        name: String,
+        assert: Arc<Script>,
+        evidence: Vec<String>,
+    },
+    Reply {
+        template: String,
+    },
+    End {
+        outcome: String,
+        escalated: bool,
+    },
+}
+
+/// How long a `wait` node waits.
+#[derive(Debug)]
+pub enum WaitFor {
+    Duration(Duration),
+    /// rhai expression giving an RFC 3339 timestamp or a `YYYY-MM-DD` date.
+    Until(Arc<Script>),
+}
+
+impl Step {
+    /// The node kind as written in `workflow.yaml`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Rule { .. } => "rule",
+            Step::Decision => "decision",
+            Step::Call { .. } => "call",
+            Step::Human { .. } => "human",
+            Step::Wait(_) => "wait",
+            Step::Checkpoint { .. } => "checkpoint",
+            Step::Reply { .. } => "reply",
+            Step::End { .. } => "end",
+        }
+    }
+}
+
+/// An edge of the compiled graph: why the executor may take it.
+#[derive(Debug)]
+pub enum Edge {
+    /// The single successor of a rule, call (success), wait, checkpoint or reply node.
+    Next,
+    /// A decision branch: taken when its condition holds and no earlier branch did.
+    When {
+        order: usize,
+        condition: Arc<Script>,
+        /// The condition as written, for diagrams and step records.
+        source: String,
+    },
+    /// The decision's fallback.
+    Otherwise,
+    /// A call that failed for good.
+    Failure,
+    /// A reviewer's decision on a human task.
+    Decision(String),
+    /// A human task whose SLA passed.
+    Escalation,
+}
+
+impl Edge {
+    /// Short label for diagrams and step records.
+    pub fn label(&self) -> String {
+        match self {
+            Edge::Next => "next".into(),
+            Edge::When { source, .. } => format!("when {source}"),
+            Edge::Otherwise => "otherwise".into(),
+            Edge::Failure => "on_failure".into(),
+            Edge::Decision(d) => format!("decision {d}"),
+            Edge::Escalation => "escalate".into(),
+        }
+    }
+}
+
+impl Workflow {
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.index.get(id).map(|&i| &self.graph[i])
+    }
+
+    pub fn start(&self) -> &Node {
+        &self.graph[self.start]
+    }
+
+    /// All nodes, in declaration order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.graph.node_weights()
+    }
+
+    /// Outgoing edges of a node with their targets, in a stable order (decision branches
+    /// by `order`, then the rest by declaration).
+    pub fn edges_from(&self, id: &str) -> Vec<(&Edge, &Node)> {
+        let Some(&ix) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = self
+            .graph
+            .edges(ix)
+            .map(|e| (e.id(), e.weight(), &self.graph[e.target()]))
+            .collect();
+        out.sort_by_key(|(eid, edge, _)| match edge {
+            Edge::When { order, .. } => (0, *order),
+            Edge::Otherwise => (1, 0),
+            _ => (2, eid.index()),
+        });
+        out.into_iter().map(|(_, e, n)| (e, n)).collect()
+    }
+
+    /// Checks a request against the workflow's input schema; every violation, with its path.
+    pub fn validate_input(&self, request: &serde_json::Value) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = self
+            .input_schema
+            .iter_errors(request)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{path}: {e}")
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Renders a reply template in `language`, falling back to the first declared language.
+    pub fn render_reply(
+        &self,
+        template: &str,
+        language: &str,
+        context: &serde_json::Value,
+    ) -> Result<(String, String), minijinja::Error> {
+        let lang = if self.languages.iter().any(|l| l == language) {
+            language
+        } else {
+            self.languages.first().map(String::as_str).unwrap_or("en")
+        };
+        let tmpl = self.templates.get_template(&template_key(template, lang))?;
+        Ok((lang.to_string(), tmpl.render(context)?))
+    }
+}
+
+pub(crate) fn template_key(template: &str, language: &str) -> String {
+    format!("{template}.{language}")
+}
