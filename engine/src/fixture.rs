@@ -169,7 +169,7 @@ fn load(file: &Path) -> Result<Fixture, Diagnostic> {
         )
     })?;
     let root = yaml::parse(file, &text)?;
-    yaml::from_node(&root, file, "fixture")
+    yaml::from_json_node(&root, file, &text, "fixture")
 }
 
 fn run_file(catalog: &Catalog, wf: &Workflow, rules: &Rules, file: &Path) -> Outcome {

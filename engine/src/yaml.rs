@@ -22,7 +22,9 @@ pub(crate) fn line_of<T>(value: &Spanned<T>) -> usize {
 
 /// Parses a YAML document whose top level is a mapping; duplicate keys are an error.
 pub(crate) fn parse(file: &Path, text: &str) -> Result<Node, Diagnostic> {
-    let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+    let options = marked_yaml::LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
     marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| {
         let (line, column) = match &e {
             LoadError::TopLevelMustBeMapping(m)
@@ -86,5 +88,111 @@ fn inner_message(e: &marked_yaml::FromNodeError) -> String {
         marked_yaml::Error::NotBoolean(_) => "expected true or false".to_string(),
         marked_yaml::Error::IntegerParseFailure(err, _) => format!("expected an integer ({err})"),
         marked_yaml::Error::FloatParseFailure(err, _) => format!("expected a number ({err})"),
+    }
+}
+
+/// Converts a YAML tree to JSON with typed scalars (YAML 1.2 core schema: `null`, `true`,
+/// integers and decimals unquoted; anything quoted stays a string). Used for free-form
+/// values such as a fixture's request, where the type of a scalar matters.
+pub(crate) fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if !s.may_coerce() {
+                return Value::String(text.to_string());
+            }
+            match text {
+                "null" | "Null" | "NULL" | "~" | "" => Value::Null,
+                "true" | "True" | "TRUE" => Value::Bool(true),
+                "false" | "False" | "FALSE" => Value::Bool(false),
+                _ => {
+                    if let Ok(i) = text.parse::<i64>() {
+                        Value::from(i)
+                    } else if let Some(n) = text
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite() && text.chars().any(|c| c.is_ascii_digit()))
+                        .and_then(serde_json::Number::from_f64)
+                    {
+                        Value::Number(n)
+                    } else {
+                        Value::String(text.to_string())
+                    }
+                }
+            }
+        }
+        Node::Sequence(seq) => Value::Array(seq.iter().map(to_json).collect()),
+        Node::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Deserializes free-form YAML through typed JSON (see [`to_json`]); an error names the
+/// line of the field it is about when it can be found.
+pub(crate) fn from_json_node<T: DeserializeOwned>(
+    node: &Node,
+    file: &Path,
+    text: &str,
+    what: &str,
+) -> Result<T, Diagnostic> {
+    serde_json::from_value(to_json(node)).map_err(|e| {
+        let message = e.to_string();
+        // serde names the field in backticks: find the line that writes it.
+        let line = message
+            .split('`')
+            .nth(1)
+            .and_then(|field| {
+                let key = format!("{field}:");
+                text.lines()
+                    .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&key))
+            })
+            .map(|i| i + 1)
+            .unwrap_or(1);
+        let code = if message.starts_with("unknown field") {
+            Code::UnknownField
+        } else if message.starts_with("missing field") {
+            Code::MissingField
+        } else {
+            Code::InvalidValue
+        };
+        Diagnostic::new(code, file, line, format!("{what}: {message}"))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn scalars_become_typed_json_values() {
+        let file = Path::new("f.yaml");
+        let root = parse(
+            file,
+            "a: 120\nb: 12.50\nc: \"120\"\nd: true\ne: text\nf: [1, x]\ng: null\n",
+        )
+        .unwrap();
+        let v = to_json(&root);
+        assert_eq!(
+            v,
+            json!({"a": 120, "b": 12.5, "c": "120", "d": true, "e": "text", "f": [1, "x"], "g": null})
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let d = parse(Path::new("f.yaml"), "a: 1\nb: [unclosed\n").unwrap_err();
+        assert_eq!(d.code, Code::Syntax);
+        assert!(d.line >= 2, "{d}");
+        let d = parse(Path::new("f.yaml"), "a: 1\na: 2\n").unwrap_err();
+        assert_eq!(d.line, 2, "{d}");
     }
 }

@@ -313,3 +313,70 @@ fn a_script_error_fails_the_case_naming_file_line_node_and_case() {
     assert!(error.contains("case `c6`"), "{error}");
     let _ = clock.now();
 }
+
+const LOOP: &str = r#"
+id: retry_loop
+version: 1
+intents: [x]
+start: ask
+limits: {max_steps: 100}
+replies: {}
+nodes:
+  ask: {kind: rule, script: ask.rhai, next: enough, max_visits: 3}
+  enough:
+    kind: decision
+    branches:
+      - {when: "case.tries >= 10", to: done}
+    otherwise: ask
+  done: {kind: end, outcome: done}
+"#;
+
+fn loop_workflow(dir: &Path, max_steps: u32) -> Workflow {
+    let wf = dir.join("retry_loop");
+    std::fs::create_dir_all(&wf).unwrap();
+    let text = LOOP.replace("max_steps: 100", &format!("max_steps: {max_steps}"));
+    std::fs::write(wf.join("workflow.yaml"), text).unwrap();
+    std::fs::write(wf.join("ask.rhai"), "case.tries = (case.tries ?? 0) + 1;").unwrap();
+    std::fs::write(wf.join("input.schema.json"), "{}").unwrap();
+    compile_dir(&wf, &Rules::default()).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+#[test]
+fn a_bounded_cycle_fails_the_case_when_a_node_passes_its_visit_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wf = loop_workflow(tmp.path(), 100);
+    let rules = Rules::default();
+    let clock = ManualClock::new(start_at());
+    let answers = Answers::default();
+    let exec = Executor::new(&rules, &clock, &answers);
+    let (case, records) = exec.start(&wf, "c7", json!({}), json!({})).unwrap();
+    assert_eq!(case.status, Status::Failed);
+    assert!(
+        case.error.as_deref().unwrap().contains("max_visits: 3"),
+        "{:?}",
+        case.error
+    );
+    assert_eq!(
+        case.path,
+        ["ask", "enough", "ask", "enough", "ask", "enough"]
+    );
+    assert_eq!(records.len(), 6);
+}
+
+#[test]
+fn the_per_case_step_bound_stops_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wf = loop_workflow(tmp.path(), 4);
+    let rules = Rules::default();
+    let clock = ManualClock::new(start_at());
+    let answers = Answers::default();
+    let exec = Executor::new(&rules, &clock, &answers);
+    let (case, _) = exec.start(&wf, "c8", json!({}), json!({})).unwrap();
+    assert_eq!(case.status, Status::Failed);
+    assert!(
+        case.error.as_deref().unwrap().contains("bound of 4 steps"),
+        "{:?}",
+        case.error
+    );
+    assert_eq!(case.steps, 4);
+}

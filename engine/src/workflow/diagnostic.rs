@@ -111,9 +111,13 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)?;
-        if self.column > 0 {
-            write!(f, ":{}", self.column)?;
+        write!(f, "{}", self.file.display())?;
+        // Line 0 means the problem concerns the file as a whole (e.g. it cannot be read).
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+            if self.column > 0 {
+                write!(f, ":{}", self.column)?;
+            }
         }
         write!(f, ": {}", self.code)?;
         if let Some(node) = &self.node {

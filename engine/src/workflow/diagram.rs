@@ -59,7 +59,11 @@ impl Workflow {
                 } else {
                     "-->"
                 };
-                let _ = writeln!(out, "    {} {arrow}|\"{label}\"| {}", n.id, to.id);
+                if label.is_empty() {
+                    let _ = writeln!(out, "    {} {arrow} {}", n.id, to.id);
+                } else {
+                    let _ = writeln!(out, "    {} {arrow}|\"{label}\"| {}", n.id, to.id);
+                }
             }
         }
         out

@@ -1,0 +1,131 @@
+//! The `casegraph` binary as a process owner uses it, on the shipped workflows and on
+//! broken ones.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn casegraph(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_shipped_workflows() {
+    let out = casegraph(&["validate", "workflows"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("are valid"));
+}
+
+#[test]
+fn validate_lists_every_problem_with_file_line_and_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("broken");
+    std::fs::create_dir_all(dir.join("routing")).unwrap();
+    std::fs::write(
+        dir.join("routing/routing.yaml"),
+        "version: 1\nscript: routing.rhai\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("routing/routing.rhai"),
+        "#{queue: \"triage\", rule: \"all\"}",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("demo")).unwrap();
+    std::fs::write(dir.join("demo/input.schema.json"), "{}").unwrap();
+    std::fs::write(
+        dir.join("demo/workflow.yaml"),
+        "id: demo\nversion: 1\nintents: [x]\nstart: a\ncolour: red\nnodes:\n  a: {kind: decision, branches: [{when: \"true\", to: nowhere}]}\n",
+    )
+    .unwrap();
+    let out = casegraph(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let wf = Path::new(&dir)
+        .join("demo/workflow.yaml")
+        .display()
+        .to_string();
+    assert!(text.contains(&format!("{wf}:5:1: unknown_field")), "{text}");
+    assert!(text.contains("missing_otherwise in node `a`"), "{text}");
+    assert!(
+        text.contains(&format!("{wf}:7")) && text.contains("dangling_edge"),
+        "{text}"
+    );
+}
+
+#[test]
+fn test_runs_every_shipped_fixture() {
+    let out = casegraph(&["test", "workflows"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+    assert!(text.contains("PASS  routing:"), "{text}");
+}
+
+#[test]
+fn graph_draws_mermaid_and_dot() {
+    let out = casegraph(&["graph", "request_refund", "--format", "mermaid"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("flowchart TD"));
+    let out = casegraph(&["graph", "request_refund", "--format", "dot"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("digraph \"request_refund\""));
+    let out = casegraph(&["graph", "no_such_workflow"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn run_processes_the_sample_requests_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("out.jsonl");
+    let out = casegraph(&[
+        "run",
+        "--input",
+        "workflows/samples/requests.jsonl",
+        "--output",
+        results.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("completed"), "{text}");
+    let lines = std::fs::read_to_string(&results).unwrap();
+    let samples = std::fs::read_to_string("workflows/samples/requests.jsonl").unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        samples.lines().filter(|l| !l.trim().is_empty()).count()
+    );
+    assert!(lines.contains("\"status\":\"completed\""));
+}
+
+#[test]
+fn run_rejects_a_malformed_line_naming_it_and_keeps_going() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"channel\": \"chat\", \"language\": \"en\", \"text\": \"my card arrived?\", \"intent\": \"card_arrival\"}\n{\"channel\": \"fax\", \"intent\": \"x\"}\n",
+    )
+    .unwrap();
+    let out = casegraph(&["run", "--input", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in.jsonl:2: rejected"), "{err}");
+    assert!(stdout(&out).contains("2 request(s)"), "{}", stdout(&out));
+}
