@@ -171,3 +171,22 @@ pub fn input(request: &Value, classification: &Value) -> Value {
     }
     Value::Object(merged)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn input_puts_the_classification_beside_the_request() {
+        let r = json!({"channel": "chat", "text": "hi", "intent": "spoofed"});
+        let c = json!({"intent": "card_arrival", "confidence": 0.8});
+        let input = super::input(&r, &c);
+        assert_eq!(
+            input["intent"], "card_arrival",
+            "the classifier's intent wins"
+        );
+        assert_eq!(input["confidence"], 0.8);
+        assert_eq!(input["out_of_scope"], false);
+        assert_eq!(input["text"], "hi");
+    }
+}

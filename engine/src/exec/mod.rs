@@ -9,6 +9,7 @@
 
 mod clock;
 mod run;
+mod step;
 
 use std::collections::BTreeMap;
 

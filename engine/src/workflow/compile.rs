@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marked_yaml::{Node as YamlNode, Spanned};
-use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, EdgeRef, Reversed};
 use sha2::Digest as _;
 
 use super::def::{self, BranchDef, LimitsDef, NodeDef, Replies};
-use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, template_key};
+use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, check, template_key};
 use crate::rules::{Origin, Rules, Script};
 use crate::yaml::{self, line_of, pos};
 
@@ -31,6 +29,7 @@ pub fn compile_dir(dir: &Path, rules: &Rules) -> Result<Workflow, Vec<Diagnostic
         rules,
         diags: Vec::new(),
         hasher: sha2::Sha256::new(),
+        edges_incomplete: false,
     };
     let workflow = c.compile();
     match workflow {
@@ -50,6 +49,9 @@ struct Compiler<'r> {
     diags: Vec<Diagnostic>,
     /// Digest over every file read, in a fixed order: the workflow version's identity.
     hasher: sha2::Sha256,
+    /// Set when a node or a branch condition could not be read, so some edges are
+    /// missing: reachability and cycle checks would then report problems that are not there.
+    edges_incomplete: bool,
 }
 
 /// The top-level fields, each read on its own.
@@ -155,6 +157,7 @@ impl Compiler<'_> {
         let start = match &top.start {
             Some(s) => match index.get(s.as_str()) {
                 Some(&ix) => Some(ix),
+                None if top.nodes.iter().any(|(id, _)| id.as_str() == s.as_str()) => None,
                 None => {
                     let msg = format!("`start` names node `{}`, which does not exist", s.as_str());
                     self.diag(Code::DanglingEdge, line_of(s), msg);
@@ -163,8 +166,11 @@ impl Compiler<'_> {
             },
             None => None,
         };
-        if let Some(start) = start {
-            self.check_graph(&graph, start);
+        if let Some(start) = start
+            && !self.edges_incomplete
+        {
+            let problems = check::graph(&graph, start, &self.file);
+            self.diags.extend(problems);
         }
 
         let max_steps = top
@@ -243,6 +249,7 @@ impl Compiler<'_> {
                                 Ok(def) => top.nodes.push((id_s, Some(def))),
                                 Err(d) => {
                                     self.diags.push(d.node(id.as_str()));
+                                    self.edges_incomplete = true;
                                     top.nodes.push((id_s, None));
                                 }
                             }
@@ -427,6 +434,7 @@ impl Compiler<'_> {
                 def::NODE_KINDS.join(", ")
             );
             self.diag(Code::InvalidValue, line_of(&def.kind), msg).node = Some(node.into());
+            self.edges_incomplete = true;
             return None;
         };
         for (field, (line, column)) in def.present_fields() {
@@ -497,7 +505,10 @@ impl Compiler<'_> {
                                 source: b.when.to_string(),
                             },
                         )),
-                        None => ok = false,
+                        None => {
+                            ok = false;
+                            self.edges_incomplete = true;
+                        }
                     }
                 }
                 edges.push((def.otherwise.clone()?, Edge::Otherwise));
@@ -686,71 +697,6 @@ impl Compiler<'_> {
                 self.diag(Code::InvalidValue, line_of(text), msg).node = Some(node.into());
                 None
             }
-        }
-    }
-
-    /// Reachability, dead ends and unbounded cycles, on the edges that resolved.
-    fn check_graph(&mut self, graph: &DiGraph<Node, Edge>, start: NodeIndex) {
-        let mut reachable = HashSet::new();
-        let mut dfs = Dfs::new(graph, start);
-        while let Some(ix) = dfs.next(graph) {
-            reachable.insert(ix);
-        }
-        let mut reaches_end = HashSet::new();
-        let reversed = Reversed(graph);
-        for end in graph
-            .node_indices()
-            .filter(|&ix| matches!(graph[ix].step, Step::End { .. }))
-        {
-            let mut dfs = Dfs::new(reversed, end);
-            while let Some(ix) = dfs.next(reversed) {
-                reaches_end.insert(ix);
-            }
-        }
-        for ix in graph.node_indices() {
-            let node = &graph[ix];
-            if !reachable.contains(&ix) {
-                let msg = "no path from `start` reaches this node";
-                self.diag(Code::Unreachable, node.line, msg).node = Some(node.id.clone());
-            } else if !reaches_end.contains(&ix) {
-                let msg = "no path leads from this node to an `end` node";
-                self.diag(Code::DeadEnd, node.line, msg).node = Some(node.id.clone());
-            }
-        }
-
-        // A cycle is bounded when it passes a node that waits (human, wait) or carries a
-        // visit bound. Removing those nodes leaves exactly the unbounded cycles.
-        let bounded = |ix: NodeIndex| {
-            let n = &graph[ix];
-            n.max_visits.is_some() || matches!(n.step, Step::Human { .. } | Step::Wait(_))
-        };
-        let free = graph.filter_map(
-            |ix, n| (!bounded(ix)).then_some(n.id.as_str()),
-            |_, _| Some(()),
-        );
-        for scc in petgraph::algo::tarjan_scc(&free) {
-            let is_cycle = scc.len() > 1
-                || free
-                    .edges_directed(scc[0], Direction::Outgoing)
-                    .any(|e| e.target() == scc[0]);
-            if !is_cycle {
-                continue;
-            }
-            let mut ids: Vec<&str> = scc.iter().map(|&ix| free[ix]).collect();
-            ids.sort_by_key(|id| graph.node_weights().position(|n| n.id == *id));
-            let first = graph
-                .node_weights()
-                .find(|n| n.id == ids[0])
-                .map(|n| n.line)
-                .unwrap_or(0);
-            let msg = format!(
-                "cycle through {} passes no `wait` or `human` node and no node has `max_visits`",
-                ids.iter()
-                    .map(|i| format!("`{i}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            self.diag(Code::UnboundedCycle, first, msg).node = Some(ids[0].to_string());
         }
     }
 }

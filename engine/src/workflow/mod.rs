@@ -6,6 +6,7 @@
 //! trusts it: every edge points at a node, every script compiled, every template parses.
 
 mod catalog;
+mod check;
 mod compile;
 pub mod def;
 mod diagnostic;
