@@ -5,8 +5,15 @@
 //! `eval`, no way to block. Every run is bounded by [`Limits`]. This module knows nothing
 //! of workflows; callers say where a script came from through [`Origin`].
 
+mod dates;
+mod extract;
+mod money;
+mod text;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -99,10 +106,19 @@ fn node_prefix(node: &Option<String>) -> String {
 }
 
 /// The configured rhai engine and the compiled-script cache.
-#[derive(Debug)]
 pub struct Rules {
     engine: rhai::Engine,
     limits: Limits,
+    /// Compiled ASTs by kind and sha256 of the source: equal sources compile once.
+    cache: Mutex<HashMap<String, Arc<rhai::AST>>>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Rules {
@@ -111,16 +127,69 @@ impl Default for Rules {
     }
 }
 
+thread_local! {
+    /// Case and node of the script running on this thread, for `print`/`debug` logs.
+    static RUNNING: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+}
+
+/// Marks a script run on this thread: its case, node and "now"; undone on drop.
+struct RunGuard(#[allow(dead_code, reason = "held for its Drop")] dates::NowGuard);
+
+impl RunGuard {
+    fn enter(ctx: &Context<'_>) -> Self {
+        RUNNING.with(|r| *r.borrow_mut() = (ctx.case_id.to_string(), ctx.node.to_string()));
+        RunGuard(dates::NowGuard::set(ctx.now))
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            r.0.clear();
+            r.1.clear();
+        });
+    }
+}
+
 impl Rules {
+    /// Builds the sandboxed engine.
+    ///
+    /// `Engine::new_raw` plus only the packages rules need: the standard set minus
+    /// `BasicTimePackage` (its `timestamp()` reads the system clock, which would make runs
+    /// non-deterministic; rules use `now()`/`today()` instead) and minus the debugging
+    /// package. `no_module` (a crate feature) removes `import` and every file access.
     pub fn new(limits: Limits) -> Self {
-        let mut engine = rhai::Engine::new();
+        use rhai::packages::{
+            ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage,
+            BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage,
+            LanguageCorePackage, LogicPackage, MoreStringPackage, Package,
+        };
+        let mut engine = rhai::Engine::new_raw();
+        for module in [
+            LanguageCorePackage::new().as_shared_module(),
+            ArithmeticPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicStringPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicIteratorPackage::new().as_shared_module(),
+            BasicFnPackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(module);
+        }
         engine
             .set_max_operations(limits.max_operations)
             .set_max_call_levels(limits.max_call_depth)
             .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
             .set_max_string_size(limits.max_string_size)
             .set_max_array_size(limits.max_array_size)
-            .set_max_map_size(limits.max_map_size);
+            .set_max_map_size(limits.max_map_size)
+            .set_max_variables(1_000)
+            .set_max_functions(100);
         engine.disable_symbol("eval");
         // rhai reserves `case` for a future `switch` syntax; business rules name the case
         // data `case` (DESIGN.md), so the token is handed to the parser as an identifier.
@@ -132,57 +201,110 @@ impl Rules {
             rhai::Token::Reserved(s) if &*s == "case" => rhai::Token::Identifier(s),
             other => other,
         });
-        Rules { engine, limits }
+        engine.on_print(|text| {
+            RUNNING.with(|r| {
+                let r = r.borrow();
+                tracing::info!(target: "casegraph::rules", case = %r.0, node = %r.1, "print: {text}");
+            });
+        });
+        engine.on_debug(|text, _, pos| {
+            RUNNING.with(|r| {
+                let r = r.borrow();
+                tracing::debug!(target: "casegraph::rules", case = %r.0, node = %r.1, line = pos.line().unwrap_or(0), "debug: {text}");
+            });
+        });
+        money::register(&mut engine);
+        dates::register(&mut engine);
+        extract::register(&mut engine);
+        text::register(&mut engine);
+        Rules {
+            engine,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    /// Compiles a whole script (statements). Equal sources share one AST.
-    pub fn compile(&self, source: &str, origin: Origin) -> Result<Arc<Script>, Error> {
-        let ast = self
-            .engine
-            .compile(source)
-            .map_err(|e| compile_error(&e, &origin))?;
+    /// Number of distinct compiled sources held in the cache.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn compile_cached(
+        &self,
+        kind: &str,
+        source: &str,
+        origin: Origin,
+        compile: impl FnOnce(&rhai::Engine) -> Result<rhai::AST, rhai::ParseError>,
+    ) -> Result<Arc<Script>, Error> {
+        let digest = digest(source);
+        let key = format!("{kind}:{digest}");
+        let cached = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
+        let ast = match cached {
+            Some(ast) => ast,
+            None => {
+                let ast = Arc::new(compile(&self.engine).map_err(|e| compile_error(&e, &origin))?);
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(key, ast.clone());
+                }
+                ast
+            }
+        };
         Ok(Arc::new(Script {
-            ast: Arc::new(ast),
-            digest: digest(source),
+            ast,
+            digest,
             origin,
         }))
+    }
+
+    /// Compiles a whole script (statements). Equal sources share one AST.
+    pub fn compile(&self, source: &str, origin: Origin) -> Result<Arc<Script>, Error> {
+        self.compile_cached("program", source, origin, |e| e.compile(source))
     }
 
     /// Compiles a single expression (conditions, payloads, `until`).
     pub fn compile_expression(&self, source: &str, origin: Origin) -> Result<Arc<Script>, Error> {
-        let ast = self
-            .engine
-            .compile_expression(source)
-            .map_err(|e| compile_error(&e, &origin))?;
-        Ok(Arc::new(Script {
-            ast: Arc::new(ast),
-            digest: digest(source),
-            origin,
-        }))
+        self.compile_cached("expression", source, origin, |e| {
+            e.compile_expression(source)
+        })
     }
 
     /// Runs a script with `case` bound mutably to `data`; returns the script's value.
+    /// On error `data` is left as it was.
     pub fn run(
         &self,
         script: &Script,
         ctx: &Context<'_>,
         data: &mut Value,
     ) -> Result<Value, Error> {
+        let _guard = RunGuard::enter(ctx);
         let mut scope = rhai::Scope::new();
-        let case = rhai::serde::to_dynamic(&*data).map_err(|e| runtime_error(&e, script, ctx))?;
+        let case =
+            rhai::serde::to_dynamic(&*data).map_err(|e| self.runtime_error(&e, script, ctx))?;
         scope.push_dynamic("case", case);
         let out: rhai::Dynamic = self
             .engine
             .eval_ast_with_scope(&mut scope, &script.ast)
-            .map_err(|e| runtime_error(&e, script, ctx))?;
-        if let Some(case) = scope.get_value::<rhai::Dynamic>("case") {
-            *data = rhai::serde::from_dynamic(&case).map_err(|e| runtime_error(&e, script, ctx))?;
+            .map_err(|e| self.runtime_error(&e, script, ctx))?;
+        let case = scope.get_value::<rhai::Dynamic>("case").unwrap_or_default();
+        let new_data: Value =
+            rhai::serde::from_dynamic(&case).map_err(|e| self.runtime_error(&e, script, ctx))?;
+        if !new_data.is_object() {
+            return Err(Error::Runtime {
+                file: script.origin.file.clone(),
+                line: script.origin.line,
+                node: script.origin.node.clone(),
+                case_id: ctx.case_id.to_string(),
+                message: "the script replaced `case` with something that is not a map".into(),
+            });
         }
-        rhai::serde::from_dynamic(&out).map_err(|e| runtime_error(&e, script, ctx))
+        let out =
+            rhai::serde::from_dynamic(&out).map_err(|e| self.runtime_error(&e, script, ctx))?;
+        *data = new_data;
+        Ok(out)
     }
 
     /// Evaluates a script with read-only bindings; returns its value.
@@ -192,16 +314,26 @@ impl Rules {
         ctx: &Context<'_>,
         bindings: &[(&str, &Value)],
     ) -> Result<Value, Error> {
+        let out = self.eval_dynamic(script, ctx, bindings)?;
+        rhai::serde::from_dynamic(&out).map_err(|e| self.runtime_error(&e, script, ctx))
+    }
+
+    fn eval_dynamic(
+        &self,
+        script: &Script,
+        ctx: &Context<'_>,
+        bindings: &[(&str, &Value)],
+    ) -> Result<rhai::Dynamic, Error> {
+        let _guard = RunGuard::enter(ctx);
         let mut scope = rhai::Scope::new();
         for (name, value) in bindings {
-            let v = rhai::serde::to_dynamic(*value).map_err(|e| runtime_error(&e, script, ctx))?;
+            let v =
+                rhai::serde::to_dynamic(*value).map_err(|e| self.runtime_error(&e, script, ctx))?;
             scope.push_constant_dynamic(name.to_string(), v);
         }
-        let out: rhai::Dynamic = self
-            .engine
+        self.engine
             .eval_ast_with_scope(&mut scope, &script.ast)
-            .map_err(|e| runtime_error(&e, script, ctx))?;
-        rhai::serde::from_dynamic(&out).map_err(|e| runtime_error(&e, script, ctx))
+            .map_err(|e| self.runtime_error(&e, script, ctx))
     }
 
     /// Evaluates a boolean expression over `case`; anything but a bool is an error.
@@ -211,16 +343,14 @@ impl Rules {
         ctx: &Context<'_>,
         data: &Value,
     ) -> Result<bool, Error> {
-        match self.eval(script, ctx, &[("case", data)])? {
-            Value::Bool(b) => Ok(b),
-            other => Err(Error::Runtime {
-                file: script.origin.file.clone(),
-                line: script.origin.line,
-                node: script.origin.node.clone(),
-                case_id: ctx.case_id.to_string(),
-                message: format!("condition must be true or false, got {other}"),
-            }),
-        }
+        let out = self.eval_dynamic(script, ctx, &[("case", data)])?;
+        out.as_bool().map_err(|type_name| Error::Runtime {
+            file: script.origin.file.clone(),
+            line: script.origin.line,
+            node: script.origin.node.clone(),
+            case_id: ctx.case_id.to_string(),
+            message: format!("a condition must be true or false, but this one gave a value of type {type_name}: {out}"),
+        })
     }
 }
 
@@ -231,26 +361,76 @@ fn digest(source: &str) -> String {
 
 fn compile_error(e: &rhai::ParseError, origin: &Origin) -> Error {
     let (line, column) = (e.1.line().unwrap_or(1), e.1.position().unwrap_or(0));
+    let message = match &*e.0 {
+        rhai::ParseErrorType::Reserved(word) if word == "import" || word == "export" => {
+            format!("`{word}` is not available: business rules cannot load modules or files")
+        }
+        other if other.to_string().contains("'eval'") => {
+            "`eval` is not available: business rules cannot run code built at run time".into()
+        }
+        rhai::ParseErrorType::ExprTooDeep => format!(
+            "expression nested too deeply (the limit is max_expr_depth); {}",
+            e.0
+        ),
+        other => other.to_string(),
+    };
     Error::Compile {
         file: origin.file.clone(),
         line: origin.line + line - 1,
         column,
         node: origin.node.clone(),
-        message: e.0.to_string(),
+        message,
     }
 }
 
-fn runtime_error(e: &rhai::EvalAltResult, script: &Script, ctx: &Context<'_>) -> Error {
-    let line = e.position().line().unwrap_or(1);
-    Error::Runtime {
-        file: script.origin.file.clone(),
-        line: script.origin.line + line - 1,
-        node: script
-            .origin
-            .node
-            .clone()
-            .or_else(|| Some(ctx.node.to_string())),
-        case_id: ctx.case_id.to_string(),
-        message: e.to_string(),
+/// The error that stopped the script, under any function-call wrappers.
+fn innermost(e: &rhai::EvalAltResult) -> &rhai::EvalAltResult {
+    match e {
+        rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(inner),
+        other => other,
+    }
+}
+
+impl Rules {
+    fn runtime_error(&self, e: &rhai::EvalAltResult, script: &Script, ctx: &Context<'_>) -> Error {
+        use rhai::EvalAltResult as E;
+        let line = e
+            .position()
+            .line()
+            .or_else(|| innermost(e).position().line())
+            .unwrap_or(1);
+        let message = match innermost(e) {
+        E::ErrorTooManyOperations(_) => format!(
+            "the script was stopped after {} operations (limit max_operations); does it loop forever?",
+            self.limits.max_operations
+        ),
+        E::ErrorStackOverflow(_) => "the script was stopped: calls nested too deeply (limit max_call_depth); does it recurse without end?".into(),
+        E::ErrorDataTooLarge(what, _) => {
+            let limit = if what.contains("string") || what.contains("String") {
+                "max_string_size"
+            } else if what.contains("array") || what.contains("Array") {
+                "max_array_size"
+            } else {
+                "max_map_size"
+            };
+            format!("the script was stopped: {what} grew past its limit ({limit})")
+        }
+        E::ErrorTooManyVariables(_) => "the script was stopped: too many variables".into(),
+        E::ErrorFunctionNotFound(sig, _) if sig.starts_with("eval") => {
+            "`eval` is not available: business rules cannot run code built at run time".into()
+        }
+        _ => e.to_string(),
+    };
+        Error::Runtime {
+            file: script.origin.file.clone(),
+            line: script.origin.line + line - 1,
+            node: script
+                .origin
+                .node
+                .clone()
+                .or_else(|| Some(ctx.node.to_string())),
+            case_id: ctx.case_id.to_string(),
+            message,
+        }
     }
 }

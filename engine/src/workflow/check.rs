@@ -80,12 +80,7 @@ pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) 
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        diag(
-            Code::UnboundedCycle,
-            first,
-            msg.to_string(),
-            &ids[0].to_string(),
-        );
+        diag(Code::UnboundedCycle, first, msg.to_string(), ids[0]);
     }
     diags
 }

@@ -242,7 +242,7 @@ impl Compiler<'_> {
                 "nodes" => match value.as_mapping() {
                     Some(nodes) => {
                         for (id, node) in nodes.iter() {
-                            let span = id.span().clone();
+                            let span = *id.span();
                             let id_s = Spanned::new(span, id.as_str().to_string());
                             let what = format!("node `{}`", id.as_str());
                             match yaml::from_node::<NodeDef>(node, &file, &what) {

@@ -1,0 +1,235 @@
+//! The rules sandbox from a script author's side: hostile scripts are stopped by the limits
+//! with a clear error and the process lives on; the standard library works inside rhai.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use casegraph_engine::rules::{Context, Error, Limits, Origin, Rules};
+use serde_json::{Value, json};
+
+fn origin() -> Origin {
+    Origin {
+        file: PathBuf::from("workflows/demo/rule.rhai"),
+        line: 1,
+        node: Some("rule".into()),
+    }
+}
+
+fn ctx() -> Context<'static> {
+    Context {
+        case_id: "case-42",
+        node: "rule",
+        now: "2026-11-20T10:00:00Z".parse().unwrap(),
+    }
+}
+
+fn run(rules: &Rules, source: &str) -> Result<Value, Error> {
+    let script = rules.compile(source, origin())?;
+    let mut data = json!({ "request": { "text": "" } });
+    rules.run(&script, &ctx(), &mut data)
+}
+
+fn runtime_message(result: Result<Value, Error>) -> String {
+    match result {
+        Err(e @ Error::Runtime { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("workflows/demo/rule.rhai:"), "{text}");
+            assert!(text.contains("node `rule`"), "{text}");
+            assert!(text.contains("case `case-42`"), "{text}");
+            text
+        }
+        other => panic!("expected a runtime error, got {other:?}"),
+    }
+}
+
+fn compile_message(source: &str) -> String {
+    match Rules::default().compile(source, origin()) {
+        Err(e @ Error::Compile { .. }) => e.to_string(),
+        other => panic!("expected a compile error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_endless_loop_is_stopped_by_the_operations_limit() {
+    let msg = runtime_message(run(&Rules::default(), "loop { }"));
+    assert!(
+        msg.contains("100000 operations (limit max_operations)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn string_doubling_is_stopped_by_the_string_limit() {
+    let msg = runtime_message(run(&Rules::default(), "let s = \"x\"; loop { s += s; }"));
+    assert!(msg.contains("max_string_size"), "{msg}");
+}
+
+#[test]
+fn deep_recursion_is_stopped_by_the_call_depth_limit() {
+    let msg = runtime_message(run(&Rules::default(), "fn f(x) { f(x + 1) } f(0)"));
+    assert!(msg.contains("max_call_depth"), "{msg}");
+}
+
+#[test]
+fn huge_arrays_and_maps_are_stopped_by_their_limits() {
+    let msg = runtime_message(run(&Rules::default(), "let a = []; loop { a.push(1); }"));
+    assert!(msg.contains("max_array_size"), "{msg}");
+    let rules = Rules::new(Limits {
+        max_map_size: 100,
+        ..Limits::default()
+    });
+    let msg = runtime_message(run(
+        &rules,
+        "let m = #{}; let i = 0; loop { let x = #{}; x[`k${i}`] = i; m.mixin(x); i += 1; }",
+    ));
+    assert!(msg.contains("max_map_size"), "{msg}");
+}
+
+#[test]
+fn import_and_eval_do_not_compile() {
+    let msg = compile_message("import \"os\" as os;\ncase.x = 1;");
+    assert!(msg.contains("cannot load modules or files"), "{msg}");
+    assert!(msg.contains("rule.rhai:1"), "{msg}");
+    let msg = compile_message("let x = 1;\neval(\"x + 1\")");
+    assert!(msg.contains("`eval` is not available"), "{msg}");
+}
+
+#[test]
+fn deeply_nested_expressions_are_refused_at_compile_time() {
+    let source = format!("{}1{}", "(".repeat(200), ")".repeat(200));
+    let msg = compile_message(&source);
+    assert!(msg.contains("max_expr_depth"), "{msg}");
+}
+
+#[test]
+fn limits_are_configurable() {
+    let rules = Rules::new(Limits {
+        max_operations: 500,
+        ..Limits::default()
+    });
+    let msg = runtime_message(run(&rules, "let i = 0; while i < 1000 { i += 1; }"));
+    assert!(msg.contains("500 operations"), "{msg}");
+    assert!(run(&Rules::default(), "let i = 0; while i < 1000 { i += 1; }").is_ok());
+}
+
+#[test]
+fn the_process_survives_many_hostile_runs_and_the_engine_stays_usable() {
+    let rules = Rules::default();
+    for _ in 0..20 {
+        assert!(run(&rules, "loop { }").is_err());
+    }
+    assert_eq!(run(&rules, "40 + 2").unwrap(), json!(42));
+}
+
+#[test]
+fn a_failing_script_leaves_the_case_data_untouched() {
+    let rules = Rules::default();
+    let script = rules
+        .compile("case.amount = 1; throw \"no\";", origin())
+        .unwrap();
+    let mut data = json!({ "amount": 5 });
+    assert!(rules.run(&script, &ctx(), &mut data).is_err());
+    assert_eq!(data, json!({ "amount": 5 }));
+}
+
+#[test]
+fn equal_sources_compile_once() {
+    let rules = Rules::default();
+    let a = rules.compile_expression("case.x > 1", origin()).unwrap();
+    let other = Origin {
+        line: 30,
+        ..origin()
+    };
+    let b = rules.compile_expression("case.x > 1", other).unwrap();
+    assert_eq!(rules.cached(), 1);
+    assert_eq!(a.digest, b.digest);
+    assert_eq!(b.origin.line, 30, "each script keeps its own origin");
+    // The same text as a program is a different entry.
+    rules.compile("case.x > 1", origin()).unwrap();
+    assert_eq!(rules.cached(), 2);
+}
+
+#[test]
+fn an_error_in_an_inline_expression_reports_the_yaml_line() {
+    let rules = Rules::default();
+    let origin = Origin {
+        file: PathBuf::from("workflow.yaml"),
+        line: 17,
+        node: Some("check".into()),
+    };
+    let err = rules
+        .compile_expression("case.amount >", origin)
+        .unwrap_err();
+    assert!(err.to_string().starts_with("workflow.yaml:17:"), "{err}");
+    let script = rules
+        .compile_expression(
+            "case.amount.len() > 1",
+            Origin {
+                file: PathBuf::from("workflow.yaml"),
+                line: 17,
+                node: Some("check".into()),
+            },
+        )
+        .unwrap();
+    let err = rules
+        .eval_bool(&script, &ctx(), &json!({"amount": 1}))
+        .unwrap_err();
+    assert!(err.to_string().starts_with("workflow.yaml:17:"), "{err}");
+}
+
+#[test]
+fn money_is_decimal_and_round_trips_through_json() {
+    let rules = Rules::default();
+    let script = rules
+        .compile("case.total = case.amount * 3; case.exact = 0.1 + 0.2 == 0.3; case.big = case.total > 30;", origin())
+        .unwrap();
+    let mut data = json!({ "amount": 12.1 });
+    rules.run(&script, &ctx(), &mut data).unwrap();
+    assert_eq!(data["total"], json!(36.3));
+    assert_eq!(data["exact"], json!(true), "decimal literals are exact");
+    assert_eq!(data["big"], json!(true), "decimals compare with integers");
+}
+
+#[test]
+fn the_standard_library_is_available_to_scripts() {
+    let rules = Rules::default();
+    let source = r#"
+        let t = case.request.text;
+        case.amount = extract_amount(t);
+        case.iban = extract_iban(t);
+        case.customer = extract_customer_number(t);
+        case.email = extract_email(t);
+        case.card = extract_card_last4(t);
+        case.shown = format_money(round_money(case.amount * 1.005), "de");
+        case.today = today();
+        case.due = add_business_days(today(), 3);
+        case.weekday = weekday(today());
+        case.cancel = contains_any(t, ["kündigen", "close my account"]);
+        case.missing = extract_iban(case.request.nothing);
+    "#;
+    let script = rules.compile(source, origin()).unwrap();
+    let text = "Sehr geehrte Damen und Herren, Kundennummer: C-1002345. Bitte erstatten Sie 1.249,90 € \
+                auf DE89 3704 0044 0532 0130 00. Meine Karte endet auf 4821. Ich möchte KÜNDIGEN. max@example.de";
+    let mut data = json!({ "request": { "text": text } });
+    rules.run(&script, &ctx(), &mut data).unwrap();
+    assert_eq!(data["amount"], json!(1249.9));
+    assert_eq!(data["iban"], "DE89370400440532013000");
+    assert_eq!(data["customer"], "C-1002345");
+    assert_eq!(data["email"], "max@example.de");
+    assert_eq!(data["card"], "4821");
+    assert_eq!(data["shown"], "1.256,15 €");
+    assert_eq!(
+        data["today"], "2026-11-20",
+        "today() is the executor's clock"
+    );
+    assert_eq!(data["due"], "2026-11-25");
+    assert_eq!(data["weekday"], "friday");
+    assert_eq!(data["cancel"], true);
+    assert_eq!(data["missing"], Value::Null);
+}
+
+#[test]
+fn the_system_clock_is_not_reachable() {
+    let msg = runtime_message(run(&Rules::default(), "timestamp()"));
+    assert!(msg.contains("timestamp"), "{msg}");
+}
