@@ -86,9 +86,10 @@ impl RequestLine {
             Channel::Form if !has_text && self.fields.is_empty() => {
                 Err("a form needs `text` or `fields`".into())
             }
-            _ if !(0.0..=1.0).contains(&self.confidence) => {
-                Err(format!("`confidence` must be between 0 and 1, not {}", self.confidence))
-            }
+            _ if !(0.0..=1.0).contains(&self.confidence) => Err(format!(
+                "`confidence` must be between 0 and 1, not {}",
+                self.confidence
+            )),
             _ => Ok(()),
         }
     }
@@ -97,7 +98,10 @@ impl RequestLine {
     fn request(&self) -> Value {
         let mut r = serde_json::Map::new();
         r.insert("channel".into(), json!(self.channel));
-        r.insert("language".into(), json!(self.language.unwrap_or(Language::En)));
+        r.insert(
+            "language".into(),
+            json!(self.language.unwrap_or(Language::En)),
+        );
         if let Some(t) = &self.text {
             r.insert("text".into(), json!(t));
         }
@@ -153,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => Some(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
         None => None,
     };
-    let backoffice = SimulatedBackOffice::default();
+    let backoffice = SimulatedBackOffice;
     let progress = indicatif::ProgressBar::new(lines.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} requests {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -183,7 +187,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let clock = ManualClock::new(SystemClock.now());
         let request = line.request();
         let classification = line.classification();
-        let ctx = Context { case_id: &case_id, node: "routing", now: clock.now() };
+        let ctx = Context {
+            case_id: &case_id,
+            node: "routing",
+            now: clock.now(),
+        };
         let input = routing::input(&request, &classification);
         let mut row = Row {
             line: line_no,
@@ -194,8 +202,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             status: String::new(),
             detail: String::new(),
         };
-        let mut record = json!({ "line": line_no, "case_id": case_id, "classification": classification });
-        match catalog.routing.route(&rules, &ctx, &input, catalog.intent_map()) {
+        let mut record =
+            json!({ "line": line_no, "case_id": case_id, "classification": classification });
+        match catalog
+            .routing
+            .route(&rules, &ctx, &input, catalog.intent_map())
+        {
             Err(e) => {
                 row.route = "error".into();
                 row.status = "failed".into();
@@ -210,7 +222,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(Route::Workflow { workflow, rule }) => {
                 row.route = workflow.clone();
                 record["route"] = json!({ "workflow": workflow, "rule": rule });
-                let wf = catalog.get(&workflow).context("routing chose a loaded workflow")?;
+                let wf = catalog
+                    .get(&workflow)
+                    .context("routing chose a loaded workflow")?;
                 let exec = Executor::new(&rules, &clock, &backoffice);
                 match exec.start(wf, &case_id, request, classification) {
                     Err(e) => {
@@ -219,7 +233,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     Ok((mut case, _)) => {
                         // Fast-forward timers: waits and retry backoffs fire at once.
-                        while let (Status::Waiting, Some(Waiting::Timer { due, .. })) = (case.status, &case.waiting) {
+                        while let (Status::Waiting, Some(Waiting::Timer { due, .. })) =
+                            (case.status, &case.waiting)
+                        {
                             clock.advance_to(*due);
                             if exec.resume(wf, &mut case, Event::TimerFired).is_err() {
                                 break;
@@ -247,14 +263,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     print_report(&rows, rejected, args.verbose);
     // Failed cases are outcomes and are reported; malformed input lines make the run fail.
-    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_report(rows: &[Row], rejected: usize, verbose: bool) {
     if verbose {
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
-        table.set_header(["line", "channel", "lang", "intent (confidence)", "route", "status", "detail"]);
+        table.set_header([
+            "line",
+            "channel",
+            "lang",
+            "intent (confidence)",
+            "route",
+            "status",
+            "detail",
+        ]);
         for r in rows {
             table.add_row([
                 r.line.to_string(),
@@ -278,7 +306,11 @@ fn print_report(rows: &[Row], rejected: usize, verbose: bool) {
         } else {
             r.status.clone()
         };
-        *summary.entry(r.route.as_str()).or_default().entry(key).or_default() += 1;
+        *summary
+            .entry(r.route.as_str())
+            .or_default()
+            .entry(key)
+            .or_default() += 1;
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);

@@ -44,5 +44,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("no fixtures found");
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

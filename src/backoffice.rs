@@ -1,0 +1,185 @@
+//! The built-in **simulated back office**: what `call` nodes talk to on the shipped
+//! defaults, so the main job runs end to end on a fresh machine. It is deterministic (every
+//! answer derives from the request; no clock, no randomness), labels every answer
+//! `"simulated": true`, and logs that it is in use. A real deployment points connectors
+//! at real systems instead.
+//!
+//! Operations (connector.operation → answer):
+//! - `cards.block_card` → `{blocked, card_ref, blocked_at_step}`
+//! - `cards.order_replacement` → `{order_id, delivery_business_days}`
+//! - `cards.delivery_status` → `{status, dispatched_on, carrier, tracking_id}`; cards of
+//!   customers whose number ends in 9 are reported `lost_in_post`
+//! - `payments.refund` → `{refund_id, status: "booked", amount}`; amounts above 5000 are
+//!   refused (non-retryable)
+//! - `payments.dispute` → `{dispute_id, status: "opened"}`
+//! - `crm.get_customer` → `{customer_id, segment, verified, tenure_years}`; ids ending in 0
+//!   are `vip`, ids ending in 7 not verified
+//! - `crm.update_contact` → `{updated, fields}`
+//! - `fraud.open_case` → `{fraud_case_id, priority}`
+//! - `accounts.close_account` → `{closed, closing_date_offset_days}`
+//! - `accounts.retention_offer` → `{offer, monthly_fee_waived_months}`
+//!
+//! Any other connector or operation is a non-retryable error naming it.
+
+use casegraph_engine::exec::{CallError, CallRequest, Connector};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+/// The deterministic stand-in for a bank's back-office systems.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimulatedBackOffice;
+
+/// A short stable id derived from the idempotency key, e.g. `R-3fa94c1b`.
+fn id(prefix: &str, key: &str) -> String {
+    let hash = sha2::Sha256::digest(key.as_bytes());
+    format!("{prefix}-{}", hex::encode(&hash[..4]))
+}
+
+fn customer(payload: &Value) -> &str {
+    payload
+        .get("customer_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn refused(message: String) -> CallError {
+    CallError {
+        retryable: false,
+        message,
+    }
+}
+
+impl Connector for SimulatedBackOffice {
+    fn call(&self, r: &CallRequest) -> Result<Value, CallError> {
+        tracing::debug!(case = %r.case_id, node = %r.node, "simulated back office: {}.{}", r.connector, r.operation);
+        let key = r.idempotency_key.as_str();
+        let p = &r.payload;
+        let mut answer = match (r.connector.as_str(), r.operation.as_str()) {
+            ("cards", "block_card") => json!({
+                "blocked": true,
+                "card_ref": id("CARD", &format!("{}{}", customer(p), p.get("card_last4").unwrap_or(&Value::Null))),
+            }),
+            ("cards", "order_replacement") => {
+                json!({ "order_id": id("ORD", key), "delivery_business_days": 5 })
+            }
+            ("cards", "delivery_status") => {
+                let lost = customer(p).ends_with('9');
+                json!({
+                    "status": if lost { "lost_in_post" } else { "in_transit" },
+                    "dispatched_on": p.get("ordered_on").cloned().unwrap_or(Value::Null),
+                    "carrier": "Deutsche Post",
+                    "tracking_id": id("TRK", key),
+                })
+            }
+            ("payments", "refund") => {
+                let amount = p.get("amount").cloned().unwrap_or(Value::Null);
+                let value = amount
+                    .as_f64()
+                    .or_else(|| amount.as_str().and_then(|s| s.parse().ok()));
+                if value.is_some_and(|v| v > 5000.0) {
+                    return Err(refused(format!(
+                        "payments.refund: amount {amount} exceeds the booking limit of 5000"
+                    )));
+                }
+                json!({ "refund_id": id("R", key), "status": "booked", "amount": amount })
+            }
+            ("payments", "dispute") => json!({ "dispute_id": id("DSP", key), "status": "opened" }),
+            ("crm", "get_customer") => {
+                let c = customer(p);
+                json!({
+                    "customer_id": c,
+                    "segment": if c.ends_with('0') { "vip" } else { "retail" },
+                    "verified": !c.is_empty() && !c.ends_with('7'),
+                    "tenure_years": c.bytes().filter(u8::is_ascii_digit).map(|b| u32::from(b - b'0')).sum::<u32>() % 15,
+                })
+            }
+            ("crm", "update_contact") => json!({
+                "updated": true,
+                "fields": p.get("changes").and_then(Value::as_object).map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+            }),
+            ("fraud", "open_case") => {
+                let score = p.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+                json!({ "fraud_case_id": id("FRD", key), "priority": if score >= 70.0 { "high" } else { "normal" } })
+            }
+            ("accounts", "close_account") => {
+                json!({ "closed": true, "closing_date_offset_days": 30 })
+            }
+            ("accounts", "retention_offer") => {
+                json!({ "offer": "fee_waiver", "monthly_fee_waived_months": 6 })
+            }
+            (c, o) => {
+                return Err(refused(format!(
+                    "the simulated back office has no operation {c}.{o}"
+                )));
+            }
+        };
+        if let Value::Object(m) = &mut answer {
+            m.insert("simulated".into(), Value::Bool(true));
+        }
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(connector: &str, operation: &str, payload: Value) -> CallRequest {
+        CallRequest {
+            case_id: "c1".into(),
+            node: "n".into(),
+            connector: connector.into(),
+            operation: operation.into(),
+            payload,
+            idempotency_key: "c1:n:1".into(),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn answers_are_deterministic_and_labelled() {
+        let b = SimulatedBackOffice;
+        let r = request("payments", "refund", json!({"amount": 120.5}));
+        let a1 = b.call(&r).unwrap();
+        assert_eq!(a1, b.call(&r).unwrap());
+        assert_eq!(a1["simulated"], true);
+        assert_eq!(a1["status"], "booked");
+        assert!(a1["refund_id"].as_str().unwrap().starts_with("R-"));
+    }
+
+    #[test]
+    fn unknown_operations_and_refusals_are_not_retryable() {
+        let b = SimulatedBackOffice;
+        let e = b
+            .call(&request("payments", "teleport", json!({})))
+            .unwrap_err();
+        assert!(!e.retryable);
+        assert!(e.message.contains("payments.teleport"));
+        let e = b
+            .call(&request("payments", "refund", json!({"amount": "9000.00"})))
+            .unwrap_err();
+        assert!(e.message.contains("booking limit"));
+    }
+
+    #[test]
+    fn customer_numbers_steer_the_crm_answers() {
+        let b = SimulatedBackOffice;
+        let vip = b
+            .call(&request(
+                "crm",
+                "get_customer",
+                json!({"customer_id": "C-1000"}),
+            ))
+            .unwrap();
+        assert_eq!(vip["segment"], "vip");
+        let unverified = b
+            .call(&request(
+                "crm",
+                "get_customer",
+                json!({"customer_id": "C-1007"}),
+            ))
+            .unwrap();
+        assert_eq!(unverified["verified"], false);
+    }
+}
