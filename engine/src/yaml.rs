@@ -57,6 +57,13 @@ pub(crate) fn from_node<T: DeserializeOwned>(
         let (line, column) = e
             .start_mark()
             .map(|m| (m.line(), m.column()))
+            .or_else(|| match &*e {
+                // The loader does not say where an unknown field is; point at its key.
+                marked_yaml::Error::UnknownFieldError(field, ..) => {
+                    key_named(node, field).map(|k| pos(k.span()))
+                }
+                _ => None,
+            })
             .unwrap_or_else(|| pos(node.span()));
         let code = match &*e {
             marked_yaml::Error::UnknownFieldError(..) => Code::UnknownField,
@@ -74,6 +81,18 @@ pub(crate) fn from_node<T: DeserializeOwned>(
         )
         .at(line, column)
     })
+}
+
+/// The first mapping key called `name` in `node`: its own keys first, then nested ones.
+fn key_named<'n>(node: &'n Node, name: &str) -> Option<&'n marked_yaml::types::MarkedScalarNode> {
+    match node {
+        Node::Mapping(map) => map
+            .keys()
+            .find(|k| k.as_str() == name)
+            .or_else(|| map.values().find_map(|v| key_named(v, name))),
+        Node::Sequence(seq) => seq.iter().find_map(|v| key_named(v, name)),
+        Node::Scalar(_) => None,
+    }
 }
 
 fn inner_message(e: &marked_yaml::FromNodeError) -> String {

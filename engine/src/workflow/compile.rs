@@ -76,19 +76,23 @@ impl Compiler<'_> {
         self.diags.last_mut().expect("just pushed")
     }
 
+    /// Reads a file the workflow consists of and adds it to the digest.
+    fn read_hashed(&mut self, path: &Path) -> std::io::Result<String> {
+        let text = std::fs::read_to_string(path)?;
+        self.hasher.update(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        self.hasher.update([0]);
+        self.hasher.update(text.as_bytes());
+        self.hasher.update([0]);
+        Ok(text)
+    }
+
     fn read(&mut self, path: &Path) -> Option<String> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                self.hasher.update(
-                    path.file_name()
-                        .map(|n| n.as_encoded_bytes())
-                        .unwrap_or_default(),
-                );
-                self.hasher.update([0]);
-                self.hasher.update(text.as_bytes());
-                self.hasher.update([0]);
-                Some(text)
-            }
+        match self.read_hashed(path) {
+            Ok(text) => Some(text),
             Err(e) => {
                 self.diags.push(Diagnostic::new(
                     Code::Io,
@@ -101,12 +105,31 @@ impl Compiler<'_> {
         }
     }
 
+    /// Reads a file that `workflow.yaml` names (`rel`, relative to the workflow directory).
+    /// A file that cannot be read is reported where it is named, with its node, since that
+    /// is where the process owner fixes a wrong name.
+    fn read_named(&mut self, rel: &Spanned<String>, node: Option<&str>) -> Option<String> {
+        let path = self.dir.join(rel.as_str());
+        match self.read_hashed(&path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                let (line, column) = pos(rel.span());
+                let msg = format!("cannot read `{}`: {e}", rel.as_str());
+                let d = self.diag(Code::Io, line, msg);
+                d.column = column;
+                d.node = node.map(Into::into);
+                None
+            }
+        }
+    }
+
     fn compile(&mut self) -> Option<Workflow> {
         let file = self.file.clone();
         let text = self.read(&file)?;
         let root = match yaml::parse(&file, &text) {
             Ok(root) => root,
-            Err(d) => {
+            Err(mut d) => {
+                d.node = enclosing_node(&text, d.line);
                 self.diags.push(d);
                 return None;
             }
@@ -283,7 +306,10 @@ impl Compiler<'_> {
     fn input_schema(&mut self, name: Option<&Spanned<String>>) -> Option<jsonschema::Validator> {
         let rel = name.map(|n| n.as_str()).unwrap_or("input.schema.json");
         let path = self.dir.join(rel);
-        let text = self.read(&path)?;
+        let text = match name {
+            Some(name) => self.read_named(name, None)?,
+            None => self.read(&path)?,
+        };
         let value: serde_json::Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
@@ -475,10 +501,9 @@ impl Compiler<'_> {
                 required!(next);
                 edge!(def.next, Edge::Next);
                 let script = required!(script)?;
-                let path = self.dir.join(script.as_str());
-                let source = self.read(&path)?;
+                let source = self.read_named(script, Some(node))?;
                 let origin = Origin {
-                    file: path,
+                    file: self.dir.join(script.as_str()),
                     line: 1,
                     node: Some(node.into()),
                 };
@@ -711,14 +736,52 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Best-effort line of a JSON pointer's last key in a JSON text (1 when not found).
+/// Best-effort line of a JSON pointer in a JSON text: each key of the pointer is looked for
+/// at or after the line of the key before it, so `/properties/amount/type` finds the `type`
+/// of `amount`, not the first `type` in the file. Array indexes are skipped; 1 when the
+/// first key is not found.
 fn json_pointer_line(text: &str, pointer: &str) -> usize {
-    let Some(key) = pointer.rsplit('/').next().filter(|k| !k.is_empty()) else {
-        return 1;
-    };
-    let needle = format!("\"{key}\"");
-    text.lines()
-        .position(|l| l.contains(&needle))
-        .map(|i| i + 1)
-        .unwrap_or(1)
+    let lines: Vec<&str> = text.lines().collect();
+    let mut at = 0;
+    for key in pointer.split('/').filter(|k| !k.is_empty()) {
+        if key.parse::<usize>().is_ok() {
+            continue;
+        }
+        let key = key.replace("~1", "/").replace("~0", "~");
+        let needle = format!("\"{key}\"");
+        match lines[at..].iter().position(|l| l.contains(&needle)) {
+            Some(i) => at += i,
+            None => break,
+        }
+    }
+    at + 1
+}
+
+/// The node whose block holds `line` (1-based) in a `workflow.yaml` text, found by
+/// indentation alone: for a syntax error there is no parsed structure to ask.
+fn enclosing_node(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let nodes = lines.iter().position(|l| {
+        l.strip_prefix("nodes:")
+            .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+    })?;
+    let body = lines.get(nodes + 1..line.min(lines.len()))?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let content = |l: &&&str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    // Node ids sit at the indentation of the first line under `nodes:`.
+    let key_indent = body.iter().find(content).map(|l| indent(l))?;
+    if key_indent == 0 {
+        return None;
+    }
+    for l in body.iter().rev().filter(content) {
+        match indent(l) {
+            0 => return None,
+            i if i == key_indent => {
+                let (key, _) = l.trim_start().split_once(':')?;
+                return is_identifier(key.trim()).then(|| key.trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    None
 }
