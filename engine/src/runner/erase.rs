@@ -1,0 +1,71 @@
+//! Erasure of a customer's personal data (GDPR): the request, case data and reply text go;
+//! the case record and its audit trail stay, and the trail records *that* data was erased.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Error, Runner};
+use crate::audit;
+use crate::store::{Batch, CaseRecord, Table, key};
+
+/// What an erasure did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    /// The customer's pseudonym on this box.
+    pub customer: String,
+    /// Cases whose personal data was erased.
+    pub erased: Vec<String>,
+    /// Unfinished cases, left as they are: they need their data to finish. Erase again
+    /// once they have ended.
+    pub unfinished: Vec<String>,
+}
+
+impl Runner {
+    /// Erases the personal data of every finished case of `customer_id`.
+    pub fn erase_customer(&self, customer_id: &str, by: &str) -> Result<Erasure, Error> {
+        let customer = self.store.pseudonym(customer_id);
+        let mut prefix = key(&[&customer]);
+        prefix.push(0);
+        let keys = self.store.scan_keys(Table::CustomerCases, &prefix)?;
+        let mut result = Erasure {
+            customer: customer.clone(),
+            erased: Vec::new(),
+            unfinished: Vec::new(),
+        };
+        let now = self.clock.now();
+        for k in keys {
+            let case_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let _lock = self.lock(&case_id);
+            let Some(mut rec) =
+                self.store
+                    .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
+            else {
+                continue;
+            };
+            if rec.erased {
+                continue;
+            }
+            if !rec.status.is_final() || rec.pending.is_some() {
+                result.unfinished.push(case_id);
+                continue;
+            }
+            rec.erased = true;
+            rec.reply_to = None;
+            rec.updated_at = now;
+            let mut batch = Batch::new();
+            batch
+                .delete(Table::Personal, case_id.as_bytes())
+                .put(Table::Cases, case_id.as_bytes(), &rec)
+                .audit(audit::Entry::new(
+                    &case_id,
+                    audit::Kind::Erased,
+                    now,
+                    json!({ "customer": customer, "by": by,
+                            "what": ["request", "case_data", "reply_text"] }),
+                ));
+            self.store.commit(batch)?;
+            result.erased.push(case_id);
+        }
+        Ok(result)
+    }
+}

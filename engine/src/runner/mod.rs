@@ -1,0 +1,458 @@
+//! The durable runner: where the executor meets the store.
+//!
+//! A case moves in *segments*. Each segment starts from a durable [`Trigger`] (accepted
+//! request, task completion, timer) stored with the clock time it runs at, and ends in one
+//! checkpoint commit: the new case state, its tasks and timers, and its audit records. If
+//! the box dies inside a segment, [`Runner::recover`] runs the segment again from its
+//! trigger with the same clock time, so it takes the same path; connector calls go through
+//! the outbox ([`outbox`]), which is written durably *before* a call is sent and answers a
+//! replayed call from its record, so no side effect is applied twice.
+//!
+//! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
+
+mod erase;
+mod outbox;
+mod segment;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::audit;
+use crate::exec::{Clock, Connector, TaskCompletion, digest};
+use crate::rules::Rules;
+use crate::store::{
+    self, Batch, CaseRecord, CaseStatus, IdempotencyEntry, Pending, PersonalRecord, Store, Table,
+    TaskEntry, Trigger, key,
+};
+use crate::workflow::{Catalog, Workflow};
+
+pub use erase::Erasure;
+
+/// What the intent model says about a request.
+pub trait Classifier: Send + Sync {
+    /// `{"intent", "confidence", "top": [...], "out_of_scope", "language", "model"}`.
+    fn classify(&self, request: &Value) -> Result<Value, String>;
+}
+
+/// A request refused or a failure while handling it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("idempotency key `{key}` was already used for a different request (case `{case_id}`)")]
+    KeyReused { key: String, case_id: String },
+    #[error("no case `{0}`")]
+    NoCase(String),
+    #[error("no open task `{0}`")]
+    NoTask(String),
+    #[error("decision `{decision}` is not allowed for task `{task_id}`; allowed: {}", allowed.join(", "))]
+    UnknownDecision {
+        task_id: String,
+        decision: String,
+        allowed: Vec<String>,
+    },
+    #[error("case `{0}` is busy with earlier work; try again")]
+    Busy(String),
+    #[error("workflow version {digest} of case `{case_id}` cannot be loaded: {message}")]
+    WorkflowVersion {
+        case_id: String,
+        digest: String,
+        message: String,
+    },
+}
+
+/// A request as accepted at intake (already checked for shape by the caller).
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// `{"channel", "text", "fields", "customer_id", "language", "reply_to", "metadata"}`.
+    pub request: Value,
+    pub idempotency_key: Option<String>,
+    /// Token name of the submitter.
+    pub submitted_by: Option<String>,
+}
+
+/// The answer to an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    pub case_id: String,
+    /// The idempotency key was seen before with the same request: this is that case.
+    pub duplicate: bool,
+}
+
+/// Drives cases through workflows, durably.
+pub struct Runner {
+    store: Store,
+    catalog: RwLock<Arc<Catalog>>,
+    rules: Arc<Rules>,
+    connector: Arc<dyn Connector>,
+    classifier: Arc<dyn Classifier>,
+    clock: Arc<dyn Clock>,
+    /// Where old workflow versions are unpacked to be compiled again.
+    versions_dir: PathBuf,
+    /// Compiled workflow versions that are not in the current catalog, by digest.
+    versions: Mutex<HashMap<String, Arc<Workflow>>>,
+    /// Digests whose files are known to be in the store.
+    stored_versions: Mutex<std::collections::HashSet<String>>,
+    /// Striped per-case (and per-idempotency-key) locks: one segment per case at a time.
+    locks: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").finish_non_exhaustive()
+    }
+}
+
+/// The parts a runner is built from.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds trait objects without Debug"
+)]
+pub struct Parts {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    pub rules: Arc<Rules>,
+    pub connector: Arc<dyn Connector>,
+    pub classifier: Arc<dyn Classifier>,
+    pub clock: Arc<dyn Clock>,
+    pub versions_dir: PathBuf,
+}
+
+impl Runner {
+    pub fn new(parts: Parts) -> Runner {
+        Runner {
+            store: parts.store,
+            catalog: RwLock::new(parts.catalog),
+            rules: parts.rules,
+            connector: parts.connector,
+            classifier: parts.classifier,
+            clock: parts.clock,
+            versions_dir: parts.versions_dir,
+            versions: Mutex::new(HashMap::new()),
+            stored_versions: Mutex::new(std::collections::HashSet::new()),
+            locks: (0..64).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Serves new cases from `catalog`; running cases stay on their versions.
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let i = (h.finish() % self.locks.len() as u64) as usize;
+        self.locks[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the request durably and returns its case id. The case is not run here:
+    /// call [`Runner::process`] (the service's workers do) or [`Runner::recover`].
+    pub fn accept(&self, new: NewRequest) -> Result<Accepted, Error> {
+        let request_digest = digest(&new.request);
+        let _key_lock = new.idempotency_key.as_deref().map(|k| self.lock(k));
+        if let Some(k) = &new.idempotency_key
+            && let Some(seen) = self.store.get_json::<IdempotencyEntry>(
+                Table::Idempotency,
+                k.as_bytes(),
+                "idempotency key",
+            )?
+        {
+            if seen.request_digest == request_digest {
+                return Ok(Accepted {
+                    case_id: seen.case_id,
+                    duplicate: true,
+                });
+            }
+            return Err(Error::KeyReused {
+                key: k.clone(),
+                case_id: seen.case_id,
+            });
+        }
+        let now = self.clock.now();
+        let case_id = new_case_id(now)?;
+        let text = |k: &str| {
+            new.request
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let customer = text("customer_id").map(|c| self.store.pseudonym(&c));
+        let record = CaseRecord {
+            id: case_id.clone(),
+            status: CaseStatus::Accepted,
+            channel: text("channel").unwrap_or_default(),
+            language: text("language").unwrap_or_else(|| "en".into()),
+            customer: customer.clone(),
+            request_digest: request_digest.clone(),
+            classification: None,
+            route: None,
+            workflow: None,
+            state: None,
+            queue_task: None,
+            pending: Some(Pending {
+                trigger: Trigger::Start,
+                at: now,
+            }),
+            erased: false,
+            accepted_at: now,
+            updated_at: now,
+            submitted_by: new.submitted_by.clone(),
+            reply_to: text("reply_to"),
+        };
+        let mut batch = Batch::new();
+        batch
+            .put(Table::Cases, case_id.as_bytes(), &record)
+            .put(
+                Table::Personal,
+                case_id.as_bytes(),
+                &PersonalRecord {
+                    request: new.request.clone(),
+                    data: Value::Null,
+                    reply_text: None,
+                },
+            )
+            .put_raw(Table::Pending, case_id.as_bytes(), Vec::new());
+        if let Some(c) = &customer {
+            batch.put_raw(Table::CustomerCases, key(&[c, &case_id]), Vec::new());
+        }
+        if let Some(k) = &new.idempotency_key {
+            batch.put(
+                Table::Idempotency,
+                k.as_bytes(),
+                &IdempotencyEntry {
+                    case_id: case_id.clone(),
+                    request_digest: request_digest.clone(),
+                },
+            );
+        }
+        batch.audit(audit::Entry::new(
+            &case_id,
+            audit::Kind::Accepted,
+            now,
+            json!({
+                "request_digest": request_digest,
+                "channel": record.channel,
+                "language": record.language,
+                "customer": customer,
+                "submitted_by": new.submitted_by,
+                "idempotency_key_digest": new.idempotency_key.as_ref().map(|k| digest(&json!(k))),
+            }),
+        ));
+        self.store.commit(batch)?;
+        Ok(Accepted {
+            case_id,
+            duplicate: false,
+        })
+    }
+
+    /// A case and its personal data (absent once erased).
+    pub fn case(
+        &self,
+        case_id: &str,
+    ) -> Result<Option<(CaseRecord, Option<PersonalRecord>)>, Error> {
+        let Some(rec) =
+            self.store
+                .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
+        else {
+            return Ok(None);
+        };
+        let personal = self.store.get_json::<PersonalRecord>(
+            Table::Personal,
+            case_id.as_bytes(),
+            "personal data",
+        )?;
+        Ok(Some((rec, personal)))
+    }
+
+    /// Open tasks, oldest first; only `queue`'s if given.
+    pub fn tasks(&self, queue: Option<&str>) -> Result<Vec<TaskEntry>, Error> {
+        let mut tasks: Vec<TaskEntry> = self
+            .store
+            .scan_json::<TaskEntry>(Table::Tasks, b"", "task")?
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| queue.is_none_or(|q| t.queue == q))
+            .collect();
+        tasks.sort_by(|a, b| {
+            (a.sla_due.is_none(), a.sla_due, a.created_at).cmp(&(
+                b.sla_due.is_none(),
+                b.sla_due,
+                b.created_at,
+            ))
+        });
+        Ok(tasks)
+    }
+
+    /// Stores a reviewer's completion durably, then runs the case on.
+    pub fn complete_task(&self, completion: TaskCompletion) -> Result<CaseStatus, Error> {
+        let case_id = {
+            let task = self
+                .store
+                .get_json::<TaskEntry>(Table::Tasks, completion.task_id.as_bytes(), "task")?
+                .ok_or_else(|| Error::NoTask(completion.task_id.clone()))?;
+            if !task.decisions.contains(&completion.decision) {
+                return Err(Error::UnknownDecision {
+                    task_id: task.task_id,
+                    decision: completion.decision,
+                    allowed: task.decisions,
+                });
+            }
+            let _lock = self.lock(&task.case_id);
+            let mut rec = self
+                .store
+                .get_json::<CaseRecord>(Table::Cases, task.case_id.as_bytes(), "case")?
+                .ok_or_else(|| Error::NoCase(task.case_id.clone()))?;
+            if rec.pending.is_some() {
+                return Err(Error::Busy(rec.id));
+            }
+            let now = self.clock.now();
+            rec.pending = Some(Pending {
+                trigger: Trigger::Task { completion },
+                at: now,
+            });
+            rec.status = CaseStatus::Running;
+            rec.updated_at = now;
+            let mut batch = Batch::new();
+            batch
+                .put(Table::Cases, rec.id.as_bytes(), &rec)
+                .put_raw(Table::Pending, rec.id.as_bytes(), Vec::new())
+                .delete(Table::Tasks, task.task_id.as_bytes());
+            self.store.commit(batch)?;
+            rec.id
+        };
+        self.process(&case_id)
+    }
+
+    /// Fires every timer and SLA due by `now`; returns the cases moved on.
+    pub fn fire_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
+        let due =
+            self.store
+                .backend()
+                .range(Table::Timers, b"", Some(&store::timer_bound(now)), 1024)?;
+        let mut fired = Vec::new();
+        for (k, _) in due {
+            let Some(case_id) = store::timer_case(&k).map(str::to_string) else {
+                continue;
+            };
+            let armed = {
+                let _lock = self.lock(&case_id);
+                let mut batch = Batch::new();
+                batch.delete(Table::Timers, k.clone());
+                let rec =
+                    self.store
+                        .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?;
+                let armed = match rec {
+                    Some(mut rec)
+                        if rec.pending.is_none()
+                            && rec
+                                .state
+                                .as_ref()
+                                .and_then(|c| c.waiting.as_ref())
+                                .and_then(|w| w.due())
+                                .is_some_and(|d| d <= now) =>
+                    {
+                        rec.pending = Some(Pending {
+                            trigger: Trigger::Timer,
+                            at: now,
+                        });
+                        rec.status = CaseStatus::Running;
+                        rec.updated_at = now;
+                        batch.put(Table::Cases, rec.id.as_bytes(), &rec).put_raw(
+                            Table::Pending,
+                            rec.id.as_bytes(),
+                            Vec::new(),
+                        );
+                        true
+                    }
+                    // A stale timer: the case moved on (or is busy and keeps its own).
+                    _ => false,
+                };
+                self.store.commit(batch)?;
+                armed
+            };
+            if armed {
+                self.process(&case_id)?;
+                fired.push(case_id);
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Runs the stored work of every case that has some: after a restart, every accepted
+    /// and unfinished case resumes from its last checkpoint. Returns how many ran.
+    pub fn recover(&self) -> Result<usize, Error> {
+        let pending = self.store.scan_keys(Table::Pending, b"")?;
+        let mut n = 0;
+        for k in pending {
+            let id = String::from_utf8_lossy(&k).into_owned();
+            match self.process(&id) {
+                Ok(_) => n += 1,
+                Err(e) => tracing::error!(case = %id, "recovery could not resume the case: {e}"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Cases with stored work not yet done.
+    pub fn pending(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .store
+            .scan_keys(Table::Pending, b"")?
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+
+    /// The audit records of one case, in order.
+    pub fn case_audit(&self, case_id: &str) -> Result<Vec<audit::Record>, Error> {
+        let mut prefix = case_id.as_bytes().to_vec();
+        prefix.push(0);
+        let keys = self.store.scan_keys(Table::AuditByCase, &prefix)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let seq = &k[prefix.len()..];
+            if let Some(r) =
+                self.store
+                    .get_json::<audit::Record>(Table::Audit, seq, "audit record")?
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A time-ordered, unique case id: `c-<millis hex>-<random hex>`.
+fn new_case_id(now: Timestamp) -> Result<String, Error> {
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r)
+        .map_err(|e| store::Error::backend("os", format!("no randomness: {e}")))?;
+    Ok(format!(
+        "c-{:011x}-{}",
+        now.as_millisecond().max(0),
+        hex::encode(r)
+    ))
+}

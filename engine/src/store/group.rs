@@ -1,0 +1,159 @@
+//! Group commit: one committer thread turns every batch that arrived while the previous sync
+//! ran into a single backend write, so many commits share one sync.
+//!
+//! Invariant: a caller's [`Committer::commit`] returns `Ok` only after the backend's
+//! `write` covering its batch returned, i.e. after the data is durable. Audit entries are
+//! chained here, in the order batches are written, so the chain order is the commit order.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+use super::{Backend, Batch, Error, Op, Table, encode};
+use crate::audit;
+
+/// Commit counters since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CommitStats {
+    /// Batches committed.
+    pub commits: u64,
+    /// Backend writes (each one sync).
+    pub syncs: u64,
+    /// Audit records appended.
+    pub audit_records: u64,
+}
+
+struct Job {
+    batch: Batch,
+    done: mpsc::SyncSender<Result<(), Error>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    syncs: AtomicU64,
+    audit_records: AtomicU64,
+}
+
+pub(super) struct Committer {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    pub(super) fn start(backend: Arc<dyn Backend>, head: audit::Head, max_group: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(move || run(backend, head, max_group, rx, c))
+            .expect("the commit thread starts");
+        Committer {
+            jobs: Mutex::new(Some(tx)),
+            counters,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    pub(super) fn commit(&self, batch: Batch) -> Result<(), Error> {
+        let (done, wait) = mpsc::sync_channel(1);
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(jobs) = jobs.as_ref() else {
+                return Err(Error::Closed);
+            };
+            jobs.send(Job { batch, done }).map_err(|_| Error::Closed)?;
+        }
+        wait.recv().map_err(|_| Error::Closed)?
+    }
+
+    pub(super) fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
+            audit_records: self.counters.audit_records.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    backend: Arc<dyn Backend>,
+    mut head: audit::Head,
+    max_group: usize,
+    rx: mpsc::Receiver<Job>,
+    counters: Arc<Counters>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_group {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // Chain tentatively; adopt the new head only if the write lands.
+        let mut next = head.clone();
+        let mut appended = 0u64;
+        let mut groups = Vec::with_capacity(jobs.len());
+        let mut waiters = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let Job { batch, done } = job;
+            let mut ops = batch.ops;
+            for entry in batch.audit {
+                let record = next.append(entry);
+                ops.push(Op {
+                    table: Table::AuditByCase,
+                    key: audit::case_key(&record.case_id, record.seq),
+                    value: Some(Vec::new()),
+                });
+                ops.push(Op {
+                    table: Table::Audit,
+                    key: record.seq.to_be_bytes().to_vec(),
+                    value: Some(encode(&record)),
+                });
+                appended += 1;
+            }
+            groups.push(ops);
+            waiters.push(done);
+        }
+        let result = backend.write(&groups);
+        if result.is_ok() {
+            head = next;
+            counters
+                .commits
+                .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+            counters.syncs.fetch_add(1, Ordering::Relaxed);
+            counters
+                .audit_records
+                .fetch_add(appended, Ordering::Relaxed);
+        } else if let Err(e) = &result {
+            tracing::error!(
+                "store write failed; {} commit(s) refused: {e}",
+                waiters.len()
+            );
+        }
+        for done in waiters {
+            let _ = done.send(result.clone());
+        }
+    }
+}

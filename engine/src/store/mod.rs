@@ -1,0 +1,538 @@
+//! Durable local state: one [`Backend`] trait with a redb and a sled implementation, group
+//! commit on top of it, and the typed tables the runner and the service use.
+//!
+//! The promise: [`Store::commit`] returns only after the batch is on disk, atomically, and
+//! concurrent commits share one sync (see [`group`]). Everything above this module speaks in
+//! typed records ([`records`]); everything below in tables of ordered byte keys.
+//!
+//! What each backend assumes about the disk and guarantees is written in
+//! `docs/reliability.md`; the default is chosen in `docs/adr/0005-default-store-backend.md`.
+
+mod group;
+pub mod records;
+mod redb;
+mod sled;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use self::redb::{PowerLossDisk, RedbBackend};
+pub use self::sled::SledBackend;
+use crate::audit;
+pub use group::CommitStats;
+pub use records::*;
+
+/// The tables of the store. Keys are ordered bytes; values are JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// case id → [`CaseRecord`] (without personal data).
+    Cases,
+    /// case id → case data and request (personal data; erasable).
+    Personal,
+    /// `customer pseudonym \0 case id` → empty: the cases of a customer, for erasure.
+    CustomerCases,
+    /// case id → empty: cases with work stored but not yet done (recovery scans this).
+    Pending,
+    /// task id → [`TaskEntry`]: open human tasks.
+    Tasks,
+    /// `due (big-endian nanoseconds) \0 case id` → empty: cases waiting for a timer or SLA.
+    Timers,
+    /// idempotency key → [`IdempotencyEntry`].
+    Idempotency,
+    /// workflow digest → [`WorkflowBundle`]: every version that ever ran.
+    Workflows,
+    /// connector idempotency key → [`OutboxEntry`].
+    Outbox,
+    /// audit seq (u64 big-endian) → [`audit::Record`].
+    Audit,
+    /// `case id \0 seq` → empty: a case's audit records.
+    AuditByCase,
+    /// Box-wide settings (pseudonymization salt, schema version).
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 12] = [
+        Table::Cases,
+        Table::Personal,
+        Table::CustomerCases,
+        Table::Pending,
+        Table::Tasks,
+        Table::Timers,
+        Table::Idempotency,
+        Table::Workflows,
+        Table::Outbox,
+        Table::Audit,
+        Table::AuditByCase,
+        Table::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Cases => "cases",
+            Table::Personal => "personal",
+            Table::CustomerCases => "customer_cases",
+            Table::Pending => "pending",
+            Table::Tasks => "tasks",
+            Table::Timers => "timers",
+            Table::Idempotency => "idempotency",
+            Table::Workflows => "workflows",
+            Table::Outbox => "outbox",
+            Table::Audit => "audit",
+            Table::AuditByCase => "audit_by_case",
+            Table::Meta => "meta",
+        }
+    }
+}
+
+/// A stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// One write: a put (`Some`) or a delete (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    pub table: Table,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A storage engine: ordered tables of bytes with atomic, durable multi-table writes.
+///
+/// The conformance suite (`engine/tests/store_conformance.rs`) runs against every
+/// implementation. Implementations need no internal write concurrency: [`Store`] calls
+/// [`Backend::write`] from one committer thread.
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The value at `key`, if any.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Entries with `from <= key < to` (`to = None`: to the end), in key order, at most
+    /// `limit`.
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error>;
+    /// The entry with the greatest key.
+    fn last(&self, table: Table) -> Result<Option<Entry>, Error>;
+    /// Applies every op of every group, all or nothing, and returns once they are durable.
+    fn write(&self, groups: &[Vec<Op>]) -> Result<(), Error>;
+    /// Bytes the store occupies on disk.
+    fn disk_bytes(&self) -> u64;
+    /// The backend's name, as in configuration.
+    fn name(&self) -> &'static str;
+}
+
+/// Which backend, as configuration names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// redb: fsync'd copy-on-write B-trees. The default (see the ADR).
+    #[default]
+    Redb,
+    /// sled 0.34: log-structured; syncs with `sync_file_range`.
+    Sled,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redb" => Ok(Kind::Redb),
+            "sled" => Ok(Kind::Sled),
+            other => Err(format!(
+                "unknown store backend `{other}`; use `redb` or `sled`"
+            )),
+        }
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Which storage engine keeps the data directory.
+    pub backend: Kind,
+    /// Cache the engine may use, in MiB (sled's default of 1 GiB would not fit small boxes).
+    pub cache_mib: u64,
+    /// Most commits grouped under one sync; bounds the latency a large group adds.
+    pub max_group: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: Kind::Redb,
+            cache_mib: 32,
+            max_group: 512,
+        }
+    }
+}
+
+/// A storage failure. Internal: the service logs it and answers 5xx.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("store backend {backend}: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+    #[error("stored {what} `{key}` is not readable: {message}")]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("cannot open the store at {path}: {message}")]
+    Open { path: PathBuf, message: String },
+}
+
+impl Error {
+    pub(crate) fn backend(backend: &'static str, e: impl std::fmt::Display) -> Error {
+        Error::Backend {
+            backend,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Opens the backend `options` names in `dir` (created if missing).
+pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(match options.backend {
+        Kind::Redb => Arc::new(RedbBackend::open(&dir.join("casegraph.redb"), options)?),
+        Kind::Sled => Arc::new(SledBackend::open(&dir.join("sled"), options)?),
+    })
+}
+
+/// Which backend a data directory holds, if any.
+pub fn detect(dir: &Path) -> Option<Kind> {
+    if dir.join("casegraph.redb").is_file() {
+        Some(Kind::Redb)
+    } else if dir.join("sled").is_dir() {
+        Some(Kind::Sled)
+    } else {
+        None
+    }
+}
+
+/// The typed store: tables of records over a backend, with group commit and the audit chain.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    committer: Arc<group::Committer>,
+    salt: Arc<[u8; 32]>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. A directory that already holds one backend's
+    /// data is opened with that backend whatever `options` says, so data is never orphaned.
+    pub fn open(dir: &Path, options: &Options) -> Result<Store, Error> {
+        let mut options = options.clone();
+        if let Some(kind) = detect(dir)
+            && kind != options.backend
+        {
+            tracing::warn!(
+                "data directory {} holds a {kind:?} store; using it rather than the configured {:?}",
+                dir.display(),
+                options.backend
+            );
+            options.backend = kind;
+        }
+        Store::with_backend(open_backend(dir, &options)?, options.max_group)
+    }
+
+    /// A store over an already opened backend.
+    pub fn with_backend(backend: Arc<dyn Backend>, max_group: usize) -> Result<Store, Error> {
+        let head = match backend.last(Table::Audit)? {
+            Some((_, v)) => {
+                let r: audit::Record = decode("audit record", b"last", &v)?;
+                audit::Head {
+                    seq: r.seq,
+                    hash: r.hash,
+                }
+            }
+            None => audit::Head::genesis(),
+        };
+        let salt = match backend.get(Table::Meta, b"salt")? {
+            Some(s) if s.len() == 32 => {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(&s);
+                a
+            }
+            _ => {
+                let fresh = fresh_salt()?;
+                backend.write(&[vec![Op {
+                    table: Table::Meta,
+                    key: b"salt".to_vec(),
+                    value: Some(fresh.to_vec()),
+                }]])?;
+                fresh
+            }
+        };
+        let committer = group::Committer::start(backend.clone(), head, max_group.max(1));
+        Ok(Store {
+            backend,
+            committer: Arc::new(committer),
+            salt: Arc::new(salt),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Writes the batch atomically and returns when it is durable. Concurrent commits share
+    /// one sync. Audit entries in the batch are chained in commit order.
+    pub fn commit(&self, batch: Batch) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.committer.commit(batch)
+    }
+
+    /// Commits, syncs and requests since start, for metrics and benchmarks.
+    pub fn stats(&self) -> CommitStats {
+        self.committer.stats()
+    }
+
+    /// A customer's pseudonymous id: stable on this box, not reversible without its salt.
+    pub fn pseudonym(&self, customer_id: &str) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(&self.salt[..]);
+        h.update(customer_id.as_bytes());
+        format!("cust-{}", hex::encode(&h.finalize()[..12]))
+    }
+
+    pub(crate) fn get_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, Error> {
+        match self.backend.get(table, key)? {
+            Some(v) => decode(what, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn scan_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<(Vec<u8>, T)>, Error> {
+        let end = prefix_end(prefix);
+        self.backend
+            .range(table, prefix, end.as_deref(), usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| decode(what, &k, &v).map(|t| (k, t)))
+            .collect()
+    }
+
+    pub(crate) fn scan_keys(&self, table: Table, prefix: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        let end = prefix_end(prefix);
+        Ok(self
+            .backend
+            .range(table, prefix, end.as_deref(), usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+}
+
+fn fresh_salt() -> Result<[u8; 32], Error> {
+    let mut salt = [0u8; 32];
+    getrandom::fill(&mut salt).map_err(|e| Error::backend("os", format!("no randomness: {e}")))?;
+    Ok(salt)
+}
+
+/// The smallest key greater than every key with this prefix (`None`: no bound).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored records serialize")
+}
+
+/// Writes that commit together, plus audit entries to chain.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) audit: Vec<audit::Entry>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.audit.is_empty()
+    }
+
+    pub fn put_raw(&mut self, table: Table, key: impl Into<Vec<u8>>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op {
+            table,
+            key: key.into(),
+            value: Some(value),
+        });
+        self
+    }
+
+    pub fn put<T: Serialize>(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> &mut Self {
+        self.put_raw(table, key, encode(value))
+    }
+
+    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(Op {
+            table,
+            key: key.into(),
+            value: None,
+        });
+        self
+    }
+
+    /// Appends an audit entry; the committer gives it its place in the chain.
+    pub fn audit(&mut self, entry: audit::Entry) -> &mut Self {
+        self.audit.push(entry);
+        self
+    }
+
+    /// Number of writes and audit entries.
+    pub fn len(&self) -> usize {
+        self.ops.len() + self.audit.len()
+    }
+}
+
+/// Joins key parts with `\0` (ids never contain it; validated at intake).
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+}
+
+/// Audit records in chain order, read a page at a time. A read error ends the iteration
+/// and is kept in [`AuditRecords::error`].
+#[derive(Debug)]
+pub struct AuditRecords<'a> {
+    backend: &'a dyn Backend,
+    next: u64,
+    page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    done: bool,
+    pub error: Option<Error>,
+}
+
+const AUDIT_PAGE: usize = 2048;
+
+impl Iterator for AuditRecords<'_> {
+    type Item = (Vec<u8>, Vec<u8>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.page.next() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            match self
+                .backend
+                .range(Table::Audit, &self.next.to_be_bytes(), None, AUDIT_PAGE)
+            {
+                Ok(page) => {
+                    if page.len() < AUDIT_PAGE {
+                        self.done = true;
+                    }
+                    if let Some((k, _)) = page.last() {
+                        let last = k
+                            .as_slice()
+                            .try_into()
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(u64::MAX);
+                        self.next = last.saturating_add(1);
+                        if last == u64::MAX {
+                            self.done = true;
+                        }
+                    }
+                    self.page = page.into_iter();
+                }
+                Err(e) => {
+                    self.error = Some(e);
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Every audit record, stored bytes, in key order.
+    pub fn audit_records(&self) -> AuditRecords<'_> {
+        AuditRecords {
+            backend: self.backend.as_ref(),
+            next: 0,
+            page: Vec::new().into_iter(),
+            done: false,
+            error: None,
+        }
+    }
+
+    /// Checks the whole audit chain. The outer error is a storage failure; the inner one
+    /// names the first altered, missing or reordered record.
+    pub fn audit_verify(&self) -> Result<Result<audit::Verified, audit::Problem>, Error> {
+        let mut records = self.audit_records();
+        let verdict = audit::verify(&mut records);
+        match records.error {
+            Some(e) => Err(e),
+            None => Ok(verdict),
+        }
+    }
+}

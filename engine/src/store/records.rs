@@ -1,0 +1,224 @@
+//! The typed records the tables hold. Personal data (request text, fields, case data,
+//! reply text) lives only in [`PersonalRecord`]; everything else carries ids and digests.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::exec::{Case, TaskCompletion};
+use crate::routing::Route;
+
+/// Where a case stands, as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// Durable, not yet classified or routed.
+    Accepted,
+    /// Work is in progress (or was, when the box stopped; recovery resumes it).
+    Running,
+    /// Waits for a reviewer or a timer.
+    Waiting,
+    Completed,
+    Failed,
+    Escalated,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Accepted => "accepted",
+            CaseStatus::Running => "running",
+            CaseStatus::Waiting => "waiting",
+            CaseStatus::Completed => "completed",
+            CaseStatus::Failed => "failed",
+            CaseStatus::Escalated => "escalated",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CaseStatus::Completed | CaseStatus::Failed | CaseStatus::Escalated
+        )
+    }
+
+    pub const ALL: [CaseStatus; 6] = [
+        CaseStatus::Accepted,
+        CaseStatus::Running,
+        CaseStatus::Waiting,
+        CaseStatus::Completed,
+        CaseStatus::Failed,
+        CaseStatus::Escalated,
+    ];
+}
+
+/// The workflow version a case runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRef {
+    pub id: String,
+    pub version: u32,
+    pub digest: String,
+}
+
+/// Work stored durably but not yet done: what the next segment of the case runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// Classify, route and start the case.
+    Start,
+    /// A reviewer's completion of the task the case waits for.
+    Task { completion: TaskCompletion },
+    /// The case's timer or SLA came due.
+    Timer,
+}
+
+/// A trigger and the clock time its segment runs at. Replaying a segment after a crash uses
+/// the same time, so it takes the same path and sends the same idempotency keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub trigger: Trigger,
+    pub at: Timestamp,
+}
+
+/// A case, without its personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    pub id: String,
+    pub status: CaseStatus,
+    pub channel: String,
+    pub language: String,
+    /// The customer's pseudonym on this box, if the request named a customer.
+    pub customer: Option<String>,
+    /// sha256 of the request as accepted.
+    pub request_digest: String,
+    /// The intent model's answer (intent, confidence, top-k, model version).
+    pub classification: Option<Value>,
+    /// Where routing sent the case and which rule fired.
+    pub route: Option<Route>,
+    pub workflow: Option<WorkflowRef>,
+    /// The executor's state after the last checkpoint; its `data` and reply text are kept in
+    /// [`PersonalRecord`] and are `null`/empty here.
+    pub state: Option<Case>,
+    /// The open task of a case routed to a queue (no workflow yet).
+    pub queue_task: Option<String>,
+    pub pending: Option<Pending>,
+    /// Set when the customer's personal data was erased.
+    #[serde(default)]
+    pub erased: bool,
+    pub accepted_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Who submitted it (token name), for "read own cases".
+    pub submitted_by: Option<String>,
+    /// Webhook for the outcome, if the submitter gave one.
+    pub reply_to: Option<String>,
+}
+
+/// A case's personal data: the request and the case data scripts work on. Erasable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalRecord {
+    pub request: Value,
+    pub data: Value,
+    /// The reply text sent to the customer.
+    pub reply_text: Option<String>,
+}
+
+/// An open human task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    pub task_id: String,
+    pub case_id: String,
+    pub queue: String,
+    pub node: String,
+    pub title: Option<String>,
+    pub decisions: Vec<String>,
+    pub created_at: Timestamp,
+    pub sla_due: Option<Timestamp>,
+}
+
+/// An idempotency key's case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyEntry {
+    pub case_id: String,
+    /// sha256 of the request body the key first came with.
+    pub request_digest: String,
+}
+
+/// A workflow version's files, so a case can resume on it after it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowBundle {
+    pub id: String,
+    pub version: u32,
+    pub digest: String,
+    /// File name → content, for every file of the workflow directory (fixtures excluded).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Where a connector call stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Sent (or about to be); no answer recorded. Recovery re-sends it with the same key.
+    Pending,
+    /// The system answered.
+    Done { answer: Value },
+    /// The attempt failed.
+    Failed { retryable: bool, message: String },
+}
+
+/// A connector call in the outbox, by idempotency key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub key: String,
+    pub case_id: String,
+    pub node: String,
+    pub connector: String,
+    pub operation: String,
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub state: OutboxState,
+    pub updated_at: Timestamp,
+}
+
+/// The key of a timer entry: due time first, so a range scan finds what is due.
+pub fn timer_key(due: Timestamp, case_id: &str) -> Vec<u8> {
+    // Offset so that times before 1970 still order correctly as unsigned bytes.
+    let nanos = due.as_nanosecond();
+    let ordered = (nanos as u128 ^ (1u128 << 127)).to_be_bytes();
+    let mut k = ordered.to_vec();
+    k.push(0);
+    k.extend_from_slice(case_id.as_bytes());
+    k
+}
+
+/// The case id in a timer key.
+pub fn timer_case(key: &[u8]) -> Option<&str> {
+    key.get(17..).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// The upper bound (exclusive) of timer keys due at or before `now`.
+pub fn timer_bound(now: Timestamp) -> Vec<u8> {
+    let nanos = now.as_nanosecond();
+    let ordered = (nanos as u128 ^ (1u128 << 127)).to_be_bytes();
+    let mut k = ordered.to_vec();
+    k.push(1);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_keys_order_by_due_time() {
+        let a = Timestamp::from_second(-5).expect("t");
+        let b = Timestamp::from_second(10).expect("t");
+        let c = Timestamp::from_second(1_000_000).expect("t");
+        assert!(timer_key(a, "z") < timer_key(b, "a"));
+        assert!(timer_key(b, "z") < timer_key(c, "a"));
+        assert!(timer_key(b, "zzz") < timer_bound(b));
+        assert!(timer_bound(b) < timer_key(c, ""));
+        assert_eq!(timer_case(&timer_key(b, "case-1")), Some("case-1"));
+    }
+}
