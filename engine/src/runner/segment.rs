@@ -250,10 +250,14 @@ impl Runner {
             }
         }
         entries.extend(outbox.audit.into_inner().unwrap_or_else(|e| e.into_inner()));
-        // Call records first, in the order they happened, then the steps that used them.
+        // Classification and routing first; then the segment's calls in the order they
+        // happened, then its steps (which refer to the calls by idempotency key); the
+        // outcome last. The sort is stable, so each group keeps its own order.
         entries.sort_by_key(|e| match e.kind {
             audit::Kind::Classified | audit::Kind::Routed | audit::Kind::TaskCompleted => 0,
-            _ => 1,
+            audit::Kind::Call => 1,
+            audit::Kind::Outcome => 3,
+            _ => 2,
         });
         for e in entries {
             batch.audit(e);

@@ -1,0 +1,374 @@
+//! The durable runner on the shipped workflows: acceptance, checkpoints, human tasks,
+//! timers, recovery after a crash inside a segment, the outbox, erasure and the audit chain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use casegraph_engine::exec::{
+    CallError, CallRequest, Clock, Connector, ManualClock, TaskCompletion,
+};
+use casegraph_engine::rules::Rules;
+use casegraph_engine::runner::{self, Classifier, NewRequest, Parts, Runner};
+use casegraph_engine::store::{self, CaseStatus, OutboxState, Store, Table};
+use casegraph_engine::workflow::Catalog;
+use jiff::SignedDuration;
+use serde_json::{Value, json};
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows")
+}
+
+/// A back office that applies each idempotency key once and counts what it saw.
+#[derive(Default)]
+struct Receiver {
+    applied: Mutex<HashMap<String, Value>>,
+    seen: AtomicUsize,
+    /// Panic (a crash of the box) after applying the call with this operation, once.
+    crash_after: Mutex<Option<String>>,
+}
+
+impl Connector for Receiver {
+    fn call(&self, r: &CallRequest) -> Result<Value, CallError> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        let answer = {
+            let mut applied = self.applied.lock().unwrap();
+            applied
+                .entry(r.idempotency_key.clone())
+                .or_insert_with(|| {
+                    json!({ "refund_id": format!("R-{}", r.case_id), "status": "booked",
+                            "blocked": true, "card_ref": "CARD-1", "order_id": "O-1",
+                            "delivery_business_days": 5 })
+                })
+                .clone()
+        };
+        let mut crash = self.crash_after.lock().unwrap();
+        if crash.as_deref() == Some(r.operation.as_str()) {
+            crash.take();
+            drop(crash);
+            panic!("the box lost power right after the back office applied the call");
+        }
+        Ok(answer)
+    }
+}
+
+/// Reads the intent from `metadata` (the model is not part of these tests).
+struct Given;
+
+impl Classifier for Given {
+    fn classify(&self, request: &Value) -> Result<Value, String> {
+        let m = &request["metadata"];
+        Ok(json!({
+            "intent": m["intent"], "confidence": m["confidence"].as_f64().unwrap_or(0.95),
+            "out_of_scope": false, "model": "test"
+        }))
+    }
+}
+
+struct Box_ {
+    runner: Runner,
+    clock: Arc<ManualClock>,
+    receiver: Arc<Receiver>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn open(dir: &Path, receiver: Arc<Receiver>, clock: Arc<ManualClock>, kind: store::Kind) -> Runner {
+    let rules = Arc::new(Rules::default());
+    let catalog = Arc::new(Catalog::load(&shipped(), &rules).expect("shipped workflows load"));
+    let store = Store::open(
+        dir,
+        &store::Options {
+            backend: kind,
+            ..store::Options::default()
+        },
+    )
+    .unwrap();
+    Runner::new(Parts {
+        store,
+        catalog,
+        rules,
+        connector: receiver,
+        classifier: Arc::new(Given),
+        clock,
+        versions_dir: dir.join("versions"),
+    })
+}
+
+fn new_box(kind: store::Kind) -> Box_ {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap()));
+    let receiver = Arc::new(Receiver::default());
+    let runner = open(dir.path(), receiver.clone(), clock.clone(), kind);
+    Box_ {
+        runner,
+        clock,
+        receiver,
+        _dir: Some(dir),
+    }
+}
+
+fn refund(amount: &str, customer: &str) -> NewRequest {
+    NewRequest {
+        request: json!({
+            "channel": "form", "language": "en", "customer_id": customer,
+            "text": format!("Please refund {amount} EUR for the cancelled order."),
+            "fields": { "amount": amount },
+            "metadata": { "intent": "request_refund", "confidence": 0.97 }
+        }),
+        idempotency_key: None,
+        submitted_by: Some("crm".into()),
+    }
+}
+
+#[test]
+fn an_accepted_request_is_durable_before_it_runs_and_runs_to_its_end() {
+    let b = new_box(store::Kind::Redb);
+    let accepted = b.runner.accept(refund("20.00", "C-100100")).unwrap();
+    let (rec, personal) = b.runner.case(&accepted.case_id).unwrap().unwrap();
+    assert_eq!(rec.status, CaseStatus::Accepted);
+    assert!(personal.unwrap().request["text"].as_str().is_some());
+    assert_eq!(b.runner.pending().unwrap(), vec![accepted.case_id.clone()]);
+
+    let status = b.runner.process(&accepted.case_id).unwrap();
+    let (rec, personal) = b.runner.case(&accepted.case_id).unwrap().unwrap();
+    assert_eq!(status, CaseStatus::Completed, "{rec:?}");
+    assert!(b.runner.pending().unwrap().is_empty());
+    assert!(
+        rec.state.as_ref().unwrap().data.is_null(),
+        "personal data is kept apart"
+    );
+    assert_eq!(
+        rec.state.as_ref().unwrap().outcome.as_deref(),
+        Some("refunded")
+    );
+    let personal = personal.unwrap();
+    assert_eq!(personal.data["amount"], json!(20.0));
+    assert!(personal.reply_text.unwrap().contains("refunded"));
+    let trail = b.runner.case_audit(&accepted.case_id).unwrap();
+    let kinds: Vec<String> = trail
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r.kind)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("accepted"));
+    assert!(kinds.contains(&"classified".to_string()));
+    assert!(kinds.contains(&"routed".to_string()));
+    assert!(kinds.contains(&"call".to_string()));
+    assert_eq!(kinds.last().map(String::as_str), Some("outcome"));
+    let text = serde_json::to_string(&trail).unwrap();
+    assert!(
+        !text.contains("C-100100"),
+        "audit records carry pseudonyms only"
+    );
+    assert!(!text.contains("cancelled order"), "nor request text");
+    assert!(b.runner.store().audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn idempotency_keys_return_the_same_case_and_refuse_a_different_body() {
+    let b = new_box(store::Kind::Sled);
+    let mut r = refund("20.00", "C-100001");
+    r.idempotency_key = Some("order-77".into());
+    let first = b.runner.accept(r.clone()).unwrap();
+    let again = b.runner.accept(r.clone()).unwrap();
+    assert_eq!(first.case_id, again.case_id);
+    assert!(again.duplicate);
+    let mut other = refund("21.00", "C-100001");
+    other.idempotency_key = Some("order-77".into());
+    assert!(matches!(
+        b.runner.accept(other),
+        Err(runner::Error::KeyReused { .. })
+    ));
+}
+
+#[test]
+fn a_reviewer_completes_a_task_and_the_case_moves_on() {
+    let b = new_box(store::Kind::Redb);
+    let id = b
+        .runner
+        .accept(refund("900.00", "C-100002"))
+        .unwrap()
+        .case_id;
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+    let tasks = b.runner.tasks(Some("refunds")).unwrap();
+    assert_eq!(tasks.len(), 1);
+    let bad = TaskCompletion {
+        task_id: tasks[0].task_id.clone(),
+        decision: "maybe".into(),
+        data: Value::Null,
+        comment: None,
+        by: "rev-1".into(),
+    };
+    assert!(matches!(
+        b.runner.complete_task(bad),
+        Err(runner::Error::UnknownDecision { .. })
+    ));
+    let ok = TaskCompletion {
+        decision: "reject".into(),
+        comment: Some("duplicate request".into()),
+        ..TaskCompletion {
+            task_id: tasks[0].task_id.clone(),
+            decision: String::new(),
+            data: Value::Null,
+            comment: None,
+            by: "rev-1".into(),
+        }
+    };
+    let status = b.runner.complete_task(ok.clone()).unwrap();
+    assert_eq!(status, CaseStatus::Completed);
+    assert!(b.runner.tasks(None).unwrap().is_empty());
+    assert!(matches!(
+        b.runner.complete_task(ok),
+        Err(runner::Error::NoTask(_))
+    ));
+    let trail = serde_json::to_string(&b.runner.case_audit(&id).unwrap()).unwrap();
+    assert!(trail.contains("rev-1") && trail.contains("\"decision\":\"reject\""));
+}
+
+#[test]
+fn an_unsure_request_waits_in_triage_until_a_reviewer_routes_it() {
+    let b = new_box(store::Kind::Redb);
+    let mut r = refund("20.00", "C-100003");
+    r.request["metadata"]["confidence"] = json!(0.2);
+    let id = b.runner.accept(r).unwrap().case_id;
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+    let task = b.runner.tasks(None).unwrap().pop().unwrap();
+    assert!(task.decisions.contains(&"request_refund".to_string()));
+    b.runner
+        .complete_task(TaskCompletion {
+            task_id: task.task_id,
+            decision: "request_refund".into(),
+            data: Value::Null,
+            comment: None,
+            by: "rev-2".into(),
+        })
+        .unwrap();
+    let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+    assert_eq!(rec.workflow.as_ref().unwrap().id, "request_refund");
+    assert_eq!(
+        rec.status,
+        CaseStatus::Completed,
+        "the reviewer's choice ran: {rec:?}"
+    );
+}
+
+#[test]
+fn an_overdue_task_escalates_when_its_sla_timer_fires() {
+    let b = new_box(store::Kind::Sled);
+    let id = b
+        .runner
+        .accept(refund("900.00", "C-100005"))
+        .unwrap()
+        .case_id;
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+    assert!(
+        b.runner.fire_due(b.clock.now()).unwrap().is_empty(),
+        "not due yet"
+    );
+    b.clock.advance(SignedDuration::from_hours(9));
+    assert_eq!(b.runner.fire_due(b.clock.now()).unwrap(), vec![id.clone()]);
+    let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+    assert_eq!(rec.status, CaseStatus::Escalated, "{rec:?}");
+    assert!(
+        b.runner.tasks(None).unwrap().is_empty(),
+        "the task is closed"
+    );
+    assert!(
+        b.runner.fire_due(b.clock.now()).unwrap().is_empty(),
+        "timers fire once"
+    );
+}
+
+#[test]
+fn a_crash_after_a_call_was_applied_replays_without_applying_it_again() {
+    for kind in [store::Kind::Redb, store::Kind::Sled] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap()));
+        let receiver = Arc::new(Receiver::default());
+        let id = {
+            let runner = open(dir.path(), receiver.clone(), clock.clone(), kind);
+            let id = runner.accept(refund("20.00", "C-100004")).unwrap().case_id;
+            *receiver.crash_after.lock().unwrap() = Some("refund".into());
+            let crashed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.process(&id)));
+            assert!(crashed.is_err(), "the box crashed inside the segment");
+            id
+        };
+        // The box restarts: the case is still at its checkpoint, with the call recorded
+        // as sent but unanswered.
+        let runner = open(dir.path(), receiver.clone(), clock.clone(), kind);
+        assert_eq!(runner.pending().unwrap(), vec![id.clone()]);
+        let outbox = runner
+            .store()
+            .backend()
+            .range(Table::Outbox, b"", None, 10)
+            .unwrap();
+        let entry: store::OutboxEntry = serde_json::from_slice(&outbox[0].1).unwrap();
+        assert_eq!(entry.state, OutboxState::Pending);
+        assert_eq!(runner.recover().unwrap(), 1);
+        let (rec, _) = runner.case(&id).unwrap().unwrap();
+        assert_eq!(rec.status, CaseStatus::Completed, "{kind:?}: {rec:?}");
+        let applied = receiver.applied.lock().unwrap();
+        assert_eq!(applied.len(), 1, "one refund applied");
+        assert_eq!(
+            receiver.seen.load(Ordering::SeqCst),
+            2,
+            "sent twice, same key"
+        );
+        assert!(runner.store().audit_verify().unwrap().is_ok());
+    }
+}
+
+#[test]
+fn erasure_removes_personal_data_and_the_chain_still_verifies() {
+    let b = new_box(store::Kind::Redb);
+    let done = b
+        .runner
+        .accept(refund("5000.00", "C-100009"))
+        .unwrap()
+        .case_id;
+    b.runner.process(&done).unwrap();
+    let task = b.runner.tasks(None).unwrap().pop().unwrap();
+    b.runner
+        .complete_task(TaskCompletion {
+            task_id: task.task_id,
+            decision: "reject".into(),
+            data: Value::Null,
+            comment: None,
+            by: "rev".into(),
+        })
+        .unwrap();
+    let open_case = b
+        .runner
+        .accept(refund("900.00", "C-100009"))
+        .unwrap()
+        .case_id;
+    b.runner.process(&open_case).unwrap();
+    let other = b
+        .runner
+        .accept(refund("900.00", "C-100010"))
+        .unwrap()
+        .case_id;
+
+    let erasure = b.runner.erase_customer("C-100009", "dpo").unwrap();
+    assert_eq!(erasure.erased, vec![done.clone()]);
+    assert_eq!(erasure.unfinished, vec![open_case.clone()]);
+    let (rec, personal) = b.runner.case(&done).unwrap().unwrap();
+    assert!(rec.erased && personal.is_none());
+    assert!(b.runner.case(&open_case).unwrap().unwrap().1.is_some());
+    assert!(b.runner.case(&other).unwrap().unwrap().1.is_some());
+    let trail = b.runner.case_audit(&done).unwrap();
+    assert_eq!(
+        serde_json::to_value(trail.last().unwrap().kind).unwrap(),
+        json!("erased")
+    );
+    assert!(b.runner.store().audit_verify().unwrap().is_ok());
+    let _ = b.receiver.seen.load(Ordering::SeqCst);
+}
