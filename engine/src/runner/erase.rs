@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::{Error, Runner};
 use crate::audit;
-use crate::store::{Batch, CaseRecord, Table, key};
+use crate::store::{Batch, CaseRecord, Store, Table, key};
+use jiff::Timestamp;
 
 /// What an erasure did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,49 +24,57 @@ pub struct Erasure {
 impl Runner {
     /// Erases the personal data of every finished case of `customer_id`.
     pub fn erase_customer(&self, customer_id: &str, by: &str) -> Result<Erasure, Error> {
-        let customer = self.store.pseudonym(customer_id);
-        let mut prefix = key(&[&customer]);
-        prefix.push(0);
-        let keys = self.store.scan_keys(Table::CustomerCases, &prefix)?;
-        let mut result = Erasure {
-            customer: customer.clone(),
-            erased: Vec::new(),
-            unfinished: Vec::new(),
-        };
-        let now = self.clock.now();
-        for k in keys {
-            let case_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let _lock = self.lock(&case_id);
-            let Some(mut rec) =
-                self.store
-                    .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
-            else {
-                continue;
-            };
-            if rec.erased {
-                continue;
-            }
-            if !rec.status.is_final() || rec.pending.is_some() {
-                result.unfinished.push(case_id);
-                continue;
-            }
-            rec.erased = true;
-            rec.reply_to = None;
-            rec.updated_at = now;
-            let mut batch = Batch::new();
-            batch
-                .delete(Table::Personal, case_id.as_bytes())
-                .put(Table::Cases, case_id.as_bytes(), &rec)
-                .audit(audit::Entry::new(
-                    &case_id,
-                    audit::Kind::Erased,
-                    now,
-                    json!({ "customer": customer, "by": by,
-                            "what": ["request", "case_data", "reply_text"] }),
-                ));
-            self.store.commit(batch)?;
-            result.erased.push(case_id);
-        }
-        Ok(result)
+        erase_customer(&self.store, customer_id, by, self.clock.now())
     }
+}
+
+/// Erases the personal data of every finished case of `customer_id`. Needs no case locks:
+/// finished cases are never written by anything else.
+pub fn erase_customer(
+    store: &Store,
+    customer_id: &str,
+    by: &str,
+    now: Timestamp,
+) -> Result<Erasure, Error> {
+    let customer = store.pseudonym(customer_id);
+    let mut prefix = key(&[&customer]);
+    prefix.push(0);
+    let keys = store.scan_keys(Table::CustomerCases, &prefix)?;
+    let mut result = Erasure {
+        customer: customer.clone(),
+        erased: Vec::new(),
+        unfinished: Vec::new(),
+    };
+    for k in keys {
+        let case_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some(mut rec) =
+            store.get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
+        else {
+            continue;
+        };
+        if rec.erased {
+            continue;
+        }
+        if !rec.status.is_final() || rec.pending.is_some() {
+            result.unfinished.push(case_id);
+            continue;
+        }
+        rec.erased = true;
+        rec.reply_to = None;
+        rec.updated_at = now;
+        let mut batch = Batch::new();
+        batch
+            .delete(Table::Personal, case_id.as_bytes())
+            .put(Table::Cases, case_id.as_bytes(), &rec)
+            .audit(audit::Entry::new(
+                &case_id,
+                audit::Kind::Erased,
+                now,
+                json!({ "customer": customer, "by": by,
+                            "what": ["request", "case_data", "reply_text"] }),
+            ));
+        store.commit(batch)?;
+        result.erased.push(case_id);
+    }
+    Ok(result)
 }

@@ -32,7 +32,7 @@ use crate::store::{
 };
 use crate::workflow::{Catalog, Workflow};
 
-pub use erase::Erasure;
+pub use erase::{Erasure, erase_customer};
 
 /// What the intent model says about a request.
 pub trait Classifier: Send + Sync {
