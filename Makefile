@@ -11,6 +11,7 @@ setup:
 run: setup
 	$(CARGO) build --release --locked
 	./target/release/casegraph validate workflows
+	./target/release/casegraph test workflows
 	./target/release/casegraph run --input workflows/samples/requests.jsonl --verbose
 
 ## Every test: formatting, the workspace's unit, integration and fixture tests.
