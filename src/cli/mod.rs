@@ -1,8 +1,12 @@
 //! Command-line interface: one file per command, dispatched through [`Command`].
 
+mod audit;
+mod erase;
 mod graph;
 mod run;
+mod serve;
 mod test;
+mod token;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +23,25 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing env-filter syntax); the CASEGRAPH_LOG variable overrides it.
-    #[arg(long, global = true, default_value = "error")]
-    pub log: String,
+    /// Log filter (tracing env-filter syntax; default `info` for serve, `error` otherwise);
+    /// the CASEGRAPH_LOG variable overrides it.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    /// Log lines as plain text or one JSON object each.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CASEGRAPH_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +54,16 @@ pub enum Command {
     Graph(graph::Args),
     /// Route and run a batch of requests offline (JSON lines), with a summary of outcomes.
     Run(run::Args),
+    /// Serve the HTTP API (intake, cases, tasks, workflows) with the durable store.
+    Serve(serve::Args),
+    /// Verify or export the hash-chained audit log of a data directory.
+    #[command(subcommand)]
+    Audit(audit::Command),
+    /// Erase a customer's personal data; the audit chain stays intact and records it.
+    Erase(erase::Args),
+    /// Create, list and revoke API tokens (while the server is stopped).
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 impl Command {
@@ -43,6 +73,10 @@ impl Command {
             Command::Test(a) => test::run(a),
             Command::Graph(a) => graph::run(a),
             Command::Run(a) => run::run(a),
+            Command::Serve(a) => serve::run(a),
+            Command::Token(c) => token::run(c),
+            Command::Audit(c) => audit::run(c),
+            Command::Erase(a) => erase::run(a),
         }
     }
 }

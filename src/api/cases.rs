@@ -1,0 +1,216 @@
+//! `GET /v1/cases/{id}` and `GET /v1/cases/{id}/audit`.
+//!
+//! Who sees what: a submitter sees the cases it submitted (others are `404`, so ids do not
+//! leak); reviewers and admins see everything; auditors see everything but personal data
+//! (request, case data, reply text), which is replaced by `"masked": true`.
+
+use axum::extract::{Path, State};
+use casegraph_engine::audit;
+use casegraph_engine::exec::Waiting;
+use casegraph_engine::store::{CaseRecord, PersonalRecord};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{AppError, AppState, Caller, Json, blocking};
+use crate::auth::{Principal, Role};
+
+/// A case as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CaseView {
+    pub case_id: String,
+    /// accepted | running | waiting | completed | failed | escalated
+    pub status: String,
+    pub channel: String,
+    pub language: String,
+    /// The customer's pseudonym on this box.
+    pub customer: Option<String>,
+    /// Intent, confidence, top-k and model version.
+    #[schema(value_type = Object, nullable = true)]
+    pub classification: Option<Value>,
+    /// Where routing sent the case and the rule that fired.
+    #[schema(value_type = Object, nullable = true)]
+    pub route: Option<Value>,
+    /// `{id, version, digest}` of the workflow version the case runs on.
+    #[schema(value_type = Object, nullable = true)]
+    pub workflow: Option<Value>,
+    pub current_node: Option<String>,
+    /// What the case waits for: a task (`task_id`, `queue`, `decisions`, `sla_due`) or a timer (`due`).
+    #[schema(value_type = Object, nullable = true)]
+    pub waiting: Option<Value>,
+    pub outcome: Option<String>,
+    /// `{template, language, text}`; `text` is masked for auditors.
+    #[schema(value_type = Object, nullable = true)]
+    pub reply: Option<Value>,
+    pub error: Option<String>,
+    pub path: Vec<String>,
+    pub accepted_at: String,
+    pub updated_at: String,
+    /// The request as accepted (personal data).
+    #[schema(value_type = Object, nullable = true)]
+    pub request: Option<Value>,
+    /// The case data scripts work on (personal data).
+    #[schema(value_type = Object, nullable = true)]
+    pub data: Option<Value>,
+    /// Personal data is left out for this caller.
+    pub masked: bool,
+    /// The customer's personal data was erased.
+    pub erased: bool,
+}
+
+/// A case's audit records and whether the box's chain verifies.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    pub case_id: String,
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<audit::Record>,
+    /// Every record of this case matches its own hash.
+    pub records_intact: bool,
+    /// The whole chain of the box verifies from the first record to the head.
+    pub chain_verified: bool,
+    /// `{records, head}` when verified, `{problem}` otherwise.
+    #[schema(value_type = Object)]
+    pub chain: Value,
+}
+
+fn may_read(caller: &Principal, rec: &CaseRecord) -> bool {
+    match caller.role {
+        Role::Admin | Role::Reviewer | Role::Auditor => true,
+        Role::Submitter => rec.submitted_by.as_deref() == Some(caller.name.as_str()),
+        Role::Author => false,
+    }
+}
+
+pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> CaseView {
+    let state = rec.state.as_ref();
+    let waiting = match state.and_then(|s| s.waiting.as_ref()) {
+        Some(Waiting::Task {
+            task_id,
+            node,
+            queue,
+            task,
+            decisions,
+            sla_due,
+            ..
+        }) => Some(
+            json!({ "kind": "task", "task_id": task_id, "node": node, "queue": queue,
+            "title": task, "decisions": decisions, "sla_due": sla_due }),
+        ),
+        Some(Waiting::Timer { node, due, .. }) => {
+            Some(json!({ "kind": "timer", "node": node, "due": due }))
+        }
+        None => rec.queue_task.as_ref().map(|t| {
+            let queue = match &rec.route {
+                Some(casegraph_engine::routing::Route::Queue { queue, .. }) => Some(queue.clone()),
+                _ => None,
+            };
+            json!({ "kind": "task", "task_id": t, "queue": queue })
+        }),
+    };
+    let reply_text = personal.as_ref().and_then(|p| p.reply_text.clone());
+    let reply = state.and_then(|s| s.reply.as_ref()).map(|r| {
+        json!({ "template": r.template, "language": r.language,
+            "text": if masked { None } else { reply_text.clone() } })
+    });
+    let (request, data) = match (&personal, masked) {
+        (Some(p), false) => (Some(p.request.clone()), Some(p.data.clone())),
+        _ => (None, None),
+    };
+    CaseView {
+        case_id: rec.id.clone(),
+        status: rec.status.as_str().into(),
+        channel: rec.channel.clone(),
+        language: rec.language.clone(),
+        customer: rec.customer.clone(),
+        classification: rec.classification.clone(),
+        route: rec
+            .route
+            .as_ref()
+            .and_then(|r| serde_json::to_value(r).ok()),
+        workflow: rec
+            .workflow
+            .as_ref()
+            .map(|w| json!({ "id": w.id, "version": w.version, "digest": w.digest })),
+        current_node: state.map(|s| s.current.clone()),
+        waiting,
+        outcome: state.and_then(|s| s.outcome.clone()),
+        reply,
+        error: state.and_then(|s| s.error.clone()),
+        path: state.map(|s| s.path.clone()).unwrap_or_default(),
+        accepted_at: rec.accepted_at.to_string(),
+        updated_at: rec.updated_at.to_string(),
+        request,
+        data,
+        masked,
+        erased: rec.erased,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Case id")),
+    responses((status = 200, body = CaseView), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CaseView>, AppError> {
+    let who = caller
+        .require(&[Role::Submitter, Role::Reviewer, Role::Auditor])?
+        .clone();
+    let runner = state.runner.clone();
+    let lookup = id.clone();
+    let found = blocking("case", move || {
+        runner
+            .case(&lookup)
+            .map_err(|e| AppError::internal("case read", e))
+    })
+    .await?;
+    match found {
+        Some((rec, personal)) if may_read(&who, &rec) => {
+            Ok(Json(view(rec, personal, who.role == Role::Auditor)))
+        }
+        _ => Err(AppError::not_found("case", &id)),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/cases/{id}/audit", tag = "cases", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Case id")),
+    responses((status = 200, body = AuditView), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AuditView>, AppError> {
+    caller.require(&[Role::Auditor])?;
+    let runner = state.runner.clone();
+    blocking("audit", move || {
+        if runner
+            .case(&id)
+            .map_err(|e| AppError::internal("case read", e))?
+            .is_none()
+        {
+            return Err(AppError::not_found("case", &id));
+        }
+        let records = runner
+            .case_audit(&id)
+            .map_err(|e| AppError::internal("audit read", e))?;
+        let records_intact = records.iter().all(|r| r.computed_hash() == r.hash);
+        let verdict = runner
+            .store()
+            .audit_verify()
+            .map_err(|e| AppError::internal("audit verify", e))?;
+        let (chain_verified, chain) = match verdict {
+            Ok(v) => (true, json!({ "records": v.records, "head": v.head })),
+            Err(p) => (false, json!({ "problem": p.to_string() })),
+        };
+        Ok(Json(AuditView {
+            case_id: id,
+            records,
+            records_intact,
+            chain_verified,
+            chain,
+        }))
+    })
+    .await
+}

@@ -1,0 +1,56 @@
+//! `POST /v1/classify`: what the intent model says about a text, without creating a case.
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::requests::{Channel, Language};
+use super::{AppError, AppState, Caller, Json, blocking};
+use crate::auth::Role;
+
+/// A text to classify.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyBody {
+    #[schema(max_length = 20000)]
+    pub text: String,
+    pub language: Option<Language>,
+    pub channel: Option<Channel>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[utoipa::path(post, path = "/v1/classify", tag = "classify", request_body = ClassifyBody,
+    security(("bearer" = [])),
+    responses((status = 200, description = "intent, confidence, top, out_of_scope, model", body = Object),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn classify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<ClassifyBody>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Author, Role::Reviewer])?;
+    if body.text.chars().count() > 20_000 {
+        return Err(AppError::invalid("`text` is longer than 20000 characters"));
+    }
+    let request = json!({
+        "channel": body.channel.unwrap_or(Channel::Chat),
+        "language": body.language.unwrap_or(Language::En),
+        "text": body.text,
+        "fields": {},
+        "metadata": body.metadata,
+    });
+    let classifier = state.classifier.clone();
+    blocking("classify", move || {
+        classifier.classify(&request).map(Json).map_err(|e| {
+            tracing::warn!("classification failed: {e}");
+            AppError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "classifier_unavailable",
+                "the intent model could not classify the text",
+            )
+        })
+    })
+    .await
+}

@@ -1,0 +1,155 @@
+//! The HTTP API (axum): [`app`] builds the router over an [`AppState`]; one file per
+//! resource. Handlers check the caller's role, parse and validate at the edge, and run
+//! blocking engine work (store reads and commits, rules) on the blocking pool, never on the
+//! async workers. Every error leaves as [`AppError`]'s one shape.
+
+mod auth;
+mod cases;
+mod classify;
+mod error;
+mod openapi;
+mod requests;
+mod system;
+mod tasks;
+mod tokens;
+mod workflows;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use casegraph_engine::runner::{Classifier, Runner};
+use tokio::sync::Semaphore;
+
+pub use auth::Caller;
+pub use error::{AppError, Json, Query};
+pub use openapi::ApiDoc;
+
+use crate::auth::Tokens;
+use crate::library::Library;
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::workers::{CaseRunner, Workers};
+
+/// What the handlers share.
+pub struct Inner {
+    pub runner: Arc<Runner>,
+    /// The same classifier the runner uses, for `POST /v1/classify`.
+    pub classifier: Arc<dyn Classifier>,
+    pub tokens: Arc<Tokens>,
+    pub library: Arc<Library>,
+    /// One publish at a time: each builds on the catalog the previous one left.
+    pub publish_lock: tokio::sync::Mutex<()>,
+    pub workers: Arc<Workers>,
+    /// Runs task completions and timers the same way the workers run cases.
+    pub cases: CaseRunner,
+    /// Bounds requests being made durable at once.
+    pub intake: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    /// Recovery of cases left from the last run has finished.
+    pub recovered: AtomicBool,
+    pub retry_after_secs: u64,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    /// Connectors go to the built-in simulated back office (shipped defaults).
+    pub simulated_backoffice: bool,
+    /// Hosts `reply_to` may name.
+    pub notifier: crate::webhook::Notifier,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+pub type AppState = Arc<Inner>;
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/requests", post(requests::create))
+        .route("/v1/cases/{id}", get(cases::show))
+        .route("/v1/cases/{id}/audit", get(cases::audit))
+        .route("/v1/tasks", get(tasks::list))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete))
+        .route(
+            "/v1/workflows",
+            get(workflows::list).post(workflows::publish),
+        )
+        .route("/v1/workflows/{id}", get(workflows::show))
+        .route("/v1/workflows/{id}/graph", get(workflows::graph))
+        .route("/v1/classify", post(classify::classify))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/metrics", get(system::metrics));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::page))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(state.body_limit_bytes))
+        .with_state(state)
+}
+
+/// Per-request timeout, metrics and a log line (method, route, status; never bodies).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the box allows; try again",
+        )
+        .retry_after(state.retry_after_secs)
+        .into_response(),
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
+    tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "http");
+    resp
+}
+
+/// Runs blocking engine work off the async workers.
+pub async fn blocking<T, F>(what: &'static str, f: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::internal(what, e))?
+}

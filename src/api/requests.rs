@@ -1,0 +1,264 @@
+//! `POST /v1/requests`: intake. The answer `202` is sent only after the runner's `accept`
+//! returned, i.e. after the case is on disk; then the case is queued for a worker.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use casegraph_engine::runner::{self, NewRequest};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{AppError, AppState, Caller, Json, blocking};
+use crate::auth::Role;
+
+/// Longest `text` accepted, in characters (a long letter; the workflows' schemas agree).
+const MAX_TEXT: usize = 20_000;
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Form,
+    Letter,
+    Chat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    De,
+    En,
+}
+
+/// A customer's request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    pub channel: Channel,
+    /// Required for letters and chats; a form needs `text` or `fields`.
+    #[schema(max_length = 20000)]
+    pub text: Option<String>,
+    /// Form fields.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+    /// The bank's customer number, when known.
+    #[schema(max_length = 64)]
+    pub customer_id: Option<String>,
+    /// `en` when not given.
+    pub language: Option<Language>,
+    /// URL notified when the case ends; its host must be in `webhooks.allowed_hosts`.
+    pub reply_to: Option<String>,
+    /// Free-form context from the sending system (e.g. a known `intent`).
+    #[schema(value_type = Object)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// The request was stored; the case will run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AcceptedBody {
+    pub case_id: String,
+    /// Always `accepted`: the case is durable. Follow `links.case` for its progress.
+    pub status: String,
+    /// The idempotency key was used before with the same body: this is that case.
+    pub duplicate: bool,
+    #[schema(value_type = Object)]
+    pub links: Value,
+}
+
+impl RequestBody {
+    fn check(&self, state: &super::Inner) -> Result<(), AppError> {
+        let bad = |field: &str, message: String| {
+            AppError::invalid(message).details(json!({ "field": field }))
+        };
+        let text = self.text.as_deref().unwrap_or("");
+        let has_text = !text.trim().is_empty();
+        match self.channel {
+            Channel::Letter | Channel::Chat if !has_text => {
+                return Err(bad(
+                    "text",
+                    "`text` is required (and must not be blank) for letters and chats".into(),
+                ));
+            }
+            Channel::Form if !has_text && self.fields.is_empty() => {
+                return Err(bad("text", "a form needs `text` or `fields`".into()));
+            }
+            _ => {}
+        }
+        if text.chars().count() > MAX_TEXT {
+            return Err(bad(
+                "text",
+                format!("`text` is longer than {MAX_TEXT} characters"),
+            ));
+        }
+        if let Some(c) = &self.customer_id
+            && (c.is_empty()
+                || c.len() > 64
+                || !c
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(bad(
+                "customer_id",
+                "`customer_id` must be 1–64 characters of letters, digits, `-`, `_` and `.`".into(),
+            ));
+        }
+        if let Some(url) = &self.reply_to {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+                return Err(bad(
+                    "reply_to",
+                    "`reply_to` must be an http:// or https:// URL".into(),
+                ));
+            }
+            if !state.notifier.allows(url) {
+                return Err(AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "reply_to_not_allowed",
+                    "`reply_to` names a host this box may not call (see webhooks.allowed_hosts)",
+                )
+                .details(json!({ "field": "reply_to" })));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request as workflows see it (`case.request`).
+    fn normalized(&self) -> Value {
+        let mut r = Map::new();
+        r.insert("channel".into(), json!(self.channel));
+        r.insert(
+            "language".into(),
+            json!(self.language.unwrap_or(Language::En)),
+        );
+        if let Some(t) = &self.text {
+            r.insert("text".into(), json!(t));
+        }
+        r.insert("fields".into(), Value::Object(self.fields.clone()));
+        if let Some(c) = &self.customer_id {
+            r.insert("customer_id".into(), json!(c));
+        }
+        if let Some(u) = &self.reply_to {
+            r.insert("reply_to".into(), json!(u));
+        }
+        if let Some(m) = &self.metadata {
+            r.insert("metadata".into(), Value::Object(m.clone()));
+        }
+        Value::Object(r)
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 200 && k.chars().all(|c| c.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "`Idempotency-Key` must be 1–200 visible ASCII characters",
+        )),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = RequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body answers the same case; same key + different body is 409")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Durable; the case runs", body = AcceptedBody),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(body): Json<RequestBody>,
+) -> Result<(StatusCode, Json<AcceptedBody>), AppError> {
+    let who = caller.require(&[Role::Submitter])?.clone();
+    let key = idempotency_key(&headers)?;
+    body.check(&state)?;
+    let request = body.normalized();
+    // Back-pressure before anything is stored: a queue place for the case, then a permit
+    // to write it.
+    let Some(slot) = state.workers.admit() else {
+        state
+            .metrics
+            .intake_rejected
+            .get_or_create(&crate::metrics::StatusLabels {
+                status: "429".into(),
+            })
+            .inc();
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            "the box has too many cases waiting to run; try again shortly",
+        )
+        .retry_after(state.retry_after_secs));
+    };
+    let Ok(permit) = state.intake.clone().try_acquire_owned() else {
+        state
+            .metrics
+            .intake_rejected
+            .get_or_create(&crate::metrics::StatusLabels {
+                status: "503".into(),
+            })
+            .inc();
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the box is storing as many requests as it can; try again shortly",
+        )
+        .retry_after(state.retry_after_secs));
+    };
+    let runner = state.runner.clone();
+    let started = Instant::now();
+    // Keys are per client, so two systems cannot collide on the same key.
+    let new = NewRequest {
+        request,
+        idempotency_key: key.map(|k| format!("{}:{k}", who.name)),
+        submitted_by: Some(who.name.clone()),
+    };
+    // The case is queued inside the blocking task, so a client that goes away (or a
+    // timeout) after the commit cannot leave a stored case unqueued.
+    let accepted = blocking("accept", move || {
+        let r = runner.accept(new);
+        drop(permit);
+        if let Ok(a) = &r
+            && !a.duplicate
+        {
+            slot.send(a.case_id.clone());
+        }
+        r.map_err(|e| match e {
+            runner::Error::KeyReused { case_id, .. } => AppError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body",
+            )
+            .details(json!({ "case_id": case_id })),
+            other => AppError::internal("accept", other),
+        })
+    })
+    .await?;
+    state
+        .metrics
+        .accept_duration
+        .observe(started.elapsed().as_secs_f64());
+    if !accepted.duplicate {
+        tracing::info!(case = %accepted.case_id, by = %who.name, "request accepted");
+    }
+    let links = json!({ "case": format!("/v1/cases/{}", accepted.case_id) });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedBody {
+            case_id: accepted.case_id,
+            status: "accepted".into(),
+            duplicate: accepted.duplicate,
+            links,
+        }),
+    ))
+}

@@ -1,0 +1,91 @@
+//! Health, readiness and metrics.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use casegraph_engine::store::Table;
+use serde_json::{Value, json};
+
+use super::{AppError, AppState, Caller, Json, blocking};
+use crate::auth::Role;
+use crate::metrics::QueueLabels;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "Alive", body = Object)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready to serve: store open, workflows loaded, recovery of the last run's cases done.
+#[utoipa::path(get, path = "/readyz", tag = "system",
+    responses((status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready yet", body = super::error::ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let recovered = state.recovered.load(Ordering::Relaxed);
+    let workflows = state.runner.catalog().workflows().count();
+    let runner = state.runner.clone();
+    let store_ok = blocking("readyz", move || {
+        Ok(runner.store().backend().get(Table::Meta, b"salt").is_ok())
+    })
+    .await?;
+    let checks = json!({
+        "store": store_ok,
+        "workflows": workflows,
+        "recovered": recovered,
+        "model": crate::classifier::MODEL,
+        "simulated_backoffice": state.simulated_backoffice,
+    });
+    if store_ok && recovered && workflows > 0 {
+        Ok(Json(json!({ "status": "ready", "checks": checks })))
+    } else {
+        Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the box is starting (or its store is unavailable)",
+        )
+        .details(checks)
+        .retry_after(state.retry_after_secs))
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    caller.require(&[Role::Auditor])?;
+    let s = state.clone();
+    let text = blocking("metrics", move || {
+        let m = &s.metrics;
+        let stats = s.runner.store().stats();
+        m.store_commits.set(stats.commits as i64);
+        m.store_syncs.set(stats.syncs as i64);
+        m.store_disk_bytes
+            .set(s.runner.store().backend().disk_bytes() as i64);
+        m.intake_queue.set(s.workers.queued() as i64);
+        if let Ok(pending) = s.runner.pending() {
+            m.pending_cases.set(pending.len() as i64);
+        }
+        if let Ok(tasks) = s.runner.tasks(None) {
+            m.open_tasks.clear();
+            for t in tasks {
+                m.open_tasks
+                    .get_or_create(&QueueLabels { queue: t.queue })
+                    .inc();
+            }
+        }
+        Ok(m.encode())
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,155 @@
+//! The human task inbox: `GET /v1/tasks?queue=` and `POST /v1/tasks/{id}/complete`.
+//! Completing a task stores the decision durably and runs the case on to its next
+//! checkpoint before answering.
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use casegraph_engine::exec::TaskCompletion;
+use casegraph_engine::runner;
+use casegraph_engine::store::{Table, TaskEntry};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{AppError, AppState, Caller, Json, Query, blocking};
+use crate::auth::Role;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    /// Only this queue's tasks.
+    pub queue: Option<String>,
+}
+
+/// An open task.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskView {
+    pub task_id: String,
+    pub case_id: String,
+    pub queue: String,
+    pub node: String,
+    pub title: Option<String>,
+    pub decisions: Vec<String>,
+    pub created_at: String,
+    pub sla_due: Option<String>,
+}
+
+impl From<TaskEntry> for TaskView {
+    fn from(t: TaskEntry) -> TaskView {
+        TaskView {
+            task_id: t.task_id,
+            case_id: t.case_id,
+            queue: t.queue,
+            node: t.node,
+            title: t.title,
+            decisions: t.decisions,
+            created_at: t.created_at.to_string(),
+            sla_due: t.sla_due.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    /// One of the task's `decisions`.
+    pub decision: String,
+    /// Data the reviewer adds to the case (available to the workflow).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub comment: Option<String>,
+}
+
+/// Where the case stands after the decision.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Completed {
+    pub task_id: String,
+    pub case_id: String,
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskQuery),
+    responses((status = 200, body = Vec<TaskView>), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<Vec<TaskView>>, AppError> {
+    caller.require(&[Role::Reviewer])?;
+    let runner = state.runner.clone();
+    let tasks = blocking("tasks", move || {
+        runner
+            .tasks(q.queue.as_deref())
+            .map_err(|e| AppError::internal("tasks read", e))
+    })
+    .await?;
+    Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")), request_body = Completion,
+    responses((status = 200, body = Completed), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody)))]
+pub async fn complete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<Completion>,
+) -> Result<Json<Completed>, AppError> {
+    let who = caller.require(&[Role::Reviewer])?.clone();
+    if body.comment.as_ref().is_some_and(|c| c.len() > 10_000) {
+        return Err(AppError::invalid("`comment` is longer than 10000 bytes"));
+    }
+    let cases = state.cases.clone();
+    let retry = state.retry_after_secs;
+    blocking("complete task", move || {
+        let runner = &cases.runner;
+        let case_id = runner
+            .store()
+            .backend()
+            .get(Table::Tasks, id.as_bytes())
+            .map_err(|e| AppError::internal("task read", e))?
+            .and_then(|b| serde_json::from_slice::<TaskEntry>(&b).ok())
+            .map(|t| t.case_id)
+            .ok_or_else(|| AppError::not_found("open task", &id))?;
+        let started = Instant::now();
+        let status = runner
+            .complete_task(TaskCompletion {
+                task_id: id.clone(),
+                decision: body.decision,
+                data: body.data,
+                comment: body.comment,
+                by: who.name.clone(),
+            })
+            .map_err(|e| match e {
+                runner::Error::NoTask(_) => AppError::not_found("open task", &id),
+                runner::Error::UnknownDecision { allowed, .. } => AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_decision",
+                    format!("`decision` must be one of: {}", allowed.join(", ")),
+                )
+                .details(json!({ "field": "decision", "allowed": allowed })),
+                runner::Error::Busy(_) => AppError::new(
+                    StatusCode::CONFLICT,
+                    "case_busy",
+                    "the case is still busy with earlier work; try again",
+                )
+                .retry_after(retry),
+                other => AppError::internal("complete task", other),
+            })?;
+        tracing::info!(case = %case_id, task = %id, by = %who.name, "task completed");
+        cases.finished(&case_id, status, started);
+        Ok(Json(Completed {
+            task_id: id,
+            case_id,
+            status: status.as_str().into(),
+        }))
+    })
+    .await
+}

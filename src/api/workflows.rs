@@ -1,0 +1,227 @@
+//! Workflows: list, versions, diagrams and publishing a new version.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use casegraph_engine::store::{Table, WorkflowBundle};
+use casegraph_engine::workflow::{Format, Workflow};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{AppError, AppState, Caller, Json, Query, blocking};
+use crate::auth::Role;
+use crate::library;
+
+/// A served workflow.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub version: u32,
+    pub title: Option<String>,
+    pub digest: String,
+    pub intents: Vec<String>,
+    pub languages: Vec<String>,
+}
+
+/// A workflow and the versions the box knows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkflowDetail {
+    #[serde(flatten)]
+    pub current: WorkflowSummary,
+    pub nodes: Vec<String>,
+    /// Every version cases have run on, plus the served one (`current: true`).
+    pub versions: Vec<VersionView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionView {
+    pub version: u32,
+    pub digest: String,
+    pub current: bool,
+}
+
+/// A new workflow version: its directory's files by name.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    /// The workflow id (its directory name; must match `id:` in workflow.yaml).
+    pub id: String,
+    /// `workflow.yaml`, `*.rhai`, `input.schema.json`, `tests/*.yaml` → content.
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GraphQuery {
+    /// `mermaid` (default) or `dot`.
+    pub format: Option<String>,
+}
+
+fn summary(w: &Workflow) -> WorkflowSummary {
+    WorkflowSummary {
+        id: w.id.clone(),
+        version: w.version,
+        title: w.title.clone(),
+        digest: w.digest.clone(),
+        intents: w.intents.clone(),
+        languages: w.languages.clone(),
+    }
+}
+
+fn find(state: &AppState, id: &str) -> Result<Arc<Workflow>, AppError> {
+    state
+        .runner
+        .catalog()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| AppError::not_found("workflow", id))
+}
+
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", security(("bearer" = [])),
+    responses((status = 200, body = Vec<WorkflowSummary>), (status = 401, body = super::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<WorkflowSummary>>, AppError> {
+    caller.require(&crate::auth::Role::ALL)?;
+    Ok(Json(
+        state
+            .runner
+            .catalog()
+            .workflows()
+            .map(|w| summary(w))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workflow id")),
+    responses((status = 200, body = WorkflowDetail), (status = 401, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkflowDetail>, AppError> {
+    caller.require(&crate::auth::Role::ALL)?;
+    let wf = find(&state, &id)?;
+    let runner = state.runner.clone();
+    let wanted = id.clone();
+    let mut versions = blocking("workflow versions", move || {
+        let stored = runner
+            .store()
+            .backend()
+            .range(Table::Workflows, b"", None, 100_000)
+            .map_err(|e| AppError::internal("workflow versions", e))?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<WorkflowBundle>(&v).ok())
+            .filter(|b| b.id == wanted)
+            .map(|b| VersionView {
+                version: b.version,
+                digest: b.digest,
+                current: false,
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    versions.retain(|v| v.digest != wf.digest);
+    versions.push(VersionView {
+        version: wf.version,
+        digest: wf.digest.clone(),
+        current: true,
+    });
+    versions.sort_by_key(|v| v.version);
+    Ok(Json(WorkflowDetail {
+        current: summary(&wf),
+        nodes: wf.nodes().map(|n| n.id.clone()).collect(),
+        versions,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/workflows/{id}/graph", tag = "workflows", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workflow id"), GraphQuery),
+    responses((status = 200, description = "Mermaid or Graphviz dot text", content_type = "text/plain", body = String),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)))]
+pub async fn graph(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> Result<Response, AppError> {
+    caller.require(&crate::auth::Role::ALL)?;
+    let format: Format =
+        q.format
+            .as_deref()
+            .unwrap_or("mermaid")
+            .parse()
+            .map_err(|e: String| {
+                AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e)
+                    .details(json!({ "field": "format", "allowed": ["mermaid", "dot"] }))
+            })?;
+    let wf = find(&state, &id)?;
+    let content_type = match format {
+        Format::Mermaid => "text/vnd.mermaid; charset=utf-8",
+        Format::Dot => "text/vnd.graphviz; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], wf.diagram(format)).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", security(("bearer" = [])),
+    request_body = PublishBody,
+    responses((status = 201, body = WorkflowSummary), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+        (status = 422, description = "Does not compile (`workflow_invalid`, every diagnostic) or fixtures fail (`fixtures_failed`)", body = super::error::ErrorBody)))]
+pub async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<PublishBody>,
+) -> Result<(StatusCode, Json<WorkflowSummary>), AppError> {
+    let who = caller.require(&[Role::Author])?.clone();
+    let _one_at_a_time = state.publish_lock.lock().await;
+    let library = state.library.clone();
+    let runner = state.runner.clone();
+    let id = body.id.clone();
+    let published = blocking("publish", move || {
+        let current = runner.catalog();
+        let catalog = library
+            .publish(&body.id, &body.files, &current)
+            .map_err(|e| match e {
+                library::Error::BadRequest(m) => AppError::invalid(m),
+                library::Error::Invalid(d) => AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "workflow_invalid",
+                    format!(
+                        "the workflow does not compile: {} problem(s); nothing was published",
+                        d.len()
+                    ),
+                )
+                .details(json!({ "diagnostics": d })),
+                library::Error::FixturesFailed(f) => AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "fixtures_failed",
+                    format!("{} fixture(s) failed; nothing was published", f.len()),
+                )
+                .details(json!({ "fixtures": f })),
+                e @ library::Error::VersionNotNewer { .. } => {
+                    AppError::new(StatusCode::CONFLICT, "version_not_newer", e.to_string())
+                }
+                library::Error::Io(m) => AppError::internal("publish", m),
+            })?;
+        let catalog = Arc::new(catalog);
+        let wf = catalog
+            .get(&body.id)
+            .cloned()
+            .ok_or_else(|| AppError::internal("publish", "published workflow missing"))?;
+        runner.set_catalog(catalog);
+        Ok(summary(&wf))
+    })
+    .await?;
+    tracing::info!(workflow = %id, version = published.version, by = %who.name, "workflow published");
+    Ok((StatusCode::CREATED, Json(published)))
+}

@@ -1,0 +1,36 @@
+//! `casegraph erase --customer ID --data DIR`: erase a customer's personal data (GDPR).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use casegraph_engine::runner;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The customer number as the requests carried it.
+    #[arg(long)]
+    pub customer: String,
+    /// The box's data directory (stop the server first, or use the API).
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Who asked for the erasure; recorded in the audit trail.
+    #[arg(long, default_value = "operator")]
+    pub by: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = super::audit::open_existing(&args.data)?;
+    let erasure = runner::erase_customer(&store, &args.customer, &args.by, jiff::Timestamp::now())?;
+    println!(
+        "customer {}: personal data of {} case(s) erased",
+        erasure.customer,
+        erasure.erased.len()
+    );
+    for id in &erasure.erased {
+        println!("  erased      {id}");
+    }
+    for id in &erasure.unfinished {
+        println!("  unfinished  {id} (erase again once it has ended)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

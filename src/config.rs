@@ -1,0 +1,401 @@
+//! The service's configuration: one [`Config`] of per-part options.
+//!
+//! Layers, later ones win: built-in defaults → firmware profile (`--profile NAME` reads
+//! `firmware-profiles/NAME.toml`) → TOML file (`--config FILE`) → environment
+//! (`CASEGRAPH_<SECTION>__<KEY>=value`, e.g. `CASEGRAPH_SERVER__WORKERS=4`) → command-line
+//! flags. Layers are merged as trees and deserialized once, so an unknown key anywhere is
+//! an error naming it. [`Config::validate`] runs at start-up. With no file at all the
+//! defaults serve the shipped workflows from `./workflows` with data in `./data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use casegraph_engine::rules::Limits;
+use casegraph_engine::store;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Everything `casegraph serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data directory: the store, tokens, published workflows.
+    pub data_dir: PathBuf,
+    /// The shipped workflows (one sub-directory each, plus `routing/`); published versions
+    /// in the data directory take precedence over these.
+    pub workflows_dir: PathBuf,
+    pub server: ServerOptions,
+    pub limits: LimitsOptions,
+    pub store: store::Options,
+    pub connectors: ConnectorOptions,
+    pub webhooks: WebhookOptions,
+    /// Bounds on every rule script run.
+    pub rules: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            workflows_dir: PathBuf::from("workflows"),
+            server: ServerOptions::default(),
+            limits: LimitsOptions::default(),
+            store: store::Options::default(),
+            connectors: ConnectorOptions::default(),
+            webhooks: WebhookOptions::default(),
+            rules: Limits::default(),
+        }
+    }
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerOptions {
+    /// Address to listen on; loopback by default so a fresh box exposes nothing.
+    pub listen: SocketAddr,
+    /// How long a running request may take before it is answered `503`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// How long shutdown waits for open connections and running steps.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// How often due timers and SLAs are fired.
+    #[serde(with = "duration")]
+    pub timer_interval: Duration,
+    /// With no token in the data directory, create an admin token at start and write it to
+    /// `<data_dir>/admin.token` (mode 0600), so a fresh box can be used at once.
+    pub bootstrap_admin_token: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            timer_interval: Duration::from_secs(1),
+            bootstrap_admin_token: true,
+        }
+    }
+}
+
+/// Limits and back-pressure: what keeps the box inside its memory on overload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsOptions {
+    /// Largest request body accepted, in bytes (`413` beyond).
+    pub body_limit_bytes: usize,
+    /// Requests being made durable at once; beyond it intake answers `503` + Retry-After.
+    pub max_in_flight: usize,
+    /// Accepted cases waiting for a worker; when full intake answers `429` + Retry-After
+    /// before storing anything.
+    pub queue_depth: usize,
+    /// Threads that run cases (CPU work: rules, templates, connector calls).
+    pub workers: usize,
+    /// Seconds a client is told to wait in `Retry-After`.
+    pub retry_after_secs: u64,
+}
+
+impl Default for LimitsOptions {
+    fn default() -> Self {
+        LimitsOptions {
+            body_limit_bytes: 256 * 1024,
+            max_in_flight: 256,
+            queue_depth: 4096,
+            workers: 2,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// Where `call` nodes go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorOptions {
+    /// Base URL of the back-office gateway; a call goes to `{base_url}/{connector}/{operation}`.
+    /// Unset: the built-in simulated back office answers (and says so).
+    pub base_url: Option<String>,
+    /// Time one attempt may take (connect + answer).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ConnectorOptions {
+    fn default() -> Self {
+        ConnectorOptions {
+            base_url: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `reply_to` notifications when a case ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookOptions {
+    /// Hosts (`host` or `host:port`) `reply_to` may point at; empty means no webhooks are
+    /// sent. Outbound calls go only to configured hosts.
+    pub allowed_hosts: Vec<String>,
+    /// Time one notification may take.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Attempts per notification (exponential backoff with jitter between them).
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        WebhookOptions {
+            allowed_hosts: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// Command-line flags that override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub workflows_dir: Option<PathBuf>,
+}
+
+/// Top-level keys an environment variable may address; other `CASEGRAPH_*` variables
+/// (`CASEGRAPH_LOG`, `CASEGRAPH_RULES_LIMITS`) belong to other parts and are left alone.
+const SECTIONS: &[&str] = &[
+    "data_dir",
+    "workflows_dir",
+    "server",
+    "limits",
+    "store",
+    "connectors",
+    "webhooks",
+    "rules",
+];
+
+impl Config {
+    /// Builds the configuration from every layer, then validates it.
+    pub fn load(
+        profile: Option<&str>,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, Error> {
+        let mut tree = serde_json::to_value(Config::default()).map_err(|e| Error::Invalid {
+            origin: "defaults".into(),
+            message: e.to_string(),
+        })?;
+        if let Some(name) = profile {
+            let path = PathBuf::from("firmware-profiles").join(format!("{name}.toml"));
+            merge(&mut tree, read_toml(&path)?);
+        }
+        if let Some(path) = file {
+            merge(&mut tree, read_toml(path)?);
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("CASEGRAPH_") else {
+                continue;
+            };
+            let path: Vec<String> = rest.to_lowercase().split("__").map(String::from).collect();
+            if !SECTIONS.contains(&path[0].as_str()) {
+                continue;
+            }
+            // Numbers, booleans and arrays are given as JSON; anything else is a string.
+            let v = serde_json::from_str(&value).unwrap_or(Value::String(value));
+            set(&mut tree, &path, v);
+        }
+        let mut config: Config = serde_json::from_value(tree).map_err(|e| Error::Invalid {
+            origin: "configuration".into(),
+            message: e.to_string(),
+        })?;
+        if let Some(d) = &flags.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(l) = flags.listen {
+            config.server.listen = l;
+        }
+        if let Some(w) = &flags.workflows_dir {
+            config.workflows_dir = w.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: bounds and URLs.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, message: &str| {
+            Err(Error::Invalid {
+                origin: field.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.limits.workers == 0 {
+            return bad("limits.workers", "must be at least 1");
+        }
+        if self.limits.queue_depth == 0 || self.limits.max_in_flight == 0 {
+            return bad("limits", "queue_depth and max_in_flight must be at least 1");
+        }
+        if self.limits.body_limit_bytes < 1024 {
+            return bad("limits.body_limit_bytes", "must be at least 1024");
+        }
+        if self.server.request_timeout.is_zero() || self.server.timer_interval.is_zero() {
+            return bad(
+                "server",
+                "request_timeout and timer_interval must be positive",
+            );
+        }
+        if self.store.max_group == 0 {
+            return bad("store.max_group", "must be at least 1");
+        }
+        if let Some(url) = &self.connectors.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("connectors.base_url", "must be an http:// or https:// URL");
+        }
+        if self.webhooks.max_attempts == 0 {
+            return bad("webhooks.max_attempts", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn read_toml(path: &Path) -> Result<Value, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    toml::from_str::<Value>(&text).map_err(|e| Error::Invalid {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Deep-merges `layer` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut Value, layer: Value) {
+    match (base, layer) {
+        (Value::Object(b), Value::Object(l)) => {
+            for (k, v) in l {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, l) => *b = l,
+    }
+}
+
+fn set(tree: &mut Value, path: &[String], value: Value) {
+    let mut node = tree;
+    for (i, key) in path.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        let Value::Object(map) = node else { return };
+        if i + 1 == path.len() {
+            map.insert(key.clone(), value);
+            return;
+        }
+        node = map
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+/// Durations as humane strings (`"30s"`, `"2m"`, `"1h 30m"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = Config::load(None, None, env(&[]), &Overrides::default()).expect("defaults");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[limits]\nworkers = 3\nqueue_depth = 10\n[server]\nrequest_timeout = \"5s\"\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            None,
+            Some(&file),
+            env(&[
+                ("CASEGRAPH_LIMITS__WORKERS", "4"),
+                ("CASEGRAPH_LOG", "debug"),
+                ("CASEGRAPH_RULES_LIMITS", "{}"),
+                ("CASEGRAPH_STORE__BACKEND", "sled"),
+            ]),
+            &Overrides {
+                data_dir: Some("/tmp/x".into()),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(c.limits.workers, 4);
+        assert_eq!(c.limits.queue_depth, 10);
+        assert_eq!(c.server.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.store.backend, store::Kind::Sled);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[limits]\nworkerz = 3\n").expect("write");
+        let e = Config::load(None, Some(&file), env(&[]), &Overrides::default())
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("workerz"), "{e}");
+        let e = Config::load(
+            None,
+            None,
+            env(&[("CASEGRAPH_LIMITS__WORKERS", "0")]),
+            &Overrides::default(),
+        )
+        .expect_err("zero workers");
+        assert!(e.to_string().contains("limits.workers"), "{e}");
+    }
+}

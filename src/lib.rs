@@ -1,0 +1,20 @@
+//! The `casegraph` application: the concrete parts around the engine and the HTTP service.
+//!
+//! This crate is the one place that knows every concrete type: the store backend, the
+//! rules engine limits, the classifier, the connectors (HTTP or the simulated back office),
+//! the token file. The engine crate stays free of HTTP and I/O choices; the CLI
+//! (`src/main.rs`, `src/cli/`) is a thin layer over this library, and the end-to-end tests
+//! drive [`serve::run`] on `127.0.0.1:0`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod backoffice;
+pub mod classifier;
+pub mod config;
+pub mod connector;
+pub mod library;
+pub mod metrics;
+pub mod serve;
+pub mod webhook;
+pub mod workers;

@@ -1,0 +1,315 @@
+//! The workflows a running box serves: the shipped ones overlaid by versions published
+//! through the API.
+//!
+//! Published versions are kept in `<data_dir>/published/<id>/`. At start, and on every
+//! publish, a complete catalog directory is assembled under `<data_dir>/catalog/<n>/` and
+//! compiled from there; the directories of this run stay in place because a catalog's
+//! workflows point at them (the runner stores a version's files when a case first runs on
+//! it). Older ones are removed at the next start. A shipped workflow whose version is
+//! higher than the published one wins (an upgrade of the box brings a newer version).
+//!
+//! Publishing is all or nothing: the new version is compiled together with every other
+//! workflow and the routing policy, and its fixtures run, before anything is kept.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use casegraph_engine::fixture;
+use casegraph_engine::rules::Rules;
+use casegraph_engine::workflow::{Catalog, Diagnostic};
+use serde::Serialize;
+
+/// A publish that was refused, with everything the author needs to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the workflow does not compile: {} problem(s)", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    #[error("{} fixture(s) of the workflow failed", .0.len())]
+    FixturesFailed(Vec<FixtureFailure>),
+    #[error(
+        "workflow `{id}` is at version {current}; a new version must be higher than that, not {given}"
+    )]
+    VersionNotNewer {
+        id: String,
+        current: u32,
+        given: u32,
+    },
+    #[error("workflow files could not be written: {0}")]
+    Io(String),
+}
+
+/// One fixture that failed, as the author sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FixtureFailure {
+    pub name: String,
+    pub file: String,
+    pub failures: Vec<String>,
+}
+
+/// Shipped plus published workflows.
+#[derive(Debug)]
+pub struct Library {
+    shipped: PathBuf,
+    data_dir: PathBuf,
+    rules: Arc<Rules>,
+    /// The assembled catalog directory currently served.
+    current: Mutex<PathBuf>,
+    next: AtomicU64,
+}
+
+impl Library {
+    /// Assembles and compiles the catalog to serve at start.
+    pub fn open(
+        shipped: &Path,
+        data_dir: &Path,
+        rules: Arc<Rules>,
+    ) -> anyhow::Result<(Library, Catalog)> {
+        let catalogs = data_dir.join("catalog");
+        // Directories of earlier runs are not referenced any more.
+        let _ = std::fs::remove_dir_all(&catalogs);
+        std::fs::create_dir_all(&catalogs)?;
+        std::fs::create_dir_all(data_dir.join("published"))?;
+        let dir = catalogs.join("0");
+        copy_dir(shipped, &dir)?;
+        for entry in std::fs::read_dir(data_dir.join("published"))? {
+            let published = entry?.path();
+            let Some(id) = published
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            if !published.join("workflow.yaml").is_file() {
+                continue;
+            }
+            let shipped_version = declared_version(&dir.join(&id).join("workflow.yaml"));
+            let published_version = declared_version(&published.join("workflow.yaml"));
+            if shipped_version.is_some() && shipped_version >= published_version {
+                tracing::info!(workflow = %id, "the shipped version is newer than the published one; serving the shipped one");
+                continue;
+            }
+            let target = dir.join(&id);
+            let _ = std::fs::remove_dir_all(&target);
+            copy_dir(&published, &target)?;
+        }
+        let catalog = Catalog::load(&dir, &rules).map_err(|d| {
+            anyhow::anyhow!("the workflows do not compile; nothing is served:\n{d}")
+        })?;
+        Ok((
+            Library {
+                shipped: shipped.to_path_buf(),
+                data_dir: data_dir.to_path_buf(),
+                rules,
+                current: Mutex::new(dir),
+                next: AtomicU64::new(1),
+            },
+            catalog,
+        ))
+    }
+
+    /// Where the shipped workflows come from.
+    pub fn shipped(&self) -> &Path {
+        &self.shipped
+    }
+
+    /// Compiles `files` as workflow `id` in a copy of the served catalog and runs its
+    /// fixtures; on success keeps it as the published version and returns the new catalog.
+    /// Callers serialize publishes (the API holds a lock).
+    pub fn publish(
+        &self,
+        id: &str,
+        files: &BTreeMap<String, String>,
+        current: &Catalog,
+    ) -> Result<Catalog, Error> {
+        check_id(id)?;
+        if !files.contains_key("workflow.yaml") {
+            return Err(Error::BadRequest(
+                "`files` must contain `workflow.yaml`".into(),
+            ));
+        }
+        for name in files.keys() {
+            check_file_name(name)?;
+        }
+        let io = |e: std::io::Error| Error::Io(e.to_string());
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let staging = self.data_dir.join("catalog").join(format!("{n}"));
+        let served = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        copy_dir(&served, &staging).map_err(io)?;
+        let target = staging.join(id);
+        let _ = std::fs::remove_dir_all(&target);
+        write_files(&target, files).map_err(io)?;
+        let fail = |e: Error| {
+            let _ = std::fs::remove_dir_all(&staging);
+            e
+        };
+        let catalog = match Catalog::load(&staging, &self.rules) {
+            Ok(c) => c,
+            Err(d) => {
+                let diags =
+                    d.0.into_iter()
+                        .map(|mut d| {
+                            d.file = d
+                                .file
+                                .strip_prefix(&staging)
+                                .map(Path::to_path_buf)
+                                .unwrap_or(d.file);
+                            d
+                        })
+                        .collect();
+                return Err(fail(Error::Invalid(diags)));
+            }
+        };
+        let Some(wf) = catalog.get(id) else {
+            return Err(fail(Error::BadRequest(format!(
+                "workflow.yaml does not define workflow `{id}`"
+            ))));
+        };
+        if let Some(old) = current.get(id)
+            && wf.version <= old.version
+        {
+            return Err(fail(Error::VersionNotNewer {
+                id: id.to_string(),
+                current: old.version,
+                given: wf.version,
+            }));
+        }
+        let failures: Vec<FixtureFailure> = fixture::run_workflow(&catalog, wf, &self.rules)
+            .into_iter()
+            .filter(|o| !o.passed())
+            .map(|o| FixtureFailure {
+                name: o.name,
+                file: o
+                    .file
+                    .strip_prefix(&staging)
+                    .unwrap_or(&o.file)
+                    .display()
+                    .to_string(),
+                failures: o.failures,
+            })
+            .collect();
+        if !failures.is_empty() {
+            return Err(fail(Error::FixturesFailed(failures)));
+        }
+        // Keep it: write the published copy next to the old one, then swap by rename.
+        let published = self.data_dir.join("published");
+        let fresh = published.join(format!(".{id}.new"));
+        let _ = std::fs::remove_dir_all(&fresh);
+        write_files(&fresh, files).map_err(io)?;
+        let old = published.join(format!(".{id}.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        let live = published.join(id);
+        if live.exists() {
+            std::fs::rename(&live, &old).map_err(io)?;
+        }
+        std::fs::rename(&fresh, &live).map_err(io)?;
+        let _ = std::fs::remove_dir_all(&old);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = staging;
+        Ok(catalog)
+    }
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && id != "routing";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "`id` must be 1–64 characters of a-z, 0-9 and `_` (and not `routing`), not `{id}`"
+        )))
+    }
+}
+
+/// A file of a workflow directory: `name.ext` or `tests/name.ext`, nothing that leaves it.
+fn check_file_name(name: &str) -> Result<(), Error> {
+    let path = Path::new(name);
+    let parts: Vec<_> = path.components().collect();
+    let plain = |c: &Component<'_>| {
+        matches!(c, Component::Normal(s) if s.to_str().is_some_and(|s| {
+            !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        }))
+    };
+    let ok = match parts.as_slice() {
+        [f] => plain(f),
+        [d, f] => *d == Component::Normal("tests".as_ref()) && plain(f),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "file name `{name}` is not allowed; use `name.ext` or `tests/name.ext`"
+        )))
+    }
+}
+
+fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, content) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `version:` a workflow.yaml declares, read without compiling it.
+fn declared_version(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_leave_the_workflow_directory() {
+        assert!(check_file_name("workflow.yaml").is_ok());
+        assert!(check_file_name("tests/a_b-1.yaml").is_ok());
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/b.yaml",
+            "tests/../../x",
+            ".hidden",
+            "",
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_id("request_refund").is_ok());
+        assert!(check_id("../x").is_err());
+        assert!(check_id("routing").is_err());
+    }
+}

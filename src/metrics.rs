@@ -1,0 +1,261 @@
+//! Prometheus metrics: what an operator watches on a box. Counters and histograms are
+//! updated where things happen (HTTP layer, workers, the classifier and the store backend,
+//! both wrapped here); gauges that describe stored state are read when scraped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use casegraph_engine::runner::Classifier;
+use casegraph_engine::store::{self, Backend, Entry, Op, Table};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The matched route pattern (`/v1/cases/{id}`), never the raw path: bounded labels.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    // 0.5 ms … ~8 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: HistogramFamily<RouteLabels>,
+    /// Case segments run by workers, timers and task completions, by the status they left.
+    pub segments: Family<StatusLabels, Counter>,
+    pub segment_duration: Histogram,
+    pub accept_duration: Histogram,
+    pub classify_duration: Histogram,
+    pub classify_confidence: Histogram,
+    pub store_write_duration: Histogram,
+    pub store_commits: Gauge,
+    pub store_syncs: Gauge,
+    pub store_disk_bytes: Gauge,
+    pub intake_queue: Gauge,
+    pub intake_rejected: Family<StatusLabels, Counter>,
+    pub open_tasks: Family<QueueLabels, Gauge>,
+    pub pending_cases: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("casegraph");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        r.register(
+            "http_requests",
+            "HTTP requests answered",
+            http_requests.clone(),
+        );
+        let http_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency as fn() -> Histogram);
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_duration.clone(),
+        );
+        let segments = Family::<StatusLabels, Counter>::default();
+        r.register(
+            "case_segments",
+            "Case segments run, by the case status they left",
+            segments.clone(),
+        );
+        let segment_duration = latency();
+        r.register(
+            "case_segment_duration_seconds",
+            "Time to run a case from one checkpoint to the next (rules, calls, commit)",
+            segment_duration.clone(),
+        );
+        let accept_duration = latency();
+        r.register(
+            "accept_duration_seconds",
+            "Time to make an accepted request durable",
+            accept_duration.clone(),
+        );
+        let classify_duration = latency();
+        r.register(
+            "classification_duration_seconds",
+            "Intent classification latency",
+            classify_duration.clone(),
+        );
+        let classify_confidence = Histogram::new((1..=10).map(|i| f64::from(i) / 10.0));
+        r.register(
+            "classification_confidence",
+            "Confidence of the top intent",
+            classify_confidence.clone(),
+        );
+        let store_write_duration = latency();
+        r.register(
+            "store_write_duration_seconds",
+            "Durable store writes (one sync each, covering a group of commits)",
+            store_write_duration.clone(),
+        );
+        let store_commits = Gauge::default();
+        r.register(
+            "store_commits",
+            "Batches committed since start",
+            store_commits.clone(),
+        );
+        let store_syncs = Gauge::default();
+        r.register(
+            "store_syncs",
+            "Store syncs since start",
+            store_syncs.clone(),
+        );
+        let store_disk_bytes = Gauge::default();
+        r.register(
+            "store_disk_bytes",
+            "Bytes the store occupies",
+            store_disk_bytes.clone(),
+        );
+        let intake_queue = Gauge::default();
+        r.register(
+            "intake_queue_depth",
+            "Accepted cases waiting for a worker",
+            intake_queue.clone(),
+        );
+        let intake_rejected = Family::<StatusLabels, Counter>::default();
+        r.register(
+            "intake_rejected",
+            "Requests refused by back-pressure, by HTTP status",
+            intake_rejected.clone(),
+        );
+        let open_tasks = Family::<QueueLabels, Gauge>::default();
+        r.register(
+            "open_tasks",
+            "Open human tasks by queue",
+            open_tasks.clone(),
+        );
+        let pending_cases = Gauge::default();
+        r.register(
+            "pending_cases",
+            "Cases with stored work not yet done",
+            pending_cases.clone(),
+        );
+        Metrics {
+            registry: r,
+            http_requests,
+            http_duration,
+            segments,
+            segment_duration,
+            accept_duration,
+            classify_duration,
+            classify_confidence,
+            store_write_duration,
+            store_commits,
+            store_syncs,
+            store_disk_bytes,
+            intake_queue,
+            intake_rejected,
+            open_tasks,
+            pending_cases,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        out
+    }
+}
+
+/// A classifier that records latency and confidence of the one it wraps.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a trait object without Debug"
+)]
+pub struct MeasuredClassifier {
+    pub inner: Arc<dyn Classifier>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Classifier for MeasuredClassifier {
+    fn classify(&self, request: &Value) -> Result<Value, String> {
+        let started = Instant::now();
+        let answer = self.inner.classify(request);
+        self.metrics
+            .classify_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(a) = &answer
+            && let Some(c) = a.get("confidence").and_then(Value::as_f64)
+        {
+            self.metrics.classify_confidence.observe(c);
+        }
+        answer
+    }
+}
+
+/// A store backend that times its writes.
+#[derive(Debug)]
+pub struct TimedBackend {
+    pub inner: Arc<dyn Backend>,
+    pub write_duration: Histogram,
+}
+
+impl Backend for TimedBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.inner.get(table, key)
+    }
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, store::Error> {
+        self.inner.range(table, from, to, limit)
+    }
+    fn last(&self, table: Table) -> Result<Option<Entry>, store::Error> {
+        self.inner.last(table)
+    }
+    fn write(&self, groups: &[Vec<Op>]) -> Result<(), store::Error> {
+        let started = Instant::now();
+        let r = self.inner.write(groups);
+        self.write_duration.observe(started.elapsed().as_secs_f64());
+        r
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.inner.disk_bytes()
+    }
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+}

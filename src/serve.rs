@@ -1,0 +1,270 @@
+//! The service: wires the concrete parts (store, rules, classifier, connector, tokens) into
+//! a runner, starts the case workers, the timer loop and recovery, and serves the API on a
+//! listener the caller bound, until the caller's shutdown future completes.
+//!
+//! Shutdown order: stop taking connections and let open requests finish (bounded by
+//! `server.shutdown_grace`); stop the timer loop and recovery; let each worker finish the
+//! case in hand; drop the runner, which closes the store after its last commit. Work that
+//! was accepted but not run keeps its stored trigger and resumes at the next start.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use casegraph_engine::exec::{Connector, SystemClock};
+use casegraph_engine::rules::Rules;
+use casegraph_engine::runner::{Classifier, Parts, Runner};
+use casegraph_engine::store::{self, Store};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::api::{self, Inner};
+use crate::auth::{Role, Tokens};
+use crate::backoffice::SimulatedBackOffice;
+use crate::classifier::MetadataClassifier;
+use crate::config::Config;
+use crate::connector::HttpConnector;
+use crate::library::Library;
+use crate::metrics::{MeasuredClassifier, Metrics, TimedBackend};
+use crate::webhook::Notifier;
+use crate::workers::{CaseRunner, Workers};
+
+/// Name of the file the bootstrap admin token is written to, in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Opens the store in `dir`, with its writes timed for the metrics.
+fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
+    let mut options = config.store.clone();
+    // A directory that already holds one backend's data keeps it (as `Store::open` does).
+    if let Some(kind) = store::detect(&config.data_dir)
+        && kind != options.backend
+    {
+        tracing::warn!(
+            "data directory holds a {kind:?} store; using it rather than the configured {:?}",
+            options.backend
+        );
+        options.backend = kind;
+    }
+    let backend = store::open_backend(&config.data_dir, &options)?;
+    let timed = Arc::new(TimedBackend {
+        inner: backend,
+        write_duration: metrics.store_write_duration.clone(),
+    });
+    Ok(Store::with_backend(timed, options.max_group)?)
+}
+
+/// With no token at all, creates an admin token and leaves it in `admin.token`.
+fn bootstrap_admin(config: &Config, tokens: &Tokens) -> anyhow::Result<()> {
+    if !tokens.is_empty() || !config.server.bootstrap_admin_token {
+        if tokens.is_empty() {
+            tracing::warn!(
+                "no tokens: create one with `casegraph token create --data {} --role admin`",
+                config.data_dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let (_, secret) = tokens.create(Role::Admin, Some("admin"))?;
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let mut f = crate::auth::private_file(&path)?;
+    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
+    tracing::warn!(
+        "no tokens yet: created an admin token in {} (move it somewhere safe and delete the file)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let store = open_store(&config, &metrics)?;
+    let tokens = Arc::new(Tokens::open(&config.data_dir)?);
+    bootstrap_admin(&config, &tokens)?;
+    let rules = Arc::new(Rules::new(config.rules.clone()));
+    let (library, catalog) = Library::open(&config.workflows_dir, &config.data_dir, rules.clone())
+        .with_context(|| {
+            format!(
+                "cannot load workflows from {}",
+                config.workflows_dir.display()
+            )
+        })?;
+    let classifier: Arc<dyn Classifier> = Arc::new(MeasuredClassifier {
+        inner: Arc::new(MetadataClassifier),
+        metrics: metrics.clone(),
+    });
+    let (connector, simulated): (Arc<dyn Connector>, bool) = match &config.connectors.base_url {
+        Some(url) => (
+            Arc::new(HttpConnector::new(url, config.connectors.timeout)),
+            false,
+        ),
+        None => {
+            tracing::warn!(
+                "connectors go to the built-in SIMULATED back office (no connectors.base_url configured); its answers say \"simulated\": true"
+            );
+            (Arc::new(SimulatedBackOffice), true)
+        }
+    };
+    tracing::info!(
+        model = crate::classifier::MODEL,
+        workflows = catalog.workflows().count(),
+        "classifier is the stand-in: it reads metadata.intent; other requests go to triage"
+    );
+    let runner = Arc::new(Runner::new(Parts {
+        store,
+        catalog: Arc::new(catalog),
+        rules,
+        connector,
+        classifier: classifier.clone(),
+        clock: Arc::new(SystemClock),
+        versions_dir: config.data_dir.join("versions"),
+    }));
+    let notifier = Notifier::start(&config.webhooks);
+    let cases = CaseRunner {
+        runner: runner.clone(),
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
+    };
+    let workers = Workers::start(
+        config.limits.workers,
+        config.limits.queue_depth,
+        cases.clone(),
+    )?;
+    let state = Arc::new(Inner {
+        runner: runner.clone(),
+        classifier,
+        tokens,
+        library: Arc::new(library),
+        publish_lock: tokio::sync::Mutex::new(()),
+        workers: workers.clone(),
+        cases: cases.clone(),
+        intake: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+        metrics,
+        recovered: AtomicBool::new(false),
+        retry_after_secs: config.limits.retry_after_secs,
+        request_timeout: config.server.request_timeout,
+        body_limit_bytes: config.limits.body_limit_bytes,
+        simulated_backoffice: simulated,
+        notifier,
+    });
+
+    // Recovery: every case with stored work resumes from its last checkpoint.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let recovery = {
+        let state = state.clone();
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name("recovery".into())
+            .spawn(move || recover(&state, &stopping))?
+    };
+
+    // Timers and SLAs.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let timers = {
+        let cases = cases.clone();
+        let every = config.server.timer_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let c = cases.clone();
+                        let _ = tokio::task::spawn_blocking(move || fire_due(&c)).await;
+                    }
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %config.data_dir.display(), "casegraph serving");
+    let (signal_tx, mut signal_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+    let mut graceful = signal_rx.clone();
+    let server =
+        axum::serve(listener, api::app(state.clone())).with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|s| *s).await;
+            tracing::info!("shutting down: no new connections; finishing open requests");
+        });
+    let grace = config.server.shutdown_grace;
+    tokio::select! {
+        r = server => r?,
+        _ = async {
+            let _ = signal_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("open requests did not finish within {grace:?}; stopping anyway"),
+    }
+
+    let _ = stop_tx.send(true);
+    let _ = timers.await;
+    stopping.store(true, Ordering::Relaxed);
+    drop(state);
+    drop(cases);
+    tokio::task::spawn_blocking(move || {
+        let _ = recovery.join();
+        workers.stop();
+    })
+    .await?;
+    // The last reference: dropping it closes the store after its last commit.
+    match Arc::try_unwrap(runner) {
+        Ok(runner) => drop(runner),
+        Err(_) => tracing::warn!("the runner is still referenced at shutdown"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn recover(state: &Inner, stopping: &AtomicBool) {
+    let started = Instant::now();
+    match state.runner.pending() {
+        Ok(pending) => {
+            let total = pending.len();
+            let mut done = 0usize;
+            for id in pending {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                state.cases.process(&id);
+                done += 1;
+            }
+            tracing::info!(
+                cases = done,
+                of = total,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "recovery resumed the cases left from the last run"
+            );
+        }
+        Err(e) => tracing::error!("recovery could not list pending cases: {e}"),
+    }
+    state.recovered.store(true, Ordering::Relaxed);
+}
+
+fn fire_due(cases: &CaseRunner) {
+    let started = Instant::now();
+    let runner = &cases.runner;
+    match runner.fire_due(runner.now()) {
+        Ok(fired) => {
+            for id in fired {
+                if let Ok(Some((rec, _))) = runner.case(&id) {
+                    tracing::info!(case = %id, status = rec.status.as_str(), "timer fired");
+                    cases.finished(&id, rec.status, started);
+                }
+            }
+        }
+        Err(e) => tracing::error!("timers could not fire: {e}"),
+    }
+}

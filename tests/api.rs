@@ -1,0 +1,624 @@
+//! The HTTP API end to end: the real server on 127.0.0.1:0 with a temporary data directory,
+//! the shipped workflows and the simulated back office, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use casegraph::auth::Role;
+use serde_json::{Value, json};
+use support::Server;
+
+fn refund_letter(amount: &str) -> Value {
+    json!({
+        "channel": "letter",
+        "language": "de",
+        "customer_id": "C-1002314",
+        "text": format!("Sehr geehrte Damen und Herren,\nfür die stornierte Bestellung wurden mir {amount} € abgebucht. Bitte erstatten Sie den Betrag auf DE89 3704 0044 0532 0130 00.\nMit freundlichen Grüßen\nErika Mustermann"),
+        "metadata": {"intent": "request_refund", "confidence": 0.92}
+    })
+}
+
+fn is_final(c: &Value) -> bool {
+    ["completed", "failed", "escalated"].contains(&c["status"].as_str().unwrap_or(""))
+}
+
+#[test]
+fn a_letter_flows_through_classification_and_a_workflow_to_a_reply() {
+    let s = Server::start();
+    let id = s.submit(&refund_letter("42,50"));
+    let case = s.wait_case(&id, is_final);
+    assert_eq!(case["status"], "completed", "{case}");
+    assert_eq!(case["outcome"], "refunded");
+    assert_eq!(case["classification"]["intent"], "request_refund");
+    assert_eq!(
+        case["classification"]["model"],
+        casegraph::classifier::MODEL
+    );
+    assert_eq!(case["workflow"]["id"], "request_refund");
+    assert_eq!(case["route"]["workflow"], "request_refund");
+    let reply = case["reply"]["text"].as_str().unwrap();
+    assert!(reply.contains("42,50 €"), "{reply}");
+    assert_eq!(case["request"]["channel"], "letter");
+
+    // The auditor sees the trail and that the chain verifies, but no personal data.
+    let audit = s.call(
+        "GET",
+        &format!("/v1/cases/{id}/audit"),
+        Some(Role::Auditor),
+        None,
+    );
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    assert_eq!(audit.json["chain_verified"], true);
+    assert_eq!(audit.json["records_intact"], true);
+    let kinds: Vec<&str> = audit.json["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.starts_with(&["accepted", "classified", "routed"]),
+        "{kinds:?}"
+    );
+    assert!(!audit.text.contains("Mustermann"));
+    let masked = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Auditor), None);
+    assert_eq!(masked.json["masked"], true);
+    assert!(masked.json["request"].is_null());
+    assert!(masked.json["reply"]["text"].is_null());
+    assert!(!masked.text.contains("Mustermann"));
+}
+
+#[test]
+fn a_request_without_a_known_intent_goes_to_triage() {
+    let s = Server::start();
+    let id = s.submit(&json!({"channel": "chat", "text": "hello?"}));
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    assert_eq!(case["route"]["queue"], "triage", "{case}");
+    let tasks = s.call("GET", "/v1/tasks?queue=triage", Some(Role::Reviewer), None);
+    assert!(
+        tasks
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["case_id"] == id),
+        "{}",
+        tasks.text
+    );
+}
+
+#[test]
+fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
+    let s = Server::start();
+    let id = s.submit(&refund_letter("1.249,90"));
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    assert_eq!(case["waiting"]["kind"], "task", "{case}");
+    assert_eq!(case["waiting"]["queue"], "refunds");
+    let tasks = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
+    assert_eq!(tasks.status, 200, "{}", tasks.text);
+    let task = tasks
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["case_id"] == id)
+        .expect("the task is in the inbox")
+        .clone();
+    let task_id = task["task_id"].as_str().unwrap();
+    let path = format!("/v1/tasks/{task_id}/complete");
+
+    let wrong = s.call(
+        "POST",
+        &path,
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "maybe"})),
+    );
+    wrong.assert_error(422, "unknown_decision");
+    assert!(wrong.json["error"]["details"]["allowed"].is_array());
+
+    let done = s.call(
+        "POST",
+        &path,
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "approve", "comment": "receipt checked"})),
+    );
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.json["status"], "completed");
+    let case = s.wait_case(&id, is_final);
+    assert_eq!(case["outcome"], "refunded", "{case}");
+
+    let again = s.call(
+        "POST",
+        &path,
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "approve"})),
+    );
+    again.assert_error(404, "not_found");
+}
+
+/// The shipped refund workflow with a different SLA and version.
+fn refund_files(version: u32, sla: &str) -> BTreeMap<String, String> {
+    let dir = support::workflows().join("request_refund");
+    let mut files = BTreeMap::new();
+    for entry in walk(&dir) {
+        let name = entry
+            .strip_prefix(&dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mut text = std::fs::read_to_string(&entry).unwrap();
+        if name == "workflow.yaml" {
+            text = text
+                .replace("version: 1\n", &format!("version: {version}\n"))
+                .replace("sla: 8h", &format!("sla: {sla}"));
+        }
+        files.insert(name, text);
+    }
+    files
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_published_version_with_a_short_sla_escalates_on_time() {
+    let s = Server::start();
+    let body = json!({"id": "request_refund", "files": refund_files(2, "1s")});
+    let published = s.call("POST", "/v1/workflows", Some(Role::Author), Some(&body));
+    assert_eq!(published.status, 201, "{}", published.text);
+    assert_eq!(published.json["version"], 2);
+    let shown = s.call(
+        "GET",
+        "/v1/workflows/request_refund",
+        Some(Role::Author),
+        None,
+    );
+    assert_eq!(shown.json["version"], 2, "{}", shown.text);
+
+    let id = s.submit(&refund_letter("1.249,90"));
+    let case = s.wait_case(&id, is_final);
+    assert_eq!(case["status"], "escalated", "{case}");
+    assert_eq!(case["outcome"], "approval_overdue");
+    assert_eq!(case["workflow"]["version"], 2);
+    // The escalated task left the inbox.
+    let tasks = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
+    assert!(!tasks.text.contains(&id), "{}", tasks.text);
+
+    // The same version again is refused.
+    let again = s.call("POST", "/v1/workflows", Some(Role::Author), Some(&body));
+    again.assert_error(409, "version_not_newer");
+}
+
+#[test]
+fn an_invalid_workflow_publish_is_refused_with_every_problem_and_nothing_changes() {
+    let s = Server::start();
+    let mut files = refund_files(3, "8h");
+    let yaml = files["workflow.yaml"]
+        .replace("next: check_amount", "next: nowhere")
+        .replace("script: extract.rhai", "script: missing.rhai");
+    files.insert("workflow.yaml".into(), yaml);
+    let r = s.call(
+        "POST",
+        "/v1/workflows",
+        Some(Role::Author),
+        Some(&json!({"id": "request_refund", "files": files})),
+    );
+    r.assert_error(422, "workflow_invalid");
+    let diags = r.json["error"]["details"]["diagnostics"]
+        .as_array()
+        .unwrap();
+    assert!(diags.len() >= 2, "{}", r.text);
+    assert!(
+        diags
+            .iter()
+            .all(|d| d["line"].is_number() && d["file"].is_string())
+    );
+    assert!(
+        !r.text.contains(s.data.path().to_str().unwrap()),
+        "no server paths leak"
+    );
+
+    // A version that compiles but breaks its own fixtures is refused too.
+    let mut files = refund_files(3, "8h");
+    let yaml = files["workflow.yaml"].replace("case.amount <= 50.00\"", "case.amount <= 10.00\"");
+    files.insert("workflow.yaml".into(), yaml);
+    let r = s.call(
+        "POST",
+        "/v1/workflows",
+        Some(Role::Author),
+        Some(&json!({"id": "request_refund", "files": files})),
+    );
+    r.assert_error(422, "fixtures_failed");
+    assert!(
+        !r.json["error"]["details"]["fixtures"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let bad_name = s.call(
+        "POST",
+        "/v1/workflows",
+        Some(Role::Author),
+        Some(&json!({"id": "request_refund", "files": {"../../etc/x": "", "workflow.yaml": ""}})),
+    );
+    bad_name.assert_error(422, "invalid_request");
+
+    let shown = s.call(
+        "GET",
+        "/v1/workflows/request_refund",
+        Some(Role::Author),
+        None,
+    );
+    assert_eq!(shown.json["version"], 1, "{}", shown.text);
+    assert!(!s.data.path().join("published/request_refund").exists());
+}
+
+#[test]
+fn idempotent_resubmission_answers_the_same_case_and_a_different_body_conflicts() {
+    let s = Server::start();
+    let body = refund_letter("42,50");
+    let headers = [("Idempotency-Key", "order-4711")];
+    let token = s.token(Role::Submitter).to_string();
+    let post = |b: &Value| {
+        s.raw(
+            "POST",
+            "/v1/requests",
+            Some(&token),
+            Some(("application/json", b.to_string().into_bytes())),
+            &headers,
+        )
+    };
+    let first = post(&body);
+    assert_eq!(first.status, 202, "{}", first.text);
+    assert_eq!(first.json["duplicate"], false);
+    let second = post(&body);
+    assert_eq!(second.status, 202);
+    assert_eq!(second.json["case_id"], first.json["case_id"]);
+    assert_eq!(second.json["duplicate"], true);
+    let other = post(&refund_letter("99,00"));
+    other.assert_error(409, "idempotency_key_reused");
+    assert_eq!(
+        other.json["error"]["details"]["case_id"],
+        first.json["case_id"]
+    );
+
+    // Another client's identical key is its own.
+    let admin = s.raw(
+        "POST",
+        "/v1/requests",
+        Some(s.token(Role::Admin)),
+        Some(("application/json", body.to_string().into_bytes())),
+        &headers,
+    );
+    assert_eq!(admin.status, 202);
+    assert_ne!(admin.json["case_id"], first.json["case_id"]);
+}
+
+#[test]
+fn every_role_boundary_is_enforced() {
+    let s = Server::start();
+    let own = s.submit(&refund_letter("1.249,90"));
+    s.wait_case(&own, |c| c["status"] == "waiting");
+    let publish = json!({"id": "request_refund", "files": {}});
+    let request = refund_letter("10,00");
+    let classify = json!({"text": "where is my card?"});
+    let complete = json!({"decision": "approve"});
+    let token = json!({"role": "reviewer"});
+    let case = format!("/v1/cases/{own}");
+    let audit = format!("/v1/cases/{own}/audit");
+    // (method, path, body, roles allowed besides admin)
+    let table: Vec<(&str, &str, Option<&Value>, &[Role])> = vec![
+        ("POST", "/v1/requests", Some(&request), &[Role::Submitter]),
+        (
+            "GET",
+            &case,
+            None,
+            &[Role::Submitter, Role::Reviewer, Role::Auditor],
+        ),
+        ("GET", &audit, None, &[Role::Auditor]),
+        ("GET", "/v1/tasks", None, &[Role::Reviewer]),
+        (
+            "POST",
+            "/v1/tasks/t-none/complete",
+            Some(&complete),
+            &[Role::Reviewer],
+        ),
+        ("POST", "/v1/workflows", Some(&publish), &[Role::Author]),
+        (
+            "POST",
+            "/v1/classify",
+            Some(&classify),
+            &[Role::Author, Role::Reviewer],
+        ),
+        ("GET", "/v1/tokens", None, &[]),
+        ("POST", "/v1/tokens", Some(&token), &[]),
+        ("GET", "/metrics", None, &[Role::Auditor]),
+        (
+            "GET",
+            "/v1/workflows",
+            None,
+            &[Role::Submitter, Role::Reviewer, Role::Author, Role::Auditor],
+        ),
+    ];
+    for (method, path, body, allowed) in &table {
+        let none = s.call(method, path, None, *body);
+        none.assert_error(401, "unauthorized");
+        assert_eq!(
+            none.headers.get("www-authenticate").map(String::as_str),
+            Some("Bearer")
+        );
+        let bogus = s.raw(method, path, Some("cg_not_a_token"), None, &[]);
+        bogus.assert_error(401, "unauthorized");
+        for role in Role::ALL {
+            let r = s.call(method, path, Some(role), *body);
+            if role == Role::Admin || allowed.contains(&role) {
+                assert!(
+                    r.status != 401 && r.status != 403,
+                    "{role:?} may {method} {path}: {}",
+                    r.text
+                );
+            } else {
+                r.assert_error(403, "forbidden");
+            }
+        }
+    }
+    // A submitter reads only its own cases.
+    let other = s.raw(
+        "POST",
+        "/v1/requests",
+        Some(s.token(Role::Admin)),
+        Some(("application/json", request.to_string().into_bytes())),
+        &[],
+    );
+    let other_id = other.json["case_id"].as_str().unwrap();
+    s.call(
+        "GET",
+        &format!("/v1/cases/{other_id}"),
+        Some(Role::Submitter),
+        None,
+    )
+    .assert_error(404, "not_found");
+    // Admins create tokens that work at once.
+    let created = s.call(
+        "POST",
+        "/v1/tokens",
+        Some(Role::Admin),
+        Some(&json!({"role": "reviewer", "name": "bob"})),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let bob = created.json["token"].as_str().unwrap();
+    assert_eq!(s.raw("GET", "/v1/tasks", Some(bob), None, &[]).status, 200);
+    assert!(
+        !s.call("GET", "/v1/tokens", Some(Role::Admin), None)
+            .text
+            .contains(bob)
+    );
+}
+
+#[test]
+fn malformed_bodies_get_the_documented_error_and_nothing_is_stored() {
+    let s = Server::start_with(|c| c.limits.body_limit_bytes = 4096);
+    let commits = s.metric("casegraph_store_commits");
+    let token = s.token(Role::Submitter).to_string();
+    let post = |ct: &str, body: &[u8]| {
+        s.raw(
+            "POST",
+            "/v1/requests",
+            Some(&token),
+            Some((ct, body.to_vec())),
+            &[],
+        )
+    };
+    post("application/json", b"{\"channel\": \"chat\", \"text\": ")
+        .assert_error(400, "malformed_json");
+    post("text/plain", b"{\"channel\": \"chat\", \"text\": \"hi\"}")
+        .assert_error(415, "unsupported_media_type");
+    post("application/json", br#"{"channel": "chat", "text": 42}"#)
+        .assert_error(422, "invalid_request");
+    post("application/json", br#"{"channel": "fax", "text": "hi"}"#)
+        .assert_error(422, "invalid_request");
+    let unknown = post(
+        "application/json",
+        br#"{"channel": "chat", "text": "hi", "colour": "red"}"#,
+    );
+    unknown.assert_error(422, "invalid_request");
+    assert!(
+        unknown.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
+    post("application/json", br#"{"channel": "letter"}"#).assert_error(422, "invalid_request");
+    post("application/json", br#"{"channel": "form", "text": " "}"#)
+        .assert_error(422, "invalid_request");
+    post(
+        "application/json",
+        br#"{"channel": "chat", "text": "hi", "customer_id": "a b"}"#,
+    )
+    .assert_error(422, "invalid_request");
+    post(
+        "application/json",
+        br#"{"channel": "chat", "text": "hi", "reply_to": "http://elsewhere.example/hook"}"#,
+    )
+    .assert_error(422, "reply_to_not_allowed");
+    let big = format!(r#"{{"channel": "chat", "text": "{}"}}"#, "x".repeat(8000));
+    post("application/json", big.as_bytes()).assert_error(413, "body_too_large");
+    s.raw(
+        "POST",
+        "/v1/requests",
+        Some(&token),
+        Some((
+            "application/json",
+            br#"{"channel": "chat", "text": "hi"}"#.to_vec(),
+        )),
+        &[("Idempotency-Key", "bad key with spaces")],
+    )
+    .assert_error(400, "invalid_idempotency_key");
+    s.call("GET", "/v1/nowhere", Some(Role::Admin), None)
+        .assert_error(404, "not_found");
+    s.call("GET", "/v1/requests", Some(Role::Admin), None)
+        .assert_error(405, "method_not_allowed");
+    s.call("GET", "/v1/cases/c-none", Some(Role::Admin), None)
+        .assert_error(404, "not_found");
+    s.call(
+        "GET",
+        "/v1/workflows/request_refund/graph?format=png",
+        Some(Role::Admin),
+        None,
+    )
+    .assert_error(400, "invalid_query");
+    s.call(
+        "GET",
+        "/v1/tasks?queue=a&colour=red",
+        Some(Role::Admin),
+        None,
+    )
+    .assert_error(400, "invalid_query");
+    assert_eq!(
+        s.metric("casegraph_store_commits"),
+        commits,
+        "nothing was stored"
+    );
+}
+
+#[test]
+fn workflows_are_listed_and_drawn() {
+    let s = Server::start();
+    let list = s.call("GET", "/v1/workflows", Some(Role::Author), None);
+    assert_eq!(list.status, 200);
+    let ids: Vec<&str> = list
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"request_refund") && ids.contains(&"card_arrival"),
+        "{ids:?}"
+    );
+    let m = s.call(
+        "GET",
+        "/v1/workflows/request_refund/graph",
+        Some(Role::Author),
+        None,
+    );
+    assert_eq!(m.status, 200);
+    assert!(m.text.starts_with("flowchart TD"), "{}", m.text);
+    let d = s.call(
+        "GET",
+        "/v1/workflows/request_refund/graph?format=dot",
+        Some(Role::Author),
+        None,
+    );
+    assert!(d.text.starts_with("digraph"), "{}", d.text);
+    s.call("GET", "/v1/workflows/nope", Some(Role::Author), None)
+        .assert_error(404, "not_found");
+    let c = s.call(
+        "POST",
+        "/v1/classify",
+        Some(Role::Author),
+        Some(&json!({"text": "where is my card", "metadata": {"intent": "card_arrival"}})),
+    );
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(c.json["intent"], "card_arrival");
+}
+
+#[test]
+fn health_readiness_metrics_and_the_openapi_document() {
+    let s = Server::start();
+    assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
+    let ready = s.call("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.json["checks"]["simulated_backoffice"], true);
+    let doc = s.call("GET", "/openapi.json", None, None);
+    assert_eq!(doc.status, 200);
+    for path in [
+        "/v1/requests",
+        "/v1/cases/{id}",
+        "/v1/cases/{id}/audit",
+        "/v1/tasks",
+        "/v1/tasks/{id}/complete",
+        "/v1/workflows",
+        "/v1/workflows/{id}/graph",
+        "/v1/classify",
+    ] {
+        assert!(doc.json["paths"].get(path).is_some(), "{path} documented");
+    }
+    let page = s.call("GET", "/docs", None, None);
+    assert!(page.text.contains("/openapi.json") && !page.text.contains("https://"));
+
+    let id = s.submit(&refund_letter("42,50"));
+    s.wait_case(&id, is_final);
+    let m = s.call("GET", "/metrics", Some(Role::Admin), None);
+    for name in [
+        "casegraph_http_requests_total",
+        "casegraph_case_segments_total",
+        "casegraph_case_segment_duration_seconds",
+        "casegraph_classification_duration_seconds",
+        "casegraph_classification_confidence",
+        "casegraph_store_write_duration_seconds",
+        "casegraph_intake_queue_depth",
+        "casegraph_accept_duration_seconds",
+    ] {
+        assert!(m.text.contains(name), "{name} in\n{}", m.text);
+    }
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
+    // A back office that accepts connections and never answers keeps the one worker busy.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", hang.local_addr().unwrap());
+    hang.set_nonblocking(true).unwrap();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(6);
+        while std::time::Instant::now() < until {
+            if let Ok(c) = hang.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let s = Server::start_with(|c| {
+        c.limits.workers = 1;
+        c.limits.queue_depth = 1;
+        c.connectors.base_url = Some(url);
+        c.connectors.timeout = Duration::from_secs(3);
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = s.call(
+            "POST",
+            "/v1/requests",
+            Some(Role::Submitter),
+            Some(&refund_letter("42,50")),
+        );
+        if r.status == 429 {
+            r.assert_error(429, "queue_full");
+            assert!(r.headers.contains_key("retry-after"));
+        }
+        statuses.push(r.status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(statuses[0], 202);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
+    drop(s);
+    let _ = held.join();
+}

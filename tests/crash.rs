@@ -1,0 +1,334 @@
+//! Crash tests: the real `casegraph serve` process, on the real store on disk, is killed
+//! with SIGKILL at random moments while a stream of requests comes in, then restarted.
+//! Afterwards: every request whose `202 Accepted` reached the client exists; every case
+//! ends in a terminal or waiting state; no side effect was applied twice at a counting
+//! back office that deduplicates by idempotency key; `casegraph audit verify` passes.
+//!
+//! Quick mode (the test command): 20 kill points per backend. Long mode:
+//! `CASEGRAPH_CRASH_KILLS=500 cargo test --test crash -- --nocapture`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// The fake back office: applies each idempotency key once, counts every delivery.
+#[derive(Default)]
+struct Ledger {
+    /// key → (connector.operation, deliveries)
+    calls: Mutex<HashMap<String, (String, u32)>>,
+}
+
+struct Receiver {
+    url: String,
+    ledger: Arc<Ledger>,
+}
+
+async fn receive(
+    State(ledger): State<Arc<Ledger>>,
+    UrlPath((connector, operation)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::Json<Value> {
+    let key = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let payload: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut calls = ledger.calls.lock().unwrap();
+    let entry = calls
+        .entry(key.clone())
+        .or_insert_with(|| (format!("{connector}.{operation}"), 0));
+    entry.1 += 1;
+    axum::Json(json!({
+        "refund_id": format!("R-{}", &key[key.len().saturating_sub(8)..]),
+        "status": "booked", "amount": payload["amount"],
+        "blocked": true, "card_ref": "CARD-1",
+        "order_id": "O-1", "delivery_business_days": 5,
+        "dispatched_on": "2026-03-01", "carrier": "post", "tracking_id": "T-1",
+        "customer_id": payload["customer_id"], "segment": "retail", "verified": true,
+        "tenure_years": 3,
+    }))
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let ledger = Arc::new(Ledger::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = ledger.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = axum::Router::new()
+                    .route("/{connector}/{operation}", post(receive))
+                    .with_state(l);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Receiver {
+            url: format!("http://{addr}"),
+            ledger,
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+fn start_server(data: &Path, backend: &str, receiver: &str) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--workflows")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"))
+        .env("CASEGRAPH_STORE__BACKEND", backend)
+        .env("CASEGRAPH_CONNECTORS__BASE_URL", receiver)
+        .env("CASEGRAPH_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    // The address is printed when the socket is bound; wait until the service is ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let agent = agent();
+    loop {
+        let ready = agent
+            .get(&format!("{url}/readyz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200);
+        if ready && data.join("admin.token").is_file() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, url }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn request(i: u64) -> Value {
+    match i % 3 {
+        0 => json!({
+            "channel": "form", "language": "en", "customer_id": format!("C-{:06}", 100_000 + i),
+            "text": "Please refund the cancelled order.", "fields": { "amount": "25.00" },
+            "metadata": { "intent": "request_refund", "confidence": 0.97 }
+        }),
+        1 => json!({
+            "channel": "chat", "language": "de", "customer_id": format!("C-{:06}", 200_000 + i),
+            "text": "Meine Karte mit den Endziffern 4821 wurde gestern gestohlen, bitte sofort sperren!", "fields": {},
+            "metadata": { "intent": "lost_or_stolen_card", "confidence": 0.95 }
+        }),
+        _ => json!({
+            "channel": "letter", "language": "de", "customer_id": format!("C-{:06}", 300_000 + i),
+            "text": "Sehr geehrte Damen und Herren, ich bitte um Erstattung von 30,00 EUR. Mit freundlichen Grüßen", "fields": {},
+            "metadata": { "intent": "request_refund", "confidence": 0.96 }
+        }),
+    }
+}
+
+/// Posts requests until told to stop; returns the case ids whose 202 arrived.
+fn client(url: String, token: String, seed: u64, stop: Arc<AtomicBool>) -> Vec<String> {
+    let agent = agent();
+    let mut acked = Vec::new();
+    let mut i = seed * 1_000_000;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let resp = agent
+            .post(&format!("{url}/v1/requests"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", &format!("k-{i}"))
+            .header("Content-Type", "application/json")
+            .send(request(i).to_string());
+        let Ok(mut resp) = resp else { break };
+        if resp.status() == 202 {
+            let body: Value = match resp.body_mut().read_to_string() {
+                Ok(b) => serde_json::from_str(&b).unwrap(),
+                Err(_) => break,
+            };
+            acked.push(body["case_id"].as_str().unwrap().to_string());
+        }
+    }
+    acked
+}
+
+/// A small deterministic generator for kill moments (no randomness crate needed).
+struct Moments(u64);
+impl Moments {
+    fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (self.0 >> 33) % (hi - lo)
+    }
+}
+
+fn token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn crash_suite(backend: &str, seed: u64) {
+    let kills: usize = std::env::var("CASEGRAPH_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let receiver = Receiver::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data: PathBuf = tmp.path().join("data");
+    let mut moments = Moments(seed);
+    let mut acked: Vec<String> = Vec::new();
+    for _ in 0..kills {
+        let mut server = start_server(&data, backend, &receiver.url);
+        let token = token(&data);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (url, token, stop) = (server.url.clone(), token.clone(), stop.clone());
+                let seed = acked.len() as u64 * 10 + c;
+                std::thread::spawn(move || client(url, token, seed, stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(moments.next_ms(20, 400)));
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            acked.extend(c.join().unwrap());
+        }
+    }
+    assert!(
+        acked.len() > kills,
+        "requests were accepted between the kills"
+    );
+
+    // Restart once more and let recovery finish every acknowledged case.
+    let mut server = start_server(&data, backend, &receiver.url);
+    let token = token(&data);
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut states: BTreeMap<String, Value> = BTreeMap::new();
+    for id in &acked {
+        loop {
+            let mut resp = agent
+                .get(&format!("{}/v1/cases/{id}", server.url))
+                .header("Authorization", &format!("Bearer {token}"))
+                .call()
+                .unwrap();
+            assert_eq!(resp.status(), 200, "acknowledged case {id} is missing");
+            let case: Value =
+                serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+            let status = case["status"].as_str().unwrap().to_string();
+            if ["completed", "failed", "escalated", "waiting"].contains(&status.as_str()) {
+                states.insert(id.clone(), case);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "case {id} is still {status} long after restart"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Side effects: each call node a case passed was applied exactly once, under one key.
+    let calls = receiver.ledger.calls.lock().unwrap();
+    for (id, case) in &states {
+        let applied: Vec<&String> = calls
+            .keys()
+            .filter(|k| k.starts_with(&format!("{id}:")))
+            .collect();
+        let call_nodes = case["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| ["book", "block", "replace"].contains(&n.as_str().unwrap()))
+            .count();
+        if case["status"] == "completed" {
+            assert_eq!(
+                applied.len(),
+                call_nodes,
+                "case {id}: {} effects for {call_nodes} call steps: {applied:?}\n{case}",
+                applied.len()
+            );
+        }
+    }
+    drop(calls);
+    let redelivered = receiver
+        .ledger
+        .calls
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|(_, n)| *n > 1)
+        .count();
+    eprintln!(
+        "{backend}: {kills} kills, {} acknowledged, all found; {} side effects, {redelivered} redelivered with their key after a crash",
+        acked.len(),
+        receiver.ledger.calls.lock().unwrap().len()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    server.child.wait().unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args(["audit", "verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[test]
+fn redb_loses_no_acknowledged_request_across_sigkills() {
+    crash_suite("redb", 7);
+}
+
+#[test]
+fn sled_loses_no_acknowledged_request_across_sigkills() {
+    crash_suite("sled", 11);
+}
