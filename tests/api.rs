@@ -622,3 +622,61 @@ fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
     drop(s);
     let _ = held.join();
 }
+
+#[test]
+fn reply_to_is_notified_when_the_case_ends() {
+    use std::io::{Read, Write};
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hook.local_addr().unwrap().to_string();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = hook.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Read headers and the body (Content-Length) of one request.
+        loop {
+            let n = conn.read(&mut chunk).unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&buf).to_string()
+    });
+    let allowed = addr.clone();
+    let s = Server::start_with(move |c| c.webhooks.allowed_hosts = vec![allowed]);
+    let mut body = refund_letter("42,50");
+    body["reply_to"] = json!(format!("http://{addr}/hooks/case"));
+    let id = s.submit(&body);
+    s.wait_case(&id, is_final);
+    let request = received.join().unwrap();
+    assert!(request.starts_with("POST /hooks/case"), "{request}");
+    assert!(
+        request
+            .to_lowercase()
+            .contains(&format!("idempotency-key: {id}")),
+        "{request}"
+    );
+    let json_body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(json_body).unwrap();
+    assert_eq!(v["case_id"], id);
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["outcome"], "refunded");
+}

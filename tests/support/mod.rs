@@ -77,7 +77,14 @@ impl Server {
             tokens,
             stop: Some(tx),
             thread: Some(thread),
-            agent: casegraph::connector::agent(Duration::from_secs(30)),
+            // A fresh connection per request: the server may close one after answering
+            // early (401 before reading a body), and a pooled POST would then fail.
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .http_status_as_error(false)
+                .max_idle_connections(0)
+                .build()
+                .into(),
         };
         server.wait_ready();
         server
@@ -167,7 +174,7 @@ impl Server {
                 }
             }
         };
-        let mut resp = result.expect("the server answers");
+        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
         let status = resp.status().as_u16();
         let headers = resp
             .headers()

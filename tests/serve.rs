@@ -1,0 +1,169 @@
+//! The `casegraph serve` process as an operator runs it: on the shipped defaults with no
+//! configuration file, tokens from `casegraph token create`, SIGTERM for a graceful stop
+//! (exit 0), and a restart that finds every accepted case again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn casegraph(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// Starts `casegraph serve --data DIR --listen 127.0.0.1:0` in the repository (so the
+/// default `./workflows` is the shipped one) and returns it with its base URL.
+fn serve(data: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CASEGRAPH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line names the address: {line:?}"))
+        .to_string();
+    (child, base)
+}
+
+fn agent() -> ureq::Agent {
+    casegraph::connector::agent(Duration::from_secs(10))
+}
+
+fn get(base: &str, path: &str, token: &str) -> (u16, Value) {
+    let mut r = agent()
+        .get(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = agent().get(&format!("{base}/readyz")).call()
+            && r.status() == 200
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not ready");
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_runs_on_the_defaults_stops_on_sigterm_and_finds_its_cases_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = casegraph(&[
+        "token",
+        "create",
+        "--data",
+        data.to_str().unwrap(),
+        "--role",
+        "submitter",
+        "--name",
+        "webform",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().trim().to_string();
+    assert!(token.starts_with("cg_"), "{stdout}");
+    assert!(
+        !std::fs::read_to_string(data.join("tokens.json"))
+            .unwrap()
+            .contains(&token)
+    );
+
+    let (mut child, base) = serve(&data);
+    wait_ready(&base);
+    // A token existed, so no bootstrap admin token was made.
+    assert!(!data.join("admin.token").exists());
+    let body = json!({"channel": "chat", "language": "en", "text": "I was charged twice, please refund €20",
+        "metadata": {"intent": "request_refund", "confidence": 0.9}});
+    let mut r = agent()
+        .post(&format!("{base}/v1/requests"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let id = accepted["case_id"].as_str().unwrap().to_string();
+    let status = sigterm(&mut child);
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+
+    let (mut child, base) = serve(&data);
+    wait_ready(&base);
+    let (code, case) = get(&base, &format!("/v1/cases/{id}"), &token);
+    assert_eq!(code, 200, "{case}");
+    assert!(
+        ["completed", "waiting", "escalated"].contains(&case["status"].as_str().unwrap()),
+        "{case}"
+    );
+    assert!(sigterm(&mut child).success());
+}
+
+#[test]
+fn a_fresh_box_creates_an_admin_token_for_its_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (mut child, base) = serve(&data);
+    wait_ready(&base);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let (code, tokens) = get(&base, "/v1/tokens", token.trim());
+    assert_eq!(code, 200, "{tokens}");
+    assert_eq!(tokens[0]["role"], "admin");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "only the owner reads the token file");
+    }
+    assert!(sigterm(&mut child).success());
+    let out = casegraph(&["token", "list", "--data", data.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
+}
