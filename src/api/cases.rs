@@ -4,14 +4,14 @@
 //! leak); reviewers and admins see everything; auditors see everything but personal data
 //! (request, case data, reply text), which is replaced by `"masked": true`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use casegraph_engine::audit;
 use casegraph_engine::exec::Waiting;
 use casegraph_engine::store::{CaseRecord, PersonalRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{AppError, AppState, Caller, Json, blocking};
+use super::{AppError, AppState, Caller, Json, Path, blocking};
 use crate::auth::{Principal, Role};
 
 /// A case as the API shows it.

@@ -28,7 +28,7 @@ use casegraph_engine::runner::{Classifier, Runner};
 use tokio::sync::Semaphore;
 
 pub use auth::Caller;
-pub use error::{AppError, Json, Query};
+pub use error::{AppError, Json, Path, Query};
 pub use openapi::ApiDoc;
 
 use crate::auth::Tokens;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use casegraph_engine::exec::TaskCompletion;
 use casegraph_engine::runner;
@@ -12,7 +12,7 @@ use casegraph_engine::store::{Table, TaskEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{AppError, AppState, Caller, Json, Query, blocking};
+use super::{AppError, AppState, Caller, Json, Path, Query, blocking};
 use crate::auth::Role;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -103,6 +103,11 @@ pub async fn complete(
     Json(body): Json<Completion>,
 ) -> Result<Json<Completed>, AppError> {
     let who = caller.require(&[Role::Reviewer])?.clone();
+    if !(body.data.is_object() || body.data.is_null()) {
+        return Err(
+            AppError::invalid("`data` must be an object").details(json!({ "field": "data" }))
+        );
+    }
     if body.comment.as_ref().is_some_and(|c| c.len() > 10_000) {
         return Err(AppError::invalid("`comment` is longer than 10000 bytes"));
     }

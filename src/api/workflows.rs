@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use casegraph_engine::store::{Table, WorkflowBundle};
@@ -11,7 +11,7 @@ use casegraph_engine::workflow::{Format, Workflow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AppError, AppState, Caller, Json, Query, blocking};
+use super::{AppError, AppState, Caller, Json, Path, Query, blocking};
 use crate::auth::Role;
 use crate::library;
 
