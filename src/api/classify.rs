@@ -24,7 +24,9 @@ pub struct ClassifyBody {
     security(("bearer" = [])),
     responses((status = 200, description = "intent, confidence, top, out_of_scope, model", body = Object),
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+        (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)))]
 pub async fn classify(
     State(state): State<AppState>,
     caller: Caller,

@@ -36,14 +36,14 @@ pub enum Language {
 pub struct RequestBody {
     pub channel: Channel,
     /// Required for letters and chats; a form needs `text` or `fields`.
-    #[schema(max_length = 20000)]
+    #[schema(max_length = 20000, pattern = "\\S")]
     pub text: Option<String>,
     /// Form fields.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub fields: Map<String, Value>,
     /// The bank's customer number, when known.
-    #[schema(max_length = 64)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: Option<String>,
     /// `en` when not given.
     pub language: Option<Language>,

@@ -53,7 +53,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = [])),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+    responses((status = 200, description = "Prometheus / OpenMetrics text format", content_type = "application/openmetrics-text", body = String),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     caller.require(&[Role::Auditor])?;

@@ -95,6 +95,7 @@ pub async fn list(
     responses((status = 200, body = Completed), (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody)))]
 pub async fn complete(
     State(state): State<AppState>,

@@ -13,6 +13,7 @@ use crate::auth::{Role, TokenEntry};
 pub struct NewToken {
     pub role: Role,
     /// Unique client name; defaults to the token id.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: Option<String>,
 }
 
@@ -26,7 +27,9 @@ pub struct CreatedToken {
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = NewToken,
     security(("bearer" = [])),
-    responses((status = 201, body = CreatedToken), (status = 401, body = super::error::ErrorBody),
+    responses((status = 201, body = CreatedToken), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 415, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(

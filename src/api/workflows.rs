@@ -48,6 +48,7 @@ pub struct VersionView {
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
     /// The workflow id (its directory name; must match `id:` in workflow.yaml).
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     pub id: String,
     /// `workflow.yaml`, `*.rhai`, `input.schema.json`, `tests/*.yaml` → content.
     pub files: BTreeMap<String, String>,
@@ -57,7 +58,14 @@ pub struct PublishBody {
 #[serde(deny_unknown_fields)]
 pub struct GraphQuery {
     /// `mermaid` (default) or `dot`.
-    pub format: Option<String>,
+    pub format: Option<GraphFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
 }
 
 fn summary(w: &Workflow) -> WorkflowSummary {
@@ -154,28 +162,24 @@ pub async fn graph(
     Query(q): Query<GraphQuery>,
 ) -> Result<Response, AppError> {
     caller.require(&crate::auth::Role::ALL)?;
-    let format: Format =
-        q.format
-            .as_deref()
-            .unwrap_or("mermaid")
-            .parse()
-            .map_err(|e: String| {
-                AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e)
-                    .details(json!({ "field": "format", "allowed": ["mermaid", "dot"] }))
-            })?;
-    let wf = find(&state, &id)?;
-    let content_type = match format {
-        Format::Mermaid => "text/vnd.mermaid; charset=utf-8",
-        Format::Dot => "text/vnd.graphviz; charset=utf-8",
+    let format = match q.format.unwrap_or(GraphFormat::Mermaid) {
+        GraphFormat::Mermaid => Format::Mermaid,
+        GraphFormat::Dot => Format::Dot,
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], wf.diagram(format)).into_response())
+    let wf = find(&state, &id)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        wf.diagram(format),
+    )
+        .into_response())
 }
 
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", security(("bearer" = [])),
     request_body = PublishBody,
     responses((status = 201, body = WorkflowSummary), (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 409, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 415, body = super::error::ErrorBody),
         (status = 422, description = "Does not compile (`workflow_invalid`, every diagnostic) or fixtures fail (`fixtures_failed`)", body = super::error::ErrorBody)))]
 pub async fn publish(
     State(state): State<AppState>,
