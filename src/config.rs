@@ -398,4 +398,18 @@ mod tests {
         .expect_err("zero workers");
         assert!(e.to_string().contains("limits.workers"), "{e}");
     }
+
+    #[test]
+    fn the_documented_configuration_is_valid() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+            .expect("docs/api.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let end = start + doc[start..].find("```").expect("its end");
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, &doc[start..end]).expect("write");
+        let c = Config::load(None, Some(&file), env(&[]), &Overrides::default())
+            .expect("the documented example loads");
+        assert_eq!(c, Config::default(), "the example shows the defaults");
+    }
 }
