@@ -24,6 +24,28 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// The start marker's id in Mermaid output; node ids never begin with `_`.
+const START: &str = "__start__";
+
+/// A node id as Mermaid can take it: ids that are Mermaid keywords get a prefix.
+fn mermaid_id(id: &str) -> String {
+    const RESERVED: [&str; 8] = [
+        "end",
+        "graph",
+        "subgraph",
+        "flowchart",
+        "style",
+        "class",
+        "classDef",
+        "click",
+    ];
+    if RESERVED.contains(&id) || id == START {
+        format!("node_{id}")
+    } else {
+        id.to_string()
+    }
+}
+
 impl Workflow {
     /// The workflow graph as a diagram; node kinds have distinct shapes, edges their conditions.
     pub fn diagram(&self, format: Format) -> String {
@@ -48,9 +70,9 @@ impl Workflow {
                 Step::End { .. } => ("((", "))"),
                 Step::Rule { .. } => ("[", "]"),
             };
-            let _ = writeln!(out, "    {}{open}\"{label}\"{close}", n.id);
+            let _ = writeln!(out, "    {}{open}\"{label}\"{close}", mermaid_id(&n.id));
         }
-        let _ = writeln!(out, "    start(( )) --> {}", self.start().id);
+        let _ = writeln!(out, "    {START}(( )) --> {}", mermaid_id(&self.start().id));
         for n in self.nodes() {
             for (edge, to) in self.edges_from(&n.id) {
                 let label = edge_label(edge).replace('"', "#quot;");
@@ -59,10 +81,11 @@ impl Workflow {
                 } else {
                     "-->"
                 };
+                let (from, to) = (mermaid_id(&n.id), mermaid_id(&to.id));
                 if label.is_empty() {
-                    let _ = writeln!(out, "    {} {arrow} {}", n.id, to.id);
+                    let _ = writeln!(out, "    {from} {arrow} {to}");
                 } else {
-                    let _ = writeln!(out, "    {} {arrow}|\"{label}\"| {}", n.id, to.id);
+                    let _ = writeln!(out, "    {from} {arrow}|\"{label}\"| {to}");
                 }
             }
         }
