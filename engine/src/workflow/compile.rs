@@ -408,7 +408,16 @@ impl Compiler<'_> {
                 line: line_of(id),
                 description: def.description.as_ref().map(|d| d.to_string()),
                 max_visits: def.max_visits.as_ref().map(|m| **m),
-                step: step.unwrap_or(Step::Decision),
+                // A node whose fields did not check keeps its place in the graph: an `end`
+                // stays terminal (else its predecessors would be reported as dead ends), any
+                // other kind stands in as a decision with the edges that were read.
+                step: step.unwrap_or_else(|| match def.kind.as_str() {
+                    "end" => Step::End {
+                        outcome: String::new(),
+                        escalated: false,
+                    },
+                    _ => Step::Decision,
+                }),
             };
             if node.max_visits == Some(0) {
                 self.diag(
