@@ -96,13 +96,13 @@ impl Connector for HttpConnector {
                 true,
                 format!("{}.{} answered {status}", r.connector, r.operation),
             )),
+            // The answer's body is not repeated: it may hold personal data, and this
+            // message reaches the case record and the log.
             _ => Err(failure(
                 false,
                 format!(
-                    "{}.{} refused the call with {status}: {}",
-                    r.connector,
-                    r.operation,
-                    text.chars().take(200).collect::<String>()
+                    "{}.{} refused the call with {status}",
+                    r.connector, r.operation
                 ),
             )),
         }
