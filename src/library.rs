@@ -74,6 +74,7 @@ impl Library {
         let _ = std::fs::remove_dir_all(&catalogs);
         std::fs::create_dir_all(&catalogs)?;
         std::fs::create_dir_all(data_dir.join("published"))?;
+        finish_interrupted_publishes(&data_dir.join("published"))?;
         let dir = catalogs.join("0");
         copy_dir(shipped, &dir)?;
         for entry in std::fs::read_dir(data_dir.join("published"))? {
@@ -84,7 +85,7 @@ impl Library {
             else {
                 continue;
             };
-            if !published.join("workflow.yaml").is_file() {
+            if id.starts_with('.') || !published.join("workflow.yaml").is_file() {
                 continue;
             }
             let shipped_version = declared_version(&dir.join(&id).join("workflow.yaml"));
@@ -217,6 +218,32 @@ impl Library {
     }
 }
 
+/// A publish swaps `<id>` for `.<id>.new` by two renames (`<id>` → `.<id>.old`,
+/// `.<id>.new` → `<id>`). A box that died between them has only `.<id>.new`, a version
+/// that had passed every check: it is put in place. Any other leftover is removed.
+fn finish_interrupted_publishes(published: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(published)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(hidden) = name.strip_prefix('.') else {
+            continue;
+        };
+        if let Some(id) = hidden.strip_suffix(".new")
+            && !published.join(id).exists()
+            && path.join("workflow.yaml").is_file()
+        {
+            tracing::info!(workflow = %id, "completing a publish interrupted by a stop");
+            std::fs::rename(&path, published.join(id))?;
+        } else {
+            std::fs::remove_dir_all(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn check_id(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= 64
@@ -293,6 +320,27 @@ fn declared_version(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_interrupted_between_its_renames_is_completed_at_start() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let data = tempfile::tempdir().expect("tmp");
+        let published = data.path().join("published");
+        let fresh = published.join(".request_refund.new");
+        copy_dir(&shipped.join("request_refund"), &fresh).expect("copy");
+        let yaml = std::fs::read_to_string(fresh.join("workflow.yaml")).expect("yaml");
+        std::fs::write(
+            fresh.join("workflow.yaml"),
+            yaml.replace("version: 1\n", "version: 2\n"),
+        )
+        .expect("write");
+        std::fs::create_dir_all(published.join(".card_arrival.old")).expect("leftover");
+        let rules = Arc::new(Rules::new(Default::default()));
+        let (_, catalog) = Library::open(&shipped, data.path(), rules).expect("opens");
+        assert_eq!(catalog.get("request_refund").map(|w| w.version), Some(2));
+        assert!(published.join("request_refund").is_dir());
+        assert!(!published.join(".card_arrival.old").exists());
+    }
 
     #[test]
     fn file_names_cannot_leave_the_workflow_directory() {
