@@ -67,6 +67,18 @@ pub struct ServerOptions {
     /// With no token in the data directory, create an admin token at start and write it to
     /// `<data_dir>/admin.token` (mode 0600), so a fresh box can be used at once.
     pub bootstrap_admin_token: bool,
+    /// Serve HTTPS with this certificate and key; plain HTTP when absent.
+    pub tls: Option<TlsOptions>,
+}
+
+/// The listener's TLS certificate and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// Certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +89,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(10),
             timer_interval: Duration::from_secs(1),
             bootstrap_admin_token: true,
+            tls: None,
         }
     }
 }

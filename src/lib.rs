@@ -16,5 +16,6 @@ pub mod connector;
 pub mod library;
 pub mod metrics;
 pub mod serve;
+pub mod tls;
 pub mod webhook;
 pub mod workers;

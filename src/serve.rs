@@ -84,6 +84,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Certificate problems stop the start before anything is opened.
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
@@ -195,11 +202,24 @@ pub async fn run(
         let _ = signal_tx.send(true);
     });
     let mut graceful = signal_rx.clone();
-    let server =
-        axum::serve(listener, api::app(state.clone())).with_graceful_shutdown(async move {
-            let _ = graceful.wait_for(|s| *s).await;
-            tracing::info!("shutting down: no new connections; finishing open requests");
-        });
+    let stop_serving = async move {
+        let _ = graceful.wait_for(|s| *s).await;
+        tracing::info!("shutting down: no new connections; finishing open requests");
+    };
+    let app = api::app(state.clone());
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
+    {
+        Some(tls) => Box::pin(
+            axum::serve(crate::tls::Listener::new(listener, tls)?, app)
+                .with_graceful_shutdown(stop_serving)
+                .into_future(),
+        ),
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_serving)
+                .into_future(),
+        ),
+    };
     let grace = config.server.shutdown_grace;
     tokio::select! {
         r = server => r?,

@@ -93,6 +93,14 @@ struct Server {
     url: String,
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_server(data: &Path, backend: &str, receiver: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -119,6 +127,8 @@ fn start_server(data: &Path, backend: &str, receiver: &str) -> Server {
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, url };
+    let url = &server.url;
     // The address is printed when the socket is bound; wait until the service is ready.
     let deadline = Instant::now() + Duration::from_secs(60);
     let agent = agent();
@@ -133,7 +143,7 @@ fn start_server(data: &Path, backend: &str, receiver: &str) -> Server {
         assert!(Instant::now() < deadline, "the server did not become ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Server { child, url }
+    server
 }
 
 fn agent() -> ureq::Agent {
@@ -246,9 +256,10 @@ fn crash_suite(backend: &str, seed: u64) {
     let mut server = start_server(&data, backend, &receiver.url);
     let token = token(&data);
     let agent = agent();
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut states: BTreeMap<String, Value> = BTreeMap::new();
     for id in &acked {
+        // Recovery runs in the background; give each case a minute to settle.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut resp = agent
                 .get(&format!("{}/v1/cases/{id}", server.url))

@@ -46,7 +46,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         // Scripts and tests read the bound address (e.g. with --listen 127.0.0.1:0) here.
-        println!("listening on http://{}", listener.local_addr()?);
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("listening on {scheme}://{}", listener.local_addr()?);
         casegraph::serve::run(config, listener, signal()).await
     })?;
     Ok(ExitCode::SUCCESS)

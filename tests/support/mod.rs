@@ -43,6 +43,19 @@ impl Server {
 
     /// Starts a server with one token per role (named after the role).
     pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
+        let server = Server::launch(adjust, "http");
+        server.wait_ready();
+        server
+    }
+
+    /// Starts a server whose configuration turns TLS on; readiness is the caller's to check.
+    pub fn start_tls(adjust: impl FnOnce(&mut Config)) -> Server {
+        let server = Server::launch(adjust, "https");
+        std::thread::sleep(Duration::from_millis(300));
+        server
+    }
+
+    fn launch(adjust: impl FnOnce(&mut Config), scheme: &str) -> Server {
         let data = tempfile::tempdir().unwrap();
         let mut tokens = HashMap::new();
         {
@@ -56,7 +69,7 @@ impl Server {
         adjust(&mut c);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +99,6 @@ impl Server {
                 .build()
                 .into(),
         };
-        server.wait_ready();
         server
     }
 
