@@ -84,7 +84,7 @@ impl Server {
                 .await
             })
         });
-        let server = Server {
+        Server {
             base,
             data,
             tokens,
@@ -98,8 +98,7 @@ impl Server {
                 .max_idle_connections(0)
                 .build()
                 .into(),
-        };
-        server
+        }
     }
 
     fn wait_ready(&self) {
