@@ -14,10 +14,12 @@ run: setup
 	./target/release/casegraph test workflows
 	./target/release/casegraph run --input workflows/samples/requests.jsonl --verbose
 
-## Every test: formatting, the workspace's unit, integration and fixture tests.
+## Every test: formatting, the workspace's unit, integration and fixture tests, then the
+## web console's browser tests (headless Chromium against the real server).
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --locked
+	scripts/browser-test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -19,4 +19,20 @@ fi
 # Dependencies are fetched once so later builds work offline.
 cargo fetch --locked --quiet
 
+# Browser tests of the web console: Chromium from Debian's packages (never a browser
+# download) and playwright-core from npm, pinned by tests/browser/package-lock.json.
+if [ ! -x /usr/bin/chromium ]; then
+    say "installing chromium (Debian package) for the console's browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if ! command -v node >/dev/null 2>&1; then
+    say "installing Node.js (Debian package) for the console's browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+if [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 say "ok"

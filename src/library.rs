@@ -118,6 +118,11 @@ impl Library {
         &self.shipped
     }
 
+    /// The rules engine the workflows were compiled with (fixture runs and dry runs use it).
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
     /// Compiles `files` as workflow `id` in a copy of the served catalog and runs its
     /// fixtures; on success keeps it as the published version and returns the new catalog.
     /// Callers serialize publishes (the API holds a lock).

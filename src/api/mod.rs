@@ -6,6 +6,8 @@
 mod auth;
 mod cases;
 mod classify;
+mod console;
+mod console_support;
 mod error;
 mod openapi;
 mod requests;
@@ -91,6 +93,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(system::metrics));
     Router::new()
         .merge(v1)
+        .merge(console::routes())
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/openapi.json", get(openapi::document))

@@ -1,0 +1,127 @@
+// Cases (auditors, admins): search by id, status, intent and date; a case's summary and its
+// timeline of audit records, with a badge saying whether the box's audit chain verifies.
+// The API masks personal data for auditors; the console shows that it did.
+
+import { get, session } from './api.js';
+import { h, clear, fmtTime } from './dom.js';
+import { t } from './i18n.js';
+import { go, showError } from './app.js';
+
+const STATUSES = ['accepted', 'running', 'waiting', 'completed', 'failed', 'escalated'];
+const search = { id: '', status: '', intent: '', from: '', to: '' };
+
+export async function render(view, params) {
+  if (params[0]) return caseDetail(view, params[0]);
+  const fields = {
+    id: h('input', { type: 'text', value: search.id, placeholder: 'c-…', 'data-testid': 'search-id' }),
+    status: h('select', { 'data-testid': 'search-status' }, h('option', { value: '' }, t('cases.any')), STATUSES.map((s) => h('option', { value: s, selected: s === search.status }, s))),
+    intent: h('input', { type: 'text', value: search.intent, placeholder: 'request_refund', 'data-testid': 'search-intent' }),
+    from: h('input', { type: 'date', value: search.from, 'data-testid': 'search-from' }),
+    to: h('input', { type: 'date', value: search.to, 'data-testid': 'search-to' }),
+  };
+  const out = h('div', { class: 'panel', 'data-testid': 'case-results' });
+  const form = h('form', { class: 'panel row' },
+    ...Object.entries(fields).map(([k, el]) => h('div', {}, h('label', {}, t(`cases.${k}`)), el)),
+    h('div', {}, h('button', { type: 'submit', 'data-testid': 'search' }, t('cases.search'))));
+  const run = async () => {
+    for (const k of Object.keys(search)) search[k] = fields[k].value.trim();
+    const q = new URLSearchParams(Object.entries(search).filter(([, v]) => v));
+    const r = await get(`/v1/console/cases?${q}`);
+    clear(out).append(h('p', { class: 'muted' }, t('cases.total', { total: r.total })));
+    const body = h('tbody');
+    for (const c of r.cases) {
+      body.append(h('tr', { class: 'clickable', 'data-testid': 'case-row', 'data-case': c.case_id, onclick: () => go(`cases/${c.case_id}`) },
+        h('td', {}, h('a', { href: `#/cases/${c.case_id}` }, c.case_id)),
+        h('td', {}, h('span', { class: `badge ${badge(c.status)}` }, c.status)),
+        h('td', {}, c.intent || '–', typeof c.confidence === 'number' ? h('span', { class: 'muted' }, ` ${(c.confidence * 100).toFixed(0)} %`) : null),
+        h('td', {}, c.workflow ? `${c.workflow.id} v${c.workflow.version}` : c.route && c.route.queue ? `→ ${c.route.queue}` : '–'),
+        h('td', {}, c.outcome || '–'),
+        h('td', {}, fmtTime(c.accepted_at))));
+    }
+    out.append(h('table', {},
+      h('thead', {}, h('tr', {}, ['id', 'status', 'intent', 'workflow', 'outcome', 'accepted'].map((k) => h('th', {}, t(`cases.${k}`))))),
+      body));
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); run().catch((err) => showError(out, err)); });
+  view.append(h('h1', {}, t('cases.title')), h('p', { class: 'help' }, t('cases.help')), form, out);
+  await run();
+}
+
+function badge(status) {
+  return { completed: 'ok', failed: 'bad', escalated: 'bad', waiting: 'warn' }[status] || '';
+}
+
+async function caseDetail(view, id) {
+  view.append(h('p', {}, h('a', { href: '#/cases' }, t('cases.back'))));
+  const c = await get(`/v1/cases/${encodeURIComponent(id)}`);
+  const mayAudit = ['auditor', 'admin'].includes(session.me.role);
+  const audit = mayAudit ? await get(`/v1/cases/${encodeURIComponent(id)}/audit`) : null;
+  const head = h('h1', { 'data-testid': 'case-title' }, `${t('inbox.case')} `, h('code', {}, c.case_id), ' ',
+    h('span', { class: `badge ${badge(c.status)}`, 'data-testid': 'case-status' }, c.status));
+  if (audit) {
+    head.append(' ', h('span', { class: `badge ${audit.chain_verified ? 'ok' : 'bad'}`, 'data-testid': 'chain-badge', 'data-verified': String(audit.chain_verified) },
+      audit.chain_verified ? `✓ ${t('cases.chain.ok')}` : `✗ ${t('cases.chain.bad')}`),
+    ' ', h('span', { class: `badge ${audit.records_intact ? 'ok' : 'bad'}` }, audit.records_intact ? t('cases.records.ok') : t('cases.records.bad')));
+  }
+  view.append(head);
+  if (c.masked) view.append(h('div', { class: 'msg info', 'data-testid': 'masked' }, t('cases.masked')));
+  if (c.erased) view.append(h('div', { class: 'msg info' }, t('cases.erased')));
+  const cls = c.classification || {};
+  const summary = h('div', { class: 'panel' }, h('h2', {}, t('cases.summary')),
+    h('dl', { class: 'kv' },
+      h('dt', {}, t('cases.channel')), h('dd', {}, `${c.channel} · ${c.language}`),
+      h('dt', {}, t('cases.customer')), h('dd', {}, h('code', {}, c.customer || '–')),
+      h('dt', {}, t('try.intent')), h('dd', {}, `${cls.intent || '–'} (${typeof cls.confidence === 'number' ? (cls.confidence * 100).toFixed(1) : '–'} %)`),
+      h('dt', {}, t('try.route')), h('dd', {}, c.route ? `${c.route.workflow || c.route.queue} · ${c.route.rule}` : '–'),
+      h('dt', {}, t('cases.workflow')), h('dd', {}, c.workflow ? `${c.workflow.id} v${c.workflow.version}` : '–'),
+      h('dt', {}, t('cases.current')), h('dd', {}, c.current_node || '–'),
+      h('dt', {}, t('cases.waiting')), h('dd', {}, c.waiting ? `${c.waiting.kind}${c.waiting.queue ? ` · ${c.waiting.queue}` : ''}` : '–'),
+      h('dt', {}, t('cases.outcome')), h('dd', {}, c.outcome || '–'),
+      h('dt', {}, t('inbox.pathsofar')), h('dd', {}, (c.path || []).map((p) => h('span', { class: 'chip' }, p))),
+      h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at))),
+    c.reply ? h('div', {}, h('h3', {}, `${t('cases.reply')} (${c.reply.template}, ${c.reply.language})`),
+      h('pre', { class: 'wrap', 'data-testid': 'reply-text' }, c.reply.text ?? t('cases.masked'))) : null,
+    c.request ? h('details', {}, h('summary', {}, t('inbox.request')), h('pre', { 'data-testid': 'request-json' }, JSON.stringify(c.request, null, 2))) : null);
+  const timeline = h('div', { class: 'panel' }, h('h2', {}, t('cases.timeline')));
+  if (!audit) timeline.append(h('p', { class: 'muted' }, t('cases.notimeline')));
+  else timeline.append(h('ol', { class: 'timeline', 'data-testid': 'timeline' }, audit.records.map(record)));
+  view.append(h('div', { class: 'grid2' }, timeline, summary));
+}
+
+const short = (d) => (typeof d === 'string' ? `${d.slice(0, 10)}…` : '–');
+
+function record(r) {
+  const b = r.body || {};
+  const d = b.detail || {};
+  const decided = r.kind === 'task_completed' || d.event === 'task_completed';
+  let line;
+  switch (decided ? 'decided' : r.kind) {
+    case 'decided':
+      line = `${t('cases.decision', { decision: b.decision ?? d.decision ?? '–', by: b.by ?? d.by ?? '–' })}${b.node ? ` · ${b.node}` : ''}${b.to ? ` → ${b.to}` : ''}`;
+      break;
+    case 'classified':
+      line = `${b.intent ?? '–'} · ${typeof b.confidence === 'number' ? (b.confidence * 100).toFixed(1) : '–'} %${b.out_of_scope ? ' · out of scope' : ''} · ${b.model ?? ''}`;
+      break;
+    case 'routed':
+      line = `rule ${b.rule} → ${b.route ? b.route.workflow || b.route.queue : '–'} (policy v${b.policy_version})`;
+      break;
+    case 'step':
+      line = `${b.node ?? ''} [${b.kind ?? ''}]${b.edge ? ` —${b.edge}→ ${b.to ?? ''}` : ''} · in ${short(b.input_digest)} out ${short(b.output_digest)}${b.script_digest ? ` · script ${short(b.script_digest)}` : ''}`;
+      break;
+    case 'task_completed':
+      line = `${b.decision ?? (b.detail && b.detail.decision) ?? ''} · ${b.by ?? (b.detail && b.detail.by) ?? ''}`;
+      break;
+    case 'outcome':
+      line = `${b.status ?? ''} · ${b.outcome ?? ''}`;
+      break;
+    default:
+      // Digests and keys are long; the full record is under Detail.
+      line = Object.entries(b).filter(([, v]) => typeof v !== 'object')
+        .map(([k, v]) => `${k}: ${typeof v === 'string' && v.length > 40 ? short(v) : v}`).join(' · ');
+  }
+  return h('li', { class: decided ? 'human' : r.kind, 'data-testid': 'timeline-record', 'data-kind': r.kind, 'data-event': decided ? 'task_completed' : '' },
+    h('div', { class: 'head' }, `#${r.seq} ${r.kind}`, h('span', { class: 'muted' }, ` · ${fmtTime(r.at)}`)),
+    h('div', {}, line),
+    h('details', {}, h('summary', { class: 'muted' }, t('cases.detail')),
+      h('pre', {}, JSON.stringify({ ...b, hash: r.hash, prev: r.prev }, null, 2))));
+}

@@ -1,0 +1,98 @@
+// Inbox (reviewers): open tasks by queue, SLA-critical and oldest first (the API's order),
+// the case behind a task, and completing it with a decision and a comment.
+
+import { get, post } from './api.js';
+import { h, clear, fmtTime } from './dom.js';
+import { t } from './i18n.js';
+import { showError } from './app.js';
+
+let chosenQueue = '';
+
+export async function render(view) {
+  const tasksBox = h('div', { class: 'panel' });
+  const caseBox = h('div', { 'data-testid': 'task-detail' });
+  const queue = h('select', { 'data-testid': 'inbox-queue' });
+  const refresh = h('button', { type: 'button', class: 'secondary' }, t('inbox.refresh'));
+  view.append(h('h1', {}, t('inbox.title')), h('p', { class: 'help' }, t('inbox.help')),
+    h('div', { class: 'panel row' }, h('div', {}, h('label', {}, t('inbox.queue')), queue), h('div', {}, refresh)),
+    h('div', { class: 'grid2' }, tasksBox, caseBox));
+  const load = async () => {
+    const all = await get('/v1/tasks');
+    const queues = [...new Set(all.map((x) => x.queue))].sort();
+    clear(queue).append(h('option', { value: '' }, t('inbox.all')), queues.map((q) => h('option', { value: q, selected: q === chosenQueue }, `${q} (${all.filter((x) => x.queue === q).length})`)));
+    const tasks = chosenQueue ? all.filter((x) => x.queue === chosenQueue) : all;
+    clear(tasksBox);
+    if (!tasks.length) {
+      tasksBox.append(h('p', { class: 'muted', 'data-testid': 'inbox-empty' }, t('inbox.empty')));
+      return;
+    }
+    const now = Date.now();
+    const body = h('tbody');
+    for (const task of tasks) {
+      const overdue = task.sla_due && new Date(task.sla_due).getTime() < now;
+      body.append(h('tr', { class: 'clickable', 'data-testid': 'task-row', 'data-task': task.task_id, 'data-case': task.case_id,
+        onclick: (ev) => {
+          for (const r of body.children) r.classList.toggle('selected', r === ev.currentTarget);
+          openTask(caseBox, task, load).catch((e) => showError(caseBox, e));
+        } },
+      h('td', {}, h('strong', {}, task.title || task.node), h('div', { class: 'muted' }, h('code', {}, task.queue))),
+      h('td', {}, h('code', {}, task.case_id)),
+      h('td', {}, fmtTime(task.created_at)),
+      h('td', {}, task.sla_due ? h('span', { class: `badge ${overdue ? 'bad' : 'warn'}` }, `${fmtTime(task.sla_due)}${overdue ? ` · ${t('inbox.overdue')}` : ''}`) : '–')));
+    }
+    tasksBox.append(h('table', { 'data-testid': 'task-list' },
+      h('thead', {}, h('tr', {}, h('th', {}, t('inbox.task')), h('th', {}, t('inbox.case')), h('th', {}, t('inbox.created')), h('th', {}, t('inbox.sla')))),
+      body));
+  };
+  queue.addEventListener('change', () => { chosenQueue = queue.value; load().catch((e) => showError(tasksBox, e)); });
+  refresh.addEventListener('click', () => load().catch((e) => showError(tasksBox, e)));
+  await load();
+}
+
+async function openTask(box, task, reload) {
+  clear(box).append(h('p', { class: 'muted' }, t('common.loading')));
+  const c = await get(`/v1/cases/${encodeURIComponent(task.case_id)}`);
+  clear(box);
+  const cls = c.classification || {};
+  const req = c.request || {};
+  const decision = h('select', { 'data-testid': 'decision' }, task.decisions.map((d) => h('option', { value: d }, d)));
+  const comment = h('textarea', { rows: 3, 'data-testid': 'comment' });
+  const result = h('div', { 'data-testid': 'complete-result' });
+  const complete = h('button', { type: 'submit', 'data-testid': 'complete' }, t('inbox.complete'));
+  const form = h('form', {},
+    h('label', {}, t('inbox.decision')), decision,
+    h('label', {}, t('inbox.comment')), comment,
+    h('p', {}, complete), result);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    complete.disabled = true;
+    clear(result);
+    try {
+      const body = { decision: decision.value };
+      if (comment.value.trim()) body.comment = comment.value.trim();
+      const r = await post(`/v1/tasks/${encodeURIComponent(task.task_id)}/complete`, body);
+      let after = await get(`/v1/cases/${encodeURIComponent(r.case_id)}`);
+      result.append(h('div', { class: 'msg ok', 'data-testid': 'completed' },
+        t('inbox.done', { status: after.status }),
+        ' ', h('span', { class: 'badge ok', 'data-testid': 'case-status' }, after.status),
+        after.outcome ? h('span', {}, ` · ${after.outcome}`) : null));
+      if (after.path) result.append(h('p', {}, t('inbox.pathsofar'), ': ', after.path.map((p) => h('span', { class: 'chip' }, p))));
+      await reload();
+    } catch (err) {
+      showError(result, err);
+      complete.disabled = false;
+    }
+  });
+  box.append(h('div', { class: 'panel' },
+    h('h2', {}, task.title || task.node),
+    h('p', {}, h('code', {}, task.case_id), ' · ', h('span', { class: 'badge' }, c.status)),
+    h('h3', {}, t('inbox.context')),
+    h('dl', { class: 'kv' },
+      h('dt', {}, t('cases.channel')), h('dd', {}, `${c.channel} · ${c.language}`),
+      h('dt', {}, t('try.intent')), h('dd', {}, `${cls.intent || '–'} (${typeof cls.confidence === 'number' ? (cls.confidence * 100).toFixed(1) : '–'} %)${cls.out_of_scope ? ` · ${t('try.oos')}` : ''}`),
+      h('dt', {}, t('try.route')), h('dd', {}, c.route ? `${c.route.workflow || c.route.queue} (${c.route.rule})` : '–'),
+      h('dt', {}, t('inbox.pathsofar')), h('dd', {}, (c.path || []).map((p) => h('span', { class: 'chip' }, p)))),
+    h('h3', {}, t('inbox.text')), h('pre', { class: 'wrap', 'data-testid': 'task-text' }, c.masked ? t('cases.masked') : (req.text || JSON.stringify(req.fields || {}, null, 2))),
+    h('details', {}, h('summary', {}, t('inbox.data')), h('pre', {}, JSON.stringify(c.data, null, 2))),
+    form));
+}

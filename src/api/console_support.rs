@@ -1,0 +1,748 @@
+//! What the web console needs beyond the resource API: who the token belongs to, case
+//! search, a workflow's structure and files, fixture runs and checks of a version that is
+//! not published, a dry run that creates no case, and box status figures.
+//!
+//! Every route here only reads the store or works on copies in a temporary directory;
+//! nothing is written to the store. Role checks follow the resource API: authors work on
+//! workflows, reviewers and auditors read cases, admins may do everything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use casegraph_engine::exec::{
+    CallError, CallRequest, Connector, Event, Executor, ManualClock, Status, Waiting,
+};
+use casegraph_engine::fixture;
+use casegraph_engine::routing::{self, Route};
+use casegraph_engine::rules::{Context, Rules, Script};
+use casegraph_engine::store::{CaseRecord, Table, WorkflowBundle};
+use casegraph_engine::workflow::{Catalog, Edge, Step, WaitFor, Workflow};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::requests::{Channel, Language};
+use super::{AppError, AppState, Caller, Json, Path as PathParam, Query, blocking};
+use crate::auth::Role;
+
+/// Most cases one search answers.
+const SEARCH_LIMIT: usize = 200;
+/// Upper bound on cases scanned for a search or the status page.
+const SCAN_LIMIT: usize = 1_000_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/console/me", get(me))
+        .route("/v1/console/cases", get(cases))
+        .route("/v1/console/status", get(status))
+        .route("/v1/console/dry-run", post(dry_run))
+        .route("/v1/console/workflows/check", post(check))
+        .route("/v1/console/workflows/{id}/definition", get(definition))
+        .route("/v1/console/workflows/{id}/versions", get(versions))
+        .route("/v1/console/workflows/{id}/fixtures", post(fixtures))
+}
+
+/// `GET /v1/console/me`: the token's name and role, so the console shows what it may do.
+async fn me(caller: Caller) -> Json<Value> {
+    Json(json!({ "name": caller.0.name, "role": caller.0.role }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseSearch {
+    /// Part of the case id.
+    id: Option<String>,
+    status: Option<String>,
+    intent: Option<String>,
+    /// Accepted on or after this date (`YYYY-MM-DD` or RFC 3339).
+    from: Option<String>,
+    /// Accepted on or before this date.
+    to: Option<String>,
+}
+
+fn stored_cases(state: &AppState) -> Result<Vec<CaseRecord>, AppError> {
+    let entries = state
+        .runner
+        .store()
+        .backend()
+        .range(Table::Cases, b"", None, SCAN_LIMIT)
+        .map_err(|e| AppError::internal("case scan", e))?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<CaseRecord>(&v).ok())
+        .collect())
+}
+
+fn intent_of(rec: &CaseRecord) -> Option<String> {
+    rec.classification
+        .as_ref()
+        .and_then(|c| c.get("intent"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// `GET /v1/console/cases`: newest first; no personal data in the answer.
+async fn cases(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<CaseSearch>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Reviewer, Role::Auditor])?;
+    let s = state.clone();
+    blocking("case search", move || {
+        let mut found: Vec<CaseRecord> = stored_cases(&s)?
+            .into_iter()
+            .filter(|r| {
+                q.id.as_deref()
+                    .is_none_or(|id| id.trim().is_empty() || r.id.contains(id.trim()))
+            })
+            .filter(|r| {
+                q.status
+                    .as_deref()
+                    .is_none_or(|st| st.is_empty() || r.status.as_str() == st)
+            })
+            .filter(|r| {
+                q.intent
+                    .as_deref()
+                    .is_none_or(|i| i.is_empty() || intent_of(r).as_deref() == Some(i))
+            })
+            .filter(|r| {
+                let at = r.accepted_at.to_string();
+                let after = q
+                    .from
+                    .as_deref()
+                    .is_none_or(|f| f.is_empty() || at.as_str() >= f);
+                // A bare date includes the whole day.
+                let before = q.to.as_deref().is_none_or(|t| {
+                    t.is_empty() || at.as_str() <= t || at.starts_with(t)
+                });
+                after && before
+            })
+            .collect();
+        let total = found.len();
+        found.sort_by_key(|r| std::cmp::Reverse(r.accepted_at));
+        found.truncate(SEARCH_LIMIT);
+        let cases: Vec<Value> = found
+            .iter()
+            .map(|r| {
+                json!({
+                    "case_id": r.id,
+                    "status": r.status.as_str(),
+                    "channel": r.channel,
+                    "language": r.language,
+                    "intent": intent_of(r),
+                    "confidence": r.classification.as_ref().and_then(|c| c.get("confidence")),
+                    "route": r.route,
+                    "workflow": r.workflow.as_ref().map(|w| json!({"id": w.id, "version": w.version})),
+                    "outcome": r.state.as_ref().and_then(|s| s.outcome.clone()),
+                    "accepted_at": r.accepted_at.to_string(),
+                    "updated_at": r.updated_at.to_string(),
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "total": total, "cases": cases })))
+    })
+    .await
+}
+
+/// `GET /v1/console/status`: figures for the box status page.
+async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, AppError> {
+    caller.require(&[])?;
+    let s = state.clone();
+    blocking("status", move || {
+        let now = s.runner.now().as_second();
+        let records = stored_cases(&s)?;
+        let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut by_intent: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut last_minute, mut last_hour, mut finished_last_hour) = (0u64, 0u64, 0u64);
+        for r in &records {
+            *by_status.entry(r.status.as_str()).or_default() += 1;
+            *by_intent
+                .entry(intent_of(r).unwrap_or_else(|| "(out of scope)".into()))
+                .or_default() += 1;
+            let age = now - r.accepted_at.as_second();
+            if age <= 60 {
+                last_minute += 1;
+            }
+            if age <= 3600 {
+                last_hour += 1;
+            }
+            let done = matches!(r.status.as_str(), "completed" | "failed" | "escalated");
+            if done && now - r.updated_at.as_second() <= 3600 {
+                finished_last_hour += 1;
+            }
+        }
+        let mut queues: BTreeMap<String, Value> = BTreeMap::new();
+        let tasks = s
+            .runner
+            .tasks(None)
+            .map_err(|e| AppError::internal("tasks read", e))?;
+        for t in &tasks {
+            let q = queues
+                .entry(t.queue.clone())
+                .or_insert_with(|| json!({ "open": 0, "oldest": t.created_at.to_string() }));
+            q["open"] = json!(q["open"].as_u64().unwrap_or(0) + 1);
+            if q["oldest"].as_str().is_some_and(|o| t.created_at.to_string().as_str() < o) {
+                q["oldest"] = json!(t.created_at.to_string());
+            }
+        }
+        let catalog = s.runner.catalog();
+        let backend = s.runner.store().backend();
+        Ok(Json(json!({
+            "cases": { "total": records.len(), "by_status": by_status, "by_intent": by_intent },
+            "throughput": {
+                "accepted_last_minute": last_minute,
+                "accepted_last_hour": last_hour,
+                "finished_last_hour": finished_last_hour,
+            },
+            "queues": queues,
+            "intake_queue": s.workers.queued(),
+            "store": { "backend": backend.name(), "disk_bytes": backend.disk_bytes() },
+            "model": crate::classifier::MODEL,
+            "workflows": catalog.workflows().map(|w| json!({"id": w.id, "version": w.version})).collect::<Vec<_>>(),
+            "routing_version": catalog.routing.version,
+            "limits": {
+                "body_limit_bytes": s.body_limit_bytes,
+                "request_timeout_ms": s.request_timeout.as_millis() as u64,
+                "intake_permits_free": s.intake.available_permits(),
+            },
+            "simulated_backoffice": s.simulated_backoffice,
+            "recovered": s.recovered.load(std::sync::atomic::Ordering::Relaxed),
+        })))
+    })
+    .await
+}
+
+fn served(state: &AppState, id: &str) -> Result<(Arc<Catalog>, Arc<Workflow>), AppError> {
+    let catalog = state.runner.catalog();
+    let wf = catalog
+        .get(id)
+        .cloned()
+        .ok_or_else(|| AppError::not_found("workflow", id))?;
+    Ok((catalog, wf))
+}
+
+fn origin(script: &Script, dir: &Path) -> Value {
+    let file = script
+        .origin
+        .file
+        .strip_prefix(dir)
+        .unwrap_or(&script.origin.file);
+    json!({ "file": file.display().to_string(), "line": script.origin.line, "digest": script.digest })
+}
+
+fn details(step: &Step, dir: &Path) -> (Value, Option<Value>) {
+    match step {
+        Step::Rule { script } => (json!({}), Some(origin(script, dir))),
+        Step::Decision => (json!({}), None),
+        Step::Call {
+            connector,
+            operation,
+            payload,
+            result,
+            max_attempts,
+            backoff,
+        } => (
+            json!({ "connector": connector, "operation": operation, "result": result,
+                "max_attempts": max_attempts, "backoff_secs": backoff.as_secs() }),
+            payload.as_ref().map(|p| origin(p, dir)),
+        ),
+        Step::Human {
+            queue,
+            task,
+            sla,
+            decisions,
+        } => (
+            json!({ "queue": queue, "task": task, "sla_secs": sla.map(|d| d.as_secs()),
+                "decisions": decisions }),
+            None,
+        ),
+        Step::Wait(WaitFor::Duration(d)) => (json!({ "duration_secs": d.as_secs() }), None),
+        Step::Wait(WaitFor::Until(script)) => (json!({ "until": true }), Some(origin(script, dir))),
+        Step::Checkpoint {
+            name,
+            assert,
+            evidence,
+        } => (
+            json!({ "checkpoint": name, "evidence": evidence }),
+            Some(origin(assert, dir)),
+        ),
+        Step::Reply { template } => (json!({ "template": template }), None),
+        Step::End { outcome, escalated } => {
+            (json!({ "outcome": outcome, "escalated": escalated }), None)
+        }
+    }
+}
+
+fn edge_kind(e: &Edge) -> &'static str {
+    match e {
+        Edge::Next => "next",
+        Edge::When { .. } => "when",
+        Edge::Otherwise => "otherwise",
+        Edge::Failure => "failure",
+        Edge::Decision(_) => "decision",
+        Edge::Escalation => "escalation",
+    }
+}
+
+/// A workflow directory's files by relative name (`tests/…` included).
+fn read_files(dir: &Path) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for (sub, prefix) in [(dir.to_path_buf(), ""), (dir.join("tests"), "tests/")] {
+        for entry in std::fs::read_dir(&sub).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            if let (Some(name), Ok(text)) = (path.file_name(), std::fs::read_to_string(&path)) {
+                files.insert(format!("{prefix}{}", name.to_string_lossy()), text);
+            }
+        }
+    }
+    files
+}
+
+/// `GET /v1/console/workflows/{id}/definition`: nodes with kinds, edges with conditions,
+/// and the served version's files.
+async fn definition(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&Role::ALL)?;
+    let (_, wf) = served(&state, &id)?;
+    blocking("workflow definition", move || {
+        let nodes: Vec<Value> = wf
+            .nodes()
+            .map(|n| {
+                let (details, script) = details(&n.step, &wf.dir);
+                json!({ "id": n.id, "kind": n.step.kind(), "line": n.line,
+                    "description": n.description, "details": details, "script": script })
+            })
+            .collect();
+        let edges: Vec<Value> = wf
+            .nodes()
+            .flat_map(|n| {
+                wf.edges_from(&n.id)
+                    .into_iter()
+                    .map(|(e, to)| {
+                        let condition = match e {
+                            Edge::When { source, .. } => Some(source.clone()),
+                            _ => None,
+                        };
+                        json!({ "from": n.id, "to": to.id, "kind": edge_kind(e),
+                            "label": e.label(), "condition": condition })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Ok(Json(json!({
+            "id": wf.id, "version": wf.version, "title": wf.title, "digest": wf.digest,
+            "intents": wf.intents, "languages": wf.languages, "start": wf.start().id,
+            "nodes": nodes, "edges": edges, "files": read_files(&wf.dir),
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/console/workflows/{id}/versions`: every version the box can show with its
+/// files: the served one, the shipped one, and those cases ran on (kept in the store).
+async fn versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&Role::ALL)?;
+    let (_, wf) = served(&state, &id)?;
+    let s = state.clone();
+    blocking("workflow versions", move || {
+        let mut out: BTreeMap<u32, Value> = BTreeMap::new();
+        let stored = s
+            .runner
+            .store()
+            .backend()
+            .range(Table::Workflows, b"", None, 100_000)
+            .map_err(|e| AppError::internal("workflow versions", e))?;
+        for b in stored
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<WorkflowBundle>(&v).ok())
+            .filter(|b| b.id == wf.id)
+        {
+            out.insert(
+                b.version,
+                json!({ "version": b.version, "digest": b.digest, "source": "stored", "files": b.files }),
+            );
+        }
+        let shipped = s.library.shipped().join(&wf.id);
+        if shipped.join("workflow.yaml").is_file() {
+            let files = read_files(&shipped);
+            let version = files
+                .get("workflow.yaml")
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("version:"))
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                })
+                .unwrap_or(0);
+            if version != wf.version {
+                out.insert(
+                    version,
+                    json!({ "version": version, "digest": null, "source": "shipped", "files": files }),
+                );
+            }
+        }
+        out.insert(
+            wf.version,
+            json!({ "version": wf.version, "digest": wf.digest, "source": "current",
+                "files": read_files(&wf.dir) }),
+        );
+        Ok(Json(json!({ "id": wf.id, "versions": out.into_values().collect::<Vec<_>>() })))
+    })
+    .await
+}
+
+fn outcomes(results: Vec<fixture::Outcome>, dir: &Path) -> Vec<Value> {
+    results
+        .into_iter()
+        .map(|o| {
+            let file = o
+                .file
+                .strip_prefix(dir)
+                .unwrap_or(&o.file)
+                .display()
+                .to_string();
+            json!({ "name": o.name, "file": file, "passed": o.failures.is_empty(),
+                "failures": o.failures })
+        })
+        .collect()
+}
+
+/// `POST /v1/console/workflows/{id}/fixtures`: runs the served version's fixtures.
+async fn fixtures(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Author])?;
+    let (catalog, wf) = served(&state, &id)?;
+    let rules = state.library.rules().clone();
+    blocking("fixtures", move || {
+        let results = outcomes(fixture::run_workflow(&catalog, &wf, &rules), &wf.dir);
+        let passed = results.iter().filter(|r| r["passed"] == true).count();
+        Ok(Json(json!({
+            "id": wf.id, "version": wf.version, "passed": passed,
+            "failed": results.len() - passed, "fixtures": results,
+        })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody {
+    id: String,
+    files: BTreeMap<String, String>,
+}
+
+fn plain_name(name: &str) -> bool {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    match name.split_once('/') {
+        None => ok(name),
+        Some(("tests", f)) => ok(f),
+        Some(_) => false,
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Compiles `files` as workflow `id` beside every other served workflow and runs its
+/// fixtures, in a scratch copy of the served catalog: what a publish would say, without
+/// publishing.
+fn check_version(
+    catalog: &Catalog,
+    rules: &Rules,
+    id: &str,
+    files: &BTreeMap<String, String>,
+) -> Result<Value, AppError> {
+    if !files.contains_key("workflow.yaml") {
+        return Err(AppError::invalid("`files` must contain `workflow.yaml`"));
+    }
+    if let Some(bad) = files.keys().find(|n| !plain_name(n)) {
+        return Err(AppError::invalid(format!(
+            "file name `{bad}` is not allowed; use `name.ext` or `tests/name.ext`"
+        )));
+    }
+    if id.is_empty()
+        || id == "routing"
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(AppError::invalid(
+            "`id` must be a-z, 0-9 and `_` (and not `routing`)",
+        ));
+    }
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    let scratch = Scratch(std::env::temp_dir().join(format!("casegraph-check-{}", hex::encode(r))));
+    let io = |e: std::io::Error| AppError::internal("check", e);
+    copy_dir(&catalog.dir, &scratch.0).map_err(io)?;
+    let target = scratch.0.join(id);
+    let _ = std::fs::remove_dir_all(&target);
+    for (name, content) in files {
+        let path = target.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, content).map_err(io)?;
+    }
+    let checked = match Catalog::load(&scratch.0, rules) {
+        Err(d) => {
+            let diagnostics: Vec<Value> =
+                d.0.iter()
+                    .map(|d| {
+                        let file = d.file.strip_prefix(&scratch.0).unwrap_or(&d.file);
+                        json!({ "code": d.code, "file": file.display().to_string(), "line": d.line,
+                        "column": d.column, "node": d.node, "message": d.message })
+                    })
+                    .collect();
+            return Ok(json!({ "valid": false, "diagnostics": diagnostics, "fixtures": [] }));
+        }
+        Ok(c) => c,
+    };
+    let Some(wf) = checked.get(id) else {
+        return Ok(
+            json!({ "valid": false, "diagnostics": [{ "code": "id", "file": "workflow.yaml",
+            "line": 0, "column": 0, "node": null,
+            "message": format!("workflow.yaml does not define workflow `{id}`") }], "fixtures": [] }),
+        );
+    };
+    let mut problems = Vec::new();
+    if let Some(old) = catalog.get(id)
+        && wf.version <= old.version
+    {
+        problems.push(json!({ "code": "version_not_newer", "file": format!("{id}/workflow.yaml"),
+            "line": 0, "column": 0, "node": null,
+            "message": format!("version {} is not higher than the served version {}", wf.version, old.version) }));
+    }
+    let results = outcomes(
+        fixture::run_workflow(&checked, wf, rules),
+        &scratch.0.join(id),
+    );
+    let fixtures_ok = results.iter().all(|r| r["passed"] == true);
+    Ok(json!({
+        "valid": problems.is_empty() && fixtures_ok,
+        "compiles": true,
+        "version": wf.version,
+        "diagnostics": problems,
+        "fixtures": results,
+    }))
+}
+
+/// `POST /v1/console/workflows/check`: what publishing these files would say; publishes
+/// nothing.
+async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CheckBody>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Author])?;
+    let catalog = state.runner.catalog();
+    let rules = state.library.rules().clone();
+    blocking("check", move || {
+        check_version(&catalog, &rules, &body.id, &body.files).map(Json)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunBody {
+    channel: Channel,
+    language: Option<Language>,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    fields: Map<String, Value>,
+    customer_id: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+/// The connector of a dry run: calls nothing and answers success with an empty result.
+struct NoCalls;
+
+impl Connector for NoCalls {
+    fn call(&self, _request: &CallRequest) -> Result<Value, CallError> {
+        Ok(json!({ "dry_run": true }))
+    }
+}
+
+/// Most timers a dry run lets pass before it stops.
+const DRY_RUN_TIMERS: usize = 20;
+
+/// `POST /v1/console/dry-run`: classification, routing decision and the path the workflow
+/// would take (until a human task), all in memory: no case, no audit record, no call.
+async fn dry_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<DryRunBody>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Author])?;
+    if body.text.chars().count() > 20_000 {
+        return Err(AppError::invalid("`text` is longer than 20000 characters"));
+    }
+    let mut request = Map::new();
+    request.insert("channel".into(), json!(body.channel));
+    request.insert(
+        "language".into(),
+        json!(body.language.unwrap_or(Language::En)),
+    );
+    if !body.text.is_empty() {
+        request.insert("text".into(), json!(body.text));
+    }
+    request.insert("fields".into(), Value::Object(body.fields));
+    if let Some(c) = body.customer_id.filter(|c| !c.is_empty()) {
+        request.insert("customer_id".into(), json!(c));
+    }
+    if let Some(m) = body.metadata {
+        request.insert("metadata".into(), Value::Object(m));
+    }
+    let request = Value::Object(request);
+    let s = state.clone();
+    blocking("dry run", move || {
+        let classification = s.classifier.classify(&request).map_err(|e| {
+            tracing::warn!("classification failed: {e}");
+            AppError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "classifier_unavailable",
+                "the intent model could not classify the text",
+            )
+        })?;
+        let catalog = s.runner.catalog();
+        let rules = s.library.rules().clone();
+        let now = s.runner.now();
+        let ctx = Context {
+            case_id: "dry-run",
+            node: "routing",
+            now,
+        };
+        let input = routing::input(&request, &classification);
+        let route = catalog
+            .routing
+            .route(&rules, &ctx, &input, catalog.intent_map());
+        let mut answer = json!({
+            "classification": classification,
+            "routing_version": catalog.routing.version,
+            "created_case": false,
+        });
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => {
+                answer["route_error"] = json!(e.to_string());
+                return Ok(Json(answer));
+            }
+        };
+        answer["route"] = serde_json::to_value(&route).unwrap_or(Value::Null);
+        let Route::Workflow { workflow, .. } = &route else {
+            return Ok(Json(answer));
+        };
+        let Some(wf) = catalog.get(workflow) else {
+            return Ok(Json(answer));
+        };
+        answer["workflow"] = json!({ "id": wf.id, "version": wf.version });
+        let clock = ManualClock::new(now);
+        let exec = Executor::new(&rules, &clock, &NoCalls);
+        let (mut case, _) = match exec.start(wf, "dry-run", request.clone(), classification) {
+            Ok(started) => started,
+            Err(e) => {
+                answer["run_error"] = json!(e.to_string());
+                return Ok(Json(answer));
+            }
+        };
+        let mut timers = 0;
+        while case.status == Status::Waiting && timers < DRY_RUN_TIMERS {
+            match case.waiting.clone() {
+                Some(Waiting::Timer { due, .. }) => {
+                    clock.advance_to(due);
+                    timers += 1;
+                    if exec.resume(wf, &mut case, Event::TimerFired).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let waiting = match &case.waiting {
+            Some(Waiting::Task {
+                node,
+                queue,
+                decisions,
+                ..
+            }) => json!({ "kind": "task", "node": node, "queue": queue, "decisions": decisions }),
+            Some(Waiting::Timer { node, due, .. }) => {
+                json!({ "kind": "timer", "node": node, "due": due.to_string() })
+            }
+            None => Value::Null,
+        };
+        answer["run"] = json!({
+            "status": case.status.as_str(),
+            "path": case.path,
+            "waiting": waiting,
+            "outcome": case.outcome,
+            "error": case.error,
+            "reply": case.reply.as_ref().map(|r| json!({"template": r.template, "language": r.language, "text": r.text})),
+        });
+        Ok(Json(answer))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_name;
+
+    #[test]
+    fn file_names_stay_inside_the_workflow_directory() {
+        assert!(plain_name("workflow.yaml"));
+        assert!(plain_name("tests/a-b_1.yaml"));
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/b.yaml",
+            "tests/../x",
+            ".hidden",
+            "",
+        ] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+    }
+}
