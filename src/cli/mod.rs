@@ -3,6 +3,7 @@
 mod audit;
 mod erase;
 mod graph;
+mod profile;
 mod run;
 mod serve;
 mod test;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Create, list and revoke API tokens (while the server is stopped).
     #[command(subcommand)]
     Token(token::Command),
+    /// Firmware profiles: list them, check one against this machine.
+    #[command(subcommand)]
+    Profile(profile::Command),
 }
 
 impl Command {
@@ -77,6 +81,7 @@ impl Command {
             Command::Token(c) => token::run(c),
             Command::Audit(c) => audit::run(c),
             Command::Erase(a) => erase::run(a),
+            Command::Profile(c) => profile::run(c),
         }
     }
 }

@@ -1,0 +1,484 @@
+//! `casegraph-loadgen`: drives a running casegraph server with a realistic request mix and
+//! reports what it sustained.
+//!
+//! Senders post requests open-loop (`--rate`: a fixed schedule, latency counted from the
+//! moment a request was *due*, so a stalled server cannot hide its stall) or closed-loop
+//! (`--concurrency`: each sender waits for its answer). Pollers follow every accepted
+//! case to its end; a reviewer completes the human tasks the mix creates. RSS comes from
+//! `/proc/<pid>/status` of `--server-pid`. Nothing here is a test assertion: the numbers
+//! go to `docs/benchmarks.md` with the command that produced them.
+#![forbid(unsafe_code)]
+
+mod mix;
+mod stats;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use serde_json::{Value, json};
+
+use mix::{Mix, Rng};
+use stats::{Latencies, Totals};
+
+/// Load generator for a running casegraph server.
+#[derive(Debug, Parser)]
+#[command(name = "casegraph-loadgen", version, about)]
+struct Args {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// API token (a submitter for intake; the reviewer uses `--reviewer-token` or this one,
+    /// so an admin token does both). Or `--token-file`.
+    #[arg(long, env = "CASEGRAPH_TOKEN")]
+    token: Option<String>,
+    /// File holding the token, e.g. `data/admin.token`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Token of the reviewer that completes human tasks.
+    #[arg(long)]
+    reviewer_token: Option<String>,
+    /// Open loop: requests per second on a fixed schedule.
+    #[arg(long, conflicts_with = "concurrency")]
+    rate: Option<f64>,
+    /// Closed loop: senders that each wait for their answer before the next request.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Connections (sender threads) for the open loop.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// After sending, how long to wait for accepted cases to finish, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    drain: f64,
+    /// Don't follow cases to their end (acceptance only).
+    #[arg(long)]
+    no_follow: bool,
+    /// Sample requests (JSON lines); the shipped ones by default.
+    #[arg(long, default_value = "workflows/samples/requests.jsonl")]
+    mix: PathBuf,
+    /// Share of off-topic requests, percent.
+    #[arg(long, default_value_t = 10.0)]
+    off_topic: f64,
+    /// OCR confusions in letters, percent of positions.
+    #[arg(long, default_value_t = 3.0)]
+    ocr_noise: f64,
+    /// Threads following accepted cases to their end.
+    #[arg(long, default_value_t = 2)]
+    pollers: usize,
+    /// How often a pending case is looked at, in milliseconds (the resolution of the
+    /// completion latency).
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
+    /// Server process to read RSS from (`/proc/<pid>/status`).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seed of the request mix.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the report as JSON to this file as well.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// An accepted case being followed to its end.
+#[derive(Debug)]
+struct Followed {
+    id: String,
+    accepted: Instant,
+    next_poll: Instant,
+}
+
+/// What the threads share.
+#[derive(Debug, Default)]
+struct Shared {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    completed: AtomicU64,
+    tasks: AtomicU64,
+    /// Accepted cases waiting on a durable timer (not followed further).
+    parked: AtomicU64,
+    sending_done: AtomicBool,
+    stop: AtomicBool,
+    pending: Mutex<VecDeque<Followed>>,
+    accept: Mutex<Latencies>,
+    completion: Mutex<Latencies>,
+    by_status: Mutex<std::collections::BTreeMap<String, u64>>,
+    outcomes: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Requests sent per kind of the mix (form, letter, chat, off_topic).
+    kinds: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    last_accept: Mutex<Option<Instant>>,
+    last_completion: Mutex<Option<Instant>>,
+    rss_peak: AtomicU64,
+    rss_last: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Sends one request; returns the label of the answer and the case id when accepted.
+fn send(agent: &ureq::Agent, url: &str, auth: &str, body: &str) -> (String, Option<String>) {
+    let r = agent
+        .post(url)
+        .header("Authorization", auth)
+        .header("Content-Type", "application/json")
+        .send(body.as_bytes());
+    match r {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if status == 202 {
+                let id = v["case_id"].as_str().map(str::to_string);
+                ("202".into(), id)
+            } else {
+                let code = v["error"]["code"].as_str().unwrap_or("?");
+                (format!("{status} {code}"), None)
+            }
+        }
+        Err(e) => (format!("transport: {}", short(&e.to_string())), None),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.split(':').next().unwrap_or(s).chars().take(40).collect()
+}
+
+fn record(shared: &Shared, due: Instant, label: String, id: Option<String>, follow: bool) {
+    let now = Instant::now();
+    *lock(&shared.by_status).entry(label).or_default() += 1;
+    if let Some(id) = id {
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
+        lock(&shared.accept).record(now - due);
+        *lock(&shared.last_accept) = Some(now);
+        if follow {
+            lock(&shared.pending).push_back(Followed {
+                id,
+                accepted: due,
+                next_poll: now + Duration::from_millis(20),
+            });
+        }
+    }
+}
+
+fn poller(shared: &Shared, base: &str, auth: &str, every: Duration) {
+    let agent = agent();
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let next = lock(&shared.pending).pop_front();
+        let Some(mut case) = next else {
+            if shared.sending_done.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let now = Instant::now();
+        if case.next_poll > now {
+            let wait = case.next_poll - now;
+            lock(&shared.pending).push_front(case);
+            std::thread::sleep(wait.min(Duration::from_millis(10)));
+            continue;
+        }
+        let r = agent
+            .get(&format!("{base}/v1/cases/{}", case.id))
+            .header("Authorization", auth)
+            .call();
+        let status = r.ok().and_then(|mut resp| {
+            let text = resp.body_mut().read_to_string().ok()?;
+            serde_json::from_str::<Value>(&text).ok()
+        });
+        let seen = Instant::now();
+        match status {
+            Some(v)
+                if matches!(
+                    v["status"].as_str(),
+                    Some("completed" | "failed" | "escalated")
+                ) =>
+            {
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+                lock(&shared.completion).record(seen - case.accepted);
+                *lock(&shared.last_completion) = Some(seen);
+                let outcome = format!(
+                    "{}:{}",
+                    v["status"].as_str().unwrap_or("?"),
+                    v["outcome"].as_str().unwrap_or("-")
+                );
+                *lock(&shared.outcomes).entry(outcome).or_default() += 1;
+            }
+            // A durable timer (e.g. days of a retention offer) outlasts any run: the case
+            // is counted as parked and no longer followed.
+            Some(v)
+                if v["status"] == "waiting"
+                    && v["waiting"].get("due").is_some()
+                    && v["waiting"].get("task_id").is_none() =>
+            {
+                shared.parked.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                case.next_poll = seen + every;
+                lock(&shared.pending).push_back(case);
+            }
+        }
+    }
+}
+
+/// Completes every open task with one of its decisions, as a reviewer would.
+fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64) {
+    let agent = agent();
+    let mut rng = Rng::new(seed ^ 0xBEEF);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let tasks = agent
+            .get(&format!("{base}/v1/tasks"))
+            .header("Authorization", auth)
+            .call()
+            .ok()
+            .and_then(|mut r| {
+                serde_json::from_str::<Value>(&r.body_mut().read_to_string().ok()?).ok()
+            });
+        let tasks = tasks
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        for t in &tasks {
+            let (Some(id), Some(decisions)) = (t["task_id"].as_str(), t["decisions"].as_array())
+            else {
+                continue;
+            };
+            if decisions.is_empty() {
+                continue;
+            }
+            let decision = &decisions[rng.below(decisions.len() as u64) as usize];
+            let body =
+                json!({ "decision": decision, "data": {}, "comment": "load generator review" });
+            let ok = agent
+                .post(&format!("{base}/v1/tasks/{id}/complete"))
+                .header("Authorization", auth)
+                .header("Content-Type", "application/json")
+                .send(body.to_string().as_bytes())
+                .is_ok_and(|r| r.status().as_u16() == 200);
+            if ok {
+                shared.tasks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if tasks.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn rss_sampler(shared: &Shared, pid: u32) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(b) = rss_of(pid) {
+            shared.rss_last.store(b, Ordering::Relaxed);
+            shared.rss_peak.fetch_max(b, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("give --token, CASEGRAPH_TOKEN or --token-file"),
+    };
+    let auth = format!("Bearer {token}");
+    let reviewer_auth = args
+        .reviewer_token
+        .as_ref()
+        .map_or_else(|| auth.clone(), |t| format!("Bearer {t}"));
+    let base = args.url.trim_end_matches('/').to_string();
+    let mix = Arc::new(Mix::load(&args.mix, args.off_topic, args.ocr_noise)?);
+    let ready = agent().get(&format!("{base}/readyz")).call();
+    anyhow::ensure!(
+        ready.as_ref().is_ok_and(|r| r.status().as_u16() == 200),
+        "{base}/readyz is not ready"
+    );
+
+    let shared = Arc::new(Shared::default());
+    let rss_idle = args.server_pid.and_then(rss_of);
+    let follow = !args.no_follow;
+    let mut helpers = Vec::new();
+    if let Some(pid) = args.server_pid {
+        let s = shared.clone();
+        helpers.push(std::thread::spawn(move || rss_sampler(&s, pid)));
+    }
+    let mut followers = Vec::new();
+    if follow {
+        for _ in 0..args.pollers.max(1) {
+            let (s, b, a) = (shared.clone(), base.clone(), reviewer_auth.clone());
+            let every = Duration::from_millis(args.poll_ms.max(1));
+            followers.push(std::thread::spawn(move || poller(&s, &b, &a, every)));
+        }
+        let (s, b, a, seed) = (
+            shared.clone(),
+            base.clone(),
+            reviewer_auth.clone(),
+            args.seed,
+        );
+        helpers.push(std::thread::spawn(move || reviewer(&s, &b, &a, seed)));
+    }
+
+    let duration = Duration::from_secs_f64(args.duration);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let url = format!("{base}/v1/requests");
+    let (threads, rate) = match (args.rate, args.concurrency) {
+        (Some(rate), _) => (args.connections.max(1), Some(rate)),
+        (None, Some(c)) => (c.max(1), None),
+        (None, None) => anyhow::bail!("give --rate (open loop) or --concurrency (closed loop)"),
+    };
+    let ticket = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for t in 0..threads {
+        let (s, mix, url, auth, ticket) = (
+            shared.clone(),
+            mix.clone(),
+            url.clone(),
+            auth.clone(),
+            ticket.clone(),
+        );
+        let seed = args.seed.wrapping_mul(1000).wrapping_add(t as u64);
+        senders.push(std::thread::spawn(move || {
+            let agent = agent();
+            let mut rng = Rng::new(seed);
+            loop {
+                let due = match rate {
+                    Some(rate) => {
+                        let i = ticket.fetch_add(1, Ordering::Relaxed);
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        if due >= deadline {
+                            return;
+                        }
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        due
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            return;
+                        }
+                        now
+                    }
+                };
+                let drawn = mix.draw(&mut rng);
+                s.sent.fetch_add(1, Ordering::Relaxed);
+                *lock(&s.kinds).entry(drawn.kind).or_default() += 1;
+                let (label, id) = send(&agent, &url, &auth, &drawn.body);
+                record(&s, due, label, id, follow);
+            }
+        }));
+    }
+
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(duration.as_secs().max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let drain_deadline = deadline + Duration::from_secs_f64(args.drain);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let elapsed = start.elapsed();
+        let sending = senders.iter().any(|h| !h.is_finished());
+        if !sending {
+            shared.sending_done.store(true, Ordering::Relaxed);
+        }
+        let pending = lock(&shared.pending).len();
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        bar.set_position(elapsed.as_secs().min(duration.as_secs()));
+        bar.set_message(format!(
+            "{} {} sent, {accepted} accepted ({:.0}/s), {} completed, {pending} following, {} tasks done{}",
+            if sending { "sending" } else { "draining" },
+            shared.sent.load(Ordering::Relaxed),
+            accepted as f64 / elapsed.as_secs_f64().min(duration.as_secs_f64()).max(0.001),
+            shared.completed.load(Ordering::Relaxed),
+            shared.tasks.load(Ordering::Relaxed),
+            args.server_pid.map_or(String::new(), |_| format!(", server RSS {} MiB", shared.rss_last.load(Ordering::Relaxed) >> 20)),
+        ));
+        if !sending && (pending == 0 || Instant::now() >= drain_deadline) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    shared.stop.store(true, Ordering::Relaxed);
+    for h in senders.into_iter().chain(followers).chain(helpers) {
+        let _ = h.join();
+    }
+
+    let mut totals = Totals {
+        sent: shared.sent.load(Ordering::Relaxed),
+        accepted: shared.accepted.load(Ordering::Relaxed),
+        completed: shared.completed.load(Ordering::Relaxed),
+        unfinished: lock(&shared.pending).len() as u64,
+        by_status: std::mem::take(&mut *lock(&shared.by_status)),
+        tasks_completed: shared.tasks.load(Ordering::Relaxed),
+        parked: shared.parked.load(Ordering::Relaxed),
+        send_window: lock(&shared.last_accept).map_or(Duration::ZERO, |t| t - start),
+        completion_window: lock(&shared.last_completion).map_or(Duration::ZERO, |t| t - start),
+        outcomes: std::mem::take(&mut *lock(&shared.outcomes)),
+        rss_idle,
+        rss_peak: Some(shared.rss_peak.load(Ordering::Relaxed)).filter(|b| *b > 0),
+        rss_end: args.server_pid.and_then(rss_of),
+        ..Totals::default()
+    };
+    totals
+        .accept
+        .extend(std::mem::take(&mut *lock(&shared.accept)));
+    totals
+        .completion
+        .extend(std::mem::take(&mut *lock(&shared.completion)));
+    let mut report = totals.report();
+    report["mode"] = match rate {
+        Some(r) => json!({ "open_loop_rate": r, "connections": threads }),
+        None => json!({ "closed_loop_concurrency": threads }),
+    };
+    report["duration_s"] = json!(args.duration);
+    report["mix"] = json!(*lock(&shared.kinds));
+    report["completion_resolution_ms"] = json!(args.poll_ms);
+    println!("{}", stats::table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
