@@ -159,49 +159,65 @@ export function drawGraph(def, { onSelect, highlight = [] } = {}) {
   const labelsG = s('g', { class: 'labels' });
   const hl = new Set();
   for (let i = 0; i + 1 < highlight.length; i++) hl.add(`${highlight[i]}→${highlight[i + 1]}`);
-  const sameTarget = new Map();
-  def.edges.forEach((e) => {
+  // Parallel edges (two branches to one node) are drawn once, with every label.
+  const groups = new Map();
+  for (const e of def.edges) {
+    const key = `${e.from}>${e.to}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(e);
+  }
+  const cubic = (p0, p1, p2, p3, t) => (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3;
+  let backs = 0;
+  for (const group of groups.values()) {
+    const e = group[0];
     const a = pos.get(e.from);
     const b = pos.get(e.to);
-    if (!a || !b) return;
+    if (!a || !b) continue;
     const st = EDGE_STYLE[e.kind] || EDGE_STYLE.next;
-    const key = `${e.from}>${e.to}`;
-    const nth = sameTarget.get(key) || 0;
-    sameTarget.set(key, nth + 1);
     let d;
     let lx;
     let ly;
     if (back.has(e) || b.y <= a.y) {
       // Back edge: out of the right side, around, into the right side.
-      const bend = Math.max(a.x + a.w / 2, b.x + b.w / 2) + 60 + 20 * nth;
+      const bend = Math.max(a.x + a.w / 2, b.x + b.w / 2) + 60 + 20 * backs++;
       d = `M ${a.x + a.w / 2} ${a.y} C ${bend} ${a.y}, ${bend} ${b.y}, ${b.x + b.w / 2 + 4} ${b.y}`;
       lx = bend - 10;
       ly = (a.y + b.y) / 2;
     } else {
       const y1 = a.y + NODE_H / 2 + (byId.get(e.from).kind === 'decision' ? 6 : 0);
       const y2 = b.y - NODE_H / 2 - (byId.get(e.to).kind === 'decision' ? 8 : 2);
-      const off = nth * 18;
-      d = `M ${a.x + off} ${y1} C ${a.x + off} ${(y1 + y2) / 2}, ${b.x} ${(y1 + y2) / 2}, ${b.x} ${y2}`;
-      // The curve's point at t = 0.7: labels of one node's branches sit apart, near their targets.
-      lx = 0.216 * (a.x + off) + 0.784 * b.x;
-      ly = 0.342 * y1 + 0.658 * y2;
+      const ym = (y1 + y2) / 2;
+      d = `M ${a.x} ${y1} C ${a.x} ${ym}, ${b.x} ${ym}, ${b.x} ${y2}`;
+      // Short edges: the curve's point at t = 0.7, so one node's branches are labelled
+      // apart, near their targets. Long edges: in the gap just above the target, clear
+      // of the nodes of the ranks they pass.
+      let tl = 0.7;
+      if (b.y - a.y > RANK_GAP * 1.5) {
+        const want = b.y - RANK_GAP / 2;
+        tl = 0.5;
+        while (tl < 0.99 && cubic(y1, ym, ym, y2, tl) < want) tl += 0.01;
+      }
+      lx = cubic(a.x, a.x, b.x, b.x, tl);
+      ly = cubic(y1, ym, ym, y2, tl);
     }
     const on = hl.has(`${e.from}→${e.to}`);
     const kind = EDGE_STYLE[e.kind] ? e.kind : 'next';
     edgesG.append(s('path', {
       d, fill: 'none', stroke: on ? '#e07b00' : st.stroke, 'stroke-width': on ? 3.2 : 1.5,
       'stroke-dasharray': st.dash, 'marker-end': `url(#arrow-${kind})`, 'data-edge': `${e.from}->${e.to}`,
-    }, s('title', {}, `${e.from} → ${e.to}: ${e.label}`)));
-    const text = edgeLabel(e);
-    if (text) {
-      const shown = shorten(text, 34);
-      const wText = 6.3 * shown.length + 8;
+    }, s('title', {}, group.map((x) => `${x.from} → ${x.to}: ${x.label}`).join('\n'))));
+    const texts = group.map(edgeLabel).filter(Boolean);
+    if (texts.length) {
+      const shown = texts.map((x) => shorten(x, 34));
+      const wText = 6.3 * Math.max(...shown.map((x) => x.length)) + 8;
+      const top = ly - 9 - (shown.length - 1) * 7;
       labelsG.append(s('g', { class: 'edge-label-group', 'data-testid': 'edge-label' },
-        s('rect', { class: 'edge-label-bg', x: lx - wText / 2, y: ly - 9, width: wText, height: 16, rx: 3 }),
-        s('text', { class: 'edge-label', x: lx, y: ly + 3, 'text-anchor': 'middle' }, shown, s('title', {}, text)),
-      ));
+        s('rect', { class: 'edge-label-bg', x: lx - wText / 2, y: top, width: wText, height: 16 + (shown.length - 1) * 14, rx: 3 }),
+        s('text', { class: 'edge-label', 'text-anchor': 'middle' },
+          shown.map((x, i) => s('tspan', { x: lx, y: top + 12 + i * 14 }, x)),
+          s('title', {}, texts.join('\n')))));
     }
-  });
+  }
   svg.append(edgesG);
   const nodesG = s('g', { class: 'nodes' });
   for (const n of def.nodes) {

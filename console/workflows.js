@@ -164,6 +164,23 @@ function editPane(pane, def) {
   const select = h('select', { 'data-testid': 'edit-file' });
   const area = h('textarea', { class: 'code', spellcheck: 'false', 'data-testid': 'editor' });
   const result = h('div', { 'data-testid': 'edit-result' });
+  // Problems of the last check, shown under the editor for the file being edited.
+  let problems = [];
+  const notes = h('div', { class: 'notes', 'data-testid': 'editor-notes' });
+  const showNotes = () => {
+    clear(notes);
+    const lines = (files[current] ?? '').split('\n');
+    for (const d of problems.filter((p) => p.file === current)) {
+      notes.append(h('div', { class: 'note', 'data-testid': 'editor-note' },
+        h('strong', {}, d.line ? `${current}:${d.line}` : current),
+        d.node ? ` (${d.node})` : '', ` — ${d.message}`,
+        d.line ? h('pre', {}, `${d.line} | ${lines[d.line - 1] ?? ''}`) : null));
+    }
+  };
+  const setProblems = (diags) => {
+    problems = diags.map((d) => ({ ...d, file: relative(String(d.file), def.id) }));
+    showNotes();
+  };
   const fillSelect = () => {
     clear(select);
     for (const name of Object.keys(files).sort()) select.append(h('option', { value: name, selected: name === current }, name));
@@ -172,6 +189,7 @@ function editPane(pane, def) {
     current = name;
     select.value = name;
     area.value = files[name] ?? '';
+    showNotes();
     if (line > 0) {
       const lines = area.value.split('\n');
       const start = lines.slice(0, line - 1).reduce((a, l) => a + l.length + 1, 0);
@@ -203,13 +221,14 @@ function editPane(pane, def) {
   } }, t('wf.edit.add'));
   const check = h('button', { type: 'button', class: 'secondary', 'data-testid': 'check' }, t('wf.edit.check'));
   const publish = h('button', { type: 'button', 'data-testid': 'publish' }, t('wf.edit.publish'));
-  const reset = h('button', { type: 'button', class: 'secondary', onclick: () => { files = { ...def.files }; current = 'workflow.yaml'; fillSelect(); show(current); clear(result); } }, t('wf.edit.reset'));
+  const reset = h('button', { type: 'button', class: 'secondary', onclick: () => { files = { ...def.files }; current = 'workflow.yaml'; problems = []; fillSelect(); show(current); clear(result); } }, t('wf.edit.reset'));
 
   const showCheck = (r) => {
     clear(result);
-    const problems = r.diagnostics.length + r.fixtures.filter((f) => !f.passed).length;
+    const count = r.diagnostics.length + r.fixtures.filter((f) => !f.passed).length;
+    setProblems(r.diagnostics);
     result.append(h('div', { class: `msg ${r.valid ? 'ok' : 'bad'}`, 'data-testid': r.valid ? 'valid' : 'invalid' },
-      r.valid ? t('wf.edit.valid') : t('wf.edit.invalid', { n: problems })));
+      r.valid ? t('wf.edit.valid') : t('wf.edit.invalid', { n: count })));
     if (r.diagnostics.length) result.append(diagnosticsTable(r.diagnostics, def.id, show));
     if (r.fixtures.length) result.append(fixtureResults(r.fixtures));
     return r.valid;
@@ -231,6 +250,7 @@ function editPane(pane, def) {
       if (e instanceof ApiError) {
         result.append(h('div', { class: 'msg bad', 'data-testid': 'invalid' }, t('wf.edit.refused', { message: e.message })));
         if (e.details && e.details.diagnostics) {
+          setProblems(e.details.diagnostics);
           result.append(diagnosticsTable(e.details.diagnostics.map((d) => ({ ...d, file: String(d.file) })), def.id, show));
         }
         if (e.details && e.details.fixtures) {
@@ -252,15 +272,20 @@ function editPane(pane, def) {
         h('div', {}, add)),
       h('p', {}),
       area,
+      notes,
       h('p', { class: 'row' }, check, publish, reset)),
     result);
+}
+
+/** Files are reported relative to the catalog (`<id>/file`); the editor names them without the id. */
+function relative(file, id) {
+  return file.startsWith(`${id}/`) ? file.slice(id.length + 1) : file;
 }
 
 function diagnosticsTable(diags, id, show) {
   const body = h('tbody');
   for (const d of diags) {
-    // Files are reported relative to the catalog (`<id>/file`); the editor names them without the id.
-    const file = d.file.startsWith(`${id}/`) ? d.file.slice(id.length + 1) : d.file;
+    const file = relative(String(d.file), id);
     body.append(h('tr', { class: 'clickable', 'data-testid': 'diagnostic', onclick: () => show(file, d.line) },
       h('td', {}, h('code', {}, file)),
       h('td', {}, d.line ? String(d.line) + (d.column ? `:${d.column}` : '') : '–'),

@@ -168,6 +168,10 @@ step('publish a broken version: every error inline with file, line and node; not
   assert.match(text, /workflow\.yaml/);
   assert.match(text, /extract/, 'the node is named');
   assert.equal(await page.getByTestId('published').count(), 0);
+  // The problems of the file being edited show under the editor, with the line in question.
+  const note = page.getByTestId('editor-note').filter({ hasText: 'no_such_node' });
+  await note.waitFor();
+  assert.match(await note.innerText(), /workflow\.yaml:\d+ \(extract\)/);
   await shot(page, '05-publish-broken');
   const served = await call(ctx.base, ctx.tokens.admin, 'GET', '/v1/workflows/request_refund');
   assert.equal(served.version, 1, 'the broken version was not published');
