@@ -38,7 +38,8 @@ export async function render(view) {
       h('td', {}, h('strong', {}, task.title || task.node), h('div', { class: 'muted' }, h('code', {}, task.queue))),
       h('td', {}, h('code', {}, task.case_id)),
       h('td', {}, fmtTime(task.created_at)),
-      h('td', {}, task.sla_due ? h('span', { class: `badge ${overdue ? 'bad' : 'warn'}` }, `${fmtTime(task.sla_due)}${overdue ? ` · ${t('inbox.overdue')}` : ''}`) : '–')));
+      h('td', {}, task.sla_due ? h('span', { class: `badge ${overdue ? 'bad' : 'warn'}`, title: fmtTime(task.sla_due) },
+        overdue ? t('inbox.overdue') : t('inbox.due', { time: until(new Date(task.sla_due).getTime() - now) })) : '–')));
     }
     tasksBox.append(h('table', { 'data-testid': 'task-list' },
       h('thead', {}, h('tr', {}, h('th', {}, t('inbox.task')), h('th', {}, t('inbox.case')), h('th', {}, t('inbox.created')), h('th', {}, t('inbox.sla')))),
@@ -47,6 +48,14 @@ export async function render(view) {
   queue.addEventListener('change', () => { chosenQueue = queue.value; load().catch((e) => showError(tasksBox, e)); });
   refresh.addEventListener('click', () => load().catch((e) => showError(tasksBox, e)));
   await load();
+}
+
+function until(ms) {
+  const min = Math.max(0, Math.round(ms / 60000));
+  const d = Math.floor(min / 1440);
+  const hrs = Math.floor((min % 1440) / 60);
+  const m = min % 60;
+  return d ? `${d} d ${hrs} h` : hrs ? `${hrs} h ${m} min` : `${m} min`;
 }
 
 async function openTask(box, task, reload) {

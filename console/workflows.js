@@ -17,11 +17,14 @@ export async function render(view, params) {
 async function list(view) {
   view.append(h('h1', {}, t('wf.title')), h('p', { class: 'help' }, t('wf.help')));
   const all = await get('/v1/workflows');
+  // Every version the box knows (served, plus those cases ran on), per workflow.
+  const details = await Promise.all(all.map((w) => get(`/v1/workflows/${encodeURIComponent(w.id)}`).catch(() => null)));
   const body = h('tbody');
-  for (const w of all) {
+  for (const [i, w] of all.entries()) {
+    const versions = details[i] ? details[i].versions : [{ version: w.version, current: true }];
     body.append(h('tr', { class: 'clickable', 'data-testid': `wf-${w.id}`, onclick: () => go(`workflows/${w.id}`) },
       h('td', {}, h('a', { href: `#/workflows/${w.id}` }, w.id), w.title ? h('div', { class: 'muted' }, w.title) : null),
-      h('td', {}, `v${w.version}`),
+      h('td', {}, versions.map((v) => h('span', { class: `chip${v.current ? ' current' : ''}`, title: v.current ? t('wf.compare.source.current') : '' }, `v${v.version}`))),
       h('td', {}, w.intents.map((i) => h('span', { class: 'chip' }, i))),
       h('td', {}, w.languages.join(', '))));
   }
