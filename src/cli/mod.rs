@@ -3,6 +3,7 @@
 mod audit;
 mod erase;
 mod graph;
+mod health;
 mod profile;
 mod run;
 mod serve;
@@ -65,6 +66,8 @@ pub enum Command {
     /// Create, list and revoke API tokens (while the server is stopped).
     #[command(subcommand)]
     Token(token::Command),
+    /// Ask a running server whether it is ready (exit 0) or not (exit 1).
+    Health(health::Args),
     /// Firmware profiles: list them, check one against this machine.
     #[command(subcommand)]
     Profile(profile::Command),
@@ -82,6 +85,7 @@ impl Command {
             Command::Audit(c) => audit::run(c),
             Command::Erase(a) => erase::run(a),
             Command::Profile(c) => profile::run(c),
+            Command::Health(a) => health::run(a),
         }
     }
 }

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Firmware profile: reads `firmware-profiles/NAME.toml` as a configuration layer.
-    #[arg(long)]
+    #[arg(long, env = "CASEGRAPH_PROFILE")]
     pub profile: Option<String>,
     /// Shipped workflows directory; default `./workflows`.
     #[arg(long)]
