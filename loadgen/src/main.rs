@@ -60,6 +60,11 @@ struct Args {
     /// Don't follow cases to their end (acceptance only).
     #[arg(long)]
     no_follow: bool,
+    /// Share of accepted cases followed to their end, percent: following costs the server
+    /// a `GET` per case and poll, which a small box feels. Completed cases/s is the
+    /// followed cases' rate scaled by this share.
+    #[arg(long, default_value_t = 100.0)]
+    follow: f64,
     /// Sample requests (JSON lines); the shipped ones by default.
     #[arg(long, default_value = "workflows/samples/requests.jsonl")]
     mix: PathBuf,
@@ -163,6 +168,7 @@ fn short(s: &str) -> String {
 }
 
 fn record(shared: &Shared, due: Instant, label: String, id: Option<String>, follow: bool) {
+    // Which cases are followed is decided by the caller (a sample of them).
     let now = Instant::now();
     *lock(&shared.by_status).entry(label).or_default() += 1;
     if let Some(id) = id {
@@ -359,6 +365,7 @@ fn main() -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --rate (open loop) or --concurrency (closed loop)"),
     };
     let ticket = Arc::new(AtomicU64::new(0));
+    let follow_percent = args.follow.clamp(0.0, 100.0);
     let mut senders = Vec::new();
     for t in 0..threads {
         let (s, mix, url, auth, ticket) = (
@@ -398,7 +405,8 @@ fn main() -> anyhow::Result<()> {
                 s.sent.fetch_add(1, Ordering::Relaxed);
                 *lock(&s.kinds).entry(drawn.kind).or_default() += 1;
                 let (label, id) = send(&agent, &url, &auth, &drawn.body);
-                record(&s, due, label, id, follow);
+                let sampled = follow && rng.chance(follow_percent);
+                record(&s, due, label, id, sampled);
             }
         }));
     }
@@ -467,7 +475,16 @@ fn main() -> anyhow::Result<()> {
     totals
         .completion
         .extend(std::mem::take(&mut *lock(&shared.completion)));
+    let scale = if follow_percent > 0.0 {
+        100.0 / follow_percent
+    } else {
+        0.0
+    };
     let mut report = totals.report();
+    if let Some(c) = report["completed_per_s"].as_f64() {
+        report["completed_per_s"] = json!((c * scale * 10.0).round() / 10.0);
+    }
+    report["followed_percent"] = json!(follow_percent);
     report["mode"] = match rate {
         Some(r) => json!({ "open_loop_rate": r, "connections": threads }),
         None => json!({ "closed_loop_concurrency": threads }),

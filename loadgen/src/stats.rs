@@ -120,8 +120,21 @@ pub fn table(report: &Value) -> String {
     row(&mut t, "mix", lines(&report["mix"]));
     row(&mut t, "accepted (202)", s(&report["accepted"]));
     row(&mut t, "accepted/s", s(&report["accepted_per_s"]));
-    row(&mut t, "completed cases", s(&report["completed"]));
-    row(&mut t, "completed cases/s", s(&report["completed_per_s"]));
+    row(
+        &mut t,
+        "followed share of accepted cases %",
+        s(&report["followed_percent"]),
+    );
+    row(
+        &mut t,
+        "completed (followed) cases",
+        s(&report["completed"]),
+    );
+    row(
+        &mut t,
+        "completed cases/s (all)",
+        s(&report["completed_per_s"]),
+    );
     row(
         &mut t,
         "parked on a durable timer",

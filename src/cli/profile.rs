@@ -93,7 +93,6 @@ pub fn check(loaded: &Loaded, machine: &Machine) -> Vec<Finding> {
     let demand = Demand::of(
         p.appliance.cores,
         &p.runtime.clone().unwrap_or_default(),
-        p.limits.clone().unwrap_or_default().workers,
         &p.inference.clone().unwrap_or_default(),
         &p.memory.clone().unwrap_or_default(),
         p.store.clone().unwrap_or_default().cache_mib,

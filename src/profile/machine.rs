@@ -93,7 +93,8 @@ pub fn cpu_flags(cpuinfo: &str) -> BTreeSet<String> {
 /// What a profile asks of the machine, after configuration layers were applied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Demand {
-    /// Threads that do CPU work at once: HTTP runtime, case workers, inference.
+    /// Threads that compute without waiting: the HTTP runtime and inference. Case workers
+    /// are not counted: they spend most of their time waiting for the disk's sync.
     pub busy_threads: usize,
     pub memory_budget_mib: u64,
     /// The store's cache plus the model sessions' working memory, estimated.
@@ -114,7 +115,6 @@ impl Demand {
     pub fn of(
         cores: usize,
         runtime: &RuntimeOptions,
-        workers: usize,
         inference: &InferenceOptions,
         memory: &MemoryOptions,
         store_cache_mib: u64,
@@ -125,7 +125,7 @@ impl Demand {
             runtime.http_threads
         };
         Demand {
-            busy_threads: http + workers + inference.threads * inference.sessions,
+            busy_threads: http + inference.threads * inference.sessions,
             memory_budget_mib: memory.budget_mib,
             fixed_memory_mib: store_cache_mib
                 + session_mib(inference.variant) * inference.sessions as u64,
@@ -196,14 +196,13 @@ pub fn check(appliance: &Appliance, demand: &Demand, machine: &Machine) -> Vec<F
         },
         fits: missing.is_empty(),
     });
-    // Settings against the profile's own box: threads beyond three per core only add
-    // switching (some of them wait on the disk or the network); a budget beyond the box's
-    // memory cannot hold.
+    // Settings against the profile's own box: computing threads beyond two per core only
+    // add switching; a budget beyond the box's memory cannot hold.
     out.push(Finding {
         what: "busy threads",
         needs: demand.busy_threads.to_string(),
-        has: format!("at most {} (3 × cores)", 3 * appliance.cores),
-        fits: demand.busy_threads <= 3 * appliance.cores,
+        has: format!("at most {} (2 × cores)", 2 * appliance.cores),
+        fits: demand.busy_threads <= 2 * appliance.cores,
     });
     if demand.memory_budget_mib > 0 {
         out.push(Finding {
