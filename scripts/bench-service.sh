@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # End-to-end service benchmark of one firmware profile on this machine (docs/benchmarks.md,
-# "Service"). Not part of `make test`: it takes a few minutes and its numbers are recorded,
-# never asserted.
+# "Service"). Not part of `make test`: it takes several minutes and its numbers are
+# recorded, never asserted.
 #
 #   cargo build --release
-#   scripts/bench-service.sh edge-small            # CPUS=0,1 SECONDS_PER_RUN=20 by default
+#   scripts/bench-service.sh edge-small        # CPUS=0,1 SECONDS_PER_RUN=20 by default
 #
-# Runs the release server pinned with taskset to the profile's cores, on a fresh data
-# directory on the same disk as the repository (never a tmpfs), and measures: start-up
-# time to /readyz, idle RSS, saturation (closed loop), latency at half of the saturation
-# rate (open loop), overload at twice the saturation rate (only 202/429/503, RSS against
-# the budget, every accepted case completes), disk bytes per case, binary size, and this
-# disk's raw synchronous-write rate. Reports land in target/bench-service/.
+# The release server runs pinned with taskset to the profile's cores (the load generator
+# shares them: this machine has no others), on a fresh data directory under target/ (the
+# repository's disk, never a tmpfs). Runs, each on the profile as shipped unless said:
+#   intake     closed loop, 64 senders, with limits.queue_depth raised so that the case
+#              workers cannot stop intake: what durable acceptance alone sustains
+#   saturation closed loop, 16 senders: the whole pipeline (accept, run, reviewer tasks)
+#   half       open loop at half the pipeline's saturation rate: latency in steady state
+#   overload   open loop at twice the saturation rate: only 202/429/503, RSS against the
+#              budget, every accepted case runs
+# plus start-up time to /readyz, idle RSS, binary size, disk bytes per case and this
+# disk's raw synchronous-write rate. Reports (JSON) land in target/bench-service/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,67 +27,89 @@ PORT=${PORT:-18181}
 BIN=target/release/casegraph
 LOADGEN=target/release/casegraph-loadgen
 OUT=target/bench-service
-DATA=$OUT/data
 URL=http://127.0.0.1:$PORT
+PID=
 
 [ -x "$BIN" ] && [ -x "$LOADGEN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 rm -rf "$OUT" && mkdir -p "$OUT"
+trap '[ -n "$PID" ] && kill $PID 2>/dev/null || true' EXIT
 
 say() { printf '\n== %s\n' "$*"; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
 
-say "binary: $(stat -c %s "$BIN") bytes ($(du -h "$BIN" | cut -f1))"
+# start DATA [ENV=VALUE...]: starts the server, waits for /readyz, prints the time it took.
+start() {
+    local data=$1; shift
+    local t0 t1
+    t0=$(date +%s.%N)
+    env "$@" taskset -c "$CPUS" "$BIN" serve --profile "$PROFILE" --data "$data" \
+        --listen "127.0.0.1:$PORT" >"$data.out" 2>"$data.log" &
+    PID=$!
+    until "$BIN" health --url "$URL/readyz" >/dev/null 2>&1; do sleep 0.005; done
+    t1=$(date +%s.%N)
+    echo "start-up to /readyz: $(echo "($t1 - $t0) * 1000" | bc -l | xargs printf '%.0f') ms"
+}
+stop() { kill -TERM "$PID"; wait "$PID" || true; PID=; }
+lg() {
+    taskset -c "$CPUS" "$LOADGEN" --url "$URL" --token-file "$TOKEN_FILE" --server-pid "$PID" \
+        --quiet "$@"
+}
 
-say "raw synchronous 4 KiB writes on this disk (dd oflag=dsync, 2 s worth)"
+say "binary: $(stat -c %s "$BIN") bytes"
+
+say "raw synchronous 4 KiB writes on this disk (dd oflag=dsync)"
 dd if=/dev/zero of="$OUT/fsync.probe" bs=4k count=400 oflag=dsync 2>&1 | tail -n 1
 rm -f "$OUT/fsync.probe"
 
-say "start $PROFILE pinned to CPUs $CPUS"
-start=$(date +%s.%N)
-taskset -c "$CPUS" "$BIN" serve --profile "$PROFILE" --data "$DATA" \
-    --listen "127.0.0.1:$PORT" >"$OUT/server.out" 2>"$OUT/server.log" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-until "$BIN" health --url "$URL/readyz" >/dev/null 2>&1; do sleep 0.01; done
-ready=$(date +%s.%N)
-echo "start-up to /readyz: $(echo "($ready - $start) * 1000" | bc -l | xargs printf '%.0f') ms"
+say "intake: $PROFILE with limits.queue_depth=1000000, closed loop 64 senders, ${RUN}s"
+start "$OUT/intake" CASEGRAPH_LIMITS__QUEUE_DEPTH=1000000
+TOKEN_FILE=$OUT/intake/admin.token
+lg --concurrency 64 --no-follow --duration "$RUN" --json "$OUT/intake.json"
+stop
+
+say "$PROFILE as shipped, pinned to CPUs $CPUS"
+start "$OUT/data"
+TOKEN_FILE=$OUT/data/admin.token
 sleep 2
-echo "idle RSS: $(rss_mib $PID) MiB"
-TOKEN_FILE=$DATA/admin.token
+echo "idle RSS: $(rss_mib "$PID") MiB"
 
-lg() { taskset -c "$CPUS" "$LOADGEN" --url "$URL" --token-file "$TOKEN_FILE" --server-pid $PID --quiet "$@"; }
+say "saturation: closed loop, 16 senders, ${RUN}s (10% of cases followed for latency)"
+lg --concurrency 16 --follow 10 --poll-ms 250 --duration "$RUN" --drain 120 --json "$OUT/saturation.json"
+SAT=$(field "$OUT/saturation.json" server_finished_per_s)
 
-say "saturation: closed loop, 64 senders, ${RUN}s"
-lg --concurrency 64 --follow 10 --poll-ms 250 --duration "$RUN" --drain 120 --json "$OUT/saturation.json"
-SAT=$(python3 -c "import json;print(json.load(open('$OUT/saturation.json'))['accepted_per_s'])")
+HALF=$(python3 -c "print(max(1, round($SAT / 2)))")
+say "half load: open loop at $HALF/s (half of $SAT finished cases/s), ${RUN}s"
+lg --rate "$HALF" --connections 32 --follow 10 --duration "$RUN" --drain 120 --json "$OUT/half.json"
 
-HALF=$(python3 -c "print(round($SAT/2))")
-say "half load: open loop at $HALF/s (50% of $SAT/s), ${RUN}s"
-lg --rate "$HALF" --connections 64 --follow 10 --duration "$RUN" --drain 120 --json "$OUT/half.json"
+INTAKE=$(field "$OUT/intake.json" accepted_per_s)
+HALF_INTAKE=$(python3 -c "print(max(1, round($INTAKE / 2)))")
+say "half of intake: open loop at $HALF_INTAKE/s (half of $INTAKE accepted/s), 5s, acceptance only"
+lg --rate "$HALF_INTAKE" --connections 64 --no-follow --duration 5 --json "$OUT/half-intake.json"
+sleep 10
 
-TWICE=$(python3 -c "print(round($SAT*2))")
-say "overload: open loop at $TWICE/s (2x saturation), ${RUN}s, 256 connections"
+TWICE=$(python3 -c "print(max(2, round($SAT * 2)))")
+say "overload: open loop at $TWICE/s (twice $SAT/s), ${RUN}s, 256 connections"
 lg --rate "$TWICE" --connections 256 --follow 10 --poll-ms 250 --duration "$RUN" --drain 180 --json "$OUT/overload.json"
 
-say "after the overload: cases still to run, open tasks, shed requests (server metrics)"
+say "after the runs: server metrics"
 sleep 5
 curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$URL/metrics" \
-    | grep -E '^casegraph_(pending_cases|open_tasks|intake_rejected_total|process_resident_bytes|memory_budget_bytes|case_segments_total)' || true
-
-say "settings and memory as the server reports them"
+    | grep -E '^casegraph_(pending_cases|open_tasks|intake_rejected_total|process_resident_bytes|memory_budget_bytes|case_segments_total|store_disk_bytes)' || true
+say "effective memory settings and fit (GET /v1/admin/settings)"
 curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$URL/v1/admin/settings" \
-    | python3 -c "import json,sys; v=json.load(sys.stdin); print(json.dumps(v.get('memory'))); print('profile fits:', (v.get('profile') or {}).get('fits'))" || true
+    | python3 -c "import json,sys; v=json.load(sys.stdin); print(json.dumps(v['memory'])); print('profile', v['profile']['name'], 'fits:', v['profile']['fits'])" || true
+stop
 
-kill -TERM $PID; wait $PID || true
-trap - EXIT
-say "disk"
-python3 - "$OUT" "$DATA" <<'PY'
+say "disk bytes per case"
+python3 - "$OUT" <<'PY'
 import json, os, sys
-out, data = sys.argv[1], sys.argv[2]
-runs = [json.load(open(f"{out}/{n}.json")) for n in ("saturation", "half", "overload")]
+out = sys.argv[1]
+runs = [json.load(open(f"{out}/{n}.json")) for n in ("saturation", "half", "half-intake", "overload")]
 accepted = sum(r["accepted"] for r in runs)
-completed = sum(r["completed"] for r in runs)
+finished = sum(r.get("server_finished_cases", 0) for r in runs)
+data = f"{out}/data"
 size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs)
-print(f"data directory: {size} bytes for {accepted} accepted, {completed} completed cases "
-      f"= {size/max(completed,1):.0f} bytes per completed case")
+print(f"data directory {size} bytes; {accepted} accepted, {finished:.0f} finished cases; "
+      f"{size / max(accepted, 1):.0f} bytes per accepted case")
 PY

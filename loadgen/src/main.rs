@@ -292,6 +292,33 @@ fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64) {
     }
 }
 
+/// Case segments that ended in a final status, from the server's `/metrics` (the token
+/// needs the auditor or admin role); `None` when the server does not show them.
+fn finished_on_server(agent: &ureq::Agent, base: &str, auth: &str) -> Option<f64> {
+    let mut r = agent
+        .get(&format!("{base}/metrics"))
+        .header("Authorization", auth)
+        .call()
+        .ok()?;
+    if r.status().as_u16() != 200 {
+        return None;
+    }
+    let text = r.body_mut().read_to_string().ok()?;
+    let mut total = 0.0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("casegraph_case_segments_total{"))
+    {
+        let final_status = ["completed", "failed", "escalated"]
+            .iter()
+            .any(|s| line.contains(&format!("status=\"{s}\"")));
+        if final_status {
+            total += line.rsplit(' ').next()?.parse::<f64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
 fn rss_sampler(shared: &Shared, pid: u32) {
     while !shared.stop.load(Ordering::Relaxed) {
         if let Some(b) = rss_of(pid) {
@@ -355,6 +382,9 @@ fn main() -> anyhow::Result<()> {
         helpers.push(std::thread::spawn(move || reviewer(&s, &b, &a, seed)));
     }
 
+    let metrics_agent = agent();
+    let finished_before = finished_on_server(&metrics_agent, &base, &reviewer_auth);
+    let mut finished_last = finished_before.map(|f| (f, Instant::now()));
     let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
     let deadline = start + duration;
@@ -424,8 +454,18 @@ fn main() -> anyhow::Result<()> {
         bar
     };
     let drain_deadline = deadline + Duration::from_secs_f64(args.drain);
+    let mut ticks = 0u64;
     loop {
         std::thread::sleep(Duration::from_millis(200));
+        ticks += 1;
+        // Once a second: cases the server finished (a cheap count, not one GET per case).
+        if ticks.is_multiple_of(5)
+            && let Some((last, _)) = finished_last
+            && let Some(now) = finished_on_server(&metrics_agent, &base, &reviewer_auth)
+            && now > last
+        {
+            finished_last = Some((now, Instant::now()));
+        }
         let elapsed = start.elapsed();
         let sending = senders.iter().any(|h| !h.is_finished());
         if !sending {
@@ -485,6 +525,17 @@ fn main() -> anyhow::Result<()> {
         report["completed_per_s"] = json!((c * scale * 10.0).round() / 10.0);
     }
     report["followed_percent"] = json!(follow_percent);
+    // The server's own count: every case that reached a final status during the run,
+    // over the time from the first request to the last increase of the count.
+    if let (Some(before), Some((after, at))) = (finished_before, finished_last) {
+        let window = (at - start).as_secs_f64();
+        report["server_finished_cases"] = json!(after - before);
+        report["server_finished_per_s"] = json!(if window > 0.0 {
+            ((after - before) / window * 10.0).round() / 10.0
+        } else {
+            0.0
+        });
+    }
     report["mode"] = match rate {
         Some(r) => json!({ "open_loop_rate": r, "connections": threads }),
         None => json!({ "closed_loop_concurrency": threads }),

@@ -143,6 +143,15 @@ pub fn table(report: &Value) -> String {
     row(&mut t, "unfinished at the end", s(&report["unfinished"]));
     row(
         &mut t,
+        "cases finished on the server (/metrics), per s",
+        format!(
+            "{}, {}/s",
+            s(&report["server_finished_cases"]),
+            s(&report["server_finished_per_s"])
+        ),
+    );
+    row(
+        &mut t,
         "tasks completed as reviewer",
         s(&report["tasks_completed_as_reviewer"]),
     );
