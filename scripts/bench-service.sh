@@ -29,6 +29,9 @@ LOADGEN=target/release/casegraph-loadgen
 OUT=target/bench-service
 URL=http://127.0.0.1:$PORT
 PID=
+# How the server gets the profile; SERVER_ENV adds CASEGRAPH_* settings to every start.
+SERVE_ARGS=${SERVE_ARGS---profile $PROFILE}
+SERVER_ENV=${SERVER_ENV:-}
 
 [ -x "$BIN" ] && [ -x "$LOADGEN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -43,7 +46,8 @@ start() {
     local data=$1; shift
     local t0 t1
     t0=$(date +%s.%N)
-    env "$@" taskset -c "$CPUS" "$BIN" serve --profile "$PROFILE" --data "$data" \
+    # shellcheck disable=SC2086
+    env $SERVER_ENV "$@" taskset -c "$CPUS" "$BIN" serve $SERVE_ARGS --data "$data" \
         --listen "127.0.0.1:$PORT" >"$data.out" 2>"$data.log" &
     PID=$!
     until "$BIN" health --url "$URL/readyz" >/dev/null 2>&1; do sleep 0.005; done
