@@ -1,5 +1,6 @@
 //! Command-line interface: one file per command, dispatched through [`Command`].
 
+mod classify;
 mod graph;
 mod run;
 mod test;
@@ -34,6 +35,8 @@ pub enum Command {
     Graph(graph::Args),
     /// Route and run a batch of requests offline (JSON lines), with a summary of outcomes.
     Run(run::Args),
+    /// Classify requests (JSON lines): intent, confidence, top intents, out-of-scope, language.
+    Classify(classify::Args),
 }
 
 impl Command {
@@ -43,6 +46,7 @@ impl Command {
             Command::Test(a) => test::run(a),
             Command::Graph(a) => graph::run(a),
             Command::Run(a) => run::run(a),
+            Command::Classify(a) => classify::run(a),
         }
     }
 }
