@@ -119,6 +119,7 @@ def build_encoder(
     keep_ids: np.ndarray,
     pooled_layers: list[int],
     head: tuple[np.ndarray, np.ndarray] | None = None,
+    ngram_head: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> onnx.ModelProto:
     """Encoder graph: input_ids, attention_mask [batch, seq] (int64) → output.
 
@@ -126,7 +127,10 @@ def build_encoder(
     Without a head, the output `pooled` is [batch, len(pooled_layers), hidden]: the masked
     mean of the hidden states after each listed layer (0 = embeddings), L2-normalized.
     With a head (W [features, classes], b [classes]) the output is `logits`, computed from
-    the concatenated pooled vectors.
+    the concatenated pooled vectors. With an n-gram head too (Wn [grams, classes], bn, mix),
+    the graph takes `ngram_ids` / `ngram_values` [batch, k] (sparse TF-IDF features, padded
+    with id 0 and value 0) and `logits` = mix * log_softmax(encoder head)
+    + (1 - mix) * log_softmax(n-gram head).
     """
     g = _G()
     H, NH = w.hidden, w.heads
@@ -225,7 +229,23 @@ def build_encoder(
     else:
         feats = g.op("Concat", pooled, axis=1) if len(pooled) > 1 else pooled[0]
         hw, hb = head
-        g.op("Add", [g.op("MatMul", [feats, g.const("head_w", hw.astype(np.float32))]), g.const("head_b", hb.astype(np.float32))], out="logits")
+        enc_logits = g.op("Add", [g.op("MatMul", [feats, g.const("head_w", hw.astype(np.float32))]), g.const("head_b", hb.astype(np.float32))])
+        if ngram_head is None:
+            g.op("Identity", [enc_logits], out="logits")
+        else:
+            nw, nb, mix = ngram_head
+            inputs += [
+                helper.make_tensor_value_info("ngram_ids", TensorProto.INT64, ["batch", "grams"]),
+                helper.make_tensor_value_info("ngram_values", TensorProto.FLOAT, ["batch", "grams"]),
+            ]
+            # fp16 table (half the size, no int8 quantization error), widened after the lookup
+            rows = g.op("Gather", [g.const("ngram_w", nw.astype(np.float16)), "ngram_ids"], axis=0)
+            rows = g.op("Cast", [rows], to=TensorProto.FLOAT)
+            vals = g.op("Unsqueeze", ["ngram_values", axes2])
+            ng = g.op("Add", [g.op("ReduceSum", [g.op("Mul", [rows, vals]), axes1], keepdims=0), g.const("ngram_b", nb.astype(np.float32))])
+            a = g.op("Mul", [g.op("LogSoftmax", [enc_logits], axis=-1), g.const("mix_enc", np.array(mix, np.float32))])
+            b = g.op("Mul", [g.op("LogSoftmax", [ng], axis=-1), g.const("mix_ngram", np.array(1.0 - mix, np.float32))])
+            g.op("Add", [a, b], out="logits")
         outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", hw.shape[1]])]
 
     graph = helper.make_graph(g.nodes, "casegraph_intent", inputs, outputs, g.inits)

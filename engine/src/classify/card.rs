@@ -64,7 +64,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 impl ModelCard {
     pub fn parse(text: &str) -> Result<ModelCard, String> {
         let card: ModelCard = toml::from_str(text).map_err(|e| e.to_string())?;
-        if !(card.calibration.temperature > 0.0) {
+        if card.calibration.temperature.is_nan() || card.calibration.temperature <= 0.0 {
             return Err("calibration.temperature must be > 0".into());
         }
         if !(0.0..1.0).contains(&card.calibration.out_of_scope_threshold) {
@@ -205,7 +205,7 @@ out_of_scope_threshold = 0.3
         let missing = CARD.replace("\"labels.json\" = \"LABELS\"\n", "");
         assert!(
             ModelCard::parse(&missing)
-                .unwrap_err()
+                .expect_err("missing checksum")
                 .contains("labels.json")
         );
     }

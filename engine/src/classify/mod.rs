@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod calibrate;
 pub mod card;
+pub mod ngrams;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 #[cfg(feature = "onnx")]

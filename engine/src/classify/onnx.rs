@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use super::card::{ModelCard, Verified};
+use super::ngrams::Ngrams;
 use super::{Calibration, Classifier, Error, Prediction, runtime};
 
 /// How the model runs on this box (a firmware profile sets these).
@@ -113,6 +114,8 @@ pub struct OnnxClassifier {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
     encoder: TextEncoder,
+    /// The lexical half of the model, when the graph has `ngram_*` inputs.
+    ngrams: Option<Ngrams>,
     labels: Vec<String>,
     calibration: Calibration,
     version: String,
@@ -140,8 +143,10 @@ impl OnnxClassifier {
             let session = Session::builder(env)
                 .map_err(|e| model_err(e.to_string()))?
                 .with_optimization_level(GraphOptimizationLevel::Level3)
-                .and_then(|b| b.with_intra_threads(options.intra_threads.max(1)))
-                .and_then(|b| b.with_inter_threads(1))
+                .map_err(|e| model_err(e.to_string()))?
+                .with_intra_threads(options.intra_threads.max(1))
+                .map_err(|e| model_err(e.to_string()))?
+                .with_inter_threads(1)
                 .map_err(|e| model_err(e.to_string()))?
                 .commit_from_file(v.dir.join("model.onnx"))
                 .map_err(|e| model_err(format!("model.onnx: {e}")))?;
@@ -152,10 +157,16 @@ impl OnnxClassifier {
             &v.card.model.prefix,
             v.card.model.max_tokens,
         )?;
+        let ngrams = if v.card.files.contains_key("ngrams.json") {
+            Some(Ngrams::load(&v.dir.join("ngrams.json"))?)
+        } else {
+            None
+        };
         Ok(OnnxClassifier {
             sessions,
             next: AtomicUsize::new(0),
             encoder,
+            ngrams,
             calibration: v.calibration(options.top_k),
             labels: v.labels,
             version: v.version,
@@ -196,9 +207,21 @@ impl OnnxClassifier {
                 },
                 Ok,
             )?;
-        let outputs = guard
-            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
-            .map_err(ort_err)?;
+        let mut inputs = ort::inputs!["input_ids" => ids, "attention_mask" => mask];
+        if let Some(ngrams) = &self.ngrams {
+            let rows: Vec<_> = texts.iter().map(|t| ngrams.features(t)).collect();
+            let (gids, gvals, width) = Ngrams::pad(&rows);
+            let gshape = [texts.len(), width];
+            inputs.push((
+                "ngram_ids".into(),
+                Tensor::from_array((gshape, gids)).map_err(ort_err)?.into(),
+            ));
+            inputs.push((
+                "ngram_values".into(),
+                Tensor::from_array((gshape, gvals)).map_err(ort_err)?.into(),
+            ));
+        }
+        let outputs = guard.run(inputs).map_err(ort_err)?;
         let (shape, data) = outputs["logits"]
             .try_extract_tensor::<f32>()
             .map_err(ort_err)?;
@@ -224,5 +247,54 @@ impl Classifier for OnnxClassifier {
 
     fn model(&self) -> &str {
         &self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> TextEncoder {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/intent-e5-de-en/tokenizer.json");
+        TextEncoder::from_file(&path, "query: ", 16).expect("shipped tokenizer loads")
+    }
+
+    #[test]
+    fn texts_are_wrapped_prefixed_and_cut() {
+        let t = shipped();
+        let toks = t.tokens("Meine Karte ist weg").expect("tokens");
+        assert_eq!(toks.first().map(String::as_str), Some("<s>"));
+        assert_eq!(toks.last().map(String::as_str), Some("</s>"));
+        assert_eq!(toks[1], "\u{2581}query");
+        let long = t.encode(&"Überweisung ".repeat(40)).expect("ids");
+        assert_eq!(long.0.len(), 16, "cut to max_tokens");
+        let end = t.encode("x").expect("ids");
+        assert_eq!(long.0.last(), end.0.last(), "the cut keeps </s>");
+    }
+
+    #[test]
+    fn german_and_english_words_need_no_unknown_pieces() {
+        let t = shipped();
+        let unk = t.tokenizer.token_to_id("<unk>").map(i64::from);
+        for text in [
+            "Die Rückerstattung für meine Überweisung fehlt, Größe €",
+            "Why was my top-up reverted?",
+        ] {
+            let ids = t.encode(text).expect("ids");
+            assert!(!ids.0.iter().any(|i| Some(*i) == unk), "{text}: {ids:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_is_padded_with_a_mask() {
+        let t = shipped();
+        let a = t.encode("card").expect("ids");
+        let b = t.encode("my card has not arrived").expect("ids");
+        let (ids, mask, len) = t.pad(&[a.clone(), b.clone()]);
+        assert_eq!(len, b.0.len());
+        assert_eq!(&ids[..a.0.len()], &a.0[..]);
+        assert_eq!(ids[a.0.len()], t.pad_id);
+        assert_eq!(mask.iter().sum::<i64>() as usize, a.0.len() + b.0.len());
     }
 }

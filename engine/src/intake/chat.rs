@@ -56,21 +56,22 @@ pub fn customer_turns(transcript: &str) -> String {
     let mut current: Option<Who> = None;
     let mut labelled = false;
     for line in transcript.lines() {
-        if let Some(c) = SPEAKER.captures(line) {
-            if let Some(who) = speaker(&c[1]) {
-                labelled = true;
-                if who == Who::Customer {
-                    turns.push(c[2].trim().to_string());
-                }
-                current = Some(who);
-                continue;
+        if let Some((c, who)) = SPEAKER
+            .captures(line)
+            .and_then(|c| speaker(&c[1]).map(|w| (c, w)))
+        {
+            labelled = true;
+            if who == Who::Customer {
+                turns.push(c[2].trim().to_string());
             }
+            current = Some(who);
+            continue;
         }
-        if current == Some(Who::Customer) {
-            if let Some(last) = turns.last_mut() {
-                last.push('\n');
-                last.push_str(line.trim());
-            }
+        if current == Some(Who::Customer)
+            && let Some(last) = turns.last_mut()
+        {
+            last.push('\n');
+            last.push_str(line.trim());
         }
     }
     if labelled {

@@ -77,7 +77,7 @@ fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Every personal datum in `text`, in order, without overlaps (the first kind found wins:
