@@ -108,6 +108,9 @@ impl TextEncoder {
     }
 }
 
+/// Most texts in one model call: larger batches gain little on CPU and pad more.
+pub const SUB_BATCH: usize = 8;
+
 /// The shipped intent model run through ONNX Runtime.
 #[derive(Debug)]
 pub struct OnnxClassifier {
@@ -181,16 +184,28 @@ impl OnnxClassifier {
         &self.encoder
     }
 
-    /// Raw logits, one row per text.
+    /// Raw logits, one row per text, in order. Texts of similar length run together in
+    /// sub-batches of at most [`SUB_BATCH`], so that padding stays small.
     pub fn logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
         let encoded = texts
             .iter()
             .map(|t| self.encoder.encode(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let (ids, mask, len) = self.encoder.pad(&encoded);
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encoded[i].0.len());
+        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(SUB_BATCH) {
+            let enc: Vec<Encoded> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+            let txt: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            for (&i, row) in chunk.iter().zip(self.run(&enc, &txt)?) {
+                rows[i] = row;
+            }
+        }
+        Ok(rows)
+    }
+
+    fn run(&self, encoded: &[Encoded], texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        let (ids, mask, len) = self.encoder.pad(encoded);
         let shape = [texts.len(), len];
         let ids = Tensor::from_array((shape, ids)).map_err(ort_err)?;
         let mask = Tensor::from_array((shape, mask)).map_err(ort_err)?;
