@@ -437,7 +437,7 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
     files = {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "labels.json", "ngrams.json")}
     counts: dict[str, int] = {}
     for t, _, o in data["train"]:
-        key = o.split(":")[0] + ("+ocr" if o.endswith("+ocr") else "")
+        key = o.split(":")[0].removesuffix("+ocr") + ("+ocr" if o.endswith("+ocr") else "")
         counts[key] = counts.get(key, 0) + 1
     lines = [
         "# Model card of casegraph's intent model. Written by models/training/train.py;",

@@ -281,7 +281,8 @@ mod tests {
         let toks = t.tokens("Meine Karte ist weg").expect("tokens");
         assert_eq!(toks.first().map(String::as_str), Some("<s>"));
         assert_eq!(toks.last().map(String::as_str), Some("</s>"));
-        assert_eq!(toks[1], "\u{2581}query");
+        // e5's "query: " prefix, as the training pipeline's tokenizer splits it
+        assert_eq!(toks[1..4], ["\u{2581}que", "ry", ":"]);
         let long = t.encode(&"Überweisung ".repeat(40)).expect("ids");
         assert_eq!(long.0.len(), 16, "cut to max_tokens");
         let end = t.encode("x").expect("ids");
