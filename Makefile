@@ -1,5 +1,5 @@
 # casegraph's entry points. CI calls `make test` (see .ci/run).
-.PHONY: setup run test lint fmt bench validate
+.PHONY: setup run test lint fmt bench validate model
 
 CARGO ?= cargo
 
@@ -33,3 +33,7 @@ validate:
 
 bench:
 	$(CARGO) bench -p casegraph-engine
+
+## Retrain the intent model (not part of test/run; artefacts are committed). See models/README.md.
+model:
+	.venv-train/bin/python models/training/train.py

@@ -34,5 +34,44 @@ fi
 if [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# ONNX Runtime for the intent model: the shared library inside PyPI's onnxruntime wheel,
+# unpacked into .local/onnxruntime/lib/ of the project (nothing is installed system-wide).
+# The engine finds it there without any environment variable; ORT_DYLIB_PATH overrides.
+ORT_VERSION=1.31.1
+ORT_DIR=.local/onnxruntime
+if [ -f "$ORT_DIR/lib/libonnxruntime.so" ] && [ "$(cat "$ORT_DIR/VERSION" 2>/dev/null)" = "$ORT_VERSION" ]; then
+    :
+else
+    PY=$(command -v python3 || command -v python || true)
+    if [ -z "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+        say "python3 with pip is needed to fetch onnxruntime==$ORT_VERSION from PyPI"
+        exit 1
+    fi
+    say "installing ONNX Runtime $ORT_VERSION (PyPI wheel) into $ORT_DIR"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --dest "$tmp" "onnxruntime==$ORT_VERSION"
+    rm -rf "$ORT_DIR"
+    mkdir -p "$ORT_DIR/lib"
+    "$PY" - "$tmp" "$ORT_DIR/lib" <<'EOF'
+import pathlib, sys, zipfile
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheels = sorted(src.glob("onnxruntime-*.whl"))
+if not wheels:
+    sys.exit("setup: no onnxruntime wheel was downloaded")
+with zipfile.ZipFile(wheels[0]) as z:
+    for name in z.namelist():
+        base = name.rsplit("/", 1)[-1]
+        if name.startswith("onnxruntime/capi/") and base.startswith("libonnxruntime"):
+            (dst / base).write_bytes(z.read(name))
+            (dst / base).chmod(0o755)
+libs = sorted(dst.glob("libonnxruntime.so.*"))
+if not libs:
+    sys.exit("setup: the wheel holds no libonnxruntime.so")
+(dst / "libonnxruntime.so").symlink_to(libs[0].name)
+EOF
+    echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
+fi
 
 say "ok"

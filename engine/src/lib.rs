@@ -1,18 +1,21 @@
 //! casegraph's domain core: the workflow format and its compiler, the sandboxed rhai rules,
 //! the routing policy, the executor and the fixture runner; the durable runner with its
-//! store and audit log.
+//! store and audit log; channel intake and the intent model.
 //!
-//! The domain modules (`workflow`, `rules`, `routing`, `exec`, `fixture`, `audit`) do no I/O
-//! beyond reading workflow directories: clocks, connectors and storage come in through
-//! traits, so a run is deterministic and the same code serves the CLI, the tests and the
-//! service. The storage engines live behind [`store::Backend`] in `store`, and `runner`
-//! is where the executor meets the store. This crate must not depend on HTTP or inference
-//! crates.
+//! The domain modules (`workflow`, `rules`, `routing`, `exec`, `fixture`, `audit`, `intake`)
+//! do no I/O beyond reading workflow directories: clocks, connectors and storage come in
+//! through traits, so a run is deterministic and the same code serves the CLI, the tests and
+//! the service. The storage engines live behind [`store::Backend`] in `store`, and `runner`
+//! is where the executor meets the store. This crate must not depend on HTTP crates; the one
+//! inference adapter (`classify::onnx`, ONNX Runtime through `ort`) is behind the `onnx`
+//! feature.
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod classify;
 pub mod exec;
 pub mod fixture;
+pub mod intake;
 pub mod routing;
 pub mod rules;
 pub mod runner;

@@ -2,6 +2,7 @@
 
 mod audit;
 mod erase;
+mod classify;
 mod graph;
 mod health;
 mod profile;
@@ -71,6 +72,8 @@ pub enum Command {
     /// Firmware profiles: list them, check one against this machine.
     #[command(subcommand)]
     Profile(profile::Command),
+    /// Classify requests (JSON lines): intent, confidence, top intents, out-of-scope, language.
+    Classify(classify::Args),
 }
 
 impl Command {
@@ -86,6 +89,7 @@ impl Command {
             Command::Erase(a) => erase::run(a),
             Command::Profile(c) => profile::run(c),
             Command::Health(a) => health::run(a),
+            Command::Classify(a) => classify::run(a),
         }
     }
 }

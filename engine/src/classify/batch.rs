@@ -1,0 +1,214 @@
+//! Dynamic micro-batching: concurrent single requests are gathered into one model call.
+//!
+//! A worker takes the first waiting request, then keeps collecting until it has `max_batch`
+//! requests or `max_wait` has passed since the first one, and answers all of them with one
+//! `classify_batch`. Several workers (one per model session) run batches side by side.
+//! Callers block on their answer; async code calls [`Batcher::classify`] from a blocking
+//! task.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{Classifier, Error, Prediction};
+
+/// Micro-batching settings (a firmware profile sets these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchOptions {
+    /// Most requests in one model call.
+    pub max_batch: usize,
+    /// Longest time the first request of a batch waits for company, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Batches run side by side (match the classifier's sessions).
+    pub workers: usize,
+    /// Requests waiting beyond this are refused (back-pressure) instead of queued.
+    pub queue_depth: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            max_batch: 16,
+            max_wait_ms: 2,
+            workers: 1,
+            queue_depth: 1024,
+        }
+    }
+}
+
+type Job = (String, SyncSender<Result<Prediction, Error>>);
+
+/// Gathers requests into batches for a [`Classifier`].
+#[derive(Debug)]
+pub struct Batcher {
+    tx: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Batcher {
+    pub fn start(classifier: Arc<dyn Classifier>, options: &BatchOptions) -> Batcher {
+        let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..options.workers.max(1))
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let classifier = Arc::clone(&classifier);
+                let max_batch = options.max_batch.max(1);
+                let max_wait = Duration::from_millis(options.max_wait_ms);
+                std::thread::spawn(move || worker(&*classifier, &rx, max_batch, max_wait))
+            })
+            .collect();
+        Batcher {
+            tx: Some(tx),
+            workers,
+        }
+    }
+
+    /// Classifies one text, batched with whatever else is waiting. Blocks.
+    pub fn classify(&self, text: &str) -> Result<Prediction, Error> {
+        let (reply, answer) = sync_channel(1);
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Inference("the batcher is shut down".into()))?;
+        tx.try_send((text.to_string(), reply))
+            .map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(_) => {
+                    Error::Inference("too many requests waiting for the model".into())
+                }
+                std::sync::mpsc::TrySendError::Disconnected(_) => {
+                    Error::Inference("the batcher is shut down".into())
+                }
+            })?;
+        answer
+            .recv()
+            .map_err(|_| Error::Inference("the batch worker stopped".into()))?
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.tx.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(
+    classifier: &dyn Classifier,
+    rx: &Mutex<Receiver<Job>>,
+    max_batch: usize,
+    max_wait: Duration,
+) {
+    loop {
+        let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+        {
+            // one worker gathers at a time; the others wait for the lock
+            let Ok(rx) = rx.lock() else { return };
+            let Ok(first) = rx.recv() else { return };
+            jobs.push(first);
+            let deadline = Instant::now() + max_wait;
+            while jobs.len() < max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let texts: Vec<&str> = jobs.iter().map(|(t, _)| t.as_str()).collect();
+        match classifier.classify_batch(&texts) {
+            Ok(preds) if preds.len() == jobs.len() => {
+                for ((_, reply), p) in jobs.into_iter().zip(preds) {
+                    let _ = reply.send(Ok(p));
+                }
+            }
+            Ok(_) => {
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(Error::Inference(
+                        "the model answered a different number of requests".into(),
+                    )));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Answers each text with its length as the intent, and records batch sizes.
+    #[derive(Debug, Default)]
+    struct Echo {
+        calls: AtomicUsize,
+        largest: AtomicUsize,
+    }
+
+    impl Classifier for Echo {
+        fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.largest.fetch_max(texts.len(), Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            Ok(texts
+                .iter()
+                .map(|t| Prediction {
+                    intent: t.len().to_string(),
+                    confidence: 1.0,
+                    top: vec![],
+                    out_of_scope: false,
+                    model: "echo".into(),
+                })
+                .collect())
+        }
+
+        fn model(&self) -> &str {
+            "echo"
+        }
+    }
+
+    #[test]
+    fn concurrent_requests_are_batched_and_answered_in_kind() {
+        let echo = Arc::new(Echo::default());
+        let batcher = Arc::new(Batcher::start(
+            echo.clone(),
+            &BatchOptions {
+                max_batch: 8,
+                max_wait_ms: 20,
+                workers: 1,
+                queue_depth: 64,
+            },
+        ));
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let b = Arc::clone(&batcher);
+                std::thread::spawn(move || {
+                    let text = "x".repeat(i + 1);
+                    (i + 1, b.classify(&text).expect("answer").intent)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (len, intent) = h.join().expect("thread");
+            assert_eq!(intent, len.to_string(), "each caller gets its own answer");
+        }
+        assert!(
+            echo.largest.load(Ordering::SeqCst) > 1,
+            "requests were batched"
+        );
+        assert!(echo.largest.load(Ordering::SeqCst) <= 8, "max_batch holds");
+        assert!(echo.calls.load(Ordering::SeqCst) < 32);
+    }
+}

@@ -1,0 +1,212 @@
+//! The model card (`model.toml`): what the model is, how it was calibrated and the sha256 of
+//! every shipped file. Files are verified against it before a model is used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{Calibration, Error};
+
+/// The parts of `model.toml` the engine reads (the card carries more for people: metrics,
+/// sources, training data).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelCard {
+    pub model: Model,
+    pub calibration: CalibrationSection,
+    /// File name → sha256 (hex).
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Model {
+    pub name: String,
+    pub version: String,
+    /// Text put before every request (the encoder was trained with it).
+    #[serde(default)]
+    pub prefix: String,
+    /// Longest input in tokens, special tokens included; longer inputs are cut.
+    pub max_tokens: usize,
+    /// The label of the "not for us" class.
+    pub out_of_scope_label: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CalibrationSection {
+    pub temperature: f32,
+    pub out_of_scope_threshold: f32,
+}
+
+/// A model directory whose files match its card.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+    pub labels: Vec<String>,
+    /// `name@version+sha256:<first 12 hex of model.onnx>`.
+    pub version: String,
+}
+
+fn model_err(dir: &Path, reason: impl Into<String>) -> Error {
+    Error::Model {
+        dir: dir.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+impl ModelCard {
+    pub fn parse(text: &str) -> Result<ModelCard, String> {
+        let card: ModelCard = toml::from_str(text).map_err(|e| e.to_string())?;
+        if card.calibration.temperature.is_nan() || card.calibration.temperature <= 0.0 {
+            return Err("calibration.temperature must be > 0".into());
+        }
+        if !(0.0..1.0).contains(&card.calibration.out_of_scope_threshold) {
+            return Err("calibration.out_of_scope_threshold must be in [0, 1)".into());
+        }
+        for f in ["model.onnx", "tokenizer.json", "labels.json"] {
+            if !card.files.contains_key(f) {
+                return Err(format!("[files] has no checksum for {f}"));
+            }
+        }
+        Ok(card)
+    }
+
+    /// Reads `dir/model.toml`, checks every listed file's sha256 and reads the labels.
+    pub fn load_verified(dir: &Path) -> Result<Verified, Error> {
+        let text = std::fs::read_to_string(dir.join("model.toml"))
+            .map_err(|e| model_err(dir, format!("cannot read model.toml: {e}")))?;
+        let card =
+            ModelCard::parse(&text).map_err(|e| model_err(dir, format!("model.toml: {e}")))?;
+        let mut model_sha = String::new();
+        for (file, expected) in &card.files {
+            let path = dir.join(file);
+            let actual = sha256_file(&path)
+                .map_err(|e| model_err(dir, format!("cannot read {file}: {e}")))?;
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(Error::Checksum {
+                    file: path.display().to_string(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            if file == "model.onnx" {
+                model_sha = actual;
+            }
+        }
+        let labels: Vec<String> = serde_json::from_slice(
+            &std::fs::read(dir.join("labels.json"))
+                .map_err(|e| model_err(dir, format!("cannot read labels.json: {e}")))?,
+        )
+        .map_err(|e| model_err(dir, format!("labels.json: {e}")))?;
+        if labels.is_empty() {
+            return Err(model_err(dir, "labels.json is empty"));
+        }
+        let version = format!(
+            "{}@{}+sha256:{}",
+            card.model.name,
+            card.model.version,
+            &model_sha[..12.min(model_sha.len())]
+        );
+        Ok(Verified {
+            dir: dir.to_path_buf(),
+            card,
+            labels,
+            version,
+        })
+    }
+}
+
+impl Verified {
+    pub fn calibration(&self, top_k: usize) -> Calibration {
+        Calibration {
+            temperature: self.card.calibration.temperature,
+            threshold: self.card.calibration.out_of_scope_threshold,
+            oos_index: self
+                .labels
+                .iter()
+                .position(|l| *l == self.card.model.out_of_scope_label),
+            top_k,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = r#"
+[model]
+name = "tiny"
+version = "0.1.0"
+prefix = "query: "
+max_tokens = 64
+out_of_scope_label = "oos"
+
+[calibration]
+temperature = 1.5
+out_of_scope_threshold = 0.3
+
+[files]
+"model.onnx" = "MODEL"
+"tokenizer.json" = "TOK"
+"labels.json" = "LABELS"
+"#;
+
+    fn write(dir: &Path, name: &str, body: &[u8]) -> String {
+        std::fs::write(dir.join(name), body).expect("write");
+        hex::encode(Sha256::digest(body))
+    }
+
+    fn model_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = write(d.path(), "model.onnx", b"not really onnx");
+        let t = write(d.path(), "tokenizer.json", b"{}");
+        let l = write(d.path(), "labels.json", br#"["a","b","oos"]"#);
+        let card = CARD
+            .replace("MODEL", &m)
+            .replace("TOK", &t)
+            .replace("LABELS", &l);
+        std::fs::write(d.path().join("model.toml"), card).expect("write card");
+        d
+    }
+
+    #[test]
+    fn verified_card_gives_labels_version_and_calibration() {
+        let d = model_dir();
+        let v = ModelCard::load_verified(d.path()).expect("verifies");
+        assert_eq!(v.labels, ["a", "b", "oos"]);
+        assert!(v.version.starts_with("tiny@0.1.0+sha256:"));
+        let c = v.calibration(5);
+        assert_eq!(c.oos_index, Some(2));
+        assert_eq!(c.temperature, 1.5);
+    }
+
+    #[test]
+    fn a_changed_file_fails_verification() {
+        let d = model_dir();
+        std::fs::write(d.path().join("labels.json"), br#"["a","b","c"]"#).expect("write");
+        match ModelCard::load_verified(d.path()) {
+            Err(Error::Checksum { file, .. }) => assert!(file.ends_with("labels.json")),
+            other => panic!("expected a checksum error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nonsense_calibration_is_rejected() {
+        let bad = CARD.replace("temperature = 1.5", "temperature = 0.0");
+        assert!(ModelCard::parse(&bad).is_err());
+        let missing = CARD.replace("\"labels.json\" = \"LABELS\"\n", "");
+        assert!(
+            ModelCard::parse(&missing)
+                .expect_err("missing checksum")
+                .contains("labels.json")
+        );
+    }
+}

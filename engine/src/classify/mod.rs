@@ -1,0 +1,88 @@
+//! The intent model: what a request is about, how sure the model is, and whether it is
+//! something this box handles at all.
+//!
+//! The domain side is inference-free: the [`Classifier`] trait, the [`Prediction`] it
+//! returns, the model card ([`card`]), temperature calibration and the out-of-scope rule
+//! ([`calibrate`]), and dynamic micro-batching over any classifier ([`batch`]). The ONNX
+//! Runtime adapter ([`onnx`]: `ort` + `tokenizers`) sits behind the `onnx` cargo feature, so
+//! the rest of the engine builds and tests without an inference stack.
+
+pub mod batch;
+pub mod calibrate;
+pub mod card;
+pub mod ngrams;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+#[cfg(feature = "onnx")]
+pub mod runtime;
+
+use serde::{Deserialize, Serialize};
+
+pub use calibrate::Calibration;
+pub use card::ModelCard;
+
+/// One intent with its calibrated confidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub intent: String,
+    pub confidence: f32,
+}
+
+/// The model's answer for one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The most likely in-scope intent, also when `out_of_scope` is set (a reviewer sees
+    /// what the model would have chosen).
+    pub intent: String,
+    /// Calibrated probability of `intent` (temperature-scaled softmax).
+    pub confidence: f32,
+    /// The best in-scope intents, most likely first (`intent` is `top[0]`).
+    pub top: Vec<Scored>,
+    /// The request is not one the box handles (off-topic, or the model is too unsure):
+    /// it goes to a human.
+    pub out_of_scope: bool,
+    /// Name, version and the first hex digits of the model file's sha256.
+    pub model: String,
+}
+
+/// Classifies request texts. Implementations are thread-safe; a batch is answered in order.
+pub trait Classifier: Send + Sync {
+    fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error>;
+
+    fn classify(&self, text: &str) -> Result<Prediction, Error> {
+        self.classify_batch(&[text])?
+            .pop()
+            .ok_or_else(|| Error::Inference("the model returned no prediction".into()))
+    }
+
+    /// The model version reported in every prediction.
+    fn model(&self) -> &str;
+}
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The ONNX Runtime shared library is not where it should be.
+    #[error(
+        "ONNX Runtime (libonnxruntime.so, version 1.31) was not found; looked at: {looked}. \
+         Install it with `scripts/setup.sh` (puts the library of PyPI's onnxruntime==1.31.1 \
+         wheel into .local/onnxruntime/lib/ of the project), or set ORT_DYLIB_PATH to the \
+         path of a libonnxruntime.so 1.31"
+    )]
+    RuntimeMissing { looked: String },
+    #[error("ONNX Runtime at {path} could not be loaded: {reason}")]
+    RuntimeLoad { path: String, reason: String },
+    #[error("model {dir}: {reason}")]
+    Model { dir: String, reason: String },
+    #[error(
+        "model file {file} does not match the model card: sha256 {actual}, card says {expected}"
+    )]
+    Checksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}

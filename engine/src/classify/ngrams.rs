@@ -1,0 +1,169 @@
+//! TF-IDF n-gram features, the lexical half of the intent model (the ONNX graph holds the
+//! weights; this computes its sparse input).
+//!
+//! Must match `models/training/ngrams.py` exactly: lower-case; per whitespace-separated
+//! word, character n-grams (n = 2..5) of the word padded with one space on either side;
+//! word unigrams and bigrams of the `\b\w\w+\b` tokens, marked with a leading U+0001;
+//! value = (1 + ln count) · idf; the vector L2-normalized. Grams outside the vocabulary are
+//! dropped.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use super::Error;
+
+static WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\w\w+\b").expect("word pattern compiles"));
+const MARK: char = '\u{1}';
+
+#[derive(Deserialize)]
+struct File {
+    grams: Vec<String>,
+    idf: Vec<f32>,
+}
+
+/// The vocabulary and idf weights of `ngrams.json`.
+#[derive(Debug)]
+pub struct Ngrams {
+    index: HashMap<String, (i64, f32)>,
+}
+
+/// One text's sparse features: (vocabulary index, value), sorted by index.
+pub type Sparse = Vec<(i64, f32)>;
+
+/// Every gram of `text`, repeated as often as it occurs.
+pub fn analyze(text: &str) -> Vec<String> {
+    let low = text.to_lowercase();
+    let mut grams = Vec::new();
+    for w in low.split_whitespace() {
+        let chars: Vec<char> = std::iter::once(' ')
+            .chain(w.chars())
+            .chain(std::iter::once(' '))
+            .collect();
+        for n in 2..=5 {
+            if chars.len() < n {
+                break;
+            }
+            for win in chars.windows(n) {
+                grams.push(win.iter().collect());
+            }
+        }
+    }
+    let toks: Vec<&str> = WORD.find_iter(&low).map(|m| m.as_str()).collect();
+    grams.extend(toks.iter().map(|t| format!("{MARK}{t}")));
+    grams.extend(toks.windows(2).map(|p| format!("{MARK}{} {}", p[0], p[1])));
+    grams
+}
+
+impl Ngrams {
+    pub fn load(path: &Path) -> Result<Ngrams, Error> {
+        let err = |reason: String| Error::Model {
+            dir: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let file: File = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        Ngrams::new(file.grams, file.idf).map_err(err)
+    }
+
+    pub fn new(grams: Vec<String>, idf: Vec<f32>) -> Result<Ngrams, String> {
+        if grams.len() != idf.len() {
+            return Err(format!(
+                "{} grams but {} idf weights",
+                grams.len(),
+                idf.len()
+            ));
+        }
+        let index = grams
+            .into_iter()
+            .zip(idf)
+            .enumerate()
+            .map(|(i, (g, w))| (g, (i as i64, w)))
+            .collect();
+        Ok(Ngrams { index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The L2-normalized TF-IDF vector of `text`.
+    pub fn features(&self, text: &str) -> Sparse {
+        let mut counts: HashMap<i64, (u32, f32)> = HashMap::new();
+        for g in analyze(text) {
+            if let Some(&(i, idf)) = self.index.get(&g) {
+                counts.entry(i).or_insert((0, idf)).0 += 1;
+            }
+        }
+        let mut v: Sparse = counts
+            .into_iter()
+            .map(|(i, (c, idf))| (i, (1.0 + (c as f32).ln()) * idf))
+            .collect();
+        let norm = v.iter().map(|(_, x)| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|(_, x)| *x /= norm);
+        }
+        v.sort_by_key(|(i, _)| *i);
+        v
+    }
+
+    /// A batch as the graph's `ngram_ids` / `ngram_values` [rows, width], padded with (0, 0).
+    pub fn pad(batch: &[Sparse]) -> (Vec<i64>, Vec<f32>, usize) {
+        let width = batch.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = vec![0i64; batch.len() * width];
+        let mut vals = vec![0f32; batch.len() * width];
+        for (r, row) in batch.iter().enumerate() {
+            for (j, &(i, x)) in row.iter().enumerate() {
+                ids[r * width + j] = i;
+                vals[r * width + j] = x;
+            }
+        }
+        (ids, vals, width)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grams_of_a_short_text() {
+        let g = analyze("Hi PIN");
+        // " hi " gives " h", "hi", "i ", " hi", "hi ", " hi " ; words are marked
+        assert!(g.contains(&" h".to_string()));
+        assert!(g.contains(&" hi ".to_string()));
+        assert!(g.contains(&" pin ".to_string()));
+        assert!(g.contains(&"\u{1}hi".to_string()));
+        assert!(g.contains(&"\u{1}hi pin".to_string()));
+        // 4-char padded word: 3 + 2 + 1 grams; 5-char: 4 + 3 + 2 + 1
+        assert_eq!(g.len(), 6 + 10 + 3);
+    }
+
+    #[test]
+    fn sublinear_tfidf_is_unit_length() {
+        let n = Ngrams::new(
+            vec!["\u{1}karte".into(), "\u{1}pin".into(), "\u{1}weg".into()],
+            vec![2.0, 1.0, 5.0],
+        )
+        .expect("vocabulary");
+        let f = n.features("Karte karte PIN");
+        assert_eq!(f.len(), 2);
+        let norm: f32 = f.iter().map(|(_, x)| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-5);
+        // karte: (1 + ln 2) * 2, pin: 1 * 1
+        let ratio = f[0].1 / f[1].1;
+        assert!((ratio - (1.0 + 2f32.ln()) * 2.0).abs() < 1e-4);
+        let (ids, vals, w) = Ngrams::pad(&[f, vec![]]);
+        assert_eq!(w, 2);
+        assert_eq!(ids, [0, 1, 0, 0]);
+        assert_eq!(vals[2..], [0.0, 0.0]);
+    }
+}

@@ -1,0 +1,316 @@
+//! The ONNX Runtime adapter: a verified model directory run through `ort` sessions, with the
+//! model's SentencePiece tokenizer (`tokenizers`).
+//!
+//! One graph holds encoder and head: `input_ids`, `attention_mask` [batch, seq] (int64) →
+//! `logits` [batch, labels]. Sessions are sized from [`Options`]; a batch takes whichever
+//! session is free. Calls block: async callers run them on a blocking thread (or through
+//! [`super::batch::Batcher`]).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use serde::Deserialize;
+use tokenizers::Tokenizer;
+
+use super::card::{ModelCard, Verified};
+use super::ngrams::Ngrams;
+use super::{Calibration, Classifier, Error, Prediction, runtime};
+
+/// How the model runs on this box (a firmware profile sets these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Threads one inference may use (ONNX Runtime intra-op threads).
+    pub intra_threads: usize,
+    /// Independent sessions, so that this many batches can run at once.
+    pub sessions: usize,
+    /// How many intents `top` lists.
+    pub top_k: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            intra_threads: 1,
+            sessions: 1,
+            top_k: 5,
+        }
+    }
+}
+
+/// Token ids of one text, ready to batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded(pub Vec<i64>);
+
+/// The model's tokenizer with the card's prefix and length limit.
+#[derive(Debug)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    prefix: String,
+    max_tokens: usize,
+    pad_id: i64,
+}
+
+impl TextEncoder {
+    pub fn from_file(path: &Path, prefix: &str, max_tokens: usize) -> Result<TextEncoder, Error> {
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Model {
+            dir: path.display().to_string(),
+            reason: format!("tokenizer: {e}"),
+        })?;
+        let pad_id = tokenizer.token_to_id("<pad>").map_or(1, i64::from);
+        Ok(TextEncoder {
+            tokenizer,
+            prefix: prefix.to_string(),
+            max_tokens: max_tokens.max(3),
+            pad_id,
+        })
+    }
+
+    /// `<s> prefix+text </s>`, cut to `max_tokens` keeping the closing `</s>`.
+    pub fn encode(&self, text: &str) -> Result<Encoded, Error> {
+        let input = format!("{}{}", self.prefix, text);
+        let enc = self
+            .tokenizer
+            .encode(input.as_str(), true)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
+        let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
+        if ids.len() > self.max_tokens {
+            let last = ids[ids.len() - 1];
+            ids.truncate(self.max_tokens - 1);
+            ids.push(last);
+        }
+        Ok(Encoded(ids))
+    }
+
+    /// Pads a batch: (input_ids, attention_mask, seq_len), row-major.
+    pub fn pad(&self, batch: &[Encoded]) -> (Vec<i64>, Vec<i64>, usize) {
+        let len = batch.iter().map(|e| e.0.len()).max().unwrap_or(0);
+        let mut ids = vec![self.pad_id; batch.len() * len];
+        let mut mask = vec![0i64; batch.len() * len];
+        for (r, e) in batch.iter().enumerate() {
+            ids[r * len..r * len + e.0.len()].copy_from_slice(&e.0);
+            mask[r * len..r * len + e.0.len()].fill(1);
+        }
+        (ids, mask, len)
+    }
+
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>, Error> {
+        let input = format!("{}{}", self.prefix, text);
+        let enc = self
+            .tokenizer
+            .encode(input.as_str(), true)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
+        Ok(enc.get_tokens().to_vec())
+    }
+}
+
+/// Most texts in one model call: larger batches gain little on CPU and pad more.
+pub const SUB_BATCH: usize = 8;
+
+/// The shipped intent model run through ONNX Runtime.
+#[derive(Debug)]
+pub struct OnnxClassifier {
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+    encoder: TextEncoder,
+    /// The lexical half of the model, when the graph has `ngram_*` inputs.
+    ngrams: Option<Ngrams>,
+    labels: Vec<String>,
+    calibration: Calibration,
+    version: String,
+}
+
+fn ort_err(e: impl std::fmt::Display) -> Error {
+    Error::Inference(e.to_string())
+}
+
+impl OnnxClassifier {
+    /// Verifies `dir` against its model card, loads ONNX Runtime and builds the sessions.
+    pub fn load(dir: &Path, options: &Options) -> Result<OnnxClassifier, Error> {
+        let verified = ModelCard::load_verified(dir)?;
+        Self::from_verified(verified, options)
+    }
+
+    pub fn from_verified(v: Verified, options: &Options) -> Result<OnnxClassifier, Error> {
+        let env = runtime::environment()?;
+        let model_err = |e: String| Error::Model {
+            dir: v.dir.display().to_string(),
+            reason: e,
+        };
+        let mut sessions = Vec::new();
+        for _ in 0..options.sessions.max(1) {
+            let session = Session::builder(env)
+                .map_err(|e| model_err(e.to_string()))?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(|e| model_err(e.to_string()))?
+                .with_intra_threads(options.intra_threads.max(1))
+                .map_err(|e| model_err(e.to_string()))?
+                .with_inter_threads(1)
+                .map_err(|e| model_err(e.to_string()))?
+                .commit_from_file(v.dir.join("model.onnx"))
+                .map_err(|e| model_err(format!("model.onnx: {e}")))?;
+            sessions.push(Mutex::new(session));
+        }
+        let encoder = TextEncoder::from_file(
+            &v.dir.join("tokenizer.json"),
+            &v.card.model.prefix,
+            v.card.model.max_tokens,
+        )?;
+        let ngrams = if v.card.files.contains_key("ngrams.json") {
+            Some(Ngrams::load(&v.dir.join("ngrams.json"))?)
+        } else {
+            None
+        };
+        Ok(OnnxClassifier {
+            sessions,
+            next: AtomicUsize::new(0),
+            encoder,
+            ngrams,
+            calibration: v.calibration(options.top_k),
+            labels: v.labels,
+            version: v.version,
+        })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn encoder(&self) -> &TextEncoder {
+        &self.encoder
+    }
+
+    /// Raw logits, one row per text, in order. Texts of similar length run together in
+    /// sub-batches of at most [`SUB_BATCH`], so that padding stays small.
+    pub fn logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        let encoded = texts
+            .iter()
+            .map(|t| self.encoder.encode(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encoded[i].0.len());
+        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(SUB_BATCH) {
+            let enc: Vec<Encoded> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+            let txt: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            for (&i, row) in chunk.iter().zip(self.run(&enc, &txt)?) {
+                rows[i] = row;
+            }
+        }
+        Ok(rows)
+    }
+
+    fn run(&self, encoded: &[Encoded], texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        let (ids, mask, len) = self.encoder.pad(encoded);
+        let shape = [texts.len(), len];
+        let ids = Tensor::from_array((shape, ids)).map_err(ort_err)?;
+        let mask = Tensor::from_array((shape, mask)).map_err(ort_err)?;
+        // take a free session if there is one, else wait for the next in turn
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        let mut guard = (0..n)
+            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
+            .map_or_else(
+                || {
+                    self.sessions[start % n]
+                        .lock()
+                        .map_err(|_| ort_err("session lock poisoned"))
+                },
+                Ok,
+            )?;
+        let mut inputs = ort::inputs!["input_ids" => ids, "attention_mask" => mask];
+        if let Some(ngrams) = &self.ngrams {
+            let rows: Vec<_> = texts.iter().map(|t| ngrams.features(t)).collect();
+            let (gids, gvals, width) = Ngrams::pad(&rows);
+            let gshape = [texts.len(), width];
+            inputs.push((
+                "ngram_ids".into(),
+                Tensor::from_array((gshape, gids)).map_err(ort_err)?.into(),
+            ));
+            inputs.push((
+                "ngram_values".into(),
+                Tensor::from_array((gshape, gvals)).map_err(ort_err)?.into(),
+            ));
+        }
+        let outputs = guard.run(inputs).map_err(ort_err)?;
+        let (shape, data) = outputs["logits"]
+            .try_extract_tensor::<f32>()
+            .map_err(ort_err)?;
+        let width = usize::try_from(shape[1]).map_err(ort_err)?;
+        if width != self.labels.len() {
+            return Err(Error::Inference(format!(
+                "the model has {width} outputs but {} labels",
+                self.labels.len()
+            )));
+        }
+        Ok(data.chunks(width).map(<[f32]>::to_vec).collect())
+    }
+}
+
+impl Classifier for OnnxClassifier {
+    fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
+        Ok(self
+            .logits(texts)?
+            .iter()
+            .map(|row| self.calibration.decide(row, &self.labels, &self.version))
+            .collect())
+    }
+
+    fn model(&self) -> &str {
+        &self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> TextEncoder {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/intent-e5-de-en/tokenizer.json");
+        TextEncoder::from_file(&path, "query: ", 16).expect("shipped tokenizer loads")
+    }
+
+    #[test]
+    fn texts_are_wrapped_prefixed_and_cut() {
+        let t = shipped();
+        let toks = t.tokens("Meine Karte ist weg").expect("tokens");
+        assert_eq!(toks.first().map(String::as_str), Some("<s>"));
+        assert_eq!(toks.last().map(String::as_str), Some("</s>"));
+        // e5's "query: " prefix, as the training pipeline's tokenizer splits it
+        assert_eq!(toks[1..4], ["\u{2581}que", "ry", ":"]);
+        let long = t.encode(&"Überweisung ".repeat(40)).expect("ids");
+        assert_eq!(long.0.len(), 16, "cut to max_tokens");
+        let end = t.encode("x").expect("ids");
+        assert_eq!(long.0.last(), end.0.last(), "the cut keeps </s>");
+    }
+
+    #[test]
+    fn german_and_english_words_need_no_unknown_pieces() {
+        let t = shipped();
+        let unk = t.tokenizer.token_to_id("<unk>").map(i64::from);
+        for text in [
+            "Die Rückerstattung für meine Überweisung fehlt, Größe €",
+            "Why was my top-up reverted?",
+        ] {
+            let ids = t.encode(text).expect("ids");
+            assert!(!ids.0.iter().any(|i| Some(*i) == unk), "{text}: {ids:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_is_padded_with_a_mask() {
+        let t = shipped();
+        let a = t.encode("card").expect("ids");
+        let b = t.encode("my card has not arrived").expect("ids");
+        let (ids, mask, len) = t.pad(&[a.clone(), b.clone()]);
+        assert_eq!(len, b.0.len());
+        assert_eq!(&ids[..a.0.len()], &a.0[..]);
+        assert_eq!(ids[a.0.len()], t.pad_id);
+        assert_eq!(mask.iter().sum::<i64>() as usize, a.0.len() + b.0.len());
+    }
+}

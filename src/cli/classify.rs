@@ -1,0 +1,193 @@
+//! `casegraph classify`: intent, confidence, top intents, out-of-scope flag and language for
+//! each request of a JSON-lines file, one JSON line out per line in, in order.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use casegraph_engine::classify::onnx::{OnnxClassifier, Options};
+use casegraph_engine::classify::{Classifier, Scored};
+use casegraph_engine::intake::{self, Channel};
+use serde::{Deserialize, Serialize};
+
+/// The model shipped with the product, relative to the project root.
+pub const DEFAULT_MODEL: &str = "models/intent-e5-de-en";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSON lines `{"text": "...", "channel": "form"|"letter"|"chat"}`; `-` reads standard input.
+    #[arg(long, short)]
+    input: String,
+    /// Model directory (model.toml, model.onnx, tokenizer.json, labels.json); default: the
+    /// shipped model.
+    #[arg(long, env = "CASEGRAPH_MODEL")]
+    model: Option<PathBuf>,
+    /// ONNX Runtime threads per inference.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Requests per model call.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Intents listed in `top`.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    text: String,
+    /// Chat when absent.
+    #[serde(default)]
+    channel: Option<Channel>,
+    /// A form's labelled values.
+    #[serde(default)]
+    fields: BTreeMap<String, serde_json::Value>,
+    // accepted so that sample requests classify as they are
+    #[serde(default)]
+    #[allow(dead_code)]
+    language: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    customer_id: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    intent: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    confidence: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Output<'a> {
+    intent: &'a str,
+    confidence: f32,
+    top: &'a [Scored],
+    out_of_scope: bool,
+    language: &'a str,
+    model: &'a str,
+}
+
+/// Where the shipped model is: under the working directory or one of its parents, beside
+/// the executable's project, or in the source tree this binary was built from.
+pub fn default_model_dir() -> PathBuf {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    roots
+        .iter()
+        .map(|r| r.join(DEFAULT_MODEL))
+        .find(|d| d.join("model.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
+fn field_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let classifier = OnnxClassifier::load(
+        &dir,
+        &Options {
+            intra_threads: args.threads,
+            sessions: 1,
+            top_k: args.top_k,
+        },
+    )?;
+    let reader: Box<dyn BufRead> = if args.input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&args.input)
+                .with_context(|| format!("cannot open {}", args.input))?,
+        ))
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut failed = 0usize;
+    // a chunk of lines: (line number, normalized request or the error for that line)
+    let mut chunk: Vec<(usize, Result<intake::Normalized, String>)> = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("{}: cannot read line {n}", args.input))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<Line>(&line)
+            .map(|l| {
+                let fields = l
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), field_text(v)))
+                    .collect();
+                intake::normalize(l.channel.unwrap_or(Channel::Chat), &l.text, &fields)
+            })
+            .map_err(|e| e.to_string());
+        chunk.push((n, parsed));
+        if chunk.len() >= args.batch.max(1) {
+            failed += flush(&classifier, &mut chunk, &args.input, &mut out)?;
+        }
+    }
+    failed += flush(&classifier, &mut chunk, &args.input, &mut out)?;
+    out.flush()?;
+    if failed > 0 {
+        eprintln!("{failed} line(s) of {} could not be classified", args.input);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Classifies the chunk's good lines in one batch and writes every line's answer in order.
+/// Returns how many lines failed.
+fn flush(
+    classifier: &OnnxClassifier,
+    chunk: &mut Vec<(usize, Result<intake::Normalized, String>)>,
+    input: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<usize> {
+    let texts: Vec<&str> = chunk
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|n| n.text.as_str()))
+        .collect();
+    let mut predictions = classifier.classify_batch(&texts)?.into_iter();
+    let mut failed = 0;
+    for (n, r) in chunk.drain(..) {
+        match r {
+            Ok(norm) => {
+                let p = predictions
+                    .next()
+                    .context("the model answered fewer requests than it was given")?;
+                let o = Output {
+                    intent: &p.intent,
+                    confidence: p.confidence,
+                    top: &p.top,
+                    out_of_scope: p.out_of_scope,
+                    language: &norm.language,
+                    model: &p.model,
+                };
+                serde_json::to_writer(&mut *out, &o)?;
+                writeln!(out)?;
+            }
+            Err(e) => {
+                failed += 1;
+                let msg = format!("{input}: line {n}: {e}");
+                eprintln!("error: {msg}");
+                serde_json::to_writer(&mut *out, &serde_json::json!({ "line": n, "error": msg }))?;
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(failed)
+}

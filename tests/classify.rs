@@ -1,0 +1,182 @@
+//! The shipped intent model through the real binary: it loads (checksums verified), it
+//! classifies a labelled set of English and German requests above a floor, it flags
+//! off-topic requests, bad lines are reported by number without stopping the run, and a
+//! missing ONNX Runtime gives the documented error.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const LABELLED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/classify-labelled.jsonl"
+);
+
+fn casegraph(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casegraph"));
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("casegraph starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("casegraph finishes")
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every output line is JSON"))
+        .collect()
+}
+
+#[test]
+fn labelled_requests_are_classified_above_the_floor() {
+    let out = casegraph(&["classify", "--input", LABELLED], None, &[]);
+    assert!(
+        out.status.success(),
+        "classify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<Value> = std::fs::read_to_string(LABELLED)
+        .expect("labelled set")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("labelled line"))
+        .collect();
+    let got = lines(&out);
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "one answer per request, in order"
+    );
+
+    let (mut in_scope, mut correct, mut off_topic, mut flagged) = (0, 0, 0, 0);
+    let mut by_lang = [(0, 0); 2];
+    for (want, p) in expected.iter().zip(&got) {
+        let intent = want["intent"].as_str().expect("intent");
+        // shape of every answer
+        let top = p["top"].as_array().expect("top");
+        assert_eq!(top.len(), 5);
+        assert_eq!(p["intent"], top[0]["intent"]);
+        let conf = p["confidence"].as_f64().expect("confidence");
+        assert!((0.0..=1.0).contains(&conf));
+        assert!(
+            top.windows(2)
+                .all(|w| w[0]["confidence"].as_f64() >= w[1]["confidence"].as_f64())
+        );
+        assert!(
+            p["model"]
+                .as_str()
+                .expect("model")
+                .starts_with("intent-e5-de-en@")
+        );
+        if intent == "oos" {
+            off_topic += 1;
+            flagged += usize::from(p["out_of_scope"] == true);
+            continue;
+        }
+        in_scope += 1;
+        let ok = p["intent"] == intent && p["out_of_scope"] == false;
+        correct += usize::from(ok);
+        let lang = usize::from(p["language"] == "de");
+        by_lang[lang].0 += 1;
+        by_lang[lang].1 += usize::from(ok);
+    }
+    let acc = correct as f64 / in_scope as f64;
+    eprintln!(
+        "in-scope {correct}/{in_scope}, en {}/{}, de {}/{}, off-topic flagged {flagged}/{off_topic}",
+        by_lang[0].1, by_lang[0].0, by_lang[1].1, by_lang[1].0
+    );
+    assert!(
+        acc >= 0.8,
+        "in-scope accuracy {acc:.2} is below the floor 0.80"
+    );
+    assert!(
+        by_lang[0].0 >= 15 && by_lang[1].0 >= 15,
+        "both languages detected"
+    );
+    assert!(
+        by_lang[1].1 as f64 / by_lang[1].0 as f64 >= 0.75,
+        "German accuracy below the floor 0.75"
+    );
+    assert!(
+        flagged * 5 >= off_topic * 4,
+        "at least 80% of off-topic requests flagged"
+    );
+}
+
+#[test]
+fn a_bad_line_is_named_and_the_rest_still_classified() {
+    let input = "{\"text\": \"my card is lost\", \"channel\": \"chat\"}\n{\"text\": 42}\n\n{\"text\": \"Wie ändere ich meine PIN?\", \"channel\": \"form\"}\n";
+    let out = casegraph(&["classify", "--input", "-"], Some(input), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    let got = lines(&out);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0]["intent"], "lost_or_stolen_card");
+    assert_eq!(got[1]["line"], 2);
+    assert_eq!(got[2]["intent"], "change_pin");
+    assert_eq!(got[2]["language"], "de");
+}
+
+#[test]
+fn missing_onnx_runtime_says_how_to_install_it() {
+    let out = casegraph(
+        &["classify", "--input", LABELLED],
+        None,
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ONNX Runtime"), "{stderr}");
+    assert!(stderr.contains("scripts/setup.sh"), "{stderr}");
+    assert!(stderr.contains("onnxruntime==1.31.1"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_tampered_model_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/intent-e5-de-en");
+    for f in std::fs::read_dir(&shipped).expect("model dir") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+    }
+    let mut labels: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("labels.json")).expect("labels"),
+    )
+    .expect("labels json");
+    labels.swap(0, 1);
+    std::fs::write(
+        dir.path().join("labels.json"),
+        serde_json::to_string(&labels).expect("json"),
+    )
+    .expect("write");
+    let model = dir.path().to_str().expect("utf-8 path");
+    let out = casegraph(
+        &["classify", "--model", model, "--input", LABELLED],
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("labels.json") && stderr.contains("sha256"),
+        "{stderr}"
+    );
+}
