@@ -1,8 +1,8 @@
 //! Command-line interface: one file per command, dispatched through [`Command`].
 
 mod audit;
-mod erase;
 mod classify;
+mod erase;
 mod graph;
 mod health;
 mod profile;
