@@ -73,7 +73,10 @@ fn the_box_serves_https_with_its_certificate() {
         let answer = https_get(&addr, "/healthz", &files.cert).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let answer = https_get(&addr, "/v1/cases/c-none", &files.cert).await;
-        assert!(answer.starts_with("HTTP/1.1 401"), "auth still applies: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "auth still applies: {answer}"
+        );
     });
 }
 
