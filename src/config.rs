@@ -16,6 +16,8 @@ use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::profile::{InferenceOptions, LogOptions, MemoryOptions, RuntimeOptions};
+
 /// Everything `casegraph serve` can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +34,18 @@ pub struct Config {
     pub webhooks: WebhookOptions,
     /// Bounds on every rule script run.
     pub rules: Limits,
+    /// Threads of the HTTP runtime.
+    pub runtime: RuntimeOptions,
+    /// How the intent model runs: variant, threads, sessions, batching.
+    pub inference: InferenceOptions,
+    /// The resident-memory budget and load shedding near it.
+    pub memory: MemoryOptions,
+    /// What the service logs.
+    pub log: LogOptions,
+    /// The firmware profile this configuration was built on (`--profile`); not a key of
+    /// any file, it is reported with the effective settings.
+    #[serde(skip)]
+    pub profile: Option<String>,
 }
 
 impl Default for Config {
@@ -45,6 +59,11 @@ impl Default for Config {
             connectors: ConnectorOptions::default(),
             webhooks: WebhookOptions::default(),
             rules: Limits::default(),
+            runtime: RuntimeOptions::default(),
+            inference: InferenceOptions::default(),
+            memory: MemoryOptions::default(),
+            log: LogOptions::default(),
+            profile: None,
         }
     }
 }
@@ -197,6 +216,10 @@ const SECTIONS: &[&str] = &[
     "connectors",
     "webhooks",
     "rules",
+    "runtime",
+    "inference",
+    "memory",
+    "log",
 ];
 
 impl Config {
@@ -212,8 +235,12 @@ impl Config {
             message: e.to_string(),
         })?;
         if let Some(name) = profile {
-            let path = PathBuf::from("firmware-profiles").join(format!("{name}.toml"));
-            merge(&mut tree, read_toml(&path)?);
+            // Validated on its own first, so a bad key is named with the profile's file.
+            let loaded = crate::profile::Loaded::load(name).map_err(|e| Error::Invalid {
+                origin: "firmware profile".into(),
+                message: e.to_string(),
+            })?;
+            merge(&mut tree, loaded.layer);
         }
         if let Some(path) = file {
             merge(&mut tree, read_toml(path)?);
@@ -224,6 +251,11 @@ impl Config {
             };
             let path: Vec<String> = rest.to_lowercase().split("__").map(String::from).collect();
             if !SECTIONS.contains(&path[0].as_str()) {
+                continue;
+            }
+            // A section is addressed key by key (`CASEGRAPH_LOG__LEVEL`); `CASEGRAPH_LOG`
+            // alone is the log filter, not the `[log]` section.
+            if path.len() == 1 && !matches!(path[0].as_str(), "data_dir" | "workflows_dir") {
                 continue;
             }
             // Numbers, booleans and arrays are given as JSON; anything else is a string.
@@ -243,6 +275,7 @@ impl Config {
         if let Some(w) = &flags.workflows_dir {
             config.workflows_dir = w.clone();
         }
+        config.profile = profile.map(str::to_string);
         config.validate()?;
         Ok(config)
     }
@@ -277,6 +310,25 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return bad("connectors.base_url", "must be an http:// or https:// URL");
+        }
+        if self.runtime.blocking_threads == 0 {
+            return bad("runtime.blocking_threads", "must be at least 1");
+        }
+        let i = &self.inference;
+        if i.threads == 0 || i.sessions == 0 || i.batch_size == 0 {
+            return bad(
+                "inference",
+                "threads, sessions and batch_size must be at least 1",
+            );
+        }
+        if !(10..=100).contains(&self.memory.shed_at_percent) {
+            return bad("memory.shed_at_percent", "must be between 10 and 100");
+        }
+        if self.memory.sample_interval.is_zero() {
+            return bad("memory.sample_interval", "must be positive");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return bad("log.level", &format!("is not a log filter: {e}"));
         }
         if self.webhooks.max_attempts == 0 {
             return bad("webhooks.max_attempts", "must be at least 1");

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod profile;
 pub mod serve;
+pub mod settings;
 pub mod tls;
 pub mod webhook;
 pub mod workers;

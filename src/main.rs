@@ -10,18 +10,20 @@ mod cli;
 use casegraph::backoffice;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    // The service logs what it does; the offline commands only their errors.
-    let default = match (&args.log, &args.command) {
-        (Some(level), _) => level.as_str(),
-        (None, cli::Command::Serve(_)) => "info",
-        (None, _) => "error",
-    };
-    init_tracing(default, args.log_format == cli::LogFormat::Json);
+    // The service logs what it does (at its configuration's `log.level`, known once the
+    // configuration is loaded); the offline commands only their errors.
+    LOG_JSON.store(args.log_format == cli::LogFormat::Json, Ordering::Relaxed);
+    match (&args.log, &args.command) {
+        (Some(level), _) => init_tracing(level),
+        (None, cli::Command::Serve(_)) => {}
+        (None, _) => init_tracing("error"),
+    }
     match args.command.run() {
         Ok(code) => code,
         Err(e) => {
@@ -31,7 +33,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str, json: bool) {
+/// Log lines as JSON (`--log-format json`).
+static LOG_JSON: AtomicBool = AtomicBool::new(false);
+static LOG_INIT: std::sync::Once = std::sync::Once::new();
+
+/// Starts logging once: `CASEGRAPH_LOG`, else `default`; later calls do nothing.
+fn init_tracing(default: &str) {
+    LOG_INIT.call_once(|| start_tracing(default, LOG_JSON.load(Ordering::Relaxed)));
+}
+
+fn start_tracing(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASEGRAPH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()

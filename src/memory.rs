@@ -124,6 +124,45 @@ impl Guard {
     }
 }
 
+/// Requests that add work (and memory) to the box: refused while memory is near the budget.
+fn adds_work(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST
+        && matches!(path, "/v1/requests" | "/v1/classify" | "/v1/workflows")
+}
+
+/// Middleware: `503 memory_pressure` + Retry-After for work-adding requests while resident
+/// memory is at or above the shedding mark; everything else passes.
+pub async fn shed(
+    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let guard = &state.memory;
+    if guard.over() && adds_work(req.method(), req.uri().path()) {
+        guard.shed();
+        state
+            .metrics
+            .intake_rejected
+            .get_or_create(&crate::metrics::StatusLabels {
+                status: "503".into(),
+            })
+            .inc();
+        return crate::api::AppError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "memory_pressure",
+            "the box is near its memory budget; try again shortly",
+        )
+        .details(serde_json::json!({
+            "resident_bytes": guard.resident(),
+            "budget_bytes": guard.budget(),
+        }))
+        .retry_after(state.retry_after_secs)
+        .into_response();
+    }
+    next.run(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

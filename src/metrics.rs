@@ -65,6 +65,9 @@ pub struct Metrics {
     pub intake_rejected: Family<StatusLabels, Counter>,
     pub open_tasks: Family<QueueLabels, Gauge>,
     pub pending_cases: Gauge,
+    /// Resident memory of the process and its budget (0: none), read when scraped.
+    pub resident_bytes: Gauge,
+    pub memory_budget_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -167,6 +170,18 @@ impl Metrics {
             "Cases with stored work not yet done",
             pending_cases.clone(),
         );
+        let resident_bytes = Gauge::default();
+        r.register(
+            "process_resident_bytes",
+            "Resident memory of the server process",
+            resident_bytes.clone(),
+        );
+        let memory_budget_bytes = Gauge::default();
+        r.register(
+            "memory_budget_bytes",
+            "Resident memory budget (memory.budget_mib); intake sheds near it",
+            memory_budget_bytes.clone(),
+        );
         Metrics {
             registry: r,
             http_requests,
@@ -184,6 +199,8 @@ impl Metrics {
             intake_rejected,
             open_tasks,
             pending_cases,
+            resident_bytes,
+            memory_budget_bytes,
         }
     }
 

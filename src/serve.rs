@@ -94,6 +94,16 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
+    // The profile was validated when the configuration was built; it is read again for the
+    // effective settings and how it fits this machine (logged, shown to admins).
+    let profile = config
+        .profile
+        .as_deref()
+        .map(crate::profile::Loaded::load)
+        .transpose()?;
+    let settings = Arc::new(crate::settings::Effective::new(&config, profile.as_ref()));
+    settings.log();
+    let memory = crate::memory::Guard::start(&config.memory)?;
     let store = open_store(&config, &metrics)?;
     let tokens = Arc::new(Tokens::open(&config.data_dir)?);
     bootstrap_admin(&config, &tokens)?;
@@ -162,6 +172,8 @@ pub async fn run(
         body_limit_bytes: config.limits.body_limit_bytes,
         simulated_backoffice: simulated,
         notifier,
+        settings,
+        memory,
     });
 
     // Recovery: every case with stored work resumes from its last checkpoint.

@@ -52,6 +52,7 @@ fn a_profile_with_an_unknown_key_is_refused_by_check_and_serve() {
     for args in [
         vec!["profile", "check", "edge-typo"],
         vec!["profile", "check", by_path],
+        vec!["serve", "--profile", "edge-typo"],
     ] {
         let out = casegraph()
             .args(&args)
@@ -72,5 +73,120 @@ fn list_shows_every_profile() {
     let text = String::from_utf8_lossy(&out.stdout);
     for name in ["edge-small", "edge-standard", "server"] {
         assert!(text.contains(name), "{text}");
+    }
+}
+
+fn serve(
+    profile: &str,
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = casegraph()
+        .args([
+            "serve",
+            "--profile",
+            profile,
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data)
+        .env("CASEGRAPH_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    (child, base)
+}
+
+fn get(base: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = casegraph::connector::agent(std::time::Duration::from_secs(10))
+            .get(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call();
+        if let Ok(mut r) = r {
+            let status = r.status().as_u16();
+            if status != 503 || std::time::Instant::now() > deadline {
+                let text = r.body_mut().read_to_string().unwrap();
+                return (status, serde_json::from_str(&text).unwrap_or_default());
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no answer");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Every shipped profile starts, and its values are what the server runs with; a
+/// variable overrides the profile.
+#[test]
+fn each_profile_starts_and_its_settings_are_the_effective_ones() {
+    for name in ["edge-small", "edge-standard", "server"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let (mut child, base) = serve(name, &data, &[("CASEGRAPH_LIMITS__RETRY_AFTER_SECS", "2")]);
+        let (status, _) = get(&base, "/readyz", "");
+        assert_eq!(status, 200, "{name}");
+        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+        let (status, v) = get(&base, "/v1/admin/settings", token.trim());
+        assert_eq!(status, 200, "{name}: {v}");
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("firmware-profiles/{name}.toml")),
+        )
+        .unwrap();
+        let profile: serde_json::Value = toml::from_str(&text).unwrap();
+        let config = &v["config"];
+        for (section, key) in [
+            ("limits", "workers"),
+            ("limits", "queue_depth"),
+            ("limits", "max_in_flight"),
+            ("limits", "body_limit_bytes"),
+            ("store", "cache_mib"),
+            ("runtime", "http_threads"),
+            ("runtime", "blocking_threads"),
+            ("inference", "variant"),
+            ("inference", "threads"),
+            ("inference", "sessions"),
+            ("inference", "batch_size"),
+            ("inference", "batch_window"),
+            ("memory", "budget_mib"),
+            ("log", "level"),
+        ] {
+            assert_eq!(
+                config[section][key], profile[section][key],
+                "{name}: {section}.{key}"
+            );
+        }
+        assert_eq!(
+            config["limits"]["retry_after_secs"], 2,
+            "{name}: the variable wins"
+        );
+        assert_eq!(v["profile"]["name"], name);
+        assert!(
+            v["profile"]["findings"]
+                .as_array()
+                .is_some_and(|f| f.len() >= 4)
+        );
+        assert_eq!(
+            v["memory"]["budget_bytes"],
+            profile["memory"]["budget_mib"].as_u64().unwrap() * 1024 * 1024
+        );
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(child.wait().unwrap().success(), "{name}");
     }
 }

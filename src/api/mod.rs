@@ -3,6 +3,7 @@
 //! blocking engine work (store reads and commits, rules) on the blocking pool, never on the
 //! async workers. Every error leaves as [`AppError`]'s one shape.
 
+mod admin;
 mod auth;
 mod cases;
 mod classify;
@@ -62,6 +63,10 @@ pub struct Inner {
     pub simulated_backoffice: bool,
     /// Hosts `reply_to` may name.
     pub notifier: crate::webhook::Notifier,
+    /// The effective settings, for `GET /v1/admin/settings`.
+    pub settings: Arc<crate::settings::Effective>,
+    /// Resident memory against the budget: work-adding requests are shed near it.
+    pub memory: Arc<crate::memory::Guard>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -90,6 +95,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/workflows/{id}/graph", get(workflows::graph))
         .route("/v1/classify", post(classify::classify))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/admin/settings", get(admin::settings))
         .route("/metrics", get(system::metrics));
     Router::new()
         .merge(v1)
@@ -100,6 +106,10 @@ pub fn app(state: AppState) -> Router {
         .route("/docs", get(openapi::page))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::memory::shed,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
         .with_state(state)

@@ -26,6 +26,7 @@ use super::Json;
         super::system::healthz,
         super::system::readyz,
         super::system::metrics,
+        super::admin::settings,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail)),
     modifiers(&Bearer),

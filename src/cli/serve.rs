@@ -37,7 +37,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             workflows_dir: args.workflows,
         },
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    crate::init_tracing(&config.log.level);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.runtime.http_threads > 0 {
+        builder.worker_threads(config.runtime.http_threads);
+    }
+    let runtime = builder
+        .max_blocking_threads(config.runtime.blocking_threads)
         .enable_all()
         .thread_name("http")
         .build()?;

@@ -105,8 +105,8 @@ pub struct Demand {
 /// states a measured figure.
 fn session_mib(variant: Variant) -> u64 {
     match variant {
-        Variant::Int8 => 48,
-        Variant::Fp32 => 160,
+        Variant::Int8 => 96,
+        Variant::Fp32 => 256,
     }
 }
 

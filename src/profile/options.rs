@@ -55,7 +55,7 @@ impl Variant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceOptions {
-    /// The model under `models/`, e.g. `intent` for `models/intent/`.
+    /// The model directory under `models/`.
     pub model: String,
     /// Quantized or full-precision weights.
     pub variant: Variant,
@@ -74,7 +74,7 @@ pub struct InferenceOptions {
 impl Default for InferenceOptions {
     fn default() -> Self {
         InferenceOptions {
-            model: "intent".into(),
+            model: "intent-e5-de-en".into(),
             variant: Variant::Int8,
             threads: 1,
             sessions: 1,
