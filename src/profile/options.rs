@@ -124,3 +124,53 @@ impl Default for LogOptions {
         }
     }
 }
+
+impl InferenceOptions {
+    /// The model directory: `models/<model>` under `models_root`.
+    pub fn model_dir(&self, models_root: &std::path::Path) -> std::path::PathBuf {
+        models_root.join(&self.model)
+    }
+
+    /// The ONNX session options these settings mean.
+    pub fn session_options(&self) -> casegraph_engine::classify::onnx::Options {
+        casegraph_engine::classify::onnx::Options {
+            intra_threads: self.threads,
+            sessions: self.sessions,
+            ..Default::default()
+        }
+    }
+
+    /// The micro-batching these settings mean: one batch worker per session.
+    pub fn batch_options(&self) -> casegraph_engine::classify::batch::BatchOptions {
+        casegraph_engine::classify::batch::BatchOptions {
+            max_batch: self.batch_size,
+            max_wait_ms: self.batch_window.as_millis() as u64,
+            workers: self.sessions,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_settings_map_onto_the_engine_options() {
+        let i = InferenceOptions {
+            threads: 2,
+            sessions: 3,
+            batch_size: 32,
+            batch_window: Duration::from_millis(5),
+            ..InferenceOptions::default()
+        };
+        let s = i.session_options();
+        assert_eq!((s.intra_threads, s.sessions), (2, 3));
+        let b = i.batch_options();
+        assert_eq!((b.max_batch, b.max_wait_ms, b.workers), (32, 5, 3));
+        assert!(
+            i.model_dir(std::path::Path::new("models"))
+                .ends_with("intent-e5-de-en")
+        );
+    }
+}
