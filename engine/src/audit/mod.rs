@@ -224,7 +224,10 @@ where
                 position: expected,
             });
         }
-        if record.computed_hash() != record.hash {
+        // The hash covers the parsed record; the byte comparison also catches edits that
+        // parse to the same values (`z` for `Z` in a timestamp, an escaped letter).
+        let canonical = serde_json::to_vec(&record).unwrap_or_default();
+        if record.computed_hash() != record.hash || canonical != bytes {
             return Err(Problem::Altered { seq: record.seq });
         }
         if record.prev != prev.hash {
