@@ -300,7 +300,8 @@ fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<
     Ok(())
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies a directory tree (workflow directories: plain files and folders).
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
