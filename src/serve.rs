@@ -36,18 +36,9 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// Opens the store in `dir`, with its writes timed for the metrics.
 fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
-    let mut options = config.store.clone();
-    // A directory that already holds one backend's data keeps it (as `Store::open` does).
-    if let Some(kind) = store::detect(&config.data_dir)
-        && kind != options.backend
-    {
-        tracing::warn!(
-            "data directory holds a {kind:?} store; using it rather than the configured {:?}",
-            options.backend
-        );
-        options.backend = kind;
-    }
-    let backend = store::open_backend(&config.data_dir, &options)?;
+    // `open_backend` keeps the backend a data directory already holds.
+    let options = &config.store;
+    let backend = store::open_backend(&config.data_dir, options)?;
     let timed = Arc::new(TimedBackend {
         inner: backend,
         write_duration: metrics.store_write_duration.clone(),

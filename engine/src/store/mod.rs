@@ -203,13 +203,25 @@ impl Error {
     }
 }
 
-/// Opens the backend `options` names in `dir` (created if missing).
+/// Opens the backend `options` names in `dir` (created if missing). A directory that
+/// already holds one backend's data is opened with that backend whatever `options` says,
+/// so data is never orphaned.
 pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Open {
         path: dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    Ok(match options.backend {
+    let mut kind = options.backend;
+    if let Some(found) = detect(dir)
+        && found != kind
+    {
+        tracing::warn!(
+            "data directory {} holds a {found:?} store; using it rather than the configured {kind:?}",
+            dir.display()
+        );
+        kind = found;
+    }
+    Ok(match kind {
         Kind::Redb => Arc::new(RedbBackend::open(&dir.join("casegraph.redb"), options)?),
         Kind::Sled => Arc::new(SledBackend::open(&dir.join("sled"), options)?),
     })
@@ -235,21 +247,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. A directory that already holds one backend's
-    /// data is opened with that backend whatever `options` says, so data is never orphaned.
+    /// Opens (or creates) the store in `dir` (see [`open_backend`] for which backend).
     pub fn open(dir: &Path, options: &Options) -> Result<Store, Error> {
-        let mut options = options.clone();
-        if let Some(kind) = detect(dir)
-            && kind != options.backend
-        {
-            tracing::warn!(
-                "data directory {} holds a {kind:?} store; using it rather than the configured {:?}",
-                dir.display(),
-                options.backend
-            );
-            options.backend = kind;
-        }
-        Store::with_backend(open_backend(dir, &options)?, options.max_group)
+        Store::with_backend(open_backend(dir, options)?, options.max_group)
     }
 
     /// A store over an already opened backend.
