@@ -1,55 +1,181 @@
-//! The stand-in classifier the service uses until the ONNX intent model is wired in.
+//! The classifier the service and `casegraph run` use: the request's channel intake
+//! (letter body, a chat's customer turns, a form's labelled fields), then the ONNX intent
+//! model through the micro-batcher.
 //!
-//! It does not read the text. A request may say its own intent in `metadata.intent` (and
-//! `metadata.confidence`, default 1.0), as back-office systems that already know it do and
-//! as tests do; anything else is answered out of scope, so routing sends it to a human
-//! queue (`triage`). The model replaces this file by implementing the same
-//! [`Classifier`] trait.
+//! A back-office system that already knows a request's intent may say so in
+//! `metadata.intent` (and `metadata.confidence`, default 1.0); the model is then not asked,
+//! and the classification says `"source": "metadata"` so that the audit trail shows who
+//! decided. Everything else is classified by the model (`"source": "model"`).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use casegraph_engine::classify::batch::Batcher;
+use casegraph_engine::classify::onnx::OnnxClassifier;
+use casegraph_engine::intake::{self, Channel};
 use casegraph_engine::runner::Classifier;
 use serde_json::{Value, json};
 
-/// The name this classifier reports as its model version.
-pub const MODEL: &str = "stand-in:metadata";
+use crate::profile::{InferenceOptions, Variant};
 
-/// Reads the intent from `metadata`; out of scope otherwise.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MetadataClassifier;
+/// What a classification made from `metadata.intent` reports as its model.
+pub const METADATA_MODEL: &str = "request-metadata";
 
-impl Classifier for MetadataClassifier {
-    fn classify(&self, request: &Value) -> Result<Value, String> {
-        let metadata = request.get("metadata");
-        let language = request.get("language").cloned().unwrap_or(Value::Null);
-        let intent = metadata
-            .and_then(|m| m.get("intent"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
-        Ok(match intent {
-            Some(intent) => {
-                let confidence = metadata
-                    .and_then(|m| m.get("confidence"))
-                    .and_then(Value::as_f64)
-                    .filter(|c| (0.0..=1.0).contains(c))
-                    .unwrap_or(1.0);
-                json!({
-                    "intent": intent,
-                    "confidence": confidence,
-                    "top": [{ "intent": intent, "confidence": confidence }],
-                    "out_of_scope": false,
-                    "language": language,
-                    "model": MODEL,
-                })
-            }
-            None => json!({
-                "intent": null,
-                "confidence": 0.0,
-                "top": [],
-                "out_of_scope": true,
-                "language": language,
-                "model": MODEL,
-            }),
+/// The model shipped with the product, relative to the project root.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+
+/// The intent model behind the micro-batcher, with the request's intake in front of it.
+#[derive(Debug)]
+pub struct ModelClassifier {
+    batcher: Batcher,
+    model: String,
+    /// How long loading took (files verified, sessions built).
+    pub load_time: Duration,
+}
+
+impl ModelClassifier {
+    /// Loads `<models_dir>/<options.model>` with the sessions and batching `options` ask
+    /// for. The files are verified against the model card first.
+    pub fn load(models_dir: &Path, options: &InferenceOptions) -> anyhow::Result<ModelClassifier> {
+        let started = Instant::now();
+        let dir = options.model_dir(models_dir);
+        if options.variant != Variant::Int8 {
+            anyhow::bail!(
+                "inference.variant = \"{}\": the model {} ships int8 weights only (model.onnx); \
+                 set inference.variant = \"int8\"",
+                options.variant.as_str(),
+                dir.display()
+            );
+        }
+        let onnx = OnnxClassifier::load(&dir, &options.session_options())?;
+        let model = casegraph_engine::classify::Classifier::model(&onnx).to_string();
+        let batcher = Batcher::start(Arc::new(onnx), &options.batch_options());
+        Ok(ModelClassifier {
+            batcher,
+            model,
+            load_time: started.elapsed(),
         })
     }
+
+    /// The model version every prediction carries.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl Classifier for ModelClassifier {
+    fn classify(&self, request: &Value) -> Result<Value, String> {
+        let norm = normalize(request)?;
+        let language = stated_language(request).unwrap_or(norm.language.as_str());
+        if let Some(given) = from_metadata(request, language) {
+            return Ok(given);
+        }
+        if norm.text.is_empty() {
+            // Nothing to read (e.g. a form of unlabelled numbers): a human decides.
+            return Ok(json!({
+                "intent": null, "confidence": 0.0, "top": [], "out_of_scope": true,
+                "language": language, "model": self.model, "source": "model",
+                "reason": "no text to classify",
+            }));
+        }
+        let p = self
+            .batcher
+            .classify(&norm.text)
+            .map_err(|e| e.to_string())?;
+        Ok(json!({
+            "intent": p.intent,
+            "confidence": round(p.confidence),
+            "top": p.top.iter().map(|s| json!({"intent": s.intent, "confidence": round(s.confidence)})).collect::<Vec<_>>(),
+            "out_of_scope": p.out_of_scope,
+            "language": language,
+            "model": p.model,
+            "source": "model",
+        }))
+    }
+}
+
+/// Confidences to four places: the audit trail and API answers do not need float noise.
+fn round(c: f32) -> f64 {
+    (f64::from(c) * 10_000.0).round() / 10_000.0
+}
+
+/// The request's text made ready for the model by its channel's intake.
+pub fn normalize(request: &Value) -> Result<intake::Normalized, String> {
+    let channel = match request.get("channel").and_then(Value::as_str) {
+        Some("letter") => Channel::Letter,
+        Some("form") => Channel::Form,
+        Some("chat") | None => Channel::Chat,
+        Some(other) => return Err(format!("unknown channel `{other}`")),
+    };
+    let text = request.get("text").and_then(Value::as_str).unwrap_or("");
+    let fields: BTreeMap<String, String> = request
+        .get("fields")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(intake::normalize(channel, text, &fields))
+}
+
+fn stated_language(request: &Value) -> Option<&str> {
+    request
+        .get("language")
+        .and_then(Value::as_str)
+        .filter(|l| !l.is_empty())
+}
+
+/// The classification a request brings along in `metadata.intent`, if any.
+fn from_metadata(request: &Value, language: &str) -> Option<Value> {
+    let metadata = request.get("metadata")?;
+    let intent = metadata
+        .get("intent")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?;
+    let confidence = metadata
+        .get("confidence")
+        .and_then(Value::as_f64)
+        .filter(|c| (0.0..=1.0).contains(c))
+        .unwrap_or(1.0);
+    Some(json!({
+        "intent": intent,
+        "confidence": confidence,
+        "top": [{ "intent": intent, "confidence": confidence }],
+        "out_of_scope": false,
+        "language": language,
+        "model": METADATA_MODEL,
+        "source": "metadata",
+    }))
+}
+
+/// Where the models are: `models/` under the working directory or one of its parents,
+/// beside the executable's project, or in the source tree this binary was built from.
+pub fn default_models_dir() -> PathBuf {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let default = InferenceOptions::default().model;
+    roots
+        .iter()
+        .map(|r| r.join(DEFAULT_MODELS_DIR))
+        .find(|d| d.join(&default).join("model.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR))
 }
 
 #[cfg(test)]
@@ -57,14 +183,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metadata_intent_is_used_and_anything_else_is_out_of_scope() {
-        let c = MetadataClassifier;
-        let r = c
-            .classify(&json!({"metadata": {"intent": "request_refund", "confidence": 0.8}}))
-            .expect("answer");
+    fn a_stated_intent_is_taken_from_metadata_and_says_so() {
+        let r = from_metadata(
+            &json!({"metadata": {"intent": "request_refund", "confidence": 0.8}}),
+            "de",
+        )
+        .expect("given");
         assert_eq!(r["intent"], "request_refund");
         assert_eq!(r["confidence"], 0.8);
-        let r = c.classify(&json!({"text": "hello"})).expect("answer");
-        assert_eq!(r["out_of_scope"], true);
+        assert_eq!(r["source"], "metadata");
+        assert_eq!(r["language"], "de");
+        assert!(from_metadata(&json!({"metadata": {"intent": ""}}), "en").is_none());
+        assert!(from_metadata(&json!({"text": "hello"}), "en").is_none());
+    }
+
+    #[test]
+    fn a_letter_is_reduced_to_its_body_and_a_form_to_its_labelled_fields() {
+        let n = normalize(&json!({"channel": "letter", "text":
+            "Erika Mustermann\nHauptstr. 1\n12345 Berlin\n\nBetreff: Karte\n\nSehr geehrte Damen und Herren,\nmeine Karte ist nicht angekommen.\nMit freundlichen Grüßen\nErika Mustermann"}))
+        .expect("normalized");
+        assert!(n.text.contains("Karte ist nicht angekommen"), "{}", n.text);
+        assert!(!n.text.contains("Hauptstr"), "{}", n.text);
+        let n = normalize(&json!({"channel": "form", "text": "", "fields": {"reason": "card not arrived", "amount": 12}}))
+            .expect("normalized");
+        assert!(n.text.contains("card not arrived"), "{}", n.text);
+        assert!(normalize(&json!({"channel": "fax", "text": "x"})).is_err());
     }
 }

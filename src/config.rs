@@ -27,6 +27,8 @@ pub struct Config {
     /// The shipped workflows (one sub-directory each, plus `routing/`); published versions
     /// in the data directory take precedence over these.
     pub workflows_dir: PathBuf,
+    /// The shipped intent models (one sub-directory each; `inference.model` names one).
+    pub models_dir: PathBuf,
     pub server: ServerOptions,
     pub limits: LimitsOptions,
     pub store: store::Options,
@@ -53,6 +55,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             workflows_dir: PathBuf::from("workflows"),
+            models_dir: PathBuf::from(crate::classifier::DEFAULT_MODELS_DIR),
             server: ServerOptions::default(),
             limits: LimitsOptions::default(),
             store: store::Options::default(),
@@ -203,6 +206,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub workflows_dir: Option<PathBuf>,
+    pub models_dir: Option<PathBuf>,
 }
 
 /// Top-level keys an environment variable may address; other `CASEGRAPH_*` variables
@@ -210,6 +214,7 @@ pub struct Overrides {
 const SECTIONS: &[&str] = &[
     "data_dir",
     "workflows_dir",
+    "models_dir",
     "server",
     "limits",
     "store",
@@ -255,7 +260,12 @@ impl Config {
             }
             // A section is addressed key by key (`CASEGRAPH_LOG__LEVEL`); `CASEGRAPH_LOG`
             // alone is the log filter, not the `[log]` section.
-            if path.len() == 1 && !matches!(path[0].as_str(), "data_dir" | "workflows_dir") {
+            if path.len() == 1
+                && !matches!(
+                    path[0].as_str(),
+                    "data_dir" | "workflows_dir" | "models_dir"
+                )
+            {
                 continue;
             }
             // Numbers, booleans and arrays are given as JSON; anything else is a string.
@@ -274,6 +284,9 @@ impl Config {
         }
         if let Some(w) = &flags.workflows_dir {
             config.workflows_dir = w.clone();
+        }
+        if let Some(m) = &flags.models_dir {
+            config.models_dir = m.clone();
         }
         config.profile = profile.map(str::to_string);
         config.validate()?;

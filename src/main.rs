@@ -7,8 +7,6 @@
 
 mod cli;
 
-use casegraph::backoffice;
-
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::api::{self, Inner};
 use crate::auth::{Role, Tokens};
 use crate::backoffice::SimulatedBackOffice;
-use crate::classifier::MetadataClassifier;
+use crate::classifier::ModelClassifier;
 use crate::config::Config;
 use crate::connector::HttpConnector;
 use crate::library::Library;
@@ -106,8 +106,27 @@ pub async fn run(
                 config.workflows_dir.display()
             )
         })?;
+    // The model loads before the first connection is taken: `readyz` answering means the
+    // model answers too. Files are verified against the model card first.
+    let model =
+        ModelClassifier::load(&config.models_dir, &config.inference).with_context(|| {
+            format!(
+                "cannot load the intent model `{}` from {}",
+                config.inference.model,
+                config.models_dir.display()
+            )
+        })?;
+    let model_version = model.model().to_string();
+    tracing::info!(
+        model = %model_version,
+        load_ms = model.load_time.as_millis() as u64,
+        threads = config.inference.threads,
+        sessions = config.inference.sessions,
+        batch = config.inference.batch_size,
+        "intent model loaded"
+    );
     let classifier: Arc<dyn Classifier> = Arc::new(MeasuredClassifier {
-        inner: Arc::new(MetadataClassifier),
+        inner: Arc::new(model),
         metrics: metrics.clone(),
     });
     let (connector, simulated): (Arc<dyn Connector>, bool) = match &config.connectors.base_url {
@@ -122,11 +141,6 @@ pub async fn run(
             (Arc::new(SimulatedBackOffice), true)
         }
     };
-    tracing::info!(
-        model = crate::classifier::MODEL,
-        workflows = catalog.workflows().count(),
-        "classifier is the stand-in: it reads metadata.intent; other requests go to triage"
-    );
     let runner = Arc::new(Runner::new(Parts {
         store,
         catalog: Arc::new(catalog),
@@ -150,6 +164,7 @@ pub async fn run(
     let state = Arc::new(Inner {
         runner: runner.clone(),
         classifier,
+        model: model_version,
         tokens,
         library: Arc::new(library),
         publish_lock: tokio::sync::Mutex::new(()),

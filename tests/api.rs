@@ -16,8 +16,7 @@ fn refund_letter(amount: &str) -> Value {
         "channel": "letter",
         "language": "de",
         "customer_id": "C-1002314",
-        "text": format!("Sehr geehrte Damen und Herren,\nfür die stornierte Bestellung wurden mir {amount} € abgebucht. Bitte erstatten Sie den Betrag auf DE89 3704 0044 0532 0130 00.\nMit freundlichen Grüßen\nErika Mustermann"),
-        "metadata": {"intent": "request_refund", "confidence": 0.92}
+        "text": format!("Sehr geehrte Damen und Herren,\nich möchte eine Rückerstattung für meine stornierte Bestellung über {amount} €. Bitte überweisen Sie das Geld zurück auf DE89 3704 0044 0532 0130 00.\nMit freundlichen Grüßen\nErika Mustermann"),
     })
 }
 
@@ -32,11 +31,24 @@ fn a_letter_flows_through_classification_and_a_workflow_to_a_reply() {
     let case = s.wait_case(&id, is_final);
     assert_eq!(case["status"], "completed", "{case}");
     assert_eq!(case["outcome"], "refunded");
-    assert_eq!(case["classification"]["intent"], "request_refund");
+    // The shipped model read the letter's body.
+    let classification = &case["classification"];
     assert_eq!(
-        case["classification"]["model"],
-        casegraph::classifier::MODEL
+        classification["intent"], "request_refund",
+        "{classification}"
     );
+    assert_eq!(classification["source"], "model");
+    assert_eq!(classification["out_of_scope"], false);
+    assert_eq!(classification["language"], "de");
+    assert!(
+        classification["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("intent-e5-de-en@"),
+        "{classification}"
+    );
+    assert!(classification["confidence"].as_f64().unwrap() >= 0.6);
+    assert_eq!(classification["top"][0]["intent"], "request_refund");
     assert_eq!(case["workflow"]["id"], "request_refund");
     assert_eq!(case["route"]["workflow"], "request_refund");
     let reply = case["reply"]["text"].as_str().unwrap();
@@ -72,11 +84,18 @@ fn a_letter_flows_through_classification_and_a_workflow_to_a_reply() {
 }
 
 #[test]
-fn a_request_without_a_known_intent_goes_to_triage() {
+fn an_off_topic_request_is_flagged_by_the_model_and_goes_to_triage() {
     let s = Server::start();
-    let id = s.submit(&json!({"channel": "chat", "text": "hello?"}));
+    let id = s.submit(
+        &json!({"channel": "chat", "text": "Wie wird das Wetter am Wochenende in Hamburg?"}),
+    );
     let case = s.wait_case(&id, |c| c["status"] == "waiting");
     assert_eq!(case["route"]["queue"], "triage", "{case}");
+    assert_eq!(case["route"]["rule"], "out_of_scope", "{case}");
+    assert_eq!(case["classification"]["out_of_scope"], true);
+    assert_eq!(case["classification"]["source"], "model");
+    // The language was not given: it was detected from the text.
+    assert_eq!(case["request"]["language"], "de");
     let tasks = s.call("GET", "/v1/tasks?queue=triage", Some(Role::Reviewer), None);
     assert!(
         tasks
@@ -536,6 +555,28 @@ fn workflows_are_listed_and_drawn() {
     );
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.json["intent"], "card_arrival");
+    assert_eq!(c.json["source"], "metadata");
+    // Without a stated intent the model answers, in either language, with its top intents.
+    for (text, intent, language) in [
+        (
+            "I lost my card yesterday, please block it",
+            "lost_or_stolen_card",
+            "en",
+        ),
+        ("Ich möchte mein Konto kündigen.", "terminate_account", "de"),
+    ] {
+        let c = s.call(
+            "POST",
+            "/v1/classify",
+            Some(Role::Reviewer),
+            Some(&json!({"text": text})),
+        );
+        assert_eq!(c.status, 200, "{}", c.text);
+        assert_eq!(c.json["intent"], intent, "{}", c.text);
+        assert_eq!(c.json["source"], "model");
+        assert_eq!(c.json["language"], language, "{}", c.text);
+        assert!(c.json["top"].as_array().unwrap().len() >= 3, "{}", c.text);
+    }
 }
 
 #[test]
@@ -545,6 +586,14 @@ fn health_readiness_metrics_and_the_openapi_document() {
     let ready = s.call("GET", "/readyz", None, None);
     assert_eq!(ready.status, 200, "{}", ready.text);
     assert_eq!(ready.json["checks"]["simulated_backoffice"], true);
+    assert!(
+        ready.json["checks"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("intent-e5-de-en@"),
+        "{}",
+        ready.text
+    );
     let doc = s.call("GET", "/openapi.json", None, None);
     assert_eq!(doc.status, 200);
     for path in [

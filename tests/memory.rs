@@ -27,7 +27,6 @@ fn request(i: usize) -> Value {
     let mut body = json!({
         "channel": s["channel"], "language": s["language"], "fields": s["fields"],
         "customer_id": format!("C-{i:07}"),
-        "metadata": {"intent": s["intent"], "confidence": s["confidence"]},
     });
     if let Some(t) = s["text"].as_str().filter(|t| !t.is_empty()) {
         body["text"] = json!(t);

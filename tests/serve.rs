@@ -167,3 +167,62 @@ fn a_fresh_box_creates_an_admin_token_for_its_operator() {
     let out = casegraph(&["token", "list", "--data", data.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
 }
+
+/// Runs `casegraph serve` expecting it to refuse to start; returns its stderr.
+fn refused_start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casegraph"));
+    cmd.args([
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .args(extra)
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "serve started anyway");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_does_not_start_without_a_sound_model_and_says_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+
+    // No model where the configuration points.
+    let empty = tmp.path().join("no-models");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = refused_start(&data, &["--models", empty.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("cannot load the intent model `intent-e5-de-en`")
+            && err.contains(empty.to_str().unwrap()),
+        "{err}"
+    );
+
+    // A model file that does not match its card.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/intent-e5-de-en");
+    let copy = tmp.path().join("models/intent-e5-de-en");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let labels = copy.join("labels.json");
+    let text = std::fs::read_to_string(&labels).unwrap();
+    std::fs::write(&labels, text.replacen("card_arrival", "card_arrivals", 1)).unwrap();
+    let models = tmp.path().join("models");
+    let err = refused_start(&data, &["--models", models.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("labels.json") && err.contains("does not match the model card"),
+        "{err}"
+    );
+
+    // A variant the shipped model does not have.
+    let err = refused_start(&data, &[], &[("CASEGRAPH_INFERENCE__VARIANT", "fp32")]);
+    assert!(err.contains("int8"), "{err}");
+}

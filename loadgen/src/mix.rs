@@ -1,6 +1,6 @@
 //! The request mix: the shipped sample requests (forms, letters and chats in German and
-//! English, each naming its intent in `metadata.intent` as a back-office system that knows
-//! it would), letters with OCR noise, and off-topic requests that no workflow serves and
+//! English, posted as a back-office system would, so the box's intent model classifies
+//! every one), letters with OCR noise, and off-topic requests that no workflow serves and
 //! routing sends to a reviewer. Deterministic for a seed.
 
 use std::path::Path;
@@ -37,8 +37,8 @@ impl Rng {
     }
 }
 
-/// Requests no workflow serves: the classifier finds no intent and routing sends them to
-/// the `triage` queue.
+/// Requests no workflow serves: the model flags them out of scope and routing sends them
+/// to the `triage` queue.
 const OFF_TOPIC: &[(&str, &str, &str)] = &[
     (
         "chat",
@@ -146,14 +146,6 @@ impl Mix {
             body.insert("fields".into(), f.clone());
         }
         body.insert("customer_id".into(), json!(customer));
-        if let Some(intent) = s["intent"].as_str() {
-            let mut meta = Map::new();
-            meta.insert("intent".into(), json!(intent));
-            if let Some(c) = s.get("confidence").filter(|c| c.is_number()) {
-                meta.insert("confidence".into(), c.clone());
-            }
-            body.insert("metadata".into(), Value::Object(meta));
-        }
         Drawn {
             body: Value::Object(body).to_string(),
             kind: match channel {
@@ -210,9 +202,7 @@ mod tests {
             *kinds.entry(d.kind).or_default() += 1;
             let v: Value = serde_json::from_str(&d.body).expect("json");
             languages.insert(v["language"].as_str().unwrap_or("").to_string());
-            if d.kind == "off_topic" {
-                assert!(v.get("metadata").is_none());
-            }
+            assert!(v.get("metadata").is_none(), "the model classifies: {v}");
         }
         assert_eq!(
             kinds.keys().copied().collect::<Vec<_>>(),

@@ -38,7 +38,8 @@ pub async fn classify(
     }
     let request = json!({
         "channel": body.channel.unwrap_or(Channel::Chat),
-        "language": body.language.unwrap_or(Language::En),
+        // absent: the classifier reports the language it detects
+        "language": body.language,
         "text": body.text,
         "fields": {},
         "metadata": body.metadata,

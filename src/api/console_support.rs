@@ -202,7 +202,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
             "queues": queues,
             "intake_queue": s.workers.queued(),
             "store": { "backend": backend.name(), "disk_bytes": backend.disk_bytes() },
-            "model": crate::classifier::MODEL,
+            "model": s.model,
             "workflows": catalog.workflows().map(|w| json!({"id": w.id, "version": w.version})).collect::<Vec<_>>(),
             "routing_version": catalog.routing.version,
             "limits": {

@@ -44,6 +44,8 @@ pub struct Inner {
     pub runner: Arc<Runner>,
     /// The same classifier the runner uses, for `POST /v1/classify`.
     pub classifier: Arc<dyn Classifier>,
+    /// The intent model's version (`name@version+sha256:…`).
+    pub model: String,
     pub tokens: Arc<Tokens>,
     pub library: Arc<Library>,
     /// One publish at a time: each builds on the catalog the previous one left.

@@ -45,7 +45,7 @@ pub struct RequestBody {
     /// The bank's customer number, when known.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: Option<String>,
-    /// `en` when not given.
+    /// Detected from the text when not given (`en` when the text says too little).
     pub language: Option<Language>,
     /// URL notified when the case ends; its host must be in `webhooks.allowed_hosts`.
     pub reply_to: Option<String>,
@@ -122,14 +122,28 @@ impl RequestBody {
         Ok(())
     }
 
+    /// The stated language, or the one the text (and a form's values) is written in.
+    fn language(&self) -> Language {
+        self.language.unwrap_or_else(|| {
+            let mut text = self.text.clone().unwrap_or_default();
+            for v in self.fields.values() {
+                if let Value::String(s) = v {
+                    text.push(' ');
+                    text.push_str(s);
+                }
+            }
+            match casegraph_engine::intake::detect_language(&text) {
+                "de" => Language::De,
+                _ => Language::En,
+            }
+        })
+    }
+
     /// The request as workflows see it (`case.request`).
     fn normalized(&self) -> Value {
         let mut r = Map::new();
         r.insert("channel".into(), json!(self.channel));
-        r.insert(
-            "language".into(),
-            json!(self.language.unwrap_or(Language::En)),
-        );
+        r.insert("language".into(), json!(self.language()));
         if let Some(t) = &self.text {
             r.insert("text".into(), json!(t));
         }

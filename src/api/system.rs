@@ -19,7 +19,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to serve: store open, workflows loaded, recovery of the last run's cases done.
+/// Ready to serve: store open, workflows and the intent model loaded (the service does not
+/// start listening before the model is), recovery of the last run's cases done.
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, description = "Ready", body = Object),
         (status = 503, description = "Not ready yet", body = super::error::ErrorBody)))]
@@ -35,7 +36,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
         "store": store_ok,
         "workflows": workflows,
         "recovered": recovered,
-        "model": crate::classifier::MODEL,
+        "model": state.model,
         "simulated_backoffice": state.simulated_backoffice,
     });
     if store_ok && recovered && workflows > 0 {

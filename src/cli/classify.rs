@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -11,9 +11,6 @@ use casegraph_engine::classify::onnx::{OnnxClassifier, Options};
 use casegraph_engine::classify::{Classifier, Scored};
 use casegraph_engine::intake::{self, Channel};
 use serde::{Deserialize, Serialize};
-
-/// The model shipped with the product, relative to the project root.
-pub const DEFAULT_MODEL: &str = "models/intent-e5-de-en";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -70,34 +67,11 @@ struct Output<'a> {
     model: &'a str,
 }
 
-/// Where the shipped model is: under the working directory or one of its parents, beside
-/// the executable's project, or in the source tree this binary was built from.
-pub fn default_model_dir() -> PathBuf {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    roots
-        .iter()
-        .map(|r| r.join(DEFAULT_MODEL))
-        .find(|d| d.join("model.toml").is_file())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
-}
-
-fn field_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let dir = args.model.clone().unwrap_or_else(|| {
+        casegraph::classifier::default_models_dir()
+            .join(casegraph::profile::InferenceOptions::default().model)
+    });
     let classifier = OnnxClassifier::load(
         &dir,
         &Options {
@@ -126,15 +100,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         let parsed = serde_json::from_str::<Line>(&line)
-            .map(|l| {
-                let fields = l
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), field_text(v)))
-                    .collect();
-                intake::normalize(l.channel.unwrap_or(Channel::Chat), &l.text, &fields)
-            })
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())
+            .and_then(|l| {
+                casegraph::classifier::normalize(&serde_json::json!({
+                    "channel": l.channel.unwrap_or(Channel::Chat),
+                    "text": l.text,
+                    "fields": l.fields,
+                }))
+            });
         chunk.push((n, parsed));
         if chunk.len() >= args.batch.max(1) {
             failed += flush(&classifier, &mut chunk, &args.input, &mut out)?;

@@ -1,8 +1,9 @@
 //! `casegraph run --input FILE.jsonl`: route and run a batch of requests offline.
 //!
-//! Each line is a request as the HTTP intake takes it; until the intent model is wired in,
-//! a line carries its own `intent` (and optionally `confidence`, `out_of_scope`). Calls go
-//! to the built-in simulated back office. Timers are fast-forwarded (there is no service to
+//! Each line is a request as the HTTP intake takes it, classified by the intent model as the
+//! service does (a line may instead carry its own `intent`, with optional `confidence` and
+//! `out_of_scope`, e.g. to replay a known classification). Calls go to the built-in
+//! simulated back office. Timers are fast-forwarded (there is no service to
 //! wait for them); cases that need a reviewer stay waiting and are listed by queue.
 
 use std::collections::BTreeMap;
@@ -19,7 +20,10 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::backoffice::SimulatedBackOffice;
+use casegraph::backoffice::SimulatedBackOffice;
+use casegraph::classifier::ModelClassifier;
+use casegraph::profile::InferenceOptions;
+use casegraph_engine::runner::Classifier as _;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,6 +39,9 @@ pub struct Args {
     /// Print one row per request, not only the summary.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Intent models directory; default: the shipped `models/`.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 /// One input line.
@@ -49,8 +56,8 @@ struct RequestLine {
     language: Option<Language>,
     reply_to: Option<String>,
     metadata: Option<Value>,
-    /// Stand-in for the classifier until the model is wired into `run`.
-    intent: String,
+    /// A known classification, used instead of the model's.
+    intent: Option<String>,
     #[serde(default = "full_confidence")]
     confidence: f64,
     #[serde(default)]
@@ -98,10 +105,13 @@ impl RequestLine {
     fn request(&self) -> Value {
         let mut r = serde_json::Map::new();
         r.insert("channel".into(), json!(self.channel));
-        r.insert(
-            "language".into(),
-            json!(self.language.unwrap_or(Language::En)),
-        );
+        let language = self.language.unwrap_or_else(|| {
+            match casegraph_engine::intake::detect_language(self.text.as_deref().unwrap_or("")) {
+                "de" => Language::De,
+                _ => Language::En,
+            }
+        });
+        r.insert("language".into(), json!(language));
         if let Some(t) = &self.text {
             r.insert("text".into(), json!(t));
         }
@@ -118,12 +128,16 @@ impl RequestLine {
         Value::Object(r)
     }
 
-    fn classification(&self) -> Value {
-        json!({
-            "intent": self.intent,
-            "confidence": self.confidence,
-            "out_of_scope": self.out_of_scope,
-            "model": "given-in-request",
+    /// The line's own classification, if it carries one.
+    fn given_classification(&self) -> Option<Value> {
+        self.intent.as_ref().map(|intent| {
+            json!({
+                "intent": intent,
+                "confidence": self.confidence,
+                "out_of_scope": self.out_of_scope,
+                "model": "given-in-input",
+                "source": "input",
+            })
         })
     }
 }
@@ -158,6 +172,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let backoffice = SimulatedBackOffice;
+    let models = args
+        .models
+        .clone()
+        .unwrap_or_else(casegraph::classifier::default_models_dir);
+    let model = ModelClassifier::load(&models, &InferenceOptions::default())?;
     let progress = indicatif::ProgressBar::new(lines.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} requests {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -186,7 +205,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let case_id = format!("run-{line_no:05}");
         let clock = ManualClock::new(SystemClock.now());
         let request = line.request();
-        let classification = line.classification();
+        let classification = match line.given_classification() {
+            Some(given) => given,
+            None => match model.classify(&request) {
+                Ok(c) => c,
+                Err(e) => {
+                    progress.suspend(|| {
+                        eprintln!("{}:{line_no}: not classified: {e}", args.input.display())
+                    });
+                    rejected += 1;
+                    continue;
+                }
+            },
+        };
+        let language = classification["language"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                format!("{:?}", line.language.unwrap_or(Language::En)).to_lowercase()
+            });
         let ctx = Context {
             case_id: &case_id,
             node: "routing",
@@ -196,8 +233,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut row = Row {
             line: line_no,
             channel: format!("{:?}", line.channel).to_lowercase(),
-            language: format!("{:?}", line.language.unwrap_or(Language::En)).to_lowercase(),
-            intent: format!("{} ({:.2})", line.intent, line.confidence),
+            language,
+            intent: format!(
+                "{} ({:.2}){}",
+                classification["intent"].as_str().unwrap_or("–"),
+                classification["confidence"].as_f64().unwrap_or(0.0),
+                if classification["out_of_scope"] == true {
+                    " out of scope"
+                } else {
+                    ""
+                }
+            ),
             route: String::new(),
             status: String::new(),
             detail: String::new(),

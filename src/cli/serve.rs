@@ -24,6 +24,10 @@ pub struct Args {
     /// Shipped workflows directory; default `./workflows`.
     #[arg(long)]
     pub workflows: Option<PathBuf>,
+    /// Intent models directory (`inference.model` names one of its sub-directories);
+    /// default `./models`.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -35,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             data_dir: args.data,
             listen: args.listen,
             workflows_dir: args.workflows,
+            models_dir: args.models,
         },
     )?;
     crate::init_tracing(&config.log.level);

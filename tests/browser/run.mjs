@@ -211,8 +211,8 @@ step('try it: a dry run of a German letter shows classification and routing and 
   assert.match(await page.getByTestId('try-out-confidence').innerText(), /%/);
   assert.match(await page.getByTestId('try-out-oos').innerText(), /yes|no/);
   assert.match(await page.getByTestId('try-out-route').innerText(), /Workflow|queue/i);
-  // With a known intent the workflow's predicted path is drawn too (the stand-in model
-  // takes the hint; a real model may answer otherwise, and then routing decides).
+  // With a stated intent (metadata.intent) the model is not asked, so the route is the
+  // workflow's and its predicted path is drawn.
   await page.getByTestId('try-intent').fill('request_refund');
   await page.getByTestId('try-run').click();
   await page.getByTestId('try-route').waitFor();
