@@ -83,6 +83,7 @@ export async function render(view) {
           h('dt', {}, t('try.model')), h('dd', {}, h('code', {}, st.model)),
           h('dt', {}, t('status.workflows')), h('dd', {}, st.workflows.map((w) => h('span', { class: 'chip' }, `${w.id} v${w.version}`))),
           h('dt', {}, t('status.routing')), h('dd', {}, `v${st.routing_version}`),
+          h('dt', {}, t('status.profile')), h('dd', { 'data-testid': 'status-profile' }, st.profile ? `${st.profile.name}${st.profile.fits ? '' : ` (${t('status.profile.nofit')})`}` : t('status.profile.none')),
           h('dt', {}, t('status.backend')), h('dd', {}, st.store.backend),
           h('dt', {}, t('status.size')), h('dd', { 'data-testid': 'store-size' }, fmtBytes(st.store.disk_bytes)),
           h('dt', {}, t('status.backoffice')), h('dd', {}, st.simulated_backoffice ? t('status.simulated') : t('status.real')),

@@ -13,16 +13,20 @@
 #              workers cannot stop intake: what durable acceptance alone sustains
 #   saturation closed loop, 16 senders: the whole pipeline (accept, run, reviewer tasks)
 #   half       open loop at half the pipeline's saturation rate: latency in steady state
-#   overload   open loop at twice the saturation rate: only 202/429/503, RSS against the
-#              budget, every accepted case runs
-# plus start-up time to /readyz, idle RSS, binary size, disk bytes per case and this
-# disk's raw synchronous-write rate. Reports (JSON) land in target/bench-service/.
+#   overload   open loop at twice the saturation rate for OVERLOAD_SECONDS (60 by
+#              default): only 202/429/503, RSS against the budget, every accepted case runs
+# plus start-up time to /readyz (the model loaded), idle RSS, binary size, disk bytes per
+# case, and the two limits the pipeline is measured against in the same run: this disk's
+# raw synchronous-write rate and the intent model's standalone throughput (`casegraph
+# classify`, the profile's threads and batch size, same CPUs). Reports (JSON) land in
+# target/bench-service/; the last lines print the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROFILE=${1:-edge-small}
 CPUS=${CPUS:-0,1}
 RUN=${SECONDS_PER_RUN:-20}
+OVERLOAD_RUN=${OVERLOAD_SECONDS:-60}
 PORT=${PORT:-18181}
 BIN=target/release/casegraph
 LOADGEN=target/release/casegraph-loadgen
@@ -63,8 +67,34 @@ lg() {
 say "binary: $(stat -c %s "$BIN") bytes"
 
 say "raw synchronous 4 KiB writes on this disk (dd oflag=dsync)"
+FSYNC_T0=$(date +%s.%N)
 dd if=/dev/zero of="$OUT/fsync.probe" bs=4k count=400 oflag=dsync 2>&1 | tail -n 1
+FSYNC_T1=$(date +%s.%N)
+FSYNC=$(python3 -c "print(round(400 / ($FSYNC_T1 - $FSYNC_T0)))")
+echo "raw synchronous writes: $FSYNC/s"
 rm -f "$OUT/fsync.probe"
+
+# The profile's inference settings, for the standalone model run.
+profile_value() {
+    python3 -c "import sys, tomllib; p = tomllib.load(open(sys.argv[1], 'rb')); print(p.get('inference', {}).get(sys.argv[2], sys.argv[3]))" \
+        "firmware-profiles/$PROFILE.toml" "$1" "$2"
+}
+THREADS=$(profile_value threads 1)
+BATCH=$(profile_value batch_size 16)
+say "intent model alone: casegraph classify, $THREADS thread(s), batch $BATCH, 2,000 requests of the mix"
+python3 - "$OUT/classify.jsonl" <<'PY'
+import json, sys
+samples = [json.loads(l) for l in open("workflows/samples/requests.jsonl") if l.strip()]
+texts = [{"text": s["text"], "channel": s["channel"]} for s in samples if s.get("text", "").strip()]
+with open(sys.argv[1], "w") as f:
+    for i in range(2000):
+        f.write(json.dumps(texts[i % len(texts)], ensure_ascii=False) + "\n")
+PY
+CLS_T0=$(date +%s.%N)
+taskset -c "$CPUS" "$BIN" classify --input "$OUT/classify.jsonl" --threads "$THREADS" --batch "$BATCH" >/dev/null
+CLS_T1=$(date +%s.%N)
+CLASSIFY=$(python3 -c "print(round(2000 / ($CLS_T1 - $CLS_T0)))")
+echo "intent model alone: $CLASSIFY requests/s (load included)"
 
 say "intake: $PROFILE with limits.queue_depth=1000000, closed loop 64 senders, ${RUN}s"
 start "$OUT/intake" CASEGRAPH_LIMITS__QUEUE_DEPTH=1000000
@@ -93,8 +123,8 @@ lg --rate "$HALF_INTAKE" --connections 64 --no-follow --duration 5 --json "$OUT/
 sleep 10
 
 TWICE=$(python3 -c "print(max(2, round($SAT * 2)))")
-say "overload: open loop at $TWICE/s (twice $SAT/s), ${RUN}s, 256 connections"
-lg --rate "$TWICE" --connections 256 --follow 10 --poll-ms 250 --duration "$RUN" --drain 180 --json "$OUT/overload.json"
+say "overload: open loop at $TWICE/s (twice $SAT/s), ${OVERLOAD_RUN}s, 256 connections"
+lg --rate "$TWICE" --connections 256 --follow 10 --poll-ms 250 --duration "$OVERLOAD_RUN" --drain 300 --json "$OUT/overload.json"
 
 say "after the runs: server metrics"
 sleep 5
@@ -116,4 +146,14 @@ data = f"{out}/data"
 size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs)
 print(f"data directory {size} bytes; {accepted} accepted, {finished:.0f} finished cases; "
       f"{size / max(accepted, 1):.0f} bytes per accepted case")
+PY
+
+say "ratios (same run)"
+python3 - "$OUT" "$FSYNC" "$CLASSIFY" <<'PY'
+import json, sys
+out, fsync, classify = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+intake = json.load(open(f"{out}/intake.json"))["accepted_per_s"]
+sat = json.load(open(f"{out}/saturation.json"))["server_finished_per_s"]
+print(f"durable intake {intake:.0f} accepted/s = {intake / fsync:.1f}x the raw sync rate ({fsync:.0f}/s)")
+print(f"pipeline {sat:.0f} finished cases/s = {sat / classify:.2f}x the model alone ({classify:.0f}/s)")
 PY

@@ -45,7 +45,8 @@ struct Args {
     /// Open loop: requests per second on a fixed schedule.
     #[arg(long, conflicts_with = "concurrency")]
     rate: Option<f64>,
-    /// Closed loop: senders that each wait for their answer before the next request.
+    /// Closed loop: senders that each wait for their answer before the next request (and,
+    /// told `429`/`503` with `Retry-After`, wait that long first).
     #[arg(long)]
     concurrency: Option<usize>,
     /// Connections (sender threads) for the open loop.
@@ -140,7 +141,14 @@ fn agent() -> ureq::Agent {
 }
 
 /// Sends one request; returns the label of the answer and the case id when accepted.
-fn send(agent: &ureq::Agent, url: &str, auth: &str, body: &str) -> (String, Option<String>) {
+/// Posts one request: its answer's label (`202`, `429 queue_full`, …), the case id if
+/// accepted, and the `Retry-After` the server asked for, if any.
+fn send(
+    agent: &ureq::Agent,
+    url: &str,
+    auth: &str,
+    body: &str,
+) -> (String, Option<String>, Option<Duration>) {
     let r = agent
         .post(url)
         .header("Authorization", auth)
@@ -148,18 +156,29 @@ fn send(agent: &ureq::Agent, url: &str, auth: &str, body: &str) -> (String, Opti
         .send(body.as_bytes());
     match r {
         Ok(mut resp) => {
-            let status = resp.status().as_u16();
-            let text = resp.body_mut().read_to_string().unwrap_or_default();
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if status == 202 {
-                let id = v["case_id"].as_str().map(str::to_string);
-                ("202".into(), id)
-            } else {
-                let code = v["error"]["code"].as_str().unwrap_or("?");
-                (format!("{status} {code}"), None)
-            }
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let (label, id) = answer(&mut resp);
+            (label, id, retry_after)
         }
-        Err(e) => (format!("transport: {}", short(&e.to_string())), None),
+        Err(e) => (format!("transport: {}", short(&e.to_string())), None, None),
+    }
+}
+
+/// The label and case id of an answer.
+fn answer(resp: &mut ureq::http::Response<ureq::Body>) -> (String, Option<String>) {
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status == 202 {
+        ("202".into(), v["case_id"].as_str().map(str::to_string))
+    } else {
+        let code = v["error"]["code"].as_str().unwrap_or("?");
+        (format!("{status} {code}"), None)
     }
 }
 
@@ -434,9 +453,19 @@ fn main() -> anyhow::Result<()> {
                 let drawn = mix.draw(&mut rng);
                 s.sent.fetch_add(1, Ordering::Relaxed);
                 *lock(&s.kinds).entry(drawn.kind).or_default() += 1;
-                let (label, id) = send(&agent, &url, &auth, &drawn.body);
+                let (label, id, retry_after) = send(&agent, &url, &auth, &drawn.body);
                 let sampled = follow && rng.chance(follow_percent);
                 record(&s, due, label, id, sampled);
+                // A closed-loop sender is a well-behaved client: told to come back later,
+                // it waits as long as asked (never past the end of the run). The open
+                // loop keeps its schedule: it measures what an impatient crowd does.
+                if rate.is_none()
+                    && let Some(wait) = retry_after
+                {
+                    std::thread::sleep(
+                        wait.min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                }
             }
         }));
     }

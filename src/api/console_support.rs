@@ -203,6 +203,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
             "intake_queue": s.workers.queued(),
             "store": { "backend": backend.name(), "disk_bytes": backend.disk_bytes() },
             "model": s.model,
+            "profile": s.settings.profile.as_ref().map(|p| json!({"name": p.name, "fits": p.fits})),
             "workflows": catalog.workflows().map(|w| json!({"id": w.id, "version": w.version})).collect::<Vec<_>>(),
             "routing_version": catalog.routing.version,
             "limits": {
