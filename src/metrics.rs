@@ -65,6 +65,8 @@ pub struct Metrics {
     pub intake_rejected: Family<StatusLabels, Counter>,
     pub open_tasks: Family<QueueLabels, Gauge>,
     pub pending_cases: Gauge,
+    /// `reply_to` notifications stored and not yet delivered, read when scraped.
+    pub pending_notifications: Gauge,
     /// Resident memory of the process and its budget (0: none), read when scraped.
     pub resident_bytes: Gauge,
     pub memory_budget_bytes: Gauge,
@@ -170,6 +172,12 @@ impl Metrics {
             "Cases with stored work not yet done",
             pending_cases.clone(),
         );
+        let pending_notifications = Gauge::default();
+        r.register(
+            "pending_notifications",
+            "reply_to notifications of ended cases stored and not yet delivered",
+            pending_notifications.clone(),
+        );
         let resident_bytes = Gauge::default();
         r.register(
             "process_resident_bytes",
@@ -199,6 +207,7 @@ impl Metrics {
             intake_rejected,
             open_tasks,
             pending_cases,
+            pending_notifications,
             resident_bytes,
             memory_budget_bytes,
         }

@@ -150,7 +150,8 @@ pub async fn run(
         clock: Arc::new(SystemClock),
         versions_dir: config.data_dir.join("versions"),
     }));
-    let notifier = Notifier::start(&config.webhooks);
+    // Sends stored `reply_to` notifications, those left from the last run first.
+    let notifier = Notifier::start(&config.webhooks, &runner);
     let cases = CaseRunner {
         runner: runner.clone(),
         metrics: metrics.clone(),
@@ -177,7 +178,7 @@ pub async fn run(
         request_timeout: config.server.request_timeout,
         body_limit_bytes: config.limits.body_limit_bytes,
         simulated_backoffice: simulated,
-        notifier,
+        notifier: notifier.clone(),
         settings,
         memory,
     });
@@ -254,6 +255,7 @@ pub async fn run(
     tokio::task::spawn_blocking(move || {
         let _ = recovery.join();
         workers.stop();
+        notifier.stop();
     })
     .await?;
     // The last reference: dropping it closes the store after its last commit.

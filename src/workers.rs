@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use casegraph_engine::runner::Runner;
 use casegraph_engine::store::CaseStatus;
-use serde_json::json;
 
 use crate::metrics::Metrics;
 use crate::webhook::Notifier;
@@ -112,22 +111,16 @@ impl CaseRunner {
         }
     }
 
+    /// Hands the case's stored notification (if it has one) to the sender. The entry was
+    /// written with the final segment, so nothing is lost if this never happens.
     fn notify(&self, case_id: &str) {
-        let Ok(Some((rec, personal))) = self.runner.case(case_id) else {
-            return;
-        };
-        let Some(url) = rec.reply_to.clone() else {
-            return;
-        };
-        let state = rec.state.as_ref();
-        let body = json!({
-            "case_id": rec.id,
-            "status": rec.status.as_str(),
-            "outcome": state.and_then(|s| s.outcome.clone()),
-            "reply": personal.and_then(|p| p.reply_text),
-            "updated_at": rec.updated_at,
-        });
-        self.notifier.notify(&url, case_id, body);
+        match self.runner.notification(case_id) {
+            Ok(Some(_)) => self.notifier.notify(case_id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(case = %case_id, "cannot read the stored notification; the sweep sends it: {e}")
+            }
+        }
     }
 }
 

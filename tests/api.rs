@@ -672,42 +672,53 @@ fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
     let _ = held.join();
 }
 
+/// Reads one HTTP request (headers and a `Content-Length` body) from a connection.
+fn read_request(conn: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// The JSON body of a request read by [`read_request`].
+fn request_body(request: &str) -> Value {
+    serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
 #[test]
 fn reply_to_is_notified_when_the_case_ends() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = hook.local_addr().unwrap().to_string();
     let received = std::thread::spawn(move || {
         let (mut conn, _) = hook.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        // Read headers and the body (Content-Length) of one request.
-        loop {
-            let n = conn.read(&mut chunk).unwrap();
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len = text
-                    .lines()
-                    .find_map(|l| {
-                        l.to_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break;
-                }
-            }
-            if n == 0 {
-                break;
-            }
-        }
+        let request = read_request(&mut conn);
         conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
-        String::from_utf8_lossy(&buf).to_string()
+        request
     });
     let allowed = addr.clone();
     let s = Server::start_with(move |c| c.webhooks.allowed_hosts = vec![allowed]);
@@ -723,9 +734,67 @@ fn reply_to_is_notified_when_the_case_ends() {
             .contains(&format!("idempotency-key: {id}")),
         "{request}"
     );
-    let json_body = &request[request.find("\r\n\r\n").unwrap() + 4..];
-    let v: Value = serde_json::from_str(json_body).unwrap();
+    let v = request_body(&request);
     assert_eq!(v["case_id"], id);
     assert_eq!(v["status"], "completed");
     assert_eq!(v["outcome"], "refunded");
+}
+
+#[test]
+fn a_receiver_that_is_down_at_first_still_gets_the_notification() {
+    use std::io::Write;
+    // A port nobody listens on (yet): connections are refused.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let allowed = addr.clone();
+    let s = Server::start_with(move |c| {
+        c.webhooks.allowed_hosts = vec![allowed];
+        // Every retry after the first failure is the stored notification's, not the round's.
+        c.webhooks.max_attempts = 1;
+    });
+    let mut body = refund_letter("42,50");
+    body["reply_to"] = json!(format!("http://{addr}/hooks/case"));
+    let id = s.submit(&body);
+    s.wait_case(&id, is_final);
+    assert_eq!(s.metric("casegraph_pending_notifications"), 1.0);
+    // Let a few attempts be refused, then come up: answer 503 once, then 204.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(s.metric("casegraph_pending_notifications"), 1.0);
+    let hook = std::net::TcpListener::bind(&addr).unwrap();
+    let mut requests = Vec::new();
+    for answer in ["503 Service Unavailable", "204 No Content"] {
+        let (mut conn, _) = hook.accept().unwrap();
+        requests.push(read_request(&mut conn));
+        conn.write_all(
+            format!("HTTP/1.1 {answer}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    }
+    for request in &requests {
+        assert!(request.starts_with("POST /hooks/case"), "{request}");
+        assert!(
+            request
+                .to_lowercase()
+                .contains(&format!("idempotency-key: {id}")),
+            "{request}"
+        );
+    }
+    let (first, second) = (request_body(&requests[0]), request_body(&requests[1]));
+    assert_eq!(first, second, "a retry carries exactly the same body");
+    assert_eq!(first["case_id"], id);
+    assert_eq!(first["status"], "completed");
+    assert_eq!(first["outcome"], "refunded");
+    assert!(first["reply"].is_string(), "{first}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.metric("casegraph_pending_notifications") != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivered notification is still stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -4,6 +4,9 @@
 //! ends in a terminal or waiting state; no side effect was applied twice at a counting
 //! back office that deduplicates by idempotency key; `casegraph audit verify` passes.
 //!
+//! A focused test kills the server between the end of cases and the answer of a slow
+//! `reply_to` receiver: after the restart every final case's notification still arrives.
+//!
 //! Quick mode (the test command): 20 kill points per backend. Long mode:
 //! `CASEGRAPH_CRASH_KILLS=500 cargo test --test crash -- --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -102,6 +105,11 @@ impl Drop for Server {
 }
 
 fn start_server(data: &Path, backend: &str, receiver: &str) -> Server {
+    start_server_with(data, backend, receiver, &[])
+}
+
+/// [`start_server`] with more configuration from the environment.
+fn start_server_with(data: &Path, backend: &str, receiver: &str, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -110,6 +118,7 @@ fn start_server(data: &Path, backend: &str, receiver: &str) -> Server {
         .env("CASEGRAPH_STORE__BACKEND", backend)
         .env("CASEGRAPH_CONNECTORS__BASE_URL", receiver)
         .env("CASEGRAPH_LOG", "error")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -342,4 +351,176 @@ fn redb_loses_no_acknowledged_request_across_sigkills() {
 #[test]
 fn sled_loses_no_acknowledged_request_across_sigkills() {
     crash_suite("sled", 11);
+}
+
+/// A slow `reply_to` receiver: records every notification as it arrives, then holds the
+/// answer until released.
+#[derive(Default)]
+struct Hook {
+    /// (Idempotency-Key, body) of every delivery, in arrival order.
+    deliveries: Mutex<Vec<(String, Value)>>,
+    released: AtomicBool,
+}
+
+async fn hook(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: String) -> &'static str {
+    let key = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = serde_json::from_str(&body).unwrap_or(Value::Null);
+    hook.deliveries.lock().unwrap().push((key, body));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hook.released.load(Ordering::Relaxed) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    "ok"
+}
+
+impl Hook {
+    /// Serves the hook on 127.0.0.1; returns it and its address.
+    fn start() -> (Arc<Hook>, String) {
+        let hook_state = Arc::new(Hook::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = hook_state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = axum::Router::new()
+                    .route("/hooks/case", post(hook))
+                    .with_state(h);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        (hook_state, rx.recv().unwrap().to_string())
+    }
+}
+
+fn get_json(agent: &ureq::Agent, url: &str, token: &str) -> (u16, String) {
+    let mut resp = agent
+        .get(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap(),
+    )
+}
+
+#[test]
+fn reply_to_notifications_survive_a_sigkill_before_the_receiver_answers() {
+    let backoffice = Receiver::start();
+    let (hook, addr) = Hook::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let allowed = format!("[\"{addr}\"]");
+    let env = [("CASEGRAPH_WEBHOOKS__ALLOWED_HOSTS", allowed.as_str())];
+    let server = start_server_with(&data, "redb", &backoffice.url, &env);
+    let token = token(&data);
+    let agent = agent();
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            let mut body = request(i);
+            body["reply_to"] = json!(format!("http://{addr}/hooks/case"));
+            let mut resp = agent
+                .post(&format!("{}/v1/requests", server.url))
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .send(body.to_string())
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+            let v: Value =
+                serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+            v["case_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Every case ends while the receiver holds the first notification unanswered.
+    let mut finals = BTreeMap::new();
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, text) = get_json(&agent, &format!("{}/v1/cases/{id}", server.url), &token);
+            assert_eq!(status, 200, "{text}");
+            let case: Value = serde_json::from_str(&text).unwrap();
+            let s = case["status"].as_str().unwrap().to_string();
+            if ["completed", "failed", "escalated"].contains(&s.as_str()) {
+                finals.insert(id.clone(), s);
+                break;
+            }
+            assert!(s != "waiting", "case {id} waits: {case}");
+            assert!(Instant::now() < deadline, "case {id} is still {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.deliveries.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no notification was attempted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL, no notification answered yet
+    server.child.wait().unwrap();
+    let before = hook.deliveries.lock().unwrap().len();
+    hook.released.store(true, Ordering::Relaxed);
+
+    let server = start_server_with(&data, "redb", &backoffice.url, &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Vec<String> = hook
+            .deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        if finals.keys().all(|id| got.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart only {got:?} of {:?} were notified",
+            finals.keys()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Same key, same body, every time; the body is the case's end.
+    let deliveries = hook.deliveries.lock().unwrap().clone();
+    let mut bodies: BTreeMap<String, Value> = BTreeMap::new();
+    for (key, body) in &deliveries {
+        assert_eq!(
+            body["case_id"],
+            key.as_str(),
+            "Idempotency-Key is the case id"
+        );
+        assert_eq!(body["status"], finals[key].as_str(), "{body}");
+        let first = bodies.entry(key.clone()).or_insert_with(|| body.clone());
+        assert_eq!(first, body, "a redelivery carries the same body");
+    }
+    eprintln!(
+        "{} final cases; {before} delivery attempts before the kill, {} in all",
+        finals.len(),
+        deliveries.len()
+    );
+    // Delivered notifications are no longer stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = get_json(&agent, &format!("{}/metrics", server.url), &token);
+        if metrics
+            .lines()
+            .any(|l| l == "casegraph_pending_notifications 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "notifications stay stored:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

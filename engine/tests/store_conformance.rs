@@ -68,6 +68,26 @@ fn puts_gets_and_deletes(kind: store::Kind) {
     assert_eq!(b.get(Table::Tasks, b"a").unwrap(), None);
 }
 
+fn every_table_is_kept_apart_and_reopens(kind: store::Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(kind, dir.path());
+        let ops: Vec<Op> = Table::ALL.iter().map(|t| put(*t, "k", t.name())).collect();
+        b.write(&[ops]).unwrap();
+    }
+    let b = open(kind, dir.path());
+    for t in Table::ALL {
+        assert_eq!(
+            b.get(t, b"k").unwrap(),
+            Some(t.name().as_bytes().to_vec()),
+            "{t:?}"
+        );
+    }
+    b.write(&[vec![del(Table::Notifications, "k")]]).unwrap();
+    assert_eq!(b.get(Table::Notifications, b"k").unwrap(), None);
+    assert!(b.get(Table::Cases, b"k").unwrap().is_some());
+}
+
 fn later_ops_in_a_write_win(kind: store::Kind) {
     let dir = tempfile::tempdir().unwrap();
     let b = open(kind, dir.path());
@@ -233,6 +253,7 @@ macro_rules! conformance {
         $(mod $backend {
             use super::*;
             #[test] fn puts_gets_and_deletes() { super::puts_gets_and_deletes($kind) }
+            #[test] fn every_table_is_kept_apart_and_reopens() { super::every_table_is_kept_apart_and_reopens($kind) }
             #[test] fn later_ops_in_a_write_win() { super::later_ops_in_a_write_win($kind) }
             #[test] fn ranges_are_ordered_bounded_and_limited() { super::ranges_are_ordered_bounded_and_limited($kind) }
             #[test] fn data_survives_reopening() { super::data_survives_reopening($kind) }

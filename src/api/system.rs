@@ -73,6 +73,9 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         if let Ok(pending) = s.runner.pending() {
             m.pending_cases.set(pending.len() as i64);
         }
+        if let Ok(n) = s.runner.notifications_pending() {
+            m.pending_notifications.set(n as i64);
+        }
         if let Ok(tasks) = s.runner.tasks(None) {
             m.open_tasks.clear();
             for t in tasks {

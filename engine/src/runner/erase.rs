@@ -1,5 +1,6 @@
 //! Erasure of a customer's personal data (GDPR): the request, case data and reply text go;
 //! the case record and its audit trail stay, and the trail records *that* data was erased.
+//! The case's `reply_to` URL and any notification still waiting to be sent go as well.
 
 use serde::Serialize;
 use serde_json::json;
@@ -63,8 +64,11 @@ pub fn erase_customer(
         rec.reply_to = None;
         rec.updated_at = now;
         let mut batch = Batch::new();
+        // A notification not yet delivered goes too: its URL is the submitter's and its
+        // body would carry the erased reply.
         batch
             .delete(Table::Personal, case_id.as_bytes())
+            .delete(Table::Notifications, case_id.as_bytes())
             .put(Table::Cases, case_id.as_bytes(), &rec)
             .audit(audit::Entry::new(
                 &case_id,
@@ -77,4 +81,70 @@ pub fn erase_customer(
         result.erased.push(case_id);
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CaseStatus, Notification, Options, PersonalRecord};
+    use serde_json::Value;
+
+    #[test]
+    fn erasure_drops_a_notification_not_yet_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &Options::default()).expect("store");
+        let customer = store.pseudonym("C-1");
+        let at = Timestamp::UNIX_EPOCH;
+        let rec = CaseRecord {
+            id: "c-1".into(),
+            status: CaseStatus::Completed,
+            channel: "chat".into(),
+            language: "en".into(),
+            customer: Some(customer.clone()),
+            request_digest: String::new(),
+            classification: None,
+            route: None,
+            workflow: None,
+            state: None,
+            queue_task: None,
+            pending: None,
+            erased: false,
+            accepted_at: at,
+            updated_at: at,
+            submitted_by: None,
+            reply_to: Some("http://crm.local/hooks/C-1".into()),
+        };
+        let mut batch = Batch::new();
+        batch
+            .put(Table::Cases, "c-1", &rec)
+            .put(
+                Table::Personal,
+                "c-1",
+                &PersonalRecord {
+                    request: Value::Null,
+                    data: Value::Null,
+                    reply_text: Some("Dear customer".into()),
+                },
+            )
+            .put_raw(Table::CustomerCases, key(&[&customer, "c-1"]), Vec::new())
+            .put(
+                Table::Notifications,
+                "c-1",
+                &Notification {
+                    url: "http://crm.local/hooks/C-1".into(),
+                    since: at,
+                },
+            );
+        store.commit(batch).expect("commit");
+        let erasure = erase_customer(&store, "C-1", "test", at).expect("erase");
+        assert_eq!(erasure.erased, ["c-1"]);
+        let b = store.backend();
+        assert_eq!(b.get(Table::Notifications, b"c-1").expect("get"), None);
+        assert_eq!(b.get(Table::Personal, b"c-1").expect("get"), None);
+        let rec: CaseRecord = store
+            .get_json(Table::Cases, b"c-1", "case")
+            .expect("get")
+            .expect("case");
+        assert_eq!(rec.reply_to, None);
+    }
 }

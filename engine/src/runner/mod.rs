@@ -11,6 +11,7 @@
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 
 mod erase;
+mod notify;
 mod outbox;
 mod segment;
 

@@ -12,8 +12,8 @@ use crate::exec::{Case, Event, Executor, ManualClock, Status, StepRecord, Waitin
 use crate::routing::{self, Route};
 use crate::rules::Context;
 use crate::store::{
-    Batch, CaseRecord, CaseStatus, PersonalRecord, Table, TaskEntry, Trigger, WorkflowBundle,
-    WorkflowRef, timer_key,
+    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, Table, TaskEntry, Trigger,
+    WorkflowBundle, WorkflowRef, timer_key,
 };
 use crate::workflow::{Workflow, compile_dir};
 
@@ -264,6 +264,21 @@ impl Runner {
         }
         rec.pending = None;
         rec.updated_at = at;
+        // Only the segment that makes a case final gets here with a final status (a final
+        // case has no stored work), so the notification is stored exactly once, in the same
+        // commit: a final case with `reply_to` has either this entry or has been notified.
+        if rec.status.is_final()
+            && let Some(url) = &rec.reply_to
+        {
+            batch.put(
+                Table::Notifications,
+                case_id.as_bytes(),
+                &Notification {
+                    url: url.clone(),
+                    since: at,
+                },
+            );
+        }
         batch
             .delete(Table::Pending, case_id.as_bytes())
             .put(Table::Personal, case_id.as_bytes(), &personal)

@@ -53,10 +53,13 @@ pub enum Table {
     AuditByCase,
     /// Box-wide settings (pseudonymization salt, schema version).
     Meta,
+    /// case id → [`Notification`]: a final case's `reply_to` notification not yet delivered.
+    /// Written in the commit that makes the case final; deleted once delivered or refused.
+    Notifications,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Cases,
         Table::Personal,
         Table::CustomerCases,
@@ -69,6 +72,7 @@ impl Table {
         Table::Audit,
         Table::AuditByCase,
         Table::Meta,
+        Table::Notifications,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Table {
             Table::Audit => "audit",
             Table::AuditByCase => "audit_by_case",
             Table::Meta => "meta",
+            Table::Notifications => "notifications",
         }
     }
 }

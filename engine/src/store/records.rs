@@ -181,6 +181,18 @@ pub struct OutboxEntry {
     pub updated_at: Timestamp,
 }
 
+/// A `reply_to` notification stored until the requester has it (at-least-once delivery).
+///
+/// Only the URL is kept: the body is built from the case when it is sent, so the reply text
+/// (personal data) stays in [`PersonalRecord`] alone, and erasure deletes this entry with
+/// the rest of the customer's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub url: String,
+    /// When the case ended (the commit that stored this entry).
+    pub since: Timestamp,
+}
+
 /// The key of a timer entry: due time first, so a range scan finds what is due.
 pub fn timer_key(due: Timestamp, case_id: &str) -> Vec<u8> {
     // Offset so that times before 1970 still order correctly as unsigned bytes.
