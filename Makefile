@@ -32,7 +32,7 @@ validate:
 	$(CARGO) run --quiet -- validate workflows
 
 bench:
-	$(CARGO) bench -p casegraph-engine
+	$(CARGO) bench -p casegraph-engine --features onnx
 
 ## Retrain the intent model (not part of test/run; artefacts are committed). See models/README.md.
 model:
