@@ -21,8 +21,9 @@ static AMOUNT: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Reads "1.234,56", "1,234.56", "12,50", "12.5", "1 234", "-3" as a decimal.
 ///
-/// With both separators the later one is the decimal mark; with one kind only, it is a
-/// decimal mark when one or two digits follow it once, else a thousands separator.
+/// With both separators the later one is the decimal mark; with one kind only, its last
+/// occurrence is a decimal mark when one or two digits follow it, and every other one a
+/// thousands separator ("1.249.90", an OCR'd "1.249,90", is 1249.90; "1.234" is 1234).
 pub(crate) fn parse_number(raw: &str) -> Option<Decimal> {
     let s: String = raw.chars().filter(|c| !matches!(c, ' ' | '\'')).collect();
     let last_dot = s.rfind('.');
@@ -35,8 +36,8 @@ pub(crate) fn parse_number(raw: &str) -> Option<Decimal> {
         (Some(i), None) | (None, Some(i)) => {
             let sep = s.as_bytes()[i] as char;
             let digits_after = s.len() - i - 1;
-            if s.matches(sep).count() == 1 && digits_after <= 2 {
-                s.replace(sep, ".")
+            if digits_after <= 2 {
+                format!("{}.{}", s[..i].replace(sep, ""), &s[i + 1..])
             } else {
                 s.replace(sep, "")
             }
@@ -149,6 +150,10 @@ mod tests {
         assert_eq!(parse_number("12.5"), Some(d("12.5")));
         assert_eq!(parse_number("1.234"), Some(d("1234")));
         assert_eq!(parse_number("1 234 567,8"), Some(d("1234567.8")));
+        // OCR turned the decimal comma into a dot: the last mark is still the decimal one.
+        assert_eq!(parse_number("1.249.90"), Some(d("1249.90")));
+        assert_eq!(parse_number("1,249,9"), Some(d("1249.9")));
+        assert_eq!(parse_number("1.234.567"), Some(d("1234567")));
         assert_eq!(parse_number("abc"), None);
     }
 
@@ -166,6 +171,10 @@ mod tests {
         );
         assert_eq!(extract_amount("order 123 was 45,00 Euro"), Some(d("45.00")));
         assert_eq!(extract_amount("no money here"), None);
+        assert_eq!(
+            extract_amount("wurden mir 1.249.90 € abgebucht"),
+            Some(d("1249.90"))
+        );
         assert_eq!(extract_amounts("5 € and 7,50 €"), vec![d("5"), d("7.50")]);
     }
 
