@@ -556,6 +556,13 @@ fn workflows_are_listed_and_drawn() {
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.json["intent"], "card_arrival");
     assert_eq!(c.json["source"], "metadata");
+    s.call(
+        "POST",
+        "/v1/classify",
+        Some(Role::Author),
+        Some(&json!({"text": "  "})),
+    )
+    .assert_error(422, "invalid_request");
     // Without a stated intent the model answers, in either language, with its top intents.
     for (text, intent, language) in [
         (

@@ -12,11 +12,13 @@ use crate::auth::Role;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyBody {
-    #[schema(max_length = 20000)]
+    /// Not blank.
+    #[schema(max_length = 20000, pattern = "\\S")]
     pub text: String,
     pub language: Option<Language>,
     pub channel: Option<Channel>,
-    #[schema(value_type = Object)]
+    /// A stated `intent` (and `confidence`) is answered as given, without the model.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -35,6 +37,9 @@ pub async fn classify(
     caller.require(&[Role::Author, Role::Reviewer])?;
     if body.text.chars().count() > 20_000 {
         return Err(AppError::invalid("`text` is longer than 20000 characters"));
+    }
+    if body.text.trim().is_empty() {
+        return Err(AppError::invalid("`text` must not be blank"));
     }
     let request = json!({
         "channel": body.channel.unwrap_or(Channel::Chat),

@@ -28,7 +28,11 @@ use super::Json;
         super::system::metrics,
         super::admin::settings,
     ),
-    components(schemas(super::error::ErrorBody, super::error::ErrorDetail)),
+    components(schemas(
+        super::error::ErrorBody,
+        super::error::ErrorDetail,
+        super::workflows::GraphFormat
+    )),
     modifiers(&Bearer),
 )]
 pub struct ApiDoc;

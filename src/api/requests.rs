@@ -50,7 +50,7 @@ pub struct RequestBody {
     /// URL notified when the case ends; its host must be in `webhooks.allowed_hosts`.
     pub reply_to: Option<String>,
     /// Free-form context from the sending system (e.g. a known `intent`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -178,7 +178,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = RequestBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body answers the same case; same key + different body is 409")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
+        description = "1–200 visible ASCII characters. Same key + same body answers the same case; same key + different body is 409")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Durable; the case runs", body = AcceptedBody),
