@@ -16,6 +16,7 @@ use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::connector::Roots;
 use crate::profile::{InferenceOptions, LogOptions, MemoryOptions, RuntimeOptions};
 
 /// Everything `casegraph serve` can be told.
@@ -155,6 +156,9 @@ pub struct ConnectorOptions {
     /// Time one attempt may take (connect + answer).
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// PEM bundle of the CA certificates an `https://` back office is verified against,
+    /// instead of the bundled Mozilla roots (a site's internal PKI). Unset: bundled roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ConnectorOptions {
@@ -162,6 +166,7 @@ impl Default for ConnectorOptions {
         ConnectorOptions {
             base_url: None,
             timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -178,6 +183,9 @@ pub struct WebhookOptions {
     pub timeout: Duration,
     /// Attempts per notification (exponential backoff with jitter between them).
     pub max_attempts: u32,
+    /// PEM bundle of the CA certificates an `https://` receiver is verified against,
+    /// instead of the bundled Mozilla roots. Unset: bundled roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookOptions {
@@ -186,6 +194,7 @@ impl Default for WebhookOptions {
             allowed_hosts: Vec::new(),
             timeout: Duration::from_secs(5),
             max_attempts: 3,
+            ca_file: None,
         }
     }
 }
@@ -293,7 +302,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot: bounds and URLs.
+    /// Checks what serde cannot: bounds, URLs, and that CA bundles can be read.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &str, message: &str| {
             Err(Error::Invalid {
@@ -346,6 +355,10 @@ impl Config {
         if self.webhooks.max_attempts == 0 {
             return bad("webhooks.max_attempts", "must be at least 1");
         }
+        // Read here so that a bad bundle stops the start before anything is opened; the
+        // agents load it again when they are built.
+        Roots::load(self.connectors.ca_file.as_deref(), "connectors.ca_file")?;
+        Roots::load(self.webhooks.ca_file.as_deref(), "webhooks.ca_file")?;
         Ok(())
     }
 }

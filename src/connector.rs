@@ -5,13 +5,21 @@
 //! policy decides whether and when to try again); `4xx` and answers that are not JSON are
 //! not. Calls run on worker threads, so a small blocking client is enough.
 //!
-//! Outbound traffic is plain HTTP to the one configured base URL (TLS is not built in; put
-//! a TLS-terminating proxy in front of a remote back office).
+//! Outbound traffic goes to the one configured base URL, over HTTP or HTTPS (rustls). An
+//! HTTPS server's certificate is always verified: against the bundled Mozilla roots
+//! (webpki-roots; the host's certificate store is not read), or, when a `ca_file` is
+//! configured, against its certificates only (a site's internal PKI). There is no way to
+//! turn verification off, and a failed handshake is a failed attempt, never a fallback
+//! to plain HTTP. The `reply_to` webhooks use the same client ([`agent_trusting`]).
 
+use std::path::Path;
 use std::time::Duration;
 
 use casegraph_engine::exec::{CallError, CallRequest, Connector};
 use serde_json::Value;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+use crate::config;
 
 /// Calls a back-office gateway over HTTP.
 #[derive(Debug, Clone)]
@@ -20,22 +28,82 @@ pub struct HttpConnector {
     agent: ureq::Agent,
 }
 
-/// A blocking HTTP client that answers every status as a response (not an error) and gives
-/// up after `timeout` in all.
+/// The certificates an outbound HTTPS call trusts.
+#[derive(Debug, Clone)]
+pub struct Roots(RootCerts);
+
+impl Roots {
+    /// The Mozilla roots compiled into the binary (webpki-roots).
+    pub fn bundled() -> Roots {
+        Roots(RootCerts::WebPki)
+    }
+
+    /// The certificates of the PEM bundle `ca_file` if given, else the bundled roots.
+    /// `key` is the setting's name (`connectors.ca_file`), which every error starts with.
+    pub fn load(ca_file: Option<&Path>, key: &str) -> Result<Roots, config::Error> {
+        let Some(path) = ca_file else {
+            return Ok(Roots::bundled());
+        };
+        let invalid = |message: String| config::Error::Invalid {
+            origin: key.to_string(),
+            message,
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let mut certs: Vec<Certificate<'static>> = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                // A key has no business in a trust bundle, but it does no harm either.
+                Ok(_) => {}
+                Err(e) => return Err(invalid(format!("{} is not PEM: {e}", path.display()))),
+            }
+        }
+        if certs.is_empty() {
+            return Err(invalid(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        // ureq skips certificates it cannot parse; checked here so that a damaged bundle
+        // stops the start instead of failing every call later.
+        let mut store = tokio_rustls::rustls::RootCertStore::empty();
+        for (i, c) in certs.iter().enumerate() {
+            let der = tokio_rustls::rustls::pki_types::CertificateDer::from(c.der());
+            store.add(der).map_err(|e| {
+                invalid(format!(
+                    "certificate {} of {} is not usable as a root: {e}",
+                    i + 1,
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(Roots(RootCerts::new_with_certs(&certs)))
+    }
+}
+
+/// A blocking HTTP client that answers every status as a response (not an error), gives
+/// up after `timeout` in all, and trusts the bundled roots for HTTPS.
 pub fn agent(timeout: Duration) -> ureq::Agent {
+    agent_trusting(timeout, &Roots::bundled())
+}
+
+/// [`agent`], trusting `roots` for HTTPS.
+pub fn agent_trusting(timeout: Duration, roots: &Roots) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
+        .tls_config(TlsConfig::builder().root_certs(roots.0.clone()).build())
         .build()
         .into()
 }
 
 impl HttpConnector {
-    pub fn new(base_url: &str, timeout: Duration) -> HttpConnector {
+    pub fn new(base_url: &str, timeout: Duration, roots: &Roots) -> HttpConnector {
         HttpConnector {
             base_url: base_url.trim_end_matches('/').to_string(),
-            agent: agent(timeout),
+            agent: agent_trusting(timeout, roots),
         }
     }
 
@@ -105,6 +173,46 @@ impl Connector for HttpConnector {
                     r.connector, r.operation
                 ),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pem: &[u8]) -> Result<Roots, config::Error> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, pem).expect("write");
+        Roots::load(Some(&path), "connectors.ca_file")
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_usable_certificates() {
+        let cert = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls/cert.pem");
+        let roots = Roots::load(Some(Path::new(cert)), "connectors.ca_file").expect("the test CA");
+        assert!(matches!(roots.0, RootCerts::Specific(ref c) if c.len() == 1));
+        assert!(matches!(
+            Roots::load(None, "connectors.ca_file").expect("bundled").0,
+            RootCerts::WebPki
+        ));
+        for (pem, says) in [
+            (&b""[..], "holds no PEM certificate"),
+            (b"just text\n", "holds no PEM certificate"),
+            (
+                b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                "is not PEM",
+            ),
+            (
+                b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+                "not usable as a root",
+            ),
+        ] {
+            let e = load(pem).expect_err("refused");
+            let e = e.to_string();
+            assert!(e.starts_with("connectors.ca_file: "), "{e}");
+            assert!(e.contains(says), "{e}");
         }
     }
 }

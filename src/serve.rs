@@ -25,7 +25,7 @@ use crate::auth::{Role, Tokens};
 use crate::backoffice::SimulatedBackOffice;
 use crate::classifier::ModelClassifier;
 use crate::config::Config;
-use crate::connector::HttpConnector;
+use crate::connector::{HttpConnector, Roots};
 use crate::library::Library;
 use crate::metrics::{MeasuredClassifier, Metrics, TimedBackend};
 use crate::webhook::Notifier;
@@ -131,7 +131,11 @@ pub async fn run(
     });
     let (connector, simulated): (Arc<dyn Connector>, bool) = match &config.connectors.base_url {
         Some(url) => (
-            Arc::new(HttpConnector::new(url, config.connectors.timeout)),
+            Arc::new(HttpConnector::new(
+                url,
+                config.connectors.timeout,
+                &Roots::load(config.connectors.ca_file.as_deref(), "connectors.ca_file")?,
+            )),
             false,
         ),
         None => {
@@ -151,7 +155,8 @@ pub async fn run(
         versions_dir: config.data_dir.join("versions"),
     }));
     // Sends stored `reply_to` notifications, those left from the last run first.
-    let notifier = Notifier::start(&config.webhooks, &runner);
+    let webhook_roots = Roots::load(config.webhooks.ca_file.as_deref(), "webhooks.ca_file")?;
+    let notifier = Notifier::start(&config.webhooks, &webhook_roots, &runner);
     let cases = CaseRunner {
         runner: runner.clone(),
         metrics: metrics.clone(),

@@ -88,13 +88,18 @@ fn allowed(allowed: &[String], url: &str) -> bool {
 impl Notifier {
     /// Starts the sender thread, which first sweeps the notifications left from the last run.
     /// The thread holds the runner weakly: stopping the service is not delayed by it.
-    pub fn start(options: &WebhookOptions, runner: &Arc<Runner>) -> Notifier {
+    /// `roots` are what an `https://` receiver's certificate is verified against.
+    pub fn start(
+        options: &WebhookOptions,
+        roots: &crate::connector::Roots,
+        runner: &Arc<Runner>,
+    ) -> Notifier {
         let (tx, rx) = mpsc::sync_channel::<String>(1024);
         let allowed_hosts: Arc<[String]> = options.allowed_hosts.clone().into();
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             runner: Arc::downgrade(runner),
-            agent: crate::connector::agent(options.timeout),
+            agent: crate::connector::agent_trusting(options.timeout, roots),
             allowed: allowed_hosts.clone(),
             round: options.max_attempts.max(1),
             rx,

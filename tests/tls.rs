@@ -1,6 +1,11 @@
 //! HTTPS on the listener: a client that trusts the box's certificate gets answers; a plain
 //! HTTP client gets none and the server keeps serving; a bad key path stops the start with
 //! the configuration key named.
+//!
+//! HTTPS on outbound calls, with the box's own TLS listener as the far end: the connector's
+//! client trusting the test certificate as its site CA gets through; with the bundled
+//! Mozilla roots the same call fails on the certificate; a bad `connectors.ca_file` stops
+//! the start naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casegraph::config::TlsOptions;
+use casegraph::connector::{self, HttpConnector, Roots};
+use casegraph_engine::exec::{CallRequest, Connector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -99,6 +106,106 @@ fn a_missing_key_stops_the_start_naming_the_setting() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("server.tls.key"), "{err:#}");
+    assert!(
+        !data.path().join("casegraph.redb").exists(),
+        "nothing was opened"
+    );
+}
+
+/// Waits until the TLS server answers `/healthz` through `agent`.
+fn wait_healthy(agent: &ureq::Agent, base: &str) -> ureq::http::Response<ureq::Body> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match agent.get(&format!("{base}/healthz")).call() {
+            Ok(r) => return r,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no answer: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn call_request() -> CallRequest {
+    CallRequest {
+        case_id: "c-tls".into(),
+        node: "lookup".into(),
+        connector: "crm".into(),
+        operation: "lookup".into(),
+        payload: serde_json::json!({}),
+        idempotency_key: "c-tls:lookup:1".into(),
+        attempt: 1,
+    }
+}
+
+#[test]
+fn outbound_calls_trust_the_site_ca_and_only_it() {
+    let files = tls_files();
+    let server = support::Server::start_tls(|c| c.server.tls = Some(tls_files()));
+    let timeout = Duration::from_secs(10);
+    let site = Roots::load(Some(&files.cert), "connectors.ca_file").unwrap();
+
+    // With the site CA the call goes through, verified.
+    let trusting = connector::agent_trusting(timeout, &site);
+    let answer = wait_healthy(&trusting, &server.base);
+    assert_eq!(answer.status(), 200);
+    // The connector itself reaches the server: its 401 (no token) is an answer, not a
+    // transport failure.
+    let err = HttpConnector::new(&server.base, timeout, &site)
+        .call(&call_request())
+        .unwrap_err();
+    assert!(!err.retryable, "{err:?}");
+    assert!(err.message.contains("refused the call with 4"), "{err:?}");
+
+    // The bundled roots do not know the box's certificate: the handshake fails, nothing
+    // is sent in plain text instead.
+    let err = connector::agent(timeout)
+        .get(&format!("{}/healthz", server.base))
+        .call()
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "a certificate error: {err}"
+    );
+    let err = HttpConnector::new(&server.base, timeout, &Roots::bundled())
+        .call(&call_request())
+        .unwrap_err();
+    assert!(err.retryable, "{err:?}");
+    assert!(err.message.contains("certificate"), "{err:?}");
+}
+
+#[test]
+fn a_bad_ca_file_stops_the_start_naming_the_setting() {
+    let data = tempfile::tempdir().unwrap();
+    let not_pem = data.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let cases = [
+        ("connectors.ca_file", data.path().join("missing.pem")),
+        ("connectors.ca_file", not_pem.clone()),
+        // A key is PEM, but no certificate.
+        ("webhooks.ca_file", tls_files().key),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (key, file) in cases {
+        let mut config = support::config(data.path());
+        match key {
+            "connectors.ca_file" => {
+                config.connectors.base_url = Some("https://127.0.0.1:9".into());
+                config.connectors.ca_file = Some(file);
+            }
+            _ => config.webhooks.ca_file = Some(file),
+        }
+        let err = rt
+            .block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                casegraph::serve::run(config, listener, std::future::pending()).await
+            })
+            .unwrap_err();
+        assert!(err.to_string().starts_with(key), "{key}: {err:#}");
+    }
     assert!(
         !data.path().join("casegraph.redb").exists(),
         "nothing was opened"
