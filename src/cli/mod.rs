@@ -2,6 +2,7 @@
 
 mod audit;
 mod classify;
+mod corrections;
 mod erase;
 mod graph;
 mod health;
@@ -64,6 +65,9 @@ pub enum Command {
     Audit(audit::Command),
     /// Erase a customer's personal data; the audit chain stays intact and records it.
     Erase(erase::Args),
+    /// Export the reviewers' triage decisions as labelled training examples (server stopped).
+    #[command(subcommand)]
+    Corrections(corrections::Command),
     /// Create, list and revoke API tokens (while the server is stopped).
     #[command(subcommand)]
     Token(token::Command),
@@ -87,6 +91,7 @@ impl Command {
             Command::Token(c) => token::run(c),
             Command::Audit(c) => audit::run(c),
             Command::Erase(a) => erase::run(a),
+            Command::Corrections(c) => corrections::run(c),
             Command::Profile(c) => profile::run(c),
             Command::Health(a) => health::run(a),
             Command::Classify(a) => classify::run(a),

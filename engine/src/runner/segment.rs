@@ -20,6 +20,22 @@ use crate::workflow::{Workflow, compile_dir};
 /// Decisions a reviewer has on a case routed to a queue: a workflow to run it, or close it.
 pub(super) const CLOSE: &str = "close";
 
+/// The intent a reviewer gave a triaged request (`data.intent`): a training label that
+/// `casegraph corrections export` reads back from the audit trail. `None` when none was
+/// given. The trail outlives erasure, so only a label-shaped value is kept (at most 64
+/// ASCII letters, digits and `_-?`, no personal datum); anything else is `Err` and is
+/// recorded only as refused.
+fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
+    let given = data.get("intent").filter(|v| !v.is_null())?;
+    let label = given.as_str().filter(|s| {
+        (1..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '?'))
+            && crate::intake::pii::find(s).is_empty()
+    });
+    Some(label.ok_or(()))
+}
+
 impl Runner {
     /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
     /// the case's status afterwards.
@@ -115,13 +131,22 @@ impl Runner {
             }
             Trigger::Task { completion } if rec.state.is_none() => {
                 // A case routed to a queue: the reviewer picks a workflow or closes it.
+                let mut body = json!({ "task_id": completion.task_id, "decision": completion.decision,
+                            "by": completion.by,
+                            "comment_digest": completion.comment.as_ref().map(|c| digest(&json!(c))) });
+                if let (Value::Object(m), Some(intent)) =
+                    (&mut body, reviewed_intent(&completion.data))
+                {
+                    match intent {
+                        Ok(label) => m.insert("intent".into(), json!(label)),
+                        Err(()) => m.insert("intent_refused".into(), json!(true)),
+                    };
+                }
                 entries.push(audit::Entry::new(
                     case_id,
                     audit::Kind::TaskCompleted,
                     at,
-                    json!({ "task_id": completion.task_id, "decision": completion.decision,
-                            "by": completion.by,
-                            "comment_digest": completion.comment.as_ref().map(|c| digest(&json!(c))) }),
+                    body,
                 ));
                 rec.queue_task = None;
                 if completion.decision == CLOSE {
@@ -458,5 +483,39 @@ impl Runner {
         let wf = Arc::new(wf);
         versions.insert(r.digest.clone(), wf.clone());
         Ok(wf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_label_shaped_reviewed_intent_is_kept() {
+        assert_eq!(reviewed_intent(&json!({})), None);
+        assert_eq!(reviewed_intent(&Value::Null), None);
+        assert_eq!(reviewed_intent(&json!({"intent": null})), None);
+        assert_eq!(
+            reviewed_intent(&json!({"intent": "request_refund"})),
+            Some(Ok("request_refund"))
+        );
+        assert_eq!(
+            reviewed_intent(&json!({"intent": "reverted_card_payment?"})),
+            Some(Ok("reverted_card_payment?"))
+        );
+        for refused in [
+            json!("Frau Mustermann will Geld zurück"),
+            json!("erika@example.de"),
+            json!("DE89370400440532013000"),
+            json!(""),
+            json!(7),
+            json!("x".repeat(65)),
+        ] {
+            assert_eq!(
+                reviewed_intent(&json!({ "intent": refused })),
+                Some(Err(())),
+                "{refused}"
+            );
+        }
     }
 }

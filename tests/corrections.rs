@@ -1,0 +1,183 @@
+//! `casegraph corrections export`: requests the shipped model sent to triage, decided by a
+//! reviewer over HTTP on the real server, exported offline as labelled training examples.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Output};
+
+use casegraph::auth::Role;
+use serde_json::{Value, json};
+use support::Server;
+
+fn casegraph(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+/// Submits a request, waits until the model sent it to triage, and completes the triage task.
+fn triage_and_decide(s: &Server, request: Value, completion: Value) -> String {
+    let id = s.submit(&request);
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    assert_eq!(case["route"]["queue"], "triage", "{case}");
+    let done = s.call(
+        "POST",
+        &format!("/v1/tasks/{id}.triage/complete"),
+        Some(Role::Reviewer),
+        Some(&completion),
+    );
+    assert_eq!(done.status, 200, "{}", done.text);
+    id
+}
+
+#[test]
+fn reviewed_triage_decisions_are_exported_as_redacted_labelled_examples() {
+    // The data directory outlives the server (its own temporary one goes with it): the
+    // tokens made for the server are copied over before it starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start_with(|c| {
+        std::fs::create_dir_all(&data).unwrap();
+        for f in std::fs::read_dir(&c.data_dir).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+        }
+        c.data_dir = data.clone();
+    });
+    let vague = |extra: &str| json!({"channel": "chat", "text": format!("hallo, wegen der sache von neulich{extra}")});
+    // The reviewer names the intent: that is the label.
+    let named = triage_and_decide(
+        &s,
+        vague(
+            ", schreibt mir an erika.mustermann@example.de oder zahlt auf DE89 3704 0044 0532 0130 00",
+        ),
+        json!({"decision": "request_refund", "data": {"intent": "request_refund"}, "comment": "Frau M. will ihr Geld"}),
+    );
+    // A workflow serving one intent: its intent is the label.
+    let routed = triage_and_decide(
+        &s,
+        vague(" mit dem konto"),
+        json!({"decision": "terminate_account"}),
+    );
+    // A workflow serving two intents (card_arrival, card_delivery_estimate): which one?
+    triage_and_decide(
+        &s,
+        vague(" mit der karte"),
+        json!({"decision": "card_arrival"}),
+    );
+    // Closed: not necessarily off-topic.
+    triage_and_decide(&s, vague(""), json!({"decision": "close"}));
+    // Closed as not for us.
+    let off_topic = triage_and_decide(
+        &s,
+        json!({"channel": "chat", "text": "Wie wird das Wetter am Wochenende in Hamburg?"}),
+        json!({"decision": "close", "data": {"intent": "oos"}}),
+    );
+    // Labels the model does not have, or that are not labels at all.
+    triage_and_decide(
+        &s,
+        vague("!"),
+        json!({"decision": "close", "data": {"intent": "weather"}}),
+    );
+    triage_and_decide(
+        &s,
+        vague("?"),
+        json!({"decision": "close", "data": {"intent": "Kundin ist verärgert"}}),
+    );
+    // A customer whose data is erased later.
+    triage_and_decide(
+        &s,
+        json!({"channel": "chat", "customer_id": "C-77", "text": "Wie spät ist es in Tokio?"}),
+        json!({"decision": "close", "data": {"intent": "oos"}}),
+    );
+    s.stop().unwrap();
+    let data = data.to_str().unwrap().to_string();
+
+    let erase = casegraph(&["erase", "--customer", "C-77", "--data", &data]);
+    assert!(
+        erase.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erase.stderr)
+    );
+
+    let file = tmp.path().join("corrections.jsonl");
+    let out = casegraph(&[
+        "corrections",
+        "export",
+        "--data",
+        &data,
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_case = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["case_id"] == id)
+            .unwrap_or_else(|| panic!("{id} exported: {text}"))
+    };
+    assert_eq!(lines.len(), 3, "{text}\n{stderr}");
+
+    let l = by_case(&named);
+    assert_eq!(l["intent"], "request_refund");
+    assert_eq!(l["channel"], "chat");
+    assert_eq!(l["language"], "de");
+    assert!(
+        l["text"]
+            .as_str()
+            .unwrap()
+            .contains("wegen der sache von neulich"),
+        "{l}"
+    );
+    assert!(l["text"].as_str().unwrap().contains("[EMAIL]"), "{l}");
+    assert!(
+        l["model"].as_str().unwrap().starts_with("intent-e5-de-en"),
+        "{l}"
+    );
+    assert!(l["model_confidence"].is_number(), "{l}");
+    assert!(l["decided_at"].is_string(), "{l}");
+    assert_eq!(by_case(&routed)["intent"], "terminate_account");
+    assert_eq!(by_case(&off_topic)["intent"], "oos");
+    assert_eq!(by_case(&off_topic)["model_out_of_scope"], true);
+    // No personal data, no reviewer, no customer.
+    for needle in ["mustermann", "DE89", "0532", "Frau M.", "reviewer", "C-77"] {
+        assert!(
+            !text.to_lowercase().contains(&needle.to_lowercase()),
+            "{needle} in {text}"
+        );
+    }
+    for key in ["by", "customer", "comment"] {
+        assert!(
+            lines.iter().all(|l| l.get(key).is_none()),
+            "{key} in {text}"
+        );
+    }
+
+    assert!(stderr.contains("exported 3 correction(s)"), "{stderr}");
+    assert!(stderr.contains("skipped closed: 1"), "{stderr}");
+    assert!(stderr.contains("skipped ambiguous_workflow: 1"), "{stderr}");
+    assert!(stderr.contains("skipped invalid_label: 2"), "{stderr}");
+    assert!(stderr.contains("skipped erased: 1"), "{stderr}");
+
+    // Only decisions from a time on.
+    let later = casegraph(&[
+        "corrections",
+        "export",
+        "--data",
+        &data,
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(later.status.success());
+    assert!(later.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&later.stderr).contains("exported 0 correction(s)"));
+}
