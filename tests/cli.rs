@@ -120,12 +120,17 @@ fn run_rejects_a_malformed_line_naming_it_and_keeps_going() {
     let input = tmp.path().join("in.jsonl");
     std::fs::write(
         &input,
-        "{\"channel\": \"chat\", \"language\": \"en\", \"text\": \"my card arrived?\", \"intent\": \"card_arrival\"}\n{\"channel\": \"fax\", \"intent\": \"x\"}\n",
+        "{\"channel\": \"chat\", \"language\": \"en\", \"text\": \"my card arrived?\", \"intent\": \"card_arrival\"}\n{\"channel\": \"fax\", \"intent\": \"x\"}\n{\"channel\": \"chat\", \"text\": \"hi\", \"customer_id\": \"no spaces allowed\"}\n",
     )
     .unwrap();
     let out = casegraph(&["run", "--input", input.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in.jsonl:2: rejected"), "{err}");
-    assert!(stdout(&out).contains("2 request(s)"), "{}", stdout(&out));
+    // The HTTP intake's own rules apply to `run` input too.
+    assert!(
+        err.contains("in.jsonl:3: rejected: `customer_id` must be"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("3 request(s)"), "{}", stdout(&out));
 }

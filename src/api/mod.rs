@@ -11,7 +11,7 @@ mod console;
 mod console_support;
 mod error;
 mod openapi;
-mod requests;
+pub mod requests;
 mod system;
 mod tasks;
 mod tokens;

@@ -67,7 +67,10 @@ pub struct AcceptedBody {
 }
 
 impl RequestBody {
-    fn check(&self, state: &super::Inner) -> Result<(), AppError> {
+    /// The request's own rules (what a schema cannot say): text where the channel needs
+    /// it, its length, the customer number's shape, `reply_to` an http(s) URL. The same
+    /// rules hold for `casegraph run` input.
+    pub fn validate(&self) -> Result<(), AppError> {
         let bad = |field: &str, message: String| {
             AppError::invalid(message).details(json!({ "field": field }))
         };
@@ -103,21 +106,29 @@ impl RequestBody {
                 "`customer_id` must be 1–64 characters of letters, digits, `-`, `_` and `.`".into(),
             ));
         }
-        if let Some(url) = &self.reply_to {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
-                return Err(bad(
-                    "reply_to",
-                    "`reply_to` must be an http:// or https:// URL".into(),
-                ));
-            }
-            if !state.notifier.allows(url) {
-                return Err(AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "reply_to_not_allowed",
-                    "`reply_to` names a host this box may not call (see webhooks.allowed_hosts)",
-                )
-                .details(json!({ "field": "reply_to" })));
-            }
+        if let Some(url) = &self.reply_to
+            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048)
+        {
+            return Err(bad(
+                "reply_to",
+                "`reply_to` must be an http:// or https:// URL".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`RequestBody::validate`], and `reply_to` names a host this box may call.
+    fn check(&self, state: &super::Inner) -> Result<(), AppError> {
+        self.validate()?;
+        if let Some(url) = &self.reply_to
+            && !state.notifier.allows(url)
+        {
+            return Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reply_to_not_allowed",
+                "`reply_to` names a host this box may not call (see webhooks.allowed_hosts)",
+            )
+            .details(json!({ "field": "reply_to" })));
         }
         Ok(())
     }
@@ -140,7 +151,7 @@ impl RequestBody {
     }
 
     /// The request as workflows see it (`case.request`).
-    fn normalized(&self) -> Value {
+    pub fn normalized(&self) -> Value {
         let mut r = Map::new();
         r.insert("channel".into(), json!(self.channel));
         r.insert("language".into(), json!(self.language()));

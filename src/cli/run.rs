@@ -18,8 +18,9 @@ use casegraph_engine::routing::{self, Route};
 use casegraph_engine::rules::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use casegraph::api::requests::RequestBody;
 use casegraph::backoffice::SimulatedBackOffice;
 use casegraph::classifier::ModelClassifier;
 use casegraph::profile::InferenceOptions;
@@ -44,39 +45,22 @@ pub struct Args {
     pub models: Option<PathBuf>,
 }
 
-/// One input line.
+/// One input line: a request exactly as `POST /v1/requests` takes it (the same type, the
+/// same rules), optionally with a known classification to use instead of the model's.
+struct RequestLine {
+    body: RequestBody,
+    given: Option<Given>,
+}
+
+/// A classification the line states (`intent`, optional `confidence` and `out_of_scope`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestLine {
-    channel: Channel,
-    text: Option<String>,
-    #[serde(default)]
-    fields: serde_json::Map<String, Value>,
-    customer_id: Option<String>,
-    language: Option<Language>,
-    reply_to: Option<String>,
-    metadata: Option<Value>,
-    /// A known classification, used instead of the model's.
-    intent: Option<String>,
+struct Given {
+    intent: String,
     #[serde(default = "full_confidence")]
     confidence: f64,
     #[serde(default)]
     out_of_scope: bool,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Channel {
-    Form,
-    Letter,
-    Chat,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Language {
-    De,
-    En,
 }
 
 fn full_confidence() -> f64 {
@@ -84,57 +68,39 @@ fn full_confidence() -> f64 {
 }
 
 impl RequestLine {
-    fn check(&self) -> Result<(), String> {
-        let has_text = self.text.as_deref().is_some_and(|t| !t.trim().is_empty());
-        match self.channel {
-            Channel::Letter | Channel::Chat if !has_text => {
-                Err("`text` is required for letters and chats".into())
+    /// Parses and checks one line; the error says what is wrong with it.
+    fn parse(text: &str) -> Result<RequestLine, String> {
+        let mut map: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let given: Map<String, Value> = ["intent", "confidence", "out_of_scope"]
+            .into_iter()
+            .filter_map(|k| map.remove_entry(k))
+            .collect();
+        let body: RequestBody =
+            serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())?;
+        body.validate().map_err(|e| e.message)?;
+        let given = if given.is_empty() {
+            None
+        } else {
+            let g: Given =
+                serde_json::from_value(Value::Object(given)).map_err(|e| e.to_string())?;
+            if !(0.0..=1.0).contains(&g.confidence) {
+                return Err(format!(
+                    "`confidence` must be between 0 and 1, not {}",
+                    g.confidence
+                ));
             }
-            Channel::Form if !has_text && self.fields.is_empty() => {
-                Err("a form needs `text` or `fields`".into())
-            }
-            _ if !(0.0..=1.0).contains(&self.confidence) => Err(format!(
-                "`confidence` must be between 0 and 1, not {}",
-                self.confidence
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// `case.request` as a workflow sees it.
-    fn request(&self) -> Value {
-        let mut r = serde_json::Map::new();
-        r.insert("channel".into(), json!(self.channel));
-        let language = self.language.unwrap_or_else(|| {
-            match casegraph_engine::intake::detect_language(self.text.as_deref().unwrap_or("")) {
-                "de" => Language::De,
-                _ => Language::En,
-            }
-        });
-        r.insert("language".into(), json!(language));
-        if let Some(t) = &self.text {
-            r.insert("text".into(), json!(t));
-        }
-        r.insert("fields".into(), Value::Object(self.fields.clone()));
-        if let Some(c) = &self.customer_id {
-            r.insert("customer_id".into(), json!(c));
-        }
-        if let Some(u) = &self.reply_to {
-            r.insert("reply_to".into(), json!(u));
-        }
-        if let Some(m) = &self.metadata {
-            r.insert("metadata".into(), m.clone());
-        }
-        Value::Object(r)
+            Some(g)
+        };
+        Ok(RequestLine { body, given })
     }
 
     /// The line's own classification, if it carries one.
     fn given_classification(&self) -> Option<Value> {
-        self.intent.as_ref().map(|intent| {
+        self.given.as_ref().map(|g| {
             json!({
-                "intent": intent,
-                "confidence": self.confidence,
-                "out_of_scope": self.out_of_scope,
+                "intent": g.intent,
+                "confidence": g.confidence,
+                "out_of_scope": g.out_of_scope,
                 "model": "given-in-input",
                 "source": "input",
             })
@@ -189,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if text.trim().is_empty() {
             continue;
         }
-        let line: RequestLine = match serde_json::from_str(text) {
+        let line = match RequestLine::parse(text) {
             Ok(l) => l,
             Err(e) => {
                 progress.suspend(|| eprintln!("{}:{line_no}: rejected: {e}", args.input.display()));
@@ -197,14 +163,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        if let Err(e) = line.check() {
-            progress.suspend(|| eprintln!("{}:{line_no}: rejected: {e}", args.input.display()));
-            rejected += 1;
-            continue;
-        }
         let case_id = format!("run-{line_no:05}");
         let clock = ManualClock::new(SystemClock.now());
-        let request = line.request();
+        let request = line.body.normalized();
         let classification = match line.given_classification() {
             Some(given) => given,
             None => match model.classify(&request) {
@@ -220,10 +181,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let language = classification["language"]
             .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                format!("{:?}", line.language.unwrap_or(Language::En)).to_lowercase()
-            });
+            .or_else(|| request["language"].as_str())
+            .unwrap_or("")
+            .to_string();
         let ctx = Context {
             case_id: &case_id,
             node: "routing",
@@ -232,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let input = routing::input(&request, &classification);
         let mut row = Row {
             line: line_no,
-            channel: format!("{:?}", line.channel).to_lowercase(),
+            channel: request["channel"].as_str().unwrap_or("").to_string(),
             language,
             intent: format!(
                 "{} ({:.2}){}",
