@@ -1,7 +1,6 @@
 //! `casegraph audit verify|export --data DIR`: check the hash chain, write it as JSON lines.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -77,13 +76,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Export(args) => {
             let store = open_existing(&args.data.data)?;
-            let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
-                Box::new(BufWriter::new(std::io::stdout().lock()))
-            } else {
-                Box::new(BufWriter::new(File::create(&args.output).with_context(
-                    || format!("cannot create {}", args.output.display()),
-                )?))
-            };
+            let mut out = super::output(&args.output)?;
             let mut records = store.audit_records();
             let mut n = 0u64;
             for (_, bytes) in &mut records {

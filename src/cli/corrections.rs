@@ -8,8 +8,7 @@
 //! model read it with every personal datum replaced by its kind; erased cases are skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -178,13 +177,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         intents_of.entry(workflow).or_default().push(intent);
     }
     let store = super::audit::open_existing(&args.data.data)?;
-    let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
-        Box::new(BufWriter::new(std::io::stdout().lock()))
-    } else {
-        Box::new(BufWriter::new(File::create(&args.output).with_context(
-            || format!("cannot create {}", args.output.display()),
-        )?))
-    };
+    let mut out = super::output(&args.output)?;
     let mut exported = 0u64;
     let mut skipped: BTreeMap<Skip, u64> = BTreeMap::new();
     let mut records = store.audit_records();

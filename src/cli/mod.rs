@@ -108,6 +108,18 @@ pub struct WorkflowsDir {
 }
 
 /// The rules engine with limits from `CASEGRAPH_RULES_LIMITS` (JSON) or the defaults.
+/// Where an export writes: standard output for `-`, else a new file at `path`.
+pub fn output(path: &Path) -> anyhow::Result<Box<dyn std::io::Write>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ))
+    })
+}
+
 pub fn rules() -> anyhow::Result<Rules> {
     let limits = match std::env::var("CASEGRAPH_RULES_LIMITS") {
         Ok(json) => serde_json::from_str::<Limits>(&json)
