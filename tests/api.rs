@@ -715,6 +715,17 @@ fn request_body(request: &str) -> Value {
     serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap()
 }
 
+/// `request` is a `reply_to` notification of case `id`: posted to the hook, keyed by the case.
+fn assert_is_notification_of(request: &str, id: &str) {
+    assert!(request.starts_with("POST /hooks/case"), "{request}");
+    assert!(
+        request
+            .to_lowercase()
+            .contains(&format!("idempotency-key: {id}")),
+        "{request}"
+    );
+}
+
 #[test]
 fn reply_to_is_notified_when_the_case_ends() {
     use std::io::Write;
@@ -734,13 +745,7 @@ fn reply_to_is_notified_when_the_case_ends() {
     let id = s.submit(&body);
     s.wait_case(&id, is_final);
     let request = received.join().unwrap();
-    assert!(request.starts_with("POST /hooks/case"), "{request}");
-    assert!(
-        request
-            .to_lowercase()
-            .contains(&format!("idempotency-key: {id}")),
-        "{request}"
-    );
+    assert_is_notification_of(&request, &id);
     let v = request_body(&request);
     assert_eq!(v["case_id"], id);
     assert_eq!(v["status"], "completed");
@@ -782,13 +787,7 @@ fn a_receiver_that_is_down_at_first_still_gets_the_notification() {
         .unwrap();
     }
     for request in &requests {
-        assert!(request.starts_with("POST /hooks/case"), "{request}");
-        assert!(
-            request
-                .to_lowercase()
-                .contains(&format!("idempotency-key: {id}")),
-            "{request}"
-        );
+        assert_is_notification_of(request, &id);
     }
     let (first, second) = (request_body(&requests[0]), request_body(&requests[1]));
     assert_eq!(first, second, "a retry carries exactly the same body");

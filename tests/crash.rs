@@ -64,26 +64,31 @@ async fn receive(
     }))
 }
 
+/// Serves `app` on a free port of 127.0.0.1 from its own thread; returns the address.
+fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
 impl Receiver {
     fn start() -> Receiver {
         let ledger = Arc::new(Ledger::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l = ledger.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new()
-                    .route("/{connector}/{operation}", post(receive))
-                    .with_state(l);
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let addr = rx.recv().unwrap();
+        let addr = serve_on_loopback(
+            axum::Router::new()
+                .route("/{connector}/{operation}", post(receive))
+                .with_state(ledger.clone()),
+        );
         Receiver {
             url: format!("http://{addr}"),
             ledger,
@@ -381,23 +386,12 @@ impl Hook {
     /// Serves the hook on 127.0.0.1; returns it and its address.
     fn start() -> (Arc<Hook>, String) {
         let hook_state = Arc::new(Hook::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = hook_state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new()
-                    .route("/hooks/case", post(hook))
-                    .with_state(h);
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        (hook_state, rx.recv().unwrap().to_string())
+        let addr = serve_on_loopback(
+            axum::Router::new()
+                .route("/hooks/case", post(hook))
+                .with_state(hook_state.clone()),
+        );
+        (hook_state, addr.to_string())
     }
 }
 
