@@ -339,7 +339,12 @@ fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64) {
                 .header("Authorization", auth)
                 .header("Content-Type", "application/json")
                 .send(body.to_string().as_bytes())
-                .is_ok_and(|r| r.status().as_u16() == 200);
+                .is_ok_and(|mut r| {
+                    // Read to the end, or the connection cannot be reused: a new TCP
+                    // connection per task would cost both sides more than the request.
+                    let _ = r.body_mut().read_to_string();
+                    r.status().as_u16() == 200
+                });
             if ok {
                 shared.tasks.fetch_add(1, Ordering::Relaxed);
             }
