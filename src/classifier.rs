@@ -31,6 +31,8 @@ pub const DEFAULT_MODELS_DIR: &str = "models";
 pub struct ModelClassifier {
     batcher: Batcher,
     model: String,
+    /// The model's labels (intents and its out-of-scope label).
+    labels: Vec<String>,
     /// How long loading took (files verified, sessions built).
     pub load_time: Duration,
 }
@@ -51,10 +53,12 @@ impl ModelClassifier {
         }
         let onnx = OnnxClassifier::load(&dir, &options.session_options())?;
         let model = casegraph_engine::classify::Classifier::model(&onnx).to_string();
+        let labels = onnx.labels().to_vec();
         let batcher = Batcher::start(Arc::new(onnx), &options.batch_options());
         Ok(ModelClassifier {
             batcher,
             model,
+            labels,
             load_time: started.elapsed(),
         })
     }
@@ -93,6 +97,10 @@ impl Classifier for ModelClassifier {
             "model": p.model,
             "source": "model",
         }))
+    }
+
+    fn labels(&self) -> Option<&[String]> {
+        Some(&self.labels)
     }
 }
 

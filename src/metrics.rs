@@ -247,6 +247,10 @@ impl Classifier for MeasuredClassifier {
         }
         answer
     }
+
+    fn labels(&self) -> Option<&[String]> {
+        self.inner.labels()
+    }
 }
 
 /// A store backend that times its writes.

@@ -76,17 +76,55 @@ fn reviewed_triage_decisions_are_exported_as_redacted_labelled_examples() {
         json!({"channel": "chat", "text": "Wie wird das Wetter am Wochenende in Hamburg?"}),
         json!({"decision": "close", "data": {"intent": "oos"}}),
     );
-    // Labels the model does not have, or that are not labels at all.
-    triage_and_decide(
-        &s,
-        vague("!"),
-        json!({"decision": "close", "data": {"intent": "weather"}}),
+    // Labels the model does not have, or that are not labels at all, are refused with the
+    // reason and the task stays open; the reviewer then closes it without a label.
+    let mistyped = s.submit(&vague("!"));
+    s.wait_case(&mistyped, |c| c["status"] == "waiting");
+    for (intent, says) in [
+        ("weather", "`weather` is not a label of the model"),
+        ("Kundin ist verärgert", "must be an intent label"),
+    ] {
+        let refused = s.call(
+            "POST",
+            &format!("/v1/tasks/{mistyped}.triage/complete"),
+            Some(Role::Reviewer),
+            Some(&json!({"decision": "request_refund", "data": {"intent": intent}})),
+        );
+        assert_eq!(refused.status, 422, "{}", refused.text);
+        assert_eq!(
+            refused.json["error"]["code"], "invalid_intent",
+            "{}",
+            refused.text
+        );
+        assert!(refused.text.contains(says), "{}", refused.text);
+    }
+    let refused = s.call(
+        "POST",
+        &format!("/v1/tasks/{mistyped}.triage/complete"),
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "close", "data": {"intent": "card_arival"}})),
     );
-    triage_and_decide(
-        &s,
-        vague("?"),
-        json!({"decision": "close", "data": {"intent": "Kundin ist verärgert"}}),
+    let allowed = &refused.json["error"]["details"]["allowed"];
+    assert!(
+        allowed.as_array().unwrap().contains(&json!("card_arrival")),
+        "{}",
+        refused.text
     );
+    let still = s.call(
+        "GET",
+        &format!("/v1/cases/{mistyped}"),
+        Some(Role::Reviewer),
+        None,
+    );
+    assert_eq!(still.json["status"], "waiting", "{}", still.text);
+    assert_eq!(still.json["route"]["queue"], "triage", "{}", still.text);
+    let closed = s.call(
+        "POST",
+        &format!("/v1/tasks/{mistyped}.triage/complete"),
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "close"})),
+    );
+    assert_eq!(closed.status, 200, "{}", closed.text);
     // A customer whose data is erased later.
     triage_and_decide(
         &s,
@@ -163,9 +201,9 @@ fn reviewed_triage_decisions_are_exported_as_redacted_labelled_examples() {
     }
 
     assert!(stderr.contains("exported 3 correction(s)"), "{stderr}");
-    assert!(stderr.contains("skipped closed: 1"), "{stderr}");
+    assert!(stderr.contains("skipped closed: 2"), "{stderr}");
     assert!(stderr.contains("skipped ambiguous_workflow: 1"), "{stderr}");
-    assert!(stderr.contains("skipped invalid_label: 2"), "{stderr}");
+    assert!(!stderr.contains("invalid_label"), "{stderr}");
     assert!(stderr.contains("skipped erased: 1"), "{stderr}");
 
     // Only decisions from a time on.

@@ -241,6 +241,23 @@ fn an_unsure_request_waits_in_triage_until_a_reviewer_routes_it() {
     assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
     let task = b.runner.tasks(None).unwrap().pop().unwrap();
     assert!(task.decisions.contains(&"request_refund".to_string()));
+    // A correction that is not a label is refused and changes nothing.
+    let refused = b.runner.complete_task(TaskCompletion {
+        task_id: task.task_id.clone(),
+        decision: "request_refund".into(),
+        data: json!({"intent": "refund, customer is angry"}),
+        comment: None,
+        by: "rev-2".into(),
+    });
+    assert!(
+        matches!(refused, Err(runner::Error::InvalidIntent { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        b.runner.tasks(None).unwrap().len(),
+        1,
+        "the task stays open"
+    );
     b.runner
         .complete_task(TaskCompletion {
             task_id: task.task_id,

@@ -141,6 +141,14 @@ pub async fn complete(
                     format!("`decision` must be one of: {}", allowed.join(", ")),
                 )
                 .details(json!({ "field": "decision", "allowed": allowed })),
+                runner::Error::InvalidIntent {
+                    reason, allowed, ..
+                } => AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_intent",
+                    format!("`data.intent` {reason}"),
+                )
+                .details(json!({ "field": "data.intent", "allowed": allowed })),
                 runner::Error::Busy(_) => AppError::new(
                     StatusCode::CONFLICT,
                     "case_busy",

@@ -39,6 +39,12 @@ pub use erase::{Erasure, erase_customer};
 pub trait Classifier: Send + Sync {
     /// `{"intent", "confidence", "top": [...], "out_of_scope", "language", "model"}`.
     fn classify(&self, request: &Value) -> Result<Value, String>;
+
+    /// The labels the model can answer (its intents and its out-of-scope label), when it
+    /// has a fixed set: a reviewer's `data.intent` on a triage task must be one of them.
+    fn labels(&self) -> Option<&[String]> {
+        None
+    }
 }
 
 /// A request refused or a failure while handling it.
@@ -57,6 +63,13 @@ pub enum Error {
     UnknownDecision {
         task_id: String,
         decision: String,
+        allowed: Vec<String>,
+    },
+    #[error("`data.intent` of task `{task_id}` {reason}")]
+    InvalidIntent {
+        task_id: String,
+        reason: String,
+        /// The labels the model knows, when it has a fixed set.
         allowed: Vec<String>,
     },
     #[error("case `{0}` is busy with earlier work; try again")]
@@ -329,6 +342,10 @@ impl Runner {
             if rec.pending.is_some() {
                 return Err(Error::Busy(rec.id));
             }
+            if rec.state.is_none() {
+                // a triage task: the reviewer's intent becomes a training label
+                self.check_reviewed_intent(&completion)?;
+            }
             let now = self.clock.now();
             rec.pending = Some(Pending {
                 trigger: Trigger::Task { completion },
@@ -345,6 +362,31 @@ impl Runner {
             rec.id
         };
         self.process(&case_id)
+    }
+
+    /// Refuses a triage completion whose `data.intent` is not a label the model knows (or,
+    /// for a model without a fixed set, not label-shaped): a mistyped correction would
+    /// otherwise be lost to training without anyone noticing.
+    fn check_reviewed_intent(&self, completion: &TaskCompletion) -> Result<(), Error> {
+        let refuse = |reason: String, allowed: Vec<String>| Error::InvalidIntent {
+            task_id: completion.task_id.clone(),
+            reason,
+            allowed,
+        };
+        match segment::reviewed_intent(&completion.data) {
+            None => Ok(()),
+            Some(Err(())) => Err(refuse(
+                "must be an intent label (at most 64 ASCII letters, digits, `_`, `-`)".into(),
+                Vec::new(),
+            )),
+            Some(Ok(label)) => match self.classifier.labels() {
+                Some(labels) if !labels.iter().any(|l| l == label) => Err(refuse(
+                    format!("`{label}` is not a label of the model"),
+                    labels.to_vec(),
+                )),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Fires every timer and SLA due by `now`; returns the cases moved on.

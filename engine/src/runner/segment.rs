@@ -23,9 +23,10 @@ pub(super) const CLOSE: &str = "close";
 /// The intent a reviewer gave a triaged request (`data.intent`): a training label that
 /// `casegraph corrections export` reads back from the audit trail. `None` when none was
 /// given. The trail outlives erasure, so only a label-shaped value is kept (at most 64
-/// ASCII letters, digits and `_-?`, no personal datum); anything else is `Err` and is
-/// recorded only as refused.
-fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
+/// ASCII letters, digits and `_-?`, no personal datum); anything else is `Err`.
+/// `Runner::complete_task` refuses such completions (and labels the model does not know);
+/// trails written before it did may still record `intent_refused`.
+pub(super) fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
     let given = data.get("intent").filter(|v| !v.is_null())?;
     let label = given.as_str().filter(|s| {
         (1..=64).contains(&s.len())
