@@ -2,7 +2,7 @@
 validation splits of train.py, so that tokenizer, n-gram features and calibration of the
 Rust side are what is measured.
 
-    cargo build --release && python models/training/evaluate_cli.py [--bin target/release/casegraph]
+    cargo build --release && python models/training/evaluate_cli.py [--bin target/release/casegraph] [--model DIR]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import train  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(train.ROOT / "target" / "release" / "casegraph"))
+    ap.add_argument("--model", default="", help="model directory (default: the shipped one)")
     args = ap.parse_args()
+    model = ["--model", args.model] if args.model else []
     data = train.load_data(random.Random(train.SEED))
     data.pop("_labels")
     report = {}
@@ -33,7 +35,7 @@ def main() -> None:
         channel = "letter" if "ocr" in split else "chat"
         inp = "".join(json.dumps({"text": t, "channel": channel}) + "\n" for t, _, _ in rows)
         t0 = time.time()
-        out = subprocess.run([args.bin, "classify", "--input", "-", "--threads", "2", "--batch", "32"],
+        out = subprocess.run([args.bin, "classify", "--input", "-", "--threads", "2", "--batch", "32", *model],
                              input=inp, capture_output=True, text=True, check=True)
         secs = time.time() - t0
         preds = [json.loads(line) for line in out.stdout.splitlines()]

