@@ -96,6 +96,15 @@ fn an_off_topic_request_is_flagged_by_the_model_and_goes_to_triage() {
     assert_eq!(case["classification"]["source"], "model");
     // The language was not given: it was detected from the text.
     assert_eq!(case["request"]["language"], "de");
+    // ... from what the customer wrote: a chat bot greeting in English does not count.
+    let chat = s.submit(&json!({"channel": "chat", "text":
+        "Bot: Hello and welcome to our support chat! How can I help you today? Please describe your question in a few words.\n\
+         Kunde: meine karte ist immer noch nicht da\n\
+         Bot: I am sorry to hear that. Let me check the delivery status of your card for you, this may take a moment.\n\
+         Kunde: seit zwei wochen warte ich"}));
+    let case = s.wait_case(&chat, |c| c["classification"].is_object());
+    assert_eq!(case["request"]["language"], "de", "{case}");
+    assert_eq!(case["classification"]["language"], "de", "{case}");
     let tasks = s.call("GET", "/v1/tasks?queue=triage", Some(Role::Reviewer), None);
     assert!(
         tasks

@@ -133,18 +133,15 @@ impl RequestBody {
         Ok(())
     }
 
-    /// The stated language, or the one the text (and a form's values) is written in.
+    /// The stated language, or the one the customer wrote in: detected from what the
+    /// intake keeps of the request (a letter's body without its address blocks, a chat's
+    /// customer turns, a form's text and labelled values), as the model reads it.
     fn language(&self) -> Language {
         self.language.unwrap_or_else(|| {
-            let mut text = self.text.clone().unwrap_or_default();
-            for v in self.fields.values() {
-                if let Value::String(s) = v {
-                    text.push(' ');
-                    text.push_str(s);
-                }
-            }
-            match casegraph_engine::intake::detect_language(&text) {
-                "de" => Language::De,
+            let request =
+                json!({ "channel": self.channel, "text": self.text, "fields": self.fields });
+            match crate::classifier::normalize(&request) {
+                Ok(n) if n.language == "de" => Language::De,
                 _ => Language::En,
             }
         })
