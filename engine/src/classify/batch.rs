@@ -2,7 +2,9 @@
 //!
 //! A worker takes the first waiting request, then keeps collecting until it has `max_batch`
 //! requests or `max_wait` has passed since the first one, and answers all of them with one
-//! `classify_batch`. Several workers (one per model session) run batches side by side.
+//! `classify_prepared`. Several workers (one per model session) run batches side by side.
+//! The per-request work that needs no session ([`Classifier::prepare`]: tokenizing,
+//! features) runs on the caller's thread, so a worker's thread only runs the model.
 //! Callers block on their answer; async code calls [`Batcher::classify`] from a blocking
 //! task.
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Classifier, Error, Prediction};
+use super::{Classifier, Error, Prediction, Prepared};
 
 /// Micro-batching settings (a firmware profile sets these).
 #[derive(Debug, Clone, Deserialize)]
@@ -40,13 +42,23 @@ impl Default for BatchOptions {
     }
 }
 
-type Job = (String, SyncSender<Result<Prediction, Error>>);
+type Job = (Prepared, SyncSender<Result<Prediction, Error>>);
 
 /// Gathers requests into batches for a [`Classifier`].
-#[derive(Debug)]
 pub struct Batcher {
+    /// Prepares each request on its caller's thread.
+    classifier: Arc<dyn Classifier>,
     tx: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("model", &self.classifier.model())
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Batcher {
@@ -63,6 +75,7 @@ impl Batcher {
             })
             .collect();
         Batcher {
+            classifier,
             tx: Some(tx),
             workers,
         }
@@ -75,15 +88,15 @@ impl Batcher {
             .tx
             .as_ref()
             .ok_or_else(|| Error::Inference("the batcher is shut down".into()))?;
-        tx.try_send((text.to_string(), reply))
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => {
-                    Error::Inference("too many requests waiting for the model".into())
-                }
-                std::sync::mpsc::TrySendError::Disconnected(_) => {
-                    Error::Inference("the batcher is shut down".into())
-                }
-            })?;
+        let prepared = self.classifier.prepare(text)?;
+        tx.try_send((prepared, reply)).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => {
+                Error::Inference("too many requests waiting for the model".into())
+            }
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                Error::Inference("the batcher is shut down".into())
+            }
+        })?;
         answer
             .recv()
             .map_err(|_| Error::Inference("the batch worker stopped".into()))?
@@ -121,22 +134,22 @@ fn worker(
                 }
             }
         }
-        let texts: Vec<&str> = jobs.iter().map(|(t, _)| t.as_str()).collect();
-        match classifier.classify_batch(&texts) {
-            Ok(preds) if preds.len() == jobs.len() => {
-                for ((_, reply), p) in jobs.into_iter().zip(preds) {
+        let (batch, replies): (Vec<Prepared>, Vec<_>) = jobs.into_iter().unzip();
+        match classifier.classify_prepared(&batch) {
+            Ok(preds) if preds.len() == replies.len() => {
+                for (reply, p) in replies.into_iter().zip(preds) {
                     let _ = reply.send(Ok(p));
                 }
             }
             Ok(_) => {
-                for (_, reply) in jobs {
+                for reply in replies {
                     let _ = reply.send(Err(Error::Inference(
                         "the model answered a different number of requests".into(),
                     )));
                 }
             }
             Err(e) => {
-                for (_, reply) in jobs {
+                for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
@@ -210,5 +223,92 @@ mod tests {
         );
         assert!(echo.largest.load(Ordering::SeqCst) <= 8, "max_batch holds");
         assert!(echo.calls.load(Ordering::SeqCst) < 32);
+    }
+
+    /// Answers from what `prepare` made, and records the threads each half ran on.
+    #[derive(Debug, Default)]
+    struct Prepares {
+        prepared_on: Mutex<Vec<std::thread::ThreadId>>,
+        run_on: Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    impl Classifier for Prepares {
+        fn classify_batch(&self, _: &[&str]) -> Result<Vec<Prediction>, Error> {
+            Err(Error::Inference(
+                "the batcher hands over prepared texts".into(),
+            ))
+        }
+
+        fn prepare(&self, text: &str) -> Result<Prepared, Error> {
+            self.prepared_on
+                .lock()
+                .expect("lock")
+                .push(std::thread::current().id());
+            Ok(Prepared {
+                text: text.to_string(),
+                token_ids: vec![i64::try_from(text.len()).expect("short")],
+                ngrams: None,
+            })
+        }
+
+        fn classify_prepared(&self, batch: &[Prepared]) -> Result<Vec<Prediction>, Error> {
+            self.run_on
+                .lock()
+                .expect("lock")
+                .push(std::thread::current().id());
+            Ok(batch
+                .iter()
+                .map(|p| Prediction {
+                    intent: p.token_ids[0].to_string(),
+                    confidence: 1.0,
+                    top: vec![],
+                    out_of_scope: false,
+                    model: "prepares".into(),
+                })
+                .collect())
+        }
+
+        fn model(&self) -> &str {
+            "prepares"
+        }
+    }
+
+    #[test]
+    fn requests_are_prepared_on_the_callers_thread_and_only_run_on_the_workers() {
+        let classifier = Arc::new(Prepares::default());
+        let batcher = Arc::new(Batcher::start(
+            classifier.clone(),
+            &BatchOptions {
+                max_batch: 4,
+                max_wait_ms: 5,
+                workers: 1,
+                queue_depth: 64,
+            },
+        ));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let b = Arc::clone(&batcher);
+                std::thread::spawn(move || {
+                    let text = "y".repeat(i + 1);
+                    let intent = b.classify(&text).expect("answer").intent;
+                    (i + 1, intent, std::thread::current().id())
+                })
+            })
+            .collect();
+        let mut callers = Vec::new();
+        for h in handles {
+            let (len, intent, caller) = h.join().expect("thread");
+            assert_eq!(intent, len.to_string(), "each caller gets its own answer");
+            callers.push(caller);
+        }
+        let prepared_on = classifier.prepared_on.lock().expect("lock").clone();
+        assert_eq!(prepared_on.len(), 8);
+        assert!(prepared_on.iter().all(|t| callers.contains(t)));
+        let run_on = classifier.run_on.lock().expect("lock").clone();
+        assert!(!run_on.is_empty());
+        assert!(
+            run_on.iter().all(|t| !callers.contains(t)),
+            "a worker runs the model"
+        );
     }
 }

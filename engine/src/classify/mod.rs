@@ -45,9 +45,36 @@ pub struct Prediction {
     pub model: String,
 }
 
+/// One text with the per-request work done that needs no model session (token ids, n-gram
+/// features), so that it can happen on the caller's thread rather than a session's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prepared {
+    pub text: String,
+    /// Token ids as the model's tokenizer makes them (empty when the classifier has none).
+    pub token_ids: Vec<i64>,
+    /// The text's n-gram features, when the model has a lexical half.
+    pub ngrams: Option<ngrams::Sparse>,
+}
+
 /// Classifies request texts. Implementations are thread-safe; a batch is answered in order.
 pub trait Classifier: Send + Sync {
     fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error>;
+
+    /// Everything about one text that does not need a session. [`batch::Batcher`] calls it
+    /// on the caller's thread, so its workers only run the model.
+    fn prepare(&self, text: &str) -> Result<Prepared, Error> {
+        Ok(Prepared {
+            text: text.to_string(),
+            ..Prepared::default()
+        })
+    }
+
+    /// Classifies texts [`Classifier::prepare`] made ready; answers as `classify_batch` on
+    /// their texts would.
+    fn classify_prepared(&self, batch: &[Prepared]) -> Result<Vec<Prediction>, Error> {
+        let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
+        self.classify_batch(&texts)
+    }
 
     fn classify(&self, text: &str) -> Result<Prediction, Error> {
         self.classify_batch(&[text])?

@@ -18,7 +18,7 @@ use tokenizers::Tokenizer;
 
 use super::card::{ModelCard, Verified};
 use super::ngrams::Ngrams;
-use super::{Calibration, Classifier, Error, Prediction, runtime};
+use super::{Calibration, Classifier, Error, Prediction, Prepared, runtime};
 
 /// How the model runs on this box (a firmware profile sets these).
 #[derive(Debug, Clone, Deserialize)]
@@ -184,29 +184,43 @@ impl OnnxClassifier {
         &self.encoder
     }
 
-    /// Raw logits, one row per text, in order. Texts of similar length run together in
-    /// sub-batches of at most [`SUB_BATCH`], so that padding stays small.
+    /// Token ids and n-gram features of one text: the work that needs no session.
+    pub fn prepare_text(&self, text: &str) -> Result<Prepared, Error> {
+        Ok(Prepared {
+            text: text.to_string(),
+            token_ids: self.encoder.encode(text)?.0,
+            ngrams: self.ngrams.as_ref().map(|n| n.features(text)),
+        })
+    }
+
+    /// Raw logits, one row per text, in order.
     pub fn logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        let encoded = texts
+        let prepared = texts
             .iter()
-            .map(|t| self.encoder.encode(t))
+            .map(|t| self.prepare_text(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| encoded[i].0.len());
-        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        self.logits_prepared(&prepared)
+    }
+
+    /// Raw logits of prepared texts, one row each, in order. Texts of similar length run
+    /// together in sub-batches of at most [`SUB_BATCH`], so that padding stays small.
+    pub fn logits_prepared(&self, batch: &[Prepared]) -> Result<Vec<Vec<f32>>, Error> {
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&i| batch[i].token_ids.len());
+        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); batch.len()];
         for chunk in order.chunks(SUB_BATCH) {
-            let enc: Vec<Encoded> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-            let txt: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            for (&i, row) in chunk.iter().zip(self.run(&enc, &txt)?) {
+            let sub: Vec<&Prepared> = chunk.iter().map(|&i| &batch[i]).collect();
+            for (&i, row) in chunk.iter().zip(self.run(&sub)?) {
                 rows[i] = row;
             }
         }
         Ok(rows)
     }
 
-    fn run(&self, encoded: &[Encoded], texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        let (ids, mask, len) = self.encoder.pad(encoded);
-        let shape = [texts.len(), len];
+    fn run(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
+        let encoded: Vec<Encoded> = batch.iter().map(|p| Encoded(p.token_ids.clone())).collect();
+        let (ids, mask, len) = self.encoder.pad(&encoded);
+        let shape = [batch.len(), len];
         let ids = Tensor::from_array((shape, ids)).map_err(ort_err)?;
         let mask = Tensor::from_array((shape, mask)).map_err(ort_err)?;
         // take a free session if there is one, else wait for the next in turn
@@ -223,10 +237,17 @@ impl OnnxClassifier {
                 Ok,
             )?;
         let mut inputs = ort::inputs!["input_ids" => ids, "attention_mask" => mask];
-        if let Some(ngrams) = &self.ngrams {
-            let rows: Vec<_> = texts.iter().map(|t| ngrams.features(t)).collect();
+        if self.ngrams.is_some() {
+            let rows: Vec<_> = batch
+                .iter()
+                .map(|p| {
+                    p.ngrams.clone().ok_or_else(|| {
+                        Error::Inference("a request was prepared without its n-grams".into())
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             let (gids, gvals, width) = Ngrams::pad(&rows);
-            let gshape = [texts.len(), width];
+            let gshape = [batch.len(), width];
             inputs.push((
                 "ngram_ids".into(),
                 Tensor::from_array((gshape, gids)).map_err(ort_err)?.into(),
@@ -253,8 +274,20 @@ impl OnnxClassifier {
 
 impl Classifier for OnnxClassifier {
     fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
+        let prepared = texts
+            .iter()
+            .map(|t| self.prepare_text(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.classify_prepared(&prepared)
+    }
+
+    fn prepare(&self, text: &str) -> Result<Prepared, Error> {
+        self.prepare_text(text)
+    }
+
+    fn classify_prepared(&self, batch: &[Prepared]) -> Result<Vec<Prediction>, Error> {
         Ok(self
-            .logits(texts)?
+            .logits_prepared(batch)?
             .iter()
             .map(|row| self.calibration.decide(row, &self.labels, &self.version))
             .collect())
