@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / ".work" / "finetuned.npz"))
     ap.add_argument("--layers", type=int, default=12, help="transformer layers kept (first N)")
     ap.add_argument("--tune-from", type=int, default=6, help="layers below this one stay frozen (0: all tuned)")
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of the transformer layers")
     ap.add_argument("--head-lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=32)

@@ -79,7 +79,7 @@ def site_packages() -> Path:
 
 
 # settings of the shipped encoder's fine-tuning (finetune.py)
-FINETUNE = {"layers": 12, "tune_from": 6, "epochs": 2.0, "lr": 5e-5, "head_lr": 2e-3, "batch": 32}
+FINETUNE = {"layers": 12, "tune_from": 6, "epochs": 3.0, "lr": 5e-5, "head_lr": 2e-3, "batch": 32}
 
 
 def finetuned_encoder(work: Path, train_rows, corrections: list[str], weights: dict[str, float]) -> Path:
