@@ -163,6 +163,17 @@ mod tests {
 
     use super::*;
 
+    /// A certain, in-scope answer.
+    fn sure(intent: String, model: &str) -> Prediction {
+        Prediction {
+            intent,
+            confidence: 1.0,
+            top: vec![],
+            out_of_scope: false,
+            model: model.into(),
+        }
+    }
+
     /// Answers each text with its length as the intent, and records batch sizes.
     #[derive(Debug, Default)]
     struct Echo {
@@ -177,13 +188,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
             Ok(texts
                 .iter()
-                .map(|t| Prediction {
-                    intent: t.len().to_string(),
-                    confidence: 1.0,
-                    top: vec![],
-                    out_of_scope: false,
-                    model: "echo".into(),
-                })
+                .map(|t| sure(t.len().to_string(), "echo"))
                 .collect())
         }
 
@@ -258,13 +263,7 @@ mod tests {
                 .push(std::thread::current().id());
             Ok(batch
                 .iter()
-                .map(|p| Prediction {
-                    intent: p.token_ids[0].to_string(),
-                    confidence: 1.0,
-                    top: vec![],
-                    out_of_scope: false,
-                    model: "prepares".into(),
-                })
+                .map(|p| sure(p.token_ids[0].to_string(), "prepares"))
                 .collect())
         }
 

@@ -116,8 +116,8 @@ impl Ngrams {
     }
 
     /// A batch as the graph's `ngram_ids` / `ngram_values` [rows, width], padded with (0, 0).
-    pub fn pad(batch: &[Sparse]) -> (Vec<i64>, Vec<f32>, usize) {
-        let width = batch.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    pub fn pad(batch: &[&Sparse]) -> (Vec<i64>, Vec<f32>, usize) {
+        let width = batch.iter().map(|row| row.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; batch.len() * width];
         let mut vals = vec![0f32; batch.len() * width];
         for (r, row) in batch.iter().enumerate() {
@@ -161,7 +161,7 @@ mod tests {
         // karte: (1 + ln 2) * 2, pin: 1 * 1
         let ratio = f[0].1 / f[1].1;
         assert!((ratio - (1.0 + 2f32.ln()) * 2.0).abs() < 1e-4);
-        let (ids, vals, w) = Ngrams::pad(&[f, vec![]]);
+        let (ids, vals, w) = Ngrams::pad(&[&f, &vec![]]);
         assert_eq!(w, 2);
         assert_eq!(ids, [0, 1, 0, 0]);
         assert_eq!(vals[2..], [0.0, 0.0]);

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use super::card::{ModelCard, Verified};
-use super::ngrams::Ngrams;
+use super::ngrams::{Ngrams, Sparse};
 use super::{Calibration, Classifier, Error, Prediction, Prepared, runtime};
 
 /// How the model runs on this box (a firmware profile sets these).
@@ -87,13 +87,13 @@ impl TextEncoder {
     }
 
     /// Pads a batch: (input_ids, attention_mask, seq_len), row-major.
-    pub fn pad(&self, batch: &[Encoded]) -> (Vec<i64>, Vec<i64>, usize) {
-        let len = batch.iter().map(|e| e.0.len()).max().unwrap_or(0);
+    pub fn pad(&self, batch: &[&[i64]]) -> (Vec<i64>, Vec<i64>, usize) {
+        let len = batch.iter().map(|e| e.len()).max().unwrap_or(0);
         let mut ids = vec![self.pad_id; batch.len() * len];
         let mut mask = vec![0i64; batch.len() * len];
         for (r, e) in batch.iter().enumerate() {
-            ids[r * len..r * len + e.0.len()].copy_from_slice(&e.0);
-            mask[r * len..r * len + e.0.len()].fill(1);
+            ids[r * len..r * len + e.len()].copy_from_slice(e);
+            mask[r * len..r * len + e.len()].fill(1);
         }
         (ids, mask, len)
     }
@@ -193,13 +193,13 @@ impl OnnxClassifier {
         })
     }
 
+    fn prepare_all(&self, texts: &[&str]) -> Result<Vec<Prepared>, Error> {
+        texts.iter().map(|t| self.prepare_text(t)).collect()
+    }
+
     /// Raw logits, one row per text, in order.
     pub fn logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        let prepared = texts
-            .iter()
-            .map(|t| self.prepare_text(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.logits_prepared(&prepared)
+        self.logits_prepared(&self.prepare_all(texts)?)
     }
 
     /// Raw logits of prepared texts, one row each, in order. Texts of similar length run
@@ -218,8 +218,8 @@ impl OnnxClassifier {
     }
 
     fn run(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
-        let encoded: Vec<Encoded> = batch.iter().map(|p| Encoded(p.token_ids.clone())).collect();
-        let (ids, mask, len) = self.encoder.pad(&encoded);
+        let rows: Vec<&[i64]> = batch.iter().map(|p| p.token_ids.as_slice()).collect();
+        let (ids, mask, len) = self.encoder.pad(&rows);
         let shape = [batch.len(), len];
         let ids = Tensor::from_array((shape, ids)).map_err(ort_err)?;
         let mask = Tensor::from_array((shape, mask)).map_err(ort_err)?;
@@ -238,10 +238,10 @@ impl OnnxClassifier {
             )?;
         let mut inputs = ort::inputs!["input_ids" => ids, "attention_mask" => mask];
         if self.ngrams.is_some() {
-            let rows: Vec<_> = batch
+            let rows: Vec<&Sparse> = batch
                 .iter()
                 .map(|p| {
-                    p.ngrams.clone().ok_or_else(|| {
+                    p.ngrams.as_ref().ok_or_else(|| {
                         Error::Inference("a request was prepared without its n-grams".into())
                     })
                 })
@@ -274,11 +274,7 @@ impl OnnxClassifier {
 
 impl Classifier for OnnxClassifier {
     fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
-        let prepared = texts
-            .iter()
-            .map(|t| self.prepare_text(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.classify_prepared(&prepared)
+        self.classify_prepared(&self.prepare_all(texts)?)
     }
 
     fn prepare(&self, text: &str) -> Result<Prepared, Error> {
@@ -340,7 +336,7 @@ mod tests {
         let t = shipped();
         let a = t.encode("card").expect("ids");
         let b = t.encode("my card has not arrived").expect("ids");
-        let (ids, mask, len) = t.pad(&[a.clone(), b.clone()]);
+        let (ids, mask, len) = t.pad(&[&a.0, &b.0]);
         assert_eq!(len, b.0.len());
         assert_eq!(&ids[..a.0.len()], &a.0[..]);
         assert_eq!(ids[a.0.len()], t.pad_id);
