@@ -2,16 +2,12 @@
 //! broken ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-fn casegraph(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_casegraph"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
+use std::path::Path;
+use std::process::Output;
+
+use support::casegraph;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

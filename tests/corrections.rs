@@ -4,19 +4,9 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use casegraph::auth::Role;
 use serde_json::{Value, json};
-use support::Server;
-
-fn casegraph(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_casegraph"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
+use support::{Server, casegraph};
 
 /// Submits a request, waits until the model sent it to triage, and completes the triage task.
 fn triage_and_decide(s: &Server, request: Value, completion: Value) -> String {

@@ -3,20 +3,15 @@
 //! (exit 0), and a restart that finds every accepted case again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn casegraph(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_casegraph"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
+use support::casegraph;
 
 /// Starts `casegraph serve --data DIR --listen 127.0.0.1:0` in the repository (so the
 /// default `./workflows` is the shipped one) and returns it with its base URL.

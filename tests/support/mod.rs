@@ -19,6 +19,15 @@ pub struct Server {
     agent: ureq::Agent,
 }
 
+/// Runs the `casegraph` binary in the source tree to completion.
+pub fn casegraph(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_casegraph"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
 pub fn workflows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows")
 }
