@@ -31,32 +31,42 @@ MORE_CONFUSIONS = {
 }
 
 
-def noise(text: str, rng: random.Random, rate: float = 0.06) -> str:
-    """Return `text` with OCR-like errors; `rate` is the share of characters touched."""
+def _scan(text: str, rng: random.Random, table: dict[str, list[str]], rate: float, other) -> str:
+    """One pass over `text`: a glyph pair or glyph in `table` is confused at `rate`; any
+    other character becomes `other(text, i, ch, r)` with its own draw `r` in [0, 1)."""
     out: list[str] = []
     i = 0
     while i < len(text):
         two = text[i : i + 2]
-        if two in CONFUSIONS and rng.random() < rate:
-            out.append(rng.choice(CONFUSIONS[two]))
+        if two in table and rng.random() < rate:
+            out.append(rng.choice(table[two]))
             i += 2
             continue
         ch = text[i]
         r = rng.random()
-        if ch in CONFUSIONS and r < rate:
-            out.append(rng.choice(CONFUSIONS[ch]))
-        elif ch == " " and r < rate * 0.5:
-            pass  # lost space
-        elif ch == " " and r < rate * 0.8:
-            out.append("  ")
-        elif ch.isalpha() and r < rate * 0.15:
-            pass  # dropped glyph
-        elif ch.isalpha() and r < rate * 0.3 and i + 3 < len(text) and text[i + 1].isalpha():
-            out.append(ch + "-\n")  # hyphenated line break left in
+        if ch in table and r < rate:
+            out.append(rng.choice(table[ch]))
         else:
-            out.append(ch)
+            out.append(other(text, i, ch, r))
         i += 1
     return "".join(out)
+
+
+def noise(text: str, rng: random.Random, rate: float = 0.06) -> str:
+    """Return `text` with OCR-like errors; `rate` is the share of characters touched."""
+
+    def other(text: str, i: int, ch: str, r: float) -> str:
+        if ch == " " and r < rate * 0.5:
+            return ""  # lost space
+        if ch == " " and r < rate * 0.8:
+            return "  "
+        if ch.isalpha() and r < rate * 0.15:
+            return ""  # dropped glyph
+        if ch.isalpha() and r < rate * 0.3 and i + 3 < len(text) and text[i + 1].isalpha():
+            return ch + "-\n"  # hyphenated line break left in
+        return ch
+
+    return _scan(text, rng, CONFUSIONS, rate, other)
 
 
 def train_noise(text: str, rng: random.Random, lo: float = 0.02, hi: float = 0.10) -> str:
@@ -66,25 +76,14 @@ def train_noise(text: str, rng: random.Random, lo: float = 0.02, hi: float = 0.1
     rate = rng.uniform(lo, hi)
     text = noise(text, rng, rate)
     r2 = rate / 3
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        two = text[i : i + 2]
-        if two in MORE_CONFUSIONS and rng.random() < r2:
-            out.append(rng.choice(MORE_CONFUSIONS[two]))
-            i += 2
-            continue
-        ch = text[i]
-        r = rng.random()
-        if ch in MORE_CONFUSIONS and r < r2:
-            out.append(rng.choice(MORE_CONFUSIONS[ch]))
-        elif ch.isalpha() and r < r2 * 1.3 and i + 2 < len(text) and text[i + 1].isalpha():
-            out.append(ch + " ")  # word split by a space
-        elif ch.isalpha() and r < r2 * 1.6:
-            out.append(ch.swapcase())
-        elif ch == " " and r < r2 * 2:
-            out.append(rng.choice([" . ", " ' ", ", ", " ,", " - "]))  # speck read as a mark
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
+
+    def other(text: str, i: int, ch: str, r: float) -> str:
+        if ch.isalpha() and r < r2 * 1.3 and i + 2 < len(text) and text[i + 1].isalpha():
+            return ch + " "  # word split by a space
+        if ch.isalpha() and r < r2 * 1.6:
+            return ch.swapcase()
+        if ch == " " and r < r2 * 2:
+            return rng.choice([" . ", " ' ", ", ", " ,", " - "])  # speck read as a mark
+        return ch
+
+    return _scan(text, rng, MORE_CONFUSIONS, r2, other)
