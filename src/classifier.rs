@@ -118,23 +118,29 @@ pub fn normalize(request: &Value) -> Result<intake::Normalized, String> {
         Some(other) => return Err(format!("unknown channel `{other}`")),
     };
     let text = request.get("text").and_then(Value::as_str).unwrap_or("");
-    let fields: BTreeMap<String, String> = request
-        .get("fields")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
+    let fields = request.get("fields").and_then(Value::as_object);
+    Ok(normalize_parts(channel, text, fields.into_iter().flatten()))
+}
+
+/// [`normalize`] for a request already taken apart; form values that are not strings are
+/// read as their JSON text (`null` as empty).
+pub fn normalize_parts<'a>(
+    channel: Channel,
+    text: &str,
+    fields: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> intake::Normalized {
+    let fields: BTreeMap<String, String> = fields
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
         })
-        .unwrap_or_default();
-    Ok(intake::normalize(channel, text, &fields))
+        .collect();
+    intake::normalize(channel, text, &fields)
 }
 
 fn stated_language(request: &Value) -> Option<&str> {

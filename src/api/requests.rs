@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use casegraph_engine::intake;
 use casegraph_engine::runner::{self, NewRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -138,10 +139,17 @@ impl RequestBody {
     /// customer turns, a form's text and labelled values), as the model reads it.
     fn language(&self) -> Language {
         self.language.unwrap_or_else(|| {
-            let request =
-                json!({ "channel": self.channel, "text": self.text, "fields": self.fields });
-            match crate::classifier::normalize(&request) {
-                Ok(n) if n.language == "de" => Language::De,
+            let channel = match self.channel {
+                Channel::Form => intake::Channel::Form,
+                Channel::Letter => intake::Channel::Letter,
+                Channel::Chat => intake::Channel::Chat,
+            };
+            let text = self.text.as_deref().unwrap_or("");
+            match crate::classifier::normalize_parts(channel, text, &self.fields)
+                .language
+                .as_str()
+            {
+                "de" => Language::De,
                 _ => Language::En,
             }
         })

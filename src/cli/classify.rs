@@ -101,12 +101,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let parsed = serde_json::from_str::<Line>(&line)
             .map_err(|e| e.to_string())
-            .and_then(|l| {
-                casegraph::classifier::normalize(&serde_json::json!({
-                    "channel": l.channel.unwrap_or(Channel::Chat),
-                    "text": l.text,
-                    "fields": l.fields,
-                }))
+            .map(|l| {
+                casegraph::classifier::normalize_parts(
+                    l.channel.unwrap_or(Channel::Chat),
+                    &l.text,
+                    &l.fields,
+                )
             });
         chunk.push((n, parsed));
         if chunk.len() >= args.batch.max(1) {
