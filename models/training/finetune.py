@@ -100,10 +100,7 @@ def main() -> None:
         return out
 
     splits = {k: (encode([t for t, _, _ in v]), np.array([lab_idx[c] for _, c, _ in v])) for k, v in data.items()}
-    sample_w = np.array([
-        args.german_weight if o.startswith("team-de") else args.corrections_weight if o.startswith("corrections") else 1.0
-        for _, _, o in data["train"]
-    ], np.float32)
+    sample_w = train.sample_weights(data["train"], args.german_weight, args.corrections_weight).astype(np.float32)
 
     t = w.tensors
     frozen = {

@@ -82,6 +82,15 @@ def site_packages() -> Path:
 FINETUNE = {"layers": 12, "tune_from": 6, "epochs": 3.0, "lr": 5e-5, "head_lr": 2e-3, "batch": 32}
 
 
+def sample_weights(rows, german: float, corrections: float) -> np.ndarray:
+    """Weight of each training row by its origin: the German requests are few next to
+    BANKING77 and weigh more, and so do reviewers' corrections."""
+    return np.array([
+        german if o.startswith("team-de") else corrections if o.startswith("corrections") else 1.0
+        for _, _, o in rows
+    ])
+
+
 def finetuned_encoder(work: Path, train_rows, corrections: list[str], weights: dict[str, float]) -> Path:
     """The fine-tuned encoder for these settings and this training split, tuned if not cached.
 
@@ -342,11 +351,7 @@ def main() -> None:
         np.savez(cache, **{f"x_{k}": v for k, v in feats.items()})
     ys = {k: np.array([lab_idx[c] for _, c, _ in v]) for k, v in data.items()}
 
-    # German requests are few next to BANKING77: they weigh more
-    weight = np.array([
-        args.german_weight if o.startswith("team-de") else args.corrections_weight if o.startswith("corrections") else 1.0
-        for _, _, o in data["train"]
-    ])
+    weight = sample_weights(data["train"], args.german_weight, args.corrections_weight)
     all_feats = feats
     # head: multinomial logistic regression; pooled layers and C chosen on validation
     # (mean of English, German and OCR-noised accuracy)
