@@ -105,8 +105,9 @@ struct Args {
     quiet: bool,
 }
 
-/// An accepted case being followed to its end.
-#[derive(Debug, PartialEq, Eq)]
+/// An accepted case being followed to its end; ordered by its fields in turn, so by the
+/// next poll first.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Followed {
     next_poll: Instant,
     accepted: Instant,
@@ -115,18 +116,6 @@ struct Followed {
 
 /// Followed cases ordered by their next poll, the earliest first.
 type Pending = BinaryHeap<Reverse<Followed>>;
-
-impl PartialOrd for Followed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Followed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.next_poll, self.accepted, &self.id).cmp(&(other.next_poll, other.accepted, &other.id))
-    }
-}
 
 /// What the threads share.
 #[derive(Debug, Default)]
