@@ -100,7 +100,7 @@ function record(r) {
       line = `${t('cases.decision', { decision: b.decision ?? d.decision ?? '–', by: b.by ?? d.by ?? '–' })}${b.node ? ` · ${b.node}` : ''}${b.to ? ` → ${b.to}` : ''}`;
       break;
     case 'classified':
-      line = `${b.intent ?? '–'} · ${typeof b.confidence === 'number' ? (b.confidence * 100).toFixed(1) : '–'} %${b.out_of_scope ? ' · out of scope' : ''} · ${b.model ?? ''}`;
+      line = `${b.intent ?? '–'} · ${typeof b.confidence === 'number' ? (b.confidence * 100).toFixed(1) : '–'} %${b.out_of_scope ? ' · out of scope' : ''} · ${b.model ?? ''}${b.stage ? ` · ${t(`cases.stage.${b.stage}`)}` : ''}`;
       break;
     case 'routed':
       line = `rule ${b.rule} → ${b.route ? b.route.workflow || b.route.queue : '–'} (policy v${b.policy_version})`;

@@ -5,7 +5,9 @@
 //! A back-office system that already knows a request's intent may say so in
 //! `metadata.intent` (and `metadata.confidence`, default 1.0); the model is then not asked,
 //! and the classification says `"source": "metadata"` so that the audit trail shows who
-//! decided. Everything else is classified by the model (`"source": "model"`).
+//! decided. Everything else is classified by the model (`"source": "model"`), whose
+//! `"stage"` says whether its n-gram half alone was sure enough (`"lexical"`, the encoder
+//! was not run; the card's `[cascade]`) or the whole model decided (`"full"`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +98,7 @@ impl Classifier for ModelClassifier {
             "language": language,
             "model": p.model,
             "source": "model",
+            "stage": p.stage.as_str(),
         }))
     }
 

@@ -33,6 +33,13 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+/// Who decided a classification: `lexical` (the model's n-gram half alone), `full` (the
+/// whole model), `metadata` (the submitter's `metadata.intent`) or `none` (nothing to read).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
@@ -57,6 +64,7 @@ pub struct Metrics {
     pub accept_duration: Histogram,
     pub classify_duration: Histogram,
     pub classify_confidence: Histogram,
+    pub classifications: Family<StageLabels, Counter>,
     pub store_write_duration: Histogram,
     pub store_commits: Gauge,
     pub store_syncs: Gauge,
@@ -123,6 +131,13 @@ impl Metrics {
             "classification_confidence",
             "Confidence of the top intent",
             classify_confidence.clone(),
+        );
+        let classifications = Family::<StageLabels, Counter>::default();
+        r.register(
+            "classifications",
+            "Classifications by who decided: lexical (the model's n-gram half alone, encoder \
+             not run), full (the whole model), metadata (the submitter), none (no text)",
+            classifications.clone(),
         );
         let store_write_duration = latency();
         r.register(
@@ -199,6 +214,7 @@ impl Metrics {
             accept_duration,
             classify_duration,
             classify_confidence,
+            classifications,
             store_write_duration,
             store_commits,
             store_syncs,
@@ -240,10 +256,21 @@ impl Classifier for MeasuredClassifier {
         self.metrics
             .classify_duration
             .observe(started.elapsed().as_secs_f64());
-        if let Ok(a) = &answer
-            && let Some(c) = a.get("confidence").and_then(Value::as_f64)
-        {
-            self.metrics.classify_confidence.observe(c);
+        if let Ok(a) = &answer {
+            if let Some(c) = a.get("confidence").and_then(Value::as_f64) {
+                self.metrics.classify_confidence.observe(c);
+            }
+            let stage = match a.get("source").and_then(Value::as_str) {
+                Some("model") => a.get("stage").and_then(Value::as_str).unwrap_or("none"),
+                Some(other) => other,
+                None => "none",
+            };
+            self.metrics
+                .classifications
+                .get_or_create(&StageLabels {
+                    stage: stage.to_string(),
+                })
+                .inc();
         }
         answer
     }

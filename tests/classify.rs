@@ -120,6 +120,45 @@ fn labelled_requests_are_classified_above_the_floor() {
 }
 
 #[test]
+fn the_lexical_cascade_decides_plain_requests_as_the_whole_model_would() {
+    let cascade = casegraph(&["classify", "--input", LABELLED], None, &[]);
+    let full = casegraph(
+        &["classify", "--input", LABELLED, "--no-cascade"],
+        None,
+        &[],
+    );
+    assert!(cascade.status.success() && full.status.success());
+    let (cascade, full) = (lines(&cascade), lines(&full));
+    assert_eq!(cascade.len(), full.len());
+    let decision = |p: &Value| {
+        if p["out_of_scope"] == true {
+            "oos".to_string()
+        } else {
+            p["intent"].as_str().expect("intent").to_string()
+        }
+    };
+    let mut lexical = 0;
+    for (c, f) in cascade.iter().zip(&full) {
+        assert_eq!(f["stage"], "full", "--no-cascade always runs the encoder");
+        if c["stage"] == "lexical" {
+            lexical += 1;
+            // sure of an intent, or sure that it is off topic
+            assert!(
+                c["out_of_scope"] == true || c["confidence"].as_f64().expect("confidence") >= 0.93
+            );
+            assert_eq!(decision(c), decision(f), "lexical {c} vs full {f}");
+        } else {
+            assert_eq!(c["stage"], "full");
+        }
+    }
+    eprintln!("{lexical} of {} decided lexically", cascade.len());
+    assert!(
+        lexical * 5 >= cascade.len(),
+        "the n-gram half decides at least a fifth of plain requests alone ({lexical})"
+    );
+}
+
+#[test]
 fn a_bad_line_is_named_and_the_rest_still_classified() {
     let input = "{\"text\": \"my card is lost\", \"channel\": \"chat\"}\n{\"text\": 42}\n\n{\"text\": \"Wie ändere ich meine PIN?\", \"channel\": \"form\"}\n";
     let out = casegraph(&["classify", "--input", "-"], Some(input), &[]);

@@ -1,4 +1,6 @@
-//! Intent model latency: one request on one thread, and a batch of 32 on two threads.
+//! Intent model latency: one request on one thread, and a batch of 32 on two threads, with
+//! the encoder run for every request (`cascade: false`); and one request on one thread with
+//! the lexical cascade as served (the n-gram half decides alone where it is sure).
 //! Needs the shipped model and ONNX Runtime (`scripts/setup.sh`).
 //!
 //!     cargo bench -p casegraph-engine --features onnx --bench classify
@@ -31,6 +33,7 @@ fn bench(c: &mut Criterion) {
             intra_threads: 1,
             sessions: 1,
             top_k: 5,
+            cascade: false,
         },
     )
     .expect("model loads (run scripts/setup.sh)");
@@ -44,12 +47,28 @@ fn bench(c: &mut Criterion) {
         })
     });
     drop(one);
+    let cascade = OnnxClassifier::load(
+        &model_dir(),
+        &Options {
+            intra_threads: 1,
+            ..Options::default()
+        },
+    )
+    .expect("model loads");
+    g.bench_function("single_request_1_thread_cascade", |b| {
+        b.iter(|| {
+            i = (i + 1) % REQUESTS.len();
+            cascade.classify(REQUESTS[i]).expect("prediction")
+        })
+    });
+    drop(cascade);
     let two = OnnxClassifier::load(
         &model_dir(),
         &Options {
             intra_threads: 2,
             sessions: 1,
             top_k: 5,
+            cascade: false,
         },
     )
     .expect("model loads");

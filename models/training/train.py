@@ -11,7 +11,9 @@ Steps (fixed seeds throughout):
    dynamically quantized to int8;
 4. head: logistic regression on mean-pooled frozen embeddings (77 intents + `oos`);
 5. calibration: one temperature fitted on the validation split; out-of-scope threshold;
-6. export: head appended to the int8 graph, files written with their sha256 into model.toml.
+6. export: head appended to the int8 graph, files written with their sha256 into model.toml;
+7. cascade: the n-gram head's own weights and the probability at which it may decide alone
+   without costing validation accuracy (`cascade.py`).
 
 The encoder's upper layers are fine-tuned first (`finetune.py`, JAX on CPU) unless
 `--frozen`; the tuned weights are cached in the work directory by their settings and
@@ -42,6 +44,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import cascade  # noqa: E402
 import encoder  # noqa: E402
 import ngrams  # noqa: E402
 import ocr  # noqa: E402
@@ -53,7 +56,7 @@ SEED = 20261123
 PREFIX = "query: "
 MAX_TOKENS = 128
 OOS = "oos"
-VERSION = "1.2.0"
+VERSION = "1.3.0"
 
 # CLINC150 domains whose intents overlap BANKING77 (banking, credit_cards) or other money
 # matters a bank customer could raise: never used as negatives.
@@ -436,10 +439,21 @@ def main() -> None:
     sample = [t for t, _, _ in data["val_en"][:40]]
     drift = float(np.abs(logits_of(sample) - combined["val_en"][:40]).max())
     metrics["export_max_logit_diff"] = drift
+
+    # the lexical cascade: where the n-gram head alone may decide (cascade.py)
+    oos = labels.index(OOS)
+    wq, bq = cascade.shipped_head(Wn, bn)
+    splits = (*cascade.IN_SCOPE, "val_neg")
+    full = {k: cascade.decided(softmax(combined[k] / temperature), threshold, oos) for k in splits}
+    lexical = {k: cascade.softmax(np.asarray(xs[k] @ wq) + bq) for k in splits}
+    exit_at, metrics["cascade"] = cascade.choose_exit(full, lexical, ys, threshold, oos)
+    metrics["cascade"]["lexical_exit"] = exit_at
+    cascade.write_head(out / cascade.HEAD_FILE, Wn, bn)
     print(json.dumps(metrics, indent=1)[:3000], flush=True)
 
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
-    write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers, tuned, args.corrections)
+    write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers, tuned, args.corrections,
+               cascade.card_section(exit_at, metrics["cascade"]))
     (HERE / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
 
@@ -526,13 +540,13 @@ def evaluate(logits, ys, T, labels) -> dict:
     return res
 
 
-def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corrections) -> None:
+def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corrections, cascade_lines: list[str]) -> None:
     mix_value = m["mix"]
     encoder_text = tuned or "12 layers, frozen"
     pooled_text = ("layers " + " and ".join(map(str, layers))) if len(layers) > 1 else f"layer {layers[0]}"
     extra = list(csv.DictReader(open(HERE / "data" / "german_extra.tsv", encoding="utf-8"), delimiter="\t"))
     extra_per_intent = round(len(extra) / len({r["intent"] for r in extra}))
-    files = {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "labels.json", "ngrams.json")}
+    files = {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "labels.json", "ngrams.json", cascade.HEAD_FILE)}
     counts: dict[str, int] = {}
     for t, _, o in data["train"]:
         key = o.split(":")[0].removesuffix("+ocr") + ("+ocr" if o.endswith("+ocr") else "")
@@ -560,6 +574,7 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corr
         f"temperature = {T:.4f}",
         f"out_of_scope_threshold = {th:.2f}",
         "",
+        *cascade_lines,
         "[files]",
     ]
     lines += [f'"{f}" = "{h}"' for f, h in files.items()]

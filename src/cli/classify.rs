@@ -30,6 +30,10 @@ pub struct Args {
     /// Intents listed in `top`.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// Run the encoder for every request, also where the model's n-gram half alone is sure
+    /// enough (the card's `[cascade]`).
+    #[arg(long)]
+    no_cascade: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +69,8 @@ struct Output<'a> {
     out_of_scope: bool,
     language: &'a str,
     model: &'a str,
+    /// `lexical` (the n-gram half alone was sure enough) or `full`.
+    stage: &'a str,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -78,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             intra_threads: args.threads,
             sessions: 1,
             top_k: args.top_k,
+            cascade: !args.no_cascade,
         },
     )?;
     let reader: Box<dyn BufRead> = if args.input == "-" {
@@ -149,6 +156,7 @@ fn flush(
                     out_of_scope: p.out_of_scope,
                     language: &norm.language,
                     model: &p.model,
+                    stage: p.stage.as_str(),
                 };
                 serde_json::to_writer(&mut *out, &o)?;
                 writeln!(out)?;

@@ -69,6 +69,9 @@ pub struct InferenceOptions {
     /// How long a request may wait for others to fill its batch; zero runs at once.
     #[serde(with = "crate::profile::duration")]
     pub batch_window: Duration,
+    /// Let the model's n-gram half decide alone where the model card's `[cascade]` says
+    /// it is sure enough, without running the encoder; `false` runs it for every request.
+    pub cascade: bool,
 }
 
 impl Default for InferenceOptions {
@@ -80,6 +83,7 @@ impl Default for InferenceOptions {
             sessions: 1,
             batch_size: 8,
             batch_window: Duration::from_millis(2),
+            cascade: true,
         }
     }
 }
@@ -136,6 +140,7 @@ impl InferenceOptions {
         casegraph_engine::classify::onnx::Options {
             intra_threads: self.threads,
             sessions: self.sessions,
+            cascade: self.cascade,
             ..Default::default()
         }
     }

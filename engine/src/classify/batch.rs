@@ -89,6 +89,9 @@ impl Batcher {
             .as_ref()
             .ok_or_else(|| Error::Inference("the batcher is shut down".into()))?;
         let prepared = self.classifier.prepare(text)?;
+        if let Some(sure) = self.classifier.decide_early(&prepared) {
+            return Ok(sure);
+        }
         tx.try_send((prepared, reply)).map_err(|e| match e {
             std::sync::mpsc::TrySendError::Full(_) => {
                 Error::Inference("too many requests waiting for the model".into())
@@ -171,6 +174,7 @@ mod tests {
             top: vec![],
             out_of_scope: false,
             model: model.into(),
+            stage: super::super::Stage::Full,
         }
     }
 

@@ -4,7 +4,8 @@
 //! is out of scope when `oos` is the most likely class, or when the best intent's calibrated
 //! confidence is below the threshold chosen on the validation split (model card).
 
-use super::{Prediction, Scored};
+use super::ngrams::{LexicalHead, Sparse};
+use super::{Prediction, Scored, Stage};
 
 /// Calibration and decision parameters, from the model card's `[calibration]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +65,30 @@ impl Calibration {
             top,
             out_of_scope,
             model: model.to_string(),
+            stage: Stage::Full,
         }
+    }
+}
+
+/// The lexical cascade: the n-gram head decides alone when its own probability for its
+/// best class is at least `exit`; its probabilities are used as they are (temperature 1),
+/// with the model's out-of-scope rule.
+#[derive(Debug)]
+pub struct Cascade {
+    pub head: LexicalHead,
+    pub exit: f32,
+    pub calibration: Calibration,
+}
+
+impl Cascade {
+    /// The n-gram head's prediction for these features, if it is sure enough.
+    pub fn decide(&self, features: &Sparse, labels: &[String], model: &str) -> Option<Prediction> {
+        let logits = self.head.logits(features);
+        let best = softmax(&logits, 1.0).into_iter().fold(0.0, f32::max);
+        (best >= self.exit).then(|| Prediction {
+            stage: Stage::Lexical,
+            ..self.calibration.decide(&logits, labels, model)
+        })
     }
 }
 
@@ -126,5 +150,27 @@ mod tests {
         let logits = [1.0, 0.9, 0.0];
         assert!(cal(1.0, 0.6).decide(&logits, &labels(), "m").out_of_scope);
         assert!(!cal(1.0, 0.3).decide(&logits, &labels(), "m").out_of_scope);
+    }
+
+    #[test]
+    fn the_cascade_decides_only_when_the_lexical_head_is_sure() {
+        // 2 grams × 3 labels: gram 0 says card_arrival strongly, gram 1 is torn
+        let mut bytes = Vec::new();
+        for w in [8.0f32, 0.0, 0.0, 1.0, 1.0, 0.0] {
+            bytes.extend(half::f16::from_f32(w).to_le_bytes());
+        }
+        bytes.extend([0u8; 12]);
+        let cascade = Cascade {
+            head: LexicalHead::from_bytes(&bytes, 2, 3).expect("head"),
+            exit: 0.9,
+            calibration: cal(1.0, 0.4),
+        };
+        let sure = cascade
+            .decide(&vec![(0, 1.0)], &labels(), "m")
+            .expect("sure enough");
+        assert_eq!(sure.intent, "card_arrival");
+        assert_eq!(sure.stage, Stage::Lexical);
+        assert!(sure.confidence >= 0.9 && !sure.out_of_scope);
+        assert_eq!(cascade.decide(&vec![(1, 1.0)], &labels(), "m"), None);
     }
 }

@@ -15,6 +15,9 @@ use super::{Calibration, Error};
 pub struct ModelCard {
     pub model: Model,
     pub calibration: CalibrationSection,
+    /// The lexical cascade, when the model ships its n-gram head on its own.
+    #[serde(default)]
+    pub cascade: Option<CascadeSection>,
     /// File name → sha256 (hex).
     pub files: BTreeMap<String, String>,
 }
@@ -37,6 +40,16 @@ pub struct CalibrationSection {
     pub temperature: f32,
     pub out_of_scope_threshold: f32,
 }
+
+/// `[cascade]`: the n-gram half decides alone when its own probability for its best class
+/// is at least `lexical_exit` (chosen on validation so that it costs no accuracy).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CascadeSection {
+    pub lexical_exit: f32,
+}
+
+/// The n-gram head's weights, needed by `[cascade]`.
+pub const LEXICAL_HEAD_FILE: &str = "ngram_head.bin";
 
 /// A model directory whose files match its card.
 #[derive(Debug, Clone)]
@@ -73,6 +86,18 @@ impl ModelCard {
         for f in ["model.onnx", "tokenizer.json", "labels.json"] {
             if !card.files.contains_key(f) {
                 return Err(format!("[files] has no checksum for {f}"));
+            }
+        }
+        if let Some(c) = &card.cascade {
+            if !(c.lexical_exit > 0.0 && c.lexical_exit <= 1.0) {
+                return Err("cascade.lexical_exit must be in (0, 1]".into());
+            }
+            for f in ["ngrams.json", LEXICAL_HEAD_FILE] {
+                if !card.files.contains_key(f) {
+                    return Err(format!(
+                        "[cascade] needs {f}, but [files] has no checksum for it"
+                    ));
+                }
             }
         }
         Ok(card)
@@ -202,6 +227,15 @@ out_of_scope_threshold = 0.3
     fn nonsense_calibration_is_rejected() {
         let bad = CARD.replace("temperature = 1.5", "temperature = 0.0");
         assert!(ModelCard::parse(&bad).is_err());
+        let cascade = CARD.replace("[files]", "[cascade]\nlexical_exit = 0.9\n\n[files]");
+        let err = ModelCard::parse(&cascade).expect_err("no head file");
+        assert!(err.contains("ngrams.json"), "{err}");
+        let exit = cascade.replace("0.9", "1.5");
+        assert!(
+            ModelCard::parse(&exit)
+                .expect_err("exit")
+                .contains("lexical_exit")
+        );
         let missing = CARD.replace("\"labels.json\" = \"LABELS\"\n", "");
         assert!(
             ModelCard::parse(&missing)

@@ -18,7 +18,7 @@ pub mod runtime;
 
 use serde::{Deserialize, Serialize};
 
-pub use calibrate::Calibration;
+pub use calibrate::{Calibration, Cascade};
 pub use card::ModelCard;
 
 /// One intent with its calibrated confidence.
@@ -43,6 +43,30 @@ pub struct Prediction {
     pub out_of_scope: bool,
     /// Name, version and the first hex digits of the model file's sha256.
     pub model: String,
+    /// Which part of the model decided.
+    #[serde(default)]
+    pub stage: Stage,
+}
+
+/// Which part of the model decided a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The n-gram half alone: its own probability reached the card's `[cascade]
+    /// lexical_exit`, so the encoder was not run.
+    Lexical,
+    /// The encoder and the n-gram half together.
+    #[default]
+    Full,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Lexical => "lexical",
+            Stage::Full => "full",
+        }
+    }
 }
 
 /// One text with the per-request work done that needs no model session (token ids, n-gram
@@ -67,6 +91,12 @@ pub trait Classifier: Send + Sync {
             text: text.to_string(),
             ..Prepared::default()
         })
+    }
+
+    /// The answer for a prepared text when a cheap part of the model is sure enough to
+    /// decide alone (see [`calibrate::Cascade`]); `None` means the full model must run.
+    fn decide_early(&self, _prepared: &Prepared) -> Option<Prediction> {
+        None
     }
 
     /// Classifies texts [`Classifier::prepare`] made ready; answers as `classify_batch` on

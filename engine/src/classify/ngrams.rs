@@ -1,5 +1,5 @@
-//! TF-IDF n-gram features, the lexical half of the intent model (the ONNX graph holds the
-//! weights; this computes its sparse input).
+//! TF-IDF n-gram features, the lexical half of the intent model: the sparse input of the
+//! ONNX graph, and the half's own weights ([`LexicalHead`]) for deciding without the encoder.
 //!
 //! Must match `models/training/ngrams.py` exactly: lower-case; per whitespace-separated
 //! word, character n-grams (n = 2..5) of the word padded with one space on either side;
@@ -130,6 +130,68 @@ impl Ngrams {
     }
 }
 
+/// The lexical half's logistic regression (`ngram_head.bin`: float16 weights
+/// [grams, labels] row-major, then float32 bias [labels], little-endian), the same numbers
+/// the graph holds, so that a confident request can be decided without the encoder.
+#[derive(Debug)]
+pub struct LexicalHead {
+    weights: Vec<half::f16>,
+    bias: Vec<f32>,
+    labels: usize,
+}
+
+impl LexicalHead {
+    /// Reads `path`, which must hold exactly `grams × labels` weights and `labels` biases.
+    pub fn load(path: &Path, grams: usize, labels: usize) -> Result<LexicalHead, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Model {
+            dir: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        LexicalHead::from_bytes(&bytes, grams, labels).map_err(|reason| Error::Model {
+            dir: path.display().to_string(),
+            reason,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8], grams: usize, labels: usize) -> Result<LexicalHead, String> {
+        let expected = grams * labels * 2 + labels * 4;
+        if labels == 0 || bytes.len() != expected {
+            return Err(format!(
+                "{} bytes, expected {expected} ({grams} grams × {labels} labels as float16, \
+                 then {labels} float32 biases)",
+                bytes.len()
+            ));
+        }
+        let (w, b) = bytes.split_at(grams * labels * 2);
+        Ok(LexicalHead {
+            weights: w
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+            bias: b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            labels,
+        })
+    }
+
+    /// The head's logits for one text's features (grams outside the head are ignored).
+    pub fn logits(&self, features: &Sparse) -> Vec<f32> {
+        let mut z = self.bias.clone();
+        for &(i, x) in features {
+            let Ok(i) = usize::try_from(i) else { continue };
+            let Some(row) = self.weights.get(i * self.labels..(i + 1) * self.labels) else {
+                continue;
+            };
+            for (zj, w) in z.iter_mut().zip(row) {
+                *zj += x * w.to_f32();
+            }
+        }
+        z
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +227,22 @@ mod tests {
         assert_eq!(w, 2);
         assert_eq!(ids, [0, 1, 0, 0]);
         assert_eq!(vals[2..], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn lexical_head_is_a_sparse_linear_layer() {
+        // 3 grams × 2 labels: rows [1, 0], [0, 2], [0.5, 0.5]; bias [0.25, -0.25]
+        let mut bytes = Vec::new();
+        for w in [1.0f32, 0.0, 0.0, 2.0, 0.5, 0.5] {
+            bytes.extend(half::f16::from_f32(w).to_le_bytes());
+        }
+        for b in [0.25f32, -0.25] {
+            bytes.extend(b.to_le_bytes());
+        }
+        let head = LexicalHead::from_bytes(&bytes, 3, 2).expect("head");
+        assert_eq!(head.logits(&vec![(1, 0.5), (2, 1.0)]), [0.75, 1.25]);
+        assert_eq!(head.logits(&vec![]), [0.25, -0.25]);
+        let short = LexicalHead::from_bytes(&bytes[..10], 3, 2).expect_err("too short");
+        assert!(short.contains("expected 20"), "{short}");
     }
 }

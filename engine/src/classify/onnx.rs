@@ -16,9 +16,9 @@ use ort::value::Tensor;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::card::{ModelCard, Verified};
-use super::ngrams::{Ngrams, Sparse};
-use super::{Calibration, Classifier, Error, Prediction, Prepared, runtime};
+use super::card::{LEXICAL_HEAD_FILE, ModelCard, Verified};
+use super::ngrams::{LexicalHead, Ngrams, Sparse};
+use super::{Calibration, Cascade, Classifier, Error, Prediction, Prepared, runtime};
 
 /// How the model runs on this box (a firmware profile sets these).
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +30,9 @@ pub struct Options {
     pub sessions: usize,
     /// How many intents `top` lists.
     pub top_k: usize,
+    /// Let the n-gram half decide alone where the card's `[cascade]` says it is sure
+    /// enough; `false` runs the encoder for every request.
+    pub cascade: bool,
 }
 
 impl Default for Options {
@@ -38,6 +41,7 @@ impl Default for Options {
             intra_threads: 1,
             sessions: 1,
             top_k: 5,
+            cascade: true,
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct OnnxClassifier {
     encoder: TextEncoder,
     /// The lexical half of the model, when the graph has `ngram_*` inputs.
     ngrams: Option<Ngrams>,
+    /// The n-gram half deciding alone where it is sure (card `[cascade]`).
+    cascade: Option<Cascade>,
     labels: Vec<String>,
     calibration: Calibration,
     version: String,
@@ -165,12 +171,25 @@ impl OnnxClassifier {
         } else {
             None
         };
+        let calibration = v.calibration(options.top_k);
+        let cascade = match (&v.card.cascade, &ngrams) {
+            (Some(c), Some(n)) if options.cascade => Some(Cascade {
+                head: LexicalHead::load(&v.dir.join(LEXICAL_HEAD_FILE), n.len(), v.labels.len())?,
+                exit: c.lexical_exit,
+                calibration: Calibration {
+                    temperature: 1.0,
+                    ..calibration.clone()
+                },
+            }),
+            _ => None,
+        };
         Ok(OnnxClassifier {
             sessions,
             next: AtomicUsize::new(0),
             encoder,
             ngrams,
-            calibration: v.calibration(options.top_k),
+            cascade,
+            calibration,
             labels: v.labels,
             version: v.version,
         })
@@ -199,17 +218,24 @@ impl OnnxClassifier {
 
     /// Raw logits, one row per text, in order.
     pub fn logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        self.logits_prepared(&self.prepare_all(texts)?)
+        let prepared = self.prepare_all(texts)?;
+        self.logits_prepared(&prepared.iter().collect::<Vec<_>>())
+    }
+
+    /// Whether the n-gram half may decide alone (the card has `[cascade]` and the options
+    /// allow it).
+    pub fn has_cascade(&self) -> bool {
+        self.cascade.is_some()
     }
 
     /// Raw logits of prepared texts, one row each, in order. Texts of similar length run
     /// together in sub-batches of at most [`SUB_BATCH`], so that padding stays small.
-    pub fn logits_prepared(&self, batch: &[Prepared]) -> Result<Vec<Vec<f32>>, Error> {
+    pub fn logits_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&i| batch[i].token_ids.len());
         let mut rows: Vec<Vec<f32>> = vec![Vec::new(); batch.len()];
         for chunk in order.chunks(SUB_BATCH) {
-            let sub: Vec<&Prepared> = chunk.iter().map(|&i| &batch[i]).collect();
+            let sub: Vec<&Prepared> = chunk.iter().map(|&i| batch[i]).collect();
             for (&i, row) in chunk.iter().zip(self.run(&sub)?) {
                 rows[i] = row;
             }
@@ -281,12 +307,27 @@ impl Classifier for OnnxClassifier {
         self.prepare_text(text)
     }
 
+    fn decide_early(&self, prepared: &Prepared) -> Option<Prediction> {
+        let cascade = self.cascade.as_ref()?;
+        cascade.decide(prepared.ngrams.as_ref()?, &self.labels, &self.version)
+    }
+
     fn classify_prepared(&self, batch: &[Prepared]) -> Result<Vec<Prediction>, Error> {
-        Ok(self
-            .logits_prepared(batch)?
+        let mut answers: Vec<Option<Prediction>> =
+            batch.iter().map(|p| self.decide_early(p)).collect();
+        let rest: Vec<&Prepared> = batch
             .iter()
-            .map(|row| self.calibration.decide(row, &self.labels, &self.version))
-            .collect())
+            .zip(&answers)
+            .filter_map(|(p, a)| a.is_none().then_some(p))
+            .collect();
+        let mut full = self.logits_prepared(&rest)?.into_iter();
+        for answer in answers.iter_mut().filter(|a| a.is_none()) {
+            let row = full
+                .next()
+                .ok_or_else(|| Error::Inference("the model returned too few rows".into()))?;
+            *answer = Some(self.calibration.decide(&row, &self.labels, &self.version));
+        }
+        Ok(answers.into_iter().flatten().collect())
     }
 
     fn model(&self) -> &str {
