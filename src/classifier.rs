@@ -56,7 +56,7 @@ impl ModelClassifier {
         let onnx = OnnxClassifier::load(&dir, &options.session_options())?;
         let model = casegraph_engine::classify::Classifier::model(&onnx).to_string();
         let labels = onnx.labels().to_vec();
-        let batcher = Batcher::start(Arc::new(onnx), &options.batch_options());
+        let batcher = Batcher::start(Arc::new(onnx), &options.batch_options())?;
         Ok(ModelClassifier {
             batcher,
             model,

@@ -1,6 +1,7 @@
 //! The memory budget: resident memory (RSS) is sampled from `/proc/self/statm` on a small
 //! background thread, and intake sheds load with `503` + `Retry-After` once it reaches
-//! `memory.shed_at_percent` of `memory.budget_mib`.
+//! `memory.shed_at_percent` of `memory.budget_mib` while it has queued work to drain (and
+//! always at the budget itself).
 //!
 //! Only work that would *add* memory is shed: new requests and classification. Reads,
 //! task completions, health and metrics keep being answered, so the box can drain what it
@@ -98,9 +99,19 @@ impl Guard {
         }
     }
 
-    /// Whether new work must be refused now.
+    /// Whether resident memory is at or above the shedding mark.
     pub fn over(&self) -> bool {
         self.shedding.load(Ordering::Relaxed)
+    }
+
+    /// Whether new work must be refused now, with `queued` cases waiting for a worker.
+    /// At the budget itself: always. Between the mark and the budget: only while there is
+    /// queued work to drain. Freed memory often stays resident (the allocator keeps it),
+    /// so an idle box above the mark would otherwise refuse everything for good although
+    /// refusing frees nothing; it takes requests again once its queue is empty.
+    pub fn must_shed(&self, queued: usize) -> bool {
+        let at_budget = self.budget > 0 && self.resident() >= self.budget;
+        at_budget || (self.over() && queued > 0)
     }
 
     /// Counts a refused request.
@@ -139,7 +150,7 @@ pub async fn shed(
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let guard = &state.memory;
-    if guard.over() && adds_work(req.method(), req.uri().path()) {
+    if adds_work(req.method(), req.uri().path()) && guard.must_shed(state.workers.queued()) {
         guard.shed();
         state
             .metrics
@@ -191,5 +202,32 @@ mod tests {
         let none = Guard::start(&MemoryOptions::default()).expect("guard");
         none.sample();
         assert!(!none.over());
+    }
+
+    #[test]
+    fn above_the_mark_an_idle_box_still_takes_work_and_at_the_budget_none() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let rss_mib = resident_bytes().expect("statm") / (1024 * 1024);
+        // the mark at 1 % of a budget 64 MiB above what this process holds now
+        let over = Guard::start(&MemoryOptions {
+            budget_mib: rss_mib + 64,
+            shed_at_percent: 1,
+            sample_interval: Duration::from_secs(3600),
+        })
+        .expect("guard");
+        over.sample();
+        assert!(over.over());
+        assert!(!over.must_shed(0), "nothing queued: refusing frees nothing");
+        assert!(over.must_shed(3), "work queued: drain it first");
+        let full = Guard::start(&MemoryOptions {
+            budget_mib: 1,
+            shed_at_percent: 90,
+            sample_interval: Duration::from_secs(3600),
+        })
+        .expect("guard");
+        full.sample();
+        assert!(full.must_shed(0), "at the budget nothing new is taken");
     }
 }

@@ -127,6 +127,13 @@ fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
     assert_eq!(case["waiting"]["queue"], "refunds");
     let tasks = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
     assert_eq!(tasks.status, 200, "{}", tasks.text);
+    let first = s.call("GET", "/v1/tasks?limit=1", Some(Role::Reviewer), None);
+    assert_eq!(
+        first.json.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        first.text
+    );
     let task = tasks
         .json
         .as_array()
@@ -516,6 +523,8 @@ fn malformed_bodies_get_the_documented_error_and_nothing_is_stored() {
         None,
     )
     .assert_error(400, "invalid_query");
+    s.call("GET", "/v1/tasks?limit=0", Some(Role::Admin), None)
+        .assert_error(400, "invalid_query");
     assert_eq!(
         s.metric("casegraph_store_commits"),
         commits,

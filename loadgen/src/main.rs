@@ -79,6 +79,12 @@ struct Args {
     /// Threads following accepted cases to their end.
     #[arg(long, default_value_t = 2)]
     pollers: usize,
+    /// Reviewers completing human tasks side by side (each takes its own share of the open
+    /// tasks, so that no two complete the same one). One reviewer completes a task at a
+    /// time, each a durable commit: a single one falls behind a box finishing hundreds of
+    /// cases a second.
+    #[arg(long, default_value_t = 4)]
+    reviewers: usize,
     /// How often a pending case is looked at, in milliseconds (the resolution of the
     /// completion latency), unless `--poll-age-percent` of its age is longer.
     #[arg(long, default_value_t = 100)]
@@ -296,13 +302,23 @@ fn poller(shared: &Shared, base: &str, auth: &str, every: Duration, age_share: f
     }
 }
 
-/// Completes every open task with one of its decisions, as a reviewer would.
-fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64) {
+/// Open tasks a reviewer asks for at a time (the soonest due first).
+const TASK_PAGE: usize = 256;
+
+/// Completes open tasks with one of their decisions, as a reviewer would: reviewer `me` of
+/// `of` takes the tasks whose id hashes to it.
+fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64, me: usize, of: usize) {
     let agent = agent();
-    let mut rng = Rng::new(seed ^ 0xBEEF);
+    let mut rng = Rng::new(seed ^ 0xBEEF ^ me as u64);
+    let mine = |id: &str| {
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        h % of as u64 == me as u64
+    };
     while !shared.stop.load(Ordering::Relaxed) {
         let tasks = agent
-            .get(&format!("{base}/v1/tasks"))
+            .get(&format!("{base}/v1/tasks?limit={TASK_PAGE}"))
             .header("Authorization", auth)
             .call()
             .ok()
@@ -312,14 +328,16 @@ fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64) {
         let tasks = tasks
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default();
+        let mut worked = false;
         for t in &tasks {
             let (Some(id), Some(decisions)) = (t["task_id"].as_str(), t["decisions"].as_array())
             else {
                 continue;
             };
-            if decisions.is_empty() {
+            if decisions.is_empty() || !mine(id) {
                 continue;
             }
+            worked = true;
             let decision = &decisions[rng.below(decisions.len() as u64) as usize];
             let body =
                 json!({ "decision": decision, "data": {}, "comment": "load generator review" });
@@ -338,7 +356,7 @@ fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64) {
                 shared.tasks.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if tasks.is_empty() {
+        if !worked {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -428,13 +446,14 @@ fn main() -> anyhow::Result<()> {
                 poller(&s, &b, &a, every, age_share)
             }));
         }
-        let (s, b, a, seed) = (
-            shared.clone(),
-            base.clone(),
-            reviewer_auth.clone(),
-            args.seed,
-        );
-        helpers.push(std::thread::spawn(move || reviewer(&s, &b, &a, seed)));
+        let seed = args.seed;
+        let of = args.reviewers.max(1);
+        for me in 0..of {
+            let (s, b, a) = (shared.clone(), base.clone(), reviewer_auth.clone());
+            helpers.push(std::thread::spawn(move || {
+                reviewer(&s, &b, &a, seed, me, of)
+            }));
+        }
     }
 
     let metrics_agent = agent();

@@ -20,7 +20,12 @@ use crate::auth::Role;
 pub struct TaskQuery {
     /// Only this queue's tasks.
     pub queue: Option<String>,
+    /// At most this many (1–10000), the soonest due first; all when absent.
+    pub limit: Option<usize>,
 }
+
+/// The most tasks one `GET /v1/tasks?limit=` may ask for.
+pub const MAX_TASK_LIMIT: usize = 10_000;
 
 /// An open task.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -80,6 +85,17 @@ pub async fn list(
     Query(q): Query<TaskQuery>,
 ) -> Result<Json<Vec<TaskView>>, AppError> {
     caller.require(&[Role::Reviewer])?;
+    if let Some(limit) = q.limit
+        && !(1..=MAX_TASK_LIMIT).contains(&limit)
+    {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_TASK_LIMIT}, got {limit}"),
+        )
+        .details(json!({ "field": "limit" })));
+    }
+    let limit = q.limit.unwrap_or(usize::MAX);
     let runner = state.runner.clone();
     let tasks = blocking("tasks", move || {
         runner
@@ -87,7 +103,9 @@ pub async fn list(
             .map_err(|e| AppError::internal("tasks read", e))
     })
     .await?;
-    Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
+    Ok(Json(
+        tasks.into_iter().take(limit).map(TaskView::from).collect(),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),

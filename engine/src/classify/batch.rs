@@ -62,23 +62,29 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    pub fn start(classifier: Arc<dyn Classifier>, options: &BatchOptions) -> Batcher {
+    pub fn start(
+        classifier: Arc<dyn Classifier>,
+        options: &BatchOptions,
+    ) -> Result<Batcher, Error> {
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let workers = (0..options.workers.max(1))
-            .map(|_| {
+            .map(|i| {
                 let rx = Arc::clone(&rx);
                 let classifier = Arc::clone(&classifier);
                 let max_batch = options.max_batch.max(1);
                 let max_wait = Duration::from_millis(options.max_wait_ms);
-                std::thread::spawn(move || worker(&*classifier, &rx, max_batch, max_wait))
+                std::thread::Builder::new()
+                    .name(format!("inference-{i}"))
+                    .spawn(move || worker(&*classifier, &rx, max_batch, max_wait))
             })
-            .collect();
-        Batcher {
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Inference(format!("cannot start an inference thread: {e}")))?;
+        Ok(Batcher {
             classifier,
             tx: Some(tx),
             workers,
-        }
+        })
     }
 
     /// Classifies one text, batched with whatever else is waiting. Blocks.
@@ -204,15 +210,18 @@ mod tests {
     #[test]
     fn concurrent_requests_are_batched_and_answered_in_kind() {
         let echo = Arc::new(Echo::default());
-        let batcher = Arc::new(Batcher::start(
-            echo.clone(),
-            &BatchOptions {
-                max_batch: 8,
-                max_wait_ms: 20,
-                workers: 1,
-                queue_depth: 64,
-            },
-        ));
+        let batcher = Arc::new(
+            Batcher::start(
+                echo.clone(),
+                &BatchOptions {
+                    max_batch: 8,
+                    max_wait_ms: 20,
+                    workers: 1,
+                    queue_depth: 64,
+                },
+            )
+            .expect("batcher starts"),
+        );
         let handles: Vec<_> = (0..32)
             .map(|i| {
                 let b = Arc::clone(&batcher);
@@ -279,15 +288,18 @@ mod tests {
     #[test]
     fn requests_are_prepared_on_the_callers_thread_and_only_run_on_the_workers() {
         let classifier = Arc::new(Prepares::default());
-        let batcher = Arc::new(Batcher::start(
-            classifier.clone(),
-            &BatchOptions {
-                max_batch: 4,
-                max_wait_ms: 5,
-                workers: 1,
-                queue_depth: 64,
-            },
-        ));
+        let batcher = Arc::new(
+            Batcher::start(
+                classifier.clone(),
+                &BatchOptions {
+                    max_batch: 4,
+                    max_wait_ms: 5,
+                    workers: 1,
+                    queue_depth: 64,
+                },
+            )
+            .expect("batcher starts"),
+        );
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let b = Arc::clone(&batcher);

@@ -70,8 +70,10 @@ fn model_err(dir: &Path, reason: impl Into<String>) -> Error {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    // streamed: a model file is tens of MB, and a buffer that size would stay resident
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 impl ModelCard {

@@ -143,35 +143,48 @@ pub struct LexicalHead {
 impl LexicalHead {
     /// Reads `path`, which must hold exactly `grams × labels` weights and `labels` biases.
     pub fn load(path: &Path, grams: usize, labels: usize) -> Result<LexicalHead, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Model {
-            dir: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        LexicalHead::from_bytes(&bytes, grams, labels).map_err(|reason| Error::Model {
+        let err = |reason: String| Error::Model {
             dir: path.display().to_string(),
             reason,
-        })
+        };
+        let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+        // read in pieces: a 15 MB read buffer would stay resident beside the weights
+        LexicalHead::read(std::io::BufReader::new(file), len, grams, labels).map_err(err)
     }
 
     pub fn from_bytes(bytes: &[u8], grams: usize, labels: usize) -> Result<LexicalHead, String> {
+        LexicalHead::read(bytes, bytes.len() as u64, grams, labels)
+    }
+
+    fn read(
+        mut from: impl std::io::Read,
+        len: u64,
+        grams: usize,
+        labels: usize,
+    ) -> Result<LexicalHead, String> {
         let expected = grams * labels * 2 + labels * 4;
-        if labels == 0 || bytes.len() != expected {
+        if labels == 0 || len != expected as u64 {
             return Err(format!(
-                "{} bytes, expected {expected} ({grams} grams × {labels} labels as float16, \
-                 then {labels} float32 biases)",
-                bytes.len()
+                "{len} bytes, expected {expected} ({grams} grams × {labels} labels as float16, \
+                 then {labels} float32 biases)"
             ));
         }
-        let (w, b) = bytes.split_at(grams * labels * 2);
+        let mut weights = Vec::with_capacity(grams * labels);
+        let mut two = [0u8; 2];
+        for _ in 0..grams * labels {
+            from.read_exact(&mut two).map_err(|e| e.to_string())?;
+            weights.push(half::f16::from_le_bytes(two));
+        }
+        let mut bias = Vec::with_capacity(labels);
+        let mut four = [0u8; 4];
+        for _ in 0..labels {
+            from.read_exact(&mut four).map_err(|e| e.to_string())?;
+            bias.push(f32::from_le_bytes(four));
+        }
         Ok(LexicalHead {
-            weights: w
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-            bias: b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+            weights,
+            bias,
             labels,
         })
     }

@@ -155,6 +155,10 @@ impl OnnxClassifier {
                 .map_err(|e| model_err(e.to_string()))?
                 .with_intra_threads(options.intra_threads.max(1))
                 .map_err(|e| model_err(e.to_string()))?
+                // the box's cores are shared with HTTP, case workers and commits: threads
+                // waiting for the next operator sleep instead of spinning
+                .with_intra_op_spinning(false)
+                .map_err(|e| model_err(e.to_string()))?
                 .with_inter_threads(1)
                 .map_err(|e| model_err(e.to_string()))?
                 .commit_from_file(v.dir.join("model.onnx"))
