@@ -94,6 +94,14 @@ fn an_off_topic_request_is_flagged_by_the_model_and_goes_to_triage() {
     assert_eq!(case["route"]["rule"], "out_of_scope", "{case}");
     assert_eq!(case["classification"]["out_of_scope"], true);
     assert_eq!(case["classification"]["source"], "model");
+    // which part of the model decided is on record (the n-gram half alone, or all of it)
+    assert!(
+        matches!(
+            case["classification"]["stage"].as_str(),
+            Some("lexical" | "full")
+        ),
+        "{case}"
+    );
     // The language was not given: it was detected from the text.
     assert_eq!(case["request"]["language"], "de");
     // ... from what the customer wrote: a chat bot greeting in English does not count.
