@@ -99,8 +99,9 @@ pub trait Classifier: Send + Sync {
         None
     }
 
-    /// Classifies texts [`Classifier::prepare`] made ready; answers as `classify_batch` on
-    /// their texts would.
+    /// Runs the whole model on texts [`Classifier::prepare`] made ready and
+    /// [`Classifier::decide_early`] left undecided ([`batch::Batcher`] asks that on the
+    /// caller's thread, so the session's thread does not ask again).
     fn classify_prepared(&self, batch: &[Prepared]) -> Result<Vec<Prediction>, Error> {
         let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
         self.classify_batch(&texts)

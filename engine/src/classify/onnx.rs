@@ -226,12 +226,6 @@ impl OnnxClassifier {
         self.logits_prepared(&prepared.iter().collect::<Vec<_>>())
     }
 
-    /// Whether the n-gram half may decide alone (the card has `[cascade]` and the options
-    /// allow it).
-    pub fn has_cascade(&self) -> bool {
-        self.cascade.is_some()
-    }
-
     /// Raw logits of prepared texts, one row each, in order. Texts of similar length run
     /// together in sub-batches of at most [`SUB_BATCH`], so that padding stays small.
     pub fn logits_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
@@ -245,6 +239,15 @@ impl OnnxClassifier {
             }
         }
         Ok(rows)
+    }
+
+    /// The whole model's predictions for prepared texts, in order.
+    fn decide_all(&self, batch: &[&Prepared]) -> Result<Vec<Prediction>, Error> {
+        Ok(self
+            .logits_prepared(batch)?
+            .iter()
+            .map(|row| self.calibration.decide(row, &self.labels, &self.version))
+            .collect())
     }
 
     fn run(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
@@ -304,7 +307,22 @@ impl OnnxClassifier {
 
 impl Classifier for OnnxClassifier {
     fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
-        self.classify_prepared(&self.prepare_all(texts)?)
+        let prepared = self.prepare_all(texts)?;
+        let mut answers: Vec<Option<Prediction>> =
+            prepared.iter().map(|p| self.decide_early(p)).collect();
+        let rest: Vec<&Prepared> = prepared
+            .iter()
+            .zip(&answers)
+            .filter_map(|(p, a)| a.is_none().then_some(p))
+            .collect();
+        let mut full = self.decide_all(&rest)?.into_iter();
+        for answer in answers.iter_mut().filter(|a| a.is_none()) {
+            *answer = full.next();
+        }
+        answers
+            .into_iter()
+            .map(|a| a.ok_or_else(|| Error::Inference("the model returned too few rows".into())))
+            .collect()
     }
 
     fn prepare(&self, text: &str) -> Result<Prepared, Error> {
@@ -317,21 +335,7 @@ impl Classifier for OnnxClassifier {
     }
 
     fn classify_prepared(&self, batch: &[Prepared]) -> Result<Vec<Prediction>, Error> {
-        let mut answers: Vec<Option<Prediction>> =
-            batch.iter().map(|p| self.decide_early(p)).collect();
-        let rest: Vec<&Prepared> = batch
-            .iter()
-            .zip(&answers)
-            .filter_map(|(p, a)| a.is_none().then_some(p))
-            .collect();
-        let mut full = self.logits_prepared(&rest)?.into_iter();
-        for answer in answers.iter_mut().filter(|a| a.is_none()) {
-            let row = full
-                .next()
-                .ok_or_else(|| Error::Inference("the model returned too few rows".into()))?;
-            *answer = Some(self.calibration.decide(&row, &self.labels, &self.version));
-        }
-        Ok(answers.into_iter().flatten().collect())
+        self.decide_all(&batch.iter().collect::<Vec<_>>())
     }
 
     fn model(&self) -> &str {
