@@ -184,6 +184,21 @@ mod tests {
         }
     }
 
+    /// A batcher with one worker over `classifier`.
+    fn started(
+        classifier: Arc<dyn Classifier>,
+        max_batch: usize,
+        max_wait_ms: u64,
+    ) -> Arc<Batcher> {
+        let options = BatchOptions {
+            max_batch,
+            max_wait_ms,
+            workers: 1,
+            queue_depth: 64,
+        };
+        Arc::new(Batcher::start(classifier, &options).expect("batcher starts"))
+    }
+
     /// Answers each text with its length as the intent, and records batch sizes.
     #[derive(Debug, Default)]
     struct Echo {
@@ -210,18 +225,7 @@ mod tests {
     #[test]
     fn concurrent_requests_are_batched_and_answered_in_kind() {
         let echo = Arc::new(Echo::default());
-        let batcher = Arc::new(
-            Batcher::start(
-                echo.clone(),
-                &BatchOptions {
-                    max_batch: 8,
-                    max_wait_ms: 20,
-                    workers: 1,
-                    queue_depth: 64,
-                },
-            )
-            .expect("batcher starts"),
-        );
+        let batcher = started(echo.clone(), 8, 20);
         let handles: Vec<_> = (0..32)
             .map(|i| {
                 let b = Arc::clone(&batcher);
@@ -288,18 +292,7 @@ mod tests {
     #[test]
     fn requests_are_prepared_on_the_callers_thread_and_only_run_on_the_workers() {
         let classifier = Arc::new(Prepares::default());
-        let batcher = Arc::new(
-            Batcher::start(
-                classifier.clone(),
-                &BatchOptions {
-                    max_batch: 4,
-                    max_wait_ms: 5,
-                    workers: 1,
-                    queue_depth: 64,
-                },
-            )
-            .expect("batcher starts"),
-        );
+        let batcher = started(classifier.clone(), 4, 5);
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let b = Arc::clone(&batcher);
