@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import random
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +47,6 @@ def write_head(path: Path, w: np.ndarray, b: np.ndarray) -> None:
 def shipped_head(w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The head as the engine computes it: weights rounded to float16."""
     return w.astype(np.float16).astype(np.float32), b.astype(np.float32)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def decided(probs: np.ndarray, threshold: float, oos: int) -> np.ndarray:
@@ -117,17 +109,6 @@ def card_section(tau: float | None, report: dict) -> list[str]:
 
 # --- adding the cascade to a trained model directory ---------------------------------
 
-def _features(text: str, gram_id: dict[str, int], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import ngrams
-
-    counts = Counter(g for g in ngrams.analyze(text) if g in gram_id)
-    if not counts:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    ids = np.array([gram_id[g] for g in counts], np.int64)
-    vals = np.array([1 + math.log(n) for n in counts.values()], np.float32) * idf[ids]
-    return ids, vals / np.linalg.norm(vals)
-
-
 def _update_card(card: Path, version: str, section: list[str], head_sha: str) -> None:
     text = card.read_text()
     text = re.sub(r"\n\[cascade\]\n.*?\n\n", "\n", text, flags=re.S)
@@ -145,6 +126,7 @@ def main() -> None:
     from onnx import numpy_helper
     from tokenizers import Tokenizer
 
+    import ngrams
     import train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -156,9 +138,7 @@ def main() -> None:
     oos = labels.index(card["model"]["out_of_scope_label"])
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model / "model.onnx")).graph.initializer if i.name in ("ngram_w", "ngram_b")}
     w, b = shipped_head(inits["ngram_w"], inits["ngram_b"])
-    doc = json.loads((model / "ngrams.json").read_text())
-    gram_id = {g: i for i, g in enumerate(doc["grams"])}
-    idf = np.array(doc["idf"], np.float32)
+    vec = ngrams.load(model / "ngrams.json")
     tok = Tokenizer.from_file(str(model / "tokenizer.json"))
     sess = ort.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
     cal = card["calibration"]
@@ -170,18 +150,18 @@ def main() -> None:
     for k in (*IN_SCOPE, "val_neg"):
         rows = data[k]
         ys[k] = np.array([lab_idx[c] for _, c, _ in rows])
-        logits, lex = [], []
-        for text, _, _ in rows:
+        texts = [t for t, _, _ in rows]
+        logits = []
+        for text in texts:
             ids = tok.encode(prefix + text).ids
             if len(ids) > max_tokens:
                 ids = ids[: max_tokens - 1] + [ids[-1]]
-            gi, gv = _features(text, gram_id, idf)
-            lex.append(gv @ w[gi] + b)
+            gi, gv = ngrams.sparse_inputs(vec, [text])
             a = np.array([ids], np.int64)
-            feed = {"input_ids": a, "attention_mask": np.ones_like(a), "ngram_ids": np.maximum(gi, 0)[None] if len(gi) else np.zeros((1, 1), np.int64), "ngram_values": gv[None] if len(gv) else np.zeros((1, 1), np.float32)}
+            feed = {"input_ids": a, "attention_mask": np.ones_like(a), "ngram_ids": gi, "ngram_values": gv}
             logits.append(sess.run(None, feed)[0][0])
-        full[k] = decided(softmax(np.array(logits) / cal["temperature"]), cal["out_of_scope_threshold"], oos)
-        lexical[k] = softmax(np.array(lex))
+        full[k] = decided(train.softmax(np.array(logits) / cal["temperature"]), cal["out_of_scope_threshold"], oos)
+        lexical[k] = train.softmax(np.asarray(vec.transform(texts) @ w) + b)
         print(k, len(rows), flush=True)
     tau, report = choose_exit(full, lexical, ys, cal["out_of_scope_threshold"], oos)
     print(json.dumps(report, indent=1), flush=True)

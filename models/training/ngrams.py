@@ -56,6 +56,15 @@ def sparse_inputs(vec: TfidfVectorizer, texts: list[str]) -> tuple[np.ndarray, n
     return ids, vals
 
 
+def load(path: Path) -> TfidfVectorizer:
+    """The vectorizer `save` wrote (vocabulary and idf as shipped), ready to transform."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    vec = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, norm="l2", dtype=np.float32,
+                          vocabulary={g: i for i, g in enumerate(doc["grams"])})
+    vec.idf_ = np.array(doc["idf"], np.float32)
+    return vec
+
+
 def save(vec: TfidfVectorizer, path: Path) -> None:
     vocab = sorted(vec.vocabulary_.items(), key=lambda kv: kv[1])
     doc = {

@@ -445,7 +445,7 @@ def main() -> None:
     wq, bq = cascade.shipped_head(Wn, bn)
     splits = (*cascade.IN_SCOPE, "val_neg")
     full = {k: cascade.decided(softmax(combined[k] / temperature), threshold, oos) for k in splits}
-    lexical = {k: cascade.softmax(np.asarray(xs[k] @ wq) + bq) for k in splits}
+    lexical = {k: softmax(np.asarray(xs[k] @ wq) + bq) for k in splits}
     exit_at, metrics["cascade"] = cascade.choose_exit(full, lexical, ys, threshold, oos)
     metrics["cascade"]["lexical_exit"] = exit_at
     cascade.write_head(out / cascade.HEAD_FILE, Wn, bn)
