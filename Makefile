@@ -14,10 +14,11 @@ run: setup
 	./target/release/casegraph test workflows
 	./target/release/casegraph run --input workflows/samples/requests.jsonl --verbose
 
-## Every test: formatting, the workspace's unit, integration and fixture tests, then the
-## web console's browser tests (headless Chromium against the real server).
+## Every test: formatting, lints, the workspace's unit, integration, fixture and hostile-input
+## tests, then the web console's browser tests (headless Chromium against the real server).
 test: setup
 	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
 	scripts/browser-test.sh
 

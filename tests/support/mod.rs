@@ -181,7 +181,12 @@ impl Server {
                 r.call()
             }
             _ => {
-                let mut r = self.agent.post(&url);
+                let mut r = match method {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    "DELETE" => self.agent.delete(&url).force_send_body(),
+                    other => panic!("the test client does not speak {other}"),
+                };
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
