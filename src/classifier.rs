@@ -87,7 +87,7 @@ impl Classifier for ModelClassifier {
         if let Some(given) = from_metadata(request, language) {
             return Ok(given);
         }
-        let mut answer = self.from_model(&norm.text, language)?;
+        let mut answer = self.by_model(&norm.text, language)?;
         if let (Some(hint), Value::Object(a)) = (hint(request, &self.labels), &mut answer) {
             a.insert("hint".into(), hint);
         }
@@ -100,7 +100,7 @@ impl Classifier for ModelClassifier {
 }
 
 impl ModelClassifier {
-    fn from_model(&self, text: &str, language: &str) -> Result<Value, String> {
+    fn by_model(&self, text: &str, language: &str) -> Result<Value, String> {
         if text.is_empty() {
             // Nothing to read (e.g. a form of unlabelled numbers): a human decides.
             return Ok(json!({
@@ -268,7 +268,8 @@ mod tests {
 
     #[test]
     fn a_demoted_intent_is_a_hint_that_names_only_known_labels() {
-        let mut r = json!({"metadata": {"intent": "request_refund", "confidence": 1.0, "crm": "x"}});
+        let mut r =
+            json!({"metadata": {"intent": "request_refund", "confidence": 1.0, "crm": "x"}});
         demote_stated_intent(&mut r);
         assert!(from_metadata(&r, "en").is_none(), "the model decides: {r}");
         assert_eq!(r["metadata"]["crm"], "x");
@@ -280,7 +281,11 @@ mod tests {
         let mut r = json!({"metadata": {"intent": "anna.schmidt.1985"}});
         demote_stated_intent(&mut r);
         let h = hint(&r, &labels).expect("hint");
-        assert_eq!(h["intent"], Value::Null, "free text stays out of the audit chain");
+        assert_eq!(
+            h["intent"],
+            Value::Null,
+            "free text stays out of the audit chain"
+        );
         assert_eq!(h["known"], false);
         let mut untouched = json!({"metadata": {"crm": "x"}});
         demote_stated_intent(&mut untouched);

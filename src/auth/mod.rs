@@ -200,22 +200,21 @@ pub enum Error {
     File { path: PathBuf, message: String },
     #[error("a token named `{0}` already exists")]
     NameTaken(String),
-    #[error(
-        "a token name must be 1–{MAX_NAME} characters of letters, digits, `.`, `_` and `-`"
-    )]
+    #[error("a token name must be 1–{MAX_NAME} characters of letters, digits, `.`, `_` and `-`")]
     InvalidName,
     #[error("the capability `{}` is for {} tokens only", .capability.as_str(), roles(.capability.roles()))]
     CapabilityNotForRole { capability: Capability, role: Role },
-    #[error(
-        "`{0}` is the last admin token; create another admin token before revoking this one"
-    )]
+    #[error("`{0}` is the last admin token; create another admin token before revoking this one")]
     LastAdmin(String),
     #[error("no randomness available: {0}")]
     Random(String),
 }
 
 fn roles(rs: &[Role]) -> String {
-    rs.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" and ")
+    rs.iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Longest token name: names go into logs, listings and case records.
@@ -330,7 +329,11 @@ impl Tokens {
         if let Some(n) = new.name {
             check_name(n)?;
         }
-        if let Some(&c) = new.capabilities.iter().find(|c| !c.roles().contains(&new.role)) {
+        if let Some(&c) = new
+            .capabilities
+            .iter()
+            .find(|c| !c.roles().contains(&new.role))
+        {
             return Err(Error::CapabilityNotForRole {
                 capability: c,
                 role: new.role,

@@ -100,7 +100,10 @@ fn names_are_short_plain_and_never_another_tokens_id() {
     let tokens = Tokens::open(dir.path()).expect("open");
     for bad in ["", "a\nb", "evil\u{1b}[31m", "with space", &"x".repeat(65)] {
         assert!(
-            matches!(tokens.create(Role::Reviewer, Some(bad)), Err(Error::InvalidName)),
+            matches!(
+                tokens.create(Role::Reviewer, Some(bad)),
+                Err(Error::InvalidName)
+            ),
             "{bad:?}"
         );
     }
@@ -189,8 +192,7 @@ fn files_are_private_whatever_was_there_before() {
 
     let secret_file = dir.path().join("admin.token");
     std::fs::write(&secret_file, "stale").expect("stale");
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644))
-        .expect("chmod");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     write_secret(&secret_file, "cg_new").expect("write");
     assert_eq!(mode(&secret_file), 0o600);
     assert_eq!(

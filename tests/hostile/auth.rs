@@ -69,7 +69,10 @@ fn cli_revoke_while_serving_takes_effect_at_once_and_is_not_written_back() {
     assert!(!file.contains("\"crm\""), "{file}");
     assert_eq!(mode(&s.data.path().join("tokens.json")), 0o600);
     // A token the CLI creates while serving works at once.
-    let out = token_cli(s.data.path(), &["create", "--role", "auditor", "--name", "late"]);
+    let out = token_cli(
+        s.data.path(),
+        &["create", "--role", "auditor", "--name", "late"],
+    );
     assert!(out.status.success(), "{out:?}");
     let late = String::from_utf8(out.stdout).unwrap();
     assert_eq!(status_with(&s, late.trim()), 200);
@@ -91,7 +94,11 @@ fn delete_token_is_admin_only_revokes_at_once_and_answers_404_for_unknown_ids() 
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["name"], "bob");
     assert!(r.json.get("hash").is_none(), "{}", r.text);
-    assert_eq!(status_with(&s, &token), 401, "refused from the next request on");
+    assert_eq!(
+        status_with(&s, &token),
+        401,
+        "refused from the next request on"
+    );
     s.call("DELETE", &path, Some(Role::Admin), None)
         .assert_error(404, "not_found");
     // By id only: a name is not an id.
@@ -233,7 +240,11 @@ fn what_is_presented_as_a_token_is_never_echoed() {
         r.assert_error(401, "unauthorized");
         assert!(!r.text.contains(&presented), "{}", r.text);
     }
-    for header in [format!("Basic {admin}"), "Bearer".into(), "Bearer    ".into()] {
+    for header in [
+        format!("Basic {admin}"),
+        "Bearer".into(),
+        "Bearer    ".into(),
+    ] {
         let r = s.raw(
             "GET",
             "/v1/tokens",
@@ -305,13 +316,18 @@ const CARD_NOT_ARRIVED: &str =
 #[test]
 fn a_submitter_cannot_state_the_intent_it_is_only_a_hint() {
     let s = Server::start();
-    let id = s.submit(&json!({"channel": "chat", "language": "en", "text": CARD_NOT_ARRIVED,
-        "metadata": {"intent": "request_refund", "confidence": 1.0, "crm_ref": "X-1"}}));
+    let id = s.submit(
+        &json!({"channel": "chat", "language": "en", "text": CARD_NOT_ARRIVED,
+        "metadata": {"intent": "request_refund", "confidence": 1.0, "crm_ref": "X-1"}}),
+    );
     let case = classified(&s, &id);
     let c = &case["classification"];
     assert_eq!(c["source"], "model", "the model decided: {c}");
     assert_ne!(c["intent"], "request_refund", "{c}");
-    assert_eq!(c["hint"]["intent"], "request_refund", "the hint is on record: {c}");
+    assert_eq!(
+        c["hint"]["intent"], "request_refund",
+        "the hint is on record: {c}"
+    );
     assert_eq!(c["hint"]["confidence"], 1.0, "{c}");
     let meta = &case["request"]["metadata"];
     assert!(meta.get("intent").is_none(), "{meta}");
@@ -334,8 +350,10 @@ fn a_submitter_cannot_state_the_intent_it_is_only_a_hint() {
     assert!(record.to_string().contains("\"hint\""), "{record}");
 
     // A hint that is not a label of the model is not copied into the audit chain.
-    let id = s.submit(&json!({"channel": "chat", "language": "en", "text": CARD_NOT_ARRIVED,
-        "metadata": {"intent": "anna.schmidt.1985"}}));
+    let id = s.submit(
+        &json!({"channel": "chat", "language": "en", "text": CARD_NOT_ARRIVED,
+        "metadata": {"intent": "anna.schmidt.1985"}}),
+    );
     let case = classified(&s, &id);
     assert_eq!(case["classification"]["hint"]["known"], false);
     let audit = s.call(
@@ -354,7 +372,9 @@ fn a_token_granted_state_intent_decides_the_classification() {
         "POST",
         "/v1/tokens",
         Some(Role::Admin),
-        Some(&json!({"role": "submitter", "name": "core-banking", "capabilities": ["state_intent"]})),
+        Some(
+            &json!({"role": "submitter", "name": "core-banking", "capabilities": ["state_intent"]}),
+        ),
     );
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["capabilities"], json!(["state_intent"]));
