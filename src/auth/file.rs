@@ -67,6 +67,30 @@ impl Stamp {
         }
     }
 
+    /// The same stamp, trusted as it is: for a file that failed to read, which is read
+    /// again only once it changes (a young file would otherwise be re-read, and its error
+    /// logged, on every authentication).
+    pub(super) fn settled(self) -> Stamp {
+        match self {
+            Stamp::File {
+                dev,
+                ino,
+                len,
+                mtime,
+                mtime_nsec,
+                ..
+            } => Stamp::File {
+                dev,
+                ino,
+                len,
+                mtime,
+                mtime_nsec,
+                racy: false,
+            },
+            other => other,
+        }
+    }
+
     /// The loaded state (`self`) still describes the file whose stamp is `now`.
     pub(super) fn still(&self, now: &Stamp) -> bool {
         match (self, now) {

@@ -286,7 +286,7 @@ impl Tokens {
                 // Fail closed: a file that cannot be read grants nothing. Logged once per
                 // change of the file, since the stamp is kept.
                 tracing::error!("{e}; no token is valid until the file is repaired");
-                Loaded::new(Vec::new(), now)
+                Loaded::new(Vec::new(), now.settled())
             }
         };
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;

@@ -173,8 +173,18 @@ fn a_broken_file_while_serving_grants_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let tokens = Tokens::open(dir.path()).expect("open");
     let (_, secret) = tokens.create(Role::Admin, None).expect("admin");
+    let good = std::fs::read(dir.path().join(FILE_NAME)).expect("read");
     std::fs::write(dir.path().join(FILE_NAME), "{ not json").expect("break");
     assert!(tokens.authenticate(&secret).is_none());
+    assert!(
+        tokens.authenticate(&secret).is_none(),
+        "still, without a change"
+    );
+    std::fs::write(dir.path().join(FILE_NAME), good).expect("repair");
+    assert!(
+        tokens.authenticate(&secret).is_some(),
+        "valid again once repaired"
+    );
 }
 
 #[test]
