@@ -5,7 +5,10 @@
 //! A back-office system that already knows a request's intent may say so in
 //! `metadata.intent` (and `metadata.confidence`, default 1.0); the model is then not asked,
 //! and the classification says `"source": "metadata"` so that the audit trail shows who
-//! decided. Everything else is classified by the model (`"source": "model"`), whose
+//! decided. Over HTTP only a token with the `state_intent` capability (or an admin's) may
+//! do that: for every other sender the API turns the stated intent into
+//! `metadata.intent_hint` ([`demote_stated_intent`]), the model decides, and its
+//! classification carries the hint (`"hint"`) beside its own answer. Everything else is classified by the model (`"source": "model"`), whose
 //! `"stage"` says whether its n-gram half alone was sure enough (`"lexical"`, the encoder
 //! was not run; the card's `[cascade]`) or the whole model decided (`"full"`).
 
@@ -21,6 +24,12 @@ use casegraph_engine::runner::Classifier;
 use serde_json::{Value, json};
 
 use crate::profile::{InferenceOptions, Variant};
+
+/// Where a stated intent is kept when its sender may not decide the classification.
+pub const HINT_KEY: &str = "intent_hint";
+
+/// Longest hint (in bytes) that is recorded as text: an intent label is short.
+const MAX_HINT: usize = 64;
 
 /// What a classification made from `metadata.intent` reports as its model.
 pub const METADATA_MODEL: &str = "request-metadata";
@@ -78,7 +87,21 @@ impl Classifier for ModelClassifier {
         if let Some(given) = from_metadata(request, language) {
             return Ok(given);
         }
-        if norm.text.is_empty() {
+        let mut answer = self.by_model(&norm.text, language)?;
+        if let (Some(hint), Value::Object(a)) = (hint(request, &self.labels), &mut answer) {
+            a.insert("hint".into(), hint);
+        }
+        Ok(answer)
+    }
+
+    fn labels(&self) -> Option<&[String]> {
+        Some(&self.labels)
+    }
+}
+
+impl ModelClassifier {
+    fn by_model(&self, text: &str, language: &str) -> Result<Value, String> {
+        if text.is_empty() {
             // Nothing to read (e.g. a form of unlabelled numbers): a human decides.
             return Ok(json!({
                 "intent": null, "confidence": 0.0, "top": [], "out_of_scope": true,
@@ -86,10 +109,7 @@ impl Classifier for ModelClassifier {
                 "reason": "no text to classify",
             }));
         }
-        let p = self
-            .batcher
-            .classify(&norm.text)
-            .map_err(|e| e.to_string())?;
+        let p = self.batcher.classify(text).map_err(|e| e.to_string())?;
         Ok(json!({
             "intent": p.intent,
             "confidence": round(p.confidence),
@@ -100,10 +120,6 @@ impl Classifier for ModelClassifier {
             "source": "model",
             "stage": p.stage.as_str(),
         }))
-    }
-
-    fn labels(&self) -> Option<&[String]> {
-        Some(&self.labels)
     }
 }
 
@@ -176,6 +192,42 @@ fn from_metadata(request: &Value, language: &str) -> Option<Value> {
     }))
 }
 
+/// Turns a stated classification (`metadata.intent`, `metadata.confidence`) into a hint,
+/// `metadata.intent_hint: {"intent", "confidence"}`, which the model's answer records but
+/// does not follow. The API calls it for senders without the `state_intent` capability.
+pub fn demote_stated_intent(request: &mut Value) {
+    let Some(m) = request.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let intent = m.remove("intent");
+    let confidence = m.remove("confidence");
+    if intent.is_some() || confidence.is_some() {
+        m.insert(
+            HINT_KEY.into(),
+            json!({ "intent": intent, "confidence": confidence }),
+        );
+    }
+}
+
+/// The hint a request carries, as the classification records it. Only a label of the
+/// model is recorded as text: the classification goes into the audit chain, which erasure
+/// cannot change, and a free-form hint may hold anything (a name, an account number).
+fn hint(request: &Value, labels: &[String]) -> Option<Value> {
+    let h = request.get("metadata")?.get(HINT_KEY)?;
+    let stated = h.get("intent").and_then(Value::as_str)?;
+    let known = stated.len() <= MAX_HINT && labels.iter().any(|l| l == stated);
+    let confidence = h
+        .get("confidence")
+        .and_then(Value::as_f64)
+        .filter(|c| (0.0..=1.0).contains(c));
+    Some(json!({
+        "intent": known.then_some(stated),
+        "known": known,
+        "confidence": confidence,
+        "source": "metadata",
+    }))
+}
+
 /// Where the models are: `models/` under the working directory or one of its parents,
 /// beside the executable's project, or in the source tree this binary was built from.
 pub fn default_models_dir() -> PathBuf {
@@ -212,6 +264,33 @@ mod tests {
         assert_eq!(r["language"], "de");
         assert!(from_metadata(&json!({"metadata": {"intent": ""}}), "en").is_none());
         assert!(from_metadata(&json!({"text": "hello"}), "en").is_none());
+    }
+
+    #[test]
+    fn a_demoted_intent_is_a_hint_that_names_only_known_labels() {
+        let mut r =
+            json!({"metadata": {"intent": "request_refund", "confidence": 1.0, "crm": "x"}});
+        demote_stated_intent(&mut r);
+        assert!(from_metadata(&r, "en").is_none(), "the model decides: {r}");
+        assert_eq!(r["metadata"]["crm"], "x");
+        let labels = ["request_refund".to_string(), "card_arrival".to_string()];
+        let h = hint(&r, &labels).expect("hint");
+        assert_eq!(h["intent"], "request_refund");
+        assert_eq!(h["known"], true);
+        assert_eq!(h["confidence"], 1.0);
+        let mut r = json!({"metadata": {"intent": "anna.schmidt.1985"}});
+        demote_stated_intent(&mut r);
+        let h = hint(&r, &labels).expect("hint");
+        assert_eq!(
+            h["intent"],
+            Value::Null,
+            "free text stays out of the audit chain"
+        );
+        assert_eq!(h["known"], false);
+        let mut untouched = json!({"metadata": {"crm": "x"}});
+        demote_stated_intent(&mut untouched);
+        assert_eq!(untouched, json!({"metadata": {"crm": "x"}}));
+        assert!(hint(&untouched, &labels).is_none());
     }
 
     #[test]

@@ -59,8 +59,10 @@ fn bootstrap_admin(config: &Config, tokens: &Tokens) -> anyhow::Result<()> {
     }
     let (_, secret) = tokens.create(Role::Admin, Some("admin"))?;
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    let mut f = crate::auth::private_file(&path)?;
-    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
+    // A file already there (left from an earlier tokens file, or planted with a wider
+    // mode) is replaced, never written through.
+    crate::auth::write_secret(&path, &secret)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::warn!(
         "no tokens yet: created an admin token in {} (move it somewhere safe and delete the file)",
         path.display()

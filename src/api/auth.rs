@@ -33,21 +33,42 @@ impl Caller {
     }
 }
 
+/// Longest `Authorization` value looked at. A token is `cg_` and 48 hex digits; anything
+/// much longer is refused before it is hashed or copied.
+const MAX_AUTHORIZATION: usize = 256;
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
+    /// Never echoes what was presented: a wrong token may be a right token of another box,
+    /// pasted into the wrong place, and error bodies end up in client logs.
+    ///
+    /// Failed attempts are not slowed down per peer: a token has 192 random bits, so
+    /// guessing is hopeless at any rate, and a per-address limit would lock out honest
+    /// clients behind the same proxy. A failure costs one `stat` and one sha256.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let unauthorized = |m: &str| AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| unauthorized("send a token: `Authorization: Bearer <token>`"))?;
+        if value.len() > MAX_AUTHORIZATION {
+            return Err(unauthorized(
+                "the Authorization header is longer than any token",
+            ));
+        }
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        // Inline on the async worker: one `stat` of the token file, and a read of a few KB
+        // only after it changed, cost less than a hop to the blocking pool (which may be
+        // queued behind store commits).
         state
             .tokens
             .authenticate(token)

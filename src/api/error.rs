@@ -138,6 +138,24 @@ impl From<JsonRejection> for AppError {
     }
 }
 
+impl From<crate::auth::Error> for AppError {
+    fn from(e: crate::auth::Error) -> AppError {
+        use crate::auth::Error;
+        match &e {
+            Error::NameTaken(_) => AppError::new(StatusCode::CONFLICT, "name_taken", e.to_string()),
+            Error::LastAdmin(_) => AppError::new(StatusCode::CONFLICT, "last_admin", e.to_string()),
+            Error::InvalidName => {
+                AppError::invalid(e.to_string()).details(json!({ "field": "name" }))
+            }
+            Error::CapabilityNotForRole { .. } => {
+                AppError::invalid(e.to_string()).details(json!({ "field": "capabilities" }))
+            }
+            // The token file's path and the OS's words are for the log, not the client.
+            _ => AppError::internal("token file", e),
+        }
+    }
+}
+
 impl From<QueryRejection> for AppError {
     fn from(r: QueryRejection) -> AppError {
         AppError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())

@@ -26,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use casegraph_engine::runner::{Classifier, Runner};
 use tokio::sync::Semaphore;
 
@@ -97,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/workflows/{id}/graph", get(workflows::graph))
         .route("/v1/classify", post(classify::classify))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/admin/settings", get(admin::settings))
         .route("/metrics", get(system::metrics));
     Router::new()

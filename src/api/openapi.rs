@@ -23,6 +23,7 @@ use super::Json;
         super::classify::classify,
         super::tokens::create,
         super::tokens::list,
+        super::tokens::revoke,
         super::system::healthz,
         super::system::readyz,
         super::system::metrics,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{AppError, AppState, Caller, Json, blocking};
-use crate::auth::Role;
+use crate::auth::{Capability, Role};
 
 /// Longest `text` accepted, in characters (a long letter; the workflows' schemas agree).
 const MAX_TEXT: usize = 20_000;
@@ -50,7 +50,9 @@ pub struct RequestBody {
     pub language: Option<Language>,
     /// URL notified when the case ends; its host must be in `webhooks.allowed_hosts`.
     pub reply_to: Option<String>,
-    /// Free-form context from the sending system (e.g. a known `intent`).
+    /// Free-form context from the sending system. A known `intent` (and `confidence`)
+    /// decides the classification only for tokens with the `state_intent` capability;
+    /// from others it is kept as `intent_hint` and the model decides.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
@@ -213,7 +215,12 @@ pub async fn create(
     let who = caller.require(&[Role::Submitter])?.clone();
     let key = idempotency_key(&headers)?;
     body.check(&state)?;
-    let request = body.normalized();
+    let mut request = body.normalized();
+    // Only a token allowed to state a classification skips the model; for the others the
+    // stated intent is a recorded hint (see `classifier::demote_stated_intent`).
+    if !who.may(Capability::StateIntent) {
+        crate::classifier::demote_stated_intent(&mut request);
+    }
     // Back-pressure before anything is stored: a queue place for the case, then a permit
     // to write it.
     let Some(slot) = state.workers.admit() else {

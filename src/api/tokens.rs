@@ -1,11 +1,18 @@
-//! `GET /v1/tokens`, `POST /v1/tokens`: token management by an admin while the box runs.
+//! `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{id}`: token management by an
+//! admin while the box runs. Every other role gets `403`, no token `401`.
+//!
+//! Limits: a name is 1–64 of `[A-Za-z0-9._-]` (`auth::check_name`); roles and capabilities
+//! are closed enums (anything else is `422`); the last admin token cannot be revoked
+//! (`409 last_admin`). Changes go through the locked token file that the CLI uses too, so a
+//! token revoked by either is refused from the next request on. Hostile tests:
+//! `tests/hostile/auth.rs`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{AppError, AppState, Caller, Json, blocking};
-use crate::auth::{Role, TokenEntry};
+use super::{AppError, AppState, Caller, Json, Path, blocking};
+use crate::auth::{Capability, Role, TokenEntry};
 
 /// A token to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -15,6 +22,10 @@ pub struct NewToken {
     /// Unique client name; defaults to the token id.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: Option<String>,
+    /// What the token may do beyond its role: `state_intent` (submitter tokens) lets it
+    /// state a request's classification in `metadata.intent`.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
 }
 
 /// A created token: `token` is shown this once.
@@ -38,28 +49,14 @@ pub async fn create(
     Json(body): Json<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
     caller.require(&[])?;
-    if let Some(n) = &body.name
-        && (n.is_empty()
-            || n.len() > 64
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
-    {
-        return Err(AppError::invalid(
-            "`name` must be 1–64 characters of letters, digits, `.`, `_` and `-`",
-        ));
-    }
     let tokens = state.tokens.clone();
     let by = caller.0.name.clone();
     let (entry, token) = blocking("token create", move || {
-        tokens
-            .create(body.role, body.name.as_deref())
-            .map_err(|e| match e {
-                crate::auth::Error::NameTaken(_) => {
-                    AppError::new(StatusCode::CONFLICT, "name_taken", e.to_string())
-                }
-                other => AppError::internal("token create", other),
-            })
+        Ok(tokens.create_with(&crate::auth::NewToken {
+            role: body.role,
+            name: body.name.as_deref(),
+            capabilities: &body.capabilities,
+        })?)
     })
     .await?;
     tracing::info!(token = %entry.id, role = entry.role.as_str(), by = %by, "token created");
@@ -74,5 +71,30 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<TokenEntry>>, AppError> {
     caller.require(&[])?;
-    Ok(Json(state.tokens.list()))
+    let tokens = state.tokens.clone();
+    blocking("token list", move || Ok(Json(tokens.list()))).await
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The token's id (`t-…`), as listed")),
+    responses((status = 200, description = "Revoked; refused from the next request on", body = TokenEntry),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "`last_admin`: the box keeps one admin token", body = super::error::ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenEntry>, AppError> {
+    caller.require(&[])?;
+    let tokens = state.tokens.clone();
+    let by = caller.0.name.clone();
+    let removed = blocking("token revoke", move || {
+        tokens
+            .revoke_id(&id)?
+            .ok_or_else(|| AppError::not_found("token", &id))
+    })
+    .await?;
+    tracing::info!(token = %removed.id, by = %by, "token revoked");
+    Ok(Json(removed))
 }

@@ -68,7 +68,7 @@ pub enum Command {
     /// Export the reviewers' triage decisions as labelled training examples (server stopped).
     #[command(subcommand)]
     Corrections(corrections::Command),
-    /// Create, list and revoke API tokens (while the server is stopped).
+    /// Create, list and revoke API tokens (also while the server runs).
     #[command(subcommand)]
     Token(token::Command),
     /// Ask a running server whether it is ready (exit 0) or not (exit 1).
