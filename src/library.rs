@@ -41,6 +41,39 @@ pub enum Error {
     },
     #[error("workflow files could not be written: {0}")]
     Io(String),
+    /// The compiler or a fixture run panicked: a bug, never the author's fault. The
+    /// message is for the log only.
+    #[error("compiling the workflow panicked: {0}")]
+    Panicked(String),
+}
+
+/// Stack of the thread a bundle is compiled and its fixtures run on (16 MiB). The
+/// compiler recurses over a bundle's YAML and JSON at most `yaml::MAX_DEPTH` levels deep,
+/// which needs a small fraction of this; the size is explicit so that bound holds whichever
+/// thread serves the request (tokio's blocking pool threads have 2 MiB).
+pub const COMPILE_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Runs `f` (a compile, a check, a fixture run of an author's bundle) on a thread of its
+/// own with [`COMPILE_STACK_BYTES`] of stack. A panic in it is caught and returned as
+/// [`Error::Panicked`], so one bundle never takes the server down with it.
+pub fn isolated<T, F>(what: &str, f: F) -> Result<T, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let worker = std::thread::Builder::new()
+        .name(format!("compile-{what}"))
+        .stack_size(COMPILE_STACK_BYTES)
+        .spawn(f)
+        .map_err(|e| Error::Io(format!("cannot start the compile thread: {e}")))?;
+    worker.join().map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Error::Panicked(format!("{what}: {message}"))
+    })
 }
 
 /// One fixture that failed, as the author sees it.
@@ -346,6 +379,18 @@ mod tests {
         assert_eq!(catalog.get("request_refund").map(|w| w.version), Some(2));
         assert!(published.join("request_refund").is_dir());
         assert!(!published.join(".card_arrival.old").exists());
+    }
+
+    #[test]
+    fn a_panic_while_compiling_is_an_error_not_an_abort() {
+        let e = isolated("test", || -> u32 { panic!("the compiler broke") }).unwrap_err();
+        assert!(matches!(&e, Error::Panicked(m) if m.contains("the compiler broke")), "{e}");
+        // Deep recursion that would overflow a 2 MiB pool thread fits the explicit stack.
+        fn down(n: u32) -> u32 {
+            let pad = std::hint::black_box([0u8; 1024]);
+            if n == 0 { u32::from(pad[0]) } else { down(n - 1) + 1 }
+        }
+        assert_eq!(isolated("test", || down(4_000)).ok(), Some(4_000));
     }
 
     #[test]

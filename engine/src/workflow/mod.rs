@@ -11,6 +11,7 @@ mod compile;
 pub mod def;
 mod diagnostic;
 mod diagram;
+pub mod files;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagnostic::{Code, Diagnostic, Diagnostics};
 pub use diagram::Format;
+/// The compiler's limits on a bundle's YAML, for documentation and tests.
+pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 
 /// A compiled, runnable workflow version.
 #[derive(Debug)]
