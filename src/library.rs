@@ -384,11 +384,18 @@ mod tests {
     #[test]
     fn a_panic_while_compiling_is_an_error_not_an_abort() {
         let e = isolated("test", || -> u32 { panic!("the compiler broke") }).unwrap_err();
-        assert!(matches!(&e, Error::Panicked(m) if m.contains("the compiler broke")), "{e}");
+        assert!(
+            matches!(&e, Error::Panicked(m) if m.contains("the compiler broke")),
+            "{e}"
+        );
         // Deep recursion that would overflow a 2 MiB pool thread fits the explicit stack.
         fn down(n: u32) -> u32 {
             let pad = std::hint::black_box([0u8; 1024]);
-            if n == 0 { u32::from(pad[0]) } else { down(n - 1) + 1 }
+            if n == 0 {
+                u32::from(pad[0])
+            } else {
+                down(n - 1) + 1
+            }
         }
         assert_eq!(isolated("test", || down(4_000)).ok(), Some(4_000));
     }

@@ -84,7 +84,10 @@ impl Routing {
         // The script is named by the policy: a problem is reported where it is named.
         let (script_path, source) = files::read(dir, def.script.as_str()).map_err(|e| {
             let (line, column) = yaml::pos(def.script.span());
-            vec![Diagnostic::new(code_of(&e), &file, line, format!("`script`: {e}")).at(line, column)]
+            vec![
+                Diagnostic::new(code_of(&e), &file, line, format!("`script`: {e}"))
+                    .at(line, column),
+            ]
         })?;
         let origin = Origin {
             file: script_path,

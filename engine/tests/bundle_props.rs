@@ -74,7 +74,10 @@ fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), 1..64usize).prop_map(|(at, n)| Edit::Delete(at, n)),
         (any::<usize>(), 1..64usize, 1..20u8).prop_map(|(at, n, k)| Edit::Repeat(at, n, k)),
-        (any::<usize>(), "[\\[\\]{}:,\\- \n\"'&*!|>#%@`a-z0-9.]{1,12}")
+        (
+            any::<usize>(),
+            "[\\[\\]{}:,\\- \n\"'&*!|>#%@`a-z0-9.]{1,12}"
+        )
             .prop_map(|(at, s)| Edit::Insert(at, s)),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
     ]
@@ -84,26 +87,35 @@ fn edit() -> impl Strategy<Value = Edit> {
 fn apply(text: &str, e: &Edit) -> String {
     let chars: Vec<char> = text.chars().collect();
     let n = chars.len().max(1);
-    let s = |from: usize, to: usize| chars[from.min(chars.len())..to.min(chars.len())].iter().collect::<String>();
+    let s = |from: usize, to: usize| {
+        chars[from.min(chars.len())..to.min(chars.len())]
+            .iter()
+            .collect::<String>()
+    };
     match e {
         Edit::Delete(at, len) => {
             let at = at % n;
-            s(0, at) + &s(at + len, chars.len())
+            format!("{}{}", s(0, at), s(at + len, chars.len()))
         }
         Edit::Repeat(at, len, times) => {
             let at = at % n;
             let piece = s(at, at + len);
-            s(0, at) + &piece.repeat(usize::from(*times)) + &s(at, chars.len())
+            format!(
+                "{}{}{}",
+                s(0, at),
+                piece.repeat(usize::from(*times)),
+                s(at, chars.len())
+            )
         }
         Edit::Insert(at, what) => {
             let at = at % n;
-            s(0, at) + what + &s(at, chars.len())
+            format!("{}{what}{}", s(0, at), s(at, chars.len()))
         }
         Edit::SwapLines(a, b) => {
             let mut lines: Vec<&str> = text.lines().collect();
             let len = lines.len().max(1);
             lines.swap(a % len, b % len);
-            lines.join("\n") + "\n"
+            format!("{}\n", lines.join("\n"))
         }
     }
 }
@@ -116,9 +128,10 @@ fn leaves(dir: &Path, rel: &str) -> bool {
             .any(|c| matches!(c, Component::ParentDir | Component::RootDir));
     by_text
         || Path::new(rel).components().next() == Some(Component::Normal("up".as_ref()))
-        || !dir.join(rel).canonicalize().map_or(true, |real| {
-            real.starts_with(dir.canonicalize().unwrap())
-        })
+        || !dir
+            .join(rel)
+            .canonicalize()
+            .map_or(true, |real| real.starts_with(dir.canonicalize().unwrap()))
 }
 
 /// Path pieces an author might combine to get out.
@@ -138,7 +151,11 @@ fn path() -> impl Strategy<Value = String> {
     ];
     (any::<bool>(), proptest::collection::vec(part, 1..7)).prop_map(|(absolute, parts)| {
         let joined = parts.join("/");
-        if absolute { format!("/{joined}") } else { joined }
+        if absolute {
+            format!("/{joined}")
+        } else {
+            joined
+        }
     })
 }
 
@@ -182,7 +199,7 @@ proptest! {
     ) {
         // Deep text appended at the top level, or in place of a node's description.
         let yaml = if top {
-            shipped_yaml() + &nested(depth, shape)
+            format!("{}{}", shipped_yaml(), nested(depth, shape))
         } else {
             let text = nested(depth, shape).replacen("x:", "description:", 1);
             let indented: String = text.lines().map(|l| format!("    {l}\n")).collect();

@@ -195,10 +195,8 @@ pub async fn publish(
         let current = runner.catalog();
         let files = body.files;
         let id = body.id.clone();
-        let catalog = library::isolated("publish", move || {
-            library.publish(&id, &files, &current)
-        })
-        .and_then(|published| published)?;
+        let catalog = library::isolated("publish", move || library.publish(&id, &files, &current))
+            .and_then(|published| published)?;
         let catalog = Arc::new(catalog);
         let wf = catalog
             .get(&body.id)

@@ -68,7 +68,11 @@ fn bundle_paths_that_leave_the_workflow_folder_are_refused() {
         assert!(!r.text.contains(CANARY), "{script}: {}", r.text);
         let d = diagnostics(&r);
         assert_eq!(d.len(), 1, "{script}: {}", r.text);
-        assert_eq!(d[0]["code"], "path_outside_workflow", "{script}: {}", r.text);
+        assert_eq!(
+            d[0]["code"], "path_outside_workflow",
+            "{script}: {}",
+            r.text
+        );
         assert_eq!(d[0]["file"], "probe/workflow.yaml", "{}", r.text);
         assert_eq!(d[0]["line"], 8, "the line of `script:`: {}", r.text);
         assert_eq!(d[0]["node"], "r", "{}", r.text);
@@ -88,7 +92,12 @@ fn bundle_paths_that_leave_the_workflow_folder_are_refused() {
     let r = publish(&server, &files);
     r.assert_error(422, "workflow_invalid");
     assert!(!r.text.contains(CANARY), "{}", r.text);
-    assert_eq!(diagnostics(&r)[0]["code"], "path_outside_workflow", "{}", r.text);
+    assert_eq!(
+        diagnostics(&r)[0]["code"],
+        "path_outside_workflow",
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("`input_schema`"), "{}", r.text);
 
     // The console's check says the same, and quotes nothing either.
@@ -100,7 +109,11 @@ fn bundle_paths_that_leave_the_workflow_folder_are_refused() {
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["valid"], false, "{}", r.text);
-    assert_eq!(r.json["diagnostics"][0]["code"], "path_outside_workflow", "{}", r.text);
+    assert_eq!(
+        r.json["diagnostics"][0]["code"], "path_outside_workflow",
+        "{}",
+        r.text
+    );
     assert!(!r.text.contains(CANARY), "{}", r.text);
 
     // The bundle itself still publishes once its path is its own.
@@ -155,7 +168,12 @@ fn a_hostile_input_schema_is_refused_or_harmless() {
         files.insert("input.schema.json".into(), schema.to_string());
         let r = publish(&server, &files);
         r.assert_error(422, "workflow_invalid");
-        assert_eq!(diagnostics(&r)[0]["code"], "invalid_input_schema", "{}", r.text);
+        assert_eq!(
+            diagnostics(&r)[0]["code"],
+            "invalid_input_schema",
+            "{}",
+            r.text
+        );
         assert!(!r.text.contains("root:"), "{}", r.text);
     }
 }
@@ -163,10 +181,9 @@ fn a_hostile_input_schema_is_refused_or_harmless() {
 #[test]
 fn only_authors_and_admins_read_workflow_scripts() {
     let server = Server::start();
-    let rhai = std::fs::read_to_string(
-        crate::support::workflows().join("request_refund/extract.rhai"),
-    )
-    .unwrap();
+    let rhai =
+        std::fs::read_to_string(crate::support::workflows().join("request_refund/extract.rhai"))
+            .unwrap();
     let needle = rhai.lines().find(|l| l.trim().len() > 20).unwrap().trim();
     for role in Role::ALL {
         let may = matches!(role, Role::Author | Role::Admin);
@@ -189,8 +206,17 @@ fn only_authors_and_admins_read_workflow_scripts() {
             Some(role),
             None,
         );
-        assert!(!r.json["nodes"].as_array().unwrap().is_empty(), "{}", r.text);
-        let r = server.call("GET", "/v1/workflows/request_refund/graph", Some(role), None);
+        assert!(
+            !r.json["nodes"].as_array().unwrap().is_empty(),
+            "{}",
+            r.text
+        );
+        let r = server.call(
+            "GET",
+            "/v1/workflows/request_refund/graph",
+            Some(role),
+            None,
+        );
         assert_eq!(r.status, 200, "{}", r.text);
     }
 }
@@ -226,7 +252,10 @@ impl Spawned {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let url = loop {
-            let line = lines.next().expect("the server prints its address").unwrap();
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.trim().to_string();
             }
@@ -287,7 +316,11 @@ impl Spawned {
     fn author(&mut self) -> String {
         let admin = self.admin.clone();
         let (status, body) = self
-            .post("/v1/tokens", &admin, &json!({"role": "author", "name": "author"}))
+            .post(
+                "/v1/tokens",
+                &admin,
+                &json!({"role": "author", "name": "author"}),
+            )
             .expect("answers");
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().unwrap().to_string()
@@ -303,7 +336,10 @@ fn deep_yaml() -> Vec<(&'static str, String)> {
             "flow sequences",
             format!("x: {}{}\n", "[".repeat(n), "]".repeat(n)),
         ),
-        ("flow mappings", format!("x: {}1{}\n", "{a: ".repeat(n), "}".repeat(n))),
+        (
+            "flow mappings",
+            format!("x: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+        ),
         (
             "block mappings",
             (0..500).fold(String::new(), |mut s, i| {
@@ -328,7 +364,10 @@ fn deeply_nested_yaml_does_not_take_the_process_down() {
             let mut files = probe("rule.rhai");
             files.insert(name.to_string(), text.clone());
             let answer = server.post(path, &author, &json!({ "id": "probe", "files": files }));
-            assert!(server.alive(), "{shape} in {name} on {path} killed the server");
+            assert!(
+                server.alive(),
+                "{shape} in {name} on {path} killed the server"
+            );
             let (status, body) = answer.expect("the server answers");
             let shown = body.to_string();
             match path {
@@ -347,7 +386,11 @@ fn deeply_nested_yaml_does_not_take_the_process_down() {
     let schema = format!("{}{{}}{}", "{\"not\":".repeat(5_000), "}".repeat(5_000));
     files.insert("input.schema.json".into(), schema);
     let (status, body) = server
-        .post("/v1/workflows", &author, &json!({ "id": "probe", "files": files }))
+        .post(
+            "/v1/workflows",
+            &author,
+            &json!({ "id": "probe", "files": files }),
+        )
         .expect("answers");
     assert!(server.alive(), "a deep schema killed the server");
     assert_eq!(status, 422, "{body}");

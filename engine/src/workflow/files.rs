@@ -183,7 +183,15 @@ mod tests {
     fn paths_that_leave_by_their_text_are_refused_without_looking() {
         // The folder does not even exist: nothing on disk is asked.
         let dir = Path::new("/nonexistent/bundle");
-        for bad in ["", "/etc/hostname", "../x", "a/../../x", "./..", "a/b/../../../x", "x\0y"] {
+        for bad in [
+            "",
+            "/etc/hostname",
+            "../x",
+            "a/../../x",
+            "./..",
+            "a/b/../../../x",
+            "x\0y",
+        ] {
             assert!(lexical(bad).is_none(), "{bad:?}");
             assert_eq!(read(dir, bad).unwrap_err(), Error::Outside(bad.into()));
         }
@@ -211,9 +219,18 @@ mod tests {
         assert!(!format!("{out}").contains("cg_secret"));
 
         assert_eq!(read(&dir, "alias.rhai").unwrap().1, "1");
-        assert_eq!(read(&dir, "./inside.rhai").unwrap().0, dir.join("inside.rhai"));
-        assert_eq!(read(&dir, "gone.rhai").unwrap_err(), Error::Missing("gone.rhai".into()));
-        assert_eq!(read(&dir, "tests").unwrap_err(), Error::NotAFile("tests".into()));
+        assert_eq!(
+            read(&dir, "./inside.rhai").unwrap().0,
+            dir.join("inside.rhai")
+        );
+        assert_eq!(
+            read(&dir, "gone.rhai").unwrap_err(),
+            Error::Missing("gone.rhai".into())
+        );
+        assert_eq!(
+            read(&dir, "tests").unwrap_err(),
+            Error::NotAFile("tests".into())
+        );
     }
 
     #[test]
@@ -221,7 +238,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let big = vec![b'a'; MAX_FILE_BYTES as usize + 1];
         std::fs::write(tmp.path().join("big.rhai"), big).unwrap();
-        assert!(matches!(read(tmp.path(), "big.rhai"), Err(Error::NotAFile(_))));
+        assert!(matches!(
+            read(tmp.path(), "big.rhai"),
+            Err(Error::NotAFile(_))
+        ));
     }
 
     #[test]

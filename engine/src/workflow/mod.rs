@@ -23,12 +23,12 @@ use petgraph::visit::EdgeRef;
 
 use crate::rules::Script;
 
+/// The compiler's limits on a bundle's YAML, for documentation and tests.
+pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagnostic::{Code, Diagnostic, Diagnostics};
 pub use diagram::Format;
-/// The compiler's limits on a bundle's YAML, for documentation and tests.
-pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 
 /// A compiled, runnable workflow version.
 #[derive(Debug)]
