@@ -383,7 +383,8 @@ mod tests {
 
     #[test]
     fn a_panic_while_compiling_is_an_error_not_an_abort() {
-        let e = isolated("test", || -> u32 { panic!("the compiler broke") }).unwrap_err();
+        let e = isolated("test", || -> u32 { panic!("the compiler broke") })
+            .expect_err("a panic is an error");
         assert!(
             matches!(&e, Error::Panicked(m) if m.contains("the compiler broke")),
             "{e}"
