@@ -333,15 +333,33 @@ fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<
     Ok(())
 }
 
-/// Copies a directory tree (workflow directories: plain files and folders).
+/// Copies a directory tree (workflow directories: plain files and folders). A symbolic
+/// link is copied as what it points at only when that lies inside `from`; a link out of
+/// the tree is left behind (and logged), so the copy cannot turn a file from elsewhere on
+/// the box into a plain file of a workflow, where the compiler's confinement would no
+/// longer see where it came from.
 pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    copy_tree(&from.canonicalize()?, from, to)
+}
+
+fn copy_tree(root: &Path, from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
+        let mut kind = entry.file_type()?;
+        if kind.is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(real) if real.starts_with(root) => kind = std::fs::metadata(&real)?.file_type(),
+                _ => {
+                    tracing::warn!(path = %entry.path().display(), "a symbolic link that leads out of the workflow tree is not copied");
+                    continue;
+                }
+            }
+        }
+        if kind.is_dir() {
+            copy_tree(root, &entry.path(), &target)?;
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;
         }
     }
@@ -399,6 +417,23 @@ mod tests {
             }
         }
         assert_eq!(isolated("test", || down(4_000)).ok(), Some(4_000));
+    }
+
+    #[test]
+    fn links_out_of_the_tree_are_not_copied() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::write(tmp.path().join("secret"), "cg_secret").expect("secret");
+        let from = tmp.path().join("shipped");
+        std::fs::create_dir_all(from.join("wf")).expect("dir");
+        std::fs::write(from.join("wf/a.rhai"), "1").expect("file");
+        std::os::unix::fs::symlink(tmp.path().join("secret"), from.join("wf/out.rhai"))
+            .expect("link");
+        std::os::unix::fs::symlink(from.join("wf/a.rhai"), from.join("wf/in.rhai")).expect("link");
+        let to = tmp.path().join("copy");
+        copy_dir(&from, &to).expect("copies");
+        assert!(to.join("wf/a.rhai").is_file());
+        assert!(to.join("wf/in.rhai").is_file());
+        assert!(!to.join("wf/out.rhai").exists());
     }
 
     #[test]

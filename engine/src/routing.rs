@@ -72,7 +72,7 @@ impl Routing {
         let file = dir.join("routing.yaml");
         let (_, text) = files::read(dir, "routing.yaml").map_err(|e| {
             vec![Diagnostic::new(
-                code_of(&e),
+                e.code(),
                 &file,
                 0,
                 format!("cannot read the routing policy: {e}"),
@@ -84,10 +84,7 @@ impl Routing {
         // The script is named by the policy: a problem is reported where it is named.
         let (script_path, source) = files::read(dir, def.script.as_str()).map_err(|e| {
             let (line, column) = yaml::pos(def.script.span());
-            vec![
-                Diagnostic::new(code_of(&e), &file, line, format!("`script`: {e}"))
-                    .at(line, column),
-            ]
+            vec![Diagnostic::new(e.code(), &file, line, format!("`script`: {e}")).at(line, column)]
         })?;
         let origin = Origin {
             file: script_path,
@@ -154,14 +151,6 @@ impl Routing {
             });
         }
         Ok(route)
-    }
-}
-
-fn code_of(e: &files::Error) -> Code {
-    if e.is_outside() {
-        Code::OutsideBundle
-    } else {
-        Code::Io
     }
 }
 

@@ -381,6 +381,32 @@ fn deeply_nested_yaml_does_not_take_the_process_down() {
             assert!(shown.contains("nest"), "says why: {shown}");
         }
     }
+    // Deep expressions in the other languages a bundle carries: a rule script and a reply
+    // template (their parsers have depth limits of their own; the box must survive both).
+    let deep = format!("{}1{}", "(".repeat(20_000), ")".repeat(20_000));
+    let mut files = probe("rule.rhai");
+    files.insert("rule.rhai".into(), format!("let x = {deep};"));
+    let answer = server.post(
+        "/v1/workflows",
+        &author,
+        &json!({ "id": "probe", "files": files }),
+    );
+    assert!(server.alive(), "a deep rule script killed the server");
+    assert_eq!(answer.expect("answers").0, 422);
+    let mut files = probe("rule.rhai");
+    let yaml = files["workflow.yaml"].replace(
+        "start: r\n",
+        &format!("start: r\nreplies:\n  t:\n    en: \"{{{{ {deep} }}}}\"\n    de: \"x\"\n"),
+    );
+    files.insert("workflow.yaml".into(), yaml);
+    let answer = server.post(
+        "/v1/workflows",
+        &author,
+        &json!({ "id": "probe", "files": files }),
+    );
+    assert!(server.alive(), "a deep reply template killed the server");
+    assert_eq!(answer.expect("answers").0, 422);
+
     // A deep JSON Schema is refused too.
     let mut files = probe("rule.rhai");
     let schema = format!("{}{{}}{}", "{\"not\":".repeat(5_000), "}".repeat(5_000));

@@ -97,11 +97,7 @@ impl Compiler<'_> {
         match self.read_hashed(rel) {
             Ok(read) => Some(read),
             Err(e) => {
-                let code = if e.is_outside() {
-                    Code::OutsideBundle
-                } else {
-                    Code::Io
-                };
+                let code = e.code();
                 let path = self.dir.join(rel);
                 self.diags
                     .push(Diagnostic::new(code, &path, 0, format!("cannot read: {e}")));
@@ -124,11 +120,7 @@ impl Compiler<'_> {
             Ok(read) => Some(read),
             Err(e) => {
                 let (line, column) = pos(rel.span());
-                let code = if e.is_outside() {
-                    Code::OutsideBundle
-                } else {
-                    Code::Io
-                };
+                let code = e.code();
                 let d = self.diag(code, line, format!("`{field}`: {e}"));
                 d.column = column;
                 d.node = node.map(Into::into);

@@ -18,6 +18,8 @@
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 
+use super::Code;
+
 /// Largest file of a bundle that is read, in bytes (1 MiB). Workflow files are a few KB;
 /// the API's body limit keeps published bundles far below this.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -33,9 +35,12 @@ pub enum Error {
     /// The path stays inside, and no file is there.
     #[error("`{0}` does not exist in the workflow's folder")]
     Missing(String),
-    /// Not a regular file (a directory, FIFO, device), or larger than the limit.
-    #[error("`{0}` is not a regular file of at most {MAX_FILE_BYTES} bytes")]
+    /// Not a regular file (a directory, FIFO, device).
+    #[error("`{0}` is not a regular file")]
     NotAFile(String),
+    /// Larger than [`MAX_FILE_BYTES`].
+    #[error("`{0}` is larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge(String),
     /// Not UTF-8 text.
     #[error("`{0}` is not UTF-8 text")]
     NotText(String),
@@ -48,6 +53,15 @@ impl Error {
     /// Whether the path was refused for leaving the folder.
     pub fn is_outside(&self) -> bool {
         matches!(self, Error::Outside(_))
+    }
+
+    /// The diagnostic code this problem is reported under.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Outside(_) => Code::OutsideBundle,
+            Error::TooLarge(_) => Code::Limit,
+            _ => Code::Io,
+        }
     }
 }
 
@@ -112,8 +126,11 @@ pub fn read(dir: &Path, rel: &str) -> Result<(PathBuf, String), Error> {
     let unreadable = |e: std::io::Error| Error::Unreadable(rel.to_string(), e.kind());
     // Asked before opening: opening a FIFO for reading blocks until someone writes to it.
     let meta = std::fs::metadata(&real).map_err(unreadable)?;
-    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+    if !meta.is_file() {
         return Err(Error::NotAFile(rel.to_string()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::TooLarge(rel.to_string()));
     }
     let file = std::fs::File::open(&real).map_err(unreadable)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -122,7 +139,7 @@ pub fn read(dir: &Path, rel: &str) -> Result<(PathBuf, String), Error> {
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::NotAFile(rel.to_string()));
+        return Err(Error::TooLarge(rel.to_string()));
     }
     let text = String::from_utf8(bytes).map_err(|_| Error::NotText(rel.to_string()))?;
     Ok((shown, text))
