@@ -93,26 +93,25 @@ pub fn resolve(dir: &Path, rel: &str) -> Result<(PathBuf, PathBuf), Error> {
     match root.join(&clean).canonicalize() {
         Ok(real) if real.starts_with(&root) => Ok((shown, real)),
         Ok(_) => Err(Error::Outside(rel.to_string())),
-        // Nothing at the end of the path: a plain missing file, unless a link on the way
-        // points somewhere that does not resolve, which may be outside.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if link_on_the_way(&root, &clean) {
-                Err(Error::Outside(rel.to_string()))
-            } else {
-                Err(Error::Missing(rel.to_string()))
-            }
-        }
+        // The path does not resolve. If a link on the way leads out, any answer about
+        // why (missing, "not a directory") would describe what lies outside: refuse it.
+        Err(_) if link_out_on_the_way(&root, &clean) => Err(Error::Outside(rel.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing(rel.to_string())),
         Err(e) => Err(Error::Unreadable(rel.to_string(), e.kind())),
     }
 }
 
-/// Whether a prefix of `root/clean` that exists is a symbolic link.
-fn link_on_the_way(root: &Path, clean: &Path) -> bool {
+/// Whether, walking `root/clean` one component at a time, a symbolic link is met that
+/// does not resolve to a place inside `root`.
+fn link_out_on_the_way(root: &Path, clean: &Path) -> bool {
     let mut at = root.to_path_buf();
     for part in clean.components() {
         at.push(part);
         match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => return true,
+            Ok(m) if m.file_type().is_symlink() => match at.canonicalize() {
+                Ok(real) if real.starts_with(root) => {}
+                _ => return true,
+            },
             Ok(_) => {}
             Err(_) => return false,
         }
@@ -233,6 +232,13 @@ mod tests {
         assert!(out.is_outside() && dangling.is_outside());
         assert!(read(&dir, "up/secret.token").unwrap_err().is_outside());
         assert!(read(&dir, "up/nothing").unwrap_err().is_outside());
+        // "not a directory" would say that `secret.token` exists out there.
+        assert!(read(&dir, "up/secret.token/x").unwrap_err().is_outside());
+        std::os::unix::fs::symlink(dir.join("tests"), dir.join("t")).unwrap();
+        assert_eq!(
+            read(&dir, "t/gone.yaml").unwrap_err(),
+            Error::Missing("t/gone.yaml".into())
+        );
         assert!(!format!("{out}").contains("cg_secret"));
 
         assert_eq!(read(&dir, "alias.rhai").unwrap().1, "1");
@@ -257,7 +263,7 @@ mod tests {
         std::fs::write(tmp.path().join("big.rhai"), big).unwrap();
         assert!(matches!(
             read(tmp.path(), "big.rhai"),
-            Err(Error::NotAFile(_))
+            Err(Error::TooLarge(_))
         ));
     }
 
