@@ -41,6 +41,39 @@ pub enum Error {
     },
     #[error("workflow files could not be written: {0}")]
     Io(String),
+    /// The compiler or a fixture run panicked: a bug, never the author's fault. The
+    /// message is for the log only.
+    #[error("compiling the workflow panicked: {0}")]
+    Panicked(String),
+}
+
+/// Stack of the thread a bundle is compiled and its fixtures run on (16 MiB). The
+/// compiler recurses over a bundle's YAML and JSON at most `yaml::MAX_DEPTH` levels deep,
+/// which needs a small fraction of this; the size is explicit so that bound holds whichever
+/// thread serves the request (tokio's blocking pool threads have 2 MiB).
+pub const COMPILE_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Runs `f` (a compile, a check, a fixture run of an author's bundle) on a thread of its
+/// own with [`COMPILE_STACK_BYTES`] of stack. A panic in it is caught and returned as
+/// [`Error::Panicked`], so one bundle never takes the server down with it.
+pub fn isolated<T, F>(what: &str, f: F) -> Result<T, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let worker = std::thread::Builder::new()
+        .name(format!("compile-{what}"))
+        .stack_size(COMPILE_STACK_BYTES)
+        .spawn(f)
+        .map_err(|e| Error::Io(format!("cannot start the compile thread: {e}")))?;
+    worker.join().map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Error::Panicked(format!("{what}: {message}"))
+    })
 }
 
 /// One fixture that failed, as the author sees it.
@@ -300,15 +333,33 @@ fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<
     Ok(())
 }
 
-/// Copies a directory tree (workflow directories: plain files and folders).
+/// Copies a directory tree (workflow directories: plain files and folders). A symbolic
+/// link is copied as what it points at only when that lies inside `from`; a link out of
+/// the tree is left behind (and logged), so the copy cannot turn a file from elsewhere on
+/// the box into a plain file of a workflow, where the compiler's confinement would no
+/// longer see where it came from.
 pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    copy_tree(&from.canonicalize()?, from, to)
+}
+
+fn copy_tree(root: &Path, from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
+        let mut kind = entry.file_type()?;
+        if kind.is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(real) if real.starts_with(root) => kind = std::fs::metadata(&real)?.file_type(),
+                _ => {
+                    tracing::warn!(path = %entry.path().display(), "a symbolic link that leads out of the workflow tree is not copied");
+                    continue;
+                }
+            }
+        }
+        if kind.is_dir() {
+            copy_tree(root, &entry.path(), &target)?;
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;
         }
     }
@@ -346,6 +397,43 @@ mod tests {
         assert_eq!(catalog.get("request_refund").map(|w| w.version), Some(2));
         assert!(published.join("request_refund").is_dir());
         assert!(!published.join(".card_arrival.old").exists());
+    }
+
+    #[test]
+    fn a_panic_while_compiling_is_an_error_not_an_abort() {
+        let e = isolated("test", || -> u32 { panic!("the compiler broke") })
+            .expect_err("a panic is an error");
+        assert!(
+            matches!(&e, Error::Panicked(m) if m.contains("the compiler broke")),
+            "{e}"
+        );
+        // Deep recursion that would overflow a 2 MiB pool thread fits the explicit stack.
+        fn down(n: u32) -> u32 {
+            let pad = std::hint::black_box([0u8; 1024]);
+            if n == 0 {
+                u32::from(pad[0])
+            } else {
+                down(n - 1) + 1
+            }
+        }
+        assert_eq!(isolated("test", || down(4_000)).ok(), Some(4_000));
+    }
+
+    #[test]
+    fn links_out_of_the_tree_are_not_copied() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::write(tmp.path().join("secret"), "cg_secret").expect("secret");
+        let from = tmp.path().join("shipped");
+        std::fs::create_dir_all(from.join("wf")).expect("dir");
+        std::fs::write(from.join("wf/a.rhai"), "1").expect("file");
+        std::os::unix::fs::symlink(tmp.path().join("secret"), from.join("wf/out.rhai"))
+            .expect("link");
+        std::os::unix::fs::symlink(from.join("wf/a.rhai"), from.join("wf/in.rhai")).expect("link");
+        let to = tmp.path().join("copy");
+        copy_dir(&from, &to).expect("copies");
+        assert!(to.join("wf/a.rhai").is_file());
+        assert!(to.join("wf/in.rhai").is_file());
+        assert!(!to.join("wf/out.rhai").exists());
     }
 
     #[test]

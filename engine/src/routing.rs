@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rules::{Context, Origin, Rules, Script};
-use crate::workflow::{Code, Diagnostic};
+use crate::workflow::{Code, Diagnostic, files};
 use crate::yaml;
 
 /// `routing.yaml`.
@@ -70,9 +70,9 @@ impl Routing {
     /// Loads `dir/routing.yaml` and compiles its script.
     pub fn load(dir: &Path, rules: &Rules) -> Result<Routing, Vec<Diagnostic>> {
         let file = dir.join("routing.yaml");
-        let text = std::fs::read_to_string(&file).map_err(|e| {
+        let (_, text) = files::read(dir, "routing.yaml").map_err(|e| {
             vec![Diagnostic::new(
-                Code::Io,
+                e.code(),
                 &file,
                 0,
                 format!("cannot read the routing policy: {e}"),
@@ -81,14 +81,10 @@ impl Routing {
         let root = yaml::parse(&file, &text).map_err(|d| vec![d])?;
         let def: RoutingDef =
             yaml::from_node(&root, &file, "routing policy").map_err(|d| vec![d])?;
-        let script_path = dir.join(def.script.as_str());
-        let source = std::fs::read_to_string(&script_path).map_err(|e| {
-            vec![Diagnostic::new(
-                Code::Io,
-                &script_path,
-                0,
-                format!("cannot read file: {e}"),
-            )]
+        // The script is named by the policy: a problem is reported where it is named.
+        let (script_path, source) = files::read(dir, def.script.as_str()).map_err(|e| {
+            let (line, column) = yaml::pos(def.script.span());
+            vec![Diagnostic::new(e.code(), &file, line, format!("`script`: {e}")).at(line, column)]
         })?;
         let origin = Origin {
             file: script_path,

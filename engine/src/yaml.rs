@@ -5,6 +5,7 @@ use std::path::Path;
 
 use marked_yaml::{LoadError, Node, Span, Spanned};
 use serde::de::DeserializeOwned;
+use yaml_rust2::Event;
 
 use crate::workflow::{Code, Diagnostic};
 
@@ -20,8 +21,74 @@ pub(crate) fn line_of<T>(value: &Spanned<T>) -> usize {
     pos(value.span()).0
 }
 
+/// Deepest nesting of collections a YAML file (or a JSON Schema) may have. The tree of a
+/// document is built, converted and dropped by recursion, one stack frame per level or
+/// more; the format needs about six levels and a fixture's free-form request a few more.
+pub const MAX_DEPTH: usize = 64;
+
+/// Largest YAML file that is parsed, in bytes (1 MiB).
+pub const MAX_BYTES: usize = 1024 * 1024;
+
+/// Refuses a text that is too large or nested deeper than [`MAX_DEPTH`], by walking the
+/// parser's event stream, which keeps its state on the heap, before any tree is built
+/// (the tree builder recurses per level, and ~12,000 levels overflow a thread's stack).
+/// A syntax error ends the walk: the real parse reports it, after at most the same depth.
+fn check_limits(file: &Path, text: &str) -> Result<(), Diagnostic> {
+    if text.len() > MAX_BYTES {
+        let msg = format!("the file is larger than {MAX_BYTES} bytes");
+        return Err(Diagnostic::new(Code::Limit, file, 0, msg));
+    }
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    let too_deep = |mark: &yaml_rust2::scanner::Marker| {
+        let (line, column) = (mark.line(), mark.col() + 1);
+        let msg = format!("collections are nested deeper than {MAX_DEPTH} levels");
+        Diagnostic::new(Code::Limit, file, line, msg).at(line, column)
+    };
+    loop {
+        let (event, mark) = match parser.next_token() {
+            Ok(next) => next,
+            // The scanner has a flow-nesting limit of its own; say it in the same words.
+            Err(e) if e.info().contains("recursion limit") => return Err(too_deep(e.marker())),
+            Err(_) => break,
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_deep(&mark));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::DocumentEnd | Event::StreamEnd => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The depth limit a JSON value exceeds, if it does; measured without recursion.
+pub(crate) fn json_too_deep(value: &serde_json::Value) -> Option<usize> {
+    use serde_json::Value;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        if depth > MAX_DEPTH {
+            return Some(MAX_DEPTH);
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    None
+}
+
 /// Parses a YAML document whose top level is a mapping; duplicate keys are an error.
+/// Files over [`MAX_BYTES`] or nested deeper than [`MAX_DEPTH`] are refused first.
 pub(crate) fn parse(file: &Path, text: &str) -> Result<Node, Diagnostic> {
+    check_limits(file, text)?;
     let options = marked_yaml::LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .prevent_coercion(true);
@@ -213,5 +280,44 @@ mod tests {
         assert!(d.line >= 2, "{d}");
         let d = parse(Path::new("f.yaml"), "a: 1\na: 2\n").unwrap_err();
         assert_eq!(d.line, 2, "{d}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_a_tree_is_built() {
+        let file = Path::new("f.yaml");
+        let n = 20_000;
+        for text in [
+            format!("x:\n{}1\n", "- ".repeat(n)),
+            format!("x: {}{}\n", "[".repeat(n), "]".repeat(n)),
+            format!("x: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+            // Unclosed: the limit still comes first.
+            format!("x: {}", "[".repeat(n)),
+        ] {
+            let d = parse(file, &text).unwrap_err();
+            assert_eq!(d.code, Code::Limit, "{d}");
+            assert!(d.message.contains("nested deeper than 64"), "{d}");
+        }
+        let ok = format!(
+            "x: {}1{}\n",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(parse(file, &ok).is_ok());
+        let big = format!("x: \"{}\"\n", "a".repeat(MAX_BYTES));
+        assert_eq!(parse(file, &big).unwrap_err().code, Code::Limit);
+    }
+
+    #[test]
+    fn deep_json_is_measured_without_recursion() {
+        let mut v = json!(1);
+        for _ in 0..100_000 {
+            v = serde_json::Value::Array(vec![v]);
+        }
+        assert_eq!(json_too_deep(&v), Some(MAX_DEPTH));
+        // Dropping it recursively would overflow; take it apart by hand.
+        while let serde_json::Value::Array(mut a) = v {
+            v = a.pop().unwrap_or_default();
+        }
+        assert_eq!(json_too_deep(&json!({"a": [1, {"b": 2}]})), None);
     }
 }

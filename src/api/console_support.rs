@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::library::copy_dir;
+use crate::library::{self, copy_dir};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use casegraph_engine::fixture;
 use casegraph_engine::routing::{self, Route};
 use casegraph_engine::rules::{Context, Rules, Script};
 use casegraph_engine::store::{CaseRecord, Table, WorkflowBundle};
-use casegraph_engine::workflow::{Catalog, Edge, Step, WaitFor, Workflow};
+use casegraph_engine::workflow::{Catalog, Edge, Step, WaitFor, Workflow, files};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -290,21 +290,17 @@ fn edge_kind(e: &Edge) -> &'static str {
     }
 }
 
-/// A workflow directory's files by relative name (`tests/…` included).
+/// A workflow directory's files by relative name (`tests/…` included), each confined to
+/// the folder (see `workflow::files`).
 fn read_files(dir: &Path) -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for (sub, prefix) in [(dir.to_path_buf(), ""), (dir.join("tests"), "tests/")] {
-        for entry in std::fs::read_dir(&sub).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if !path.is_file() {
-                continue;
-            }
-            if let (Some(name), Ok(text)) = (path.file_name(), std::fs::read_to_string(&path)) {
-                files.insert(format!("{prefix}{}", name.to_string_lossy()), text);
-            }
-        }
-    }
-    files
+    files::all(dir)
+}
+
+/// Whether `caller` may read a workflow's files (rule scripts, templates, schemas,
+/// fixtures): those who write and run the box do; submitters, reviewers and auditors see
+/// the graph and the summary, not the rules that decide about them.
+fn may_read_source(caller: &Caller) -> bool {
+    matches!(caller.0.role, Role::Author | Role::Admin)
 }
 
 /// `GET /v1/console/workflows/{id}/definition`: nodes with kinds, edges with conditions,
@@ -315,6 +311,7 @@ async fn definition(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, AppError> {
     caller.require(&Role::ALL)?;
+    let source = may_read_source(&caller);
     let (_, wf) = served(&state, &id)?;
     blocking("workflow definition", move || {
         let nodes: Vec<Value> = wf
@@ -344,7 +341,9 @@ async fn definition(
         Ok(Json(json!({
             "id": wf.id, "version": wf.version, "title": wf.title, "digest": wf.digest,
             "intents": wf.intents, "languages": wf.languages, "start": wf.start().id,
-            "nodes": nodes, "edges": edges, "files": read_files(&wf.dir),
+            "nodes": nodes, "edges": edges,
+            "files": if source { read_files(&wf.dir) } else { BTreeMap::new() },
+            "source_visible": source,
         })))
     })
     .await
@@ -358,6 +357,7 @@ async fn versions(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, AppError> {
     caller.require(&Role::ALL)?;
+    let source = may_read_source(&caller);
     let (_, wf) = served(&state, &id)?;
     let s = state.clone();
     blocking("workflow versions", move || {
@@ -401,7 +401,13 @@ async fn versions(
             json!({ "version": wf.version, "digest": wf.digest, "source": "current",
                 "files": read_files(&wf.dir) }),
         );
-        Ok(Json(json!({ "id": wf.id, "versions": out.into_values().collect::<Vec<_>>() })))
+        let mut versions: Vec<Value> = out.into_values().collect();
+        if !source {
+            for v in &mut versions {
+                v["files"] = json!({});
+            }
+        }
+        Ok(Json(json!({ "id": wf.id, "source_visible": source, "versions": versions })))
     })
     .await
 }
@@ -432,7 +438,11 @@ async fn fixtures(
     let (catalog, wf) = served(&state, &id)?;
     let rules = state.library.rules().clone();
     blocking("fixtures", move || {
-        let results = outcomes(fixture::run_workflow(&catalog, &wf, &rules), &wf.dir);
+        let run = wf.clone();
+        let results = library::isolated("fixtures", move || {
+            fixture::run_workflow(&catalog, &run, &rules)
+        })?;
+        let results = outcomes(results, &wf.dir);
         let passed = results.iter().filter(|r| r["passed"] == true).count();
         Ok(Json(json!({
             "id": wf.id, "version": wf.version, "passed": passed,
@@ -567,7 +577,10 @@ async fn check(
     let catalog = state.runner.catalog();
     let rules = state.library.rules().clone();
     blocking("check", move || {
-        check_version(&catalog, &rules, &body.id, &body.files).map(Json)
+        library::isolated("check", move || {
+            check_version(&catalog, &rules, &body.id, &body.files)
+        })?
+        .map(Json)
     })
     .await
 }

@@ -244,3 +244,32 @@ pub async fn method_not_allowed() -> AppError {
         "this endpoint does not take that method; see /openapi.json",
     )
 }
+
+/// A refused publish: the one place its kinds become HTTP answers.
+impl From<crate::library::Error> for AppError {
+    fn from(e: crate::library::Error) -> AppError {
+        use crate::library::Error;
+        match e {
+            Error::BadRequest(m) => AppError::invalid(m),
+            Error::Invalid(d) => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "workflow_invalid",
+                format!(
+                    "the workflow does not compile: {} problem(s); nothing was published",
+                    d.len()
+                ),
+            )
+            .details(json!({ "diagnostics": d })),
+            Error::FixturesFailed(f) => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "fixtures_failed",
+                format!("{} fixture(s) failed; nothing was published", f.len()),
+            )
+            .details(json!({ "fixtures": f })),
+            e @ Error::VersionNotNewer { .. } => {
+                AppError::new(StatusCode::CONFLICT, "version_not_newer", e.to_string())
+            }
+            e @ (Error::Io(_) | Error::Panicked(_)) => AppError::internal("publish", e),
+        }
+    }
+}

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use casegraph_engine::store::{Table, WorkflowBundle};
 use casegraph_engine::workflow::{Format, Workflow};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{AppError, AppState, Caller, Json, Path, Query, blocking};
 use crate::auth::Role;
@@ -180,7 +179,8 @@ pub async fn graph(
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
         (status = 409, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody),
-        (status = 422, description = "Does not compile (`workflow_invalid`, every diagnostic) or fixtures fail (`fixtures_failed`)", body = super::error::ErrorBody)))]
+        (status = 422, description = "Does not compile (`workflow_invalid`, every diagnostic: a path out of the folder is `path_outside_workflow`, a file too large or nested too deep `limit_exceeded`) or fixtures fail (`fixtures_failed`)", body = super::error::ErrorBody),
+        (status = 500, description = "The compiler failed (`internal`); details are in the box's log", body = super::error::ErrorBody)))]
 pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,30 +193,10 @@ pub async fn publish(
     let id = body.id.clone();
     let published = blocking("publish", move || {
         let current = runner.catalog();
-        let catalog = library
-            .publish(&body.id, &body.files, &current)
-            .map_err(|e| match e {
-                library::Error::BadRequest(m) => AppError::invalid(m),
-                library::Error::Invalid(d) => AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "workflow_invalid",
-                    format!(
-                        "the workflow does not compile: {} problem(s); nothing was published",
-                        d.len()
-                    ),
-                )
-                .details(json!({ "diagnostics": d })),
-                library::Error::FixturesFailed(f) => AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "fixtures_failed",
-                    format!("{} fixture(s) failed; nothing was published", f.len()),
-                )
-                .details(json!({ "fixtures": f })),
-                e @ library::Error::VersionNotNewer { .. } => {
-                    AppError::new(StatusCode::CONFLICT, "version_not_newer", e.to_string())
-                }
-                library::Error::Io(m) => AppError::internal("publish", m),
-            })?;
+        let files = body.files;
+        let id = body.id.clone();
+        let catalog = library::isolated("publish", move || library.publish(&id, &files, &current))
+            .and_then(|published| published)?;
         let catalog = Arc::new(catalog);
         let wf = catalog
             .get(&body.id)

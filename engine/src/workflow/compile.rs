@@ -14,7 +14,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use sha2::Digest as _;
 
 use super::def::{self, BranchDef, LimitsDef, NodeDef, Replies};
-use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, check, template_key};
+use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, check, files, template_key};
 use crate::rules::{Origin, Rules, Script};
 use crate::yaml::{self, line_of, pos};
 
@@ -76,9 +76,10 @@ impl Compiler<'_> {
         self.diags.last_mut().expect("just pushed")
     }
 
-    /// Reads a file the workflow consists of and adds it to the digest.
-    fn read_hashed(&mut self, path: &Path) -> std::io::Result<String> {
-        let text = std::fs::read_to_string(path)?;
+    /// Reads a file of the bundle (`rel`, relative to the workflow directory, confined to
+    /// it by [`files::read`]) and adds it to the digest.
+    fn read_hashed(&mut self, rel: &str) -> Result<(PathBuf, String), files::Error> {
+        let (path, text) = files::read(&self.dir, rel)?;
         self.hasher.update(
             path.file_name()
                 .map(|n| n.as_encoded_bytes())
@@ -87,35 +88,40 @@ impl Compiler<'_> {
         self.hasher.update([0]);
         self.hasher.update(text.as_bytes());
         self.hasher.update([0]);
-        Ok(text)
+        Ok((path, text))
     }
 
-    fn read(&mut self, path: &Path) -> Option<String> {
-        match self.read_hashed(path) {
-            Ok(text) => Some(text),
+    /// Reads a file the format implies (`workflow.yaml`, the default schema); a problem is
+    /// the file's own.
+    fn read(&mut self, rel: &str) -> Option<(PathBuf, String)> {
+        match self.read_hashed(rel) {
+            Ok(read) => Some(read),
             Err(e) => {
-                self.diags.push(Diagnostic::new(
-                    Code::Io,
-                    path,
-                    0,
-                    format!("cannot read file: {e}"),
-                ));
+                let code = e.code();
+                let path = self.dir.join(rel);
+                self.diags
+                    .push(Diagnostic::new(code, &path, 0, format!("cannot read: {e}")));
                 None
             }
         }
     }
 
-    /// Reads a file that `workflow.yaml` names (`rel`, relative to the workflow directory).
-    /// A file that cannot be read is reported where it is named, with its node, since that
-    /// is where the process owner fixes a wrong name.
-    fn read_named(&mut self, rel: &Spanned<String>, node: Option<&str>) -> Option<String> {
-        let path = self.dir.join(rel.as_str());
-        match self.read_hashed(&path) {
-            Ok(text) => Some(text),
+    /// Reads a file that `workflow.yaml` names in `field` (`rel`, relative to the workflow
+    /// directory). A file that cannot be read is reported where it is named, with its field
+    /// and node, since that is where the process owner fixes a wrong name; a path that
+    /// leaves the folder is refused before anything on disk is asked.
+    fn read_named(
+        &mut self,
+        field: &str,
+        rel: &Spanned<String>,
+        node: Option<&str>,
+    ) -> Option<(PathBuf, String)> {
+        match self.read_hashed(rel.as_str()) {
+            Ok(read) => Some(read),
             Err(e) => {
                 let (line, column) = pos(rel.span());
-                let msg = format!("cannot read `{}`: {e}", rel.as_str());
-                let d = self.diag(Code::Io, line, msg);
+                let code = e.code();
+                let d = self.diag(code, line, format!("`{field}`: {e}"));
                 d.column = column;
                 d.node = node.map(Into::into);
                 None
@@ -125,7 +131,7 @@ impl Compiler<'_> {
 
     fn compile(&mut self) -> Option<Workflow> {
         let file = self.file.clone();
-        let text = self.read(&file)?;
+        let (_, text) = self.read("workflow.yaml")?;
         let root = match yaml::parse(&file, &text) {
             Ok(root) => root,
             Err(mut d) => {
@@ -304,11 +310,9 @@ impl Compiler<'_> {
     }
 
     fn input_schema(&mut self, name: Option<&Spanned<String>>) -> Option<jsonschema::Validator> {
-        let rel = name.map(|n| n.as_str()).unwrap_or("input.schema.json");
-        let path = self.dir.join(rel);
-        let text = match name {
-            Some(name) => self.read_named(name, None)?,
-            None => self.read(&path)?,
+        let (path, text) = match name {
+            Some(name) => self.read_named("input_schema", name, None)?,
+            None => self.read("input.schema.json")?,
         };
         let value: serde_json::Value = match serde_json::from_str(&text) {
             Ok(v) => v,
@@ -325,7 +329,25 @@ impl Compiler<'_> {
                 return None;
             }
         };
-        match jsonschema::validator_for(&value) {
+        if let Some(depth) = yaml::json_too_deep(&value) {
+            self.diags.push(Diagnostic::new(
+                Code::Limit,
+                &path,
+                0,
+                format!("the schema is nested deeper than {depth} levels"),
+            ));
+            return None;
+        }
+        // External `$ref`s are never fetched (no file, no network), and patterns use the
+        // linear-time regex engine with a bounded program: the schema runs on every request.
+        let options = jsonschema::options()
+            .with_retriever(NoRetrieval)
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(SCHEMA_REGEX_BYTES)
+                    .dfa_size_limit(SCHEMA_REGEX_BYTES),
+            );
+        match options.build(&value) {
             Ok(v) => Some(v),
             Err(e) => {
                 let at = e.instance_path().to_string();
@@ -510,9 +532,9 @@ impl Compiler<'_> {
                 required!(next);
                 edge!(def.next, Edge::Next);
                 let script = required!(script)?;
-                let source = self.read_named(script, Some(node))?;
+                let (file, source) = self.read_named("script", script, Some(node))?;
                 let origin = Origin {
-                    file: self.dir.join(script.as_str()),
+                    file,
                     line: 1,
                     node: Some(node.into()),
                 };
@@ -732,6 +754,21 @@ impl Compiler<'_> {
                 None
             }
         }
+    }
+}
+
+/// Largest compiled program of one `pattern` in an input schema, in bytes.
+const SCHEMA_REGEX_BYTES: usize = 1024 * 1024;
+
+/// A `$ref` resolver that resolves nothing: a schema is self-contained.
+struct NoRetrieval;
+
+impl jsonschema::Retrieve for NoRetrieval {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        Err(format!("`{uri}` is outside the schema; external references are not fetched").into())
     }
 }
 

@@ -37,6 +37,10 @@ pub enum Code {
     DuplicateIntent,
     /// Two workflows with the same id.
     DuplicateWorkflow,
+    /// A path in the bundle that leads out of the workflow's folder.
+    OutsideBundle,
+    /// A file larger, or nested deeper, than the compiler reads.
+    Limit,
 }
 
 impl Code {
@@ -58,6 +62,8 @@ impl Code {
             Code::InputSchema => "invalid_input_schema",
             Code::DuplicateIntent => "duplicate_intent",
             Code::DuplicateWorkflow => "duplicate_workflow",
+            Code::OutsideBundle => "path_outside_workflow",
+            Code::Limit => "limit_exceeded",
         }
     }
 }

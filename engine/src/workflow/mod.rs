@@ -11,6 +11,7 @@ mod compile;
 pub mod def;
 mod diagnostic;
 mod diagram;
+pub mod files;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ use petgraph::visit::EdgeRef;
 
 use crate::rules::Script;
 
+/// The compiler's limits on a bundle's YAML, for documentation and tests.
+pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagnostic::{Code, Diagnostic, Diagnostics};
