@@ -501,7 +501,8 @@ mod tests {
     fn the_sandbox_limits_come_from_file_and_env_and_zero_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[rules]\nmax_run_ms = 250\nmax_reply_bytes = 4096\n").expect("write");
+        std::fs::write(&file, "[rules]\nmax_run_ms = 250\nmax_reply_bytes = 4096\n")
+            .expect("write");
         let c = Config::load(
             None,
             Some(&file),

@@ -249,10 +249,21 @@ fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'st
 
 #[test]
 fn sleep_is_refused_when_the_script_compiles() {
-    for source in ["sleep(30);", "case.x = 1;\nsleep(30)", "30.sleep()", "fn f() { sleep(1) } f()"] {
+    for source in [
+        "sleep(30);",
+        "case.x = 1;\nsleep(30)",
+        "30.sleep()",
+        "fn f() { sleep(1) } f()",
+    ] {
         let msg = compile_message(source);
-        assert!(msg.contains("function not found: `sleep`"), "{source}: {msg}");
-        assert!(msg.contains("cannot block a case worker"), "{source}: {msg}");
+        assert!(
+            msg.contains("function not found: `sleep`"),
+            "{source}: {msg}"
+        );
+        assert!(
+            msg.contains("cannot block a case worker"),
+            "{source}: {msg}"
+        );
     }
     let msg = compile_message("case.x = 1;\nsleep(30)");
     assert!(msg.contains("rule.rhai:2:"), "the line of the call: {msg}");
@@ -267,7 +278,10 @@ fn sleep_is_refused_when_the_script_compiles() {
 fn sleep_reached_at_run_time_is_not_found_and_does_not_block() {
     // A function pointer is resolved only when it is called: the compile check cannot see it.
     let msg = within(Duration::from_secs(10), || {
-        runtime_message(run(&Rules::default(), "let f = Fn(\"sl\" + \"eep\"); f.call(30)"))
+        runtime_message(run(
+            &Rules::default(),
+            "let f = Fn(\"sl\" + \"eep\"); f.call(30)",
+        ))
     });
     assert!(msg.contains("function not found"), "{msg}");
     assert!(msg.contains("sleep"), "{msg}");
@@ -276,7 +290,10 @@ fn sleep_reached_at_run_time_is_not_found_and_does_not_block() {
 #[test]
 fn an_unknown_function_is_refused_at_compile_and_script_functions_are_known() {
     let msg = compile_message("extract_amuont(case.request.text)");
-    assert!(msg.contains("function not found: `extract_amuont`"), "{msg}");
+    assert!(
+        msg.contains("function not found: `extract_amuont`"),
+        "{msg}"
+    );
     let rules = Rules::default();
     rules
         .compile("fn helper(x) { x + 1 } case.y = helper(1); case.z = [3, 1].len(); case.w = \"a\".to_upper();", origin())
@@ -308,7 +325,9 @@ fn the_deadline_applies_to_conditions_and_expressions_too() {
         .unwrap();
     let items = vec![json!("x"); 10_000];
     let err = within(Duration::from_secs(20), move || {
-        rules.eval_bool(&script, &ctx(), &json!({ "items": items })).unwrap_err()
+        rules
+            .eval_bool(&script, &ctx(), &json!({ "items": items }))
+            .unwrap_err()
     });
     assert!(err.to_string().contains("limit max_run_ms"), "{err}");
 }
@@ -328,6 +347,9 @@ fn replace_cannot_build_gigabytes_in_one_call() {
 fn print_in_a_loop_does_not_flood_the_log() {
     // The run ends by the operations limit; what matters is that it ends and stays usable.
     let rules = Rules::default();
-    let msg = runtime_message(run(&rules, "let s = \"\"; s.pad(60000, 'x'); loop { print(s); }"));
+    let msg = runtime_message(run(
+        &rules,
+        "let s = \"\"; s.pad(60000, 'x'); loop { print(s); }",
+    ));
     assert!(msg.contains("max_operations"), "{msg}");
 }

@@ -157,11 +157,17 @@ fn sandbox_a_rule_burning_past_the_deadline_fails_its_case_and_frees_the_worker(
 fn sandbox_the_deadline_is_configurable() {
     let s = Server::start_with(|c| c.rules.max_run_ms = 200);
     let rule = "loop {\n  let s = \"\";\n  s.pad(60000, 'y');\n}\n";
-    assert_eq!(publish(&s, &bundle("hostile_burn", rule, REPLY_OK)).status, 201);
+    assert_eq!(
+        publish(&s, &bundle("hostile_burn", rule, REPLY_OK)).status,
+        201
+    );
     let id = s.submit(&stated("hostile_burn"));
     let case = final_within(&s, &id, Instant::now());
     assert!(
-        case["error"].as_str().unwrap_or_default().contains("200 ms (limit max_run_ms)"),
+        case["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("200 ms (limit max_run_ms)"),
         "{case}"
     );
 }
@@ -185,7 +191,11 @@ fn sandbox_templates_that_repeat_assign_or_grow_are_refused_at_publish() {
         let r = publish(&s, &bundle("hostile_reply", "case.x = 1;", template));
         r.assert_error(422, "workflow_invalid");
         let d = diagnostics(&r);
-        assert!(d.contains("reply template `hello` (en)"), "{template}: {}", r.text);
+        assert!(
+            d.contains("reply template `hello` (en)"),
+            "{template}: {}",
+            r.text
+        );
         assert!(d.contains(needle), "{template}: {}", r.text);
     }
     let big = "x".repeat(20_000);
@@ -228,7 +238,10 @@ impl Binary {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let url = loop {
-            let line = lines.next().expect("the server prints its address").unwrap();
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.trim().to_string();
             }
@@ -272,11 +285,7 @@ impl Binary {
                 .header("Authorization", &auth)
                 .header("Content-Type", "application/json")
                 .send(b.to_string().as_bytes()),
-            None => self
-                .agent
-                .get(&url)
-                .header("Authorization", &auth)
-                .call(),
+            None => self.agent.get(&url).header("Authorization", &auth).call(),
         };
         let _ = method;
         let mut resp = result.ok()?;
@@ -298,7 +307,10 @@ impl Binary {
             {
                 return case;
             }
-            assert!(since.elapsed() < BOUND, "case {id} was still running after {BOUND:?}");
+            assert!(
+                since.elapsed() < BOUND,
+                "case {id} was still running after {BOUND:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -319,11 +331,17 @@ fn sandbox_a_runaway_template_fails_its_case_fast_and_the_process_lives() {
     // 150 bytes of template, 10^10 lines of output when unbounded.
     let template = "{% for i in range(100000) %}{% for j in range(100000) %}{{ case_id }} {{ i }} {{ j }}\n{% endfor %}{% endfor %}";
     let (status, answer) = box_
-        .call("POST", "/v1/workflows", Some(&bundle("hostile_reply", "case.x = 1;", template)))
+        .call(
+            "POST",
+            "/v1/workflows",
+            Some(&bundle("hostile_reply", "case.x = 1;", template)),
+        )
         .expect("publish answers");
     assert_eq!(status, 201, "{answer}");
     let start = Instant::now();
-    let hostile: Vec<String> = (0..2).map(|_| box_.submit(&stated("hostile_reply"))).collect();
+    let hostile: Vec<String> = (0..2)
+        .map(|_| box_.submit(&stated("hostile_reply")))
+        .collect();
     let plain = box_.submit(&ordinary());
     let done = box_.final_within(&plain, start);
     assert_eq!(done["status"], "completed", "{done}");
@@ -351,7 +369,10 @@ fn sandbox_a_runaway_template_fails_its_case_fast_and_the_process_lives() {
     let case = box_.final_within(&id, Instant::now());
     assert_eq!(case["status"], "failed", "{case}");
     assert!(
-        case["error"].as_str().unwrap_or_default().contains("(limit template_fuel)"),
+        case["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(limit template_fuel)"),
         "{case}"
     );
     assert!(box_.alive());

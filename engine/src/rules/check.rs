@@ -138,9 +138,17 @@ mod tests {
         assert_eq!(s.as_str(), "aXYcaXYc");
         let mut s = ImmutableString::from("ab");
         replace(&mut s, "", "-", 100).expect("fits");
-        assert_eq!(s.as_str(), "-a-b-", "the empty pattern matches every boundary");
+        assert_eq!(
+            s.as_str(),
+            "-a-b-",
+            "the empty pattern matches every boundary"
+        );
         let mut s = ImmutableString::from("x".repeat(1000));
         assert!(replace(&mut s, "", &"y".repeat(1000), 64 * 1024).is_err());
-        assert_eq!(s.len(), 1000, "a refused replace leaves the string as it was");
+        assert_eq!(
+            s.len(),
+            1000,
+            "a refused replace leaves the string as it was"
+        );
     }
 }

@@ -12,8 +12,8 @@ mod check;
 mod dates;
 mod extract;
 mod money;
-mod text;
 pub mod template;
+mod text;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -76,7 +76,9 @@ impl Limits {
         ];
         match zero.iter().find(|(_, is_zero)| *is_zero) {
             // rhai and minijinja read 0 as "unlimited": a zero here would switch a bound off.
-            Some((key, _)) => Err(format!("rules.{key} must be at least 1 (0 would mean unlimited)")),
+            Some((key, _)) => Err(format!(
+                "rules.{key} must be at least 1 (0 would mean unlimited)"
+            )),
             None => Ok(()),
         }
     }
@@ -267,8 +269,8 @@ impl Rules {
     pub fn new(limits: Limits) -> Self {
         use rhai::packages::{
             ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage,
-            BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage,
-            LogicPackage, MoreStringPackage, Package,
+            BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage,
+            MoreStringPackage, Package,
         };
         let mut engine = rhai::Engine::new_raw();
         for module in [
@@ -303,7 +305,11 @@ impl Rules {
             let deadline = RUNNING.with(|r| {
                 let mut r = r.borrow_mut();
                 r.ticks = r.ticks.wrapping_add(1);
-                if r.ticks % CLOCK_EVERY == 0 { r.deadline } else { None }
+                if r.ticks % CLOCK_EVERY == 0 {
+                    r.deadline
+                } else {
+                    None
+                }
             })?;
             (std::time::Instant::now() >= deadline).then(|| DEADLINE_TOKEN.into())
         });

@@ -51,7 +51,9 @@ thread_local! {
 pub enum Error {
     #[error("the reply grew past {limit} bytes (limit max_reply_bytes)")]
     TooLong { limit: usize },
-    #[error("the template ran out of fuel after {limit} instructions (limit template_fuel); does it loop too long?")]
+    #[error(
+        "the template ran out of fuel after {limit} instructions (limit template_fuel); does it loop too long?"
+    )]
     OutOfFuel { limit: u64 },
     #[error("the template was stopped after rendering for {limit_ms} ms (limit max_run_ms)")]
     Deadline { limit_ms: u64 },
@@ -95,12 +97,9 @@ pub fn check(source: &str, limits: &Limits) -> Result<(), Refusal> {
             ),
         });
     }
-    let Ok(tree) = minijinja::machinery::parse(
-        source,
-        "<reply>",
-        Default::default(),
-        Default::default(),
-    ) else {
+    let Ok(tree) =
+        minijinja::machinery::parse(source, "<reply>", Default::default(), Default::default())
+    else {
         return Ok(());
     };
     stmt(&tree).map_err(|(span, message)| Refusal {
@@ -119,7 +118,9 @@ fn stmt(s: &Stmt<'_>) -> Result<(), Refused> {
     let refuse = |span, what: &str| {
         Err((
             span,
-            format!("uses {what}, which reply templates do not offer: a reply may not assign values (compute them in a rule)"),
+            format!(
+                "uses {what}, which reply templates do not offer: a reply may not assign values (compute them in a rule)"
+            ),
         ))
     };
     match s {
@@ -148,8 +149,14 @@ fn stmt(s: &Stmt<'_>) -> Result<(), Refused> {
         Stmt::WithBlock(x) => refuse(x.span(), "`{% with %}`"),
         Stmt::FilterBlock(x) => refuse(x.span(), "`{% filter %}`"),
         Stmt::Do(x) => refuse(x.span(), "`{% do %}`"),
-        #[allow(unreachable_patterns, reason = "kinds of minijinja features not compiled in")]
-        _ => Err((Default::default(), "uses a statement reply templates do not offer".into())),
+        #[allow(
+            unreachable_patterns,
+            reason = "kinds of minijinja features not compiled in"
+        )]
+        _ => Err((
+            Default::default(),
+            "uses a statement reply templates do not offer".into(),
+        )),
     }
 }
 

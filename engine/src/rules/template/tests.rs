@@ -15,7 +15,8 @@ fn render_with(source: &str, limits: &Limits) -> Result<String, String> {
     env.add_template_owned("reply.en", source.to_string())
         .map_err(|e| e.to_string())?;
     let tmpl = env.get_template("reply.en").map_err(|e| e.to_string())?;
-    let context = json!({ "case": { "name": "Anna", "items": ["a", "b"], "n": 3 }, "case_id": "c1" });
+    let context =
+        json!({ "case": { "name": "Anna", "items": ["a", "b"], "n": 3 }, "case_id": "c1" });
     render(&tmpl, &context, limits).map_err(|e| e.to_string())
 }
 
@@ -36,7 +37,10 @@ fn ordinary_letters_render() {
 fn a_reply_past_the_output_cap_fails_with_the_limit() {
     let err = render_ok("{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxx{% endfor %}{% endfor %}")
         .expect_err("too long");
-    assert!(err.contains("max_reply_bytes") || err.contains("template_fuel"), "{err}");
+    assert!(
+        err.contains("max_reply_bytes") || err.contains("template_fuel"),
+        "{err}"
+    );
     let err = render_ok("{% for i in range(10000) %}0123456789{% endfor %}").expect_err("100 KB");
     assert!(err.contains("65536 bytes (limit max_reply_bytes)"), "{err}");
 }
@@ -47,7 +51,10 @@ fn a_loop_that_writes_nothing_runs_out_of_fuel() {
         "{% for i in range(100000) %}{% for j in range(100000) %}{% if i == -1 %}x{% endif %}{% endfor %}{% endfor %}",
     )
     .expect_err("out of fuel");
-    assert!(err.contains("50000 instructions (limit template_fuel)"), "{err}");
+    assert!(
+        err.contains("50000 instructions (limit template_fuel)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -57,9 +64,15 @@ fn string_repetition_and_assignment_are_refused_at_compile() {
         ("{{ 2 ** 64 }}", "`*`"),
         ("{% set a = case.name ~ case.name %}{{ a }}", "`{% set %}`"),
         ("{% set a %}x{% endset %}", "`{% set %}`"),
-        ("{% with a = case.name %}{{ a }}{% endwith %}", "`{% with %}`"),
+        (
+            "{% with a = case.name %}{{ a }}{% endwith %}",
+            "`{% with %}`",
+        ),
         ("{% filter upper %}x{% endfilter %}", "`{% filter %}`"),
-        ("{% for a in [case.name ~ case.name] %}{% for b in [a ~ a] %}{% endfor %}{% endfor %}", "a `for` loop"),
+        (
+            "{% for a in [case.name ~ case.name] %}{% for b in [a ~ a] %}{% endfor %}{% endfor %}",
+            "a `for` loop",
+        ),
         ("{{ case.name | indent(100000000) }}", "`indent`"),
         ("{{ case.items | batch(100000000000, \"x\") }}", "`batch`"),
         ("{{ case.items | slice(100000000000) }}", "`slice`"),
@@ -86,7 +99,8 @@ fn join_and_replace_stop_at_the_output_cap() {
     let big = "y".repeat(1000);
     let err = render_ok(&format!("{{{{ range(100000) | join(\"{big}\") }}}}")).expect_err("join");
     assert!(err.contains("max_reply_bytes"), "{err}");
-    let err = render_ok(&format!("{{{{ \"{big}\" | replace(\"\", \"{big}\") }}}}")).expect_err("replace");
+    let err =
+        render_ok(&format!("{{{{ \"{big}\" | replace(\"\", \"{big}\") }}}}")).expect_err("replace");
     assert!(err.contains("max_reply_bytes"), "{err}");
 }
 
