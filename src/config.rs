@@ -35,7 +35,8 @@ pub struct Config {
     pub store: store::Options,
     pub connectors: ConnectorOptions,
     pub webhooks: WebhookOptions,
-    /// Bounds on every rule script run.
+    /// The rule and reply-template sandbox: bounds on every script run and every reply
+    /// rendering (operations, wall-clock time, value sizes, template fuel and sizes).
     pub rules: Limits,
     /// Threads of the HTTP runtime.
     pub runtime: RuntimeOptions,
@@ -352,6 +353,12 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad("log.level", &format!("is not a log filter: {e}"));
         }
+        if let Err(message) = self.rules.validate() {
+            return Err(Error::Invalid {
+                origin: "rules".into(),
+                message,
+            });
+        }
         if self.webhooks.max_attempts == 0 {
             return bad("webhooks.max_attempts", "must be at least 1");
         }
@@ -488,6 +495,34 @@ mod tests {
         )
         .expect_err("zero workers");
         assert!(e.to_string().contains("limits.workers"), "{e}");
+    }
+
+    #[test]
+    fn the_sandbox_limits_come_from_file_and_env_and_zero_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[rules]\nmax_run_ms = 250\nmax_reply_bytes = 4096\n")
+            .expect("write");
+        let c = Config::load(
+            None,
+            Some(&file),
+            env(&[("CASEGRAPH_RULES__TEMPLATE_FUEL", "1000")]),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.rules.max_run_ms, 250);
+        assert_eq!(c.rules.max_reply_bytes, 4096);
+        assert_eq!(c.rules.template_fuel, 1000);
+        assert_eq!(c.rules.max_operations, Limits::default().max_operations);
+        // 0 is "unlimited" to rhai and minijinja: refused rather than silently unbounded.
+        let e = Config::load(
+            None,
+            None,
+            env(&[("CASEGRAPH_RULES__MAX_RUN_MS", "0")]),
+            &Overrides::default(),
+        )
+        .expect_err("zero deadline");
+        assert!(e.to_string().contains("rules.max_run_ms"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use casegraph_engine::rules::{Context, Error, Limits, Origin, Rules};
 use serde_json::{Value, json};
@@ -230,6 +231,125 @@ fn the_standard_library_is_available_to_scripts() {
 
 #[test]
 fn the_system_clock_is_not_reachable() {
-    let msg = runtime_message(run(&Rules::default(), "timestamp()"));
-    assert!(msg.contains("timestamp"), "{msg}");
+    let msg = compile_message("let t = timestamp();");
+    assert!(msg.contains("function not found: `timestamp`"), "{msg}");
+    assert!(msg.contains("now()"), "{msg}");
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than `bound`: a
+/// script that blocks must be caught, not hang the test run.
+fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(bound)
+        .expect("the script held its thread past the bound")
+}
+
+#[test]
+fn sleep_is_refused_when_the_script_compiles() {
+    for source in [
+        "sleep(30);",
+        "case.x = 1;\nsleep(30)",
+        "30.sleep()",
+        "fn f() { sleep(1) } f()",
+    ] {
+        let msg = compile_message(source);
+        assert!(
+            msg.contains("function not found: `sleep`"),
+            "{source}: {msg}"
+        );
+        assert!(
+            msg.contains("cannot block a case worker"),
+            "{source}: {msg}"
+        );
+    }
+    let msg = compile_message("case.x = 1;\nsleep(30)");
+    assert!(msg.contains("rule.rhai:2:"), "the line of the call: {msg}");
+    let rules = Rules::default();
+    let err = rules
+        .compile_expression("sleep(30) == ()", origin())
+        .expect_err("conditions are checked too");
+    assert!(err.to_string().contains("`sleep`"), "{err}");
+}
+
+#[test]
+fn sleep_reached_at_run_time_is_not_found_and_does_not_block() {
+    // A function pointer is resolved only when it is called: the compile check cannot see it.
+    let msg = within(Duration::from_secs(10), || {
+        runtime_message(run(
+            &Rules::default(),
+            "let f = Fn(\"sl\" + \"eep\"); f.call(30)",
+        ))
+    });
+    assert!(msg.contains("function not found"), "{msg}");
+    assert!(msg.contains("sleep"), "{msg}");
+}
+
+#[test]
+fn an_unknown_function_is_refused_at_compile_and_script_functions_are_known() {
+    let msg = compile_message("extract_amuont(case.request.text)");
+    assert!(
+        msg.contains("function not found: `extract_amuont`"),
+        "{msg}"
+    );
+    let rules = Rules::default();
+    rules
+        .compile("fn helper(x) { x + 1 } case.y = helper(1); case.z = [3, 1].len(); case.w = \"a\".to_upper();", origin())
+        .expect("script-defined functions, methods and the library compile");
+}
+
+#[test]
+fn a_run_past_its_deadline_is_stopped_with_the_limit_named() {
+    let rules = Rules::new(Limits {
+        max_operations: u64::MAX / 2,
+        max_run_ms: 200,
+        ..Limits::default()
+    });
+    let msg = within(Duration::from_secs(20), move || {
+        runtime_message(run(&rules, "loop { let s = \"x\"; s.pad(60000, 'y'); }"))
+    });
+    assert!(msg.contains("200 ms (limit max_run_ms)"), "{msg}");
+}
+
+#[test]
+fn the_deadline_applies_to_conditions_and_expressions_too() {
+    let rules = Rules::new(Limits {
+        max_operations: u64::MAX / 2,
+        max_run_ms: 100,
+        ..Limits::default()
+    });
+    let script = rules
+        .compile_expression("case.items.map(|x| x.pad(60000, 'y')).len() > 0", origin())
+        .unwrap();
+    let items = vec![json!("x"); 10_000];
+    let err = within(Duration::from_secs(20), move || {
+        rules
+            .eval_bool(&script, &ctx(), &json!({ "items": items }))
+            .unwrap_err()
+    });
+    assert!(err.to_string().contains("limit max_run_ms"), "{err}");
+}
+
+#[test]
+fn replace_cannot_build_gigabytes_in_one_call() {
+    let msg = within(Duration::from_secs(20), || {
+        runtime_message(run(
+            &Rules::default(),
+            "let s = \"\"; s.pad(60000, 'x'); let t = s; t.replace(\"\", s); t.len()",
+        ))
+    });
+    assert!(msg.contains("max_string_size"), "{msg}");
+}
+
+#[test]
+fn print_in_a_loop_does_not_flood_the_log() {
+    // The run ends by the operations limit; what matters is that it ends and stays usable.
+    let rules = Rules::default();
+    let msg = runtime_message(run(
+        &rules,
+        "let s = \"\"; s.pad(60000, 'x'); loop { print(s); }",
+    ));
+    assert!(msg.contains("max_operations"), "{msg}");
 }

@@ -107,7 +107,6 @@ pub struct WorkflowsDir {
     pub dir: PathBuf,
 }
 
-/// The rules engine with limits from `CASEGRAPH_RULES_LIMITS` (JSON) or the defaults.
 /// Where an export writes: standard output for `-`, else a new file at `path`.
 pub fn output(path: &Path) -> anyhow::Result<Box<dyn std::io::Write>> {
     Ok(if path.as_os_str() == "-" {
@@ -120,12 +119,16 @@ pub fn output(path: &Path) -> anyhow::Result<Box<dyn std::io::Write>> {
     })
 }
 
+/// The rules engine with limits from `CASEGRAPH_RULES_LIMITS` (JSON) or the defaults.
 pub fn rules() -> anyhow::Result<Rules> {
     let limits = match std::env::var("CASEGRAPH_RULES_LIMITS") {
         Ok(json) => serde_json::from_str::<Limits>(&json)
             .context("CASEGRAPH_RULES_LIMITS is not a valid limits object")?,
         Err(_) => Limits::default(),
     };
+    limits
+        .validate()
+        .map_err(|e| anyhow::anyhow!("CASEGRAPH_RULES_LIMITS: {e}"))?;
     Ok(Rules::new(limits))
 }
 

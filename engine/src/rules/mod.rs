@@ -2,13 +2,21 @@
 //! hash, and the standard library business rules need.
 //!
 //! Scripts see the case data as `case` and nothing of the host: no modules, no files, no
-//! `eval`, no way to block. Every run is bounded by [`Limits`]. This module knows nothing
-//! of workflows; callers say where a script came from through [`Origin`].
+//! `eval`, no `sleep`, no system clock. Every run is bounded by [`Limits`]: operations, a
+//! wall-clock deadline, call and expression depth, and the size of every value. Reply
+//! templates run in a sandbox of their own ([`template`]) under the same [`Limits`]. This
+//! module knows nothing of workflows; callers say where a script came from through
+//! [`Origin`].
 
+mod check;
 mod dates;
 mod extract;
+mod limits;
 mod money;
+pub mod template;
 mod text;
+
+pub use limits::Limits;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,37 +24,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-
-/// Bounds on every script run. Exceeding one stops the script with [`Error::Runtime`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Abstract operations one run may perform (stops endless loops).
-    pub max_operations: u64,
-    /// Nesting of function calls (stops runaway recursion).
-    pub max_call_depth: usize,
-    /// Nesting of expressions, at compile time and in functions.
-    pub max_expr_depth: usize,
-    /// Length of any string a script builds, in bytes.
-    pub max_string_size: usize,
-    /// Elements of any array a script builds.
-    pub max_array_size: usize,
-    /// Entries of any object map a script builds.
-    pub max_map_size: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_operations: 100_000,
-            max_call_depth: 32,
-            max_expr_depth: 64,
-            max_string_size: 64 * 1024,
-            max_array_size: 10_000,
-            max_map_size: 10_000,
-        }
-    }
-}
 
 /// Where a script's source comes from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,6 +86,9 @@ fn node_prefix(node: &Option<String>) -> String {
 pub struct Rules {
     engine: rhai::Engine,
     limits: Limits,
+    /// Names of every function the engine offers, for the compile-time check that a
+    /// script calls only functions that exist.
+    functions: std::collections::HashSet<String>,
     /// Compiled ASTs by kind and sha256 of the source: equal sources compile once.
     cache: Mutex<HashMap<String, Arc<rhai::AST>>>,
 }
@@ -127,47 +107,97 @@ impl Default for Rules {
     }
 }
 
-thread_local! {
-    /// Case and node of the script running on this thread, for `print`/`debug` logs.
-    static RUNNING: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+/// The script running on this thread: what `print`/`debug` log and when it must stop.
+#[derive(Default)]
+struct Running {
+    case_id: String,
+    node: String,
+    /// The run's wall-clock deadline, read by the `on_progress` callback.
+    deadline: Option<std::time::Instant>,
+    /// Lines `print`/`debug` logged in this run; past [`MAX_LOG_LINES`] they are dropped.
+    logged: usize,
+    /// Operations seen by the `on_progress` callback in this run.
+    ticks: u64,
 }
 
-/// Marks a script run on this thread: its case, node and "now"; undone on drop.
+thread_local! {
+    static RUNNING: RefCell<Running> = RefCell::new(Running::default());
+}
+
+/// Lines one run may log through `print`/`debug`, and bytes per line: a looping script must
+/// not fill the disk with its log.
+const MAX_LOG_LINES: usize = 100;
+const MAX_LOG_BYTES: usize = 1024;
+
+/// How often (in operations) the `on_progress` callback reads the clock: often enough that
+/// the deadline is met within a few milliseconds, rarely enough not to slow scripts down.
+const CLOCK_EVERY: u64 = 32;
+
+/// The value a script is terminated with when its deadline passed.
+const DEADLINE_TOKEN: &str = "casegraph: deadline";
+
+/// Marks a script run on this thread: its case, node, deadline and "now"; undone on drop.
 struct RunGuard(#[allow(dead_code, reason = "held for its Drop")] dates::NowGuard);
 
 impl RunGuard {
-    fn enter(ctx: &Context<'_>) -> Self {
-        RUNNING.with(|r| *r.borrow_mut() = (ctx.case_id.to_string(), ctx.node.to_string()));
+    fn enter(ctx: &Context<'_>, limits: &Limits) -> Self {
+        RUNNING.with(|r| {
+            *r.borrow_mut() = Running {
+                case_id: ctx.case_id.to_string(),
+                node: ctx.node.to_string(),
+                deadline: std::time::Instant::now().checked_add(limits.run_time()),
+                logged: 0,
+                ticks: 0,
+            }
+        });
         RunGuard(dates::NowGuard::set(ctx.now))
     }
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        RUNNING.with(|r| {
-            let mut r = r.borrow_mut();
-            r.0.clear();
-            r.1.clear();
-        });
+        RUNNING.with(|r| *r.borrow_mut() = Running::default());
     }
+}
+
+/// Logs one `print`/`debug` line of the running script, within the per-run bounds.
+fn log_line(text: &str, log: impl FnOnce(&str, &str, &str)) {
+    RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        r.logged += 1;
+        if r.logged > MAX_LOG_LINES {
+            return;
+        }
+        let mut end = text.len().min(MAX_LOG_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = if r.logged == MAX_LOG_LINES {
+            "(further lines of this run are dropped)"
+        } else {
+            &text[..end]
+        };
+        log(&r.case_id, &r.node, text);
+    });
 }
 
 impl Rules {
     /// Builds the sandboxed engine.
     ///
     /// `Engine::new_raw` plus only the packages rules need: the standard set minus
-    /// `BasicTimePackage` (its `timestamp()` reads the system clock, which would make runs
-    /// non-deterministic; rules use `now()`/`today()` instead) and minus the debugging
-    /// package. `no_module` (a crate feature) removes `import` and every file access.
+    /// `LanguageCorePackage` (its `sleep` blocks the case worker; the rest — `exit`, `take`,
+    /// tags, `parse_json`, reflection — rules do not need), minus `BasicTimePackage` (its
+    /// `timestamp()` reads the system clock, which would make runs non-deterministic; rules
+    /// use `now()`/`today()` instead) and minus the debugging package. `no_module` (a
+    /// crate feature) removes `import` and every file access.
     pub fn new(limits: Limits) -> Self {
         use rhai::packages::{
             ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage,
-            BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage,
-            LanguageCorePackage, LogicPackage, MoreStringPackage, Package,
+            BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage,
+            MoreStringPackage, Package,
         };
         let mut engine = rhai::Engine::new_raw();
         for module in [
-            LanguageCorePackage::new().as_shared_module(),
             ArithmeticPackage::new().as_shared_module(),
             LogicPackage::new().as_shared_module(),
             BasicStringPackage::new().as_shared_module(),
@@ -191,6 +221,22 @@ impl Rules {
             .set_max_variables(1_000)
             .set_max_functions(100);
         engine.disable_symbol("eval");
+        // The deadline: rhai calls this before every operation; the clock is read every
+        // CLOCK_EVERY operations. Returning a value terminates the script.
+        // rhai's own count restarts inside closures that library functions call (`map`,
+        // `filter`, …), so the run keeps its own.
+        engine.on_progress(|_| {
+            let deadline = RUNNING.with(|r| {
+                let mut r = r.borrow_mut();
+                r.ticks = r.ticks.wrapping_add(1);
+                if r.ticks % CLOCK_EVERY == 0 {
+                    r.deadline
+                } else {
+                    None
+                }
+            })?;
+            (std::time::Instant::now() >= deadline).then(|| DEADLINE_TOKEN.into())
+        });
         // rhai reserves `case` for a future `switch` syntax; business rules name the case
         // data `case` (DESIGN.md), so the token is handed to the parser as an identifier.
         #[allow(
@@ -202,24 +248,26 @@ impl Rules {
             other => other,
         });
         engine.on_print(|text| {
-            RUNNING.with(|r| {
-                let r = r.borrow();
-                tracing::info!(target: "casegraph::rules", case = %r.0, node = %r.1, "print: {text}");
+            log_line(text, |case, node, text| {
+                tracing::info!(target: "casegraph::rules", case = %case, node = %node, "print: {text}");
             });
         });
         engine.on_debug(|text, _, pos| {
-            RUNNING.with(|r| {
-                let r = r.borrow();
-                tracing::debug!(target: "casegraph::rules", case = %r.0, node = %r.1, line = pos.line().unwrap_or(0), "debug: {text}");
+            let line = pos.line().unwrap_or(0);
+            log_line(text, |case, node, text| {
+                tracing::debug!(target: "casegraph::rules", case = %case, node = %node, line, "debug: {text}");
             });
         });
         money::register(&mut engine);
         dates::register(&mut engine);
         extract::register(&mut engine);
         text::register(&mut engine);
+        check::register_bounded(&mut engine, &limits);
+        let functions = check::function_names(&engine);
         Rules {
             engine,
             limits,
+            functions,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -260,16 +308,21 @@ impl Rules {
         }))
     }
 
-    /// Compiles a whole script (statements). Equal sources share one AST.
+    /// Compiles a whole script (statements). Equal sources share one AST. A call of a
+    /// function the sandbox does not offer (`sleep`, `timestamp`, a typo) is refused here.
     pub fn compile(&self, source: &str, origin: Origin) -> Result<Arc<Script>, Error> {
-        self.compile_cached("program", source, origin, |e| e.compile(source))
+        let script = self.compile_cached("program", source, origin, |e| e.compile(source))?;
+        check::calls(&script, &self.functions)?;
+        Ok(script)
     }
 
     /// Compiles a single expression (conditions, payloads, `until`).
     pub fn compile_expression(&self, source: &str, origin: Origin) -> Result<Arc<Script>, Error> {
-        self.compile_cached("expression", source, origin, |e| {
+        let script = self.compile_cached("expression", source, origin, |e| {
             e.compile_expression(source)
-        })
+        })?;
+        check::calls(&script, &self.functions)?;
+        Ok(script)
     }
 
     /// Runs a script with `case` bound mutably to `data`; returns the script's value.
@@ -280,7 +333,7 @@ impl Rules {
         ctx: &Context<'_>,
         data: &mut Value,
     ) -> Result<Value, Error> {
-        let _guard = RunGuard::enter(ctx);
+        let _guard = RunGuard::enter(ctx, &self.limits);
         let mut scope = rhai::Scope::new();
         let case =
             rhai::serde::to_dynamic(&*data).map_err(|e| self.runtime_error(&e, script, ctx))?;
@@ -324,7 +377,7 @@ impl Rules {
         ctx: &Context<'_>,
         bindings: &[(&str, &Value)],
     ) -> Result<rhai::Dynamic, Error> {
-        let _guard = RunGuard::enter(ctx);
+        let _guard = RunGuard::enter(ctx, &self.limits);
         let mut scope = rhai::Scope::new();
         for (name, value) in bindings {
             let v =
@@ -416,6 +469,13 @@ impl Rules {
             format!("the script was stopped: {what} grew past its limit ({limit})")
         }
         E::ErrorTooManyVariables(_) => "the script was stopped: too many variables".into(),
+        E::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => format!(
+            "the script was stopped after running {} ms (limit max_run_ms); does it loop or build too much?",
+            self.limits.max_run_ms
+        ),
+        E::ErrorFunctionNotFound(sig, _) if sig.starts_with("sleep") => {
+            "function not found: `sleep` is not available: business rules cannot block a case worker".into()
+        }
         E::ErrorFunctionNotFound(sig, _) if sig.starts_with("eval") => {
             "`eval` is not available: business rules cannot run code built at run time".into()
         }

@@ -231,6 +231,7 @@ impl Compiler<'_> {
             start: start?,
             input_schema: input_schema?,
             templates: templates?,
+            reply_limits: self.rules.limits().clone(),
         })
     }
 
@@ -368,8 +369,9 @@ impl Compiler<'_> {
         replies: &Replies,
         languages: &[String],
     ) -> Option<minijinja::Environment<'static>> {
-        let mut env = minijinja::Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        // The reply sandbox: fuel, refused filters, bounded `join`/`replace`.
+        let limits = self.rules.limits();
+        let mut env = crate::rules::template::environment(limits);
         let mut ok = true;
         let mut replies: Vec<_> = replies.iter().collect();
         replies.sort_by_key(|(name, _)| line_of(name));
@@ -389,6 +391,18 @@ impl Compiler<'_> {
                         lang.as_str()
                     );
                     self.diag(Code::Template, line_of(lang), msg);
+                    ok = false;
+                    continue;
+                }
+                if let Err(refusal) = crate::rules::template::check(text, limits) {
+                    let line = line_of(text) + refusal.line.saturating_sub(1);
+                    let msg = format!(
+                        "reply template `{}` ({}) {}",
+                        name.as_str(),
+                        lang.as_str(),
+                        refusal.message
+                    );
+                    self.diag(Code::Template, line, msg);
                     ok = false;
                     continue;
                 }

@@ -49,6 +49,8 @@ pub struct Workflow {
     pub(crate) start: NodeIndex,
     pub(crate) input_schema: jsonschema::Validator,
     pub(crate) templates: minijinja::Environment<'static>,
+    /// The sandbox limits the templates were compiled under; renderings are bound by them.
+    pub(crate) reply_limits: crate::rules::Limits,
 }
 
 /// A node of the compiled graph.
@@ -215,19 +217,24 @@ impl Workflow {
     }
 
     /// Renders a reply template in `language`, falling back to the first declared language.
+    /// The rendering is bounded by the sandbox limits (fuel, output size, deadline).
     pub fn render_reply(
         &self,
         template: &str,
         language: &str,
         context: &serde_json::Value,
-    ) -> Result<(String, String), minijinja::Error> {
+    ) -> Result<(String, String), crate::rules::template::Error> {
         let lang = if self.languages.iter().any(|l| l == language) {
             language
         } else {
             self.languages.first().map(String::as_str).unwrap_or("en")
         };
-        let tmpl = self.templates.get_template(&template_key(template, lang))?;
-        Ok((lang.to_string(), tmpl.render(context)?))
+        let tmpl = self
+            .templates
+            .get_template(&template_key(template, lang))
+            .map_err(|e| crate::rules::template::Error::Render(e.to_string()))?;
+        let text = crate::rules::template::render(&tmpl, context, &self.reply_limits)?;
+        Ok((lang.to_string(), text))
     }
 }
 
