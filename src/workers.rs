@@ -6,11 +6,20 @@
 //! calls, which is why it runs on its own threads, off the async runtime. On shutdown the
 //! workers finish the case in hand and stop; cases still queued keep their stored work and
 //! are resumed by recovery at the next start.
+//!
+//! Recovery goes through the same pool ([`Workers::recover`]): the cases left from the last
+//! run are fed to the queue a few at a time, so they run at the pool's full throughput
+//! while new requests interleave with them, and the box is ready as soon as its workers run.
+//!
+//! A panic while running a case must not cost a worker: the pool would silently shrink,
+//! and the case, still holding its stored work, would panic again at every start. Each job
+//! runs under `catch_unwind`; a case whose segment panicked is failed with an incident id.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use casegraph_engine::runner::Runner;
 use casegraph_engine::store::CaseStatus;
@@ -19,8 +28,26 @@ use crate::metrics::Metrics;
 use crate::webhook::Notifier;
 
 enum Job {
+    /// An accepted case (intake holds a queue place for it).
     Case(String),
+    /// A case left from the last run (fed by recovery, outside the intake queue's count).
+    Recover(String),
     Stop,
+}
+
+/// Recovery jobs in the queue or in a worker's hands, per worker: enough to keep every
+/// worker busy, few enough that a request accepted now runs before the backlog is done.
+const RECOVERY_WINDOW_PER_WORKER: usize = 2;
+
+/// The cases left from the last run, as recovery works them off.
+#[derive(Default)]
+struct Recovery {
+    /// Left-over cases not yet run (the `casegraph_recovery_pending` gauge).
+    left: AtomicUsize,
+    /// Recovery jobs handed to the queue and not finished.
+    in_flight: Mutex<usize>,
+    /// Signalled when a recovery job finishes or the pool stops.
+    room: Condvar,
 }
 
 /// The worker pool and its queue.
@@ -30,6 +57,11 @@ pub struct Workers {
     depth: usize,
     stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker threads running; a panic in a job never ends one.
+    alive: Arc<AtomicUsize>,
+    recovery: Recovery,
+    /// The thread feeding recovery jobs, joined on stop.
+    feeder: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -85,12 +117,38 @@ pub struct CaseRunner {
 }
 
 impl CaseRunner {
-    /// Runs the case's stored work and records the result.
+    /// Runs the case's stored work and records the result. A panic inside the segment is
+    /// caught here: the case is failed with an incident id (its stored work would panic
+    /// again at every start) and the caller's thread goes on.
     pub fn process(&self, case_id: &str) {
         let started = Instant::now();
-        match self.runner.process(case_id) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.runner.process(case_id))) {
+            Ok(Ok(status)) => self.finished(case_id, status, started),
+            Ok(Err(e)) => tracing::error!(case = %case_id, "case could not be processed: {e}"),
+            Err(panic) => self.panicked(case_id, panic.as_ref(), started),
+        }
+    }
+
+    /// Fails a case whose segment panicked. The panic message goes to the log only: it
+    /// may quote case data, and the case's error (and its audit record) must not.
+    pub fn panicked(&self, case_id: &str, panic: &(dyn std::any::Any + Send), started: Instant) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let mut r = [0u8; 4];
+        let _ = getrandom::fill(&mut r);
+        let incident = hex::encode(r);
+        tracing::error!(case = %case_id, incident = %incident, "the case's segment panicked: {what}");
+        let reason = format!(
+            "internal error while running the case (incident {incident}); the box's log has the details"
+        );
+        match self.runner.fail(case_id, &reason) {
             Ok(status) => self.finished(case_id, status, started),
-            Err(e) => tracing::error!(case = %case_id, "case could not be processed: {e}"),
+            Err(e) => {
+                tracing::error!(case = %case_id, incident = %incident, "the case could not be failed: {e}")
+            }
         }
     }
 
@@ -135,6 +193,9 @@ impl Workers {
             depth,
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            alive: Arc::new(AtomicUsize::new(0)),
+            recovery: Recovery::default(),
+            feeder: Mutex::new(None),
             metrics: cases.metrics.clone(),
         });
         let mut handles = Vec::new();
@@ -142,21 +203,24 @@ impl Workers {
             let rx = rx.clone();
             let cases = cases.clone();
             let w = workers.clone();
+            let alive = Alive::new(workers.alive.clone());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("case-worker-{i}"))
                     .spawn(move || {
+                        let _alive = alive;
                         loop {
                             let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                            match job {
-                                Ok(Job::Case(id)) => {
-                                    w.queued.fetch_sub(1, Ordering::Relaxed);
-                                    if w.stopping.load(Ordering::Relaxed) {
-                                        continue; // resumed by recovery next start
-                                    }
-                                    cases.process(&id);
-                                }
+                            let job = match job {
                                 Ok(Job::Stop) | Err(_) => break,
+                                Ok(job) => job,
+                            };
+                            // `CaseRunner::process` catches a segment's panic; this catches
+                            // the rest (metrics, notification), so no job ends a worker.
+                            let run =
+                                std::panic::catch_unwind(AssertUnwindSafe(|| w.run(&cases, job)));
+                            if run.is_err() {
+                                tracing::error!("a case worker's job panicked; the worker goes on");
                             }
                         }
                     })?,
@@ -164,6 +228,110 @@ impl Workers {
         }
         *workers.threads.lock().unwrap_or_else(|e| e.into_inner()) = handles;
         Ok(workers)
+    }
+
+    fn run(&self, cases: &CaseRunner, job: Job) {
+        match job {
+            Job::Case(id) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                if !self.stopping.load(Ordering::Relaxed) {
+                    cases.process(&id);
+                } // else: resumed by recovery next start
+            }
+            Job::Recover(id) => {
+                // Counted done whatever happens, so the gauge cannot stick above zero.
+                let _done = RecoveryDone(self);
+                if !self.stopping.load(Ordering::Relaxed) {
+                    cases.process(&id);
+                    let left = self.recovery.left.fetch_sub(1, Ordering::Relaxed) - 1;
+                    self.metrics.recovery_pending.set(left as i64);
+                }
+            }
+            Job::Stop => {}
+        }
+    }
+
+    /// Runs the cases left from the last run through the pool, a few at a time (see
+    /// [`RECOVERY_WINDOW_PER_WORKER`]); returns at once. [`Workers::recovery_pending`]
+    /// counts down as they finish; a stop leaves the rest stored for the next start.
+    pub fn recover(self: &Arc<Self>, cases: Vec<String>) -> std::io::Result<()> {
+        self.recovery.left.store(cases.len(), Ordering::Relaxed);
+        self.metrics.recovery_pending.set(cases.len() as i64);
+        if cases.is_empty() {
+            return Ok(());
+        }
+        let window = RECOVERY_WINDOW_PER_WORKER
+            * self
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+                .max(1);
+        let w = self.clone();
+        let started = Instant::now();
+        let feeder = std::thread::Builder::new()
+            .name("recovery".into())
+            .spawn(move || {
+                let total = cases.len();
+                let mut fed = 0usize;
+                for id in cases {
+                    if !w.wait_for_room(window) {
+                        break;
+                    }
+                    let sent =
+                        w.tx.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .send(Job::Recover(id));
+                    if sent.is_err() {
+                        break;
+                    }
+                    fed += 1;
+                }
+                tracing::info!(
+                    cases = fed,
+                    of = total,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "recovery queued the cases left from the last run"
+                );
+            })?;
+        *self.feeder.lock().unwrap_or_else(|e| e.into_inner()) = Some(feeder);
+        Ok(())
+    }
+
+    /// Waits until fewer than `window` recovery jobs are out, and takes a place; `false`
+    /// when the pool stops first.
+    fn wait_for_room(&self, window: usize) -> bool {
+        let mut out = self
+            .recovery
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return false;
+            }
+            if *out < window {
+                *out += 1;
+                return true;
+            }
+            // The timeout only bounds how late a stop is noticed.
+            out = self
+                .recovery
+                .room
+                .wait_timeout(out, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Cases left from the last run not yet run again.
+    pub fn recovery_pending(&self) -> usize {
+        self.recovery.left.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads running.
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::Relaxed)
     }
 
     /// Reserves a queue place, or `None` when the queue is full.
@@ -188,6 +356,10 @@ impl Workers {
     /// Lets the workers finish the case in hand, then stops them and waits.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.recovery.room.notify_all();
+        if let Some(feeder) = self.feeder.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = feeder.join();
+        }
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,5 +371,32 @@ impl Workers {
             let _ = h.join();
         }
         self.metrics.intake_queue.set(0);
+    }
+}
+
+/// Frees a recovery job's place in the window when the job is over (even by a panic).
+struct RecoveryDone<'a>(&'a Workers);
+
+impl Drop for RecoveryDone<'_> {
+    fn drop(&mut self) {
+        let r = &self.0.recovery;
+        *r.in_flight.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        r.room.notify_one();
+    }
+}
+
+/// Counts a worker thread as running for as long as it lives.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(count: Arc<AtomicUsize>) -> Alive {
+        count.fetch_add(1, Ordering::Relaxed);
+        Alive(count)
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
