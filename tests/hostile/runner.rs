@@ -162,6 +162,83 @@ fn a_stale_or_unknown_task_id_is_refused_and_changes_nothing() {
     assert_eq!(completions(&s, &id, &task), 1);
 }
 
+#[test]
+fn sixteen_reviewers_hammering_one_task_change_the_case_once() {
+    const REVIEWERS: usize = 16;
+    let s = Server::start();
+    let id = s.submit(&refund_letter("1.249,90"));
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    let task = case["waiting"]["task_id"].as_str().unwrap().to_string();
+    let barrier = Barrier::new(REVIEWERS);
+    let statuses: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..REVIEWERS)
+            .map(|i| {
+                let (s, barrier, task) = (&s, &barrier, &task);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let decision = if i % 2 == 0 { "approve" } else { "reject" };
+                    let r = s.call(
+                        "POST",
+                        &format!("/v1/tasks/{task}/complete"),
+                        Some(Role::Reviewer),
+                        Some(&json!({ "decision": decision })),
+                    );
+                    let code = r.json["error"]["code"].as_str().unwrap_or("").to_string();
+                    (r.status, code)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|(st, _)| *st == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|(st, code)| *st == 200 || (*st == 409 && code == "task_already_completed")),
+        "{statuses:?}"
+    );
+    assert_eq!(s.wait_case(&id, is_final)["status"], "completed");
+    assert_eq!(completions(&s, &id, &task), 1);
+}
+
+#[test]
+fn an_oversized_or_deeply_nested_completion_is_refused_and_the_task_stays_open() {
+    let s = Server::start();
+    let id = s.submit(&refund_letter("1.249,90"));
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    let task = case["waiting"]["task_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/tasks/{task}/complete");
+    let post = |body: String| {
+        s.raw(
+            "POST",
+            &path,
+            Some(s.token(Role::Reviewer)),
+            Some(("application/json", body.into_bytes())),
+            &[],
+        )
+    };
+    // Deeper than the JSON parser's recursion limit: refused while parsing, no stack spent.
+    let deep = format!(
+        r#"{{"decision":"approve","data":{{"x":{}1{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    post(deep).assert_error(400, "malformed_json");
+    // Larger than limits.body_limit_bytes (256 KiB by default).
+    let big = json!({"decision": "approve", "data": {"note": "x".repeat(300 * 1024)}});
+    post(big.to_string()).assert_error(413, "body_too_large");
+    // `data` that is not an object.
+    post(r#"{"decision":"approve","data":[1,2]}"#.into()).assert_error(422, "invalid_request");
+    let after = s.wait_case(&id, |c| c["status"] == "waiting");
+    assert_eq!(after["waiting"]["task_id"], task.as_str(), "{after}");
+    let ok = post(r#"{"decision":"approve"}"#.into());
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}
+
 /// Reads the intent from nothing: every left-over case is a refund (the model is not needed
 /// to make a backlog, only to work it off).
 struct Refund;
