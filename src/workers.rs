@@ -400,3 +400,132 @@ impl Drop for Alive {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use casegraph_engine::exec::SystemClock;
+    use casegraph_engine::rules::Rules;
+    use casegraph_engine::runner::{Classifier, NewRequest, Parts};
+    use casegraph_engine::store::Store;
+    use casegraph_engine::workflow::Catalog;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Every request is a refund; one whose text says so panics (a bug in a segment).
+    struct Refund;
+
+    impl Classifier for Refund {
+        fn classify(&self, request: &Value) -> Result<Value, String> {
+            assert!(request["text"] != "panic", "a bug in the segment");
+            Ok(json!({ "intent": "request_refund", "confidence": 0.97,
+                       "out_of_scope": false, "model": "test" }))
+        }
+    }
+
+    fn pool(dir: &Path, threads: usize) -> (Arc<Workers>, Arc<Runner>) {
+        let rules = Arc::new(Rules::default());
+        let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let runner = Arc::new(Runner::new(Parts {
+            store: Store::open(dir, &Default::default()).unwrap(),
+            catalog: Arc::new(Catalog::load(&workflows, &rules).unwrap()),
+            rules,
+            connector: Arc::new(crate::backoffice::SimulatedBackOffice),
+            classifier: Arc::new(Refund),
+            clock: Arc::new(SystemClock),
+            versions_dir: dir.join("versions"),
+        }));
+        let cases = CaseRunner {
+            runner: runner.clone(),
+            metrics: Arc::new(Metrics::new()),
+            notifier: Notifier::start(
+                &Default::default(),
+                &crate::connector::Roots::bundled(),
+                &runner,
+            ),
+        };
+        (Workers::start(threads, 64, cases).unwrap(), runner)
+    }
+
+    fn accept(runner: &Runner, text: &str) -> String {
+        let request = json!({ "channel": "form", "language": "en", "customer_id": "C-100001",
+                              "text": text, "fields": { "amount": "25.00" } });
+        runner
+            .accept(NewRequest {
+                request,
+                idempotency_key: None,
+                submitted_by: None,
+            })
+            .unwrap()
+            .case_id
+    }
+
+    fn wait_final(runner: &Runner, id: &str) -> casegraph_engine::store::CaseRecord {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (rec, _) = runner.case(id).unwrap().unwrap();
+            if rec.status.is_final() {
+                return rec;
+            }
+            assert!(Instant::now() < deadline, "case {id} did not end: {rec:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_panicking_case_fails_and_the_one_worker_runs_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (workers, runner) = pool(dir.path(), 1);
+        for text in ["panic", "panic", "Please refund the order."] {
+            let id = accept(&runner, text);
+            workers.admit().unwrap().send(id.clone());
+            let rec = wait_final(&runner, &id);
+            if text == "panic" {
+                assert_eq!(rec.status, CaseStatus::Failed);
+                assert!(rec.error.unwrap().contains("internal error"));
+            } else {
+                assert_eq!(rec.status, CaseStatus::Completed, "{rec:?}");
+            }
+        }
+        assert_eq!(workers.alive(), 1);
+        assert!(runner.pending().unwrap().is_empty());
+        workers.stop();
+        assert_eq!(workers.alive(), 0);
+    }
+
+    #[test]
+    fn recovery_runs_the_backlog_through_the_pool_and_new_work_goes_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let (workers, runner) = pool(dir.path(), 1);
+        let left: Vec<String> = (0..40)
+            .map(|_| accept(&runner, "Please refund the order."))
+            .collect();
+        workers.recover(left.clone()).unwrap();
+        assert!(workers.recovery_pending() > 0);
+        // A request accepted now waits behind a few left-over cases, not all of them.
+        let new = accept(&runner, "Please refund the order.");
+        workers.admit().unwrap().send(new.clone());
+        wait_final(&runner, &new);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while workers.recovery_pending() > 0 {
+            assert!(Instant::now() < deadline, "recovery did not finish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The audit chain orders the commits: the new case's end is not after the backlog's.
+        let ended = |id: &str| runner.case_audit(id).unwrap().last().unwrap().seq;
+        let last = left.iter().map(|id| {
+            wait_final(&runner, id);
+            ended(id)
+        });
+        assert!(
+            ended(&new) < last.max().unwrap(),
+            "the new case ran before the backlog was done"
+        );
+        assert_eq!(workers.metrics.recovery_pending.get(), 0);
+        workers.stop();
+    }
+}
