@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use casegraph_engine::exec::{Connector, SystemClock};
@@ -277,14 +276,12 @@ pub async fn run(
 }
 
 fn fire_due(cases: &CaseRunner) {
-    let started = Instant::now();
     let runner = &cases.runner;
-    match runner.fire_due(runner.now()) {
-        Ok(fired) => {
-            for id in fired {
-                if let Ok(Some((rec, _))) = runner.case(&id) {
-                    tracing::info!(case = %id, status = rec.status.as_str(), "timer fired");
-                    cases.finished(&id, rec.status, started);
+    match runner.arm_due(runner.now()) {
+        Ok(armed) => {
+            for id in armed {
+                if let Some(status) = cases.process(&id) {
+                    tracing::info!(case = %id, status = status.as_str(), "timer fired");
                 }
             }
         }

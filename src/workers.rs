@@ -120,18 +120,30 @@ impl CaseRunner {
     /// Runs the case's stored work and records the result. A panic inside the segment is
     /// caught here: the case is failed with an incident id (its stored work would panic
     /// again at every start) and the caller's thread goes on.
-    pub fn process(&self, case_id: &str) {
+    /// Returns where the segment left the case (`None` if it could not run).
+    pub fn process(&self, case_id: &str) -> Option<CaseStatus> {
         let started = Instant::now();
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.runner.process(case_id))) {
-            Ok(Ok(status)) => self.finished(case_id, status, started),
-            Ok(Err(e)) => tracing::error!(case = %case_id, "case could not be processed: {e}"),
+            Ok(Ok(status)) => {
+                self.finished(case_id, status, started);
+                Some(status)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(case = %case_id, "case could not be processed: {e}");
+                None
+            }
             Err(panic) => self.panicked(case_id, panic.as_ref(), started),
         }
     }
 
     /// Fails a case whose segment panicked. The panic message goes to the log only: it
     /// may quote case data, and the case's error (and its audit record) must not.
-    pub fn panicked(&self, case_id: &str, panic: &(dyn std::any::Any + Send), started: Instant) {
+    pub fn panicked(
+        &self,
+        case_id: &str,
+        panic: &(dyn std::any::Any + Send),
+        started: Instant,
+    ) -> Option<CaseStatus> {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_string())
@@ -145,9 +157,13 @@ impl CaseRunner {
             "internal error while running the case (incident {incident}); the box's log has the details"
         );
         match self.runner.fail(case_id, &reason) {
-            Ok(status) => self.finished(case_id, status, started),
+            Ok(status) => {
+                self.finished(case_id, status, started);
+                Some(status)
+            }
             Err(e) => {
-                tracing::error!(case = %case_id, incident = %incident, "the case could not be failed: {e}")
+                tracing::error!(case = %case_id, incident = %incident, "the case could not be failed: {e}");
+                None
             }
         }
     }

@@ -420,3 +420,43 @@ fn a_tampered_stored_case_fails_with_a_reason_and_the_single_worker_survives() {
     assert!(offline(data.path()).pending().unwrap().is_empty());
     assert_eq!(ids.len(), 3);
 }
+
+#[test]
+fn a_tampered_case_whose_timer_panics_fails_instead_of_hanging_in_running() {
+    let mut broken = String::new();
+    let s = Server::start_with(|c| {
+        let runner = offline(&c.data_dir);
+        let mut big = small_refund(4);
+        big.request["fields"]["amount"] = json!("900.00");
+        broken = runner.accept(big).unwrap().case_id;
+        assert_eq!(runner.process(&broken).unwrap(), CaseStatus::Waiting);
+        // Its SLA is long past, and it waits at a node its workflow does not have: the
+        // timer loop's escalation of it panics inside the executor.
+        let (mut rec, _) = runner.case(&broken).unwrap().unwrap();
+        let due = rec.accepted_at;
+        if let Some(casegraph_engine::exec::Waiting::Task { node, sla_due, .. }) =
+            rec.state.as_mut().unwrap().waiting.as_mut()
+        {
+            *node = "no_such_node".into();
+            *sla_due = Some(due);
+        }
+        let mut batch = Batch::new();
+        batch.put(Table::Cases, broken.as_bytes(), &rec).put_raw(
+            Table::Timers,
+            casegraph_engine::store::timer_key(due, &broken),
+            Vec::new(),
+        );
+        runner.store().commit(batch).unwrap();
+    });
+    let case = s.wait_case(&broken, is_final);
+    assert_eq!(case["status"], "failed", "{case}");
+    assert!(
+        case["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("internal error")),
+        "{case}"
+    );
+    // Nothing is left to run (and panic) again at the next start.
+    let data = stop_keeping_data(s);
+    assert!(offline(data.path()).pending().unwrap().is_empty());
+}

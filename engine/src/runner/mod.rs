@@ -334,6 +334,18 @@ impl Runner {
 
     /// Fires every timer and SLA due by `now`; returns the cases moved on.
     pub fn fire_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
+        let armed = self.arm_due(now)?;
+        for case_id in &armed {
+            self.process(case_id)?;
+        }
+        Ok(armed)
+    }
+
+    /// Stores a timer trigger for every case whose timer or SLA is due by `now` and returns
+    /// those cases without running them: the caller runs each ([`Runner::process`]), the
+    /// service under the same panic guard as its workers. An armed case is pending, so
+    /// recovery runs it if the box stops first.
+    pub fn arm_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
         let due =
             self.store
                 .backend()
@@ -380,7 +392,6 @@ impl Runner {
                 armed
             };
             if armed {
-                self.process(&case_id)?;
                 fired.push(case_id);
             }
         }
