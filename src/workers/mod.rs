@@ -17,15 +17,18 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use casegraph_engine::runner::Runner;
 use casegraph_engine::store::CaseStatus;
 
+mod recovery;
+
 use crate::metrics::Metrics;
 use crate::webhook::Notifier;
+use recovery::{Recovery, RecoveryDone};
 
 enum Job {
     /// An accepted case (intake holds a queue place for it).
@@ -33,21 +36,6 @@ enum Job {
     /// A case left from the last run (fed by recovery, outside the intake queue's count).
     Recover(String),
     Stop,
-}
-
-/// Recovery jobs in the queue or in a worker's hands, per worker: enough to keep every
-/// worker busy, few enough that a request accepted now runs before the backlog is done.
-const RECOVERY_WINDOW_PER_WORKER: usize = 2;
-
-/// The cases left from the last run, as recovery works them off.
-#[derive(Default)]
-struct Recovery {
-    /// Left-over cases not yet run (the `casegraph_recovery_pending` gauge).
-    left: AtomicUsize,
-    /// Recovery jobs handed to the queue and not finished.
-    in_flight: Mutex<usize>,
-    /// Signalled when a recovery job finishes or the pool stops.
-    room: Condvar,
 }
 
 /// The worker pool and its queue.
@@ -267,84 +255,6 @@ impl Workers {
         }
     }
 
-    /// Runs the cases left from the last run through the pool, a few at a time (see
-    /// [`RECOVERY_WINDOW_PER_WORKER`]); returns at once. [`Workers::recovery_pending`]
-    /// counts down as they finish; a stop leaves the rest stored for the next start.
-    pub fn recover(self: &Arc<Self>, cases: Vec<String>) -> std::io::Result<()> {
-        self.recovery.left.store(cases.len(), Ordering::Relaxed);
-        self.metrics.recovery_pending.set(cases.len() as i64);
-        if cases.is_empty() {
-            return Ok(());
-        }
-        let window = RECOVERY_WINDOW_PER_WORKER
-            * self
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .len()
-                .max(1);
-        let w = self.clone();
-        let started = Instant::now();
-        let feeder = std::thread::Builder::new()
-            .name("recovery".into())
-            .spawn(move || {
-                let total = cases.len();
-                let mut fed = 0usize;
-                for id in cases {
-                    if !w.wait_for_room(window) {
-                        break;
-                    }
-                    let sent =
-                        w.tx.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .send(Job::Recover(id));
-                    if sent.is_err() {
-                        break;
-                    }
-                    fed += 1;
-                }
-                tracing::info!(
-                    cases = fed,
-                    of = total,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "recovery queued the cases left from the last run"
-                );
-            })?;
-        *self.feeder.lock().unwrap_or_else(|e| e.into_inner()) = Some(feeder);
-        Ok(())
-    }
-
-    /// Waits until fewer than `window` recovery jobs are out, and takes a place; `false`
-    /// when the pool stops first.
-    fn wait_for_room(&self, window: usize) -> bool {
-        let mut out = self
-            .recovery
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        loop {
-            if self.stopping.load(Ordering::Relaxed) {
-                return false;
-            }
-            if *out < window {
-                *out += 1;
-                return true;
-            }
-            // The timeout only bounds how late a stop is noticed.
-            out = self
-                .recovery
-                .room
-                .wait_timeout(out, Duration::from_millis(200))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// Cases left from the last run not yet run again.
-    pub fn recovery_pending(&self) -> usize {
-        self.recovery.left.load(Ordering::Relaxed)
-    }
-
     /// Worker threads running.
     pub fn alive(&self) -> usize {
         self.alive.load(Ordering::Relaxed)
@@ -372,10 +282,7 @@ impl Workers {
     /// Lets the workers finish the case in hand, then stops them and waits.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-        self.recovery.room.notify_all();
-        if let Some(feeder) = self.feeder.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = feeder.join();
-        }
+        self.stop_recovery();
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,17 +294,6 @@ impl Workers {
             let _ = h.join();
         }
         self.metrics.intake_queue.set(0);
-    }
-}
-
-/// Frees a recovery job's place in the window when the job is over (even by a panic).
-struct RecoveryDone<'a>(&'a Workers);
-
-impl Drop for RecoveryDone<'_> {
-    fn drop(&mut self) {
-        let r = &self.0.recovery;
-        *r.in_flight.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        r.room.notify_one();
     }
 }
 
@@ -422,6 +318,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::path::Path;
+    use std::time::Duration;
 
     use casegraph_engine::exec::SystemClock;
     use casegraph_engine::rules::Rules;
