@@ -597,3 +597,47 @@ fn a_case_whose_segment_panics_can_be_failed_and_nothing_runs_it_again() {
     assert_eq!(outcomes, 1);
     assert!(b.runner.store().audit_verify().unwrap().is_ok());
 }
+
+#[test]
+fn of_two_racing_triage_decisions_exactly_one_routes_the_case() {
+    let b = new_box(store::Kind::Sled);
+    for round in 0..10 {
+        let mut r = refund("20.00", &format!("C-4{round:05}"));
+        r.request["metadata"]["confidence"] = json!(0.2);
+        let id = b.runner.accept(r).unwrap().case_id;
+        assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+        let task = format!("{id}.triage");
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = ["close", "request_refund"]
+                .map(|d| {
+                    let (b, barrier, task) = (&b, &barrier, &task);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        (d, b.runner.complete_task(decide(task, d)))
+                    })
+                })
+                .into_iter()
+                .collect();
+            racers.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+        assert_eq!(rec.status, CaseStatus::Completed, "{rec:?}");
+        // Closed by the reviewer: no workflow ran; routed: the refund workflow ran once.
+        assert_eq!(
+            rec.workflow.is_some(),
+            won[0].0 == "request_refund",
+            "{rec:?}"
+        );
+        let outcomes = b
+            .runner
+            .case_audit(&id)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == casegraph_engine::audit::Kind::Outcome)
+            .count();
+        assert_eq!(outcomes, 1, "round {round}");
+    }
+}
