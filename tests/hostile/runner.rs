@@ -300,7 +300,7 @@ fn readyz(s: &Server) -> support::Response {
 
 #[test]
 fn a_box_restarted_on_a_backlog_is_ready_while_its_workers_work_it_off() {
-    const LEFT_OVER: usize = 2_000;
+    const LEFT_OVER: usize = 3_000;
     let mut left = Vec::new();
     let s = Server::start_with(|c| left = backlog(&c.data_dir, LEFT_OVER));
     // `start_with` returned on the first `200` from /readyz; the backlog is far from done.
