@@ -73,6 +73,9 @@ pub struct Metrics {
     pub intake_rejected: Family<StatusLabels, Counter>,
     pub open_tasks: Family<QueueLabels, Gauge>,
     pub pending_cases: Gauge,
+    /// Cases left from the last run that recovery has not yet run again; set by the
+    /// workers as they go, so a box that is ready while it works off a backlog shows it.
+    pub recovery_pending: Gauge,
     /// `reply_to` notifications stored and not yet delivered, read when scraped.
     pub pending_notifications: Gauge,
     /// Resident memory of the process and its budget (0: none), read when scraped.
@@ -187,6 +190,12 @@ impl Metrics {
             "Cases with stored work not yet done",
             pending_cases.clone(),
         );
+        let recovery_pending = Gauge::default();
+        r.register(
+            "recovery_pending",
+            "Cases left from the last run not yet run again by recovery",
+            recovery_pending.clone(),
+        );
         let pending_notifications = Gauge::default();
         r.register(
             "pending_notifications",
@@ -223,6 +232,7 @@ impl Metrics {
             intake_rejected,
             open_tasks,
             pending_cases,
+            recovery_pending,
             pending_notifications,
             resident_bytes,
             memory_budget_bytes,

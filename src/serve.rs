@@ -2,15 +2,18 @@
 //! a runner, starts the case workers, the timer loop and recovery, and serves the API on a
 //! listener the caller bound, until the caller's shutdown future completes.
 //!
+//! Recovery does not hold the start: the cases left from the last run are listed before the
+//! first connection is taken and handed to the worker pool, which works them off at its
+//! full throughput while intake goes on; `/readyz` is `200` once the workers run, and shows
+//! how many left-over cases are still to run (`casegraph_recovery_pending`).
+//!
 //! Shutdown order: stop taking connections and let open requests finish (bounded by
-//! `server.shutdown_grace`); stop the timer loop and recovery; let each worker finish the
-//! case in hand; drop the runner, which closes the store after its last commit. Work that
-//! was accepted but not run keeps its stored trigger and resumes at the next start.
+//! `server.shutdown_grace`); stop the timer loop; stop recovery and let each worker finish
+//! the case in hand; drop the runner, which closes the store after its last commit. Work
+//! that was accepted but not run keeps its stored trigger and resumes at the next start.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use anyhow::Context as _;
 use casegraph_engine::exec::{Connector, SystemClock};
@@ -180,7 +183,6 @@ pub async fn run(
         cases: cases.clone(),
         intake: Arc::new(Semaphore::new(config.limits.max_in_flight)),
         metrics,
-        recovered: AtomicBool::new(false),
         retry_after_secs: config.limits.retry_after_secs,
         request_timeout: config.server.request_timeout,
         body_limit_bytes: config.limits.body_limit_bytes,
@@ -190,15 +192,18 @@ pub async fn run(
         memory,
     });
 
-    // Recovery: every case with stored work resumes from its last checkpoint.
-    let stopping = Arc::new(AtomicBool::new(false));
-    let recovery = {
-        let state = state.clone();
-        let stopping = stopping.clone();
-        std::thread::Builder::new()
-            .name("recovery".into())
-            .spawn(move || recover(&state, &stopping))?
-    };
+    // Recovery: every case with stored work resumes from its last checkpoint, through the
+    // workers. Listed before the first connection, so only the last run's cases are in it.
+    let left = runner
+        .pending()
+        .context("cannot list the cases left from the last run")?;
+    if !left.is_empty() {
+        tracing::info!(
+            cases = left.len(),
+            "resuming the cases left from the last run through the workers"
+        );
+    }
+    workers.recover(left)?;
 
     // Timers and SLAs.
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -256,11 +261,9 @@ pub async fn run(
 
     let _ = stop_tx.send(true);
     let _ = timers.await;
-    stopping.store(true, Ordering::Relaxed);
     drop(state);
     drop(cases);
     tokio::task::spawn_blocking(move || {
-        let _ = recovery.join();
         workers.stop();
         notifier.stop();
     })
@@ -274,40 +277,13 @@ pub async fn run(
     Ok(())
 }
 
-fn recover(state: &Inner, stopping: &AtomicBool) {
-    let started = Instant::now();
-    match state.runner.pending() {
-        Ok(pending) => {
-            let total = pending.len();
-            let mut done = 0usize;
-            for id in pending {
-                if stopping.load(Ordering::Relaxed) {
-                    break;
-                }
-                state.cases.process(&id);
-                done += 1;
-            }
-            tracing::info!(
-                cases = done,
-                of = total,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "recovery resumed the cases left from the last run"
-            );
-        }
-        Err(e) => tracing::error!("recovery could not list pending cases: {e}"),
-    }
-    state.recovered.store(true, Ordering::Relaxed);
-}
-
 fn fire_due(cases: &CaseRunner) {
-    let started = Instant::now();
     let runner = &cases.runner;
-    match runner.fire_due(runner.now()) {
-        Ok(fired) => {
-            for id in fired {
-                if let Ok(Some((rec, _))) = runner.case(&id) {
-                    tracing::info!(case = %id, status = rec.status.as_str(), "timer fired");
-                    cases.finished(&id, rec.status, started);
+    match runner.arm_due(runner.now()) {
+        Ok(armed) => {
+            for id in armed {
+                if let Some(status) = cases.process(&id) {
+                    tracing::info!(case = %id, status = status.as_str(), "timer fired");
                 }
             }
         }

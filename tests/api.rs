@@ -179,7 +179,7 @@ fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
         Some(Role::Reviewer),
         Some(&json!({"decision": "approve"})),
     );
-    again.assert_error(404, "not_found");
+    again.assert_error(409, "task_already_completed");
 }
 
 /// The shipped refund workflow with a different SLA and version.

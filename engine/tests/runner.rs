@@ -226,7 +226,10 @@ fn a_reviewer_completes_a_task_and_the_case_moves_on() {
     assert!(b.runner.tasks(None).unwrap().is_empty());
     assert!(matches!(
         b.runner.complete_task(ok),
-        Err(runner::Error::NoTask(_))
+        Err(runner::Error::TaskAlreadyCompleted {
+            status: CaseStatus::Completed,
+            ..
+        })
     ));
     let trail = serde_json::to_string(&b.runner.case_audit(&id).unwrap()).unwrap();
     assert!(trail.contains("rev-1") && trail.contains("\"decision\":\"reject\""));
@@ -388,4 +391,253 @@ fn erasure_removes_personal_data_and_the_chain_still_verifies() {
     );
     assert!(b.runner.store().audit_verify().unwrap().is_ok());
     let _ = b.receiver.seen.load(Ordering::SeqCst);
+}
+
+/// Waits at the refund's approval task; returns the case and task ids.
+fn waiting_refund(b: &Box_, customer: &str) -> (String, String) {
+    let id = b.runner.accept(refund("900.00", customer)).unwrap().case_id;
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+    let task = b
+        .runner
+        .tasks(None)
+        .unwrap()
+        .into_iter()
+        .find(|t| t.case_id == id)
+        .unwrap();
+    (id, task.task_id)
+}
+
+fn decide(task_id: &str, decision: &str) -> TaskCompletion {
+    TaskCompletion {
+        task_id: task_id.into(),
+        decision: decision.into(),
+        data: Value::Null,
+        comment: None,
+        by: format!("rev-{decision}"),
+    }
+}
+
+#[test]
+fn of_two_racing_completions_of_one_task_exactly_one_runs() {
+    let b = new_box(store::Kind::Redb);
+    for round in 0..20 {
+        let (id, task) = waiting_refund(&b, &format!("C-2{round:05}"));
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = ["approve", "reject"]
+                .map(|d| {
+                    let (b, barrier, task) = (&b, &barrier, &task);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        (d, b.runner.complete_task(decide(task, d)))
+                    })
+                })
+                .into_iter()
+                .collect();
+            racers.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        let lost = results.iter().find(|(_, r)| r.is_err()).unwrap();
+        assert!(
+            matches!(&lost.1, Err(runner::Error::TaskAlreadyCompleted { case_id, .. }) if *case_id == id),
+            "round {round}: {results:?}"
+        );
+        let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+        let outcome = if won[0].0 == "approve" {
+            "refunded"
+        } else {
+            "rejected"
+        };
+        assert_eq!(rec.status, CaseStatus::Completed, "{rec:?}");
+        assert_eq!(rec.state.unwrap().outcome.as_deref(), Some(outcome));
+    }
+    assert!(b.runner.store().audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_task_id_that_was_never_open_is_no_task() {
+    let b = new_box(store::Kind::Redb);
+    let (id, task) = waiting_refund(&b, "C-300001");
+    for never in [
+        format!("{id}.triage"),
+        format!("{id}-approval-9"),
+        "t-1".into(),
+    ] {
+        assert!(
+            matches!(
+                b.runner.complete_task(decide(&never, "approve")),
+                Err(runner::Error::NoTask(_))
+            ),
+            "{never}"
+        );
+    }
+    assert!(b.runner.task(&task).is_ok(), "the real task is still open");
+}
+
+#[test]
+fn a_task_that_passed_its_sla_is_closed_not_unknown() {
+    let b = new_box(store::Kind::Redb);
+    let (_, task) = waiting_refund(&b, "C-300002");
+    b.clock.advance(SignedDuration::from_hours(9));
+    assert_eq!(b.runner.fire_due(b.clock.now()).unwrap().len(), 1);
+    let late = b.runner.complete_task(decide(&task, "approve"));
+    assert!(
+        matches!(
+            late,
+            Err(runner::Error::TaskAlreadyCompleted {
+                status: CaseStatus::Escalated,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+}
+
+/// Rewrites a stored case and stores work for it, as a damaged data directory might hold.
+fn tamper(runner: &Runner, id: &str, f: impl FnOnce(&mut store::CaseRecord)) {
+    let (mut rec, _) = runner.case(id).unwrap().unwrap();
+    f(&mut rec);
+    let mut batch = store::Batch::new();
+    batch
+        .put(Table::Cases, id.as_bytes(), &rec)
+        .put_raw(Table::Pending, id.as_bytes(), Vec::new());
+    runner.store().commit(batch).unwrap();
+}
+
+#[test]
+fn a_stored_case_without_its_state_fails_with_a_reason_instead_of_panicking() {
+    let b = new_box(store::Kind::Redb);
+    let (id, _) = waiting_refund(&b, "C-300003");
+    let at = b.clock.now();
+    tamper(&b.runner, &id, |rec| {
+        rec.state = None;
+        rec.pending = Some(store::Pending {
+            trigger: store::Trigger::Timer,
+            at,
+        });
+    });
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Failed);
+    let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+    let error = rec.error.unwrap();
+    assert!(error.contains("stored case is inconsistent"), "{error}");
+    assert!(b.runner.pending().unwrap().is_empty());
+
+    let (id, task) = waiting_refund(&b, "C-300004");
+    tamper(&b.runner, &id, |rec| {
+        rec.workflow = None;
+        rec.pending = Some(store::Pending {
+            trigger: store::Trigger::Task {
+                completion: decide(&task, "approve"),
+            },
+            at,
+        });
+    });
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Failed);
+    let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+    assert!(
+        rec.state
+            .unwrap()
+            .error
+            .unwrap()
+            .contains("no workflow version")
+    );
+}
+
+#[test]
+fn a_case_whose_segment_panics_can_be_failed_and_nothing_runs_it_again() {
+    let b = new_box(store::Kind::Redb);
+    let (id, task) = waiting_refund(&b, "C-300005");
+    let at = b.clock.now();
+    // Waiting at a node its workflow does not have: resuming it panics in the executor.
+    tamper(&b.runner, &id, |rec| {
+        if let Some(casegraph_engine::exec::Waiting::Task { node, .. }) =
+            rec.state.as_mut().unwrap().waiting.as_mut()
+        {
+            *node = "no_such_node".into();
+        }
+        rec.pending = Some(store::Pending {
+            trigger: store::Trigger::Task {
+                completion: decide(&task, "approve"),
+            },
+            at,
+        });
+    });
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.runner.process(&id)));
+    assert!(panicked.is_err());
+    let reason = "internal error while running the case (incident 1234abcd)";
+    assert_eq!(b.runner.fail(&id, reason).unwrap(), CaseStatus::Failed);
+    let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+    assert_eq!(rec.error.as_deref(), Some(reason));
+    assert_eq!(rec.state.as_ref().unwrap().error.as_deref(), Some(reason));
+    assert!(b.runner.pending().unwrap().is_empty(), "nothing to recover");
+    assert!(
+        b.runner.tasks(None).unwrap().is_empty(),
+        "no task left open"
+    );
+    assert_eq!(b.runner.recover().unwrap(), 0);
+    // Failing again changes nothing; the runner (and its case lock) still works.
+    assert_eq!(b.runner.fail(&id, "again").unwrap(), CaseStatus::Failed);
+    assert_eq!(
+        b.runner.case(&id).unwrap().unwrap().0.error.as_deref(),
+        Some(reason)
+    );
+    let (other, _) = waiting_refund(&b, "C-300006");
+    assert_eq!(
+        b.runner.case(&other).unwrap().unwrap().0.status,
+        CaseStatus::Waiting
+    );
+    let outcomes = b
+        .runner
+        .case_audit(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == casegraph_engine::audit::Kind::Outcome)
+        .count();
+    assert_eq!(outcomes, 1);
+    assert!(b.runner.store().audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn of_two_racing_triage_decisions_exactly_one_routes_the_case() {
+    let b = new_box(store::Kind::Sled);
+    for round in 0..10 {
+        let mut r = refund("20.00", &format!("C-4{round:05}"));
+        r.request["metadata"]["confidence"] = json!(0.2);
+        let id = b.runner.accept(r).unwrap().case_id;
+        assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+        let task = format!("{id}.triage");
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = ["close", "request_refund"]
+                .map(|d| {
+                    let (b, barrier, task) = (&b, &barrier, &task);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        (d, b.runner.complete_task(decide(task, d)))
+                    })
+                })
+                .into_iter()
+                .collect();
+            racers.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        let (rec, _) = b.runner.case(&id).unwrap().unwrap();
+        assert_eq!(rec.status, CaseStatus::Completed, "{rec:?}");
+        // Closed by the reviewer: no workflow ran; routed: the refund workflow ran once.
+        assert_eq!(
+            rec.workflow.is_some(),
+            won[0].0 == "request_refund",
+            "{rec:?}"
+        );
+        let outcomes = b
+            .runner
+            .case_audit(&id)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == casegraph_engine::audit::Kind::Outcome)
+            .count();
+        assert_eq!(outcomes, 1, "round {round}");
+    }
 }

@@ -134,7 +134,9 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
         waiting,
         outcome: state.and_then(|s| s.outcome.clone()),
         reply,
-        error: state.and_then(|s| s.error.clone()),
+        error: state
+            .and_then(|s| s.error.clone())
+            .or_else(|| rec.error.clone()),
         path: state.map(|s| s.path.clone()).unwrap_or_default(),
         accepted_at: rec.accepted_at.to_string(),
         updated_at: rec.updated_at.to_string(),

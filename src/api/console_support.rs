@@ -212,7 +212,8 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
                 "intake_permits_free": s.intake.available_permits(),
             },
             "simulated_backoffice": s.simulated_backoffice,
-            "recovered": s.recovered.load(std::sync::atomic::Ordering::Relaxed),
+            "recovered": s.workers.recovery_pending() == 0,
+            "recovery_pending": s.workers.recovery_pending(),
         })))
     })
     .await

@@ -18,7 +18,6 @@ mod tokens;
 mod workflows;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -56,8 +55,6 @@ pub struct Inner {
     /// Bounds requests being made durable at once.
     pub intake: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
-    /// Recovery of cases left from the last run has finished.
-    pub recovered: AtomicBool,
     pub retry_after_secs: u64,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,

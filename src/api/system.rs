@@ -1,7 +1,5 @@
 //! Health, readiness and metrics.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,13 +17,16 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to serve: store open, workflows and the intent model loaded (the service does not
-/// start listening before the model is), recovery of the last run's cases done.
+/// Ready to serve, i.e. accepting *and* processing: store open, workflows and the intent
+/// model loaded (the service does not start listening before the model is), and case
+/// workers running. Cases left from the last run do not hold readiness: the workers run
+/// them alongside new requests, and `checks.recovery_pending` counts those still to run.
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, description = "Ready", body = Object),
         (status = 503, description = "Not ready yet", body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let recovered = state.recovered.load(Ordering::Relaxed);
+    let workers = state.workers.alive();
+    let recovery_pending = state.workers.recovery_pending();
     let workflows = state.runner.catalog().workflows().count();
     let runner = state.runner.clone();
     let store_ok = blocking("readyz", move || {
@@ -35,17 +36,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     let checks = json!({
         "store": store_ok,
         "workflows": workflows,
-        "recovered": recovered,
+        "workers": workers,
+        "recovered": recovery_pending == 0,
+        "recovery_pending": recovery_pending,
         "model": state.model,
         "simulated_backoffice": state.simulated_backoffice,
     });
-    if store_ok && recovered && workflows > 0 {
+    if store_ok && workers > 0 && workflows > 0 {
         Ok(Json(json!({ "status": "ready", "checks": checks })))
     } else {
         Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "the box is starting (or its store is unavailable)",
+            "the box is starting (or its store is unavailable, or no case worker runs)",
         )
         .details(checks)
         .retry_after(state.retry_after_secs))
@@ -67,6 +70,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         m.store_disk_bytes
             .set(s.runner.store().backend().disk_bytes() as i64);
         m.intake_queue.set(s.workers.queued() as i64);
+        m.recovery_pending.set(s.workers.recovery_pending() as i64);
         s.memory.sample();
         m.resident_bytes.set(s.memory.resident() as i64);
         m.memory_budget_bytes.set(s.memory.budget() as i64);

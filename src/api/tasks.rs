@@ -2,13 +2,14 @@
 //! Completing a task stores the decision durably and runs the case on to its next
 //! checkpoint before answering.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use casegraph_engine::exec::TaskCompletion;
 use casegraph_engine::runner;
-use casegraph_engine::store::{Table, TaskEntry};
+use casegraph_engine::store::TaskEntry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -134,47 +135,63 @@ pub async fn complete(
     let retry = state.retry_after_secs;
     blocking("complete task", move || {
         let runner = &cases.runner;
-        let case_id = runner
-            .store()
-            .backend()
-            .get(Table::Tasks, id.as_bytes())
-            .map_err(|e| AppError::internal("task read", e))?
-            .and_then(|b| serde_json::from_slice::<TaskEntry>(&b).ok())
-            .map(|t| t.case_id)
-            .ok_or_else(|| AppError::not_found("open task", &id))?;
+        let refused = |e: runner::Error| match e {
+            runner::Error::NoTask(_) => AppError::not_found("open task", &id),
+            runner::Error::TaskAlreadyCompleted {
+                case_id,
+                status,
+                reason,
+                ..
+            } => AppError::new(
+                StatusCode::CONFLICT,
+                "task_already_completed",
+                format!("the task is no longer open: {reason}; nothing was changed"),
+            )
+            .details(json!({ "task_id": id, "case_id": case_id, "status": status.as_str() })),
+            runner::Error::UnknownDecision { allowed, .. } => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_decision",
+                format!("`decision` must be one of: {}", allowed.join(", ")),
+            )
+            .details(json!({ "field": "decision", "allowed": allowed })),
+            runner::Error::InvalidIntent {
+                reason, allowed, ..
+            } => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_intent",
+                format!("`data.intent` {reason}"),
+            )
+            .details(json!({ "field": "data.intent", "allowed": allowed })),
+            runner::Error::Busy(_) => AppError::new(
+                StatusCode::CONFLICT,
+                "case_busy",
+                "the case is still busy with earlier work; try again",
+            )
+            .retry_after(retry),
+            other => AppError::internal("complete task", other),
+        };
+        let case_id = runner.task(&id).map_err(refused)?.case_id;
         let started = Instant::now();
-        let status = runner
-            .complete_task(TaskCompletion {
-                task_id: id.clone(),
-                decision: body.decision,
-                data: body.data,
-                comment: body.comment,
-                by: who.name.clone(),
-            })
-            .map_err(|e| match e {
-                runner::Error::NoTask(_) => AppError::not_found("open task", &id),
-                runner::Error::UnknownDecision { allowed, .. } => AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_decision",
-                    format!("`decision` must be one of: {}", allowed.join(", ")),
-                )
-                .details(json!({ "field": "decision", "allowed": allowed })),
-                runner::Error::InvalidIntent {
-                    reason, allowed, ..
-                } => AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_intent",
-                    format!("`data.intent` {reason}"),
-                )
-                .details(json!({ "field": "data.intent", "allowed": allowed })),
-                runner::Error::Busy(_) => AppError::new(
-                    StatusCode::CONFLICT,
-                    "case_busy",
-                    "the case is still busy with earlier work; try again",
-                )
-                .retry_after(retry),
-                other => AppError::internal("complete task", other),
-            })?;
+        let completion = TaskCompletion {
+            task_id: id.clone(),
+            decision: body.decision,
+            data: body.data,
+            comment: body.comment,
+            by: who.name.clone(),
+        };
+        // The segment the completion starts runs here, not on a worker: a panic in it
+        // fails the case (as on a worker) instead of leaving it to panic at every start.
+        let status =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| runner.complete_task(completion))) {
+                Ok(r) => r.map_err(refused)?,
+                Err(panic) => {
+                    cases.panicked(&case_id, panic.as_ref(), started);
+                    return Err(AppError::internal(
+                        "complete task",
+                        format!("the segment of case {case_id} panicked; the case was failed"),
+                    ));
+                }
+            };
         tracing::info!(case = %case_id, task = %id, by = %who.name, "task completed");
         cases.finished(&case_id, status, started);
         Ok(Json(Completed {

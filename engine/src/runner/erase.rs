@@ -113,6 +113,7 @@ mod tests {
             updated_at: at,
             submitted_by: None,
             reply_to: Some("http://crm.local/hooks/C-1".into()),
+            error: None,
         };
         let mut batch = Batch::new();
         batch

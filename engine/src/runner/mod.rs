@@ -11,9 +11,11 @@
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 
 mod erase;
+mod fail;
 mod notify;
 mod outbox;
 mod segment;
+mod task;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -25,7 +27,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit;
-use crate::exec::{Clock, Connector, TaskCompletion, digest};
+use crate::exec::{Clock, Connector, digest};
 use crate::rules::Rules;
 use crate::store::{
     self, Batch, CaseRecord, CaseStatus, IdempotencyEntry, Pending, PersonalRecord, Store, Table,
@@ -59,6 +61,15 @@ pub enum Error {
     NoCase(String),
     #[error("no open task `{0}`")]
     NoTask(String),
+    /// The task was open once and is no more: another completion won it, or the case moved
+    /// on past it (its SLA passed). Nothing about the case changed.
+    #[error("task `{task_id}` is no longer open: {reason} (case `{case_id}` is {})", status.as_str())]
+    TaskAlreadyCompleted {
+        task_id: String,
+        case_id: String,
+        status: CaseStatus,
+        reason: &'static str,
+    },
     #[error("decision `{decision}` is not allowed for task `{task_id}`; allowed: {}", allowed.join(", "))]
     UnknownDecision {
         task_id: String,
@@ -235,6 +246,7 @@ impl Runner {
             updated_at: now,
             submitted_by: new.submitted_by.clone(),
             reply_to: text("reply_to"),
+            error: None,
         };
         let mut batch = Batch::new();
         batch
@@ -320,77 +332,20 @@ impl Runner {
         Ok(tasks)
     }
 
-    /// Stores a reviewer's completion durably, then runs the case on.
-    pub fn complete_task(&self, completion: TaskCompletion) -> Result<CaseStatus, Error> {
-        let case_id = {
-            let task = self
-                .store
-                .get_json::<TaskEntry>(Table::Tasks, completion.task_id.as_bytes(), "task")?
-                .ok_or_else(|| Error::NoTask(completion.task_id.clone()))?;
-            if !task.decisions.contains(&completion.decision) {
-                return Err(Error::UnknownDecision {
-                    task_id: task.task_id,
-                    decision: completion.decision,
-                    allowed: task.decisions,
-                });
-            }
-            let _lock = self.lock(&task.case_id);
-            let mut rec = self
-                .store
-                .get_json::<CaseRecord>(Table::Cases, task.case_id.as_bytes(), "case")?
-                .ok_or_else(|| Error::NoCase(task.case_id.clone()))?;
-            if rec.pending.is_some() {
-                return Err(Error::Busy(rec.id));
-            }
-            if rec.state.is_none() {
-                // a triage task: the reviewer's intent becomes a training label
-                self.check_reviewed_intent(&completion)?;
-            }
-            let now = self.clock.now();
-            rec.pending = Some(Pending {
-                trigger: Trigger::Task { completion },
-                at: now,
-            });
-            rec.status = CaseStatus::Running;
-            rec.updated_at = now;
-            let mut batch = Batch::new();
-            batch
-                .put(Table::Cases, rec.id.as_bytes(), &rec)
-                .put_raw(Table::Pending, rec.id.as_bytes(), Vec::new())
-                .delete(Table::Tasks, task.task_id.as_bytes());
-            self.store.commit(batch)?;
-            rec.id
-        };
-        self.process(&case_id)
-    }
-
-    /// Refuses a triage completion whose `data.intent` is not a label the model knows (or,
-    /// for a model without a fixed set, not label-shaped): a mistyped correction would
-    /// otherwise be lost to training without anyone noticing.
-    fn check_reviewed_intent(&self, completion: &TaskCompletion) -> Result<(), Error> {
-        let refuse = |reason: String, allowed: Vec<String>| Error::InvalidIntent {
-            task_id: completion.task_id.clone(),
-            reason,
-            allowed,
-        };
-        match segment::reviewed_intent(&completion.data) {
-            None => Ok(()),
-            Some(Err(())) => Err(refuse(
-                "must be an intent label (at most 64 ASCII letters, digits, `_`, `-`)".into(),
-                Vec::new(),
-            )),
-            Some(Ok(label)) => match self.classifier.labels() {
-                Some(labels) if !labels.iter().any(|l| l == label) => Err(refuse(
-                    format!("`{label}` is not a label of the model"),
-                    labels.to_vec(),
-                )),
-                _ => Ok(()),
-            },
-        }
-    }
-
     /// Fires every timer and SLA due by `now`; returns the cases moved on.
     pub fn fire_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
+        let armed = self.arm_due(now)?;
+        for case_id in &armed {
+            self.process(case_id)?;
+        }
+        Ok(armed)
+    }
+
+    /// Stores a timer trigger for every case whose timer or SLA is due by `now` and returns
+    /// those cases without running them: the caller runs each ([`Runner::process`]), the
+    /// service under the same panic guard as its workers. An armed case is pending, so
+    /// recovery runs it if the box stops first.
+    pub fn arm_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
         let due =
             self.store
                 .backend()
@@ -437,7 +392,6 @@ impl Runner {
                 armed
             };
             if armed {
-                self.process(&case_id)?;
                 fired.push(case_id);
             }
         }
@@ -488,7 +442,11 @@ impl Runner {
     }
 }
 
-/// A time-ordered, unique case id: `c-<millis hex>-<random hex>`.
+/// Length of a case id: `c-`, 11 hex digits, `-`, 12 hex digits.
+const CASE_ID_LEN: usize = 26;
+
+/// A time-ordered, unique case id: `c-<millis hex>-<random hex>`, [`CASE_ID_LEN`] long
+/// (task ids start with their case's id, see [`task::task_case`]).
 fn new_case_id(now: Timestamp) -> Result<String, Error> {
     let mut r = [0u8; 6];
     getrandom::fill(&mut r)

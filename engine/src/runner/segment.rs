@@ -109,20 +109,23 @@ impl Runner {
                         ));
                         rec.route = Some(route.clone());
                         match route {
-                            Route::Workflow { workflow, .. } => {
-                                let wf = catalog
-                                    .get(&workflow)
-                                    .cloned()
-                                    .expect("routing only answers loaded workflows");
-                                outcome = self.start(
-                                    &exec,
-                                    &wf,
-                                    &mut rec,
-                                    &mut personal,
-                                    classification,
-                                    &mut batch,
-                                );
-                            }
+                            Route::Workflow { workflow, .. } => match catalog.get(&workflow) {
+                                Some(wf) => {
+                                    outcome = self.start(
+                                        &exec,
+                                        &wf.clone(),
+                                        &mut rec,
+                                        &mut personal,
+                                        classification,
+                                        &mut batch,
+                                    );
+                                }
+                                None => {
+                                    outcome = Err(format!(
+                                        "routing chose workflow `{workflow}`, which is not loaded"
+                                    ))
+                                }
+                            },
                             Route::Queue { queue, .. } => {
                                 self.open_triage(&mut rec, &queue, &catalog, at, &mut batch);
                             }
@@ -197,17 +200,35 @@ impl Runner {
                     Trigger::Task { completion } => Event::TaskCompleted(completion),
                     _ => Event::TimerFired,
                 };
-                let mut case = rec.state.clone().expect("a started case has state");
-                case.data = personal.data.clone();
-                if let Some(reply) = &mut case.reply {
-                    reply.text = personal.reply_text.clone().unwrap_or_default();
+                // A stored case that lost its state or workflow version (a damaged or
+                // tampered data directory) fails with the reason; it must not panic a worker.
+                match (rec.state.clone(), rec.workflow.clone()) {
+                    (Some(mut case), Some(wref)) => {
+                        case.data = personal.data.clone();
+                        if let Some(reply) = &mut case.reply {
+                            reply.text = personal.reply_text.clone().unwrap_or_default();
+                        }
+                        let wf = self.workflow(&rec.id, &wref)?;
+                        outcome = match exec.resume(&wf, &mut case, event) {
+                            Ok(steps) => Ok((Some(case), steps)),
+                            Err(e) => Err(e.to_string()),
+                        };
+                    }
+                    (state, _) => {
+                        let missing = if state.is_none() {
+                            "workflow state"
+                        } else {
+                            "workflow version"
+                        };
+                        let what = match event {
+                            Event::TaskCompleted(_) => "a task completion",
+                            Event::TimerFired => "a timer",
+                        };
+                        outcome = Err(format!(
+                            "the stored case is inconsistent: {what} is stored for it, but it has no {missing} to resume"
+                        ));
+                    }
                 }
-                let wref = rec.workflow.clone().expect("a started case has a workflow");
-                let wf = self.workflow(&rec.id, &wref)?;
-                outcome = match exec.resume(&wf, &mut case, event) {
-                    Ok(steps) => Ok((Some(case), steps)),
-                    Err(e) => Err(e.to_string()),
-                };
             }
         }
         match outcome {
@@ -218,6 +239,7 @@ impl Runner {
             Err(message) => {
                 tracing::warn!(case = %case_id, "{message}");
                 rec.status = CaseStatus::Failed;
+                rec.error = Some(message.clone());
                 entries.push(audit::Entry::new(
                     case_id,
                     audit::Kind::Outcome,

@@ -113,6 +113,10 @@ pub struct CaseRecord {
     pub submitted_by: Option<String>,
     /// Webhook for the outcome, if the submitter gave one.
     pub reply_to: Option<String>,
+    /// Why the case failed, also when it failed before a workflow gave it a state (routing,
+    /// a stored case that cannot run, a segment that panicked). Never quotes case data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A case's personal data: the request and the case data scripts work on. Erasable.

@@ -1,0 +1,444 @@
+//! The case workers: a few threads that run accepted cases, fed by a bounded queue.
+//!
+//! Intake reserves a queue slot *before* it makes a request durable ([`Workers::admit`]),
+//! so a full queue is answered `429` without storing anything and an accepted case always
+//! has a place in the queue. Case work is CPU (rules, templates) plus blocking connector
+//! calls, which is why it runs on its own threads, off the async runtime. On shutdown the
+//! workers finish the case in hand and stop; cases still queued keep their stored work and
+//! are resumed by recovery at the next start.
+//!
+//! Recovery goes through the same pool ([`Workers::recover`]): the cases left from the last
+//! run are fed to the queue a few at a time, so they run at the pool's full throughput
+//! while new requests interleave with them, and the box is ready as soon as its workers run.
+//!
+//! A panic while running a case must not cost a worker: the pool would silently shrink,
+//! and the case, still holding its stored work, would panic again at every start. Each job
+//! runs under `catch_unwind`; a case whose segment panicked is failed with an incident id.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use casegraph_engine::runner::Runner;
+use casegraph_engine::store::CaseStatus;
+
+mod recovery;
+
+use crate::metrics::Metrics;
+use crate::webhook::Notifier;
+use recovery::{Recovery, RecoveryDone};
+
+enum Job {
+    /// An accepted case (intake holds a queue place for it).
+    Case(String),
+    /// A case left from the last run (fed by recovery, outside the intake queue's count).
+    Recover(String),
+    Stop,
+}
+
+/// The worker pool and its queue.
+pub struct Workers {
+    tx: Mutex<mpsc::Sender<Job>>,
+    queued: AtomicUsize,
+    depth: usize,
+    stopping: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker threads running; a panic in a job never ends one.
+    alive: Arc<AtomicUsize>,
+    recovery: Recovery,
+    /// The thread feeding recovery jobs, joined on stop.
+    feeder: Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reserved queue place; released on drop unless a case was put in it.
+#[derive(Debug)]
+pub struct Slot {
+    workers: Arc<Workers>,
+    used: bool,
+}
+
+impl Slot {
+    /// Queues the case in the reserved place.
+    pub fn send(mut self, case_id: String) {
+        self.used = true;
+        let sent = self
+            .workers
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Job::Case(case_id.clone()));
+        if sent.is_err() {
+            // The workers are gone (shutting down): the case's work is stored and recovery
+            // resumes it at the next start.
+            self.workers.queued.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(case = %case_id, "workers stopped; the case resumes at the next start");
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.used {
+            self.workers.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What runs a case's stored work and reacts to where it ended.
+#[derive(Clone, Debug)]
+pub struct CaseRunner {
+    pub runner: Arc<Runner>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Notifier,
+}
+
+impl CaseRunner {
+    /// Runs the case's stored work and records the result. A panic inside the segment is
+    /// caught here: the case is failed with an incident id (its stored work would panic
+    /// again at every start) and the caller's thread goes on.
+    /// Returns where the segment left the case (`None` if it could not run).
+    pub fn process(&self, case_id: &str) -> Option<CaseStatus> {
+        let started = Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.runner.process(case_id))) {
+            Ok(Ok(status)) => {
+                self.finished(case_id, status, started);
+                Some(status)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(case = %case_id, "case could not be processed: {e}");
+                None
+            }
+            Err(panic) => self.panicked(case_id, panic.as_ref(), started),
+        }
+    }
+
+    /// Fails a case whose segment panicked. The panic message goes to the log only: it
+    /// may quote case data, and the case's error (and its audit record) must not.
+    pub fn panicked(
+        &self,
+        case_id: &str,
+        panic: &(dyn std::any::Any + Send),
+        started: Instant,
+    ) -> Option<CaseStatus> {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let mut r = [0u8; 4];
+        let _ = getrandom::fill(&mut r);
+        let incident = hex::encode(r);
+        tracing::error!(case = %case_id, incident = %incident, "the case's segment panicked: {what}");
+        let reason = format!(
+            "internal error while running the case (incident {incident}); the box's log has the details"
+        );
+        match self.runner.fail(case_id, &reason) {
+            Ok(status) => {
+                self.finished(case_id, status, started);
+                Some(status)
+            }
+            Err(e) => {
+                tracing::error!(case = %case_id, incident = %incident, "the case could not be failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Records a segment that ended with `status`; notifies the requester of a final one.
+    pub fn finished(&self, case_id: &str, status: CaseStatus, started: Instant) {
+        self.metrics
+            .segment_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .segments
+            .get_or_create(&crate::metrics::StatusLabels {
+                status: status.as_str().to_string(),
+            })
+            .inc();
+        tracing::debug!(case = %case_id, status = status.as_str(), "segment done");
+        if status.is_final() {
+            self.notify(case_id);
+        }
+    }
+
+    /// Hands the case's stored notification (if it has one) to the sender. The entry was
+    /// written with the final segment, so nothing is lost if this never happens.
+    fn notify(&self, case_id: &str) {
+        match self.runner.notification(case_id) {
+            Ok(Some(_)) => self.notifier.notify(case_id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(case = %case_id, "cannot read the stored notification; the sweep sends it: {e}")
+            }
+        }
+    }
+}
+
+impl Workers {
+    /// Starts `threads` workers with a queue of `depth` cases.
+    pub fn start(threads: usize, depth: usize, cases: CaseRunner) -> std::io::Result<Arc<Workers>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = Arc::new(Workers {
+            tx: Mutex::new(tx),
+            queued: AtomicUsize::new(0),
+            depth,
+            stopping: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            alive: Arc::new(AtomicUsize::new(0)),
+            recovery: Recovery::default(),
+            feeder: Mutex::new(None),
+            metrics: cases.metrics.clone(),
+        });
+        let mut handles = Vec::new();
+        for i in 0..threads {
+            let rx = rx.clone();
+            let cases = cases.clone();
+            let w = workers.clone();
+            let alive = Alive::new(workers.alive.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("case-worker-{i}"))
+                    .spawn(move || {
+                        let _alive = alive;
+                        loop {
+                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let job = match job {
+                                Ok(Job::Stop) | Err(_) => break,
+                                Ok(job) => job,
+                            };
+                            // `CaseRunner::process` catches a segment's panic; this catches
+                            // the rest (metrics, notification), so no job ends a worker.
+                            let run =
+                                std::panic::catch_unwind(AssertUnwindSafe(|| w.run(&cases, job)));
+                            if run.is_err() {
+                                tracing::error!("a case worker's job panicked; the worker goes on");
+                            }
+                        }
+                    })?,
+            );
+        }
+        *workers.threads.lock().unwrap_or_else(|e| e.into_inner()) = handles;
+        Ok(workers)
+    }
+
+    fn run(&self, cases: &CaseRunner, job: Job) {
+        match job {
+            Job::Case(id) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                if !self.stopping.load(Ordering::Relaxed) {
+                    cases.process(&id);
+                } // else: resumed by recovery next start
+            }
+            Job::Recover(id) => {
+                // Counted done whatever happens, so the gauge cannot stick above zero.
+                let _done = RecoveryDone(self);
+                if !self.stopping.load(Ordering::Relaxed) {
+                    cases.process(&id);
+                    let left = self.recovery.left.fetch_sub(1, Ordering::Relaxed) - 1;
+                    self.metrics.recovery_pending.set(left as i64);
+                }
+            }
+            Job::Stop => {}
+        }
+    }
+
+    /// Worker threads running.
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a queue place, or `None` when the queue is full.
+    pub fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let before = self.queued.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            workers: self.clone(),
+            used: false,
+        };
+        if before >= self.depth || self.stopping.load(Ordering::Relaxed) {
+            drop(slot);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Cases waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Lets the workers finish the case in hand, then stops them and waits.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop_recovery();
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        {
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in &handles {
+                let _ = tx.send(Job::Stop);
+            }
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        self.metrics.intake_queue.set(0);
+    }
+}
+
+/// Counts a worker thread as running for as long as it lives.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(count: Arc<AtomicUsize>) -> Alive {
+        count.fetch_add(1, Ordering::Relaxed);
+        Alive(count)
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use casegraph_engine::exec::SystemClock;
+    use casegraph_engine::rules::Rules;
+    use casegraph_engine::runner::{Classifier, NewRequest, Parts};
+    use casegraph_engine::store::Store;
+    use casegraph_engine::workflow::Catalog;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Every request is a refund; one whose text says so panics (a bug in a segment).
+    struct Refund;
+
+    impl Classifier for Refund {
+        fn classify(&self, request: &Value) -> Result<Value, String> {
+            assert!(request["text"] != "panic", "a bug in the segment");
+            Ok(json!({ "intent": "request_refund", "confidence": 0.97,
+                       "out_of_scope": false, "model": "test" }))
+        }
+    }
+
+    fn pool(dir: &Path, threads: usize) -> (Arc<Workers>, Arc<Runner>) {
+        let rules = Arc::new(Rules::default());
+        let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let runner = Arc::new(Runner::new(Parts {
+            store: Store::open(dir, &Default::default()).unwrap(),
+            catalog: Arc::new(Catalog::load(&workflows, &rules).unwrap()),
+            rules,
+            connector: Arc::new(crate::backoffice::SimulatedBackOffice),
+            classifier: Arc::new(Refund),
+            clock: Arc::new(SystemClock),
+            versions_dir: dir.join("versions"),
+        }));
+        let cases = CaseRunner {
+            runner: runner.clone(),
+            metrics: Arc::new(Metrics::new()),
+            notifier: Notifier::start(
+                &Default::default(),
+                &crate::connector::Roots::bundled(),
+                &runner,
+            ),
+        };
+        (Workers::start(threads, 64, cases).unwrap(), runner)
+    }
+
+    fn accept(runner: &Runner, text: &str) -> String {
+        let request = json!({ "channel": "form", "language": "en", "customer_id": "C-100001",
+                              "text": text, "fields": { "amount": "25.00" } });
+        runner
+            .accept(NewRequest {
+                request,
+                idempotency_key: None,
+                submitted_by: None,
+            })
+            .unwrap()
+            .case_id
+    }
+
+    fn wait_final(runner: &Runner, id: &str) -> casegraph_engine::store::CaseRecord {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (rec, _) = runner.case(id).unwrap().unwrap();
+            if rec.status.is_final() {
+                return rec;
+            }
+            assert!(Instant::now() < deadline, "case {id} did not end: {rec:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_panicking_case_fails_and_the_one_worker_runs_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (workers, runner) = pool(dir.path(), 1);
+        for text in ["panic", "panic", "Please refund the order."] {
+            let id = accept(&runner, text);
+            workers.admit().unwrap().send(id.clone());
+            let rec = wait_final(&runner, &id);
+            if text == "panic" {
+                assert_eq!(rec.status, CaseStatus::Failed);
+                assert!(rec.error.unwrap().contains("internal error"));
+            } else {
+                assert_eq!(rec.status, CaseStatus::Completed, "{rec:?}");
+            }
+        }
+        assert_eq!(workers.alive(), 1);
+        assert!(runner.pending().unwrap().is_empty());
+        workers.stop();
+        assert_eq!(workers.alive(), 0);
+    }
+
+    #[test]
+    fn recovery_runs_the_backlog_through_the_pool_and_new_work_goes_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let (workers, runner) = pool(dir.path(), 1);
+        let left: Vec<String> = (0..40)
+            .map(|_| accept(&runner, "Please refund the order."))
+            .collect();
+        workers.recover(left.clone()).unwrap();
+        assert!(workers.recovery_pending() > 0);
+        // A request accepted now waits behind a few left-over cases, not all of them.
+        let new = accept(&runner, "Please refund the order.");
+        workers.admit().unwrap().send(new.clone());
+        wait_final(&runner, &new);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while workers.recovery_pending() > 0 {
+            assert!(Instant::now() < deadline, "recovery did not finish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The audit chain orders the commits: the new case's end is not after the backlog's.
+        let ended = |id: &str| runner.case_audit(id).unwrap().last().unwrap().seq;
+        let last = left.iter().map(|id| {
+            wait_final(&runner, id);
+            ended(id)
+        });
+        assert!(
+            ended(&new) < last.max().unwrap(),
+            "the new case ran before the backlog was done"
+        );
+        assert_eq!(workers.metrics.recovery_pending.get(), 0);
+        workers.stop();
+    }
+}
