@@ -1,13 +1,27 @@
-//! Erasure of a customer's personal data (GDPR): the request, case data and reply text go;
-//! the case record and its audit trail stay, and the trail records *that* data was erased.
-//! The case's `reply_to` URL and any notification still waiting to be sent go as well.
+//! Erasure of a customer's personal data (GDPR).
+//!
+//! What goes, for every finished case of the customer: the personal record (request, case
+//! data, reply text, the full failure message), the `reply_to` URL and any notification
+//! still waiting to be sent, the outbox entries of the case's back-office calls (their
+//! answers carry customer ids, amounts, addresses) and the idempotency keys that point at
+//! the case (a submitter may have built them from personal data). What stays: the case
+//! record (ids, status, digests, the failure reason without values) and the audit trail,
+//! which records *that* data was erased. Nothing else in the store holds personal data:
+//! the audit trail and the case record carry reasons and digests only (see
+//! [`crate::exec::Failure`]).
+//!
+//! This removes the data from the store's tables. The bytes can survive in the backend's
+//! freed pages until they are reused; `casegraph erase` therefore rewrites the store
+//! afterwards ([`crate::store::rewrite`], ADR 0008).
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::json;
 
 use super::{Error, Runner};
 use crate::audit;
-use crate::store::{Batch, CaseRecord, Store, Table, key};
+use crate::store::{Batch, CaseRecord, IdempotencyEntry, Store, Table, key};
 use jiff::Timestamp;
 
 /// What an erasure did.
@@ -30,7 +44,8 @@ impl Runner {
 }
 
 /// Erases the personal data of every finished case of `customer_id`. Needs no case locks:
-/// finished cases are never written by anything else.
+/// finished cases are never written by anything else. Each case goes in one commit, so a
+/// crash leaves every case either whole or erased; erasing again finishes the rest.
 pub fn erase_customer(
     store: &Store,
     customer_id: &str,
@@ -46,6 +61,7 @@ pub fn erase_customer(
         erased: Vec::new(),
         unfinished: Vec::new(),
     };
+    let mut idempotency: Option<HashMap<String, Vec<Vec<u8>>>> = None;
     for k in keys {
         let case_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
         let Some(mut rec) =
@@ -63,24 +79,54 @@ pub fn erase_customer(
         rec.erased = true;
         rec.reply_to = None;
         rec.updated_at = now;
+        if let Some(state) = &mut rec.state {
+            // Records written before failures were split into message and reason kept the
+            // message here, value and all.
+            state.error = match (&state.reason, &state.error) {
+                (Some(reason), _) => Some(reason.clone()),
+                (None, Some(_)) => Some("erased with the case's personal data".into()),
+                (None, None) => None,
+            };
+        }
         let mut batch = Batch::new();
         // A notification not yet delivered goes too: its URL is the submitter's and its
         // body would carry the erased reply.
         batch
             .delete(Table::Personal, case_id.as_bytes())
-            .delete(Table::Notifications, case_id.as_bytes())
-            .put(Table::Cases, case_id.as_bytes(), &rec)
-            .audit(audit::Entry::new(
-                &case_id,
-                audit::Kind::Erased,
-                now,
-                json!({ "customer": customer, "by": by,
-                            "what": ["request", "case_data", "reply_text"] }),
-            ));
+            .delete(Table::Notifications, case_id.as_bytes());
+        // Outbox keys are `<case id>:<node>:<visit>`; a final case replays no call.
+        for call in store.scan_keys(Table::Outbox, format!("{case_id}:").as_bytes())? {
+            batch.delete(Table::Outbox, call);
+        }
+        let by_case = match &mut idempotency {
+            Some(map) => map,
+            None => idempotency.insert(idempotency_keys(store)?),
+        };
+        for k in by_case.remove(&case_id).unwrap_or_default() {
+            batch.delete(Table::Idempotency, k);
+        }
+        batch.put(Table::Cases, case_id.as_bytes(), &rec).audit(audit::Entry::new(
+            &case_id,
+            audit::Kind::Erased,
+            now,
+            json!({ "customer": customer, "by": by,
+                    "what": ["request", "case_data", "reply_text", "error_message",
+                             "reply_to", "notification", "outbox", "idempotency_keys"] }),
+        ));
         store.commit(batch)?;
         result.erased.push(case_id);
     }
     Ok(result)
+}
+
+/// Idempotency keys by the case they point at. The table is keyed by the submitter's key,
+/// so finding a case's keys takes one scan; erasure is rare and does it once.
+fn idempotency_keys(store: &Store) -> Result<HashMap<String, Vec<Vec<u8>>>, Error> {
+    let mut map: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (k, entry) in store.scan_json::<IdempotencyEntry>(Table::Idempotency, b"", "idempotency key")? {
+        map.entry(entry.case_id).or_default().push(k);
+    }
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -107,6 +153,8 @@ mod tests {
             workflow: None,
             state: None,
             queue_task: None,
+            queue_reason: None,
+            error: None,
             pending: None,
             erased: false,
             accepted_at: at,
@@ -124,6 +172,7 @@ mod tests {
                     request: Value::Null,
                     data: Value::Null,
                     reply_text: Some("Dear customer".into()),
+                    error: None,
                 },
             )
             .put_raw(Table::CustomerCases, key(&[&customer, "c-1"]), Vec::new())

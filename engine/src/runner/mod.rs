@@ -34,6 +34,7 @@ use crate::store::{
 use crate::workflow::{Catalog, Workflow};
 
 pub use erase::{Erasure, erase_customer};
+pub use segment::TRIAGE_QUEUE;
 
 /// What the intent model says about a request.
 pub trait Classifier: Send + Sync {
@@ -72,6 +73,9 @@ pub enum Error {
         /// The labels the model knows, when it has a fixed set.
         allowed: Vec<String>,
     },
+    /// `data.request` of a triage completion corrects what may not be corrected.
+    #[error("task `{task_id}`: {reason}")]
+    InvalidCorrection { task_id: String, reason: String },
     #[error("case `{0}` is busy with earlier work; try again")]
     Busy(String),
     #[error("workflow version {digest} of case `{case_id}` cannot be loaded: {message}")]
@@ -226,6 +230,8 @@ impl Runner {
             workflow: None,
             state: None,
             queue_task: None,
+            queue_reason: None,
+            error: None,
             pending: Some(Pending {
                 trigger: Trigger::Start,
                 at: now,
@@ -246,6 +252,7 @@ impl Runner {
                     request: new.request.clone(),
                     data: Value::Null,
                     reply_text: None,
+                    error: None,
                 },
             )
             .put_raw(Table::Pending, case_id.as_bytes(), Vec::new());
@@ -345,6 +352,12 @@ impl Runner {
             if rec.state.is_none() {
                 // a triage task: the reviewer's intent becomes a training label
                 self.check_reviewed_intent(&completion)?;
+                segment::check_corrections(&completion.data).map_err(|reason| {
+                    Error::InvalidCorrection {
+                        task_id: completion.task_id.clone(),
+                        reason,
+                    }
+                })?;
             }
             let now = self.clock.now();
             rec.pending = Some(Pending {

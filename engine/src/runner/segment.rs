@@ -8,17 +8,22 @@ use serde_json::{Value, json};
 use super::outbox::Outbox;
 use super::{Error, Runner};
 use crate::audit;
-use crate::exec::{Case, Event, Executor, ManualClock, Status, StepRecord, Waiting, digest};
+use crate::exec::{
+    self, Case, Event, Executor, Failure, ManualClock, Status, StepRecord, Waiting, digest,
+};
 use crate::routing::{self, Route};
 use crate::rules::Context;
 use crate::store::{
-    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, Table, TaskEntry, Trigger,
-    WorkflowBundle, WorkflowRef, timer_key,
+    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, QueueReason, Table, TaskEntry,
+    Trigger, WorkflowBundle, WorkflowRef, key, timer_key,
 };
 use crate::workflow::{Workflow, compile_dir};
 
 /// Decisions a reviewer has on a case routed to a queue: a workflow to run it, or close it.
 pub(super) const CLOSE: &str = "close";
+
+/// The queue a case goes to when its request does not fit the workflow chosen for it.
+pub const TRIAGE_QUEUE: &str = "triage";
 
 /// The intent a reviewer gave a triaged request (`data.intent`): a training label that
 /// `casegraph corrections export` reads back from the audit trail. `None` when none was
@@ -56,6 +61,7 @@ impl Runner {
                 request: Value::Null,
                 data: Value::Null,
                 reply_text: None,
+                error: None,
             });
         let at = pending.at;
         let clock = ManualClock::new(at);
@@ -70,7 +76,8 @@ impl Runner {
         let mut entries = Vec::new();
         let before = rec.state.clone();
         let old_task = rec.queue_task.clone();
-        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), String> = Ok((None, Vec::new()));
+        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), Failure> =
+            Ok((None, Vec::new()));
         match pending.trigger {
             Trigger::Start => {
                 let classification = match self.classifier.classify(&personal.request) {
@@ -99,7 +106,7 @@ impl Runner {
                     .routing
                     .route(&self.rules, &ctx, &input, catalog.intent_map())
                 {
-                    Err(e) => outcome = Err(format!("routing failed: {e}")),
+                    Err(e) => outcome = Err(routing_failure(&e)),
                     Ok(route) => {
                         entries.push(audit::Entry::new(
                             case_id,
@@ -121,10 +128,12 @@ impl Runner {
                                     &mut personal,
                                     classification,
                                     &mut batch,
+                                    &mut entries,
                                 );
                             }
-                            Route::Queue { queue, .. } => {
-                                self.open_triage(&mut rec, &queue, &catalog, at, &mut batch);
+                            Route::Queue { queue, rule } => {
+                                let reason = QueueReason::Routed { rule };
+                                self.open_triage(&mut rec, &queue, reason, at, &mut batch);
                             }
                         }
                     }
@@ -143,6 +152,15 @@ impl Runner {
                         Err(()) => m.insert("intent_refused".into(), json!(true)),
                     };
                 }
+                let corrected = if completion.decision == CLOSE {
+                    Vec::new()
+                } else {
+                    self.correct(&mut rec, &mut personal, &completion.data, &mut batch)
+                };
+                if let (Value::Object(m), false) = (&mut body, corrected.is_empty()) {
+                    // Which fields the reviewer corrected, never their values.
+                    m.insert("corrected".into(), json!(corrected));
+                }
                 entries.push(audit::Entry::new(
                     case_id,
                     audit::Kind::TaskCompleted,
@@ -150,6 +168,7 @@ impl Runner {
                     body,
                 ));
                 rec.queue_task = None;
+                rec.queue_reason = None;
                 if completion.decision == CLOSE {
                     rec.status = CaseStatus::Completed;
                     entries.push(audit::Entry::new(
@@ -181,13 +200,14 @@ impl Runner {
                                 &mut personal,
                                 classification,
                                 &mut batch,
+                                &mut entries,
                             );
                         }
                         None => {
-                            outcome = Err(format!(
+                            outcome = Err(Failure::public(format!(
                                 "the reviewer chose workflow `{}`, which is no longer published",
                                 completion.decision
-                            ))
+                            )))
                         }
                     }
                 }
@@ -206,7 +226,8 @@ impl Runner {
                 let wf = self.workflow(&rec.id, &wref)?;
                 outcome = match exec.resume(&wf, &mut case, event) {
                     Ok(steps) => Ok((Some(case), steps)),
-                    Err(e) => Err(e.to_string()),
+                    // Resumption errors name cases, tasks, decisions and times only.
+                    Err(e) => Err(Failure::public(e.to_string())),
                 };
             }
         }
@@ -215,19 +236,26 @@ impl Runner {
                 self.checkpoint(&mut rec, &mut personal, case, steps, &mut entries)
             }
             Ok((None, _)) => {}
-            Err(message) => {
-                tracing::warn!(case = %case_id, "{message}");
+            Err(Failure { message, reason }) => {
+                // The case record, the log and the audit trail get the reason; the message
+                // (it may quote case data) goes to the erasable personal record.
+                tracing::warn!(case = %case_id, "{reason}");
                 rec.status = CaseStatus::Failed;
                 entries.push(audit::Entry::new(
                     case_id,
                     audit::Kind::Outcome,
                     at,
-                    json!({ "status": "failed", "error": message }),
+                    json!({ "status": "failed", "error": reason }),
                 ));
-                if let Some(state) = &mut rec.state {
-                    state.status = Status::Failed;
-                    state.error = Some(message);
-                    state.waiting = None;
+                personal.error = Some(message);
+                match &mut rec.state {
+                    Some(state) => {
+                        state.status = Status::Failed;
+                        state.error = Some(reason.clone());
+                        state.reason = Some(reason);
+                        state.waiting = None;
+                    }
+                    None => rec.error = Some(reason),
                 }
             }
         }
@@ -268,6 +296,7 @@ impl Runner {
                         decisions: decisions.clone(),
                         created_at: *created_at,
                         sla_due: *sla_due,
+                        reason: None,
                     },
                 );
             }
@@ -313,6 +342,10 @@ impl Runner {
         Ok(rec.status)
     }
 
+    /// Starts `wf` on the case. A request that does not fit the workflow's input schema is
+    /// not a failure of the case but of its data: it goes to the triage queue, where a
+    /// reviewer can correct it (see [`Runner::correct`]) and choose a workflow again.
+    #[allow(clippy::too_many_arguments, reason = "one segment's working parts")]
     fn start(
         &self,
         exec: &Executor<'_>,
@@ -321,30 +354,55 @@ impl Runner {
         personal: &mut PersonalRecord,
         classification: Value,
         batch: &mut Batch,
-    ) -> Result<(Option<Case>, Vec<StepRecord>), String> {
-        rec.workflow = Some(WorkflowRef {
-            id: wf.id.clone(),
-            version: wf.version,
-            digest: wf.digest.clone(),
-        });
-        self.keep_version(wf, batch);
-        let (case, steps) = exec
-            .start(wf, &rec.id, personal.request.clone(), classification)
-            .map_err(|e| e.to_string())?;
-        Ok((Some(case), steps))
+        entries: &mut Vec<audit::Entry>,
+    ) -> Result<(Option<Case>, Vec<StepRecord>), Failure> {
+        match exec.start(wf, &rec.id, personal.request.clone(), classification) {
+            Ok((case, steps)) => {
+                rec.workflow = Some(WorkflowRef {
+                    id: wf.id.clone(),
+                    version: wf.version,
+                    digest: wf.digest.clone(),
+                });
+                self.keep_version(wf, batch);
+                Ok((Some(case), steps))
+            }
+            Err(exec::Error::InvalidInput { workflow, errors }) => {
+                let failure = Failure::input(&workflow, &errors);
+                let reason = QueueReason::InputInvalid {
+                    workflow,
+                    fields: errors.iter().map(|e| e.reason()).collect(),
+                };
+                entries.push(audit::Entry::new(
+                    &rec.id,
+                    audit::Kind::Routed,
+                    pending_at(rec),
+                    json!({ "queue": TRIAGE_QUEUE, "reason": reason }),
+                ));
+                personal.error = Some(failure.message);
+                self.open_triage(rec, TRIAGE_QUEUE, reason, pending_at(rec), batch);
+                Ok((None, Vec::new()))
+            }
+            Err(e) => Err(Failure::public(e.to_string())),
+        }
     }
 
     fn open_triage(
         &self,
         rec: &mut CaseRecord,
         queue: &str,
-        catalog: &crate::workflow::Catalog,
+        reason: QueueReason,
         at: jiff::Timestamp,
         batch: &mut Batch,
     ) {
         let task_id = format!("{}.triage", rec.id);
-        let mut decisions: Vec<String> = catalog.workflows().map(|w| w.id.clone()).collect();
+        let mut decisions: Vec<String> = self.catalog().workflows().map(|w| w.id.clone()).collect();
         decisions.push(CLOSE.to_string());
+        let title = match &reason {
+            QueueReason::InputInvalid { .. } => {
+                "Check this request: its fields do not fit the workflow; correct them and choose a workflow, or close it"
+            }
+            QueueReason::Routed { .. } => "Route this request: choose a workflow or close it",
+        };
         batch.put(
             Table::Tasks,
             task_id.as_bytes(),
@@ -353,14 +411,69 @@ impl Runner {
                 case_id: rec.id.clone(),
                 queue: queue.to_string(),
                 node: "triage".into(),
-                title: Some("Route this request: choose a workflow or close it".into()),
+                title: Some(title.into()),
                 decisions,
                 created_at: at,
                 sla_due: None,
+                reason: Some(reason.clone()),
             },
         );
         rec.queue_task = Some(task_id);
+        rec.queue_reason = Some(reason);
         rec.status = CaseStatus::Waiting;
+    }
+
+    /// Applies a reviewer's corrections (`data.request` of a triage completion, checked by
+    /// [`check_corrections`]) to the request before a workflow starts on it, and returns
+    /// the corrected fields' paths. A corrected `customer_id` indexes the case under the
+    /// new customer too, so erasure by either id finds it.
+    fn correct(
+        &self,
+        rec: &mut CaseRecord,
+        personal: &mut PersonalRecord,
+        data: &Value,
+        batch: &mut Batch,
+    ) -> Vec<String> {
+        let Some(Value::Object(given)) = data.get("request") else {
+            return Vec::new();
+        };
+        let Value::Object(request) = &mut personal.request else {
+            return Vec::new();
+        };
+        let mut corrected = Vec::new();
+        for (k, v) in given {
+            if k == "fields"
+                && let Value::Object(fields) = v
+            {
+                let target = request
+                    .entry("fields")
+                    .or_insert_with(|| json!({}));
+                if !target.is_object() {
+                    *target = json!({});
+                }
+                if let Value::Object(target) = target {
+                    for (f, fv) in fields {
+                        corrected.push(format!("/fields/{f}"));
+                        if fv.is_null() {
+                            target.remove(f);
+                        } else {
+                            target.insert(f.clone(), fv.clone());
+                        }
+                    }
+                }
+                continue;
+            }
+            corrected.push(format!("/{k}"));
+            request.insert(k.clone(), v.clone());
+            if k == "customer_id"
+                && let Some(id) = v.as_str()
+            {
+                let customer = self.store.pseudonym(id);
+                batch.put_raw(Table::CustomerCases, key(&[&customer, &rec.id]), Vec::new());
+                rec.customer = Some(customer);
+            }
+        }
+        corrected
     }
 
     /// Applies the executor's result to the record: state, status, audit entries.
@@ -397,6 +510,9 @@ impl Runner {
         }
         personal.data = std::mem::take(&mut case.data);
         personal.reply_text = case.reply.as_mut().map(|r| std::mem::take(&mut r.text));
+        // The stored state keeps the reason; the full message is personal data.
+        personal.error = case.error.take();
+        case.error = case.reason.clone();
         rec.state = Some(case);
     }
 
@@ -485,6 +601,49 @@ impl Runner {
         versions.insert(r.digest.clone(), wf.clone());
         Ok(wf)
     }
+}
+
+/// When the segment runs (the stored trigger's clock time).
+fn pending_at(rec: &CaseRecord) -> jiff::Timestamp {
+    rec.pending.as_ref().map(|p| p.at).unwrap_or(rec.updated_at)
+}
+
+/// A routing failure: the policy's script may have thrown or returned case data.
+fn routing_failure(e: &routing::Error) -> Failure {
+    let reason = match e {
+        routing::Error::Script(e) => Failure::script(e).reason,
+        routing::Error::NotARoute { file, .. } => format!("{file}: routing returned no route"),
+        routing::Error::UnknownWorkflow { file, .. } => {
+            format!("{file}: routing chose a workflow that does not exist")
+        }
+    };
+    Failure {
+        message: format!("routing failed: {e}"),
+        reason: format!("routing failed: {reason}"),
+    }
+}
+
+/// Which keys of `data.request` a reviewer may correct on a triage task, and their shapes:
+/// the customer number, the language and the form fields. Anything else (channel, text,
+/// reply address, metadata) is what the customer sent and stays as it was.
+pub(super) fn check_corrections(data: &Value) -> Result<(), String> {
+    let Some(given) = data.get("request").filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let Value::Object(given) = given else {
+        return Err("`data.request` must be an object".into());
+    };
+    for (k, v) in given {
+        let fits = match k.as_str() {
+            "customer_id" | "language" => v.is_string(),
+            "fields" => v.is_object(),
+            _ => return Err(format!("`data.request.{k}` cannot be corrected; only `customer_id`, `language` and `fields`")),
+        };
+        if !fits {
+            return Err(format!("`data.request.{k}` has the wrong type"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 mod group;
 pub mod records;
 mod redb;
+mod rewrite;
 mod sled;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redb::{PowerLossDisk, RedbBackend};
 pub use self::sled::SledBackend;
+pub use rewrite::{Rewritten, rewrite};
 use crate::audit;
 pub use group::CommitStats;
 pub use records::*;
@@ -216,6 +218,9 @@ pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, E
         path: dir.to_path_buf(),
         message: e.to_string(),
     })?;
+    // A rewrite after an erasure that a crash interrupted is completed (or its partial
+    // copy discarded) before anything opens the store.
+    rewrite::finish(dir)?;
     let mut kind = options.backend;
     if let Some(found) = detect(dir)
         && found != kind
