@@ -195,3 +195,148 @@ fn erasure_leaves_no_byte_of_the_customer_in_a_redb_store() {
 fn erasure_leaves_no_byte_of_the_customer_in_a_sled_store() {
     erase_leaves_no_byte_of_the_customer(Kind::Sled);
 }
+
+/// A customer number that is not one: the submitter wrote a name where the number goes.
+const NOT_A_NUMBER: &str = "anna.schmidt.1985";
+
+#[test]
+fn a_request_that_does_not_fit_its_workflow_goes_to_a_reviewer_and_says_why() {
+    let s = Server::start();
+    let id = s.submit(&letter(NOT_A_NUMBER, NAME));
+    let case = s.wait_case(&id, |c| !["accepted", "running"].contains(&c["status"].as_str().unwrap()));
+    // Before: 202, then `failed` with `"error": null`, the value quoted in the audit trail.
+    assert_eq!(case["status"], "waiting", "{case}");
+    let waiting = &case["waiting"];
+    assert_eq!(waiting["queue"], "triage", "{case}");
+    assert_eq!(waiting["reason"]["code"], "input_invalid", "{case}");
+    assert_eq!(waiting["reason"]["workflow"], "request_refund", "{case}");
+    assert_eq!(waiting["reason"]["fields"], json!(["/customer_id: pattern"]), "{case}");
+    assert!(!waiting.to_string().contains(NOT_A_NUMBER), "{waiting}");
+
+    // The reviewer's inbox says why, without the value.
+    let tasks = s.call("GET", "/v1/tasks?queue=triage", Some(Role::Reviewer), None);
+    assert_eq!(tasks.status, 200, "{}", tasks.text);
+    let task = tasks.json.as_array().unwrap().iter().find(|t| t["case_id"] == *id).unwrap().clone();
+    assert_eq!(task["reason"]["code"], "input_invalid", "{task}");
+    assert!(!tasks.text.contains(NOT_A_NUMBER), "{}", tasks.text);
+
+    // The auditor's trail and case view carry paths and keywords, never the value.
+    let audit = s.call("GET", &format!("/v1/cases/{id}/audit"), Some(Role::Auditor), None);
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    assert!(audit.text.contains("input_invalid"), "{}", audit.text);
+    assert!(!audit.text.contains(NOT_A_NUMBER), "{}", audit.text);
+    let seen = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Auditor), None);
+    assert!(!seen.text.contains(NOT_A_NUMBER), "{}", seen.text);
+
+    // A reviewer may correct the customer number and the form fields, nothing else.
+    let task_path = format!("/v1/tasks/{}/complete", task["task_id"].as_str().unwrap());
+    let refused = s.call(
+        "POST",
+        &task_path,
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "request_refund", "data": {"request": {"channel": "form"}}})),
+    );
+    refused.assert_error(422, "invalid_correction");
+    let still_wrong = s.call(
+        "POST",
+        &task_path,
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "request_refund", "data": {"request": {"customer_id": "Z"}}})),
+    );
+    assert_eq!(still_wrong.status, 200, "{}", still_wrong.text);
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    assert_eq!(case["waiting"]["reason"]["code"], "input_invalid", "{case}");
+    let done = s.call(
+        "POST",
+        &task_path,
+        Some(Role::Reviewer),
+        Some(&json!({"decision": "request_refund", "data": {"request": {"customer_id": "C-1002314"}}})),
+    );
+    assert_eq!(done.status, 200, "{}", done.text);
+    let case = s.wait_case(&id, is_final);
+    assert_eq!(case["status"], "completed", "{case}");
+    assert_eq!(case["outcome"], "refunded", "{case}");
+    assert_eq!(case["request"]["customer_id"], "C-1002314", "{case}");
+    let audit = s.call("GET", &format!("/v1/cases/{id}/audit"), Some(Role::Auditor), None);
+    assert!(!audit.text.contains(NOT_A_NUMBER), "{}", audit.text);
+    assert!(!audit.text.contains("C-1002314"), "{}", audit.text);
+    assert!(audit.text.contains("\"corrected\":[\"/customer_id\"]"), "{}", audit.text);
+}
+
+/// A copy of the shipped workflows whose refund rule throws what the customer wrote in
+/// `fields.note`, as a careless author's rule would.
+fn workflows_with_a_throwing_rule() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&support::workflows(), dir.path());
+    let rule = dir.path().join("request_refund/extract.rhai");
+    let script = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(
+        &rule,
+        format!("if case.request.fields.note != () {{ throw \"cannot read \" + case.request.fields.note; }}\n{script}"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_failed_case_says_why_and_only_the_owner_reads_the_value() {
+    let workflows = workflows_with_a_throwing_rule();
+    let path = workflows.path().to_path_buf();
+    let s = Server::start_with(move |c| c.workflows_dir = path);
+    let mut body = letter(CUSTOMER, NAME);
+    body["fields"] = json!({ "note": IBAN });
+    let id = s.submit(&body);
+    let case = s.wait_case(&id, is_final);
+    assert_eq!(case["status"], "failed", "{case}");
+    // The owner (and reviewers) read the whole message while the data exists.
+    let own = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Submitter), None);
+    let error = own.json["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(IBAN), "{}", own.text);
+    // The auditor reads why, without the value; the trail never holds it.
+    let seen = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Auditor), None);
+    let reason = seen.json["error"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("extract.rhai") && reason.contains("node `extract`"), "{}", seen.text);
+    assert!(!seen.text.contains(IBAN), "{}", seen.text);
+    let audit = s.call("GET", &format!("/v1/cases/{id}/audit"), Some(Role::Auditor), None);
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    assert!(audit.text.contains("the script failed"), "{}", audit.text);
+    assert!(!audit.text.contains(IBAN), "{}", audit.text);
+}
+
+#[test]
+fn a_submitter_reads_its_own_cases_only() {
+    let s = Server::start();
+    let id = s.submit(&letter(CUSTOMER, NAME));
+    s.wait_case(&id, is_final);
+    let created = s.call(
+        "POST",
+        "/v1/tokens",
+        Some(Role::Admin),
+        Some(&json!({"role": "submitter", "name": "neighbour"})),
+    );
+    assert!(created.status == 200 || created.status == 201, "{}", created.text);
+    let neighbour = created.json["token"].as_str().unwrap().to_string();
+    for path in [format!("/v1/cases/{id}"), format!("/v1/cases/{id}/audit")] {
+        let r = s.raw("GET", &path, Some(&neighbour), None, &[]);
+        assert!(r.status == 404 || r.status == 403, "{path}: {}", r.text);
+        assert!(!r.text.contains(NAME), "{}", r.text);
+    }
+    let tasks = s.raw("GET", "/v1/tasks", Some(&neighbour), None, &[]);
+    assert_eq!(tasks.status, 403, "{}", tasks.text);
+    // Metrics carry no customer number, name or text.
+    let metrics = s.call("GET", "/metrics", Some(Role::Admin), None);
+    for needle in [CUSTOMER, NAME, SNIPPET] {
+        assert!(!metrics.text.contains(needle), "{needle} in /metrics");
+    }
+}

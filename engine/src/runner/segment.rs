@@ -504,7 +504,7 @@ impl Runner {
                 &rec.id,
                 audit::Kind::Outcome,
                 case.updated_at,
-                json!({ "status": rec.status, "outcome": case.outcome, "error": case.error,
+                json!({ "status": rec.status, "outcome": case.outcome, "error": case.reason,
                         "reply_digest": case.reply.as_ref().map(|r| digest(&json!(r.text))) }),
             ));
         }
