@@ -67,7 +67,10 @@ fn echoing_back_office() -> String {
             axum::serve(listener, app).await.unwrap();
         });
     });
-    format!("http://{}", rx.recv_timeout(Duration::from_secs(10)).unwrap())
+    format!(
+        "http://{}",
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    )
 }
 
 /// A server whose data directory is `dir`, which outlives it (the support server deletes
@@ -101,10 +104,7 @@ fn grep(dir: &Path, needles: &[&str]) -> Vec<String> {
     for file in files(dir) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         for needle in needles {
-            if bytes
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 found.push(format!("{needle} in {}", file.display()));
             }
         }
@@ -203,25 +203,43 @@ const NOT_A_NUMBER: &str = "anna.schmidt.1985";
 fn a_request_that_does_not_fit_its_workflow_goes_to_a_reviewer_and_says_why() {
     let s = Server::start();
     let id = s.submit(&letter(NOT_A_NUMBER, NAME));
-    let case = s.wait_case(&id, |c| !["accepted", "running"].contains(&c["status"].as_str().unwrap()));
+    let case = s.wait_case(&id, |c| {
+        !["accepted", "running"].contains(&c["status"].as_str().unwrap())
+    });
     // Before: 202, then `failed` with `"error": null`, the value quoted in the audit trail.
     assert_eq!(case["status"], "waiting", "{case}");
     let waiting = &case["waiting"];
     assert_eq!(waiting["queue"], "triage", "{case}");
     assert_eq!(waiting["reason"]["code"], "input_invalid", "{case}");
     assert_eq!(waiting["reason"]["workflow"], "request_refund", "{case}");
-    assert_eq!(waiting["reason"]["fields"], json!(["/customer_id: pattern"]), "{case}");
+    assert_eq!(
+        waiting["reason"]["fields"],
+        json!(["/customer_id: pattern"]),
+        "{case}"
+    );
     assert!(!waiting.to_string().contains(NOT_A_NUMBER), "{waiting}");
 
     // The reviewer's inbox says why, without the value.
     let tasks = s.call("GET", "/v1/tasks?queue=triage", Some(Role::Reviewer), None);
     assert_eq!(tasks.status, 200, "{}", tasks.text);
-    let task = tasks.json.as_array().unwrap().iter().find(|t| t["case_id"] == *id).unwrap().clone();
+    let task = tasks
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["case_id"] == *id)
+        .unwrap()
+        .clone();
     assert_eq!(task["reason"]["code"], "input_invalid", "{task}");
     assert!(!tasks.text.contains(NOT_A_NUMBER), "{}", tasks.text);
 
     // The auditor's trail and case view carry paths and keywords, never the value.
-    let audit = s.call("GET", &format!("/v1/cases/{id}/audit"), Some(Role::Auditor), None);
+    let audit = s.call(
+        "GET",
+        &format!("/v1/cases/{id}/audit"),
+        Some(Role::Auditor),
+        None,
+    );
     assert_eq!(audit.status, 200, "{}", audit.text);
     assert!(audit.text.contains("input_invalid"), "{}", audit.text);
     assert!(!audit.text.contains(NOT_A_NUMBER), "{}", audit.text);
@@ -257,10 +275,19 @@ fn a_request_that_does_not_fit_its_workflow_goes_to_a_reviewer_and_says_why() {
     assert_eq!(case["status"], "completed", "{case}");
     assert_eq!(case["outcome"], "refunded", "{case}");
     assert_eq!(case["request"]["customer_id"], "C-1002314", "{case}");
-    let audit = s.call("GET", &format!("/v1/cases/{id}/audit"), Some(Role::Auditor), None);
+    let audit = s.call(
+        "GET",
+        &format!("/v1/cases/{id}/audit"),
+        Some(Role::Auditor),
+        None,
+    );
     assert!(!audit.text.contains(NOT_A_NUMBER), "{}", audit.text);
     assert!(!audit.text.contains("C-1002314"), "{}", audit.text);
-    assert!(audit.text.contains("\"corrected\":[\"/customer_id\"]"), "{}", audit.text);
+    assert!(
+        audit.text.contains("\"corrected\":[\"/customer_id\"]"),
+        "{}",
+        audit.text
+    );
 }
 
 /// A copy of the shipped workflows whose refund rule throws what the customer wrote in
@@ -300,15 +327,29 @@ fn a_failed_case_says_why_and_only_the_owner_reads_the_value() {
     let case = s.wait_case(&id, is_final);
     assert_eq!(case["status"], "failed", "{case}");
     // The owner (and reviewers) read the whole message while the data exists.
-    let own = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Submitter), None);
+    let own = s.call(
+        "GET",
+        &format!("/v1/cases/{id}"),
+        Some(Role::Submitter),
+        None,
+    );
     let error = own.json["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains(IBAN), "{}", own.text);
     // The auditor reads why, without the value; the trail never holds it.
     let seen = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Auditor), None);
     let reason = seen.json["error"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("extract.rhai") && reason.contains("node `extract`"), "{}", seen.text);
+    assert!(
+        reason.contains("extract.rhai") && reason.contains("node `extract`"),
+        "{}",
+        seen.text
+    );
     assert!(!seen.text.contains(IBAN), "{}", seen.text);
-    let audit = s.call("GET", &format!("/v1/cases/{id}/audit"), Some(Role::Auditor), None);
+    let audit = s.call(
+        "GET",
+        &format!("/v1/cases/{id}/audit"),
+        Some(Role::Auditor),
+        None,
+    );
     assert_eq!(audit.status, 200, "{}", audit.text);
     assert!(audit.text.contains("the script failed"), "{}", audit.text);
     assert!(!audit.text.contains(IBAN), "{}", audit.text);
@@ -325,7 +366,11 @@ fn a_submitter_reads_its_own_cases_only() {
         Some(Role::Admin),
         Some(&json!({"role": "submitter", "name": "neighbour"})),
     );
-    assert!(created.status == 200 || created.status == 201, "{}", created.text);
+    assert!(
+        created.status == 200 || created.status == 201,
+        "{}",
+        created.text
+    );
     let neighbour = created.json["token"].as_str().unwrap().to_string();
     for path in [format!("/v1/cases/{id}"), format!("/v1/cases/{id}/audit")] {
         let r = s.raw("GET", &path, Some(&neighbour), None, &[]);

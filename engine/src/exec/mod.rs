@@ -20,7 +20,6 @@ use serde_json::Value;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use run::Executor;
 
-
 /// Where a case stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -354,4 +353,26 @@ pub fn lookup<'v>(data: &'v Value, path: &str) -> Option<&'v Value> {
         Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_failure_keeps_where_it_failed_but_not_what_it_threw() {
+        let e = crate::rules::Error::Runtime {
+            file: "wf/extract.rhai".into(),
+            line: 3,
+            node: Some("extract".into()),
+            case_id: "c-1".into(),
+            message: "Runtime error: cannot read DE44500105175407324931".into(),
+        };
+        let f = Failure::script(&e);
+        assert!(f.message.contains("DE44500105175407324931"));
+        assert_eq!(
+            f.reason,
+            "wf/extract.rhai:3: node `extract`, case `c-1`: the script failed"
+        );
+    }
 }

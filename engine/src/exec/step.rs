@@ -127,8 +127,8 @@ impl Executor<'_> {
                         next(Edge::Next, detail)
                     }
                     // The step record is audit: a back-office message may quote what it
-                        // was sent (an amount, a customer id), so only its digest goes there;
-                        // the message itself stays in the outbox, which erasure clears.
+                    // was sent (an amount, a customer id), so only its digest goes there;
+                    // the message itself stays in the outbox, which erasure clears.
                     Err(e) if e.retryable && attempt < *max_attempts => {
                         detail["retryable"] = json!(true);
                         detail["error_digest"] = json!(digest(&json!(e.message)));
@@ -198,7 +198,8 @@ impl Executor<'_> {
                             Ok(v) => match parse_due(&v) {
                                 Some(due) => (due, digest),
                                 None => {
-                                    let expected = "expected an RFC 3339 timestamp or a YYYY-MM-DD date";
+                                    let expected =
+                                        "expected an RFC 3339 timestamp or a YYYY-MM-DD date";
                                     let failure = Failure {
                                         message: format!(
                                             "`until` of node `{}` gave {v}, {expected}",

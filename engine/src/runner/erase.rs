@@ -105,14 +105,16 @@ pub fn erase_customer(
         for k in by_case.remove(&case_id).unwrap_or_default() {
             batch.delete(Table::Idempotency, k);
         }
-        batch.put(Table::Cases, case_id.as_bytes(), &rec).audit(audit::Entry::new(
-            &case_id,
-            audit::Kind::Erased,
-            now,
-            json!({ "customer": customer, "by": by,
+        batch
+            .put(Table::Cases, case_id.as_bytes(), &rec)
+            .audit(audit::Entry::new(
+                &case_id,
+                audit::Kind::Erased,
+                now,
+                json!({ "customer": customer, "by": by,
                     "what": ["request", "case_data", "reply_text", "error_message",
                              "reply_to", "notification", "outbox", "idempotency_keys"] }),
-        ));
+            ));
         store.commit(batch)?;
         result.erased.push(case_id);
     }
@@ -123,7 +125,9 @@ pub fn erase_customer(
 /// so finding a case's keys takes one scan; erasure is rare and does it once.
 fn idempotency_keys(store: &Store) -> Result<HashMap<String, Vec<Vec<u8>>>, Error> {
     let mut map: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for (k, entry) in store.scan_json::<IdempotencyEntry>(Table::Idempotency, b"", "idempotency key")? {
+    for (k, entry) in
+        store.scan_json::<IdempotencyEntry>(Table::Idempotency, b"", "idempotency key")?
+    {
         map.entry(entry.case_id).or_default().push(k);
     }
     Ok(map)
@@ -132,7 +136,9 @@ fn idempotency_keys(store: &Store) -> Result<HashMap<String, Vec<Vec<u8>>>, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CaseStatus, Notification, Options, PersonalRecord};
+    use crate::store::{
+        CaseStatus, Notification, Options, OutboxEntry, OutboxState, PersonalRecord,
+    };
     use serde_json::Value;
 
     #[test]
@@ -195,5 +201,82 @@ mod tests {
             .expect("get")
             .expect("case");
         assert_eq!(rec.reply_to, None);
+    }
+
+    fn finished_case(store: &Store, id: &str, customer_id: &str, batch: &mut Batch) {
+        let customer = store.pseudonym(customer_id);
+        let at = Timestamp::UNIX_EPOCH;
+        let rec = CaseRecord {
+            id: id.into(),
+            status: CaseStatus::Completed,
+            channel: "chat".into(),
+            language: "en".into(),
+            customer: Some(customer.clone()),
+            request_digest: String::new(),
+            classification: None,
+            route: None,
+            workflow: None,
+            state: None,
+            queue_task: None,
+            queue_reason: None,
+            error: None,
+            pending: None,
+            erased: false,
+            accepted_at: at,
+            updated_at: at,
+            submitted_by: None,
+            reply_to: None,
+        };
+        let call = format!("{id}:book:1");
+        batch
+            .put(Table::Cases, id, &rec)
+            .put_raw(Table::CustomerCases, key(&[&customer, id]), Vec::new())
+            .put(
+                Table::Outbox,
+                call.as_bytes(),
+                &OutboxEntry {
+                    key: call.clone(),
+                    case_id: id.into(),
+                    node: "book".into(),
+                    connector: "crm".into(),
+                    operation: "get_customer".into(),
+                    attempt: 1,
+                    state: OutboxState::Done {
+                        answer: serde_json::json!({ "customer_id": customer_id }),
+                    },
+                    updated_at: at,
+                },
+            )
+            .put(
+                Table::Idempotency,
+                format!("{customer_id}-order"),
+                &IdempotencyEntry {
+                    case_id: id.into(),
+                    request_digest: String::new(),
+                },
+            );
+    }
+
+    #[test]
+    fn erasure_drops_back_office_answers_and_idempotency_keys_of_that_customer_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &Options::default()).expect("store");
+        let mut batch = Batch::new();
+        finished_case(&store, "c-1", "C-1", &mut batch);
+        finished_case(&store, "c-10", "C-10", &mut batch);
+        store.commit(batch).expect("commit");
+        let erasure = erase_customer(&store, "C-1", "dpo", Timestamp::UNIX_EPOCH).expect("erase");
+        assert_eq!(erasure.erased, ["c-1"]);
+        let b = store.backend();
+        // Before: the answer with the customer number stayed in the outbox.
+        assert_eq!(b.get(Table::Outbox, b"c-1:book:1").expect("get"), None);
+        assert_eq!(b.get(Table::Idempotency, b"C-1-order").expect("get"), None);
+        // `c-10` shares the prefix `c-1` but not `c-1:`; its customer was not erased.
+        assert!(b.get(Table::Outbox, b"c-10:book:1").expect("get").is_some());
+        assert!(
+            b.get(Table::Idempotency, b"C-10-order")
+                .expect("get")
+                .is_some()
+        );
     }
 }

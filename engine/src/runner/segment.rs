@@ -76,8 +76,7 @@ impl Runner {
         let mut entries = Vec::new();
         let before = rec.state.clone();
         let old_task = rec.queue_task.clone();
-        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), Failure> =
-            Ok((None, Vec::new()));
+        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), Failure> = Ok((None, Vec::new()));
         match pending.trigger {
             Trigger::Start => {
                 let classification = match self.classifier.classify(&personal.request) {
@@ -445,9 +444,7 @@ impl Runner {
             if k == "fields"
                 && let Value::Object(fields) = v
             {
-                let target = request
-                    .entry("fields")
-                    .or_insert_with(|| json!({}));
+                let target = request.entry("fields").or_insert_with(|| json!({}));
                 if !target.is_object() {
                     *target = json!({});
                 }
@@ -637,7 +634,11 @@ pub(super) fn check_corrections(data: &Value) -> Result<(), String> {
         let fits = match k.as_str() {
             "customer_id" | "language" => v.is_string(),
             "fields" => v.is_object(),
-            _ => return Err(format!("`data.request.{k}` cannot be corrected; only `customer_id`, `language` and `fields`")),
+            _ => {
+                return Err(format!(
+                    "`data.request.{k}` cannot be corrected; only `customer_id`, `language` and `fields`"
+                ));
+            }
         };
         if !fits {
             return Err(format!("`data.request.{k}` has the wrong type"));

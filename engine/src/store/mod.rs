@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redb::{PowerLossDisk, RedbBackend};
 pub use self::sled::SledBackend;
-pub use rewrite::{Rewritten, rewrite};
 use crate::audit;
 pub use group::CommitStats;
 pub use records::*;
+pub use rewrite::{Rewritten, rewrite};
 
 /// The tables of the store. Keys are ordered bytes; values are JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -166,3 +166,110 @@ fn copy(from: &dyn Backend, to: &dyn Backend) -> Result<u64, Error> {
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(b: &dyn Backend, table: Table, key: &[u8], value: &[u8]) {
+        b.write(&[vec![Op {
+            table,
+            key: key.to_vec(),
+            value: Some(value.to_vec()),
+        }]])
+        .expect("write");
+    }
+
+    fn contains(dir: &Path, needle: &[u8]) -> bool {
+        fn walk(p: &Path, needle: &[u8]) -> bool {
+            if p.is_dir() {
+                return std::fs::read_dir(p)
+                    .expect("dir")
+                    .flatten()
+                    .any(|e| walk(&e.path(), needle));
+            }
+            let bytes = std::fs::read(p).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        }
+        walk(dir, needle)
+    }
+
+    /// Deleted values stay in the files until the rewrite; live ones, across pages, survive it.
+    #[test]
+    fn a_rewrite_drops_deleted_bytes_and_keeps_every_live_entry() {
+        for kind in [Kind::Redb, Kind::Sled] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let options = Options {
+                backend: kind,
+                ..Options::default()
+            };
+            {
+                let b = super::super::open_backend(dir.path(), &options).expect("open");
+                for i in 0..(PAGE + 10) {
+                    put(b.as_ref(), Table::Audit, &(i as u64).to_be_bytes(), b"kept");
+                }
+                put(b.as_ref(), Table::Personal, b"c-1", b"Erika Zaunkoenig");
+                put(b.as_ref(), Table::Personal, b"c-2", b"Other Customer");
+                b.write(&[vec![Op {
+                    table: Table::Personal,
+                    key: b"c-1".to_vec(),
+                    value: None,
+                }]])
+                .expect("delete");
+            }
+            // sled keeps the deleted value in its log here; redb happens to reuse the page
+            // in so small a store (`tests/hostile/privacy.rs` shows it keeping them too).
+            if kind == Kind::Sled {
+                assert!(contains(dir.path(), b"Erika Zaunkoenig"), "the experiment");
+            }
+            let done = rewrite(dir.path(), &options).expect("rewrite");
+            assert_eq!(done.entries, (PAGE + 10 + 1) as u64, "{kind:?}");
+            assert!(!contains(dir.path(), b"Erika Zaunkoenig"), "{kind:?}");
+            let b = super::super::open_backend(dir.path(), &options).expect("reopen");
+            assert_eq!(
+                b.get(Table::Personal, b"c-2").expect("get"),
+                Some(b"Other Customer".to_vec())
+            );
+            let audit = b.range(Table::Audit, b"", None, usize::MAX).expect("range");
+            assert_eq!(audit.len(), PAGE + 10, "{kind:?}");
+        }
+    }
+
+    /// A crash at any step of the swap leaves one whole store, which the next open finds.
+    #[test]
+    fn an_interrupted_swap_is_completed_or_discarded_at_the_next_open() {
+        let options = Options::default();
+        let make = |path: &Path, marker: &[u8]| {
+            let b = RedbBackend::open(path, &options).expect("open");
+            put(&b, Table::Meta, b"which", marker);
+        };
+        let which = |dir: &Path| {
+            let b = super::super::open_backend(dir, &options).expect("open");
+            b.get(Table::Meta, b"which").expect("get")
+        };
+        let old = |dir: &Path| dir.join("casegraph.redb");
+        // After step 1: a partial copy; the old store stays.
+        let dir = tempfile::tempdir().expect("tempdir");
+        make(&old(dir.path()), b"old");
+        make(&dir.path().join("casegraph.redb.rewriting"), b"partial");
+        assert_eq!(which(dir.path()), Some(b"old".to_vec()));
+        assert!(!dir.path().join("casegraph.redb.rewriting").exists());
+        // After step 2: the complete copy is swapped in.
+        let dir = tempfile::tempdir().expect("tempdir");
+        make(&old(dir.path()), b"old");
+        make(&dir.path().join("casegraph.redb.fresh"), b"new");
+        assert_eq!(which(dir.path()), Some(b"new".to_vec()));
+        // After step 3: no store under its own name, but a complete copy.
+        let dir = tempfile::tempdir().expect("tempdir");
+        make(&dir.path().join("casegraph.redb.stale"), b"old");
+        make(&dir.path().join("casegraph.redb.fresh"), b"new");
+        assert_eq!(which(dir.path()), Some(b"new".to_vec()));
+        assert!(!dir.path().join("casegraph.redb.stale").exists());
+        // After step 4: only the stale copy is left to remove.
+        let dir = tempfile::tempdir().expect("tempdir");
+        make(&old(dir.path()), b"new");
+        make(&dir.path().join("casegraph.redb.stale"), b"old");
+        assert_eq!(which(dir.path()), Some(b"new".to_vec()));
+        assert!(!dir.path().join("casegraph.redb.stale").exists());
+    }
+}
