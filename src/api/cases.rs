@@ -121,7 +121,14 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
                 }
                 _ => None,
             };
-            json!({ "kind": "task", "task_id": t, "queue": queue, "reason": rec.queue_reason })
+            // Cases parked before reasons were stored: routing's rule is the reason.
+            let reason = rec.queue_reason.clone().or_else(|| match &rec.route {
+                Some(casegraph_engine::routing::Route::Queue { rule, .. }) => {
+                    Some(QueueReason::Routed { rule: rule.clone() })
+                }
+                _ => None,
+            });
+            json!({ "kind": "task", "task_id": t, "queue": queue, "reason": reason })
         }),
     };
     // Every failed case says why: the full message to callers who may see personal data

@@ -67,7 +67,10 @@ impl From<TaskEntry> for TaskView {
 pub struct Completion {
     /// One of the task's `decisions`.
     pub decision: String,
-    /// Data the reviewer adds to the case (available to the workflow).
+    /// Data the reviewer adds to the case (available to the workflow). On a triage task:
+    /// `intent` (the true intent, a training label) and `request` (corrections of
+    /// `customer_id`, `language` and `fields` before the chosen workflow starts; anything
+    /// else is refused with `422 invalid_correction`).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub data: Value,

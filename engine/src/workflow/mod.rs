@@ -292,3 +292,18 @@ fn public_path(path: &str) -> String {
 pub(crate) fn template_key(template: &str, language: &str) -> String {
     format!("{template}.{language}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_keeps_schema_names_and_hides_keys_a_submitter_chose() {
+        assert_eq!(public_path(""), "");
+        assert_eq!(public_path("/customer_id"), "/customer_id");
+        assert_eq!(public_path("/fields/amount/0"), "/fields/amount/0");
+        assert_eq!(public_path("/fields/DE44500105175407324931"), "/fields/*");
+        assert_eq!(public_path("/fields/erika@example.de"), "/fields/*");
+        assert_eq!(public_path("/fields/Frau Zaunkoenig"), "/fields/*");
+    }
+}
