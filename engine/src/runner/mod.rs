@@ -14,6 +14,7 @@ mod erase;
 mod notify;
 mod outbox;
 mod segment;
+mod triage;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -34,7 +35,7 @@ use crate::store::{
 use crate::workflow::{Catalog, Workflow};
 
 pub use erase::{Erasure, erase_customer};
-pub use segment::TRIAGE_QUEUE;
+pub use triage::TRIAGE_QUEUE;
 
 /// What the intent model says about a request.
 pub trait Classifier: Send + Sync {
@@ -352,7 +353,7 @@ impl Runner {
             if rec.state.is_none() {
                 // a triage task: the reviewer's intent becomes a training label
                 self.check_reviewed_intent(&completion)?;
-                segment::check_corrections(&completion.data).map_err(|reason| {
+                triage::check_corrections(&completion.data).map_err(|reason| {
                     Error::InvalidCorrection {
                         task_id: completion.task_id.clone(),
                         reason,
@@ -386,7 +387,7 @@ impl Runner {
             reason,
             allowed,
         };
-        match segment::reviewed_intent(&completion.data) {
+        match triage::reviewed_intent(&completion.data) {
             None => Ok(()),
             Some(Err(())) => Err(refuse(
                 "must be an intent label (at most 64 ASCII letters, digits, `_`, `-`)".into(),
