@@ -641,3 +641,21 @@ fn of_two_racing_triage_decisions_exactly_one_routes_the_case() {
         assert_eq!(outcomes, 1, "round {round}");
     }
 }
+
+/// A case that fails before any workflow runs (here: routing, given an intent that is not a
+/// string) still says why, in the case record and the audit trail.
+#[test]
+fn a_case_that_fails_in_routing_says_why() {
+    let b = new_box(store::Kind::Redb);
+    let mut request = refund("20.00", "C-100100");
+    request.request["metadata"]["intent"] = json!(7);
+    let id = b.runner.accept(request).unwrap().case_id;
+    assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Failed);
+    let (rec, personal) = b.runner.case(&id).unwrap().unwrap();
+    let reason = rec.error.expect("a failed case says why");
+    assert!(reason.starts_with("routing failed: "), "{reason}");
+    assert!(personal.unwrap().error.is_some());
+    let trail = b.runner.case_audit(&id).unwrap();
+    let outcome = &trail.last().unwrap().body;
+    assert_eq!(outcome["error"], json!(reason), "{outcome}");
+}

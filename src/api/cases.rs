@@ -7,7 +7,8 @@
 use axum::extract::State;
 use casegraph_engine::audit;
 use casegraph_engine::exec::Waiting;
-use casegraph_engine::store::{CaseRecord, PersonalRecord};
+use casegraph_engine::runner;
+use casegraph_engine::store::{CaseRecord, CaseStatus, PersonalRecord, QueueReason};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -34,13 +35,18 @@ pub struct CaseView {
     #[schema(value_type = Object, nullable = true)]
     pub workflow: Option<Value>,
     pub current_node: Option<String>,
-    /// What the case waits for: a task (`task_id`, `queue`, `decisions`, `sla_due`) or a timer (`due`).
+    /// What the case waits for and why: a task (`task_id`, `queue`, `decisions`, `sla_due`,
+    /// `reason`) or a timer (`due`, `reason`). A triage task's `reason` is
+    /// `{"code": "routed", "rule"}` or `{"code": "input_invalid", "workflow", "fields"}`.
     #[schema(value_type = Object, nullable = true)]
     pub waiting: Option<Value>,
     pub outcome: Option<String>,
     /// `{template, language, text}`; `text` is masked for auditors.
     #[schema(value_type = Object, nullable = true)]
     pub reply: Option<Value>,
+    /// Why a failed case failed; set on every failed case. The full message (it may quote
+    /// the case's data) for callers who see personal data while it is not erased; the
+    /// reason without values (node, file and line, field paths) otherwise.
     pub error: Option<String>,
     pub path: Vec<String>,
     pub accepted_at: String,
@@ -93,18 +99,47 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
             ..
         }) => Some(
             json!({ "kind": "task", "task_id": task_id, "node": node, "queue": queue,
-            "title": task, "decisions": decisions, "sla_due": sla_due }),
+            "title": task, "decisions": decisions, "sla_due": sla_due,
+            "reason": { "code": "human_node", "node": node } }),
         ),
-        Some(Waiting::Timer { node, due, .. }) => {
-            Some(json!({ "kind": "timer", "node": node, "due": due }))
+        Some(Waiting::Timer {
+            node,
+            due,
+            retry_attempt,
+        }) => {
+            let reason = match retry_attempt {
+                Some(attempt) => json!({ "code": "call_retry", "node": node, "attempt": attempt }),
+                None => json!({ "code": "wait_node", "node": node }),
+            };
+            Some(json!({ "kind": "timer", "node": node, "due": due, "reason": reason }))
         }
         None => rec.queue_task.as_ref().map(|t| {
-            let queue = match &rec.route {
-                Some(casegraph_engine::routing::Route::Queue { queue, .. }) => Some(queue.clone()),
+            let queue = match (&rec.route, &rec.queue_reason) {
+                (_, Some(QueueReason::InputInvalid { .. })) => Some(runner::TRIAGE_QUEUE.into()),
+                (Some(casegraph_engine::routing::Route::Queue { queue, .. }), _) => {
+                    Some(queue.clone())
+                }
                 _ => None,
             };
-            json!({ "kind": "task", "task_id": t, "queue": queue })
+            // Cases parked before reasons were stored: routing's rule is the reason.
+            let reason = rec.queue_reason.clone().or_else(|| match &rec.route {
+                Some(casegraph_engine::routing::Route::Queue { rule, .. }) => {
+                    Some(QueueReason::Routed { rule: rule.clone() })
+                }
+                _ => None,
+            });
+            json!({ "kind": "task", "task_id": t, "queue": queue, "reason": reason })
         }),
+    };
+    // Every failed case says why: the full message to callers who may see personal data
+    // (while it exists), the reason without values to everyone else.
+    let error = match (&personal, masked) {
+        (Some(p), false) if p.error.is_some() && rec.status == CaseStatus::Failed => {
+            p.error.clone()
+        }
+        _ => state
+            .and_then(|s| s.error.clone())
+            .or_else(|| rec.error.clone()),
     };
     let reply_text = personal.as_ref().and_then(|p| p.reply_text.clone());
     let reply = state.and_then(|s| s.reply.as_ref()).map(|r| {
@@ -134,9 +169,7 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
         waiting,
         outcome: state.and_then(|s| s.outcome.clone()),
         reply,
-        error: state
-            .and_then(|s| s.error.clone())
-            .or_else(|| rec.error.clone()),
+        error,
         path: state.map(|s| s.path.clone()).unwrap_or_default(),
         accepted_at: rec.accepted_at.to_string(),
         updated_at: rec.updated_at.to_string(),

@@ -39,6 +39,11 @@ pub struct TaskView {
     pub decisions: Vec<String>,
     pub created_at: String,
     pub sla_due: Option<String>,
+    /// Why a triage task was opened: `{"code": "routed", "rule"}` or
+    /// `{"code": "input_invalid", "workflow", "fields": ["/customer_id: pattern"]}` (field
+    /// paths and schema keywords, never values). Absent on a workflow's own tasks.
+    #[schema(value_type = Object, nullable = true)]
+    pub reason: Option<Value>,
 }
 
 impl From<TaskEntry> for TaskView {
@@ -52,6 +57,7 @@ impl From<TaskEntry> for TaskView {
             decisions: t.decisions,
             created_at: t.created_at.to_string(),
             sla_due: t.sla_due.map(|d| d.to_string()),
+            reason: t.reason.and_then(|r| serde_json::to_value(r).ok()),
         }
     }
 }
@@ -62,7 +68,10 @@ impl From<TaskEntry> for TaskView {
 pub struct Completion {
     /// One of the task's `decisions`.
     pub decision: String,
-    /// Data the reviewer adds to the case (available to the workflow).
+    /// Data the reviewer adds to the case (available to the workflow). On a triage task:
+    /// `intent` (the true intent, a training label) and `request` (corrections of
+    /// `customer_id`, `language` and `fields` before the chosen workflow starts; anything
+    /// else is refused with `422 invalid_correction`).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub data: Value,
@@ -162,6 +171,11 @@ pub async fn complete(
                 format!("`data.intent` {reason}"),
             )
             .details(json!({ "field": "data.intent", "allowed": allowed })),
+            runner::Error::InvalidCorrection { reason, .. } => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_correction",
+                reason,
+            ),
             runner::Error::Busy(_) => AppError::new(
                 StatusCode::CONFLICT,
                 "case_busy",

@@ -1,9 +1,13 @@
 //! `casegraph erase --customer ID --data DIR`: erase a customer's personal data (GDPR).
+//!
+//! Erasure deletes the records; then the store is rewritten into fresh files, because both
+//! backends keep deleted values in freed pages until they are reused (ADR 0008). The server
+//! must be stopped: the store is opened here, exclusively.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use casegraph_engine::runner;
+use casegraph_engine::{runner, store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,6 +25,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = super::audit::open_existing(&args.data)?;
     let erasure = runner::erase_customer(&store, &args.customer, &args.by, jiff::Timestamp::now())?;
+    // Closes the store (the commit thread ends with the last handle) before the rewrite.
+    drop(store);
+    let rewritten = store::rewrite(&args.data, &store::Options::default())?;
     println!(
         "customer {}: personal data of {} case(s) erased",
         erasure.customer,
@@ -32,5 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for id in &erasure.unfinished {
         println!("  unfinished  {id} (erase again once it has ended)");
     }
+    println!(
+        "store rewritten: {} live entries, {} -> {} bytes (erased data no longer in freed pages)",
+        rewritten.entries, rewritten.bytes_before, rewritten.bytes_after
+    );
     Ok(ExitCode::SUCCESS)
 }

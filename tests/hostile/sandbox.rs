@@ -63,7 +63,12 @@ fn ordinary() -> Value {
 /// Submits a request whose intent is stated; only a token that may state a classification
 /// (an admin here) has it decide the route, so the hostile workflow is the one that runs.
 fn submit_stated(s: &Server, intent: &str) -> String {
-    let r = s.call("POST", "/v1/requests", Some(Role::Admin), Some(&stated(intent)));
+    let r = s.call(
+        "POST",
+        "/v1/requests",
+        Some(Role::Admin),
+        Some(&stated(intent)),
+    );
     assert_eq!(r.status, 202, "{}", r.text);
     r.json["case_id"].as_str().unwrap().to_string()
 }

@@ -121,7 +121,12 @@ pub struct Case {
     pub path: Vec<String>,
     pub outcome: Option<String>,
     pub reply: Option<Reply>,
+    /// Why the case failed, in full; may quote case data (see [`Failure`]).
     pub error: Option<String>,
+    /// Why the case failed, without any value from the case (see [`Failure`]): what the
+    /// audit trail and the stored case record keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -207,10 +212,11 @@ pub struct CallError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("request does not match the input schema of workflow `{workflow}`: {}", errors.join("; "))]
+    #[error("request does not match the input schema of workflow `{workflow}`: {}",
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidInput {
         workflow: String,
-        errors: Vec<String>,
+        errors: Vec<crate::workflow::InputError>,
     },
     #[error(
         "case `{case_id}` runs workflow `{expected}` version {version}, not `{given}` version {given_version}"
@@ -247,6 +253,92 @@ pub enum Error {
     },
 }
 
+/// Why a case failed, twice over.
+///
+/// `message` is the whole story for the people working the case; it may quote case data (a
+/// script's thrown value, a back-office answer, a field's value), so it is personal data and
+/// is stored only where erasure reaches. `reason` says the same without any value from the
+/// case (node ids, kinds, file and line, field paths, schema keywords): it is what goes to
+/// the audit trail, the log and the case record, which all outlive erasure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message: String,
+    pub reason: String,
+}
+
+impl Failure {
+    /// A message built only from the workflow and the executor's own state, so it is its
+    /// own reason.
+    pub fn public(message: String) -> Failure {
+        Failure {
+            reason: message.clone(),
+            message,
+        }
+    }
+
+    /// A script or condition failed: rhai's message may quote what the script threw or
+    /// read, so the reason keeps only where it failed.
+    pub fn script(e: &crate::rules::Error) -> Failure {
+        let node = |n: &Option<String>| {
+            n.as_ref()
+                .map(|n| format!("node `{n}`, "))
+                .unwrap_or_default()
+        };
+        // `if let` rather than `match`: a kind of script error added later falls to the
+        // generic reason instead of quoting its message.
+        let reason = if let crate::rules::Error::Runtime {
+            file,
+            line,
+            node: n,
+            case_id,
+            ..
+        } = e
+        {
+            format!(
+                "{}:{line}: {}case `{case_id}`: the script failed",
+                file.display(),
+                node(n)
+            )
+        } else if let crate::rules::Error::Compile {
+            file,
+            line,
+            column,
+            node: n,
+            ..
+        } = e
+        {
+            format!(
+                "{}:{line}:{column}: {}the script does not compile",
+                file.display(),
+                node(n)
+            )
+        } else {
+            "a script failed".to_string()
+        };
+        Failure {
+            message: e.to_string(),
+            reason,
+        }
+    }
+
+    /// The request does not fit a workflow's input schema: the reason names the fields and
+    /// the keywords, the message quotes the values.
+    pub fn input(workflow: &str, errors: &[crate::workflow::InputError]) -> Failure {
+        let reasons: Vec<String> = errors.iter().map(|e| e.reason()).collect();
+        Failure {
+            message: Error::InvalidInput {
+                workflow: workflow.to_string(),
+                errors: errors.to_vec(),
+            }
+            .to_string(),
+            reason: format!(
+                "request does not match the input schema of workflow `{workflow}`: {}",
+                reasons.join("; ")
+            ),
+        }
+    }
+}
+
 /// sha256 of a JSON value's canonical serialization, hex.
 pub fn digest(value: &Value) -> String {
     use sha2::Digest;
@@ -261,4 +353,26 @@ pub fn lookup<'v>(data: &'v Value, path: &str) -> Option<&'v Value> {
         Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_failure_keeps_where_it_failed_but_not_what_it_threw() {
+        let e = crate::rules::Error::Runtime {
+            file: "wf/extract.rhai".into(),
+            line: 3,
+            node: Some("extract".into()),
+            case_id: "c-1".into(),
+            message: "Runtime error: cannot read DE44500105175407324931".into(),
+        };
+        let f = Failure::script(&e);
+        assert!(f.message.contains("DE44500105175407324931"));
+        assert_eq!(
+            f.reason,
+            "wf/extract.rhai:3: node `extract`, case `c-1`: the script failed"
+        );
+    }
 }

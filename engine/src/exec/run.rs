@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::step::{Outcome, follow};
 use super::{
-    Case, Clock, Connector, Error, Event, Status, StepRecord, TaskCompletion, Waiting, digest,
+    Case, Clock, Connector, Error, Event, Failure, Status, StepRecord, TaskCompletion, Waiting,
+    digest,
 };
 use crate::rules::Rules;
 use crate::workflow::{Edge, Workflow};
@@ -69,6 +70,7 @@ impl<'a> Executor<'a> {
             outcome: None,
             reply: None,
             error: None,
+            reason: None,
             created_at: now,
             updated_at: now,
         };
@@ -211,7 +213,7 @@ impl<'a> Executor<'a> {
                 Some(to) => case.current = to,
                 None => {
                     let message = format!("node `{}` has no `{}` edge", node.id, edge.label());
-                    fail(case, message);
+                    fail(case, Failure::public(message));
                     return Ok(records);
                 }
             }
@@ -273,7 +275,7 @@ impl<'a> Executor<'a> {
                     "the case exceeded the workflow's bound of {} steps (limits.max_steps) at node `{}`",
                     wf.max_steps, node.id
                 );
-                fail(case, message);
+                fail(case, Failure::public(message));
                 return;
             }
             let attempt = retry.take();
@@ -287,7 +289,7 @@ impl<'a> Executor<'a> {
                         "node `{}` was reached a {}th time; its bound is max_visits: {max}",
                         node.id, *visits
                     );
-                    fail(case, message);
+                    fail(case, Failure::public(message));
                     return;
                 }
                 case.path.push(node.id.clone());
@@ -333,14 +335,15 @@ impl<'a> Executor<'a> {
                         Status::Completed
                     };
                 }
-                Outcome::Fail { message, detail } => {
+                Outcome::Fail { failure, detail } => {
+                    // The step record is audit: the reason, never the message.
                     record.detail = detail;
                     if let Value::Object(m) = &mut record.detail {
-                        m.insert("error".into(), json!(message));
+                        m.insert("error".into(), json!(failure.reason));
                     } else {
-                        record.detail = json!({ "error": message });
+                        record.detail = json!({ "error": failure.reason });
                     }
-                    fail(case, message);
+                    fail(case, failure);
                 }
             }
             record.output_digest = digest(&case.data);
@@ -351,10 +354,13 @@ impl<'a> Executor<'a> {
     }
 }
 
-fn fail(case: &mut Case, message: String) {
-    tracing::warn!(case = %case.id, node = %case.current, "case failed: {message}");
+/// Fails the case. The log gets the reason only: logs are kept and shipped beyond the
+/// reach of erasure.
+fn fail(case: &mut Case, failure: Failure) {
+    tracing::warn!(case = %case.id, node = %case.current, "case failed: {}", failure.reason);
     case.status = Status::Failed;
-    case.error = Some(message);
+    case.error = Some(failure.message);
+    case.reason = Some(failure.reason);
     case.waiting = None;
 }
 

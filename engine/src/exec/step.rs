@@ -5,7 +5,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::{CallRequest, Case, Executor, Waiting, digest, lookup};
+use super::{CallRequest, Case, Executor, Failure, Waiting, digest, lookup};
 use crate::rules::Context;
 use crate::workflow::{Edge, Node, Step, WaitFor, Workflow};
 
@@ -21,8 +21,8 @@ pub(super) enum Outcome {
     Wait { waiting: Waiting, detail: Value },
     /// The case reached an end.
     End { outcome: String, escalated: bool },
-    /// The case fails with this message.
-    Fail { message: String, detail: Value },
+    /// The case fails; `detail` goes to the audit trail, so it holds no personal data.
+    Fail { failure: Failure, detail: Value },
 }
 
 impl Executor<'_> {
@@ -47,7 +47,11 @@ impl Executor<'_> {
                 detail,
             },
             None => Outcome::Fail {
-                message: format!("node `{}` has no `{}` edge", node.id, edge.label()),
+                failure: Failure::public(format!(
+                    "node `{}` has no `{}` edge",
+                    node.id,
+                    edge.label()
+                )),
                 detail: Value::Null,
             },
         };
@@ -122,8 +126,12 @@ impl Executor<'_> {
                         }
                         next(Edge::Next, detail)
                     }
+                    // The step record is audit: a back-office message may quote what it
+                    // was sent (an amount, a customer id), so only its digest goes there;
+                    // the message itself stays in the outbox, which erasure clears.
                     Err(e) if e.retryable && attempt < *max_attempts => {
-                        detail["error"] = json!(e.message);
+                        detail["retryable"] = json!(true);
+                        detail["error_digest"] = json!(digest(&json!(e.message)));
                         let delay = backoff_delay(*backoff, attempt);
                         let due = now.saturating_add(delay).unwrap_or(now);
                         detail["retry_at"] = json!(due);
@@ -135,7 +143,8 @@ impl Executor<'_> {
                         Outcome::Wait { waiting, detail }
                     }
                     Err(e) => {
-                        detail["error"] = json!(e.message);
+                        detail["retryable"] = json!(e.retryable);
+                        detail["error_digest"] = json!(digest(&json!(e.message)));
                         match follow(wf, &node.id, &Edge::Failure) {
                             Some(to) => Outcome::Go {
                                 edge: Edge::Failure.label(),
@@ -143,10 +152,15 @@ impl Executor<'_> {
                                 detail,
                             },
                             None => Outcome::Fail {
-                                message: format!(
-                                    "call {connector}.{operation} failed after {attempt} attempt(s): {}",
-                                    e.message
-                                ),
+                                failure: Failure {
+                                    message: format!(
+                                        "call {connector}.{operation} failed after {attempt} attempt(s): {}",
+                                        e.message
+                                    ),
+                                    reason: format!(
+                                        "call {connector}.{operation} failed after {attempt} attempt(s)"
+                                    ),
+                                },
                                 detail,
                             },
                         }
@@ -184,13 +198,21 @@ impl Executor<'_> {
                             Ok(v) => match parse_due(&v) {
                                 Some(due) => (due, digest),
                                 None => {
-                                    let message = format!(
-                                        "`until` of node `{}` gave {v}, expected an RFC 3339 timestamp or a YYYY-MM-DD date",
-                                        node.id
-                                    );
+                                    let expected =
+                                        "expected an RFC 3339 timestamp or a YYYY-MM-DD date";
+                                    let failure = Failure {
+                                        message: format!(
+                                            "`until` of node `{}` gave {v}, {expected}",
+                                            node.id
+                                        ),
+                                        reason: format!(
+                                            "`until` of node `{}` gave no date, {expected}",
+                                            node.id
+                                        ),
+                                    };
                                     return (
                                         Outcome::Fail {
-                                            message,
+                                            failure,
                                             detail: Value::Null,
                                         },
                                         digest,
@@ -243,7 +265,8 @@ impl Executor<'_> {
                         let detail =
                             json!({ "checkpoint": name, "passed": false, "evidence": evidence });
                         let message = format!("checkpoint `{name}` failed at node `{}`", node.id);
-                        (Outcome::Fail { message, detail }, digest_of)
+                        let failure = Failure::public(message);
+                        (Outcome::Fail { failure, detail }, digest_of)
                     }
                     Err(e) => (script_failed(e), digest_of),
                 }
@@ -265,15 +288,21 @@ impl Executor<'_> {
                         (next(Edge::Next, detail), None)
                     }
                     Err(e) => {
-                        let message = format!(
-                            "{}: node `{}`, case `{}`: reply template `{template}` failed: {e}",
+                        let at = format!(
+                            "{}: node `{}`, case `{}`: reply template `{template}` failed",
                             wf.dir.join("workflow.yaml").display(),
                             node.id,
                             case.id
                         );
+                        // The template engine's message may quote case data; its kind
+                        // does not.
+                        let failure = Failure {
+                            message: format!("{at}: {e}"),
+                            reason: format!("{at}: {}", e.kind()),
+                        };
                         (
                             Outcome::Fail {
-                                message,
+                                failure,
                                 detail: Value::Null,
                             },
                             None,
@@ -305,7 +334,7 @@ pub(super) fn follow(wf: &Workflow, node: &str, edge: &Edge) -> Option<String> {
 
 fn script_failed(e: crate::rules::Error) -> Outcome {
     Outcome::Fail {
-        message: e.to_string(),
+        failure: Failure::script(&e),
         detail: Value::Null,
     }
 }

@@ -61,6 +61,17 @@ pub enum Error {
     Render(String),
 }
 
+impl Error {
+    /// The error without anything the case could have put into it: the limits' messages
+    /// name limits only; minijinja's own message may quote a value, so only its kind stays.
+    pub fn kind(&self) -> String {
+        match self {
+            Error::Render(_) => "rendering failed".into(),
+            limit => limit.to_string(),
+        }
+    }
+}
+
 /// The environment every reply template of a workflow is added to.
 pub fn environment(limits: &Limits) -> Environment<'static> {
     let mut env = Environment::new();

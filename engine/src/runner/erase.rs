@@ -1,13 +1,27 @@
-//! Erasure of a customer's personal data (GDPR): the request, case data and reply text go;
-//! the case record and its audit trail stay, and the trail records *that* data was erased.
-//! The case's `reply_to` URL and any notification still waiting to be sent go as well.
+//! Erasure of a customer's personal data (GDPR).
+//!
+//! What goes, for every finished case of the customer: the personal record (request, case
+//! data, reply text, the full failure message), the `reply_to` URL and any notification
+//! still waiting to be sent, the outbox entries of the case's back-office calls (their
+//! answers carry customer ids, amounts, addresses) and the idempotency keys that point at
+//! the case (a submitter may have built them from personal data). What stays: the case
+//! record (ids, status, digests, the failure reason without values) and the audit trail,
+//! which records *that* data was erased. Nothing else in the store holds personal data:
+//! the audit trail and the case record carry reasons and digests only (see
+//! [`crate::exec::Failure`]).
+//!
+//! This removes the data from the store's tables. The bytes can survive in the backend's
+//! freed pages until they are reused; `casegraph erase` therefore rewrites the store
+//! afterwards ([`crate::store::rewrite`], ADR 0008).
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::json;
 
 use super::{Error, Runner};
 use crate::audit;
-use crate::store::{Batch, CaseRecord, Store, Table, key};
+use crate::store::{Batch, CaseRecord, IdempotencyEntry, Store, Table, key};
 use jiff::Timestamp;
 
 /// What an erasure did.
@@ -30,7 +44,8 @@ impl Runner {
 }
 
 /// Erases the personal data of every finished case of `customer_id`. Needs no case locks:
-/// finished cases are never written by anything else.
+/// finished cases are never written by anything else. Each case goes in one commit, so a
+/// crash leaves every case either whole or erased; erasing again finishes the rest.
 pub fn erase_customer(
     store: &Store,
     customer_id: &str,
@@ -46,6 +61,7 @@ pub fn erase_customer(
         erased: Vec::new(),
         unfinished: Vec::new(),
     };
+    let mut idempotency: Option<HashMap<String, Vec<Vec<u8>>>> = None;
     for k in keys {
         let case_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
         let Some(mut rec) =
@@ -63,19 +79,41 @@ pub fn erase_customer(
         rec.erased = true;
         rec.reply_to = None;
         rec.updated_at = now;
+        if let Some(state) = &mut rec.state {
+            // Records written before failures were split into message and reason kept the
+            // message here, value and all.
+            state.error = match (&state.reason, &state.error) {
+                (Some(reason), _) => Some(reason.clone()),
+                (None, Some(_)) => Some("erased with the case's personal data".into()),
+                (None, None) => None,
+            };
+        }
         let mut batch = Batch::new();
         // A notification not yet delivered goes too: its URL is the submitter's and its
         // body would carry the erased reply.
         batch
             .delete(Table::Personal, case_id.as_bytes())
-            .delete(Table::Notifications, case_id.as_bytes())
+            .delete(Table::Notifications, case_id.as_bytes());
+        // Outbox keys are `<case id>:<node>:<visit>`; a final case replays no call.
+        for call in store.scan_keys(Table::Outbox, format!("{case_id}:").as_bytes())? {
+            batch.delete(Table::Outbox, call);
+        }
+        let by_case = match &mut idempotency {
+            Some(map) => map,
+            None => idempotency.insert(idempotency_keys(store)?),
+        };
+        for k in by_case.remove(&case_id).unwrap_or_default() {
+            batch.delete(Table::Idempotency, k);
+        }
+        batch
             .put(Table::Cases, case_id.as_bytes(), &rec)
             .audit(audit::Entry::new(
                 &case_id,
                 audit::Kind::Erased,
                 now,
                 json!({ "customer": customer, "by": by,
-                            "what": ["request", "case_data", "reply_text"] }),
+                    "what": ["request", "case_data", "reply_text", "error_message",
+                             "reply_to", "notification", "outbox", "idempotency_keys"] }),
             ));
         store.commit(batch)?;
         result.erased.push(case_id);
@@ -83,10 +121,24 @@ pub fn erase_customer(
     Ok(result)
 }
 
+/// Idempotency keys by the case they point at. The table is keyed by the submitter's key,
+/// so finding a case's keys takes one scan; erasure is rare and does it once.
+fn idempotency_keys(store: &Store) -> Result<HashMap<String, Vec<Vec<u8>>>, Error> {
+    let mut map: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (k, entry) in
+        store.scan_json::<IdempotencyEntry>(Table::Idempotency, b"", "idempotency key")?
+    {
+        map.entry(entry.case_id).or_default().push(k);
+    }
+    Ok(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CaseStatus, Notification, Options, PersonalRecord};
+    use crate::store::{
+        CaseStatus, Notification, Options, OutboxEntry, OutboxState, PersonalRecord,
+    };
     use serde_json::Value;
 
     #[test]
@@ -107,13 +159,14 @@ mod tests {
             workflow: None,
             state: None,
             queue_task: None,
+            queue_reason: None,
+            error: None,
             pending: None,
             erased: false,
             accepted_at: at,
             updated_at: at,
             submitted_by: None,
             reply_to: Some("http://crm.local/hooks/C-1".into()),
-            error: None,
         };
         let mut batch = Batch::new();
         batch
@@ -125,6 +178,7 @@ mod tests {
                     request: Value::Null,
                     data: Value::Null,
                     reply_text: Some("Dear customer".into()),
+                    error: None,
                 },
             )
             .put_raw(Table::CustomerCases, key(&[&customer, "c-1"]), Vec::new())
@@ -147,5 +201,82 @@ mod tests {
             .expect("get")
             .expect("case");
         assert_eq!(rec.reply_to, None);
+    }
+
+    fn finished_case(store: &Store, id: &str, customer_id: &str, batch: &mut Batch) {
+        let customer = store.pseudonym(customer_id);
+        let at = Timestamp::UNIX_EPOCH;
+        let rec = CaseRecord {
+            id: id.into(),
+            status: CaseStatus::Completed,
+            channel: "chat".into(),
+            language: "en".into(),
+            customer: Some(customer.clone()),
+            request_digest: String::new(),
+            classification: None,
+            route: None,
+            workflow: None,
+            state: None,
+            queue_task: None,
+            queue_reason: None,
+            error: None,
+            pending: None,
+            erased: false,
+            accepted_at: at,
+            updated_at: at,
+            submitted_by: None,
+            reply_to: None,
+        };
+        let call = format!("{id}:book:1");
+        batch
+            .put(Table::Cases, id, &rec)
+            .put_raw(Table::CustomerCases, key(&[&customer, id]), Vec::new())
+            .put(
+                Table::Outbox,
+                call.as_bytes(),
+                &OutboxEntry {
+                    key: call.clone(),
+                    case_id: id.into(),
+                    node: "book".into(),
+                    connector: "crm".into(),
+                    operation: "get_customer".into(),
+                    attempt: 1,
+                    state: OutboxState::Done {
+                        answer: serde_json::json!({ "customer_id": customer_id }),
+                    },
+                    updated_at: at,
+                },
+            )
+            .put(
+                Table::Idempotency,
+                format!("{customer_id}-order"),
+                &IdempotencyEntry {
+                    case_id: id.into(),
+                    request_digest: String::new(),
+                },
+            );
+    }
+
+    #[test]
+    fn erasure_drops_back_office_answers_and_idempotency_keys_of_that_customer_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &Options::default()).expect("store");
+        let mut batch = Batch::new();
+        finished_case(&store, "c-1", "C-1", &mut batch);
+        finished_case(&store, "c-10", "C-10", &mut batch);
+        store.commit(batch).expect("commit");
+        let erasure = erase_customer(&store, "C-1", "dpo", Timestamp::UNIX_EPOCH).expect("erase");
+        assert_eq!(erasure.erased, ["c-1"]);
+        let b = store.backend();
+        // Before: the answer with the customer number stayed in the outbox.
+        assert_eq!(b.get(Table::Outbox, b"c-1:book:1").expect("get"), None);
+        assert_eq!(b.get(Table::Idempotency, b"C-1-order").expect("get"), None);
+        // `c-10` shares the prefix `c-1` but not `c-1:`; its customer was not erased.
+        assert!(b.get(Table::Outbox, b"c-10:book:1").expect("get").is_some());
+        assert!(
+            b.get(Table::Idempotency, b"C-10-order")
+                .expect("get")
+                .is_some()
+        );
     }
 }

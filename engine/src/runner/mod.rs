@@ -16,6 +16,7 @@ mod notify;
 mod outbox;
 mod segment;
 mod task;
+mod triage;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -36,6 +37,7 @@ use crate::store::{
 use crate::workflow::{Catalog, Workflow};
 
 pub use erase::{Erasure, erase_customer};
+pub use triage::TRIAGE_QUEUE;
 
 /// What the intent model says about a request.
 pub trait Classifier: Send + Sync {
@@ -83,6 +85,9 @@ pub enum Error {
         /// The labels the model knows, when it has a fixed set.
         allowed: Vec<String>,
     },
+    /// `data.request` of a triage completion corrects what may not be corrected.
+    #[error("task `{task_id}`: {reason}")]
+    InvalidCorrection { task_id: String, reason: String },
     #[error("case `{0}` is busy with earlier work; try again")]
     Busy(String),
     #[error("workflow version {digest} of case `{case_id}` cannot be loaded: {message}")]
@@ -237,6 +242,8 @@ impl Runner {
             workflow: None,
             state: None,
             queue_task: None,
+            queue_reason: None,
+            error: None,
             pending: Some(Pending {
                 trigger: Trigger::Start,
                 at: now,
@@ -246,7 +253,6 @@ impl Runner {
             updated_at: now,
             submitted_by: new.submitted_by.clone(),
             reply_to: text("reply_to"),
-            error: None,
         };
         let mut batch = Batch::new();
         batch
@@ -258,6 +264,7 @@ impl Runner {
                     request: new.request.clone(),
                     data: Value::Null,
                     reply_text: None,
+                    error: None,
                 },
             )
             .put_raw(Table::Pending, case_id.as_bytes(), Vec::new());

@@ -43,7 +43,11 @@ impl Outbox<'_> {
             "payload_digest": digest(&r.payload),
             "ok": result.is_ok(),
             "answer_digest": result.as_ref().ok().map(digest),
-            "error": result.as_ref().err().map(|e| e.message.clone()),
+            // A back-office message may quote the payload (amounts, customer ids); the
+            // audit trail outlives erasure, so it keeps the message's digest. The message
+            // itself is in the outbox entry, which erasure deletes.
+            "error_digest": result.as_ref().err().map(|e| digest(&json!(e.message))),
+            "retryable": result.as_ref().err().map(|e| e.retryable),
             "replayed": replayed,
         });
         self.audit

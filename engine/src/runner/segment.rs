@@ -6,36 +6,22 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::outbox::Outbox;
+use super::triage::{TRIAGE_QUEUE, reviewed_intent};
 use super::{Error, Runner};
 use crate::audit;
-use crate::exec::{Case, Event, Executor, ManualClock, Status, StepRecord, Waiting, digest};
+use crate::exec::{
+    self, Case, Event, Executor, Failure, ManualClock, Status, StepRecord, Waiting, digest,
+};
 use crate::routing::{self, Route};
 use crate::rules::Context;
 use crate::store::{
-    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, Table, TaskEntry, Trigger,
-    WorkflowBundle, WorkflowRef, timer_key,
+    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, QueueReason, Table, TaskEntry,
+    Trigger, WorkflowBundle, WorkflowRef, timer_key,
 };
 use crate::workflow::{Workflow, compile_dir};
 
 /// Decisions a reviewer has on a case routed to a queue: a workflow to run it, or close it.
 pub(super) const CLOSE: &str = "close";
-
-/// The intent a reviewer gave a triaged request (`data.intent`): a training label that
-/// `casegraph corrections export` reads back from the audit trail. `None` when none was
-/// given. The trail outlives erasure, so only a label-shaped value is kept (at most 64
-/// ASCII letters, digits and `_-?`, no personal datum); anything else is `Err`.
-/// `Runner::complete_task` refuses such completions (and labels the model does not know);
-/// trails written before it did may still record `intent_refused`.
-pub(super) fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
-    let given = data.get("intent").filter(|v| !v.is_null())?;
-    let label = given.as_str().filter(|s| {
-        (1..=64).contains(&s.len())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '?'))
-            && crate::intake::pii::find(s).is_empty()
-    });
-    Some(label.ok_or(()))
-}
 
 impl Runner {
     /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
@@ -56,6 +42,7 @@ impl Runner {
                 request: Value::Null,
                 data: Value::Null,
                 reply_text: None,
+                error: None,
             });
         let at = pending.at;
         let clock = ManualClock::new(at);
@@ -70,7 +57,7 @@ impl Runner {
         let mut entries = Vec::new();
         let before = rec.state.clone();
         let old_task = rec.queue_task.clone();
-        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), String> = Ok((None, Vec::new()));
+        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), Failure> = Ok((None, Vec::new()));
         match pending.trigger {
             Trigger::Start => {
                 let classification = match self.classifier.classify(&personal.request) {
@@ -99,7 +86,7 @@ impl Runner {
                     .routing
                     .route(&self.rules, &ctx, &input, catalog.intent_map())
                 {
-                    Err(e) => outcome = Err(format!("routing failed: {e}")),
+                    Err(e) => outcome = Err(routing_failure(&e)),
                     Ok(route) => {
                         entries.push(audit::Entry::new(
                             case_id,
@@ -118,16 +105,18 @@ impl Runner {
                                         &mut personal,
                                         classification,
                                         &mut batch,
+                                        &mut entries,
                                     );
                                 }
                                 None => {
-                                    outcome = Err(format!(
+                                    outcome = Err(Failure::public(format!(
                                         "routing chose workflow `{workflow}`, which is not loaded"
-                                    ))
+                                    )))
                                 }
                             },
-                            Route::Queue { queue, .. } => {
-                                self.open_triage(&mut rec, &queue, &catalog, at, &mut batch);
+                            Route::Queue { queue, rule } => {
+                                let reason = QueueReason::Routed { rule };
+                                self.open_triage(&mut rec, &queue, reason, at, &mut batch);
                             }
                         }
                     }
@@ -146,6 +135,15 @@ impl Runner {
                         Err(()) => m.insert("intent_refused".into(), json!(true)),
                     };
                 }
+                let corrected = if completion.decision == CLOSE {
+                    Vec::new()
+                } else {
+                    self.correct(&mut rec, &mut personal, &completion.data, &mut batch)
+                };
+                if let (Value::Object(m), false) = (&mut body, corrected.is_empty()) {
+                    // Which fields the reviewer corrected, never their values.
+                    m.insert("corrected".into(), json!(corrected));
+                }
                 entries.push(audit::Entry::new(
                     case_id,
                     audit::Kind::TaskCompleted,
@@ -153,6 +151,7 @@ impl Runner {
                     body,
                 ));
                 rec.queue_task = None;
+                rec.queue_reason = None;
                 if completion.decision == CLOSE {
                     rec.status = CaseStatus::Completed;
                     entries.push(audit::Entry::new(
@@ -184,13 +183,14 @@ impl Runner {
                                 &mut personal,
                                 classification,
                                 &mut batch,
+                                &mut entries,
                             );
                         }
                         None => {
-                            outcome = Err(format!(
+                            outcome = Err(Failure::public(format!(
                                 "the reviewer chose workflow `{}`, which is no longer published",
                                 completion.decision
-                            ))
+                            )))
                         }
                     }
                 }
@@ -211,7 +211,8 @@ impl Runner {
                         let wf = self.workflow(&rec.id, &wref)?;
                         outcome = match exec.resume(&wf, &mut case, event) {
                             Ok(steps) => Ok((Some(case), steps)),
-                            Err(e) => Err(e.to_string()),
+                            // Resumption errors name cases, tasks, decisions and times only.
+                            Err(e) => Err(Failure::public(e.to_string())),
                         };
                     }
                     (state, _) => {
@@ -224,9 +225,9 @@ impl Runner {
                             Event::TaskCompleted(_) => "a task completion",
                             Event::TimerFired => "a timer",
                         };
-                        outcome = Err(format!(
+                        outcome = Err(Failure::public(format!(
                             "the stored case is inconsistent: {what} is stored for it, but it has no {missing} to resume"
-                        ));
+                        )));
                     }
                 }
             }
@@ -236,20 +237,27 @@ impl Runner {
                 self.checkpoint(&mut rec, &mut personal, case, steps, &mut entries)
             }
             Ok((None, _)) => {}
-            Err(message) => {
-                tracing::warn!(case = %case_id, "{message}");
+            Err(Failure { message, reason }) => {
+                // The case record, the log and the audit trail get the reason; the message
+                // (it may quote case data) goes to the erasable personal record.
+                tracing::warn!(case = %case_id, "{reason}");
                 rec.status = CaseStatus::Failed;
-                rec.error = Some(message.clone());
+                rec.error = Some(reason.clone());
                 entries.push(audit::Entry::new(
                     case_id,
                     audit::Kind::Outcome,
                     at,
-                    json!({ "status": "failed", "error": message }),
+                    json!({ "status": "failed", "error": reason }),
                 ));
-                if let Some(state) = &mut rec.state {
-                    state.status = Status::Failed;
-                    state.error = Some(message);
-                    state.waiting = None;
+                personal.error = Some(message);
+                match &mut rec.state {
+                    Some(state) => {
+                        state.status = Status::Failed;
+                        state.error = Some(reason.clone());
+                        state.reason = Some(reason);
+                        state.waiting = None;
+                    }
+                    None => {}
                 }
             }
         }
@@ -290,6 +298,7 @@ impl Runner {
                         decisions: decisions.clone(),
                         created_at: *created_at,
                         sla_due: *sla_due,
+                        reason: None,
                     },
                 );
             }
@@ -335,6 +344,10 @@ impl Runner {
         Ok(rec.status)
     }
 
+    /// Starts `wf` on the case. A request that does not fit the workflow's input schema is
+    /// not a failure of the case but of its data: it goes to the triage queue, where a
+    /// reviewer can correct it (see [`Runner::correct`]) and choose a workflow again.
+    #[allow(clippy::too_many_arguments, reason = "one segment's working parts")]
     fn start(
         &self,
         exec: &Executor<'_>,
@@ -343,46 +356,36 @@ impl Runner {
         personal: &mut PersonalRecord,
         classification: Value,
         batch: &mut Batch,
-    ) -> Result<(Option<Case>, Vec<StepRecord>), String> {
-        rec.workflow = Some(WorkflowRef {
-            id: wf.id.clone(),
-            version: wf.version,
-            digest: wf.digest.clone(),
-        });
-        self.keep_version(wf, batch);
-        let (case, steps) = exec
-            .start(wf, &rec.id, personal.request.clone(), classification)
-            .map_err(|e| e.to_string())?;
-        Ok((Some(case), steps))
-    }
-
-    fn open_triage(
-        &self,
-        rec: &mut CaseRecord,
-        queue: &str,
-        catalog: &crate::workflow::Catalog,
-        at: jiff::Timestamp,
-        batch: &mut Batch,
-    ) {
-        let task_id = format!("{}.triage", rec.id);
-        let mut decisions: Vec<String> = catalog.workflows().map(|w| w.id.clone()).collect();
-        decisions.push(CLOSE.to_string());
-        batch.put(
-            Table::Tasks,
-            task_id.as_bytes(),
-            &TaskEntry {
-                task_id: task_id.clone(),
-                case_id: rec.id.clone(),
-                queue: queue.to_string(),
-                node: "triage".into(),
-                title: Some("Route this request: choose a workflow or close it".into()),
-                decisions,
-                created_at: at,
-                sla_due: None,
-            },
-        );
-        rec.queue_task = Some(task_id);
-        rec.status = CaseStatus::Waiting;
+        entries: &mut Vec<audit::Entry>,
+    ) -> Result<(Option<Case>, Vec<StepRecord>), Failure> {
+        match exec.start(wf, &rec.id, personal.request.clone(), classification) {
+            Ok((case, steps)) => {
+                rec.workflow = Some(WorkflowRef {
+                    id: wf.id.clone(),
+                    version: wf.version,
+                    digest: wf.digest.clone(),
+                });
+                self.keep_version(wf, batch);
+                Ok((Some(case), steps))
+            }
+            Err(exec::Error::InvalidInput { workflow, errors }) => {
+                let failure = Failure::input(&workflow, &errors);
+                let reason = QueueReason::InputInvalid {
+                    workflow,
+                    fields: errors.iter().map(|e| e.reason()).collect(),
+                };
+                entries.push(audit::Entry::new(
+                    &rec.id,
+                    audit::Kind::Routed,
+                    pending_at(rec),
+                    json!({ "queue": TRIAGE_QUEUE, "reason": reason }),
+                ));
+                personal.error = Some(failure.message);
+                self.open_triage(rec, TRIAGE_QUEUE, reason, pending_at(rec), batch);
+                Ok((None, Vec::new()))
+            }
+            Err(e) => Err(Failure::public(e.to_string())),
+        }
     }
 
     /// Applies the executor's result to the record: state, status, audit entries.
@@ -413,12 +416,15 @@ impl Runner {
                 &rec.id,
                 audit::Kind::Outcome,
                 case.updated_at,
-                json!({ "status": rec.status, "outcome": case.outcome, "error": case.error,
+                json!({ "status": rec.status, "outcome": case.outcome, "error": case.reason,
                         "reply_digest": case.reply.as_ref().map(|r| digest(&json!(r.text))) }),
             ));
         }
         personal.data = std::mem::take(&mut case.data);
         personal.reply_text = case.reply.as_mut().map(|r| std::mem::take(&mut r.text));
+        // The stored state keeps the reason; the full message is personal data.
+        personal.error = case.error.take();
+        case.error = case.reason.clone();
         rec.state = Some(case);
     }
 
@@ -509,36 +515,22 @@ impl Runner {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// When the segment runs (the stored trigger's clock time).
+fn pending_at(rec: &CaseRecord) -> jiff::Timestamp {
+    rec.pending.as_ref().map(|p| p.at).unwrap_or(rec.updated_at)
+}
 
-    #[test]
-    fn only_a_label_shaped_reviewed_intent_is_kept() {
-        assert_eq!(reviewed_intent(&json!({})), None);
-        assert_eq!(reviewed_intent(&Value::Null), None);
-        assert_eq!(reviewed_intent(&json!({"intent": null})), None);
-        assert_eq!(
-            reviewed_intent(&json!({"intent": "request_refund"})),
-            Some(Ok("request_refund"))
-        );
-        assert_eq!(
-            reviewed_intent(&json!({"intent": "reverted_card_payment?"})),
-            Some(Ok("reverted_card_payment?"))
-        );
-        for refused in [
-            json!("Frau Mustermann will Geld zurück"),
-            json!("erika@example.de"),
-            json!("DE89370400440532013000"),
-            json!(""),
-            json!(7),
-            json!("x".repeat(65)),
-        ] {
-            assert_eq!(
-                reviewed_intent(&json!({ "intent": refused })),
-                Some(Err(())),
-                "{refused}"
-            );
+/// A routing failure: the policy's script may have thrown or returned case data.
+fn routing_failure(e: &routing::Error) -> Failure {
+    let reason = match e {
+        routing::Error::Script(e) => Failure::script(e).reason,
+        routing::Error::NotARoute { file, .. } => format!("{file}: routing returned no route"),
+        routing::Error::UnknownWorkflow { file, .. } => {
+            format!("{file}: routing chose a workflow that does not exist")
         }
+    };
+    Failure {
+        message: format!("routing failed: {e}"),
+        reason: format!("routing failed: {reason}"),
     }
 }

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{CASE_ID_LEN, Error, Runner, segment};
+use super::{CASE_ID_LEN, Error, Runner, triage};
 use crate::audit;
 use crate::exec::{TaskCompletion, Waiting};
 use crate::store::{Batch, CaseRecord, CaseStatus, Pending, Table, TaskEntry, Trigger};
@@ -132,8 +132,15 @@ impl Runner {
                 });
             }
             if rec.state.is_none() {
-                // a triage task: the reviewer's intent becomes a training label
+                // a triage task: the reviewer's intent becomes a training label, and the
+                // reviewer may correct the request's fields before a workflow starts
                 self.check_reviewed_intent(&completion)?;
+                triage::check_corrections(&completion.data).map_err(|reason| {
+                    Error::InvalidCorrection {
+                        task_id: completion.task_id.clone(),
+                        reason,
+                    }
+                })?;
             }
             let now = self.clock.now();
             rec.pending = Some(Pending {
@@ -162,7 +169,7 @@ impl Runner {
             reason,
             allowed,
         };
-        match segment::reviewed_intent(&completion.data) {
+        match triage::reviewed_intent(&completion.data) {
             None => Ok(()),
             Some(Err(())) => Err(refuse(
                 "must be an intent label (at most 64 ASCII letters, digits, `_`, `-`)".into(),

@@ -11,6 +11,7 @@
 mod group;
 pub mod records;
 mod redb;
+mod rewrite;
 mod sled;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use self::sled::SledBackend;
 use crate::audit;
 pub use group::CommitStats;
 pub use records::*;
+pub use rewrite::{Rewritten, rewrite};
 
 /// The tables of the store. Keys are ordered bytes; values are JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -216,6 +218,9 @@ pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, E
         path: dir.to_path_buf(),
         message: e.to_string(),
     })?;
+    // A rewrite after an erasure that a crash interrupted is completed (or its partial
+    // copy discarded) before anything opens the store.
+    rewrite::finish(dir)?;
     let mut kind = options.backend;
     if let Some(found) = detect(dir)
         && found != kind

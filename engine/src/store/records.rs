@@ -103,6 +103,16 @@ pub struct CaseRecord {
     pub state: Option<Case>,
     /// The open task of a case routed to a queue (no workflow yet).
     pub queue_task: Option<String>,
+    /// Why the case waits in a queue without a workflow (with `queue_task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_reason: Option<QueueReason>,
+    /// Why the case failed before or outside a workflow run (routing, a reviewer's choice
+    /// that is no longer published, a stored case that cannot run, a segment that
+    /// panicked), without personal data; a failure inside a run is in
+    /// `state.error`, also without personal data. The full message is in
+    /// [`PersonalRecord::error`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub pending: Option<Pending>,
     /// Set when the customer's personal data was erased.
     #[serde(default)]
@@ -113,10 +123,6 @@ pub struct CaseRecord {
     pub submitted_by: Option<String>,
     /// Webhook for the outcome, if the submitter gave one.
     pub reply_to: Option<String>,
-    /// Why the case failed, also when it failed before a workflow gave it a state (routing,
-    /// a stored case that cannot run, a segment that panicked). Never quotes case data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// A case's personal data: the request and the case data scripts work on. Erasable.
@@ -126,6 +132,26 @@ pub struct PersonalRecord {
     pub data: Value,
     /// The reply text sent to the customer.
     pub reply_text: Option<String>,
+    /// Why the case failed or was parked, in full: it may quote the offending value (a
+    /// field that does not fit the input schema, a script's thrown value), so it lives
+    /// here, where erasure reaches, and never in the case record or the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a case waits in a queue without a workflow. Names rules, workflows and field paths,
+/// never values: it is shown to reviewers and kept after erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum QueueReason {
+    /// The routing policy sent it there; `rule` is the rule that fired.
+    Routed { rule: String },
+    /// Its request does not fit the input schema of the workflow chosen for it.
+    InputInvalid {
+        workflow: String,
+        /// The violations as `path: keyword` (`/customer_id: pattern`).
+        fields: Vec<String>,
+    },
 }
 
 /// An open human task.
@@ -139,6 +165,9 @@ pub struct TaskEntry {
     pub decisions: Vec<String>,
     pub created_at: Timestamp,
     pub sla_due: Option<Timestamp>,
+    /// Why a triage task was opened (absent on a workflow's own human tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<QueueReason>,
 }
 
 /// An idempotency key's case.

@@ -196,16 +196,22 @@ impl Workflow {
     }
 
     /// Checks a request against the workflow's input schema; every violation, with its path.
-    pub fn validate_input(&self, request: &serde_json::Value) -> Result<(), Vec<String>> {
-        let errors: Vec<String> = self
+    pub fn validate_input(&self, request: &serde_json::Value) -> Result<(), Vec<InputError>> {
+        let errors: Vec<InputError> = self
             .input_schema
             .iter_errors(request)
             .map(|e| {
-                let path = e.instance_path().to_string();
-                if path.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{path}: {e}")
+                let mut path = e.instance_path().to_string();
+                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+                    && let Some(name) = property.as_str()
+                {
+                    // The missing property's name comes from the schema, not the request.
+                    path = format!("{path}/{name}");
+                }
+                InputError {
+                    path: public_path(&path),
+                    keyword: e.kind().keyword().to_string(),
+                    message: e.to_string(),
                 }
             })
             .collect();
@@ -238,6 +244,76 @@ impl Workflow {
     }
 }
 
+/// One violation of a workflow's input schema.
+///
+/// `path` and `keyword` name the field and the rule without the value: they may go to the
+/// audit trail, task listings and the case record, which outlive erasure. `message` is the
+/// validator's own text and quotes the offending value, so it is personal data and is kept
+/// only where erasure reaches (the case's personal record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// JSON pointer to the field (`/customer_id`; empty for the request as a whole).
+    pub path: String,
+    /// The schema keyword that failed (`pattern`, `required`, `type`, …).
+    pub keyword: String,
+    /// The full message, offending value included.
+    pub message: String,
+}
+
+impl InputError {
+    /// `/customer_id: pattern` — the violation without the value.
+    pub fn reason(&self) -> String {
+        let path = if self.path.is_empty() {
+            "(request)"
+        } else {
+            &self.path
+        };
+        format!("{path}: {}", self.keyword)
+    }
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// An instance path fit for records that outlive erasure. Schema-named segments look like
+/// identifiers; a segment that does not (an object key a submitter chose, under
+/// `additionalProperties` or `patternProperties`) could be a personal datum and becomes `*`.
+fn public_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            let plain = seg.len() <= 40
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                && crate::intake::pii::find(seg).is_empty();
+            if plain { seg } else { "*" }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 pub(crate) fn template_key(template: &str, language: &str) -> String {
     format!("{template}.{language}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_keeps_schema_names_and_hides_keys_a_submitter_chose() {
+        assert_eq!(public_path(""), "");
+        assert_eq!(public_path("/customer_id"), "/customer_id");
+        assert_eq!(public_path("/fields/amount/0"), "/fields/amount/0");
+        assert_eq!(public_path("/fields/DE44500105175407324931"), "/fields/*");
+        assert_eq!(public_path("/fields/erika@example.de"), "/fields/*");
+        assert_eq!(public_path("/fields/Frau Zaunkoenig"), "/fields/*");
+    }
 }

@@ -1,0 +1,182 @@
+//! Triage: a case parked in a queue without a workflow, for a reviewer to route, correct or
+//! close. Routing sends cases here by rule; the runner sends a case whose request does not
+//! fit the input schema of its workflow (reason `input_invalid`).
+
+use serde_json::{Value, json};
+
+use super::Runner;
+use super::segment::CLOSE;
+use crate::store::{
+    Batch, CaseRecord, CaseStatus, PersonalRecord, QueueReason, Table, TaskEntry, key,
+};
+
+/// The queue a case goes to when its request does not fit the workflow chosen for it.
+pub const TRIAGE_QUEUE: &str = "triage";
+
+/// The intent a reviewer gave a triaged request (`data.intent`): a training label that
+/// `casegraph corrections export` reads back from the audit trail. `None` when none was
+/// given. The trail outlives erasure, so only a label-shaped value is kept (at most 64
+/// ASCII letters, digits and `_-?`, no personal datum); anything else is `Err`.
+/// `Runner::complete_task` refuses such completions (and labels the model does not know);
+/// trails written before it did may still record `intent_refused`.
+pub(super) fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
+    let given = data.get("intent").filter(|v| !v.is_null())?;
+    let label = given.as_str().filter(|s| {
+        (1..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '?'))
+            && crate::intake::pii::find(s).is_empty()
+    });
+    Some(label.ok_or(()))
+}
+
+impl Runner {
+    pub(super) fn open_triage(
+        &self,
+        rec: &mut CaseRecord,
+        queue: &str,
+        reason: QueueReason,
+        at: jiff::Timestamp,
+        batch: &mut Batch,
+    ) {
+        let task_id = format!("{}.triage", rec.id);
+        let mut decisions: Vec<String> = self.catalog().workflows().map(|w| w.id.clone()).collect();
+        decisions.push(CLOSE.to_string());
+        let title = match &reason {
+            QueueReason::InputInvalid { .. } => {
+                "Check this request: its fields do not fit the workflow; correct them and choose a workflow, or close it"
+            }
+            QueueReason::Routed { .. } => "Route this request: choose a workflow or close it",
+        };
+        batch.put(
+            Table::Tasks,
+            task_id.as_bytes(),
+            &TaskEntry {
+                task_id: task_id.clone(),
+                case_id: rec.id.clone(),
+                queue: queue.to_string(),
+                node: "triage".into(),
+                title: Some(title.into()),
+                decisions,
+                created_at: at,
+                sla_due: None,
+                reason: Some(reason.clone()),
+            },
+        );
+        rec.queue_task = Some(task_id);
+        rec.queue_reason = Some(reason);
+        rec.status = CaseStatus::Waiting;
+    }
+
+    /// Applies a reviewer's corrections (`data.request` of a triage completion, checked by
+    /// [`check_corrections`]) to the request before a workflow starts on it, and returns
+    /// the corrected fields' paths. A corrected `customer_id` indexes the case under the
+    /// new customer too, so erasure by either id finds it.
+    pub(super) fn correct(
+        &self,
+        rec: &mut CaseRecord,
+        personal: &mut PersonalRecord,
+        data: &Value,
+        batch: &mut Batch,
+    ) -> Vec<String> {
+        let Some(Value::Object(given)) = data.get("request") else {
+            return Vec::new();
+        };
+        let Value::Object(request) = &mut personal.request else {
+            return Vec::new();
+        };
+        let mut corrected = Vec::new();
+        for (k, v) in given {
+            if k == "fields"
+                && let Value::Object(fields) = v
+            {
+                let target = request.entry("fields").or_insert_with(|| json!({}));
+                if !target.is_object() {
+                    *target = json!({});
+                }
+                if let Value::Object(target) = target {
+                    for (f, fv) in fields {
+                        corrected.push(format!("/fields/{f}"));
+                        if fv.is_null() {
+                            target.remove(f);
+                        } else {
+                            target.insert(f.clone(), fv.clone());
+                        }
+                    }
+                }
+                continue;
+            }
+            corrected.push(format!("/{k}"));
+            request.insert(k.clone(), v.clone());
+            if k == "customer_id"
+                && let Some(id) = v.as_str()
+            {
+                let customer = self.store.pseudonym(id);
+                batch.put_raw(Table::CustomerCases, key(&[&customer, &rec.id]), Vec::new());
+                rec.customer = Some(customer);
+            }
+        }
+        corrected
+    }
+}
+
+/// Which keys of `data.request` a reviewer may correct on a triage task, and their shapes:
+/// the customer number, the language and the form fields. Anything else (channel, text,
+/// reply address, metadata) is what the customer sent and stays as it was.
+pub(super) fn check_corrections(data: &Value) -> Result<(), String> {
+    let Some(given) = data.get("request").filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let Value::Object(given) = given else {
+        return Err("`data.request` must be an object".into());
+    };
+    for (k, v) in given {
+        let fits = match k.as_str() {
+            "customer_id" | "language" => v.is_string(),
+            "fields" => v.is_object(),
+            _ => {
+                return Err(format!(
+                    "`data.request.{k}` cannot be corrected; only `customer_id`, `language` and `fields`"
+                ));
+            }
+        };
+        if !fits {
+            return Err(format!("`data.request.{k}` has the wrong type"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_label_shaped_reviewed_intent_is_kept() {
+        assert_eq!(reviewed_intent(&json!({})), None);
+        assert_eq!(reviewed_intent(&Value::Null), None);
+        assert_eq!(reviewed_intent(&json!({"intent": null})), None);
+        assert_eq!(
+            reviewed_intent(&json!({"intent": "request_refund"})),
+            Some(Ok("request_refund"))
+        );
+        assert_eq!(
+            reviewed_intent(&json!({"intent": "reverted_card_payment?"})),
+            Some(Ok("reverted_card_payment?"))
+        );
+        for refused in [
+            json!("Frau Mustermann will Geld zurück"),
+            json!("erika@example.de"),
+            json!("DE89370400440532013000"),
+            json!(""),
+            json!(7),
+            json!("x".repeat(65)),
+        ] {
+            assert_eq!(
+                reviewed_intent(&json!({ "intent": refused })),
+                Some(Err(())),
+                "{refused}"
+            );
+        }
+    }
+}
