@@ -250,7 +250,10 @@ impl Tokens {
             message: e.to_string(),
         };
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            crate::data_dir::create(dir).map_err(|e| Error::File {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
         }
         let bytes = serde_json::to_vec_pretty(&File {
             tokens: entries.to_vec(),

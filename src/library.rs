@@ -310,6 +310,9 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
             copy_dir(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target)?;
+            // `copy` keeps the source's mode (0644 in a source tree); copies in the data
+            // directory are private like everything else there.
+            crate::data_dir::restrict_file(&target)?;
         }
     }
     Ok(())
