@@ -308,4 +308,37 @@ mod tests {
         let literal = policy(&["127.0.0.1:9000"]);
         assert_eq!(literal.check("http://127.0.0.1:9000/x"), Ok(()));
     }
+
+    #[test]
+    fn the_sender_connects_only_to_checked_addresses() {
+        // As after DNS rebinding: the name passed at intake, now it resolves to loopback.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let url = format!("http://localhost:{port}/hook");
+        let roots = crate::connector::Roots::load(None, "webhooks.ca_file").expect("roots");
+        let timeout = std::time::Duration::from_secs(5);
+        let agent = crate::connector::agent_resolving(
+            timeout,
+            &roots,
+            policy(&[&format!("localhost:{port}")]).resolver(),
+        );
+        let e = agent.post(&url).send("{}").expect_err("refused");
+        assert!(e.to_string().contains("non-public"), "{e}");
+        assert!(listener.accept().is_err(), "the box connected anyway");
+        // Allowed by configuration, the same call goes out.
+        let open = Policy::new(&[format!("localhost:{port}")], true);
+        let agent = crate::connector::agent_resolving(timeout, &roots, open.resolver());
+        let sent = std::thread::spawn(move || agent.post(&url).send("{}").map(|_| ()));
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if listener.accept().is_ok() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no connection");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(listener);
+        let _ = sent.join();
+    }
 }

@@ -276,3 +276,74 @@ fn the_data_directory_and_everything_in_it_are_private() {
         assert_eq!(mode & want, want, "{} is {mode:o}", p.display());
     }
 }
+
+#[test]
+fn reply_to_may_not_point_at_the_box_s_own_network_or_other_ports() {
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    hook.set_nonblocking(true).unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let s = Server::start_with(move |c| {
+        c.webhooks.allowed_hosts = vec![format!("localhost:{port}"), "crm.example".into()]
+    });
+    let submit = |url: String| {
+        let mut body = form(json!({}));
+        body["reply_to"] = json!(url);
+        s.call("POST", "/v1/requests", Some(Role::Submitter), Some(&body))
+    };
+    // A listed name that resolves to 127.0.0.1.
+    let r = submit(format!("http://localhost:{port}/hooks/case"));
+    r.assert_error(422, "reply_to_not_allowed");
+    assert!(r.text.contains("non-public"), "{}", r.text);
+    assert_eq!(r.json["error"]["details"]["field"], "reply_to");
+    // A listed host at ports the list does not name (an entry without a port means 443).
+    for url in ["https://crm.example:22/x", "http://crm.example/x"] {
+        let r = submit(url.to_string());
+        r.assert_error(422, "reply_to_not_allowed");
+        assert!(r.text.contains("not in webhooks.allowed_hosts"), "{}", r.text);
+    }
+    assert!(hook.accept().is_err(), "the box connected to the hook");
+    // The operator may allow the site's own network explicitly.
+    let open = Server::start_with(move |c| {
+        c.webhooks.allowed_hosts = vec![format!("localhost:{port}")];
+        c.webhooks.allow_private_addresses = true;
+    });
+    let mut body = form(json!({}));
+    body["reply_to"] = json!(format!("http://localhost:{port}/hooks/case"));
+    let r = open.call("POST", "/v1/requests", Some(Role::Submitter), Some(&body));
+    assert_eq!(r.status, 202, "{}", r.text);
+}
+
+#[test]
+fn the_audit_endpoint_verifies_only_what_was_appended_since_it_last_did() {
+    let s = Server::start();
+    let chat = |text: &str| {
+        json!({
+            "channel": "chat", "language": "en", "text": text,
+            "metadata": {"intent": "request_refund", "confidence": 0.95}
+        })
+    };
+    let first = s.submit(&chat("Please refund the 12.00 EUR you charged twice"));
+    s.wait_case(&first, is_final);
+    let audit = |id: &str| {
+        let r = s.call(
+            "GET",
+            &format!("/v1/cases/{id}/audit"),
+            Some(Role::Auditor),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["chain_verified"], true, "{}", r.text);
+        r.json
+    };
+    let a = audit(&first);
+    let total = a["chain"]["records"].as_u64().unwrap();
+    assert!(total > 0);
+    assert_eq!(a["chain"]["checked"], total, "the first verification checks all");
+    assert_eq!(audit(&first)["chain"]["checked"], 0, "nothing new, nothing checked");
+    let second = s.submit(&chat("Please refund the 30.00 EUR for the cancelled order"));
+    s.wait_case(&second, is_final);
+    let b = audit(&second);
+    let now = b["chain"]["records"].as_u64().unwrap();
+    assert!(now > total);
+    assert_eq!(b["chain"]["checked"].as_u64().unwrap(), now - total);
+}
