@@ -134,6 +134,20 @@ fn ranges_are_ordered_bounded_and_limited(kind: store::Kind) {
     );
     assert_eq!(b.last(Table::Timers).unwrap().unwrap().0, b"d".to_vec());
     assert_eq!(b.last(Table::Outbox).unwrap(), None);
+    // Backwards: greatest key first, same bounds, the limit taken from the top.
+    assert_eq!(
+        keys(b.range_back(Table::Timers, b"", None, usize::MAX).unwrap()),
+        ["d", "c", "b", "ab", "a"]
+    );
+    assert_eq!(
+        keys(b.range_back(Table::Timers, b"ab", Some(b"c"), usize::MAX).unwrap()),
+        ["b", "ab"]
+    );
+    assert_eq!(
+        keys(b.range_back(Table::Timers, b"", Some(b"c"), 2).unwrap()),
+        ["b", "ab"]
+    );
+    assert!(b.range_back(Table::Outbox, b"", None, 5).unwrap().is_empty());
 }
 
 fn data_survives_reopening(kind: store::Kind) {

@@ -124,6 +124,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, Error>;
+    /// Entries with `from <= key < to` (`to = None`: to the end), greatest key first, at
+    /// most `limit`: newest-first listings page through this without reading the rest.
+    fn range_back(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error>;
     /// The entry with the greatest key.
     fn last(&self, table: Table) -> Result<Option<Entry>, Error>;
     /// Applies every op of every group, all or nothing, and returns once they are durable.
