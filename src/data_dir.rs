@@ -90,8 +90,7 @@ fn restrict_tree(path: &Path, depth: usize) -> Result<(), Error> {
     let mode = meta.permissions().mode() & 0o7777;
     if mode & GROUP_OTHER != 0 {
         let private = mode & 0o700;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(private))
-            .map_err(fail)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).map_err(fail)?;
         if depth == 0 {
             tracing::warn!(
                 "the data directory {} was readable by others (mode {mode:o}); restricted it to {private:o}",

@@ -355,7 +355,11 @@ fn prepare(
 /// The sender's HTTP client: no redirects (a redirect could lead anywhere), no proxy from
 /// the environment (the address check must see the receiver's address), and the policy's
 /// resolver, so it connects only to checked addresses.
-fn agent(options: &WebhookOptions, roots: &crate::connector::Roots, policy: &Policy) -> ureq::Agent {
+fn agent(
+    options: &WebhookOptions,
+    roots: &crate::connector::Roots,
+    policy: &Policy,
+) -> ureq::Agent {
     crate::connector::agent_resolving(options.timeout, roots, policy.resolver())
 }
 

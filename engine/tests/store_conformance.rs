@@ -140,14 +140,21 @@ fn ranges_are_ordered_bounded_and_limited(kind: store::Kind) {
         ["d", "c", "b", "ab", "a"]
     );
     assert_eq!(
-        keys(b.range_back(Table::Timers, b"ab", Some(b"c"), usize::MAX).unwrap()),
+        keys(
+            b.range_back(Table::Timers, b"ab", Some(b"c"), usize::MAX)
+                .unwrap()
+        ),
         ["b", "ab"]
     );
     assert_eq!(
         keys(b.range_back(Table::Timers, b"", Some(b"c"), 2).unwrap()),
         ["b", "ab"]
     );
-    assert!(b.range_back(Table::Outbox, b"", None, 5).unwrap().is_empty());
+    assert!(
+        b.range_back(Table::Outbox, b"", None, 5)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn data_survives_reopening(kind: store::Kind) {
@@ -293,7 +300,11 @@ fn incremental_verification_checks_only_the_tail(kind: store::Kind) {
     let v = store.audit_verify_incremental().unwrap().unwrap();
     assert_eq!((v.records, v.checked), (5, 5));
     let v = store.audit_verify_incremental().unwrap().unwrap();
-    assert_eq!((v.records, v.checked), (5, 0), "nothing new, nothing checked");
+    assert_eq!(
+        (v.records, v.checked),
+        (5, 0),
+        "nothing new, nothing checked"
+    );
     append(&store, 5, 3);
     let v = store.audit_verify_incremental().unwrap().unwrap();
     assert_eq!((v.records, v.checked), (8, 3));

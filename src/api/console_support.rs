@@ -164,8 +164,10 @@ async fn cases(
     caller.require(&[Role::Reviewer, Role::Auditor])?;
     let limit = q.limit.unwrap_or(PAGE_DEFAULT);
     if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(AppError::invalid(format!("`limit` must be 1 to {PAGE_MAX}"))
-            .details(json!({ "field": "limit" })));
+        return Err(
+            AppError::invalid(format!("`limit` must be 1 to {PAGE_MAX}"))
+                .details(json!({ "field": "limit" })),
+        );
     }
     if q.cursor.as_ref().is_some_and(|c| c.len() > 128) {
         return Err(AppError::invalid("`cursor` is not one this box gave")
@@ -180,7 +182,12 @@ async fn cases(
         let mut end = false;
         while scanned < SCAN_BUDGET {
             let chunk = backend
-                .range_back(Table::Cases, b"", to.as_deref(), CHUNK.min(SCAN_BUDGET - scanned))
+                .range_back(
+                    Table::Cases,
+                    b"",
+                    to.as_deref(),
+                    CHUNK.min(SCAN_BUDGET - scanned),
+                )
                 .map_err(|e| AppError::internal("case scan", e))?;
             let Some((oldest, _)) = chunk.last() else {
                 end = true;
@@ -680,9 +687,8 @@ async fn dry_run(
     Json(body): Json<DryRunBody>,
 ) -> Result<Json<Value>, AppError> {
     caller.require(&[Role::Author])?;
-    if body.text.chars().count() > 20_000 {
-        return Err(AppError::invalid("`text` is longer than 20000 characters"));
-    }
+    // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
+    super::requests::limits::text_and_fields(&body.text, &body.fields)?;
     let mut request = Map::new();
     request.insert("channel".into(), json!(body.channel));
     request.insert(

@@ -63,7 +63,9 @@ fn form_fields_cannot_get_around_the_text_limit() {
         "POST",
         "/v1/requests",
         Some(Role::Submitter),
-        Some(&form(json!({ "amount": "25.00", "ordered_on": "2026-11-18" }))),
+        Some(&form(
+            json!({ "amount": "25.00", "ordered_on": "2026-11-18" }),
+        )),
     );
     assert_eq!(ok.status, 202, "{}", ok.text);
 }
@@ -265,7 +267,11 @@ fn the_data_directory_and_everything_in_it_are_private() {
         "metadata": {"intent": "request_refund", "confidence": 0.95}
     }));
     s.wait_case(&id, is_final);
-    let root = std::fs::metadata(s.data.path()).unwrap().permissions().mode() & 0o777;
+    let root = std::fs::metadata(s.data.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(root, 0o700, "the data directory");
     let mut found = Vec::new();
     walk(s.data.path(), &mut found);
@@ -299,7 +305,11 @@ fn reply_to_may_not_point_at_the_box_s_own_network_or_other_ports() {
     for url in ["https://crm.example:22/x", "http://crm.example/x"] {
         let r = submit(url.to_string());
         r.assert_error(422, "reply_to_not_allowed");
-        assert!(r.text.contains("not in webhooks.allowed_hosts"), "{}", r.text);
+        assert!(
+            r.text.contains("not in webhooks.allowed_hosts"),
+            "{}",
+            r.text
+        );
     }
     assert!(hook.accept().is_err(), "the box connected to the hook");
     // The operator may allow the site's own network explicitly.
@@ -338,8 +348,15 @@ fn the_audit_endpoint_verifies_only_what_was_appended_since_it_last_did() {
     let a = audit(&first);
     let total = a["chain"]["records"].as_u64().unwrap();
     assert!(total > 0);
-    assert_eq!(a["chain"]["checked"], total, "the first verification checks all");
-    assert_eq!(audit(&first)["chain"]["checked"], 0, "nothing new, nothing checked");
+    assert_eq!(
+        a["chain"]["checked"], total,
+        "the first verification checks all"
+    );
+    assert_eq!(
+        audit(&first)["chain"]["checked"],
+        0,
+        "nothing new, nothing checked"
+    );
     let second = s.submit(&chat("Please refund the 30.00 EUR for the cancelled order"));
     s.wait_case(&second, is_final);
     let b = audit(&second);
@@ -361,10 +378,21 @@ fn the_console_case_search_answers_a_bounded_page_and_a_cursor() {
     // Newest first: ids begin with their acceptance time.
     ids.sort();
     ids.reverse();
-    let search = |q: &str| s.call("GET", &format!("/v1/console/cases?{q}"), Some(Role::Auditor), None);
+    let search = |q: &str| {
+        s.call(
+            "GET",
+            &format!("/v1/console/cases?{q}"),
+            Some(Role::Auditor),
+            None,
+        )
+    };
     let whole = search("");
     assert_eq!(whole.status, 200, "{}", whole.text);
-    assert_eq!(whole.json["cases"].as_array().unwrap().len(), 50, "the default page");
+    assert_eq!(
+        whole.json["cases"].as_array().unwrap().len(),
+        50,
+        "the default page"
+    );
     assert_eq!(whole.json["total"], 60);
     assert_eq!(whole.json["total_exact"], true);
     for too_many in ["limit=201", "limit=1000000", "limit=0"] {
@@ -379,7 +407,11 @@ fn the_console_case_search_answers_a_bounded_page_and_a_cursor() {
         assert_eq!(page.status, 200, "{}", page.text);
         let cases = page.json["cases"].as_array().unwrap();
         assert!(cases.len() <= 25);
-        seen.extend(cases.iter().map(|c| c["case_id"].as_str().unwrap().to_string()));
+        seen.extend(
+            cases
+                .iter()
+                .map(|c| c["case_id"].as_str().unwrap().to_string()),
+        );
         match page.json["next"].as_str() {
             Some(next) => q = format!("limit=25&cursor={next}"),
             None => break,

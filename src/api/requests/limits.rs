@@ -54,9 +54,7 @@ pub fn text_and_fields(text: &str, fields: &Map<String, Value>) -> Result<(), Ap
         if n == 0 || n > MAX_FIELD_NAME || name.chars().any(char::is_control) {
             return Err(bad(
                 "fields",
-                format!(
-                    "field names are 1–{MAX_FIELD_NAME} characters without control characters"
-                ),
+                format!("field names are 1–{MAX_FIELD_NAME} characters without control characters"),
             ));
         }
         let path = format!("fields.{name}");
@@ -180,7 +178,10 @@ mod tests {
         let many: Map<String, Value> = (0..=MAX_FIELDS)
             .map(|i| (format!("f{i}"), json!(i)))
             .collect();
-        assert_eq!(field_of(text_and_fields("", &many).expect_err("many")), "fields");
+        assert_eq!(
+            field_of(text_and_fields("", &many).expect_err("many")),
+            "fields"
+        );
         let ok = field("amount", json!(12.5));
         assert!(text_and_fields("", &ok).is_ok());
     }
@@ -206,5 +207,90 @@ mod tests {
         }
         let long = format!("https://crm.example/{}", "a".repeat(MAX_URL));
         assert!(reply_to(&long).is_err());
+    }
+
+    mod bodies {
+        //! Random request bodies through parsing, validation and the intake: never a
+        //! panic, and what passes validation reaches the model bounded.
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::{MAX_FIELD_NAME, MAX_FIELDS, MAX_TEXT};
+        use crate::api::requests::RequestBody;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                any::<String>().prop_map(Value::from),
+                "\\PC{0,30}".prop_map(Value::from),
+                Just(Value::from("\u{0}\r\nKunde: x")),
+                (1usize..30_000).prop_map(|n| Value::from("Ä".repeat(n))),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map("\\PC{0,8}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn body() -> impl Strategy<Value = Value> {
+            let channel = prop_oneof![
+                Just(json!("form")),
+                Just(json!("letter")),
+                Just(json!("chat")),
+                json()
+            ];
+            let fields = prop_oneof![
+                prop::collection::btree_map("\\PC{0,70}", json(), 0..80)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                json(),
+            ];
+            // Mostly well-typed, so that many bodies get past parsing to the intake.
+            let text = prop_oneof![
+                3 => "\\PC{1,200}".prop_map(Value::from),
+                1 => json(),
+            ];
+            let language = prop_oneof![
+                Just(Value::Null),
+                Just(json!("de")),
+                Just(json!("en")),
+                json()
+            ];
+            let reply_to = prop_oneof![3 => Just(Value::Null), 1 => json()];
+            let metadata = prop_oneof![2 => Just(Value::Null), 1 => json()];
+            (channel, text, fields, language, reply_to, metadata).prop_map(
+                |(channel, text, fields, language, reply_to, metadata)| {
+                    json!({
+                        "channel": channel, "text": text, "fields": fields,
+                        "language": language, "reply_to": reply_to, "metadata": metadata,
+                    })
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn random_bodies_never_panic_and_stay_bounded(v in body()) {
+                let Ok(b) = serde_json::from_value::<RequestBody>(v) else {
+                    // Refused by the extractor with a 4xx, never a panic.
+                    return Ok(());
+                };
+                if b.validate().is_err() {
+                    return Ok(());
+                }
+                let request = b.normalized();
+                let n = crate::classifier::normalize(&request).expect("a known channel");
+                // Text and values within MAX_TEXT, plus a label and separator per field.
+                let bound = MAX_TEXT + MAX_FIELDS * (MAX_FIELD_NAME + 4) + 1;
+                prop_assert!(n.text.chars().count() <= bound);
+            }
+        }
     }
 }
