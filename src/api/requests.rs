@@ -47,7 +47,8 @@ pub struct RequestBody {
     pub customer_id: Option<String>,
     /// Detected from the text when not given (`en` when the text says too little).
     pub language: Option<Language>,
-    /// URL notified when the case ends; its host must be in `webhooks.allowed_hosts`.
+    /// URL notified when the case ends; its host and port must be in
+    /// `webhooks.allowed_hosts` and resolve to addresses the box may call.
     pub reply_to: Option<String>,
     /// Free-form context from the sending system (e.g. a known `intent`).
     #[schema(value_type = Option<Object>)]
