@@ -89,7 +89,10 @@ pub async fn serve<L>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_header_size(limits.max_header_bytes)
-                .max_headers(limits.max_headers);
+                .max_headers(limits.max_headers)
+                // The read buffer (hyper's default grows to ~400 KB): room for a full head
+                // and body chunks, so open connections cost bounded memory.
+                .max_buf_size((limits.max_header_bytes * 2).max(32 * 1024));
             let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
             let result = tokio::select! {
                 r = conn.as_mut() => r,
