@@ -57,7 +57,10 @@ pub fn normalize(channel: Channel, text: &str, fields: &BTreeMap<String, String>
         Channel::Chat => (chat::customer_turns(text), None),
         Channel::Form => (form::text(text, fields), None),
     };
-    let text = truncate(&collapse_whitespace(&body), MAX_CHARS);
+    // Cut after collapsing, then trimmed again: the cut may fall just after a space.
+    let text = truncate(&collapse_whitespace(&body), MAX_CHARS)
+        .trim_end()
+        .to_string();
     let pii = pii::find(&text);
     let redacted = pii::redact(&text, &pii);
     let language = language::detect(&text).to_string();
