@@ -23,12 +23,20 @@ export async function render(view, params) {
   const form = h('form', { class: 'panel row' },
     ...Object.entries(fields).map(([k, el]) => h('div', {}, h('label', {}, t(`cases.${k}`)), el)),
     h('div', {}, h('button', { type: 'submit', 'data-testid': 'search' }, t('cases.search'))));
-  const run = async () => {
-    for (const k of Object.keys(search)) search[k] = fields[k].value.trim();
+  // A page at a time (the API answers at most a page); "more" fetches the next one.
+  let body = null;
+  const run = async (cursor) => {
+    if (!cursor) for (const k of Object.keys(search)) search[k] = fields[k].value.trim();
     const q = new URLSearchParams(Object.entries(search).filter(([, v]) => v));
+    if (cursor) q.set('cursor', cursor);
     const r = await get(`/v1/console/cases?${q}`);
-    clear(out).append(h('p', { class: 'muted' }, t('cases.total', { total: r.total })));
-    const body = h('tbody');
+    if (!cursor) {
+      body = h('tbody');
+      clear(out).append(h('p', { class: 'muted' }, t(r.total_exact ? 'cases.total' : 'cases.total_more', { total: r.total })),
+        h('table', {},
+          h('thead', {}, h('tr', {}, ['id', 'status', 'intent', 'workflow', 'outcome', 'accepted'].map((k) => h('th', {}, t(`cases.${k}`))))),
+          body));
+    }
     for (const c of r.cases) {
       body.append(h('tr', { class: 'clickable', 'data-testid': 'case-row', 'data-case': c.case_id, onclick: () => go(`cases/${c.case_id}`) },
         h('td', {}, h('a', { href: `#/cases/${c.case_id}` }, c.case_id)),
@@ -38,13 +46,17 @@ export async function render(view, params) {
         h('td', {}, c.outcome || '–'),
         h('td', {}, fmtTime(c.accepted_at))));
     }
-    out.append(h('table', {},
-      h('thead', {}, h('tr', {}, ['id', 'status', 'intent', 'workflow', 'outcome', 'accepted'].map((k) => h('th', {}, t(`cases.${k}`))))),
-      body));
+    const old = out.querySelector('[data-testid="search-more"]');
+    if (old) old.remove();
+    if (r.next) {
+      const more = h('button', { type: 'button', 'data-testid': 'search-more' }, t('cases.more'));
+      more.addEventListener('click', () => run(r.next).catch((err) => showError(out, err)));
+      out.append(more);
+    }
   };
-  form.addEventListener('submit', (e) => { e.preventDefault(); run().catch((err) => showError(out, err)); });
+  form.addEventListener('submit', (e) => { e.preventDefault(); run(null).catch((err) => showError(out, err)); });
   view.append(h('h1', {}, t('cases.title')), h('p', { class: 'help' }, t('cases.help')), form, out);
-  await run();
+  await run(null);
 }
 
 function badge(status) {

@@ -93,6 +93,16 @@ pub struct ServerOptions {
     pub bootstrap_admin_token: bool,
     /// Serve HTTPS with this certificate and key; plain HTTP when absent.
     pub tls: Option<TlsOptions>,
+    /// How long a client may take to send a request's headers (from their first byte, or
+    /// from the previous answer on a kept-alive connection); then the connection is closed.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; `431` beyond.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; `431` beyond.
+    pub max_headers: usize,
+    /// Most open connections; beyond it new ones wait until one closes.
+    pub max_connections: usize,
 }
 
 /// The listener's TLS certificate and key (PEM files).
@@ -114,6 +124,10 @@ impl Default for ServerOptions {
             timer_interval: Duration::from_secs(1),
             bootstrap_admin_token: true,
             tls: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_connections: 1024,
         }
     }
 }
@@ -177,7 +191,8 @@ impl Default for ConnectorOptions {
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookOptions {
     /// Hosts (`host` or `host:port`) `reply_to` may point at; empty means no webhooks are
-    /// sent. Outbound calls go only to configured hosts.
+    /// sent. Outbound calls go only to configured hosts, at port 443 for an entry without
+    /// a port, at the named port otherwise.
     pub allowed_hosts: Vec<String>,
     /// Time one notification may take.
     #[serde(with = "duration")]
@@ -187,11 +202,16 @@ pub struct WebhookOptions {
     /// PEM bundle of the CA certificates an `https://` receiver is verified against,
     /// instead of the bundled Mozilla roots. Unset: bundled roots.
     pub ca_file: Option<PathBuf>,
+    /// Let listed host names resolve to loopback, private, link-local and other non-public
+    /// addresses (a receiver on the site's own network). Off: only public addresses, or
+    /// an address listed as such in `allowed_hosts`.
+    pub allow_private_addresses: bool,
 }
 
 impl Default for WebhookOptions {
     fn default() -> Self {
         WebhookOptions {
+            allow_private_addresses: false,
             allowed_hosts: Vec::new(),
             timeout: Duration::from_secs(5),
             max_attempts: 3,
@@ -325,6 +345,18 @@ impl Config {
                 "server",
                 "request_timeout and timer_interval must be positive",
             );
+        }
+        if self.server.header_read_timeout.is_zero() {
+            return bad("server.header_read_timeout", "must be positive");
+        }
+        if !(1024..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            return bad("server.max_header_bytes", "must be 1024 to 1048576");
+        }
+        if self.server.max_headers == 0 {
+            return bad("server.max_headers", "must be at least 1");
+        }
+        if !(1..=65_536).contains(&self.server.max_connections) {
+            return bad("server.max_connections", "must be 1 to 65536");
         }
         if self.store.max_group == 0 {
             return bad("store.max_group", "must be at least 1");

@@ -99,6 +99,28 @@ pub fn agent_trusting(timeout: Duration, roots: &Roots) -> ureq::Agent {
         .into()
 }
 
+/// [`agent_trusting`] that resolves host names with `resolver` and ignores proxies from
+/// the environment: for `reply_to` calls, whose resolver checks every address it returns
+/// (`webhook::target`), which a proxy would bypass.
+pub fn agent_resolving(
+    timeout: Duration,
+    roots: &Roots,
+    resolver: impl ureq::unversioned::resolver::Resolver,
+) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .tls_config(TlsConfig::builder().root_certs(roots.0.clone()).build())
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        resolver,
+    )
+}
+
 impl HttpConnector {
     pub fn new(base_url: &str, timeout: Duration, roots: &Roots) -> HttpConnector {
         HttpConnector {

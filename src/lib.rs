@@ -13,6 +13,8 @@ pub mod backoffice;
 pub mod classifier;
 pub mod config;
 pub mod connector;
+pub mod data_dir;
+pub mod http;
 pub mod library;
 pub mod memory;
 pub mod metrics;

@@ -361,6 +361,9 @@ fn copy_tree(root: &Path, from: &Path, to: &Path) -> std::io::Result<()> {
             copy_tree(root, &entry.path(), &target)?;
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;
+            // `copy` keeps the source's mode (0644 in a source tree); copies in the data
+            // directory are private like everything else there.
+            crate::data_dir::restrict_file(&target)?;
         }
     }
     Ok(())

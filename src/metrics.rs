@@ -310,6 +310,15 @@ impl Backend for TimedBackend {
     ) -> Result<Vec<Entry>, store::Error> {
         self.inner.range(table, from, to, limit)
     }
+    fn range_back(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, store::Error> {
+        self.inner.range_back(table, from, to, limit)
+    }
     fn last(&self, table: Table) -> Result<Option<Entry>, store::Error> {
         self.inner.last(table)
     }

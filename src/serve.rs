@@ -87,8 +87,8 @@ pub async fn run(
         .as_ref()
         .map(crate::tls::server_config)
         .transpose()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    // Before anything is written: the directory 0700, its contents private, umask 077.
+    crate::data_dir::prepare(&config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
     // The profile was validated when the configuration was built; it is read again for the
     // effective settings and how it fits this machine (logged, shown to admins).
@@ -238,21 +238,20 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; finishing open requests");
     };
     let app = api::app(state.clone());
-    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
-        Some(tls) => Box::pin(
-            axum::serve(crate::tls::Listener::new(listener, tls)?, app)
-                .with_graceful_shutdown(stop_serving)
-                .into_future(),
-        ),
-        None => Box::pin(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_serving)
-                .into_future(),
-        ),
+    // Header size, header read time and connection count are bounded per connection.
+    let limits = crate::http::Limits::from(&config.server);
+    let server: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
+        Some(tls) => Box::pin(crate::http::serve(
+            crate::tls::Listener::new(listener, tls)?,
+            app,
+            limits,
+            stop_serving,
+        )),
+        None => Box::pin(crate::http::serve(listener, app, limits, stop_serving)),
     };
     let grace = config.server.shutdown_grace;
     tokio::select! {
-        r = server => r?,
+        () = server => {}
         _ = async {
             let _ = signal_rx.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;

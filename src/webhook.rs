@@ -1,6 +1,7 @@
 //! `reply_to` notifications: when a case ends, its outcome is POSTed to the URL the
-//! submitter gave. Only hosts listed in `webhooks.allowed_hosts` are called (none by
-//! default), so a request cannot make the box reach arbitrary addresses.
+//! submitter gave. Only hosts and ports listed in `webhooks.allowed_hosts` are called (none
+//! by default), only at public addresses unless configured otherwise, so a request cannot
+//! make the box reach arbitrary addresses ([`target`]).
 //!
 //! Delivery is at least once. The segment that makes a case final stores its notification
 //! (`Table::Notifications`, case id → URL) in the same commit; this module sends stored
@@ -32,6 +33,10 @@ use serde_json::{Value, json};
 
 use crate::config::WebhookOptions;
 
+pub mod target;
+
+pub use target::{Policy, Refusal};
+
 /// How often the table is swept for notifications the sender does not know of.
 pub const SWEEP: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts of a failing notification (before jitter).
@@ -56,7 +61,7 @@ pub fn body(rec: &CaseRecord, personal: Option<&PersonalRecord>) -> Value {
 /// Sends stored notifications in the background. Clones share the sender thread.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    allowed: Arc<[String]>,
+    policy: Policy,
     jobs: mpsc::SyncSender<String>,
     thread: Arc<Thread>,
 }
@@ -65,24 +70,6 @@ pub struct Notifier {
 struct Thread {
     stop: Arc<AtomicBool>,
     handle: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// `host` and `host:port` of an http(s) URL.
-fn authority(url: &str) -> Option<(&str, &str)> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))?;
-    let auth = rest.split(['/', '?', '#']).next()?;
-    if auth.is_empty() || auth.contains('@') {
-        return None;
-    }
-    let host = auth.rsplit_once(':').map_or(auth, |(h, _)| h);
-    Some((host, auth))
-}
-
-/// Whether `url` names one of the `allowed` hosts.
-fn allowed(allowed: &[String], url: &str) -> bool {
-    authority(url).is_some_and(|(host, auth)| allowed.iter().any(|a| a == host || a == auth))
 }
 
 impl Notifier {
@@ -95,12 +82,12 @@ impl Notifier {
         runner: &Arc<Runner>,
     ) -> Notifier {
         let (tx, rx) = mpsc::sync_channel::<String>(1024);
-        let allowed_hosts: Arc<[String]> = options.allowed_hosts.clone().into();
+        let policy = Policy::new(&options.allowed_hosts, options.allow_private_addresses);
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             runner: Arc::downgrade(runner),
-            agent: crate::connector::agent_trusting(options.timeout, roots),
-            allowed: allowed_hosts.clone(),
+            agent: agent(options, roots, &policy),
+            policy: policy.clone(),
             round: options.max_attempts.max(1),
             rx,
             stop: stop.clone(),
@@ -121,7 +108,7 @@ impl Notifier {
             }
         };
         Notifier {
-            allowed: allowed_hosts,
+            policy,
             jobs: tx,
             thread: Arc::new(Thread {
                 stop,
@@ -130,9 +117,10 @@ impl Notifier {
         }
     }
 
-    /// Whether `url` may be called.
-    pub fn allows(&self, url: &str) -> bool {
-        allowed(&self.allowed, url)
+    /// Whether `url` may be called: listed, and resolving to addresses the box may
+    /// connect to. Blocks on a DNS lookup.
+    pub fn check(&self, url: &str) -> Result<(), Refusal> {
+        self.policy.check(url)
     }
 
     /// Tells the sender that `case_id` has a stored notification. Never blocks: with the
@@ -163,7 +151,7 @@ impl Notifier {
 struct Sender {
     runner: Weak<Runner>,
     agent: ureq::Agent,
-    allowed: Arc<[String]>,
+    policy: Policy,
     /// `webhooks.max_attempts`: failures after which a warning is logged (and again after
     /// each further round as many).
     round: u32,
@@ -298,7 +286,7 @@ impl Sender {
         let Some(runner) = self.runner.upgrade() else {
             return Outcome::Retry;
         };
-        let (url, body) = match prepare(&runner, &self.allowed, id) {
+        let (url, body) = match prepare(&runner, &self.policy, id) {
             Ok(Some(job)) => job,
             Ok(None) => return Outcome::Done,
             Err(e) => {
@@ -336,10 +324,11 @@ impl Sender {
 }
 
 /// The URL and body of a stored notification; `None` when there is nothing to send (no
-/// entry any more, the case is gone or erased, the host is no longer allowed).
+/// entry any more, the case is gone or erased, the host is no longer allowed or no longer
+/// resolves to an address the box may call).
 fn prepare(
     runner: &Runner,
-    allowed_hosts: &[String],
+    policy: &Policy,
     id: &str,
 ) -> Result<Option<(String, Value)>, casegraph_engine::runner::Error> {
     let Some(n) = runner.notification(id)? else {
@@ -352,11 +341,26 @@ fn prepare(
     if rec.erased {
         return Ok(None);
     }
-    if !allowed(allowed_hosts, &n.url) {
-        tracing::warn!(case = %id, "reply_to host is not in webhooks.allowed_hosts; notification dropped");
-        return Ok(None);
+    match policy.check(&n.url) {
+        // DNS may be down for a moment: the attempt fails in the resolver and is retried.
+        Ok(()) | Err(Refusal::Unresolved) => {}
+        Err(why) => {
+            tracing::warn!(case = %id, "{why}; notification dropped");
+            return Ok(None);
+        }
     }
     Ok(Some((n.url, body(&rec, personal.as_ref()))))
+}
+
+/// The sender's HTTP client: no redirects (a redirect could lead anywhere), no proxy from
+/// the environment (the address check must see the receiver's address), and the policy's
+/// resolver, so it connects only to checked addresses.
+fn agent(
+    options: &WebhookOptions,
+    roots: &crate::connector::Roots,
+    policy: &Policy,
+) -> ureq::Agent {
+    crate::connector::agent_resolving(options.timeout, roots, policy.resolver())
 }
 
 /// Wait before the next attempt after `failures` failed ones: 500 ms · 2^(failures-1), at
@@ -377,17 +381,6 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_configured_hosts_are_allowed() {
-        let hosts = ["crm.local".to_string(), "127.0.0.1:9000".to_string()];
-        assert!(allowed(&hosts, "http://crm.local/hooks/case"));
-        assert!(allowed(&hosts, "https://crm.local:8443/x"));
-        assert!(allowed(&hosts, "http://127.0.0.1:9000/x"));
-        assert!(!allowed(&hosts, "http://127.0.0.1:9001/x"));
-        assert!(!allowed(&hosts, "http://evil.example@crm.local/x"));
-        assert!(!allowed(&hosts, "ftp://crm.local/x"));
-    }
 
     #[test]
     fn backoff_grows_with_jitter_up_to_the_cap() {

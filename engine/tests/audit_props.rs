@@ -1,8 +1,9 @@
 //! Property tests of the audit chain: any single changed byte, any deleted record and any
-//! two swapped records are detected; an intact chain always verifies.
+//! two swapped records are detected; an intact chain always verifies; verification from a
+//! verified-prefix mark detects any changed byte after the mark.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use casegraph_engine::audit::{Entry, Head, Kind, verify};
+use casegraph_engine::audit::{Entry, Head, Kind, Record, verify, verify_from};
 use jiff::Timestamp;
 use proptest::prelude::*;
 use serde_json::json;
@@ -70,5 +71,31 @@ proptest! {
         c[i].1 = c[j].1.clone();
         c[j].1 = vi;
         prop_assert!(verify(c).is_err());
+    }
+
+    #[test]
+    fn any_changed_byte_after_a_mark_is_detected_from_the_mark(n in 2usize..20, salt in 0u64..1000, cut in any::<prop::sample::Index>(), pick in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut c = chain(n, salt);
+        // The mark: the head after the first `m` records, as an earlier verification left it.
+        let m = cut.index(n);
+        let mark = if m == 0 {
+            Head::genesis()
+        } else {
+            let r: Record = serde_json::from_slice(&c[m - 1].1).unwrap();
+            Head { seq: r.seq, hash: r.hash }
+        };
+        let mut tail = c.split_off(m);
+        prop_assert_eq!(verify_from(mark.clone(), tail.clone()).unwrap().checked, (n - m) as u64);
+        let total: usize = tail.iter().map(|(_, v)| v.len()).sum();
+        let mut at = pick.index(total);
+        for (_, v) in tail.iter_mut() {
+            if at < v.len() {
+                prop_assume!(v[at] != byte);
+                v[at] = byte;
+                break;
+            }
+            at -= v.len();
+        }
+        prop_assert!(verify_from(mark, tail).is_err());
     }
 }

@@ -134,6 +134,27 @@ fn ranges_are_ordered_bounded_and_limited(kind: store::Kind) {
     );
     assert_eq!(b.last(Table::Timers).unwrap().unwrap().0, b"d".to_vec());
     assert_eq!(b.last(Table::Outbox).unwrap(), None);
+    // Backwards: greatest key first, same bounds, the limit taken from the top.
+    assert_eq!(
+        keys(b.range_back(Table::Timers, b"", None, usize::MAX).unwrap()),
+        ["d", "c", "b", "ab", "a"]
+    );
+    assert_eq!(
+        keys(
+            b.range_back(Table::Timers, b"ab", Some(b"c"), usize::MAX)
+                .unwrap()
+        ),
+        ["b", "ab"]
+    );
+    assert_eq!(
+        keys(b.range_back(Table::Timers, b"", Some(b"c"), 2).unwrap()),
+        ["b", "ab"]
+    );
+    assert!(
+        b.range_back(Table::Outbox, b"", None, 5)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn data_survives_reopening(kind: store::Kind) {
@@ -248,6 +269,83 @@ fn pseudonyms_are_stable_per_box(kind: store::Kind) {
     assert_ne!(first, elsewhere, "pseudonyms are salted per box");
 }
 
+fn append(store: &Store, from: u64, n: u64) {
+    for i in from..from + n {
+        let mut batch = Batch::new();
+        batch.audit(entry("a", i));
+        store.commit(batch).unwrap();
+    }
+}
+
+fn tamper(store: &Store, seq: u64) {
+    let key = seq.to_be_bytes();
+    let bytes = store.backend().get(Table::Audit, &key).unwrap().unwrap();
+    let changed = String::from_utf8(bytes)
+        .unwrap()
+        .replace(&format!("\"n\":{}", seq - 1), "\"n\":999");
+    store
+        .backend()
+        .write(&[vec![Op {
+            table: Table::Audit,
+            key: key.to_vec(),
+            value: Some(changed.into_bytes()),
+        }]])
+        .unwrap();
+}
+
+fn incremental_verification_checks_only_the_tail(kind: store::Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &opts(kind)).unwrap();
+    append(&store, 0, 5);
+    let v = store.audit_verify_incremental().unwrap().unwrap();
+    assert_eq!((v.records, v.checked), (5, 5));
+    let v = store.audit_verify_incremental().unwrap().unwrap();
+    assert_eq!(
+        (v.records, v.checked),
+        (5, 0),
+        "nothing new, nothing checked"
+    );
+    append(&store, 5, 3);
+    let v = store.audit_verify_incremental().unwrap().unwrap();
+    assert_eq!((v.records, v.checked), (8, 3));
+    assert_eq!(v, {
+        let full = store.audit_verify().unwrap().unwrap();
+        audit::Verified { checked: 3, ..full }
+    });
+    // The mark survives a restart.
+    drop(store);
+    let store = Store::open(dir.path(), &opts(kind)).unwrap();
+    append(&store, 8, 2);
+    let v = store.audit_verify_incremental().unwrap().unwrap();
+    assert_eq!((v.records, v.checked), (10, 2));
+    // A record changed after the mark: the next incremental verification names it.
+    append(&store, 10, 3);
+    tamper(&store, 12);
+    assert_eq!(
+        store.audit_verify_incremental().unwrap(),
+        Err(audit::Problem::Altered { seq: 12 })
+    );
+}
+
+fn records_before_the_mark_are_left_to_the_full_verification(kind: store::Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &opts(kind)).unwrap();
+    append(&store, 0, 6);
+    store.audit_verify_incremental().unwrap().unwrap();
+    tamper(&store, 3);
+    assert_eq!(
+        store.audit_verify().unwrap(),
+        Err(audit::Problem::Altered { seq: 3 }),
+        "the full verification ignores the mark"
+    );
+    // The marked record itself is checked every time.
+    tamper(&store, 6);
+    assert_eq!(
+        store.audit_verify_incremental().unwrap(),
+        Err(audit::Problem::Unverified { seq: 6 })
+    );
+}
+
 macro_rules! conformance {
     ($($backend:ident => $kind:expr),*) => {
         $(mod $backend {
@@ -261,6 +359,8 @@ macro_rules! conformance {
             #[test] fn the_chain_continues_after_reopening() { super::the_chain_continues_after_reopening($kind) }
             #[test] fn a_tampered_record_is_named() { super::a_tampered_record_is_named($kind) }
             #[test] fn pseudonyms_are_stable_per_box() { super::pseudonyms_are_stable_per_box($kind) }
+            #[test] fn incremental_verification_checks_only_the_tail() { super::incremental_verification_checks_only_the_tail($kind) }
+            #[test] fn records_before_the_mark_are_left_to_the_full_verification() { super::records_before_the_mark_are_left_to_the_full_verification($kind) }
         })*
     };
 }

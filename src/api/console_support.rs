@@ -29,10 +29,15 @@ use super::requests::{Channel, Language};
 use super::{AppError, AppState, Caller, Json, Path as PathParam, Query, blocking};
 use crate::auth::Role;
 
-/// Most cases one search answers.
-const SEARCH_LIMIT: usize = 200;
-/// Upper bound on cases scanned for a search or the status page.
-const SCAN_LIMIT: usize = 1_000_000;
+/// Cases one search answers without `limit`, and the most `limit` may ask for.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 200;
+/// Stored cases one search examines at most. A filter that matches rarely answers what it
+/// found in them with a cursor to go on from: each request costs bounded work and memory,
+/// however many cases the box holds.
+const SCAN_BUDGET: usize = 20_000;
+/// Stored cases read per store call.
+const CHUNK: usize = 512;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -62,19 +67,65 @@ struct CaseSearch {
     from: Option<String>,
     /// Accepted on or before this date.
     to: Option<String>,
+    /// Cases per page: 1 to [`PAGE_MAX`], [`PAGE_DEFAULT`] when absent.
+    limit: Option<usize>,
+    /// The `next` of the previous page: only cases older than it.
+    cursor: Option<String>,
 }
 
-fn stored_cases(state: &AppState) -> Result<Vec<CaseRecord>, AppError> {
-    let entries = state
-        .runner
-        .store()
-        .backend()
-        .range(Table::Cases, b"", None, SCAN_LIMIT)
-        .map_err(|e| AppError::internal("case scan", e))?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<CaseRecord>(&v).ok())
-        .collect())
+impl CaseSearch {
+    fn matches(&self, r: &CaseRecord) -> bool {
+        let id = self
+            .id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty() || r.id.contains(id.trim()));
+        let status = self
+            .status
+            .as_deref()
+            .is_none_or(|st| st.is_empty() || r.status.as_str() == st);
+        let intent = self
+            .intent
+            .as_deref()
+            .is_none_or(|i| i.is_empty() || intent_of(r).as_deref() == Some(i));
+        let at = r.accepted_at.to_string();
+        let after = self
+            .from
+            .as_deref()
+            .is_none_or(|f| f.is_empty() || at.as_str() >= f);
+        // A bare date includes the whole day.
+        let before = self
+            .to
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || at.as_str() <= t || at.starts_with(t));
+        id && status && intent && after && before
+    }
+}
+
+/// Stored cases, a chunk at a time in key order, each handed to `f` without keeping them:
+/// memory stays at one chunk however many cases are stored.
+fn each_case(state: &AppState, mut f: impl FnMut(CaseRecord)) -> Result<(), AppError> {
+    let backend = state.runner.store().backend();
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let chunk = backend
+            .range(Table::Cases, &from, None, CHUNK)
+            .map_err(|e| AppError::internal("case scan", e))?;
+        let full = chunk.len() == CHUNK;
+        let Some((last, _)) = chunk.last() else {
+            return Ok(());
+        };
+        // The smallest key after `last`.
+        from = last.clone();
+        from.push(0);
+        for (_, v) in chunk {
+            if let Ok(r) = serde_json::from_slice::<CaseRecord>(&v) {
+                f(r);
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 fn intent_of(rec: &CaseRecord) -> Option<String> {
@@ -85,66 +136,96 @@ fn intent_of(rec: &CaseRecord) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `GET /v1/console/cases`: newest first; no personal data in the answer.
+fn summary(r: &CaseRecord) -> Value {
+    json!({
+        "case_id": r.id,
+        "status": r.status.as_str(),
+        "channel": r.channel,
+        "language": r.language,
+        "intent": intent_of(r),
+        "confidence": r.classification.as_ref().and_then(|c| c.get("confidence")),
+        "route": r.route,
+        "workflow": r.workflow.as_ref().map(|w| json!({"id": w.id, "version": w.version})),
+        "outcome": r.state.as_ref().and_then(|s| s.outcome.clone()),
+        "accepted_at": r.accepted_at.to_string(),
+        "updated_at": r.updated_at.to_string(),
+    })
+}
+
+/// `GET /v1/console/cases`: newest first (case ids begin with their acceptance time), a
+/// page at a time; no personal data in the answer. `total` counts the matches among the
+/// cases examined (at most [`SCAN_BUDGET`] from the cursor on), `total_exact` says whether
+/// that was all of them, `next` is the cursor of the next page (`null`: no more).
 async fn cases(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<CaseSearch>,
 ) -> Result<Json<Value>, AppError> {
     caller.require(&[Role::Reviewer, Role::Auditor])?;
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(
+            AppError::invalid(format!("`limit` must be 1 to {PAGE_MAX}"))
+                .details(json!({ "field": "limit" })),
+        );
+    }
+    if q.cursor.as_ref().is_some_and(|c| c.len() > 128) {
+        return Err(AppError::invalid("`cursor` is not one this box gave")
+            .details(json!({ "field": "cursor" })));
+    }
     let s = state.clone();
     blocking("case search", move || {
-        let mut found: Vec<CaseRecord> = stored_cases(&s)?
-            .into_iter()
-            .filter(|r| {
-                q.id.as_deref()
-                    .is_none_or(|id| id.trim().is_empty() || r.id.contains(id.trim()))
-            })
-            .filter(|r| {
-                q.status
-                    .as_deref()
-                    .is_none_or(|st| st.is_empty() || r.status.as_str() == st)
-            })
-            .filter(|r| {
-                q.intent
-                    .as_deref()
-                    .is_none_or(|i| i.is_empty() || intent_of(r).as_deref() == Some(i))
-            })
-            .filter(|r| {
-                let at = r.accepted_at.to_string();
-                let after = q
-                    .from
-                    .as_deref()
-                    .is_none_or(|f| f.is_empty() || at.as_str() >= f);
-                // A bare date includes the whole day.
-                let before = q.to.as_deref().is_none_or(|t| {
-                    t.is_empty() || at.as_str() <= t || at.starts_with(t)
-                });
-                after && before
-            })
-            .collect();
-        let total = found.len();
-        found.sort_by_key(|r| std::cmp::Reverse(r.accepted_at));
-        found.truncate(SEARCH_LIMIT);
-        let cases: Vec<Value> = found
-            .iter()
-            .map(|r| {
-                json!({
-                    "case_id": r.id,
-                    "status": r.status.as_str(),
-                    "channel": r.channel,
-                    "language": r.language,
-                    "intent": intent_of(r),
-                    "confidence": r.classification.as_ref().and_then(|c| c.get("confidence")),
-                    "route": r.route,
-                    "workflow": r.workflow.as_ref().map(|w| json!({"id": w.id, "version": w.version})),
-                    "outcome": r.state.as_ref().and_then(|s| s.outcome.clone()),
-                    "accepted_at": r.accepted_at.to_string(),
-                    "updated_at": r.updated_at.to_string(),
-                })
-            })
-            .collect();
-        Ok(Json(json!({ "total": total, "cases": cases })))
+        let backend = s.runner.store().backend();
+        let mut to: Option<Vec<u8>> = q.cursor.as_ref().map(|c| c.as_bytes().to_vec());
+        let (mut page, mut total, mut scanned) = (Vec::new(), 0usize, 0usize);
+        let mut last_seen: Option<String> = None;
+        let mut end = false;
+        while scanned < SCAN_BUDGET {
+            let chunk = backend
+                .range_back(
+                    Table::Cases,
+                    b"",
+                    to.as_deref(),
+                    CHUNK.min(SCAN_BUDGET - scanned),
+                )
+                .map_err(|e| AppError::internal("case scan", e))?;
+            let Some((oldest, _)) = chunk.last() else {
+                end = true;
+                break;
+            };
+            to = Some(oldest.clone());
+            scanned += chunk.len();
+            for (k, v) in chunk {
+                last_seen = Some(String::from_utf8_lossy(&k).into_owned());
+                let Ok(r) = serde_json::from_slice::<CaseRecord>(&v) else {
+                    continue;
+                };
+                if q.matches(&r) {
+                    total += 1;
+                    if page.len() < limit {
+                        page.push(r);
+                    }
+                }
+            }
+        }
+        let next = if page.len() == limit {
+            // More matches seen, or cases not yet examined: go on after this page.
+            (total > limit || !end)
+                .then(|| page.last().map(|r| r.id.clone()))
+                .flatten()
+        } else if !end {
+            // The budget ran out before the page filled: go on after the last case examined.
+            last_seen
+        } else {
+            None
+        };
+        let cases: Vec<Value> = page.iter().map(summary).collect();
+        Ok(Json(json!({
+            "total": total,
+            "total_exact": end,
+            "cases": cases,
+            "next": next,
+        })))
     })
     .await
 }
@@ -155,14 +236,15 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
     let s = state.clone();
     blocking("status", move || {
         let now = s.runner.now().as_second();
-        let records = stored_cases(&s)?;
         let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
         let mut by_intent: BTreeMap<String, u64> = BTreeMap::new();
         let (mut last_minute, mut last_hour, mut finished_last_hour) = (0u64, 0u64, 0u64);
-        for r in &records {
+        let mut total = 0u64;
+        each_case(&s, |r| {
+            total += 1;
             *by_status.entry(r.status.as_str()).or_default() += 1;
             *by_intent
-                .entry(intent_of(r).unwrap_or_else(|| "(out of scope)".into()))
+                .entry(intent_of(&r).unwrap_or_else(|| "(out of scope)".into()))
                 .or_default() += 1;
             let age = now - r.accepted_at.as_second();
             if age <= 60 {
@@ -175,7 +257,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
             if done && now - r.updated_at.as_second() <= 3600 {
                 finished_last_hour += 1;
             }
-        }
+        })?;
         let mut queues: BTreeMap<String, Value> = BTreeMap::new();
         let tasks = s
             .runner
@@ -193,7 +275,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
         let catalog = s.runner.catalog();
         let backend = s.runner.store().backend();
         Ok(Json(json!({
-            "cases": { "total": records.len(), "by_status": by_status, "by_intent": by_intent },
+            "cases": { "total": total, "by_status": by_status, "by_intent": by_intent },
             "throughput": {
                 "accepted_last_minute": last_minute,
                 "accepted_last_hour": last_hour,
@@ -619,9 +701,8 @@ async fn dry_run(
     Json(body): Json<DryRunBody>,
 ) -> Result<Json<Value>, AppError> {
     caller.require(&[Role::Author])?;
-    if body.text.chars().count() > 20_000 {
-        return Err(AppError::invalid("`text` is longer than 20000 characters"));
-    }
+    // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
+    super::requests::limits::text_and_fields(&body.text, &body.fields)?;
     let mut request = Map::new();
     request.insert("channel".into(), json!(body.channel));
     request.insert(

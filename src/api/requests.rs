@@ -13,8 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{AppError, AppState, Caller, Json, blocking};
 use crate::auth::{Capability, Role};
 
-/// Longest `text` accepted, in characters (a long letter; the workflows' schemas agree).
-const MAX_TEXT: usize = 20_000;
+pub mod limits;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +47,8 @@ pub struct RequestBody {
     pub customer_id: Option<String>,
     /// Detected from the text when not given (`en` when the text says too little).
     pub language: Option<Language>,
-    /// URL notified when the case ends; its host must be in `webhooks.allowed_hosts`.
+    /// URL notified when the case ends; its host and port must be in
+    /// `webhooks.allowed_hosts` and resolve to addresses the box may call.
     pub reply_to: Option<String>,
     /// Free-form context from the sending system. A known `intent` (and `confidence`)
     /// decides the classification only for tokens with the `state_intent` capability;
@@ -71,8 +71,8 @@ pub struct AcceptedBody {
 
 impl RequestBody {
     /// The request's own rules (what a schema cannot say): text where the channel needs
-    /// it, its length, the customer number's shape, `reply_to` an http(s) URL. The same
-    /// rules hold for `casegraph run` input.
+    /// it, the bounds of [`limits`] on text, fields, metadata and `reply_to`, the customer
+    /// number's shape. The same rules hold for `casegraph run` input.
     pub fn validate(&self) -> Result<(), AppError> {
         let bad = |field: &str, message: String| {
             AppError::invalid(message).details(json!({ "field": field }))
@@ -91,11 +91,9 @@ impl RequestBody {
             }
             _ => {}
         }
-        if text.chars().count() > MAX_TEXT {
-            return Err(bad(
-                "text",
-                format!("`text` is longer than {MAX_TEXT} characters"),
-            ));
+        limits::text_and_fields(text, &self.fields)?;
+        if let Some(m) = &self.metadata {
+            limits::metadata(m)?;
         }
         if let Some(c) = &self.customer_id
             && (c.is_empty()
@@ -109,29 +107,29 @@ impl RequestBody {
                 "`customer_id` must be 1–64 characters of letters, digits, `-`, `_` and `.`".into(),
             ));
         }
-        if let Some(url) = &self.reply_to
-            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048)
-        {
-            return Err(bad(
-                "reply_to",
-                "`reply_to` must be an http:// or https:// URL".into(),
-            ));
+        if let Some(url) = &self.reply_to {
+            limits::reply_to(url)?;
         }
         Ok(())
     }
 
-    /// [`RequestBody::validate`], and `reply_to` names a host this box may call.
-    fn check(&self, state: &super::Inner) -> Result<(), AppError> {
+    /// [`RequestBody::validate`], and `reply_to` names a host and port this box may call,
+    /// resolving to addresses it may connect to (a DNS lookup, on the blocking pool).
+    async fn check(&self, state: &AppState) -> Result<(), AppError> {
         self.validate()?;
-        if let Some(url) = &self.reply_to
-            && !state.notifier.allows(url)
-        {
-            return Err(AppError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "reply_to_not_allowed",
-                "`reply_to` names a host this box may not call (see webhooks.allowed_hosts)",
-            )
-            .details(json!({ "field": "reply_to" })));
+        if let Some(url) = self.reply_to.clone() {
+            let notifier = state.notifier.clone();
+            blocking("reply_to check", move || {
+                notifier.check(&url).map_err(|why| {
+                    AppError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "reply_to_not_allowed",
+                        format!("{why}; this box may not call it"),
+                    )
+                    .details(json!({ "field": "reply_to" }))
+                })
+            })
+            .await?;
         }
         Ok(())
     }
@@ -214,7 +212,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<AcceptedBody>), AppError> {
     let who = caller.require(&[Role::Submitter])?.clone();
     let key = idempotency_key(&headers)?;
-    body.check(&state)?;
+    body.check(&state).await?;
     let mut request = body.normalized();
     // Only a token allowed to state a classification skips the model; for the others the
     // stated intent is a recorded hint (see `classifier::demote_stated_intent`).

@@ -179,7 +179,8 @@ impl TokenFile {
         change: impl FnOnce(&mut Vec<TokenEntry>) -> Result<T, Error>,
     ) -> Result<(T, Vec<TokenEntry>, Stamp), Error> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(self.err())?;
+            crate::data_dir::create(dir)
+                .map_err(|e| self.err()(std::io::Error::other(e.to_string())))?;
         }
         let lock = open_private(&self.lock, false).map_err(self.err())?;
         // Blocks until the other writer is done; its changes are then on disk and read below.

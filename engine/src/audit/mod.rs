@@ -115,7 +115,7 @@ impl Record {
 }
 
 /// The end of the chain: the last record's seq and hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     pub seq: u64,
     pub hash: String,
@@ -179,13 +179,19 @@ pub enum Problem {
     Broken { seq: u64, prev_seq: u64 },
     #[error("record at position {position} is not readable: {message}")]
     Unreadable { position: u64, message: String },
+    #[error("record {seq}, verified earlier, is missing or no longer the record verified")]
+    Unverified { seq: u64 },
 }
 
 /// The outcome of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verified {
+    /// Records in the verified chain (the head's seq).
     pub records: u64,
     pub head: String,
+    /// Records checked by this verification: all of them, or those after the mark an
+    /// incremental verification started from.
+    pub checked: u64,
 }
 
 /// Walks stored records (`(key, bytes)` in key order; the key is the big-endian seq) and
@@ -194,7 +200,18 @@ pub fn verify<I>(stored: I) -> Result<Verified, Problem>
 where
     I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
 {
-    let mut prev = Head::genesis();
+    verify_from(Head::genesis(), stored)
+}
+
+/// [`verify`] of the records after `start`, a head verified before: the first record
+/// must be `start.seq + 1` and chain to `start.hash`. What lies at or before `start` is
+/// trusted, not checked (a full [`verify`] checks it).
+pub fn verify_from<I>(start: Head, stored: I) -> Result<Verified, Problem>
+where
+    I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+{
+    let from = start.seq;
+    let mut prev = start;
     for (key, bytes) in stored {
         let expected = prev.seq + 1;
         let position = key
@@ -244,6 +261,7 @@ where
     Ok(Verified {
         records: prev.seq,
         head: prev.hash,
+        checked: prev.seq - from,
     })
 }
 

@@ -42,17 +42,25 @@ pub struct Normalized {
     pub redacted: String,
 }
 
+/// Longest normalized text, in characters; the rest is cut. The service bounds a request's
+/// text and fields together at 20,000 characters; this bound holds for every caller (the
+/// CLI, fixtures) and keeps the model's input and the PII scan bounded whatever arrives.
+pub const MAX_CHARS: usize = 32_768;
+
 /// Normalizes a request. `fields` are a form's labelled values (ignored for other channels).
 pub fn normalize(channel: Channel, text: &str, fields: &BTreeMap<String, String>) -> Normalized {
     let (body, subject) = match channel {
         Channel::Letter => {
             let l = letter::body(text);
-            (l.body, l.subject)
+            (l.body, l.subject.map(|s| truncate(&s, MAX_CHARS)))
         }
         Channel::Chat => (chat::customer_turns(text), None),
         Channel::Form => (form::text(text, fields), None),
     };
-    let text = collapse_whitespace(&body);
+    // Cut after collapsing, then trimmed again: the cut may fall just after a space.
+    let text = truncate(&collapse_whitespace(&body), MAX_CHARS)
+        .trim_end()
+        .to_string();
     let pii = pii::find(&text);
     let redacted = pii::redact(&text, &pii);
     let language = language::detect(&text).to_string();
@@ -63,6 +71,14 @@ pub fn normalize(channel: Channel, text: &str, fields: &BTreeMap<String, String>
         subject,
         pii,
         redacted,
+    }
+}
+
+/// The first `max` characters of `s`.
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => s[..at].to_string(),
+        None => s.to_string(),
     }
 }
 

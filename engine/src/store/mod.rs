@@ -8,6 +8,7 @@
 //! What each backend assumes about the disk and guarantees is written in
 //! `docs/reliability.md`; the default is chosen in `docs/adr/0005-default-store-backend.md`.
 
+mod chain;
 mod group;
 pub mod records;
 mod redb;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use self::redb::{PowerLossDisk, RedbBackend};
 pub use self::sled::SledBackend;
 use crate::audit;
+pub use chain::AuditRecords;
 pub use group::CommitStats;
 pub use records::*;
 pub use rewrite::{Rewritten, rewrite};
@@ -124,6 +126,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, Error>;
+    /// Entries with `from <= key < to` (`to = None`: to the end), greatest key first, at
+    /// most `limit`: newest-first listings page through this without reading the rest.
+    fn range_back(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error>;
     /// The entry with the greatest key.
     fn last(&self, table: Table) -> Result<Option<Entry>, Error>;
     /// Applies every op of every group, all or nothing, and returns once they are durable.
@@ -213,11 +224,16 @@ impl Error {
 /// Opens the backend `options` names in `dir` (created if missing). A directory that
 /// already holds one backend's data is opened with that backend whatever `options` says,
 /// so data is never orphaned.
+///
+/// The store holds personal data: what this function creates is private to the owner
+/// (directories `0700`, the redb file `0600`) whatever the umask. Files a backend creates
+/// later (sled's segments) follow the umask, which the service sets to `077`.
 pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, Error> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Open {
-        path: dir.to_path_buf(),
+    let open_err = |path: &Path, e: std::io::Error| Error::Open {
+        path: path.to_path_buf(),
         message: e.to_string(),
-    })?;
+    };
+    private_dir(dir).map_err(|e| open_err(dir, e))?;
     // A rewrite after an erasure that a crash interrupted is completed (or its partial
     // copy discarded) before anything opens the store.
     rewrite::finish(dir)?;
@@ -232,9 +248,40 @@ pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, E
         kind = found;
     }
     Ok(match kind {
-        Kind::Redb => Arc::new(RedbBackend::open(&dir.join("casegraph.redb"), options)?),
-        Kind::Sled => Arc::new(SledBackend::open(&dir.join("sled"), options)?),
+        Kind::Redb => {
+            let file = dir.join("casegraph.redb");
+            // redb initialises an empty file as a new database.
+            private_file(&file).map_err(|e| open_err(&file, e))?;
+            Arc::new(RedbBackend::open(&file, options)?)
+        }
+        Kind::Sled => {
+            let sled_dir = dir.join("sled");
+            private_dir(&sled_dir).map_err(|e| open_err(&sled_dir, e))?;
+            Arc::new(SledBackend::open(&sled_dir, options)?)
+        }
     })
+}
+
+/// Creates `dir` (and missing parents) `0700`; an existing one is left alone.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// Creates `file` empty and `0600` unless it exists.
+fn private_file(file: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Which backend a data directory holds, if any.
@@ -254,6 +301,9 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     committer: Arc<group::Committer>,
     salt: Arc<[u8; 32]>,
+    /// One incremental audit verification at a time: concurrent ones would check the same
+    /// tail and race to move the mark.
+    verify_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -295,6 +345,7 @@ impl Store {
             backend,
             committer: Arc::new(committer),
             salt: Arc::new(salt),
+            verify_lock: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -465,84 +516,5 @@ mod tests {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
-    }
-}
-
-/// Audit records in chain order, read a page at a time. A read error ends the iteration
-/// and is kept in [`AuditRecords::error`].
-#[derive(Debug)]
-pub struct AuditRecords<'a> {
-    backend: &'a dyn Backend,
-    next: u64,
-    page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
-    done: bool,
-    pub error: Option<Error>,
-}
-
-const AUDIT_PAGE: usize = 2048;
-
-impl Iterator for AuditRecords<'_> {
-    type Item = (Vec<u8>, Vec<u8>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.page.next() {
-                return Some(item);
-            }
-            if self.done {
-                return None;
-            }
-            match self
-                .backend
-                .range(Table::Audit, &self.next.to_be_bytes(), None, AUDIT_PAGE)
-            {
-                Ok(page) => {
-                    if page.len() < AUDIT_PAGE {
-                        self.done = true;
-                    }
-                    if let Some((k, _)) = page.last() {
-                        let last = k
-                            .as_slice()
-                            .try_into()
-                            .map(u64::from_be_bytes)
-                            .unwrap_or(u64::MAX);
-                        self.next = last.saturating_add(1);
-                        if last == u64::MAX {
-                            self.done = true;
-                        }
-                    }
-                    self.page = page.into_iter();
-                }
-                Err(e) => {
-                    self.error = Some(e);
-                    self.done = true;
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-impl Store {
-    /// Every audit record, stored bytes, in key order.
-    pub fn audit_records(&self) -> AuditRecords<'_> {
-        AuditRecords {
-            backend: self.backend.as_ref(),
-            next: 0,
-            page: Vec::new().into_iter(),
-            done: false,
-            error: None,
-        }
-    }
-
-    /// Checks the whole audit chain. The outer error is a storage failure; the inner one
-    /// names the first altered, missing or reordered record.
-    pub fn audit_verify(&self) -> Result<Result<audit::Verified, audit::Problem>, Error> {
-        let mut records = self.audit_records();
-        let verdict = audit::verify(&mut records);
-        match records.error {
-            Some(e) => Err(e),
-            None => Ok(verdict),
-        }
     }
 }

@@ -93,6 +93,28 @@ impl Backend for RedbBackend {
         Ok(out)
     }
 
+    fn range_back(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(def(table)).map_err(err)?;
+        let iter = match to {
+            Some(to) => t.range(from..to),
+            None => t.range(from..),
+        }
+        .map_err(err)?;
+        let mut out = Vec::new();
+        for item in iter.rev().take(limit) {
+            let (k, v) = item.map_err(err)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn last(&self, table: Table) -> Result<Option<Entry>, Error> {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(def(table)).map_err(err)?;

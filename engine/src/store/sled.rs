@@ -70,6 +70,24 @@ impl Backend for SledBackend {
             .collect()
     }
 
+    fn range_back(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error> {
+        let tree = self.tree(table);
+        let iter = match to {
+            Some(to) => tree.range(from..to),
+            None => tree.range(from..),
+        };
+        iter.rev()
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
+            .collect()
+    }
+
     fn last(&self, table: Table) -> Result<Option<Entry>, Error> {
         Ok(self
             .tree(table)
