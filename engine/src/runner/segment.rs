@@ -250,14 +250,11 @@ impl Runner {
                     json!({ "status": "failed", "error": reason }),
                 ));
                 personal.error = Some(message);
-                match &mut rec.state {
-                    Some(state) => {
-                        state.status = Status::Failed;
-                        state.error = Some(reason.clone());
-                        state.reason = Some(reason);
-                        state.waiting = None;
-                    }
-                    None => {}
+                if let Some(state) = &mut rec.state {
+                    state.status = Status::Failed;
+                    state.error = Some(reason.clone());
+                    state.reason = Some(reason);
+                    state.waiting = None;
                 }
             }
         }
