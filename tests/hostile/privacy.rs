@@ -119,7 +119,7 @@ fn erase_leaves_no_byte_of_the_customer(backend: Kind) {
         let s = serve_in(dir.path(), |c| {
             c.store.backend = backend;
             c.connectors.base_url = Some(back_office.clone());
-            c.webhooks.allowed_hosts = vec!["127.0.0.1".into()];
+            c.webhooks.allowed_hosts = vec!["127.0.0.1:9".into()];
         });
         let mut erased = Vec::new();
         for i in 0..3 {
