@@ -225,7 +225,10 @@ step('try it: a dry run of a German letter shows classification and routing and 
 });
 
 step('inbox: a reviewer completes the task and the case finishes', async ({ page }) => {
-  const { case_id: caseId } = await call(ctx.base, ctx.tokens.submitter, 'POST', '/v1/requests', {
+  // Sent with the admin token: only a token that may state a classification (admin, or
+  // one granted `state_intent`) has its metadata.intent decide the route; the timeline
+  // below needs the refund workflow to have run.
+  const { case_id: caseId } = await call(ctx.base, ctx.tokens.admin, 'POST', '/v1/requests', {
     channel: 'letter',
     language: 'de',
     customer_id: 'C-1002345',
