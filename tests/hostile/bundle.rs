@@ -6,15 +6,12 @@
 //! an abort shows as a dead server rather than a dead test runner.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use casegraph::auth::Role;
 use serde_json::{Value, json};
 
 use crate::support::Server;
+use crate::support::process::Process;
 
 /// What the test server keeps in its data directory and an author must never read.
 const CANARY: &str = "cg_canary0123456789abcdef";
@@ -222,95 +219,31 @@ fn only_authors_and_admins_read_workflow_scripts() {
 }
 
 /// The spawned `casegraph serve` with the shipped workflows and a bootstrap admin token.
+/// The real binary with a data directory of its own.
 struct Spawned {
-    child: Child,
-    url: String,
-    agent: ureq::Agent,
-    _data: tempfile::TempDir,
+    process: Process,
     admin: String,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _data: tempfile::TempDir,
 }
 
 impl Spawned {
     fn start() -> Spawned {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .arg("--workflows")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"))
-            .env("CASEGRAPH_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .max_idle_connections(0)
-            .build()
-            .into();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let token = data.path().join("admin.token");
-        loop {
-            let ready = agent
-                .get(&format!("{url}/readyz"))
-                .call()
-                .is_ok_and(|r| r.status() == 200);
-            if ready && token.is_file() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let admin = std::fs::read_to_string(token).unwrap().trim().to_string();
+        let process = Process::start(data.path());
         Spawned {
-            child,
-            url,
-            agent,
+            admin: process.admin.clone(),
+            process,
             _data: data,
-            admin,
         }
     }
 
     /// POST with a JSON body; (status, body). `None` when the server did not answer.
     fn post(&mut self, path: &str, token: &str, body: &Value) -> Option<(u16, Value)> {
-        let mut r = self
-            .agent
-            .post(&format!("{}{path}", self.url))
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .ok()?;
-        let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
-        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        self.process.call(path, token, Some(body))
     }
 
     fn alive(&mut self) -> bool {
-        let answers = self
-            .agent
-            .get(&format!("{}/healthz", self.url))
-            .call()
-            .is_ok_and(|r| r.status() == 200);
-        answers && self.child.try_wait().unwrap().is_none()
+        self.process.alive()
     }
 
     fn author(&mut self) -> String {

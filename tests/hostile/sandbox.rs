@@ -7,14 +7,13 @@
 //! template writing gigabytes) runs against the real `casegraph serve` binary, so an abort
 //! is observed rather than killing the test runner.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use casegraph::auth::Role;
 use serde_json::{Value, json};
 
+use crate::support::process::Process;
 use crate::support::{Response, Server};
 
 /// Far beyond the 1 s deadline, far below what the attacks took before it (30 s for
@@ -222,100 +221,28 @@ fn sandbox_templates_that_repeat_assign_or_grow_are_refused_at_publish() {
 }
 
 /// The real `casegraph serve` on a free port with a fresh data directory.
-struct Binary {
-    child: Child,
-    url: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-impl Drop for Binary {
-    /// A failing test must not leave a server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The real binary, called as its bootstrap admin.
+struct Binary(Process);
 
 impl Binary {
     fn start(data: &Path) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--workflows")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"))
-            .env("CASEGRAPH_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(agent
-            .get(&format!("{url}/readyz"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-            && data.join("admin.token").is_file())
-        {
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let token = std::fs::read_to_string(data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Binary {
-            child,
-            url,
-            token,
-            agent,
-        }
+        Binary(Process::start(data))
     }
 
     /// A request as admin; `None` when the process gave no answer.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
-        let url = format!("{}{path}", self.url);
-        let auth = format!("Bearer {}", self.token);
-        let result = match body {
-            Some(b) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/json")
-                .send(b.to_string().as_bytes()),
-            None => self.agent.get(&url).header("Authorization", &auth).call(),
-        };
-        let _ = method;
-        let mut resp = result.ok()?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    fn call(&self, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+        self.0.call(path, &self.0.admin, body)
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
+        self.0.alive()
     }
 
     /// Polls a case until final; fails if the process died or the bound passed.
     fn final_within(&mut self, id: &str, since: Instant) -> Value {
         loop {
             assert!(self.alive(), "the server process died while case {id} ran");
-            if let Some((200, case)) = self.call("GET", &format!("/v1/cases/{id}"), None)
+            if let Some((200, case)) = self.call(&format!("/v1/cases/{id}"), None)
                 && is_final(&case)
             {
                 return case;
@@ -330,7 +257,7 @@ impl Binary {
 
     fn submit(&self, body: &Value) -> String {
         let (status, answer) = self
-            .call("POST", "/v1/requests", Some(body))
+            .call("/v1/requests", Some(body))
             .expect("intake answers");
         assert_eq!(status, 202, "{answer}");
         answer["case_id"].as_str().unwrap().to_string()
@@ -345,7 +272,6 @@ fn sandbox_a_runaway_template_fails_its_case_fast_and_the_process_lives() {
     let template = "{% for i in range(100000) %}{% for j in range(100000) %}{{ case_id }} {{ i }} {{ j }}\n{% endfor %}{% endfor %}";
     let (status, answer) = box_
         .call(
-            "POST",
             "/v1/workflows",
             Some(&bundle("hostile_reply", "case.x = 1;", template)),
         )
@@ -375,7 +301,7 @@ fn sandbox_a_runaway_template_fails_its_case_fast_and_the_process_lives() {
             .replace("version: 1", "version: 2")
     );
     let (status, answer) = box_
-        .call("POST", "/v1/workflows", Some(&body))
+        .call("/v1/workflows", Some(&body))
         .expect("publish answers");
     assert_eq!(status, 201, "{answer}");
     let id = box_.submit(&stated("hostile_reply"));

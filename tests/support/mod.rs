@@ -9,6 +9,8 @@ use casegraph::auth::{Role, Tokens};
 use casegraph::config::Config;
 use serde_json::Value;
 
+pub mod process;
+
 /// A running server; stopped (gracefully) on drop.
 pub struct Server {
     pub base: String,

@@ -1,0 +1,109 @@
+//! The real `casegraph serve` binary as a child process, for attacks that could abort the
+//! process: an in-process server would take the test runner down with it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A spawned server on `127.0.0.1:0` with the shipped workflows and its bootstrap admin
+/// token; killed on drop, so a failing test leaves no server behind.
+pub struct Process {
+    child: Child,
+    pub url: String,
+    /// The bootstrap admin token the server wrote to `<data>/admin.token`.
+    pub admin: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `casegraph serve` on `data` and waits until it is ready.
+    pub fn start(data: &Path) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--workflows")
+            .arg(super::workflows())
+            .env("CASEGRAPH_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .expect("a line");
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .build()
+            .into();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let token = data.join("admin.token");
+        while !(agent
+            .get(&format!("{url}/readyz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+            && token.is_file())
+        {
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let admin = std::fs::read_to_string(token)
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Process {
+            child,
+            url,
+            admin,
+            agent,
+        }
+    }
+
+    /// A GET (no body) or a POST of JSON with `token`; `None` when the process gave no answer.
+    pub fn call(&self, path: &str, token: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {token}");
+        let result = match body {
+            Some(b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(b.to_string().as_bytes()),
+            None => self.agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut resp = result.ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// The process runs and answers `/healthz`.
+    pub fn alive(&mut self) -> bool {
+        let answers = self
+            .agent
+            .get(&format!("{}/healthz", self.url))
+            .call()
+            .is_ok_and(|r| r.status() == 200);
+        answers && self.child.try_wait().ok().flatten().is_none()
+    }
+}
