@@ -148,25 +148,8 @@ mod tests {
         let customer = store.pseudonym("C-1");
         let at = Timestamp::UNIX_EPOCH;
         let rec = CaseRecord {
-            id: "c-1".into(),
-            status: CaseStatus::Completed,
-            channel: "chat".into(),
-            language: "en".into(),
-            customer: Some(customer.clone()),
-            request_digest: String::new(),
-            classification: None,
-            route: None,
-            workflow: None,
-            state: None,
-            queue_task: None,
-            queue_reason: None,
-            error: None,
-            pending: None,
-            erased: false,
-            accepted_at: at,
-            updated_at: at,
-            submitted_by: None,
             reply_to: Some("http://crm.local/hooks/C-1".into()),
+            ..finished_record("c-1", &customer)
         };
         let mut batch = Batch::new();
         batch
@@ -203,15 +186,15 @@ mod tests {
         assert_eq!(rec.reply_to, None);
     }
 
-    fn finished_case(store: &Store, id: &str, customer_id: &str, batch: &mut Batch) {
-        let customer = store.pseudonym(customer_id);
+    /// A completed case of `customer` (a pseudonym) with nothing but its record.
+    fn finished_record(id: &str, customer: &str) -> CaseRecord {
         let at = Timestamp::UNIX_EPOCH;
-        let rec = CaseRecord {
+        CaseRecord {
             id: id.into(),
             status: CaseStatus::Completed,
             channel: "chat".into(),
             language: "en".into(),
-            customer: Some(customer.clone()),
+            customer: Some(customer.into()),
             request_digest: String::new(),
             classification: None,
             route: None,
@@ -226,7 +209,13 @@ mod tests {
             updated_at: at,
             submitted_by: None,
             reply_to: None,
-        };
+        }
+    }
+
+    fn finished_case(store: &Store, id: &str, customer_id: &str, batch: &mut Batch) {
+        let customer = store.pseudonym(customer_id);
+        let at = Timestamp::UNIX_EPOCH;
+        let rec = finished_record(id, &customer);
         let call = format!("{id}:book:1");
         batch
             .put(Table::Cases, id, &rec)
