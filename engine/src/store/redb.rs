@@ -60,6 +60,35 @@ impl RedbBackend {
     }
 }
 
+impl RedbBackend {
+    /// Up to `limit` entries of `[from, to)`, first to last or (`back`) last to first.
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        back: bool,
+    ) -> Result<Vec<Entry>, Error> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(def(table)).map_err(err)?;
+        let iter = match to {
+            Some(to) => t.range(from..to),
+            None => t.range(from..),
+        }
+        .map_err(err)?;
+        let entry = |item: Result<_, redb::StorageError>| {
+            let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) = item.map_err(err)?;
+            Ok((k.value().to_vec(), v.value().to_vec()))
+        };
+        if back {
+            iter.rev().take(limit).map(entry).collect()
+        } else {
+            iter.take(limit).map(entry).collect()
+        }
+    }
+}
+
 fn cache_bytes(options: &Options) -> usize {
     usize::try_from(options.cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
 }
@@ -78,19 +107,7 @@ impl Backend for RedbBackend {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, Error> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        let iter = match to {
-            Some(to) => t.range(from..to),
-            None => t.range(from..),
-        }
-        .map_err(err)?;
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(err)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.scan(table, from, to, limit, false)
     }
 
     fn range_back(
@@ -100,19 +117,7 @@ impl Backend for RedbBackend {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, Error> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        let iter = match to {
-            Some(to) => t.range(from..to),
-            None => t.range(from..),
-        }
-        .map_err(err)?;
-        let mut out = Vec::new();
-        for item in iter.rev().take(limit) {
-            let (k, v) = item.map_err(err)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.scan(table, from, to, limit, true)
     }
 
     fn last(&self, table: Table) -> Result<Option<Entry>, Error> {

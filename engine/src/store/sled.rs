@@ -48,6 +48,32 @@ impl SledBackend {
     }
 }
 
+impl SledBackend {
+    /// Up to `limit` entries of `[from, to)`, first to last or (`back`) last to first.
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        back: bool,
+    ) -> Result<Vec<Entry>, Error> {
+        let tree = self.tree(table);
+        let iter = match to {
+            Some(to) => tree.range(from..to),
+            None => tree.range(from..),
+        };
+        let entry = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err)
+        };
+        if back {
+            iter.rev().take(limit).map(entry).collect()
+        } else {
+            iter.take(limit).map(entry).collect()
+        }
+    }
+}
+
 impl Backend for SledBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.tree(table).get(key).map_err(err)?.map(|v| v.to_vec()))
@@ -60,14 +86,7 @@ impl Backend for SledBackend {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, Error> {
-        let tree = self.tree(table);
-        let iter = match to {
-            Some(to) => tree.range(from..to),
-            None => tree.range(from..),
-        };
-        iter.take(limit)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
-            .collect()
+        self.scan(table, from, to, limit, false)
     }
 
     fn range_back(
@@ -77,15 +96,7 @@ impl Backend for SledBackend {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, Error> {
-        let tree = self.tree(table);
-        let iter = match to {
-            Some(to) => tree.range(from..to),
-            None => tree.range(from..),
-        };
-        iter.rev()
-            .take(limit)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
-            .collect()
+        self.scan(table, from, to, limit, true)
     }
 
     fn last(&self, table: Table) -> Result<Option<Entry>, Error> {
