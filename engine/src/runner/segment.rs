@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::outbox::Outbox;
-use super::triage::{TRIAGE_QUEUE, reviewed_intent};
+use super::triage::{CLOSE, TRIAGE_QUEUE, reviewed_intent};
 use super::{Error, Runner};
 use crate::audit;
 use crate::exec::{
@@ -19,9 +19,6 @@ use crate::store::{
     Trigger, WorkflowBundle, WorkflowRef, timer_key,
 };
 use crate::workflow::{Workflow, compile_dir};
-
-/// Decisions a reviewer has on a case routed to a queue: a workflow to run it, or close it.
-pub(super) const CLOSE: &str = "close";
 
 impl Runner {
     /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns

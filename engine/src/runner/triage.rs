@@ -5,10 +5,12 @@
 use serde_json::{Value, json};
 
 use super::Runner;
-use super::segment::CLOSE;
 use crate::store::{
     Batch, CaseRecord, CaseStatus, PersonalRecord, QueueReason, Table, TaskEntry, key,
 };
+
+/// Decisions a reviewer has on a case routed to a queue: a workflow to run it, or close it.
+pub(super) const CLOSE: &str = "close";
 
 /// The queue a case goes to when its request does not fit the workflow chosen for it.
 pub const TRIAGE_QUEUE: &str = "triage";
