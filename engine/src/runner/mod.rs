@@ -8,12 +8,12 @@
 //! the outbox ([`outbox`]), which is written durably *before* a call is sent and answers a
 //! replayed call from its record, so no side effect is applied twice.
 //!
-//! Each trigger has its own file: [`start`] (classify, route, start the workflow or open a
-//! triage task), [`task`] (accept a completion; resume the case, or route a triage
-//! decision), [`timer`] (arm due timers; resume on one). [`segment`] holds what they
+//! Each trigger has its own file: `start.rs` (classify, route, start the workflow or open
+//! a triage task), `task.rs` (accept a completion; resume the case, or route a triage
+//! decision), `timer.rs` (arm due timers; resume on one). `segment.rs` holds what they
 //! share: the case loaded under its lock, the executor, and the commit of the outcome.
-//! A new trigger is a [`Trigger`] variant, one file here and one arm in
-//! [`Runner::process`].
+//! A new trigger is a [`Trigger`] variant, one file here with its `on_<trigger>` function,
+//! and one arm in [`Runner::process`].
 //!
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 

@@ -8,10 +8,11 @@
 //! [`task`](super::task), [`timer`](super::timer). A new trigger is one more file with its
 //! `on_<trigger>` function and one more arm in [`Runner::process`].
 //!
-//! A trigger works on its [`Segment`] only. It writes nothing to the store itself (its
+//! A trigger works on its [`Segment`] only. It writes nothing to the store itself: its
 //! writes go into [`Segment::batch`], committed here with the rest, so a crash leaves the
-//! trigger stored and nothing of its work) and its "now" is [`Segment::at`], never the
-//! runner's clock, so a replay after a crash takes the same path.
+//! trigger stored and none of its work (only the outbox records connector calls as they
+//! are made, so a replay answers them from the record). Its "now" is [`Segment::at`],
+//! never the runner's clock, so a replay takes the same path.
 
 use serde_json::{Value, json};
 
@@ -49,7 +50,9 @@ pub(super) struct Segment<'a> {
 
 /// What a trigger made of the case: the executor's new state and its steps; `None` when
 /// the trigger set the record itself (parked in triage, closed by a reviewer); or why the
-/// case failed.
+/// case failed. Every outcome is committed. A trigger returns `Result<Outcome, Error>`:
+/// an [`Error`] (the store, a workflow version that cannot be loaded) commits nothing and
+/// leaves the trigger stored, to run again.
 pub(super) type Outcome = Result<Option<(Case, Vec<StepRecord>)>, Failure>;
 
 impl Runner {
@@ -94,9 +97,9 @@ impl Runner {
         };
         let outcome = match pending.trigger {
             Trigger::Start => self.on_start(&mut seg),
-            Trigger::Task { completion } => self.on_task(&mut seg, completion)?,
-            Trigger::Timer => self.on_timer(&mut seg)?,
-        };
+            Trigger::Task { completion } => self.on_task(&mut seg, completion),
+            Trigger::Timer => self.on_timer(&mut seg),
+        }?;
         self.commit(seg, outcome)
     }
 
@@ -136,7 +139,7 @@ impl Runner {
         match outcome {
             Ok(Some((case, steps))) => checkpoint(&mut seg, case, steps),
             Ok(None) => {}
-            Err(failure) => fail(&mut seg, failure),
+            Err(failure) => record_failure(&mut seg, failure),
         }
         follow_waiting(&mut seg);
         let calls =
@@ -226,7 +229,7 @@ fn checkpoint(seg: &mut Segment<'_>, mut case: Case, steps: Vec<StepRecord>) {
 
 /// Fails the case. The case record, the log and the audit trail get the reason; the
 /// message (it may quote case data) goes to the erasable personal record.
-fn fail(seg: &mut Segment<'_>, Failure { message, reason }: Failure) {
+fn record_failure(seg: &mut Segment<'_>, Failure { message, reason }: Failure) {
     tracing::warn!(case = %seg.case_id, "{reason}");
     let rec = &mut seg.rec;
     rec.status = CaseStatus::Failed;

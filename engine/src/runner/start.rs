@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::Runner;
 use super::segment::{Outcome, Segment};
 use super::triage::TRIAGE_QUEUE;
+use super::{Error, Runner};
 use crate::audit;
 use crate::exec::{self, Failure};
 use crate::routing::{self, Route};
@@ -24,10 +24,14 @@ use crate::workflow::{Catalog, Workflow};
 
 impl Runner {
     /// Classifies, routes, and starts the workflow or opens the queue's task.
-    pub(super) fn on_start(&self, seg: &mut Segment<'_>) -> Outcome {
+    pub(super) fn on_start(&self, seg: &mut Segment<'_>) -> Result<Outcome, Error> {
         let classification = self.classification(seg);
         let catalog = self.catalog();
-        match self.route(seg, &catalog, &classification)? {
+        let route = match self.route(seg, &catalog, &classification) {
+            Ok(route) => route,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        Ok(match route {
             Route::Workflow { workflow, .. } => match catalog.get(&workflow) {
                 Some(wf) => self.start_workflow(seg, &wf.clone(), classification),
                 None => Err(Failure::public(format!(
@@ -39,7 +43,7 @@ impl Runner {
                 self.open_triage(&mut seg.rec, &queue, reason, seg.at, &mut seg.batch);
                 Ok(None)
             }
-        }
+        })
     }
 
     /// The model's answer, recorded on the case and in its audit trail.
