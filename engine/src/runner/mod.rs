@@ -13,7 +13,7 @@
 //! decision), `timer.rs` (arm due timers; resume on one). `segment.rs` holds what they
 //! share: the case loaded under its lock, the executor, and the commit of the outcome.
 //! A new trigger is a [`Trigger`] variant, one file here with its `on_<trigger>` function,
-//! and one arm in [`Runner::process`].
+//! and one arm in [`Runner::process`] (below).
 //!
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 
@@ -347,6 +347,17 @@ impl Runner {
             ))
         });
         Ok(tasks)
+    }
+
+    /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
+    /// the case's status afterwards. Each trigger is handled in its own file; a new trigger
+    /// is one more arm here.
+    pub fn process(&self, case_id: &str) -> Result<CaseStatus, Error> {
+        self.segment(case_id, |seg, trigger| match trigger {
+            Trigger::Start => self.on_start(seg),
+            Trigger::Task { completion } => self.on_task(seg, completion),
+            Trigger::Timer => self.on_timer(seg),
+        })
     }
 
     /// Runs the stored work of every case that has some: after a restart, every accepted

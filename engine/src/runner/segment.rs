@@ -4,9 +4,8 @@
 //! the trigger's clock time, resuming a workflow where it waits, and committing the
 //! outcome in one batch (the checkpoint, the tasks and timers that follow the case's new
 //! waiting state, the audit records, the notification of a final case). What a trigger
-//! does with the case lives in its own file: [`start`](super::start),
-//! [`task`](super::task), [`timer`](super::timer). A new trigger is one more file with its
-//! `on_<trigger>` function and one more arm in [`Runner::process`].
+//! does with the case lives in its own file (`start.rs`, `task.rs`, `timer.rs`), which
+//! [`Runner::process`] picks by the stored trigger; this file knows none of them.
 //!
 //! A trigger works on its [`Segment`] only. It writes nothing to the store itself: its
 //! writes go into [`Segment::batch`], committed here with the rest, so a crash leaves the
@@ -56,9 +55,14 @@ pub(super) struct Segment<'a> {
 pub(super) type Outcome = Result<Option<(Case, Vec<StepRecord>)>, Failure>;
 
 impl Runner {
-    /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
-    /// the case's status afterwards.
-    pub fn process(&self, case_id: &str) -> Result<CaseStatus, Error> {
+    /// Runs one segment of the case, if it has stored work: loads the case under its lock,
+    /// hands the segment and its trigger to `run`, and commits the outcome. Returns the
+    /// case's status afterwards.
+    pub(super) fn segment(
+        &self,
+        case_id: &str,
+        run: impl FnOnce(&mut Segment<'_>, Trigger) -> Result<Outcome, Error>,
+    ) -> Result<CaseStatus, Error> {
         let _lock = self.lock(case_id);
         let rec = self
             .store
@@ -95,11 +99,7 @@ impl Runner {
             entries: Vec::new(),
             outbox: &outbox,
         };
-        let outcome = match pending.trigger {
-            Trigger::Start => self.on_start(&mut seg),
-            Trigger::Task { completion } => self.on_task(&mut seg, completion),
-            Trigger::Timer => self.on_timer(&mut seg),
-        }?;
+        let outcome = run(&mut seg, pending.trigger)?;
         self.commit(seg, outcome)
     }
 
