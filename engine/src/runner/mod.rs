@@ -8,6 +8,13 @@
 //! the outbox ([`outbox`]), which is written durably *before* a call is sent and answers a
 //! replayed call from its record, so no side effect is applied twice.
 //!
+//! Each trigger has its own file: `start.rs` (classify, route, start the workflow or open
+//! a triage task), `task.rs` (accept a completion; resume the case, or route a triage
+//! decision), `timer.rs` (arm due timers; resume on one). `segment.rs` holds what they
+//! share: the case loaded under its lock, the executor, and the commit of the outcome.
+//! A new trigger is a [`Trigger`] variant, one file here with its `on_<trigger>` function,
+//! and one arm in [`Runner::process`] (below).
+//!
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 
 mod erase;
@@ -15,8 +22,11 @@ mod fail;
 mod notify;
 mod outbox;
 mod segment;
+mod start;
 mod task;
+mod timer;
 mod triage;
+mod version;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -339,70 +349,15 @@ impl Runner {
         Ok(tasks)
     }
 
-    /// Fires every timer and SLA due by `now`; returns the cases moved on.
-    pub fn fire_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
-        let armed = self.arm_due(now)?;
-        for case_id in &armed {
-            self.process(case_id)?;
-        }
-        Ok(armed)
-    }
-
-    /// Stores a timer trigger for every case whose timer or SLA is due by `now` and returns
-    /// those cases without running them: the caller runs each ([`Runner::process`]), the
-    /// service under the same panic guard as its workers. An armed case is pending, so
-    /// recovery runs it if the box stops first.
-    pub fn arm_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
-        let due =
-            self.store
-                .backend()
-                .range(Table::Timers, b"", Some(&store::timer_bound(now)), 1024)?;
-        let mut fired = Vec::new();
-        for (k, _) in due {
-            let Some(case_id) = store::timer_case(&k).map(str::to_string) else {
-                continue;
-            };
-            let armed = {
-                let _lock = self.lock(&case_id);
-                let mut batch = Batch::new();
-                batch.delete(Table::Timers, k.clone());
-                let rec =
-                    self.store
-                        .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?;
-                let armed = match rec {
-                    Some(mut rec)
-                        if rec.pending.is_none()
-                            && rec
-                                .state
-                                .as_ref()
-                                .and_then(|c| c.waiting.as_ref())
-                                .and_then(|w| w.due())
-                                .is_some_and(|d| d <= now) =>
-                    {
-                        rec.pending = Some(Pending {
-                            trigger: Trigger::Timer,
-                            at: now,
-                        });
-                        rec.status = CaseStatus::Running;
-                        rec.updated_at = now;
-                        batch.put(Table::Cases, rec.id.as_bytes(), &rec).put_raw(
-                            Table::Pending,
-                            rec.id.as_bytes(),
-                            Vec::new(),
-                        );
-                        true
-                    }
-                    // A stale timer: the case moved on (or is busy and keeps its own).
-                    _ => false,
-                };
-                self.store.commit(batch)?;
-                armed
-            };
-            if armed {
-                fired.push(case_id);
-            }
-        }
-        Ok(fired)
+    /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
+    /// the case's status afterwards. Each trigger is handled in its own file; a new trigger
+    /// is one more arm here.
+    pub fn process(&self, case_id: &str) -> Result<CaseStatus, Error> {
+        self.segment(case_id, |seg, trigger| match trigger {
+            Trigger::Start => self.on_start(seg),
+            Trigger::Task { completion } => self.on_task(seg, completion),
+            Trigger::Timer => self.on_timer(seg),
+        })
     }
 
     /// Runs the stored work of every case that has some: after a restart, every accepted

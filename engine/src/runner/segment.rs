@@ -1,38 +1,77 @@
 //! One segment of a case: from its stored trigger to the next checkpoint.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+//!
+//! What every trigger shares lives here: loading the case under its lock, the executor on
+//! the trigger's clock time, resuming a workflow where it waits, and committing the
+//! outcome in one batch (the checkpoint, the tasks and timers that follow the case's new
+//! waiting state, the audit records, the notification of a final case). What a trigger
+//! does with the case lives in its own file (`start.rs`, `task.rs`, `timer.rs`), which
+//! [`Runner::process`] picks by the stored trigger; this file knows none of them.
+//!
+//! A trigger works on its [`Segment`] only. It writes nothing to the store itself: its
+//! writes go into [`Segment::batch`], committed here with the rest, so a crash leaves the
+//! trigger stored and none of its work (only the outbox records connector calls as they
+//! are made, so a replay answers them from the record). Its "now" is [`Segment::at`],
+//! never the runner's clock, so a replay takes the same path.
 
 use serde_json::{Value, json};
 
 use super::outbox::Outbox;
-use super::triage::{CLOSE, TRIAGE_QUEUE, reviewed_intent};
 use super::{Error, Runner};
 use crate::audit;
 use crate::exec::{
-    self, Case, Event, Executor, Failure, ManualClock, Status, StepRecord, Waiting, digest,
+    Case, Event, Executor, Failure, ManualClock, Status, StepRecord, Waiting, digest,
 };
-use crate::routing::{self, Route};
-use crate::rules::Context;
 use crate::store::{
-    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, QueueReason, Table, TaskEntry,
-    Trigger, WorkflowBundle, WorkflowRef, timer_key,
+    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, Table, TaskEntry, Trigger,
+    timer_key,
 };
-use crate::workflow::{Workflow, compile_dir};
+
+/// The working parts of one segment, handed to the trigger that runs it.
+pub(super) struct Segment<'a> {
+    pub case_id: &'a str,
+    /// The stored trigger's clock time: the segment's "now", the same on a replay.
+    pub at: jiff::Timestamp,
+    pub rec: CaseRecord,
+    pub personal: PersonalRecord,
+    /// Runs on a clock fixed at [`Segment::at`], its calls through the outbox.
+    pub exec: Executor<'a>,
+    /// The trigger's writes, committed with the checkpoint.
+    pub batch: Batch,
+    /// The trigger's audit records, ordered and chained at the commit.
+    pub entries: Vec<audit::Entry>,
+    /// Holds the audit records of the segment's connector calls.
+    outbox: &'a Outbox<'a>,
+    /// What the case waited on before the segment: its task and timer rows go at the commit.
+    waited: Option<Waiting>,
+    /// The triage task the case had before the segment: its row goes if the task closed.
+    queue_task: Option<String>,
+}
+
+/// What a trigger made of the case: the executor's new state and its steps; `None` when
+/// the trigger set the record itself (parked in triage, closed by a reviewer); or why the
+/// case failed. Every outcome is committed. A trigger returns `Result<Outcome, Error>`:
+/// an [`Error`] (the store, a workflow version that cannot be loaded) commits nothing and
+/// leaves the trigger stored, to run again.
+pub(super) type Outcome = Result<Option<(Case, Vec<StepRecord>)>, Failure>;
 
 impl Runner {
-    /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
-    /// the case's status afterwards.
-    pub fn process(&self, case_id: &str) -> Result<CaseStatus, Error> {
+    /// Runs one segment of the case, if it has stored work: loads the case under its lock,
+    /// hands the segment and its trigger to `run`, and commits the outcome. Returns the
+    /// case's status afterwards.
+    pub(super) fn segment(
+        &self,
+        case_id: &str,
+        run: impl FnOnce(&mut Segment<'_>, Trigger) -> Result<Outcome, Error>,
+    ) -> Result<CaseStatus, Error> {
         let _lock = self.lock(case_id);
-        let mut rec = self
+        let rec = self
             .store
             .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
             .ok_or_else(|| Error::NoCase(case_id.to_string()))?;
         let Some(pending) = rec.pending.clone() else {
             return Ok(rec.status);
         };
-        let mut personal = self
+        let personal = self
             .store
             .get_json::<PersonalRecord>(Table::Personal, case_id.as_bytes(), "personal data")?
             .unwrap_or(PersonalRecord {
@@ -41,275 +80,89 @@ impl Runner {
                 reply_text: None,
                 error: None,
             });
-        let at = pending.at;
-        let clock = ManualClock::new(at);
+        let clock = ManualClock::new(pending.at);
         let outbox = Outbox {
             store: &self.store,
             inner: self.connector.as_ref(),
-            at,
-            audit: Mutex::new(Vec::new()),
+            at: pending.at,
+            audit: std::sync::Mutex::new(Vec::new()),
         };
-        let exec = Executor::new(&self.rules, &clock, &outbox);
-        let mut batch = Batch::new();
-        let mut entries = Vec::new();
-        let before = rec.state.clone();
-        let old_task = rec.queue_task.clone();
-        let mut outcome: Result<(Option<Case>, Vec<StepRecord>), Failure> = Ok((None, Vec::new()));
-        match pending.trigger {
-            Trigger::Start => {
-                let classification = match self.classifier.classify(&personal.request) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(case = %case_id, "classification failed: {e}");
-                        json!({ "intent": null, "confidence": 0.0, "out_of_scope": true,
-                                "error": e, "model": "unavailable" })
-                    }
-                };
-                entries.push(audit::Entry::new(
-                    case_id,
-                    audit::Kind::Classified,
-                    at,
-                    classification.clone(),
-                ));
-                rec.classification = Some(classification.clone());
-                let catalog = self.catalog();
-                let ctx = Context {
-                    case_id,
-                    node: "routing",
-                    now: at,
-                };
-                let input = routing::input(&personal.request, &classification);
-                match catalog
-                    .routing
-                    .route(&self.rules, &ctx, &input, catalog.intent_map())
-                {
-                    Err(e) => outcome = Err(routing_failure(&e)),
-                    Ok(route) => {
-                        entries.push(audit::Entry::new(
-                            case_id,
-                            audit::Kind::Routed,
-                            at,
-                            json!({ "policy_version": catalog.routing.version, "rule": route.rule(), "route": route }),
-                        ));
-                        rec.route = Some(route.clone());
-                        match route {
-                            Route::Workflow { workflow, .. } => match catalog.get(&workflow) {
-                                Some(wf) => {
-                                    outcome = self.start(
-                                        &exec,
-                                        &wf.clone(),
-                                        &mut rec,
-                                        &mut personal,
-                                        classification,
-                                        &mut batch,
-                                        &mut entries,
-                                    );
-                                }
-                                None => {
-                                    outcome = Err(Failure::public(format!(
-                                        "routing chose workflow `{workflow}`, which is not loaded"
-                                    )))
-                                }
-                            },
-                            Route::Queue { queue, rule } => {
-                                let reason = QueueReason::Routed { rule };
-                                self.open_triage(&mut rec, &queue, reason, at, &mut batch);
-                            }
-                        }
-                    }
-                }
-            }
-            Trigger::Task { completion } if rec.state.is_none() => {
-                // A case routed to a queue: the reviewer picks a workflow or closes it.
-                let mut body = json!({ "task_id": completion.task_id, "decision": completion.decision,
-                            "by": completion.by,
-                            "comment_digest": completion.comment.as_ref().map(|c| digest(&json!(c))) });
-                if let (Value::Object(m), Some(intent)) =
-                    (&mut body, reviewed_intent(&completion.data))
-                {
-                    match intent {
-                        Ok(label) => m.insert("intent".into(), json!(label)),
-                        Err(()) => m.insert("intent_refused".into(), json!(true)),
-                    };
-                }
-                let corrected = if completion.decision == CLOSE {
-                    Vec::new()
-                } else {
-                    self.correct(&mut rec, &mut personal, &completion.data, &mut batch)
-                };
-                if let (Value::Object(m), false) = (&mut body, corrected.is_empty()) {
-                    // Which fields the reviewer corrected, never their values.
-                    m.insert("corrected".into(), json!(corrected));
-                }
-                entries.push(audit::Entry::new(
-                    case_id,
-                    audit::Kind::TaskCompleted,
-                    at,
-                    body,
-                ));
-                rec.queue_task = None;
-                rec.queue_reason = None;
-                if completion.decision == CLOSE {
-                    rec.status = CaseStatus::Completed;
-                    entries.push(audit::Entry::new(
-                        case_id,
-                        audit::Kind::Outcome,
-                        at,
-                        json!({ "status": "completed", "outcome": "closed_by_reviewer" }),
-                    ));
-                } else {
-                    let catalog = self.catalog();
-                    match catalog.get(&completion.decision).cloned() {
-                        Some(wf) => {
-                            let mut classification =
-                                rec.classification.clone().unwrap_or(Value::Null);
-                            if let Value::Object(m) = &mut classification {
-                                m.insert(
-                                    "corrected_by_reviewer".into(),
-                                    json!({ "workflow": wf.id, "intents": wf.intents, "by": completion.by }),
-                                );
-                            }
-                            rec.route = Some(Route::Workflow {
-                                workflow: wf.id.clone(),
-                                rule: format!("reviewer {}", completion.by),
-                            });
-                            outcome = self.start(
-                                &exec,
-                                &wf,
-                                &mut rec,
-                                &mut personal,
-                                classification,
-                                &mut batch,
-                                &mut entries,
-                            );
-                        }
-                        None => {
-                            outcome = Err(Failure::public(format!(
-                                "the reviewer chose workflow `{}`, which is no longer published",
-                                completion.decision
-                            )))
-                        }
-                    }
-                }
-            }
-            trigger => {
-                let event = match trigger {
-                    Trigger::Task { completion } => Event::TaskCompleted(completion),
-                    _ => Event::TimerFired,
-                };
-                // A stored case that lost its state or workflow version (a damaged or
-                // tampered data directory) fails with the reason; it must not panic a worker.
-                match (rec.state.clone(), rec.workflow.clone()) {
-                    (Some(mut case), Some(wref)) => {
-                        case.data = personal.data.clone();
-                        if let Some(reply) = &mut case.reply {
-                            reply.text = personal.reply_text.clone().unwrap_or_default();
-                        }
-                        let wf = self.workflow(&rec.id, &wref)?;
-                        outcome = match exec.resume(&wf, &mut case, event) {
-                            Ok(steps) => Ok((Some(case), steps)),
-                            // Resumption errors name cases, tasks, decisions and times only.
-                            Err(e) => Err(Failure::public(e.to_string())),
-                        };
-                    }
-                    (state, _) => {
-                        let missing = if state.is_none() {
-                            "workflow state"
-                        } else {
-                            "workflow version"
-                        };
-                        let what = match event {
-                            Event::TaskCompleted(_) => "a task completion",
-                            Event::TimerFired => "a timer",
-                        };
-                        outcome = Err(Failure::public(format!(
-                            "the stored case is inconsistent: {what} is stored for it, but it has no {missing} to resume"
-                        )));
-                    }
-                }
-            }
+        let mut seg = Segment {
+            case_id,
+            at: pending.at,
+            waited: rec.state.as_ref().and_then(|c| c.waiting.clone()),
+            queue_task: rec.queue_task.clone(),
+            rec,
+            personal,
+            exec: Executor::new(&self.rules, &clock, &outbox),
+            batch: Batch::new(),
+            entries: Vec::new(),
+            outbox: &outbox,
+        };
+        let outcome = run(&mut seg, pending.trigger)?;
+        self.commit(seg, outcome)
+    }
+
+    /// Resumes the case's workflow where it waits, on `event`. A stored case that lost its
+    /// state or workflow version (a damaged or tampered data directory) fails with the
+    /// reason; it must not panic a worker.
+    pub(super) fn resume(&self, seg: &mut Segment<'_>, event: Event) -> Result<Outcome, Error> {
+        let (Some(mut case), Some(wref)) = (seg.rec.state.clone(), seg.rec.workflow.clone()) else {
+            let missing = if seg.rec.state.is_none() {
+                "workflow state"
+            } else {
+                "workflow version"
+            };
+            let what = match event {
+                Event::TaskCompleted(_) => "a task completion",
+                Event::TimerFired => "a timer",
+            };
+            return Ok(Err(Failure::public(format!(
+                "the stored case is inconsistent: {what} is stored for it, but it has no {missing} to resume"
+            ))));
+        };
+        case.data = seg.personal.data.clone();
+        if let Some(reply) = &mut case.reply {
+            reply.text = seg.personal.reply_text.clone().unwrap_or_default();
         }
+        let wf = self.workflow(&seg.rec.id, &wref)?;
+        Ok(match seg.exec.resume(&wf, &mut case, event) {
+            Ok(steps) => Ok(Some((case, steps))),
+            // Resumption errors name cases, tasks, decisions and times only.
+            Err(e) => Err(Failure::public(e.to_string())),
+        })
+    }
+
+    /// Commits the segment: the outcome, the tasks and timers that follow it, the audit
+    /// records, the notification of a final case, and the stored trigger cleared.
+    fn commit(&self, mut seg: Segment<'_>, outcome: Outcome) -> Result<CaseStatus, Error> {
         match outcome {
-            Ok((Some(case), steps)) => {
-                self.checkpoint(&mut rec, &mut personal, case, steps, &mut entries)
-            }
-            Ok((None, _)) => {}
-            Err(Failure { message, reason }) => {
-                // The case record, the log and the audit trail get the reason; the message
-                // (it may quote case data) goes to the erasable personal record.
-                tracing::warn!(case = %case_id, "{reason}");
-                rec.status = CaseStatus::Failed;
-                rec.error = Some(reason.clone());
-                entries.push(audit::Entry::new(
-                    case_id,
-                    audit::Kind::Outcome,
-                    at,
-                    json!({ "status": "failed", "error": reason }),
-                ));
-                personal.error = Some(message);
-                if let Some(state) = &mut rec.state {
-                    state.status = Status::Failed;
-                    state.error = Some(reason.clone());
-                    state.reason = Some(reason);
-                    state.waiting = None;
-                }
-            }
+            Ok(Some((case, steps))) => checkpoint(&mut seg, case, steps),
+            Ok(None) => {}
+            Err(failure) => record_failure(&mut seg, failure),
         }
-        // Tasks and timers follow the case's new waiting state.
-        if let Some(old) = before.as_ref().and_then(|c| c.waiting.as_ref()) {
-            if let Waiting::Task { task_id, .. } = old {
-                batch.delete(Table::Tasks, task_id.as_bytes());
-            }
-            if let Some(due) = old.due() {
-                batch.delete(Table::Timers, timer_key(due, case_id));
-            }
-        }
-        if let Some(t) = old_task.filter(|_| rec.queue_task.is_none()) {
-            batch.delete(Table::Tasks, t.as_bytes());
-        }
-        if let Some(state) = &rec.state
-            && let Some(w) = &state.waiting
-        {
-            if let Waiting::Task {
-                task_id,
-                node,
-                queue,
-                task,
-                decisions,
-                created_at,
-                sla_due,
-            } = w
-            {
-                batch.put(
-                    Table::Tasks,
-                    task_id.as_bytes(),
-                    &TaskEntry {
-                        task_id: task_id.clone(),
-                        case_id: case_id.to_string(),
-                        queue: queue.clone(),
-                        node: node.clone(),
-                        title: task.clone(),
-                        decisions: decisions.clone(),
-                        created_at: *created_at,
-                        sla_due: *sla_due,
-                        reason: None,
-                    },
-                );
-            }
-            if let Some(due) = w.due() {
-                batch.put_raw(Table::Timers, timer_key(due, case_id), Vec::new());
-            }
-        }
-        entries.extend(outbox.audit.into_inner().unwrap_or_else(|e| e.into_inner()));
+        follow_waiting(&mut seg);
+        let calls =
+            std::mem::take(&mut *seg.outbox.audit.lock().unwrap_or_else(|e| e.into_inner()));
+        seg.entries.extend(calls);
         // Classification and routing first; then the segment's calls in the order they
         // happened, then its steps (which refer to the calls by idempotency key); the
         // outcome last. The sort is stable, so each group keeps its own order.
-        entries.sort_by_key(|e| match e.kind {
+        seg.entries.sort_by_key(|e| match e.kind {
             audit::Kind::Classified | audit::Kind::Routed | audit::Kind::TaskCompleted => 0,
             audit::Kind::Call => 1,
             audit::Kind::Outcome => 3,
             _ => 2,
         });
+        let Segment {
+            case_id,
+            at,
+            mut rec,
+            personal,
+            mut batch,
+            entries,
+            ..
+        } = seg;
         for e in entries {
             batch.audit(e);
         }
@@ -337,194 +190,114 @@ impl Runner {
         self.store.commit(batch)?;
         Ok(rec.status)
     }
+}
 
-    /// Starts `wf` on the case. A request that does not fit the workflow's input schema is
-    /// not a failure of the case but of its data: it goes to the triage queue, where a
-    /// reviewer can correct it (see [`Runner::correct`]) and choose a workflow again.
-    #[allow(clippy::too_many_arguments, reason = "one segment's working parts")]
-    fn start(
-        &self,
-        exec: &Executor<'_>,
-        wf: &Arc<Workflow>,
-        rec: &mut CaseRecord,
-        personal: &mut PersonalRecord,
-        classification: Value,
-        batch: &mut Batch,
-        entries: &mut Vec<audit::Entry>,
-    ) -> Result<(Option<Case>, Vec<StepRecord>), Failure> {
-        match exec.start(wf, &rec.id, personal.request.clone(), classification) {
-            Ok((case, steps)) => {
-                rec.workflow = Some(WorkflowRef {
-                    id: wf.id.clone(),
-                    version: wf.version,
-                    digest: wf.digest.clone(),
-                });
-                self.keep_version(wf, batch);
-                Ok((Some(case), steps))
-            }
-            Err(exec::Error::InvalidInput { workflow, errors }) => {
-                let failure = Failure::input(&workflow, &errors);
-                let reason = QueueReason::InputInvalid {
-                    workflow,
-                    fields: errors.iter().map(|e| e.reason()).collect(),
-                };
-                entries.push(audit::Entry::new(
-                    &rec.id,
-                    audit::Kind::Routed,
-                    pending_at(rec),
-                    json!({ "queue": TRIAGE_QUEUE, "reason": reason }),
-                ));
-                personal.error = Some(failure.message);
-                self.open_triage(rec, TRIAGE_QUEUE, reason, pending_at(rec), batch);
-                Ok((None, Vec::new()))
-            }
-            Err(e) => Err(Failure::public(e.to_string())),
+/// Applies the executor's result to the record: state, status, audit entries.
+fn checkpoint(seg: &mut Segment<'_>, mut case: Case, steps: Vec<StepRecord>) {
+    let (rec, personal) = (&mut seg.rec, &mut seg.personal);
+    for s in steps {
+        let mut body = serde_json::to_value(&s).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut body {
+            m.remove("case_id");
+        }
+        seg.entries
+            .push(audit::Entry::new(&rec.id, audit::Kind::Step, s.at, body));
+    }
+    rec.status = match case.status {
+        Status::Running => CaseStatus::Running,
+        Status::Waiting => CaseStatus::Waiting,
+        Status::Completed => CaseStatus::Completed,
+        Status::Escalated => CaseStatus::Escalated,
+        Status::Failed => CaseStatus::Failed,
+    };
+    if case.status.is_final() {
+        seg.entries.push(audit::Entry::new(
+            &rec.id,
+            audit::Kind::Outcome,
+            case.updated_at,
+            json!({ "status": rec.status, "outcome": case.outcome, "error": case.reason,
+                    "reply_digest": case.reply.as_ref().map(|r| digest(&json!(r.text))) }),
+        ));
+    }
+    personal.data = std::mem::take(&mut case.data);
+    personal.reply_text = case.reply.as_mut().map(|r| std::mem::take(&mut r.text));
+    // The stored state keeps the reason; the full message is personal data.
+    personal.error = case.error.take();
+    case.error = case.reason.clone();
+    rec.state = Some(case);
+}
+
+/// Fails the case. The case record, the log and the audit trail get the reason; the
+/// message (it may quote case data) goes to the erasable personal record.
+fn record_failure(seg: &mut Segment<'_>, Failure { message, reason }: Failure) {
+    tracing::warn!(case = %seg.case_id, "{reason}");
+    let rec = &mut seg.rec;
+    rec.status = CaseStatus::Failed;
+    rec.error = Some(reason.clone());
+    seg.entries.push(audit::Entry::new(
+        seg.case_id,
+        audit::Kind::Outcome,
+        seg.at,
+        json!({ "status": "failed", "error": reason }),
+    ));
+    seg.personal.error = Some(message);
+    if let Some(state) = &mut rec.state {
+        state.status = Status::Failed;
+        state.error = Some(reason.clone());
+        state.reason = Some(reason);
+        state.waiting = None;
+    }
+}
+
+/// Tasks and timers follow the case's new waiting state: the rows of what it waited on go,
+/// the rows of what it waits on now are written.
+fn follow_waiting(seg: &mut Segment<'_>) {
+    let (case_id, batch) = (seg.case_id, &mut seg.batch);
+    if let Some(old) = &seg.waited {
+        if let Waiting::Task { task_id, .. } = old {
+            batch.delete(Table::Tasks, task_id.as_bytes());
+        }
+        if let Some(due) = old.due() {
+            batch.delete(Table::Timers, timer_key(due, case_id));
         }
     }
-
-    /// Applies the executor's result to the record: state, status, audit entries.
-    fn checkpoint(
-        &self,
-        rec: &mut CaseRecord,
-        personal: &mut PersonalRecord,
-        mut case: Case,
-        steps: Vec<StepRecord>,
-        entries: &mut Vec<audit::Entry>,
-    ) {
-        for s in steps {
-            let mut body = serde_json::to_value(&s).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut body {
-                m.remove("case_id");
-            }
-            entries.push(audit::Entry::new(&rec.id, audit::Kind::Step, s.at, body));
-        }
-        rec.status = match case.status {
-            Status::Running => CaseStatus::Running,
-            Status::Waiting => CaseStatus::Waiting,
-            Status::Completed => CaseStatus::Completed,
-            Status::Escalated => CaseStatus::Escalated,
-            Status::Failed => CaseStatus::Failed,
-        };
-        if case.status.is_final() {
-            entries.push(audit::Entry::new(
-                &rec.id,
-                audit::Kind::Outcome,
-                case.updated_at,
-                json!({ "status": rec.status, "outcome": case.outcome, "error": case.reason,
-                        "reply_digest": case.reply.as_ref().map(|r| digest(&json!(r.text))) }),
-            ));
-        }
-        personal.data = std::mem::take(&mut case.data);
-        personal.reply_text = case.reply.as_mut().map(|r| std::mem::take(&mut r.text));
-        // The stored state keeps the reason; the full message is personal data.
-        personal.error = case.error.take();
-        case.error = case.reason.clone();
-        rec.state = Some(case);
+    if let Some(t) = seg
+        .queue_task
+        .take()
+        .filter(|_| seg.rec.queue_task.is_none())
+    {
+        batch.delete(Table::Tasks, t.as_bytes());
     }
-
-    /// Makes sure the store holds the files of this workflow version.
-    fn keep_version(&self, wf: &Workflow, batch: &mut Batch) {
-        let mut known = self
-            .stored_versions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if known.contains(&wf.digest) {
-            return;
-        }
-        if let Ok(Some(_)) = self
-            .store
-            .backend()
-            .get(Table::Workflows, wf.digest.as_bytes())
-        {
-            known.insert(wf.digest.clone());
-            return;
-        }
-        let mut files = BTreeMap::new();
-        if let Ok(dir) = std::fs::read_dir(&wf.dir) {
-            for entry in dir.flatten() {
-                let path = entry.path();
-                if path.is_file()
-                    && let (Some(name), Ok(text)) = (
-                        path.file_name().and_then(|n| n.to_str()),
-                        std::fs::read_to_string(&path),
-                    )
-                {
-                    files.insert(name.to_string(), text);
-                }
-            }
-        }
+    let Some(w) = seg.rec.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+        return;
+    };
+    if let Waiting::Task {
+        task_id,
+        node,
+        queue,
+        task,
+        decisions,
+        created_at,
+        sla_due,
+    } = w
+    {
         batch.put(
-            Table::Workflows,
-            wf.digest.as_bytes(),
-            &WorkflowBundle {
-                id: wf.id.clone(),
-                version: wf.version,
-                digest: wf.digest.clone(),
-                files,
+            Table::Tasks,
+            task_id.as_bytes(),
+            &TaskEntry {
+                task_id: task_id.clone(),
+                case_id: case_id.to_string(),
+                queue: queue.clone(),
+                node: node.clone(),
+                title: task.clone(),
+                decisions: decisions.clone(),
+                created_at: *created_at,
+                sla_due: *sla_due,
+                reason: None,
             },
         );
-        known.insert(wf.digest.clone());
     }
-
-    /// The workflow version a case runs on: the current one if unchanged, else the stored
-    /// files of its version, compiled again.
-    pub(super) fn workflow(&self, case_id: &str, r: &WorkflowRef) -> Result<Arc<Workflow>, Error> {
-        if let Some(wf) = self.catalog().get(&r.id)
-            && wf.digest == r.digest
-        {
-            return Ok(wf.clone());
-        }
-        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(wf) = versions.get(&r.digest) {
-            return Ok(wf.clone());
-        }
-        let fail = |message: String| Error::WorkflowVersion {
-            case_id: case_id.to_string(),
-            digest: r.digest.clone(),
-            message,
-        };
-        let bundle = self
-            .store
-            .get_json::<WorkflowBundle>(Table::Workflows, r.digest.as_bytes(), "workflow version")?
-            .ok_or_else(|| fail("its files are not in the store".into()))?;
-        let dir = self.versions_dir.join(&r.digest).join(&bundle.id);
-        std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-        for (name, text) in &bundle.files {
-            std::fs::write(dir.join(name), text).map_err(|e| fail(e.to_string()))?;
-        }
-        let wf = compile_dir(&dir, &self.rules).map_err(|d| {
-            fail(
-                d.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        if wf.digest != r.digest {
-            return Err(fail(format!("its files compile to version {}", wf.digest)));
-        }
-        let wf = Arc::new(wf);
-        versions.insert(r.digest.clone(), wf.clone());
-        Ok(wf)
-    }
-}
-
-/// When the segment runs (the stored trigger's clock time).
-fn pending_at(rec: &CaseRecord) -> jiff::Timestamp {
-    rec.pending.as_ref().map(|p| p.at).unwrap_or(rec.updated_at)
-}
-
-/// A routing failure: the policy's script may have thrown or returned case data.
-fn routing_failure(e: &routing::Error) -> Failure {
-    let reason = match e {
-        routing::Error::Script(e) => Failure::script(e).reason,
-        routing::Error::NotARoute { file, .. } => format!("{file}: routing returned no route"),
-        routing::Error::UnknownWorkflow { file, .. } => {
-            format!("{file}: routing chose a workflow that does not exist")
-        }
-    };
-    Failure {
-        message: format!("routing failed: {e}"),
-        reason: format!("routing failed: {reason}"),
+    if let Some(due) = w.due() {
+        batch.put_raw(Table::Timers, timer_key(due, case_id), Vec::new());
     }
 }

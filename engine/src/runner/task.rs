@@ -1,5 +1,13 @@
 //! The task trigger: a reviewer's completion of the human task a case waits on.
 //!
+//! Accepting it ([`Runner::complete_task`]) checks the task is still open and the decision
+//! allowed, and stores the completion as the case's trigger. Processing it
+//! ([`Runner::on_task`]) resumes the case's workflow at its human node; a case without a
+//! workflow waits on a triage task, and there the decision routes it: close the case, or
+//! start the chosen workflow on the request as the reviewer corrected it. Processing may
+//! not check the completion again (it was checked under the case lock when accepted, and a
+//! replay must take the same path) and writes only through its [`Segment`].
+//!
 //! A task is open while its row is in [`Table::Tasks`]; the commit that stores a completion
 //! as the case's trigger also deletes the row, and every segment keeps the rows in step
 //! with what the case waits on. Two reviewers may race on one task: the check that the
@@ -7,11 +15,14 @@
 //! stored and the other is refused as [`Error::TaskAlreadyCompleted`] without touching the
 //! case.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{CASE_ID_LEN, Error, Runner, triage};
+use super::segment::{Outcome, Segment};
+use super::triage::{self, CLOSE};
+use super::{CASE_ID_LEN, Error, Runner};
 use crate::audit;
-use crate::exec::{TaskCompletion, Waiting};
+use crate::exec::{Event, Failure, TaskCompletion, Waiting, digest};
+use crate::routing::Route;
 use crate::store::{Batch, CaseRecord, CaseStatus, Pending, Table, TaskEntry, Trigger};
 
 /// The case a task id belongs to: task ids start with their case's id (`<case>.triage`
@@ -184,6 +195,87 @@ impl Runner {
             },
         }
     }
+}
+
+impl Runner {
+    /// Runs a stored completion: resumes the workflow, or routes a triage decision.
+    pub(super) fn on_task(
+        &self,
+        seg: &mut Segment<'_>,
+        completion: TaskCompletion,
+    ) -> Result<Outcome, Error> {
+        if seg.rec.state.is_some() {
+            return self.resume(seg, Event::TaskCompleted(completion));
+        }
+        Ok(self.on_triage_decision(seg, completion))
+    }
+
+    /// A case routed to a queue: the reviewer picks a workflow or closes it.
+    fn on_triage_decision(&self, seg: &mut Segment<'_>, completion: TaskCompletion) -> Outcome {
+        let mut body = decision_record(&completion);
+        let corrected = if completion.decision == CLOSE {
+            Vec::new()
+        } else {
+            let data = &completion.data;
+            self.correct(&mut seg.rec, &mut seg.personal, data, &mut seg.batch)
+        };
+        if let (Value::Object(m), false) = (&mut body, corrected.is_empty()) {
+            // Which fields the reviewer corrected, never their values.
+            m.insert("corrected".into(), json!(corrected));
+        }
+        seg.entries.push(audit::Entry::new(
+            seg.case_id,
+            audit::Kind::TaskCompleted,
+            seg.at,
+            body,
+        ));
+        seg.rec.queue_task = None;
+        seg.rec.queue_reason = None;
+        if completion.decision == CLOSE {
+            seg.rec.status = CaseStatus::Completed;
+            seg.entries.push(audit::Entry::new(
+                seg.case_id,
+                audit::Kind::Outcome,
+                seg.at,
+                json!({ "status": "completed", "outcome": "closed_by_reviewer" }),
+            ));
+            return Ok(None);
+        }
+        let Some(wf) = self.catalog().get(&completion.decision).cloned() else {
+            return Err(Failure::public(format!(
+                "the reviewer chose workflow `{}`, which is no longer published",
+                completion.decision
+            )));
+        };
+        let mut classification = seg.rec.classification.clone().unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut classification {
+            m.insert(
+                "corrected_by_reviewer".into(),
+                json!({ "workflow": wf.id, "intents": wf.intents, "by": completion.by }),
+            );
+        }
+        seg.rec.route = Some(Route::Workflow {
+            workflow: wf.id.clone(),
+            rule: format!("reviewer {}", completion.by),
+        });
+        self.start_workflow(seg, &wf, classification)
+    }
+}
+
+/// The audit body of a triage decision: who decided what, the reviewer's intent label (or
+/// that one was refused), and only a digest of the comment.
+fn decision_record(completion: &TaskCompletion) -> Value {
+    let mut body = json!({ "task_id": completion.task_id, "decision": completion.decision,
+                "by": completion.by,
+                "comment_digest": completion.comment.as_ref().map(|c| digest(&json!(c))) });
+    if let (Value::Object(m), Some(intent)) = (&mut body, triage::reviewed_intent(&completion.data))
+    {
+        match intent {
+            Ok(label) => m.insert("intent".into(), json!(label)),
+            Err(()) => m.insert("intent_refused".into(), json!(true)),
+        };
+    }
+    body
 }
 
 #[cfg(test)]

@@ -1,0 +1,99 @@
+//! Workflow versions: a case runs to its end on the version it started on. The files of
+//! each version a case starts on are kept in the store ([`Table::Workflows`], by digest),
+//! so a case resumed after the catalog changed (or on another box's copy of the data
+//! directory) compiles its own version again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Error, Runner};
+use crate::store::{Batch, Table, WorkflowBundle, WorkflowRef};
+use crate::workflow::{Workflow, compile_dir};
+
+impl Runner {
+    /// Makes sure the store holds the files of this workflow version.
+    pub(super) fn keep_version(&self, wf: &Workflow, batch: &mut Batch) {
+        let mut known = self
+            .stored_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if known.contains(&wf.digest) {
+            return;
+        }
+        if let Ok(Some(_)) = self
+            .store
+            .backend()
+            .get(Table::Workflows, wf.digest.as_bytes())
+        {
+            known.insert(wf.digest.clone());
+            return;
+        }
+        let mut files = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir(&wf.dir) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.is_file()
+                    && let (Some(name), Ok(text)) = (
+                        path.file_name().and_then(|n| n.to_str()),
+                        std::fs::read_to_string(&path),
+                    )
+                {
+                    files.insert(name.to_string(), text);
+                }
+            }
+        }
+        batch.put(
+            Table::Workflows,
+            wf.digest.as_bytes(),
+            &WorkflowBundle {
+                id: wf.id.clone(),
+                version: wf.version,
+                digest: wf.digest.clone(),
+                files,
+            },
+        );
+        known.insert(wf.digest.clone());
+    }
+
+    /// The workflow version a case runs on: the current one if unchanged, else the stored
+    /// files of its version, compiled again.
+    pub(super) fn workflow(&self, case_id: &str, r: &WorkflowRef) -> Result<Arc<Workflow>, Error> {
+        if let Some(wf) = self.catalog().get(&r.id)
+            && wf.digest == r.digest
+        {
+            return Ok(wf.clone());
+        }
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(wf) = versions.get(&r.digest) {
+            return Ok(wf.clone());
+        }
+        let fail = |message: String| Error::WorkflowVersion {
+            case_id: case_id.to_string(),
+            digest: r.digest.clone(),
+            message,
+        };
+        let bundle = self
+            .store
+            .get_json::<WorkflowBundle>(Table::Workflows, r.digest.as_bytes(), "workflow version")?
+            .ok_or_else(|| fail("its files are not in the store".into()))?;
+        let dir = self.versions_dir.join(&r.digest).join(&bundle.id);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+        for (name, text) in &bundle.files {
+            std::fs::write(dir.join(name), text).map_err(|e| fail(e.to_string()))?;
+        }
+        let wf = compile_dir(&dir, &self.rules).map_err(|d| {
+            fail(
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        if wf.digest != r.digest {
+            return Err(fail(format!("its files compile to version {}", wf.digest)));
+        }
+        let wf = Arc::new(wf);
+        versions.insert(r.digest.clone(), wf.clone());
+        Ok(wf)
+    }
+}
