@@ -28,7 +28,7 @@ pub struct ClassifyBody {
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
-        (status = 503, body = super::error::ErrorBody)))]
+        (status = 503, description = "`limits.max_classify` classifications and dry runs are running (`busy`, with Retry-After), or the model failed (`classifier_unavailable`)", body = super::error::ErrorBody)))]
 pub async fn classify(
     State(state): State<AppState>,
     caller: Caller,
@@ -50,7 +50,9 @@ pub async fn classify(
         "metadata": body.metadata,
     });
     let classifier = state.classifier.clone();
+    let call = state.admit_model_call()?;
     blocking("classify", move || {
+        let _call = call;
         classifier.classify(&request).map(Json).map_err(|e| {
             tracing::warn!("classification failed: {e}");
             AppError::new(
