@@ -41,6 +41,10 @@ pub async fn classify(
     if body.text.trim().is_empty() {
         return Err(AppError::invalid("`text` must not be blank"));
     }
+    // The intake's bound: context, not a second request.
+    if let Some(m) = &body.metadata {
+        super::requests::limits::metadata(m)?;
+    }
     let request = json!({
         "channel": body.channel.unwrap_or(Channel::Chat),
         // absent: the classifier reports the language it detects

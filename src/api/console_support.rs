@@ -709,6 +709,9 @@ async fn dry_run(
     caller.require(&[Role::Author])?;
     // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
     super::requests::limits::text_and_fields(&body.text, &body.fields)?;
+    if let Some(m) = &body.metadata {
+        super::requests::limits::metadata(m)?;
+    }
     let mut request = Map::new();
     request.insert("channel".into(), json!(body.channel));
     request.insert(

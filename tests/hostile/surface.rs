@@ -425,3 +425,60 @@ fn surface_tls_handshakes_in_flight_count_against_max_connections() {
         assert!(tls.is_ok(), "{tls:?}");
     });
 }
+
+#[test]
+fn surface_console_compiles_and_dry_runs_are_shed_near_the_memory_budget() {
+    let s = Server::start_with(|c| c.memory.budget_mib = 1);
+    let dry = json!({ "channel": "chat", "language": "en", "text": "my card has not arrived" });
+    for (path, body) in [
+        (
+            "/v1/console/workflows/check",
+            Some(slow_bundle("shed_check", 0)),
+        ),
+        ("/v1/console/workflows/request_refund/fixtures", None),
+        ("/v1/console/dry-run", Some(dry)),
+    ] {
+        let r = s.call("POST", path, Some(Role::Author), body.as_ref());
+        r.assert_error(503, "memory_pressure");
+        assert!(r.headers.contains_key("retry-after"), "{path}");
+    }
+}
+
+#[test]
+fn surface_dry_runs_and_classifications_bound_their_metadata() {
+    let s = Server::start();
+    let mut deep = json!("x");
+    for _ in 0..10 {
+        deep = json!({ "a": deep });
+    }
+    let big = json!({ "note": "x".repeat(10_000) });
+    for metadata in [deep, big] {
+        let dry =
+            json!({ "channel": "chat", "language": "en", "text": "hello", "metadata": metadata });
+        let r = s.call(
+            "POST",
+            "/v1/console/dry-run",
+            Some(Role::Author),
+            Some(&dry),
+        );
+        r.assert_error(422, "invalid_request");
+        assert_eq!(
+            r.json["error"]["details"]["field"], "metadata",
+            "{}",
+            r.text
+        );
+        let classify = json!({ "text": "hello", "metadata": metadata });
+        let r = s.call(
+            "POST",
+            "/v1/classify",
+            Some(Role::Reviewer),
+            Some(&classify),
+        );
+        r.assert_error(422, "invalid_request");
+        assert_eq!(
+            r.json["error"]["details"]["field"], "metadata",
+            "{}",
+            r.text
+        );
+    }
+}

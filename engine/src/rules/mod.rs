@@ -517,7 +517,8 @@ mod tests {
 
     #[test]
     fn a_printed_line_cannot_forge_log_lines() {
-        let printed = "refund please\n2026-12-06T10:00:00Z  INFO request accepted case=x\r\u{1b}[2J";
+        let printed =
+            "refund please\n2026-12-06T10:00:00Z  INFO request accepted case=x\r\u{1b}[2J";
         let mut logged = String::new();
         log_line(printed, |_, _, text| logged = text.to_string());
         assert!(!logged.chars().any(char::is_control), "{logged:?}");
