@@ -482,3 +482,52 @@ fn surface_dry_runs_and_classifications_bound_their_metadata() {
         );
     }
 }
+
+/// A workflow `id` of `n` rule nodes in a row, each working well within the rule deadline.
+fn long_chain(id: &str, n: usize) -> Value {
+    let mut nodes = String::new();
+    for i in 0..n {
+        nodes.push_str(&format!(
+            "  w{i}: {{kind: rule, script: work.rhai, next: w{}}}\n",
+            i + 1
+        ));
+    }
+    nodes.push_str(&format!("  w{n}: {{kind: end, outcome: done}}\n"));
+    let yaml = format!(
+        "id: {id}\nversion: 1\nintents: [{id}]\nlanguages: [en]\nstart: w0\nnodes:\n{nodes}"
+    );
+    json!({ "id": id, "files": {
+        "workflow.yaml": yaml,
+        "work.rhai": "for i in 0..200 {\n  let s = \"\";\n  s.pad(60000, 'y');\n}\n",
+        "input.schema.json": "{\"type\": \"object\"}",
+    }})
+}
+
+#[test]
+fn surface_a_case_running_node_after_node_is_stopped_at_the_segment_budget() {
+    let s = Server::start_with(|c| {
+        c.rules.max_run_ms = 10_000;
+        c.rules.max_segment_ms = 500;
+    });
+    let r = s.call(
+        "POST",
+        "/v1/workflows",
+        Some(Role::Author),
+        Some(&long_chain("long_chain", 40)),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let request = json!({ "channel": "form", "language": "en", "text": "x", "fields": {},
+        "metadata": { "intent": "long_chain" } });
+    let r = s.call("POST", "/v1/requests", Some(Role::Admin), Some(&request));
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json["case_id"].as_str().unwrap().to_string();
+    let case = s.wait_case(&id, |c| {
+        ["completed", "failed"].contains(&c["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(case["status"], "failed", "{case}");
+    let error = case["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("500 ms (limit rules.max_segment_ms)"),
+        "{case}"
+    );
+}
