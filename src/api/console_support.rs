@@ -2,8 +2,10 @@
 //! search, a workflow's structure and files, fixture runs and checks of a version that is
 //! not published, a dry run that creates no case, and box status figures.
 //!
-//! Every route here only reads the store or works on copies in a temporary directory;
-//! nothing is written to the store. Role checks follow the resource API: authors work on
+//! Every route here only reads the store or works on copies under `<data_dir>/catalog/`
+//! (removed when the request is done, and at the next start after a crash); nothing is
+//! written to the store. Checks and fixture runs are admitted `limits.max_compiles` at a
+//! time with publishes, dry runs `limits.max_classify` at a time with `/v1/classify`. Role checks follow the resource API: authors work on
 //! workflows, reviewers and auditors read cases, admins may do everything.
 
 use std::collections::BTreeMap;
