@@ -147,6 +147,14 @@ pub struct LimitsOptions {
     pub workers: usize,
     /// Seconds a client is told to wait in `Retry-After`.
     pub retry_after_secs: u64,
+    /// Author work that compiles a bundle at once: console checks and fixture runs and
+    /// publishes together. Each copies the catalog and runs on a compile thread of its
+    /// own; beyond it they answer `503 busy` + Retry-After.
+    pub max_compiles: usize,
+    /// Model calls asked for over HTTP at once (`POST /v1/classify` and the console's dry
+    /// run), beside the workers' own: beyond it they answer `503 busy` + Retry-After, so
+    /// they cannot crowd the inference queue that intake needs.
+    pub max_classify: usize,
 }
 
 impl Default for LimitsOptions {
@@ -157,6 +165,8 @@ impl Default for LimitsOptions {
             queue_depth: 4096,
             workers: 2,
             retry_after_secs: 1,
+            max_compiles: 2,
+            max_classify: 4,
         }
     }
 }
@@ -333,6 +343,9 @@ impl Config {
         };
         if self.limits.workers == 0 {
             return bad("limits.workers", "must be at least 1");
+        }
+        if self.limits.max_compiles == 0 || self.limits.max_classify == 0 {
+            return bad("limits", "max_compiles and max_classify must be at least 1");
         }
         if self.limits.queue_depth == 0 || self.limits.max_in_flight == 0 {
             return bad("limits", "queue_depth and max_in_flight must be at least 1");

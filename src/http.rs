@@ -12,7 +12,9 @@
 //! - headers not complete within `header_read_timeout` of the first byte, or of the end of
 //!   the previous response on a kept-alive connection: the connection is closed;
 //! - at most `max_connections` open connections; beyond that the loop stops accepting
-//!   until one closes (new clients wait in the kernel's backlog).
+//!   until one closes (new clients wait in the kernel's backlog). With TLS the listener
+//!   holds the same bound from accept on, so handshakes in flight count too
+//!   ([`crate::tls::Listener`]).
 //!
 //! A body that never finishes is bounded by `server.request_timeout`, which covers the
 //! handler and so the extractor that reads the body (`api::observe`).

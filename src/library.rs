@@ -151,6 +151,18 @@ impl Library {
         &self.shipped
     }
 
+    /// A fresh path for a scratch copy of the catalog (a console check): under
+    /// `<data_dir>/catalog/`, so it is private like the rest of the data directory and a
+    /// copy a crash left behind is removed at the next start with the old catalogs. The
+    /// caller creates and removes it.
+    pub fn scratch_dir(&self) -> PathBuf {
+        let mut r = [0u8; 8];
+        let _ = getrandom::fill(&mut r);
+        self.data_dir
+            .join("catalog")
+            .join(format!("check-{}", hex::encode(r)))
+    }
+
     /// The rules engine the workflows were compiled with (fixture runs and dry runs use it).
     pub fn rules(&self) -> &Arc<Rules> {
         &self.rules
@@ -182,14 +194,12 @@ impl Library {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // Removed on every way out but success, a panic in the compiler included.
+        let mut guard = Staging(Some(staging.clone()));
         copy_dir(&served, &staging).map_err(io)?;
         let target = staging.join(id);
         let _ = std::fs::remove_dir_all(&target);
         write_files(&target, files).map_err(io)?;
-        let fail = |e: Error| {
-            let _ = std::fs::remove_dir_all(&staging);
-            e
-        };
         let catalog = match Catalog::load(&staging, &self.rules) {
             Ok(c) => c,
             Err(d) => {
@@ -204,22 +214,22 @@ impl Library {
                             d
                         })
                         .collect();
-                return Err(fail(Error::Invalid(diags)));
+                return Err(Error::Invalid(diags));
             }
         };
         let Some(wf) = catalog.get(id) else {
-            return Err(fail(Error::BadRequest(format!(
+            return Err(Error::BadRequest(format!(
                 "workflow.yaml does not define workflow `{id}`"
-            ))));
+            )));
         };
         if let Some(old) = current.get(id)
             && wf.version <= old.version
         {
-            return Err(fail(Error::VersionNotNewer {
+            return Err(Error::VersionNotNewer {
                 id: id.to_string(),
                 current: old.version,
                 given: wf.version,
-            }));
+            });
         }
         let failures: Vec<FixtureFailure> = fixture::run_workflow(&catalog, wf, &self.rules)
             .into_iter()
@@ -236,7 +246,7 @@ impl Library {
             })
             .collect();
         if !failures.is_empty() {
-            return Err(fail(Error::FixturesFailed(failures)));
+            return Err(Error::FixturesFailed(failures));
         }
         // Keep it: write the published copy next to the old one, then swap by rename.
         let published = self.data_dir.join("published");
@@ -252,7 +262,20 @@ impl Library {
         std::fs::rename(&fresh, &live).map_err(io)?;
         let _ = std::fs::remove_dir_all(&old);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = staging;
+        guard.0 = None;
         Ok(catalog)
+    }
+}
+
+/// A catalog directory being assembled for a publish: removed when dropped, unless it
+/// became the served one.
+struct Staging(Option<PathBuf>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

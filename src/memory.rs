@@ -136,9 +136,17 @@ impl Guard {
 }
 
 /// Requests that add work (and memory) to the box: refused while memory is near the budget.
+/// The console's checks, fixture runs and dry runs compile or run workflows too.
 fn adds_work(method: &axum::http::Method, path: &str) -> bool {
     method == axum::http::Method::POST
-        && matches!(path, "/v1/requests" | "/v1/classify" | "/v1/workflows")
+        && (matches!(
+            path,
+            "/v1/requests"
+                | "/v1/classify"
+                | "/v1/workflows"
+                | "/v1/console/workflows/check"
+                | "/v1/console/dry-run"
+        ) || (path.starts_with("/v1/console/workflows/") && path.ends_with("/fixtures")))
 }
 
 /// Middleware: `503 memory_pressure` + Retry-After for work-adding requests while resident

@@ -17,6 +17,8 @@ use serde_json::Value;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
+    /// One of the methods the API knows, or `other` ([`method_label`]): a client may send
+    /// any token as its method, and each would be a new series.
     pub method: String,
     /// The matched route pattern (`/v1/cases/{id}`), never the raw path: bounded labels.
     pub route: String,
@@ -81,6 +83,24 @@ pub struct Metrics {
     /// Resident memory of the process and its budget (0: none), read when scraped.
     pub resident_bytes: Gauge,
     pub memory_budget_bytes: Gauge,
+    /// Requests refused `401`: no token, a malformed header or an unknown or revoked token.
+    /// A rising count is someone guessing, or a client holding a revoked token.
+    pub auth_failures: Counter,
+}
+
+/// The label of an HTTP method: the ones the API answers by name, everything else `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 impl Default for Metrics {
@@ -214,6 +234,12 @@ impl Metrics {
             "Resident memory budget (memory.budget_mib); intake sheds near it",
             memory_budget_bytes.clone(),
         );
+        let auth_failures = Counter::default();
+        r.register(
+            "auth_failures",
+            "Requests refused 401 (no token, malformed Authorization, unknown or revoked token)",
+            auth_failures.clone(),
+        );
         Metrics {
             registry: r,
             http_requests,
@@ -236,6 +262,7 @@ impl Metrics {
             pending_notifications,
             resident_bytes,
             memory_budget_bytes,
+            auth_failures,
         }
     }
 

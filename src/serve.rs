@@ -182,6 +182,8 @@ pub async fn run(
         workers: workers.clone(),
         cases: cases.clone(),
         intake: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+        compiles: Arc::new(Semaphore::new(config.limits.max_compiles)),
+        model_calls: Arc::new(Semaphore::new(config.limits.max_classify)),
         metrics,
         retry_after_secs: config.limits.retry_after_secs,
         request_timeout: config.server.request_timeout,
@@ -242,7 +244,7 @@ pub async fn run(
     let limits = crate::http::Limits::from(&config.server);
     let server: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
         Some(tls) => Box::pin(crate::http::serve(
-            crate::tls::Listener::new(listener, tls)?,
+            crate::tls::Listener::new(listener, tls, config.server.max_connections)?,
             app,
             limits,
             stop_serving,

@@ -1,17 +1,27 @@
 //! TLS on the listener (rustls), when `server.tls` names a certificate and a key.
 //!
 //! Handshakes run in their own tasks, each bounded by a timeout, so a slow or hostile
-//! client cannot hold up the accept loop; finished streams are handed to axum through
-//! [`Listener`].
+//! client cannot hold up the accept loop; finished streams are handed to the connection
+//! loop through [`Listener`].
+//!
+//! Invariant: at most `server.max_connections` accepted sockets exist past `accept()` at
+//! any time, whether handshaking, waiting to be served or served. Each holds a place
+//! ([`Stream`] carries it) from accept until it closes; while none is free the loop
+//! accepts nothing and new clients wait in the kernel's backlog. Without it every TCP
+//! connection started a handshake task, so a neighbour opening sockets and saying nothing
+//! held a task, a socket and a file descriptor each for the whole handshake timeout.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -55,21 +65,79 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// A TLS connection and its place among `server.max_connections`, given back when the
+/// connection closes.
+#[derive(Debug)]
+pub struct Stream {
+    tls: TlsStream<TcpStream>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}
+
 /// A TCP listener whose connections arrive already TLS-terminated.
 #[derive(Debug)]
 pub struct Listener {
-    streams: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    streams: mpsc::Receiver<(Stream, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl Listener {
-    /// Starts accepting on `tcp`; must be called inside the runtime.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Listener> {
+    /// Starts accepting on `tcp`, at most `max_connections` sockets at once (see the
+    /// module documentation); must be called inside the runtime.
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<ServerConfig>,
+        max_connections: usize,
+    ) -> std::io::Result<Listener> {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
+        let places = Arc::new(Semaphore::new(max_connections.max(1)));
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
+                // A place first: a connection the box cannot hold stays in the backlog.
+                let Ok(place) = places.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, addr) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -83,7 +151,8 @@ impl Listener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = ready.send((tls, addr)).await;
+                            let stream = Stream { tls, _place: place };
+                            let _ = ready.send((stream, addr)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
@@ -99,7 +168,7 @@ impl Listener {
 }
 
 impl axum::serve::Listener for Listener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Stream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -47,7 +47,10 @@ impl FromRequestParts<AppState> for Caller {
     /// guessing is hopeless at any rate, and a per-address limit would lock out honest
     /// clients behind the same proxy. A failure costs one `stat` and one sha256.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let unauthorized = |m: &str| AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let unauthorized = |m: &str| {
+            state.metrics.auth_failures.inc();
+            AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+        };
         let value = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -28,7 +28,7 @@ pub struct ClassifyBody {
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
-        (status = 503, body = super::error::ErrorBody)))]
+        (status = 503, description = "`limits.max_classify` classifications and dry runs are running (`busy`, with Retry-After), or the model failed (`classifier_unavailable`)", body = super::error::ErrorBody)))]
 pub async fn classify(
     State(state): State<AppState>,
     caller: Caller,
@@ -41,6 +41,10 @@ pub async fn classify(
     if body.text.trim().is_empty() {
         return Err(AppError::invalid("`text` must not be blank"));
     }
+    // The intake's bound: context, not a second request.
+    if let Some(m) = &body.metadata {
+        super::requests::limits::metadata(m)?;
+    }
     let request = json!({
         "channel": body.channel.unwrap_or(Channel::Chat),
         // absent: the classifier reports the language it detects
@@ -50,7 +54,9 @@ pub async fn classify(
         "metadata": body.metadata,
     });
     let classifier = state.classifier.clone();
+    let call = state.admit_model_call()?;
     blocking("classify", move || {
+        let _call = call;
         classifier.classify(&request).map(Json).map_err(|e| {
             tracing::warn!("classification failed: {e}");
             AppError::new(

@@ -3,7 +3,7 @@
 //! the same tokens; serving it needs no token (it holds no data).
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
@@ -112,12 +112,7 @@ async fn asset(file: &str) -> Response {
             *body,
         )
             .into_response(),
-        None => super::AppError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no console file `{file}`"),
-        )
-        .into_response(),
+        None => super::AppError::not_found("console file", file).into_response(),
     }
 }
 

@@ -2,8 +2,10 @@
 //! search, a workflow's structure and files, fixture runs and checks of a version that is
 //! not published, a dry run that creates no case, and box status figures.
 //!
-//! Every route here only reads the store or works on copies in a temporary directory;
-//! nothing is written to the store. Role checks follow the resource API: authors work on
+//! Every route here only reads the store or works on copies under `<data_dir>/catalog/`
+//! (removed when the request is done, and at the next start after a crash); nothing is
+//! written to the store. Checks and fixture runs are admitted `limits.max_compiles` at a
+//! time with publishes, dry runs `limits.max_classify` at a time with `/v1/classify`. Role checks follow the resource API: authors work on
 //! workflows, reviewers and auditors read cases, admins may do everything.
 
 use std::collections::BTreeMap;
@@ -520,7 +522,9 @@ async fn fixtures(
     caller.require(&[Role::Author])?;
     let (catalog, wf) = served(&state, &id)?;
     let rules = state.library.rules().clone();
+    let compile = state.admit_compile()?;
     blocking("fixtures", move || {
+        let _compile = compile;
         let run = wf.clone();
         let results = library::isolated("fixtures", move || {
             fixture::run_workflow(&catalog, &run, &rules)
@@ -571,6 +575,7 @@ impl Drop for Scratch {
 fn check_version(
     catalog: &Catalog,
     rules: &Rules,
+    scratch: &Path,
     id: &str,
     files: &BTreeMap<String, String>,
 ) -> Result<Value, AppError> {
@@ -592,12 +597,9 @@ fn check_version(
             "`id` must be a-z, 0-9 and `_` (and not `routing`)",
         ));
     }
-    let mut r = [0u8; 8];
-    let _ = getrandom::fill(&mut r);
-    let scratch = Scratch(std::env::temp_dir().join(format!("casegraph-check-{}", hex::encode(r))));
     let io = |e: std::io::Error| AppError::internal("check", e);
-    copy_dir(&catalog.dir, &scratch.0).map_err(io)?;
-    let target = scratch.0.join(id);
+    copy_dir(&catalog.dir, scratch).map_err(io)?;
+    let target = scratch.join(id);
     let _ = std::fs::remove_dir_all(&target);
     for (name, content) in files {
         let path = target.join(name);
@@ -606,12 +608,12 @@ fn check_version(
         }
         std::fs::write(&path, content).map_err(io)?;
     }
-    let checked = match Catalog::load(&scratch.0, rules) {
+    let checked = match Catalog::load(scratch, rules) {
         Err(d) => {
             let diagnostics: Vec<Value> =
                 d.0.iter()
                     .map(|d| {
-                        let file = d.file.strip_prefix(&scratch.0).unwrap_or(&d.file);
+                        let file = d.file.strip_prefix(scratch).unwrap_or(&d.file);
                         json!({ "code": d.code, "file": file.display().to_string(), "line": d.line,
                         "column": d.column, "node": d.node, "message": d.message })
                     })
@@ -637,7 +639,7 @@ fn check_version(
     }
     let results = outcomes(
         fixture::run_workflow(&checked, wf, rules),
-        &scratch.0.join(id),
+        &scratch.join(id),
     );
     let fixtures_ok = results.iter().all(|r| r["passed"] == true);
     Ok(json!({
@@ -659,11 +661,17 @@ async fn check(
     caller.require(&[Role::Author])?;
     let catalog = state.runner.catalog();
     let rules = state.library.rules().clone();
+    let compile = state.admit_compile()?;
+    // Created and removed outside the compile thread: a panic in it still removes the copy.
+    let scratch = Scratch(state.library.scratch_dir());
     blocking("check", move || {
-        library::isolated("check", move || {
-            check_version(&catalog, &rules, &body.id, &body.files)
-        })?
-        .map(Json)
+        let _compile = compile;
+        let dir = scratch.0.clone();
+        let checked = library::isolated("check", move || {
+            check_version(&catalog, &rules, &dir, &body.id, &body.files)
+        });
+        drop(scratch);
+        checked?.map(Json)
     })
     .await
 }
@@ -703,6 +711,9 @@ async fn dry_run(
     caller.require(&[Role::Author])?;
     // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
     super::requests::limits::text_and_fields(&body.text, &body.fields)?;
+    if let Some(m) = &body.metadata {
+        super::requests::limits::metadata(m)?;
+    }
     let mut request = Map::new();
     request.insert("channel".into(), json!(body.channel));
     request.insert(
@@ -721,7 +732,9 @@ async fn dry_run(
     }
     let request = Value::Object(request);
     let s = state.clone();
+    let call = state.admit_model_call()?;
     blocking("dry run", move || {
+        let _call = call;
         let classification = s.classifier.classify(&request).map_err(|e| {
             tracing::warn!("classification failed: {e}");
             AppError::new(

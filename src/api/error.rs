@@ -13,6 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+/// Characters of a client's id an error message repeats.
+const ECHOED_ID: usize = 80;
+
 /// An error answer.
 #[derive(Debug)]
 pub struct AppError {
@@ -66,12 +69,26 @@ impl AppError {
         AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
 
+    /// `404`, naming the id asked for: at most [`ECHOED_ID`] characters of it, so a
+    /// path parameter of kilobytes is not sent back whole.
     pub fn not_found(what: &str, id: &str) -> AppError {
+        let shown: String = id.chars().take(ECHOED_ID).collect();
+        let more = if shown.len() < id.len() { "…" } else { "" };
         AppError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no {what} `{id}`"),
+            format!("no {what} `{}{more}`", shown.escape_debug()),
         )
+    }
+
+    /// `503 busy`: as many `what` run as the box allows at once; try again shortly.
+    pub fn busy(what: &str, retry_after_secs: u64) -> AppError {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("the box runs as many {what} at once as it allows; try again shortly"),
+        )
+        .retry_after(retry_after_secs)
     }
 
     /// A failure that is not the client's: logged in full, answered with an incident id.

@@ -27,7 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use casegraph_engine::runner::{Classifier, Runner};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::Caller;
 pub use error::{AppError, Json, Path, Query};
@@ -54,6 +54,12 @@ pub struct Inner {
     pub cases: CaseRunner,
     /// Bounds requests being made durable at once.
     pub intake: Arc<Semaphore>,
+    /// Bounds author work that compiles a bundle (checks, fixture runs, publishes): each
+    /// copies the catalog to disk and holds a compile thread (`limits.max_compiles`).
+    pub compiles: Arc<Semaphore>,
+    /// Bounds model calls asked for over HTTP (classify, dry runs): they share the one
+    /// inference queue with the workers (`limits.max_classify`).
+    pub model_calls: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     pub retry_after_secs: u64,
     pub request_timeout: Duration,
@@ -118,7 +124,7 @@ pub fn app(state: AppState) -> Router {
 /// Per-request timeout, metrics and a log line (method, route, status; never bodies).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = crate::metrics::method_label(req.method()).to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -154,6 +160,27 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .observe(elapsed.as_secs_f64());
     tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "http");
     resp
+}
+
+impl Inner {
+    /// A place for one compile; `503 busy` when `limits.max_compiles` are taken. The
+    /// permit goes into the blocking work, so a request that times out keeps counting
+    /// until its compile thread has finished.
+    pub fn admit_compile(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        self.compiles
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::busy("workflow compiles", self.retry_after_secs))
+    }
+
+    /// A place for one model call asked for over HTTP; `503 busy` beyond
+    /// `limits.max_classify`.
+    pub fn admit_model_call(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        self.model_calls
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::busy("classifications", self.retry_after_secs))
+    }
 }
 
 /// Runs blocking engine work off the async workers.

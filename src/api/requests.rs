@@ -177,6 +177,42 @@ impl RequestBody {
     }
 }
 
+/// A stated `metadata.intent` becomes the case's classification, which the audit chain
+/// keeps past erasure: it must be an intent label (the shape a reviewer's correction
+/// has), and one the model or the routing policy knows, never free text that could hold a
+/// personal datum. The value is not repeated in the answer.
+fn stated_intent(state: &AppState, request: &Value) -> Result<(), AppError> {
+    let Some(given) = request
+        .get("metadata")
+        .and_then(|m| m.get("intent"))
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(());
+    };
+    let bad = |why: &str| {
+        AppError::invalid(format!("`metadata.intent` {why}"))
+            .details(json!({ "field": "metadata.intent" }))
+    };
+    let Some(label) = given.as_str().filter(|s| runner::is_intent_label(s)) else {
+        return Err(bad(
+            "must be an intent label: 1–64 ASCII letters, digits, `_`, `-` and `?`",
+        ));
+    };
+    let known = match state.classifier.labels() {
+        Some(labels) => {
+            labels.iter().any(|l| l == label)
+                || state.runner.catalog().intent_map().contains_key(label)
+        }
+        None => true,
+    };
+    if !known {
+        return Err(bad(
+            "is not an intent of the model or of the routing policy (see GET /v1/workflows)",
+        ));
+    }
+    Ok(())
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -216,7 +252,9 @@ pub async fn create(
     let mut request = body.normalized();
     // Only a token allowed to state a classification skips the model; for the others the
     // stated intent is a recorded hint (see `classifier::demote_stated_intent`).
-    if !who.may(Capability::StateIntent) {
+    if who.may(Capability::StateIntent) {
+        stated_intent(&state, &request)?;
+    } else {
         crate::classifier::demote_stated_intent(&mut request);
     }
     // Back-pressure before anything is stored: a queue place for the case, then a permit

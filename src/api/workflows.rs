@@ -180,18 +180,21 @@ pub async fn graph(
         (status = 409, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody),
         (status = 422, description = "Does not compile (`workflow_invalid`, every diagnostic: a path out of the folder is `path_outside_workflow`, a file too large or nested too deep `limit_exceeded`) or fixtures fail (`fixtures_failed`)", body = super::error::ErrorBody),
-        (status = 500, description = "The compiler failed (`internal`); details are in the box's log", body = super::error::ErrorBody)))]
+        (status = 500, description = "The compiler failed (`internal`); details are in the box's log", body = super::error::ErrorBody),
+        (status = 503, description = "`limits.max_compiles` checks, fixture runs and publishes are running (`busy`, with Retry-After)", body = super::error::ErrorBody)))]
 pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<PublishBody>,
 ) -> Result<(StatusCode, Json<WorkflowSummary>), AppError> {
     let who = caller.require(&[Role::Author])?.clone();
+    let compile = state.admit_compile()?;
     let _one_at_a_time = state.publish_lock.lock().await;
     let library = state.library.clone();
     let runner = state.runner.clone();
     let id = body.id.clone();
     let published = blocking("publish", move || {
+        let _compile = compile;
         let current = runner.catalog();
         let files = body.files;
         let id = body.id.clone();

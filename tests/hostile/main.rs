@@ -12,3 +12,4 @@ mod edges;
 mod privacy;
 mod runner;
 mod sandbox;
+mod surface;

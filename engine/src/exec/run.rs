@@ -266,10 +266,23 @@ impl<'a> Executor<'a> {
         mut retry: Option<u32>,
         records: &mut Vec<StepRecord>,
     ) {
+        // Wall-clock bound of this segment: each node is bounded by the rule deadline, but
+        // `max_steps` of them in a row would hold the worker for as many deadlines.
+        let began = Instant::now();
+        let budget = self.rules.limits().segment_time();
         while case.status == Status::Running {
             let node = wf
                 .node(&case.current)
                 .expect("the current node exists in the case's workflow");
+            if began.elapsed() > budget {
+                let message = format!(
+                    "the case ran without waiting for more than {} ms (limit rules.max_segment_ms); it was stopped before node `{}`",
+                    budget.as_millis(),
+                    node.id
+                );
+                fail(case, Failure::public(message));
+                return;
+            }
             if case.steps >= wf.max_steps {
                 let message = format!(
                     "the case exceeded the workflow's bound of {} steps (limits.max_steps) at node `{}`",

@@ -13,6 +13,11 @@ pub struct Limits {
     /// may take. The operations limit alone does not bound time: one operation can be a
     /// slow library call. A case worker is never held longer than this per node.
     pub max_run_ms: u64,
+    /// Wall-clock milliseconds a case may run without waiting (one segment: from a start,
+    /// a task's completion, a timer or a call's answer to its next wait or its end). The
+    /// per-run deadline bounds one node; this bounds the nodes in a row (`max_steps` of
+    /// them may each take almost `max_run_ms`), so a worker is held at most this long.
+    pub max_segment_ms: u64,
     /// Nesting of function calls (stops runaway recursion).
     pub max_call_depth: usize,
     /// Nesting of expressions, at compile time and in functions.
@@ -38,12 +43,18 @@ impl Limits {
         std::time::Duration::from_millis(self.max_run_ms)
     }
 
+    /// The wall-clock budget of one segment of a case.
+    pub fn segment_time(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_segment_ms)
+    }
+
     /// Checks the bounds that would make every script or every reply fail; `Err` names the
     /// key.
     pub fn validate(&self) -> Result<(), String> {
         let zero = [
             ("max_operations", self.max_operations == 0),
             ("max_run_ms", self.max_run_ms == 0),
+            ("max_segment_ms", self.max_segment_ms == 0),
             ("max_call_depth", self.max_call_depth == 0),
             ("max_expr_depth", self.max_expr_depth == 0),
             ("max_string_size", self.max_string_size == 0),
@@ -68,6 +79,7 @@ impl Default for Limits {
         Limits {
             max_operations: 100_000,
             max_run_ms: 1_000,
+            max_segment_ms: 30_000,
             max_call_depth: 32,
             max_expr_depth: 64,
             max_string_size: 64 * 1024,

@@ -160,7 +160,9 @@ impl Drop for RunGuard {
     }
 }
 
-/// Logs one `print`/`debug` line of the running script, within the per-run bounds.
+/// Logs one `print`/`debug` line of the running script, within the per-run bounds. A
+/// script may print what a customer wrote: line breaks and other control characters are
+/// escaped (`\n`, `\u{1b}`), so one call is one log line and cannot forge others.
 fn log_line(text: &str, log: impl FnOnce(&str, &str, &str)) {
     RUNNING.with(|r| {
         let mut r = r.borrow_mut();
@@ -173,12 +175,26 @@ fn log_line(text: &str, log: impl FnOnce(&str, &str, &str)) {
             end -= 1;
         }
         let text = if r.logged == MAX_LOG_LINES {
-            "(further lines of this run are dropped)"
+            "(further lines of this run are dropped)".to_string()
         } else {
-            &text[..end]
+            one_line(&text[..end])
         };
-        log(&r.case_id, &r.node, text);
+        log(&r.case_id, &r.node, &text);
     });
+}
+
+/// `text` with every control character escaped as Rust writes it (`\n`, `\t`,
+/// `\u{1b}`); other characters, quotes and backslashes included, as they are.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Rules {
@@ -492,5 +508,21 @@ impl Rules {
             case_id: ctx.case_id.to_string(),
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_line;
+
+    #[test]
+    fn a_printed_line_cannot_forge_log_lines() {
+        let printed =
+            "refund please\n2026-12-06T10:00:00Z  INFO request accepted case=x\r\u{1b}[2J";
+        let mut logged = String::new();
+        log_line(printed, |_, _, text| logged = text.to_string());
+        assert!(!logged.chars().any(char::is_control), "{logged:?}");
+        assert!(logged.contains("refund please\\n2026-12-06"), "{logged}");
+        assert!(logged.contains("\\r\\u{1b}[2J"), "{logged}");
     }
 }

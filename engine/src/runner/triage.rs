@@ -23,13 +23,18 @@ pub const TRIAGE_QUEUE: &str = "triage";
 /// trails written before it did may still record `intent_refused`.
 pub(super) fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
     let given = data.get("intent").filter(|v| !v.is_null())?;
-    let label = given.as_str().filter(|s| {
-        (1..=64).contains(&s.len())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '?'))
-            && crate::intake::pii::find(s).is_empty()
-    });
+    let label = given.as_str().filter(|s| is_intent_label(s));
     Some(label.ok_or(()))
+}
+
+/// Whether `s` is shaped like an intent label: 1–64 ASCII letters, digits and `_-?`, and
+/// nothing the intake's personal-data finder recognizes. Every intent the box writes into
+/// the audit chain (a reviewer's correction, a sender's stated intent) passes it first.
+pub fn is_intent_label(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '?'))
+        && crate::intake::pii::find(s).is_empty()
 }
 
 impl Runner {
