@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod classify;
+pub mod diagnostic;
 pub mod exec;
 pub mod fixture;
 pub mod intake;

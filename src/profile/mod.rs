@@ -11,7 +11,6 @@
 //! editors; a test keeps the two in step.
 
 pub mod machine;
-mod options;
 
 use std::path::{Path, PathBuf};
 
@@ -19,9 +18,7 @@ use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use options::{InferenceOptions, LogOptions, MemoryOptions, RuntimeOptions, Variant};
-
-use crate::config::LimitsOptions;
+use crate::config::{InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions};
 
 /// Where profiles are looked up by name, unless `CASEGRAPH_PROFILES_DIR` says otherwise.
 pub const DEFAULT_DIR: &str = "firmware-profiles";
@@ -185,22 +182,6 @@ impl Loaded {
             profile,
             layer,
         })
-    }
-}
-
-/// Durations as humane strings (`"2ms"`, `"30s"`).
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 
