@@ -15,6 +15,7 @@ pub mod audit;
 pub mod classify;
 pub mod diagnostic;
 pub mod exec;
+pub mod files;
 pub mod fixture;
 pub mod intake;
 pub mod routing;

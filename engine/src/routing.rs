@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic};
+use crate::files;
 use crate::rules::{Context, Origin, Rules, Script};
-use crate::workflow::files;
 use crate::yaml;
 
 /// `routing.yaml`.

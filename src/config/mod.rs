@@ -1,7 +1,7 @@
 //! The service's configuration: one [`Config`] of per-part options.
 //!
 //! Layers, later ones win: built-in defaults → firmware profile (`--profile NAME` reads
-//! `firmware-profiles/NAME.toml`) → TOML file (`--config FILE`) → environment
+//! `firmware-profiles/NAME.toml`, see `profile::layer`) → TOML file (`--config FILE`) → environment
 //! (`CASEGRAPH_<SECTION>__<KEY>=value`, e.g. `CASEGRAPH_SERVER__WORKERS=4`) → command-line
 //! flags. Layers are merged as trees and deserialized once, so an unknown key anywhere is
 //! an error naming it. [`Config::validate`] runs at start-up. With no file at all the
@@ -83,6 +83,16 @@ impl Default for Config {
     }
 }
 
+/// A firmware profile as a configuration layer: read and validated on its own first
+/// (`profile::layer`), so a bad key is named with the profile's file.
+#[derive(Debug, Clone)]
+pub struct ProfileLayer {
+    /// The profile's name (`--profile`), reported with the effective settings.
+    pub name: String,
+    /// Its configuration sections exactly as written (no defaults filled in).
+    pub sections: Value,
+}
+
 /// Command-line flags that override everything else.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -113,7 +123,7 @@ const SECTIONS: &[&str] = &[
 impl Config {
     /// Builds the configuration from every layer, then validates it.
     pub fn load(
-        profile: Option<&str>,
+        profile: Option<ProfileLayer>,
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
         flags: &Overrides,
@@ -122,14 +132,10 @@ impl Config {
             origin: "defaults".into(),
             message: e.to_string(),
         })?;
-        if let Some(name) = profile {
-            // Validated on its own first, so a bad key is named with the profile's file.
-            let loaded = crate::profile::Loaded::load(name).map_err(|e| Error::Invalid {
-                origin: "firmware profile".into(),
-                message: e.to_string(),
-            })?;
-            merge(&mut tree, loaded.layer);
-        }
+        let profile = profile.map(|p| {
+            merge(&mut tree, p.sections);
+            p.name
+        });
         if let Some(path) = file {
             merge(&mut tree, read_toml(path)?);
         }
@@ -171,7 +177,7 @@ impl Config {
         if let Some(m) = &flags.models_dir {
             config.models_dir = m.clone();
         }
-        config.profile = profile.map(str::to_string);
+        config.profile = profile;
         config.validate()?;
         Ok(config)
     }

@@ -18,7 +18,9 @@ use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions};
+use crate::config::{
+    self, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, ProfileLayer, RuntimeOptions,
+};
 
 /// Where profiles are looked up by name, unless `CASEGRAPH_PROFILES_DIR` says otherwise.
 pub const DEFAULT_DIR: &str = "firmware-profiles";
@@ -129,6 +131,19 @@ pub fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The profile `name` as a configuration layer (see [`config::Config::load`]); a profile
+/// that cannot be used is a configuration error.
+pub fn layer(name: &str) -> Result<ProfileLayer, config::Error> {
+    let loaded = Loaded::load(name).map_err(|e| config::Error::Invalid {
+        origin: "firmware profile".into(),
+        message: e.to_string(),
+    })?;
+    Ok(ProfileLayer {
+        name: name.to_string(),
+        sections: loaded.layer,
+    })
 }
 
 impl Loaded {
