@@ -18,6 +18,7 @@ use casegraph_engine::exec::{CallError, CallRequest, Connector};
 use serde_json::Value;
 use ureq::tls::TlsConfig;
 
+/// The certificates an agent trusts; read with the configuration that names their file.
 pub use crate::config::Roots;
 
 /// Calls a back-office gateway over HTTP.
