@@ -3,12 +3,14 @@
 
 CARGO ?= cargo
 
+## Everything `run` and `test` need (scripts/setup.sh test); each target sets up only its own part.
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh test
 
 ## The main job on the shipped defaults: validate the shipped workflows, run their fixtures
 ## and route + run the sample requests end to end.
-run: setup
+run:
+	@scripts/setup.sh run
 	$(CARGO) build --release --locked
 	./target/release/casegraph validate workflows
 	./target/release/casegraph test workflows
@@ -16,7 +18,8 @@ run: setup
 
 ## Every test: formatting, lints, the workspace's unit, integration, fixture and hostile-input
 ## tests, then the web console's browser tests (headless Chromium against the real server).
-test: setup
+test:
+	@scripts/setup.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked

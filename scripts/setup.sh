@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up of a fresh machine for building, running and testing casegraph.
-# Called by `make run` and `make test`; safe to run again at any time.
-# Only package registries are used (crates.io, PyPI, Debian, npm): never anything else.
+# Safe to run again at any time. Only package registries are used (crates.io, PyPI, Debian,
+# npm): never anything else.
+#
+#   scripts/setup.sh run    the toolchain, `cargo fetch` and ONNX Runtime (`make run`)
+#   scripts/setup.sh test   also Chromium, Node and npm packages for the console's browser
+#                           tests (`make test`); the default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
+
+MODE=${1:-test}
+case "$MODE" in
+    run | test) ;;
+    *)
+        say "usage: scripts/setup.sh [run|test] (got '$MODE')"
+        exit 2
+        ;;
+esac
 
 # Rust toolchain: pinned in rust-toolchain.toml; rustup installs it on first use.
 if ! command -v cargo >/dev/null 2>&1; then
@@ -19,21 +32,6 @@ fi
 # Dependencies are fetched once so later builds work offline.
 cargo fetch --locked --quiet
 
-# Browser tests of the web console: Chromium from Debian's packages (never a browser
-# download) and playwright-core from npm, pinned by tests/browser/package-lock.json.
-if [ ! -x /usr/bin/chromium ]; then
-    say "installing chromium (Debian package) for the console's browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-fi
-if ! command -v node >/dev/null 2>&1; then
-    say "installing Node.js (Debian package) for the console's browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
-fi
-if [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then
-    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-fi
 # ONNX Runtime for the intent model: the shared library inside PyPI's onnxruntime wheel,
 # unpacked into .local/onnxruntime/lib/ of the project (nothing is installed system-wide).
 # The engine finds it there without any environment variable; ORT_DYLIB_PATH overrides.
@@ -74,4 +72,22 @@ EOF
     echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
 fi
 
-say "ok"
+# Browser tests of the web console: Chromium from Debian's packages (never a browser
+# download) and playwright-core from npm, pinned by tests/browser/package-lock.json.
+if [ "$MODE" = test ]; then
+    if [ ! -x /usr/bin/chromium ]; then
+        say "installing chromium (Debian package) for the console's browser tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    fi
+    if ! command -v node >/dev/null 2>&1; then
+        say "installing Node.js (Debian package) for the console's browser tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    fi
+    if [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then
+        (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi
+
+say "ok ($MODE)"

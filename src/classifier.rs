@@ -23,7 +23,7 @@ use casegraph_engine::intake::{self, Channel};
 use casegraph_engine::runner::Classifier;
 use serde_json::{Value, json};
 
-use crate::profile::{InferenceOptions, Variant};
+use crate::config::{DEFAULT_MODELS_DIR, InferenceOptions, Variant};
 
 /// Where a stated intent is kept when its sender may not decide the classification.
 pub const HINT_KEY: &str = "intent_hint";
@@ -33,9 +33,6 @@ const MAX_HINT: usize = 64;
 
 /// What a classification made from `metadata.intent` reports as its model.
 pub const METADATA_MODEL: &str = "request-metadata";
-
-/// The model shipped with the product, relative to the project root.
-pub const DEFAULT_MODELS_DIR: &str = "models";
 
 /// The intent model behind the micro-batcher, with the request's intake in front of it.
 #[derive(Debug)]

@@ -1,19 +1,16 @@
 //! The memory budget: resident memory (RSS) is sampled from `/proc/self/statm` on a small
-//! background thread, and intake sheds load with `503` + `Retry-After` once it reaches
-//! `memory.shed_at_percent` of `memory.budget_mib` while it has queued work to drain (and
-//! always at the budget itself).
+//! background thread, and [`Guard::must_shed`] says when new work must be refused: once
+//! resident memory reaches `memory.shed_at_percent` of `memory.budget_mib` while there is
+//! queued work to drain (and always at the budget itself).
 //!
-//! Only work that would *add* memory is shed: new requests and classification. Reads,
-//! task completions, health and metrics keep being answered, so the box can drain what it
-//! holds. Shedding happens before the body is read, so a shed request costs no more than
-//! its headers. What a shed request would have done is simply not started: a request is
-//! either answered `202` (and durable) or refused, never half-taken.
+//! The guard knows nothing of HTTP: the API's shedding middleware (`api::shedding`) asks
+//! it and answers `503` + `Retry-After`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::profile::MemoryOptions;
+use crate::config::MemoryOptions;
 
 /// Bytes of one memory page (`/proc/self/statm` counts pages).
 fn page_size() -> u64 {
@@ -133,53 +130,6 @@ impl Guard {
     pub fn sheds(&self) -> u64 {
         self.sheds.load(Ordering::Relaxed)
     }
-}
-
-/// Requests that add work (and memory) to the box: refused while memory is near the budget.
-/// The console's checks, fixture runs and dry runs compile or run workflows too.
-fn adds_work(method: &axum::http::Method, path: &str) -> bool {
-    method == axum::http::Method::POST
-        && (matches!(
-            path,
-            "/v1/requests"
-                | "/v1/classify"
-                | "/v1/workflows"
-                | "/v1/console/workflows/check"
-                | "/v1/console/dry-run"
-        ) || (path.starts_with("/v1/console/workflows/") && path.ends_with("/fixtures")))
-}
-
-/// Middleware: `503 memory_pressure` + Retry-After for work-adding requests while resident
-/// memory is at or above the shedding mark; everything else passes.
-pub async fn shed(
-    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let guard = &state.memory;
-    if adds_work(req.method(), req.uri().path()) && guard.must_shed(state.workers.queued()) {
-        guard.shed();
-        state
-            .metrics
-            .intake_rejected
-            .get_or_create(&crate::metrics::StatusLabels {
-                status: "503".into(),
-            })
-            .inc();
-        return crate::api::AppError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "memory_pressure",
-            "the box is near its memory budget; try again shortly",
-        )
-        .details(serde_json::json!({
-            "resident_bytes": guard.resident(),
-            "budget_bytes": guard.budget(),
-        }))
-        .retry_after(state.retry_after_secs)
-        .into_response();
-    }
-    next.run(req).await
 }
 
 #[cfg(test)]

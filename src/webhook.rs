@@ -78,7 +78,7 @@ impl Notifier {
     /// `roots` are what an `https://` receiver's certificate is verified against.
     pub fn start(
         options: &WebhookOptions,
-        roots: &crate::connector::Roots,
+        roots: &crate::config::Roots,
         runner: &Arc<Runner>,
     ) -> Notifier {
         let (tx, rx) = mpsc::sync_channel::<String>(1024);
@@ -355,11 +355,7 @@ fn prepare(
 /// The sender's HTTP client: no redirects (a redirect could lead anywhere), no proxy from
 /// the environment (the address check must see the receiver's address), and the policy's
 /// resolver, so it connects only to checked addresses.
-fn agent(
-    options: &WebhookOptions,
-    roots: &crate::connector::Roots,
-    policy: &Policy,
-) -> ureq::Agent {
+fn agent(options: &WebhookOptions, roots: &crate::config::Roots, policy: &Policy) -> ureq::Agent {
     crate::connector::agent_resolving(options.timeout, roots, policy.resolver())
 }
 

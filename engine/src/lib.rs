@@ -13,7 +13,9 @@
 
 pub mod audit;
 pub mod classify;
+pub mod diagnostic;
 pub mod exec;
+pub mod files;
 pub mod fixture;
 pub mod intake;
 pub mod routing;

@@ -13,8 +13,9 @@ use marked_yaml::Spanned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::diagnostic::{Code, Diagnostic};
+use crate::files;
 use crate::rules::{Context, Origin, Rules, Script};
-use crate::workflow::{Code, Diagnostic, files};
 use crate::yaml;
 
 /// `routing.yaml`.

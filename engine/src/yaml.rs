@@ -7,7 +7,7 @@ use marked_yaml::{LoadError, Node, Span, Spanned};
 use serde::de::DeserializeOwned;
 use yaml_rust2::Event;
 
-use crate::workflow::{Code, Diagnostic};
+use crate::diagnostic::{Code, Diagnostic};
 
 /// Line and column (1-based) of a span's start; (0, 0) when unknown.
 pub(crate) fn pos(span: &Span) -> (usize, usize) {

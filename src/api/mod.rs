@@ -12,6 +12,7 @@ mod console_support;
 mod error;
 mod openapi;
 pub mod requests;
+mod shedding;
 mod system;
 mod tasks;
 mod tokens;
@@ -114,7 +115,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::memory::shed,
+            shedding::shed,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))

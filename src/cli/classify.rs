@@ -76,7 +76,7 @@ struct Output<'a> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.model.clone().unwrap_or_else(|| {
         casegraph::classifier::default_models_dir()
-            .join(casegraph::profile::InferenceOptions::default().model)
+            .join(casegraph::config::InferenceOptions::default().model)
     });
     let classifier = OnnxClassifier::load(
         &dir,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use casegraph::profile::InferenceOptions;
+use casegraph::config::InferenceOptions;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use casegraph::api::requests::RequestBody;
 use casegraph::backoffice::SimulatedBackOffice;
 use casegraph::classifier::ModelClassifier;
-use casegraph::profile::InferenceOptions;
+use casegraph::config::InferenceOptions;
 use casegraph_engine::runner::Classifier as _;
 
 #[derive(Debug, clap::Args)]

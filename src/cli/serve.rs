@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use casegraph::config::{Config, Overrides};
+use casegraph::profile;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,8 +32,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let profile = args.profile.as_deref().map(profile::layer).transpose()?;
     let config = Config::load(
-        args.profile.as_deref(),
+        profile,
         args.config.as_deref(),
         std::env::vars(),
         &Overrides {

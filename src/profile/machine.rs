@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{Appliance, InferenceOptions, MemoryOptions, RuntimeOptions, Variant};
+use super::Appliance;
+use crate::config::{InferenceOptions, MemoryOptions, RuntimeOptions, Variant};
 
 /// What this machine offers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -11,7 +11,6 @@
 //! editors; a test keeps the two in step.
 
 pub mod machine;
-mod options;
 
 use std::path::{Path, PathBuf};
 
@@ -19,9 +18,9 @@ use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use options::{InferenceOptions, LogOptions, MemoryOptions, RuntimeOptions, Variant};
-
-use crate::config::LimitsOptions;
+use crate::config::{
+    self, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, ProfileLayer, RuntimeOptions,
+};
 
 /// Where profiles are looked up by name, unless `CASEGRAPH_PROFILES_DIR` says otherwise.
 pub const DEFAULT_DIR: &str = "firmware-profiles";
@@ -134,6 +133,19 @@ pub fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The profile `name` as a configuration layer (see [`config::Config::load`]); a profile
+/// that cannot be used is a configuration error.
+pub fn layer(name: &str) -> Result<ProfileLayer, config::Error> {
+    let loaded = Loaded::load(name).map_err(|e| config::Error::Invalid {
+        origin: "firmware profile".into(),
+        message: e.to_string(),
+    })?;
+    Ok(ProfileLayer {
+        name: name.to_string(),
+        sections: loaded.layer,
+    })
+}
+
 impl Loaded {
     /// Reads and validates the profile `name` (see [`path_of`]).
     pub fn load(name: &str) -> Result<Loaded, Error> {
@@ -185,22 +197,6 @@ impl Loaded {
             profile,
             layer,
         })
-    }
-}
-
-/// Durations as humane strings (`"2ms"`, `"30s"`).
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 

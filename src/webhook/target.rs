@@ -322,7 +322,7 @@ mod tests {
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let url = format!("http://localhost:{port}/hook");
-        let roots = crate::connector::Roots::load(None, "webhooks.ca_file").expect("roots");
+        let roots = crate::config::Roots::load(None, "webhooks.ca_file").expect("roots");
         let timeout = std::time::Duration::from_secs(5);
         let agent = crate::connector::agent_resolving(
             timeout,

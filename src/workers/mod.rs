@@ -357,7 +357,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::start(
                 &Default::default(),
-                &crate::connector::Roots::bundled(),
+                &crate::config::Roots::bundled(),
                 &runner,
             ),
         };

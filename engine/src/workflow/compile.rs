@@ -14,7 +14,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use sha2::Digest as _;
 
 use super::def::{self, BranchDef, LimitsDef, NodeDef, Replies};
-use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, check, files, template_key};
+use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, check, template_key};
+use crate::files;
 use crate::rules::{Origin, Rules, Script};
 use crate::yaml::{self, line_of, pos};
 

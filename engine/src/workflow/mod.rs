@@ -1,6 +1,7 @@
 //! Workflows: the definition format (`def`), its compiler to a petgraph graph (`compile`),
-//! the problems it reports (`diagnostic`), diagrams (`diagram`) and the set of workflows a
-//! box serves (`Catalog`).
+//! diagrams (`diagram`) and the set of workflows a box serves (`Catalog`). The problems it
+//! reports ([`crate::diagnostic`]) and the bundle's confined file reads ([`crate::files`])
+//! sit below it, so `yaml` and `routing` can use them; both are re-exported here.
 //!
 //! A [`Workflow`] only exists once it compiled without a single problem, so the executor
 //! trusts it: every edge points at a node, every script compiled, every template parses.
@@ -9,9 +10,7 @@ mod catalog;
 mod check;
 mod compile;
 pub mod def;
-mod diagnostic;
 mod diagram;
-pub mod files;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,11 +22,12 @@ use petgraph::visit::EdgeRef;
 
 use crate::rules::Script;
 
+pub use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+pub use crate::files;
 /// The compiler's limits on a bundle's YAML, for documentation and tests.
 pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 pub use catalog::Catalog;
 pub use compile::compile_dir;
-pub use diagnostic::{Code, Diagnostic, Diagnostics};
 pub use diagram::Format;
 
 /// A compiled, runnable workflow version.

@@ -1,4 +1,7 @@
 //! Problems found while loading and compiling workflows, each pointing at the place to fix.
+//!
+//! The bottom of the loading path: `yaml`, `routing` and `workflow` report through it, so it
+//! depends on nothing else in the crate.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The service's configuration: one [`Config`] of per-part options.
 //!
 //! Layers, later ones win: built-in defaults → firmware profile (`--profile NAME` reads
-//! `firmware-profiles/NAME.toml`) → TOML file (`--config FILE`) → environment
+//! `firmware-profiles/NAME.toml`, see `profile::layer`) → TOML file (`--config FILE`) → environment
 //! (`CASEGRAPH_<SECTION>__<KEY>=value`, e.g. `CASEGRAPH_SERVER__WORKERS=4`) → command-line
 //! flags. Layers are merged as trees and deserialized once, so an unknown key anywhere is
 //! an error naming it. [`Config::validate`] runs at start-up. With no file at all the
@@ -9,15 +9,25 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use casegraph_engine::rules::Limits;
 use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::connector::Roots;
-use crate::profile::{InferenceOptions, LogOptions, MemoryOptions, RuntimeOptions};
+mod error;
+mod options;
+mod roots;
+
+pub use error::Error;
+pub use options::{
+    ConnectorOptions, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions,
+    ServerOptions, TlsOptions, Variant, WebhookOptions,
+};
+pub use roots::Roots;
+
+/// The intent models shipped with the product, relative to the project root.
+pub const DEFAULT_MODELS_DIR: &str = "models";
 
 /// Everything `casegraph serve` can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +67,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             workflows_dir: PathBuf::from("workflows"),
-            models_dir: PathBuf::from(crate::classifier::DEFAULT_MODELS_DIR),
+            models_dir: PathBuf::from(DEFAULT_MODELS_DIR),
             server: ServerOptions::default(),
             limits: LimitsOptions::default(),
             store: store::Options::default(),
@@ -73,171 +83,14 @@ impl Default for Config {
     }
 }
 
-/// The HTTP listener.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerOptions {
-    /// Address to listen on; loopback by default so a fresh box exposes nothing.
-    pub listen: SocketAddr,
-    /// How long a running request may take before it is answered `503`.
-    #[serde(with = "duration")]
-    pub request_timeout: Duration,
-    /// How long shutdown waits for open connections and running steps.
-    #[serde(with = "duration")]
-    pub shutdown_grace: Duration,
-    /// How often due timers and SLAs are fired.
-    #[serde(with = "duration")]
-    pub timer_interval: Duration,
-    /// With no token in the data directory, create an admin token at start and write it to
-    /// `<data_dir>/admin.token` (mode 0600), so a fresh box can be used at once.
-    pub bootstrap_admin_token: bool,
-    /// Serve HTTPS with this certificate and key; plain HTTP when absent.
-    pub tls: Option<TlsOptions>,
-    /// How long a client may take to send a request's headers (from their first byte, or
-    /// from the previous answer on a kept-alive connection); then the connection is closed.
-    #[serde(with = "duration")]
-    pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers), in bytes; `431` beyond.
-    pub max_header_bytes: usize,
-    /// Most headers in one request; `431` beyond.
-    pub max_headers: usize,
-    /// Most open connections; beyond it new ones wait until one closes.
-    pub max_connections: usize,
-}
-
-/// The listener's TLS certificate and key (PEM files).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsOptions {
-    /// Certificate chain, leaf first (PEM).
-    pub cert: PathBuf,
-    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            request_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-            timer_interval: Duration::from_secs(1),
-            bootstrap_admin_token: true,
-            tls: None,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            max_headers: 64,
-            max_connections: 1024,
-        }
-    }
-}
-
-/// Limits and back-pressure: what keeps the box inside its memory on overload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsOptions {
-    /// Largest request body accepted, in bytes (`413` beyond).
-    pub body_limit_bytes: usize,
-    /// Requests being made durable at once; beyond it intake answers `503` + Retry-After.
-    pub max_in_flight: usize,
-    /// Accepted cases waiting for a worker; when full intake answers `429` + Retry-After
-    /// before storing anything.
-    pub queue_depth: usize,
-    /// Threads that run cases (CPU work: rules, templates, connector calls).
-    pub workers: usize,
-    /// Seconds a client is told to wait in `Retry-After`.
-    pub retry_after_secs: u64,
-    /// Author work that compiles a bundle at once: console checks and fixture runs and
-    /// publishes together. Each copies the catalog and runs on a compile thread of its
-    /// own; beyond it they answer `503 busy` + Retry-After.
-    pub max_compiles: usize,
-    /// Model calls asked for over HTTP at once (`POST /v1/classify` and the console's dry
-    /// run), beside the workers' own: beyond it they answer `503 busy` + Retry-After, so
-    /// they cannot crowd the inference queue that intake needs.
-    pub max_classify: usize,
-}
-
-impl Default for LimitsOptions {
-    fn default() -> Self {
-        LimitsOptions {
-            body_limit_bytes: 256 * 1024,
-            max_in_flight: 256,
-            queue_depth: 4096,
-            workers: 2,
-            retry_after_secs: 1,
-            max_compiles: 2,
-            max_classify: 4,
-        }
-    }
-}
-
-/// Where `call` nodes go.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConnectorOptions {
-    /// Base URL of the back-office gateway; a call goes to `{base_url}/{connector}/{operation}`.
-    /// Unset: the built-in simulated back office answers (and says so).
-    pub base_url: Option<String>,
-    /// Time one attempt may take (connect + answer).
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// PEM bundle of the CA certificates an `https://` back office is verified against,
-    /// instead of the bundled Mozilla roots (a site's internal PKI). Unset: bundled roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for ConnectorOptions {
-    fn default() -> Self {
-        ConnectorOptions {
-            base_url: None,
-            timeout: Duration::from_secs(10),
-            ca_file: None,
-        }
-    }
-}
-
-/// `reply_to` notifications when a case ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookOptions {
-    /// Hosts (`host` or `host:port`) `reply_to` may point at; empty means no webhooks are
-    /// sent. Outbound calls go only to configured hosts, at port 443 for an entry without
-    /// a port, at the named port otherwise.
-    pub allowed_hosts: Vec<String>,
-    /// Time one notification may take.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// Attempts per notification (exponential backoff with jitter between them).
-    pub max_attempts: u32,
-    /// PEM bundle of the CA certificates an `https://` receiver is verified against,
-    /// instead of the bundled Mozilla roots. Unset: bundled roots.
-    pub ca_file: Option<PathBuf>,
-    /// Let listed host names resolve to loopback, private, link-local and other non-public
-    /// addresses (a receiver on the site's own network). Off: only public addresses, or
-    /// an address listed as such in `allowed_hosts`.
-    pub allow_private_addresses: bool,
-}
-
-impl Default for WebhookOptions {
-    fn default() -> Self {
-        WebhookOptions {
-            allow_private_addresses: false,
-            allowed_hosts: Vec::new(),
-            timeout: Duration::from_secs(5),
-            max_attempts: 3,
-            ca_file: None,
-        }
-    }
-}
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("cannot read {path}: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("{origin}: {message}")]
-    Invalid { origin: String, message: String },
+/// A firmware profile as a configuration layer: read and validated on its own first
+/// (`profile::layer`), so a bad key is named with the profile's file.
+#[derive(Debug, Clone)]
+pub struct ProfileLayer {
+    /// The profile's name (`--profile`), reported with the effective settings.
+    pub name: String,
+    /// Its configuration sections exactly as written (no defaults filled in).
+    pub sections: Value,
 }
 
 /// Command-line flags that override everything else.
@@ -270,7 +123,7 @@ const SECTIONS: &[&str] = &[
 impl Config {
     /// Builds the configuration from every layer, then validates it.
     pub fn load(
-        profile: Option<&str>,
+        profile: Option<ProfileLayer>,
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
         flags: &Overrides,
@@ -279,14 +132,10 @@ impl Config {
             origin: "defaults".into(),
             message: e.to_string(),
         })?;
-        if let Some(name) = profile {
-            // Validated on its own first, so a bad key is named with the profile's file.
-            let loaded = crate::profile::Loaded::load(name).map_err(|e| Error::Invalid {
-                origin: "firmware profile".into(),
-                message: e.to_string(),
-            })?;
-            merge(&mut tree, loaded.layer);
-        }
+        let profile = profile.map(|p| {
+            merge(&mut tree, p.sections);
+            p.name
+        });
         if let Some(path) = file {
             merge(&mut tree, read_toml(path)?);
         }
@@ -328,7 +177,7 @@ impl Config {
         if let Some(m) = &flags.models_dir {
             config.models_dir = m.clone();
         }
-        config.profile = profile.map(str::to_string);
+        config.profile = profile;
         config.validate()?;
         Ok(config)
     }
@@ -460,24 +309,10 @@ fn set(tree: &mut Value, path: &[String], value: Value) {
     }
 }
 
-/// Durations as humane strings (`"30s"`, `"2m"`, `"1h 30m"`).
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -18,7 +18,7 @@
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 
-use super::Code;
+use crate::diagnostic::Code;
 
 /// Largest file of a bundle that is read, in bytes (1 MiB). Workflow files are a few KB;
 /// the API's body limit keeps published bundles far below this.

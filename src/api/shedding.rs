@@ -1,0 +1,59 @@
+//! Load shedding near the memory budget: work-adding requests are refused with
+//! `503 memory_pressure` + `Retry-After` while [`crate::memory::Guard`] says so.
+//!
+//! Only work that would *add* memory is shed: new requests, classification, publishing and
+//! the console's checks, fixture runs and dry runs. Reads,
+//! task completions, health and metrics keep being answered, so the box can drain what it
+//! holds. Shedding happens before the body is read, so a shed request costs no more than
+//! its headers. What a shed request would have done is simply not started: a request is
+//! either answered `202` (and durable) or refused, never half-taken.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+
+use super::{AppError, AppState};
+use crate::metrics::StatusLabels;
+
+/// Requests that add work (and memory) to the box: refused while memory is near the budget.
+/// The console's checks, fixture runs and dry runs compile or run workflows too.
+fn adds_work(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && (matches!(
+            path,
+            "/v1/requests"
+                | "/v1/classify"
+                | "/v1/workflows"
+                | "/v1/console/workflows/check"
+                | "/v1/console/dry-run"
+        ) || (path.starts_with("/v1/console/workflows/") && path.ends_with("/fixtures")))
+}
+
+/// Middleware: `503 memory_pressure` + Retry-After for work-adding requests while resident
+/// memory is at or above the shedding mark; everything else passes.
+pub async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let guard = &state.memory;
+    if adds_work(req.method(), req.uri().path()) && guard.must_shed(state.workers.queued()) {
+        guard.shed();
+        state
+            .metrics
+            .intake_rejected
+            .get_or_create(&StatusLabels {
+                status: "503".into(),
+            })
+            .inc();
+        return AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory_pressure",
+            "the box is near its memory budget; try again shortly",
+        )
+        .details(serde_json::json!({
+            "resident_bytes": guard.resident(),
+            "budget_bytes": guard.budget(),
+        }))
+        .retry_after(state.retry_after_secs)
+        .into_response();
+    }
+    next.run(req).await
+}
