@@ -417,25 +417,35 @@ fn decide(task_id: &str, decision: &str) -> TaskCompletion {
     }
 }
 
+/// Two reviewers complete `task` with these decisions at the same moment; each decision
+/// with what the runner answered it.
+fn race<'d>(
+    b: &Box_,
+    task: &str,
+    decisions: [&'d str; 2],
+) -> Vec<(&'d str, Result<CaseStatus, runner::Error>)> {
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let racers: Vec<_> = decisions
+            .map(|d| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    (d, b.runner.complete_task(decide(task, d)))
+                })
+            })
+            .into_iter()
+            .collect();
+        racers.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn of_two_racing_completions_of_one_task_exactly_one_runs() {
     let b = new_box(store::Kind::Redb);
     for round in 0..20 {
         let (id, task) = waiting_refund(&b, &format!("C-2{round:05}"));
-        let barrier = std::sync::Barrier::new(2);
-        let results: Vec<_> = std::thread::scope(|scope| {
-            let racers: Vec<_> = ["approve", "reject"]
-                .map(|d| {
-                    let (b, barrier, task) = (&b, &barrier, &task);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        (d, b.runner.complete_task(decide(task, d)))
-                    })
-                })
-                .into_iter()
-                .collect();
-            racers.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let results = race(&b, &task, ["approve", "reject"]);
         let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
         assert_eq!(won.len(), 1, "round {round}: {results:?}");
         let lost = results.iter().find(|(_, r)| r.is_err()).unwrap();
@@ -607,20 +617,7 @@ fn of_two_racing_triage_decisions_exactly_one_routes_the_case() {
         let id = b.runner.accept(r).unwrap().case_id;
         assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
         let task = format!("{id}.triage");
-        let barrier = std::sync::Barrier::new(2);
-        let results: Vec<_> = std::thread::scope(|scope| {
-            let racers: Vec<_> = ["close", "request_refund"]
-                .map(|d| {
-                    let (b, barrier, task) = (&b, &barrier, &task);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        (d, b.runner.complete_task(decide(task, d)))
-                    })
-                })
-                .into_iter()
-                .collect();
-            racers.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let results = race(&b, &task, ["close", "request_refund"]);
         let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
         assert_eq!(won.len(), 1, "round {round}: {results:?}");
         let (rec, _) = b.runner.case(&id).unwrap().unwrap();
