@@ -234,13 +234,7 @@ fn a_request_that_does_not_fit_its_workflow_goes_to_a_reviewer_and_says_why() {
     assert!(!tasks.text.contains(NOT_A_NUMBER), "{}", tasks.text);
 
     // The auditor's trail and case view carry paths and keywords, never the value.
-    let audit = s.call(
-        "GET",
-        &format!("/v1/cases/{id}/audit"),
-        Some(Role::Auditor),
-        None,
-    );
-    assert_eq!(audit.status, 200, "{}", audit.text);
+    let audit = auditor_trail(&s, &id);
     assert!(audit.text.contains("input_invalid"), "{}", audit.text);
     assert!(!audit.text.contains(NOT_A_NUMBER), "{}", audit.text);
     let seen = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Auditor), None);
@@ -344,13 +338,7 @@ fn a_failed_case_says_why_and_only_the_owner_reads_the_value() {
         seen.text
     );
     assert!(!seen.text.contains(IBAN), "{}", seen.text);
-    let audit = s.call(
-        "GET",
-        &format!("/v1/cases/{id}/audit"),
-        Some(Role::Auditor),
-        None,
-    );
-    assert_eq!(audit.status, 200, "{}", audit.text);
+    let audit = auditor_trail(&s, &id);
     assert!(audit.text.contains("the script failed"), "{}", audit.text);
     assert!(!audit.text.contains(IBAN), "{}", audit.text);
 }
@@ -384,4 +372,16 @@ fn a_submitter_reads_its_own_cases_only() {
     for needle in [CUSTOMER, NAME, SNIPPET] {
         assert!(!metrics.text.contains(needle), "{needle} in /metrics");
     }
+}
+
+/// The case's audit trail as an auditor reads it.
+fn auditor_trail(s: &Server, id: &str) -> crate::support::Response {
+    let audit = s.call(
+        "GET",
+        &format!("/v1/cases/{id}/audit"),
+        Some(Role::Auditor),
+        None,
+    );
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    audit
 }

@@ -455,31 +455,19 @@ fn surface_dry_runs_and_classifications_bound_their_metadata() {
     for metadata in [deep, big] {
         let dry =
             json!({ "channel": "chat", "language": "en", "text": "hello", "metadata": metadata });
-        let r = s.call(
-            "POST",
-            "/v1/console/dry-run",
-            Some(Role::Author),
-            Some(&dry),
-        );
-        r.assert_error(422, "invalid_request");
-        assert_eq!(
-            r.json["error"]["details"]["field"], "metadata",
-            "{}",
-            r.text
-        );
         let classify = json!({ "text": "hello", "metadata": metadata });
-        let r = s.call(
-            "POST",
-            "/v1/classify",
-            Some(Role::Reviewer),
-            Some(&classify),
-        );
-        r.assert_error(422, "invalid_request");
-        assert_eq!(
-            r.json["error"]["details"]["field"], "metadata",
-            "{}",
-            r.text
-        );
+        for (path, role, body) in [
+            ("/v1/console/dry-run", Role::Author, dry),
+            ("/v1/classify", Role::Reviewer, classify),
+        ] {
+            let r = s.call("POST", path, Some(role), Some(&body));
+            r.assert_error(422, "invalid_request");
+            assert_eq!(
+                r.json["error"]["details"]["field"], "metadata",
+                "{path}: {}",
+                r.text
+            );
+        }
     }
 }
 
