@@ -225,9 +225,10 @@ impl Error {
 /// already holds one backend's data is opened with that backend whatever `options` says,
 /// so data is never orphaned.
 ///
-/// The store holds personal data: what this function creates is private to the owner
-/// (directories `0700`, the redb file `0600`) whatever the umask. Files a backend creates
-/// later (sled's segments) follow the umask, which the service sets to `077`.
+/// The store holds personal data: what this function and the backends' `open` create is
+/// private to the owner (directories `0700`, the redb file `0600`) whatever the umask, also
+/// when an erasure's rewrite opens a fresh store. Files a backend creates later (sled's
+/// segments) follow the umask, which the service sets to `077`.
 pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, Error> {
     let open_err = |path: &Path, e: std::io::Error| Error::Open {
         path: path.to_path_buf(),
@@ -247,23 +248,15 @@ pub fn open_backend(dir: &Path, options: &Options) -> Result<Arc<dyn Backend>, E
         );
         kind = found;
     }
+    let path = rewrite::store_path(dir, kind);
     Ok(match kind {
-        Kind::Redb => {
-            let file = dir.join("casegraph.redb");
-            // redb initialises an empty file as a new database.
-            private_file(&file).map_err(|e| open_err(&file, e))?;
-            Arc::new(RedbBackend::open(&file, options)?)
-        }
-        Kind::Sled => {
-            let sled_dir = dir.join("sled");
-            private_dir(&sled_dir).map_err(|e| open_err(&sled_dir, e))?;
-            Arc::new(SledBackend::open(&sled_dir, options)?)
-        }
+        Kind::Redb => Arc::new(RedbBackend::open(&path, options)?),
+        Kind::Sled => Arc::new(SledBackend::open(&path, options)?),
     })
 }
 
 /// Creates `dir` (and missing parents) `0700`; an existing one is left alone.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -272,7 +265,7 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Creates `file` empty and `0600` unless it exists.
-fn private_file(file: &Path) -> std::io::Result<()> {
+pub(crate) fn private_file(file: &Path) -> std::io::Result<()> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]

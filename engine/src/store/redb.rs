@@ -27,7 +27,13 @@ pub struct RedbBackend {
 }
 
 impl RedbBackend {
+    /// Opens (or creates, `0600` whatever the umask) the store file at `path`.
     pub fn open(path: &Path, options: &Options) -> Result<RedbBackend, Error> {
+        // redb initialises an empty file as a new database.
+        super::private_file(path).map_err(|e| Error::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let db = Database::builder()
             .set_cache_size(cache_bytes(options))
             .create(path)

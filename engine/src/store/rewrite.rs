@@ -36,7 +36,7 @@ pub struct Rewritten {
 }
 
 /// The store's own path in `dir` for a backend kind.
-fn store_path(dir: &Path, kind: Kind) -> PathBuf {
+pub(super) fn store_path(dir: &Path, kind: Kind) -> PathBuf {
     match kind {
         Kind::Redb => dir.join("casegraph.redb"),
         Kind::Sled => dir.join("sled"),
@@ -225,6 +225,14 @@ mod tests {
             let done = rewrite(dir.path(), &options).expect("rewrite");
             assert_eq!(done.entries, (PAGE + 10 + 1) as u64, "{kind:?}");
             assert!(!contains(dir.path(), b"Erika Zaunkoenig"), "{kind:?}");
+            // The fresh store is as private as the one it replaced, whatever the umask.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let path = store_path(dir.path(), kind);
+                let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{kind:?}: {mode:o}");
+            }
             let b = super::super::open_backend(dir.path(), &options).expect("reopen");
             assert_eq!(
                 b.get(Table::Personal, b"c-2").expect("get"),

@@ -23,7 +23,12 @@ pub struct SledBackend {
 }
 
 impl SledBackend {
+    /// Opens (or creates, `0700` whatever the umask) the store directory at `path`.
     pub fn open(path: &Path, options: &Options) -> Result<SledBackend, Error> {
+        super::private_dir(path).map_err(|e| Error::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_mib.saturating_mul(1024 * 1024))
