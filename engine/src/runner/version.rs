@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Error, Runner};
+use crate::files;
 use crate::store::{Batch, Table, WorkflowBundle, WorkflowRef};
 use crate::workflow::{Workflow, compile_dir};
 
@@ -28,17 +29,16 @@ impl Runner {
             known.insert(wf.digest.clone());
             return;
         }
+        // Through the bundle reader, as the compiler read them: confined to the workflow's
+        // folder, regular files of bounded size only.
         let mut files = BTreeMap::new();
         if let Ok(dir) = std::fs::read_dir(&wf.dir) {
-            for entry in dir.flatten() {
-                let path = entry.path();
-                if path.is_file()
-                    && let (Some(name), Ok(text)) = (
-                        path.file_name().and_then(|n| n.to_str()),
-                        std::fs::read_to_string(&path),
-                    )
-                {
-                    files.insert(name.to_string(), text);
+            for name in dir
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+            {
+                if let Ok((_, text)) = files::read(&wf.dir, &name) {
+                    files.insert(name, text);
                 }
             }
         }
