@@ -15,6 +15,7 @@ pub mod config;
 pub mod connector;
 pub mod data_dir;
 pub mod http;
+pub mod incident;
 pub mod library;
 pub mod memory;
 pub mod metrics;

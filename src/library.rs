@@ -67,11 +67,7 @@ where
         .spawn(f)
         .map_err(|e| Error::Io(format!("cannot start the compile thread: {e}")))?;
     worker.join().map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
+        let message = crate::incident::panic_message(panic.as_ref());
         Error::Panicked(format!("{what}: {message}"))
     })
 }

@@ -93,10 +93,13 @@ impl AppError {
 
     /// A failure that is not the client's: logged in full, answered with an incident id.
     pub fn internal(context: &str, e: impl std::fmt::Display) -> AppError {
-        let mut r = [0u8; 4];
-        let _ = getrandom::fill(&mut r);
-        let incident = hex::encode(r);
+        let incident = crate::incident::id();
         tracing::error!(incident = %incident, "{context}: {e}");
+        AppError::incident(&incident)
+    }
+
+    /// `500 internal` for an incident already logged under `incident`.
+    pub fn incident(incident: &str) -> AppError {
         AppError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -70,7 +70,6 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         m.store_disk_bytes
             .set(s.runner.store().backend().disk_bytes() as i64);
         m.intake_queue.set(s.workers.queued() as i64);
-        m.recovery_pending.set(s.workers.recovery_pending() as i64);
         s.memory.sample();
         m.resident_bytes.set(s.memory.resident() as i64);
         m.memory_budget_bytes.set(s.memory.budget() as i64);

@@ -199,11 +199,11 @@ pub async fn complete(
             match std::panic::catch_unwind(AssertUnwindSafe(|| runner.complete_task(completion))) {
                 Ok(r) => r.map_err(refused)?,
                 Err(panic) => {
-                    cases.panicked(&case_id, panic.as_ref(), started);
-                    return Err(AppError::internal(
-                        "complete task",
-                        format!("the segment of case {case_id} panicked; the case was failed"),
-                    ));
+                    // One incident: the log line with the panic is the one the reviewer's
+                    // answer names.
+                    let incident = crate::incident::id();
+                    cases.panicked(&case_id, panic.as_ref(), started, &incident);
+                    return Err(AppError::incident(&incident));
                 }
             };
         tracing::info!(case = %case_id, task = %id, by = %who.name, "task completed");

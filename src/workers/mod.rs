@@ -120,26 +120,21 @@ impl CaseRunner {
                 tracing::error!(case = %case_id, "case could not be processed: {e}");
                 None
             }
-            Err(panic) => self.panicked(case_id, panic.as_ref(), started),
+            Err(panic) => self.panicked(case_id, panic.as_ref(), started, &crate::incident::id()),
         }
     }
 
-    /// Fails a case whose segment panicked. The panic message goes to the log only: it
-    /// may quote case data, and the case's error (and its audit record) must not.
+    /// Fails a case whose segment panicked, logging it as `incident`. The panic message
+    /// goes to the log only: it may quote case data, and the case's error (and its audit
+    /// record) must not.
     pub fn panicked(
         &self,
         case_id: &str,
         panic: &(dyn std::any::Any + Send),
         started: Instant,
+        incident: &str,
     ) -> Option<CaseStatus> {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        let mut r = [0u8; 4];
-        let _ = getrandom::fill(&mut r);
-        let incident = hex::encode(r);
+        let what = crate::incident::panic_message(panic);
         tracing::error!(case = %case_id, incident = %incident, "the case's segment panicked: {what}");
         let reason = format!(
             "internal error while running the case (incident {incident}); the box's log has the details"

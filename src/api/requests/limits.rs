@@ -98,15 +98,15 @@ pub fn metadata(metadata: &Map<String, Value>) -> Result<(), AppError> {
             _ => 0,
         }
     }
-    // serde_json's recursion limit (128) bounds `depth`'s own recursion.
-    let object = Value::Object(metadata.clone());
-    if depth(&object) > MAX_METADATA_DEPTH {
+    // serde_json's recursion limit (128) bounds `depth`'s own recursion. Measured in place:
+    // this runs on every request, classification and dry run.
+    if 1 + metadata.values().map(depth).max().unwrap_or(0) > MAX_METADATA_DEPTH {
         return Err(bad(
             "metadata",
             format!("`metadata` is nested deeper than {MAX_METADATA_DEPTH} levels"),
         ));
     }
-    if object.to_string().len() > MAX_METADATA_BYTES {
+    if serde_json::to_vec(metadata).map_or(usize::MAX, |b| b.len()) > MAX_METADATA_BYTES {
         return Err(bad(
             "metadata",
             format!("`metadata` is larger than {MAX_METADATA_BYTES} bytes"),
