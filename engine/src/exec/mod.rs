@@ -320,23 +320,6 @@ impl Failure {
             reason,
         }
     }
-
-    /// The request does not fit a workflow's input schema: the reason names the fields and
-    /// the keywords, the message quotes the values.
-    pub fn input(workflow: &str, errors: &[crate::workflow::InputError]) -> Failure {
-        let reasons: Vec<String> = errors.iter().map(|e| e.reason()).collect();
-        Failure {
-            message: Error::InvalidInput {
-                workflow: workflow.to_string(),
-                errors: errors.to_vec(),
-            }
-            .to_string(),
-            reason: format!(
-                "request does not match the input schema of workflow `{workflow}`: {}",
-                reasons.join("; ")
-            ),
-        }
-    }
 }
 
 /// sha256 of a JSON value's canonical serialization, hex.

@@ -115,18 +115,19 @@ impl Runner {
                 Ok(Some((case, steps)))
             }
             Err(exec::Error::InvalidInput { workflow, errors }) => {
-                let failure = Failure::input(&workflow, &errors);
                 let reason = QueueReason::InputInvalid {
-                    workflow,
+                    workflow: workflow.clone(),
                     fields: errors.iter().map(|e| e.reason()).collect(),
                 };
+                // The full message quotes the values: it is erasable personal data.
+                let message = exec::Error::InvalidInput { workflow, errors }.to_string();
                 seg.entries.push(audit::Entry::new(
                     &seg.rec.id,
                     audit::Kind::Routed,
                     seg.at,
                     json!({ "queue": TRIAGE_QUEUE, "reason": reason }),
                 ));
-                seg.personal.error = Some(failure.message);
+                seg.personal.error = Some(message);
                 self.open_triage(&mut seg.rec, TRIAGE_QUEUE, reason, seg.at, &mut seg.batch);
                 Ok(None)
             }
