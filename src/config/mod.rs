@@ -392,6 +392,17 @@ mod tests {
         )
         .expect_err("zero workers");
         assert!(e.to_string().contains("limits.workers"), "{e}");
+        let e = Config::load(
+            None,
+            None,
+            env(&[
+                ("CASEGRAPH_STORAGE__SOFT_FREE_MIB", "100"),
+                ("CASEGRAPH_STORAGE__HARD_FREE_MIB", "100"),
+            ]),
+            &Overrides::default(),
+        )
+        .expect_err("hard mark not below the soft one");
+        assert!(e.to_string().contains("storage.hard_free_mib"), "{e}");
     }
 
     #[test]
