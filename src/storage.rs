@@ -150,6 +150,9 @@ pub struct Guard {
     failed: AtomicBool,
     /// The last failed write found the disk full (else an I/O error).
     failed_full: AtomicBool,
+    /// Free bytes when that write failed: a full disk is asked again only once it has
+    /// more (each failed write costs the store a reopen).
+    failed_free: AtomicU64,
     probe: OnceLock<Probe>,
     /// Runs once writes succeed again after a failure (on the sampling thread).
     resumed: OnceLock<Box<dyn Fn() + Send + Sync>>,
@@ -187,6 +190,7 @@ impl Guard {
             level: AtomicU8::new(Level::Ok as u8),
             failed: AtomicBool::new(false),
             failed_full: AtomicBool::new(false),
+            failed_free: AtomicU64::new(0),
             probe: OnceLock::new(),
             resumed: OnceLock::new(),
             resume_due: AtomicBool::new(false),
@@ -229,7 +233,10 @@ impl Guard {
                 .store(s.f_bavail.saturating_mul(s.f_frsize), Ordering::Relaxed);
         }
         self.data.store(dir_bytes(&self.dir), Ordering::Relaxed);
+        let space_returned = !self.failed_full.load(Ordering::Relaxed)
+            || self.free() > self.failed_free.load(Ordering::Relaxed);
         if self.failed.load(Ordering::Relaxed)
+            && space_returned
             && let Some(probe) = self.probe.get()
             && let Err(e) = probe()
         {
@@ -257,6 +264,7 @@ impl Guard {
                 self.write_failures.fetch_add(1, Ordering::Relaxed);
                 self.failed_full
                     .store(matches!(e, store::Error::Full { .. }), Ordering::Relaxed);
+                self.failed_free.store(self.free(), Ordering::Relaxed);
                 if !self.failed.swap(true, Ordering::Relaxed) {
                     tracing::error!(
                         "a store write failed ({e}); writes are refused until one succeeds again"
@@ -577,6 +585,19 @@ mod tests {
             g.refusal(Write::Other).map(Refusal::code),
             Some("storage_full")
         );
+        // A full disk is not asked again before it has more free space than when the
+        // write failed; an I/O error is asked again every sample.
+        g.failed_free.store(u64::MAX, Ordering::Relaxed);
+        g.sample();
+        assert_eq!(
+            g.status()["write_failures"],
+            1,
+            "no probe on an unchanged full disk"
+        );
+        g.record(&Err(store::Error::Io {
+            backend: "test",
+            message: "input/output error".into(),
+        }));
         g.sample();
         assert_eq!(
             g.refusal(Write::Intake).map(Refusal::status),
@@ -591,6 +612,6 @@ mod tests {
             Level::Ok,
             "writes come back without anyone acting"
         );
-        assert_eq!(g.status()["write_failures"], 2);
+        assert_eq!(g.status()["write_failures"], 3);
     }
 }
