@@ -518,6 +518,12 @@ mod tests {
         let g = Guard::start(&options(0, 0, 1), dir.path()).expect("guard");
         assert_eq!(g.level(), Level::Ok);
         assert_eq!(g.refusal(Write::Intake), None);
+        assert_eq!(g.status()["warning"], false);
+        // Within a tenth of the soft mark (512 KiB): still taking requests, but warned.
+        std::fs::write(dir.path().join("a"), vec![1u8; 480 * 1024]).expect("write");
+        g.sample();
+        assert_eq!(g.level(), Level::Ok, "{}", g.status());
+        assert_eq!(g.status()["warning"], true, "{}", g.status());
         std::fs::write(dir.path().join("a"), vec![1u8; 600 * 1024]).expect("write");
         g.sample();
         assert_eq!(g.level(), Level::Pressure, "{}", g.status());
