@@ -559,6 +559,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(matches!(Error::io("redb", &full), Error::Full { .. }));
+        let quota = std::io::Error::from(std::io::ErrorKind::QuotaExceeded);
+        assert!(matches!(Error::io("redb", &quota), Error::Full { .. }));
+        let eio = std::io::Error::from_raw_os_error(5);
+        let e = Error::io("redb", &eio);
+        assert!(matches!(e, Error::Io { .. }) && e.is_disk());
+        assert!(!Error::backend("redb", "bug").is_disk());
+    }
+
+    #[test]
     fn prefix_end_bounds_the_prefix() {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
