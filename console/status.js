@@ -63,6 +63,11 @@ export async function render(view) {
     const [st, metrics] = await Promise.all([get('/v1/console/status'), get('/metrics')]);
     clear(body);
     const queues = Object.entries(st.queues);
+    const disk = st.storage;
+    const diskNote = disk.level !== 'ok' ? t(`status.disk.${disk.level}`) : disk.warning ? t('status.disk.warning') : null;
+    if (diskNote) {
+      body.append(h('div', { class: `msg ${disk.level === 'ok' || disk.level === 'pressure' ? 'warn' : 'bad'}`, role: 'alert', 'data-testid': 'disk-warning' }, diskNote));
+    }
     body.append(h('div', { class: 'grid3' },
       h('div', { class: 'panel', 'data-testid': 'status-throughput' }, h('h2', {}, t('status.throughput')),
         h('div', { class: 'stat' }, String(st.throughput.accepted_last_minute)), h('div', { class: 'muted' }, t('status.lastminute')),
@@ -86,6 +91,11 @@ export async function render(view) {
           h('dt', {}, t('status.profile')), h('dd', { 'data-testid': 'status-profile' }, st.profile ? `${st.profile.name}${st.profile.fits ? '' : ` (${t('status.profile.nofit')})`}` : t('status.profile.none')),
           h('dt', {}, t('status.backend')), h('dd', {}, st.store.backend),
           h('dt', {}, t('status.size')), h('dd', { 'data-testid': 'store-size' }, fmtBytes(st.store.disk_bytes)),
+          h('dt', {}, t('status.disk')), h('dd', { 'data-testid': 'disk-status' },
+            h('span', { class: `badge ${disk.level === 'ok' ? (disk.warning ? 'warn' : 'ok') : 'bad'}` }, disk.level === 'ok' ? t('status.disk.ok') : disk.level),
+            ` ${fmtBytes(disk.free_bytes)} ${t('status.disk.free')}, ${fmtBytes(disk.data_bytes)} ${t('status.disk.data')}`,
+            h('div', { class: 'muted' }, t('status.disk.marks', { soft: fmtBytes(disk.soft_free_bytes), hard: fmtBytes(disk.hard_free_bytes) }),
+              disk.budget_bytes ? `, ${t('status.disk.budget', { budget: fmtBytes(disk.budget_bytes) })}` : '')),
           h('dt', {}, t('status.backoffice')), h('dd', {}, st.simulated_backoffice ? t('status.simulated') : t('status.real')),
           h('dt', {}, t('status.limits')), h('dd', {}, Object.entries(st.limits).map(([k, v]) => h('div', {}, h('code', {}, k), ` ${v}`)))))));
   };

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod profile;
 pub mod serve;
 pub mod settings;
+pub mod storage;
 pub mod tls;
 pub mod webhook;
 pub mod workers;

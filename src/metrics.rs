@@ -86,6 +86,8 @@ pub struct Metrics {
     /// Requests refused `401`: no token, a malformed header or an unknown or revoked token.
     /// A rising count is someone guessing, or a client holding a revoked token.
     pub auth_failures: Counter,
+    /// Free disk, data-directory size, the storage marks and refusals (`casegraph_storage_*`).
+    pub storage: crate::storage::Metrics,
 }
 
 /// The label of an HTTP method: the ones the API answers by name, everything else `other`.
@@ -240,7 +242,9 @@ impl Metrics {
             "Requests refused 401 (no token, malformed Authorization, unknown or revoked token)",
             auth_failures.clone(),
         );
+        let storage = crate::storage::Metrics::register(&mut r);
         Metrics {
+            storage,
             registry: r,
             http_requests,
             http_duration,
@@ -322,6 +326,8 @@ impl Classifier for MeasuredClassifier {
 pub struct TimedBackend {
     pub inner: Arc<dyn Backend>,
     pub write_duration: Histogram,
+    /// Learns from every write whether the disk takes writes (see [`crate::storage`]).
+    pub disk: Arc<crate::storage::Guard>,
 }
 
 impl Backend for TimedBackend {
@@ -353,6 +359,7 @@ impl Backend for TimedBackend {
         let started = Instant::now();
         let r = self.inner.write(groups);
         self.write_duration.observe(started.elapsed().as_secs_f64());
+        self.disk.record(&r);
         r
     }
     fn disk_bytes(&self) -> u64 {

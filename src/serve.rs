@@ -37,14 +37,20 @@ use crate::workers::{CaseRunner, Workers};
 /// Name of the file the bootstrap admin token is written to, in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-/// Opens the store in `dir`, with its writes timed for the metrics.
-fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
+/// Opens the store in `dir`, with its writes timed for the metrics and watched by the
+/// disk guard.
+fn open_store(
+    config: &Config,
+    metrics: &Metrics,
+    disk: &Arc<crate::storage::Guard>,
+) -> anyhow::Result<Store> {
     // `open_backend` keeps the backend a data directory already holds.
     let options = &config.store;
     let backend = store::open_backend(&config.data_dir, options)?;
     let timed = Arc::new(TimedBackend {
         inner: backend,
         write_duration: metrics.store_write_duration.clone(),
+        disk: disk.clone(),
     });
     Ok(Store::with_backend(timed, options.max_group)?)
 }
@@ -100,7 +106,8 @@ pub async fn run(
     let settings = Arc::new(crate::settings::Effective::new(&config, profile.as_ref()));
     settings.log();
     let memory = crate::memory::Guard::start(&config.memory)?;
-    let store = open_store(&config, &metrics)?;
+    let storage = crate::storage::Guard::start(&config.storage, &config.data_dir)?;
+    let store = open_store(&config, &metrics, &storage)?;
     let tokens = Arc::new(Tokens::open(&config.data_dir)?);
     bootstrap_admin(&config, &tokens)?;
     let rules = Arc::new(Rules::new(config.rules.clone()));
@@ -160,6 +167,13 @@ pub async fn run(
         versions_dir: config.data_dir.join("versions"),
     }));
     // Sends stored `reply_to` notifications, those left from the last run first.
+    // After a failed write the disk guard asks again with one small write a sample. Weak:
+    // the guard must not keep the store open past shutdown.
+    let probe = Arc::downgrade(&runner);
+    storage.set_probe(move || match probe.upgrade() {
+        Some(runner) => runner.store().probe_write(),
+        None => Err(store::Error::Closed),
+    });
     let webhook_roots = Roots::load(config.webhooks.ca_file.as_deref(), "webhooks.ca_file")?;
     let notifier = Notifier::start(&config.webhooks, &webhook_roots, &runner);
     let cases = CaseRunner {
@@ -172,6 +186,30 @@ pub async fn run(
         config.limits.queue_depth,
         cases.clone(),
     )?;
+    // Cases whose work a failed write left stored go back to the workers once writes
+    // succeed again, not only at the next start (running a case is idempotent: one with
+    // nothing left to do is skipped).
+    {
+        let (runner, workers) = (Arc::downgrade(&runner), Arc::downgrade(&workers));
+        storage.on_resumed(move || {
+            let (Some(runner), Some(workers)) = (runner.upgrade(), workers.upgrade()) else {
+                return;
+            };
+            match runner.pending() {
+                Ok(left) if !left.is_empty() => {
+                    tracing::info!(
+                        cases = left.len(),
+                        "writes succeed again: resuming the cases with stored work"
+                    );
+                    if let Err(e) = workers.recover(left) {
+                        tracing::error!("cannot resume the cases with stored work: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot list the cases with stored work: {e}"),
+            }
+        });
+    }
     let state = Arc::new(Inner {
         runner: runner.clone(),
         classifier,
@@ -192,6 +230,7 @@ pub async fn run(
         notifier: notifier.clone(),
         settings,
         memory,
+        storage,
     });
 
     // Recovery: every case with stored work resumes from its last checkpoint, through the

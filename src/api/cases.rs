@@ -199,7 +199,7 @@ pub async fn show(
     let found = blocking("case", move || {
         runner
             .case(&lookup)
-            .map_err(|e| AppError::internal("case read", e))
+            .map_err(|e| AppError::runner("case read", e))
     })
     .await?;
     match found {
@@ -224,21 +224,21 @@ pub async fn audit(
     blocking("audit", move || {
         if runner
             .case(&id)
-            .map_err(|e| AppError::internal("case read", e))?
+            .map_err(|e| AppError::runner("case read", e))?
             .is_none()
         {
             return Err(AppError::not_found("case", &id));
         }
         let records = runner
             .case_audit(&id)
-            .map_err(|e| AppError::internal("audit read", e))?;
+            .map_err(|e| AppError::runner("audit read", e))?;
         let records_intact = records.iter().all(|r| r.computed_hash() == r.hash);
         // Only what was appended since the last request is checked (the verified-prefix
         // mark); `casegraph audit verify` checks everything.
         let verdict = runner
             .store()
             .audit_verify_incremental()
-            .map_err(|e| AppError::internal("audit verify", e))?;
+            .map_err(|e| AppError::store("audit verify", &e))?;
         let (chain_verified, chain) = match verdict {
             Ok(v) => (
                 true,

@@ -264,7 +264,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
         let tasks = s
             .runner
             .tasks(None)
-            .map_err(|e| AppError::internal("tasks read", e))?;
+            .map_err(|e| AppError::runner("tasks read", e))?;
         for t in &tasks {
             let q = queues
                 .entry(t.queue.clone())
@@ -286,6 +286,7 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
             "queues": queues,
             "intake_queue": s.workers.queued(),
             "store": { "backend": backend.name(), "disk_bytes": backend.disk_bytes() },
+            "storage": s.storage.status(),
             "model": s.model,
             "profile": s.settings.profile.as_ref().map(|p| json!({"name": p.name, "fits": p.fits})),
             "workflows": catalog.workflows().map(|w| json!({"id": w.id, "version": w.version})).collect::<Vec<_>>(),

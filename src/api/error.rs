@@ -98,6 +98,44 @@ impl AppError {
         AppError::incident(&incident)
     }
 
+    /// A store failure: the disk's own is answered as such (`507 storage_full` when it is
+    /// full, `503 storage_unavailable` on an I/O error, both with Retry-After: nothing of
+    /// the write landed and it may be tried again), anything else as [`AppError::internal`].
+    pub fn store(context: &str, e: &casegraph_engine::store::Error) -> AppError {
+        use casegraph_engine::store::Error;
+        let retry = crate::storage::RETRY_AFTER_SECS;
+        match e {
+            Error::Full { .. } => {
+                tracing::error!("{context}: {e}");
+                AppError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the box's disk is full: nothing was stored; try again once space is freed",
+                )
+                .retry_after(retry)
+            }
+            Error::Io { .. } => {
+                tracing::error!("{context}: {e}");
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the box's disk failed the write: nothing was stored; try again shortly",
+                )
+                .retry_after(retry)
+            }
+            _ => AppError::internal(context, e),
+        }
+    }
+
+    /// A runner failure that is not the client's: the store's as [`AppError::store`],
+    /// anything else as [`AppError::internal`].
+    pub fn runner(context: &str, e: casegraph_engine::runner::Error) -> AppError {
+        match &e {
+            casegraph_engine::runner::Error::Store(s) => AppError::store(context, s),
+            _ => AppError::internal(context, e),
+        }
+    }
+
     /// `500 internal` for an incident already logged under `incident`.
     pub fn incident(incident: &str) -> AppError {
         AppError::new(

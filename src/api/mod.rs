@@ -73,6 +73,8 @@ pub struct Inner {
     pub settings: Arc<crate::settings::Effective>,
     /// Resident memory against the budget: work-adding requests are shed near it.
     pub memory: Arc<crate::memory::Guard>,
+    /// The disk against the `[storage]` marks: writes are refused near them.
+    pub storage: Arc<crate::storage::Guard>,
 }
 
 impl std::fmt::Debug for Inner {

@@ -314,7 +314,7 @@ pub async fn create(
                 "this Idempotency-Key was already used with a different request body",
             )
             .details(json!({ "case_id": case_id })),
-            other => AppError::internal("accept", other),
+            other => AppError::runner("accept", other),
         })
     })
     .await?;

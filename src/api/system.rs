@@ -21,6 +21,9 @@ pub async fn healthz() -> Json<Value> {
 /// model loaded (the service does not start listening before the model is), and case
 /// workers running. Cases left from the last run do not hold readiness: the workers run
 /// them alongside new requests, and `checks.recovery_pending` counts those still to run.
+/// While the disk refuses writes (below the hard storage mark, or after a failed write
+/// until one succeeds) `checks.store` is `false` and the box is not ready; below the soft
+/// mark it stays ready (reads and task completions work) with `checks.storage: "pressure"`.
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, description = "Ready", body = Object),
         (status = 503, description = "Not ready yet", body = super::error::ErrorBody)))]
@@ -29,12 +32,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     let recovery_pending = state.workers.recovery_pending();
     let workflows = state.runner.catalog().workflows().count();
     let runner = state.runner.clone();
-    let store_ok = blocking("readyz", move || {
+    let readable = blocking("readyz", move || {
         Ok(runner.store().backend().get(Table::Meta, b"salt").is_ok())
     })
     .await?;
+    let storage = state.storage.level();
+    let store_ok = readable && storage.writable();
     let checks = json!({
         "store": store_ok,
+        "storage": storage.as_str(),
         "workflows": workflows,
         "workers": workers,
         "recovered": recovery_pending == 0,
@@ -73,6 +79,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         s.memory.sample();
         m.resident_bytes.set(s.memory.resident() as i64);
         m.memory_budget_bytes.set(s.memory.budget() as i64);
+        s.storage.export(&m.storage);
         if let Ok(pending) = s.runner.pending() {
             m.pending_cases.set(pending.len() as i64);
         }

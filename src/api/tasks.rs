@@ -110,7 +110,7 @@ pub async fn list(
     let tasks = blocking("tasks", move || {
         runner
             .tasks(q.queue.as_deref())
-            .map_err(|e| AppError::internal("tasks read", e))
+            .map_err(|e| AppError::runner("tasks read", e))
     })
     .await?;
     Ok(Json(
@@ -182,7 +182,7 @@ pub async fn complete(
                 "the case is still busy with earlier work; try again",
             )
             .retry_after(retry),
-            other => AppError::internal("complete task", other),
+            other => AppError::runner("complete task", other),
         };
         let case_id = runner.task(&id).map_err(refused)?.case_id;
         let started = Instant::now();

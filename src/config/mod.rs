@@ -22,7 +22,7 @@ mod roots;
 pub use error::Error;
 pub use options::{
     ConnectorOptions, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions,
-    ServerOptions, TlsOptions, Variant, WebhookOptions,
+    ServerOptions, StorageOptions, TlsOptions, Variant, WebhookOptions,
 };
 pub use roots::Roots;
 
@@ -54,6 +54,8 @@ pub struct Config {
     pub inference: InferenceOptions,
     /// The resident-memory budget and load shedding near it.
     pub memory: MemoryOptions,
+    /// Disk watermarks: free space and data-directory size, and what is refused near them.
+    pub storage: StorageOptions,
     /// What the service logs.
     pub log: LogOptions,
     /// The firmware profile this configuration was built on (`--profile`); not a key of
@@ -77,6 +79,7 @@ impl Default for Config {
             runtime: RuntimeOptions::default(),
             inference: InferenceOptions::default(),
             memory: MemoryOptions::default(),
+            storage: StorageOptions::default(),
             log: LogOptions::default(),
             profile: None,
         }
@@ -117,6 +120,7 @@ const SECTIONS: &[&str] = &[
     "runtime",
     "inference",
     "memory",
+    "storage",
     "log",
 ];
 
@@ -243,6 +247,19 @@ impl Config {
         }
         if self.memory.sample_interval.is_zero() {
             return bad("memory.sample_interval", "must be positive");
+        }
+        let st = &self.storage;
+        if st.soft_free_mib != 0 && st.hard_free_mib >= st.soft_free_mib {
+            return bad(
+                "storage.hard_free_mib",
+                "must be below storage.soft_free_mib (the hard mark comes after the soft one)",
+            );
+        }
+        if !(10..=100).contains(&st.soft_budget_percent) {
+            return bad("storage.soft_budget_percent", "must be between 10 and 100");
+        }
+        if st.sample_interval.is_zero() {
+            return bad("storage.sample_interval", "must be positive");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad("log.level", &format!("is not a log filter: {e}"));
@@ -375,6 +392,17 @@ mod tests {
         )
         .expect_err("zero workers");
         assert!(e.to_string().contains("limits.workers"), "{e}");
+        let e = Config::load(
+            None,
+            None,
+            env(&[
+                ("CASEGRAPH_STORAGE__SOFT_FREE_MIB", "100"),
+                ("CASEGRAPH_STORAGE__HARD_FREE_MIB", "100"),
+            ]),
+            &Overrides::default(),
+        )
+        .expect_err("hard mark not below the soft one");
+        assert!(e.to_string().contains("storage.hard_free_mib"), "{e}");
     }
 
     #[test]

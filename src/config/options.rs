@@ -272,6 +272,44 @@ impl Default for MemoryOptions {
     }
 }
 
+/// The disk the data directory lives on, and what the service does as it fills: the
+/// watermarks (see `src/storage.rs` and docs/operations.md, "Disk space").
+///
+/// A mark is crossed when *either* measure says so: free space on the data directory's
+/// filesystem below `*_free_mib`, or the data directory's own size above its share of
+/// `budget_mib`. 0 turns a measure off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageOptions {
+    /// Soft mark: with less free space than this (MiB), new requests and publishes are
+    /// refused with `507 storage_pressure` + Retry-After; accepted work goes on.
+    pub soft_free_mib: u64,
+    /// Hard mark: with less free space than this (MiB), every write the API offers is
+    /// refused (`507 storage_full`) except task completions; the space left is for the
+    /// cases already accepted to finish. Must be below `soft_free_mib`.
+    pub hard_free_mib: u64,
+    /// Most bytes the data directory may hold, in MiB (0: no budget): the hard mark at the
+    /// budget, the soft mark at `soft_budget_percent` of it.
+    pub budget_mib: u64,
+    /// The soft mark as a share of `budget_mib` (percent).
+    pub soft_budget_percent: u8,
+    /// How often free space and the data directory's size are measured.
+    #[serde(with = "duration")]
+    pub sample_interval: Duration,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            soft_free_mib: 256,
+            hard_free_mib: 64,
+            budget_mib: 0,
+            soft_budget_percent: 90,
+            sample_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// What the service logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

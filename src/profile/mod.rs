@@ -3,7 +3,7 @@
 //!
 //! A profile has an `[appliance]` table that describes the box it is made for (cores,
 //! memory, free disk, CPU features) and configuration sections that size the service for
-//! it (`[runtime]`, `[limits]`, `[store]`, `[inference]`, `[memory]`, `[log]`). It is
+//! it (`[runtime]`, `[limits]`, `[store]`, `[inference]`, `[memory]`, `[storage]`, `[log]`). It is
 //! validated on its own, so an unknown or misspelt key is reported with the file, the key
 //! and its line, before it is merged as the layer between the built-in defaults and the
 //! configuration file (see [`crate::config`]). [`machine`] compares a profile with the box
@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::config::{
     self, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, ProfileLayer, RuntimeOptions,
+    StorageOptions,
 };
 
 /// Where profiles are looked up by name, unless `CASEGRAPH_PROFILES_DIR` says otherwise.
@@ -74,6 +75,7 @@ pub struct Profile {
     pub store: Option<store::Options>,
     pub inference: Option<InferenceOptions>,
     pub memory: Option<MemoryOptions>,
+    pub storage: Option<StorageOptions>,
     pub log: Option<LogOptions>,
 }
 
@@ -190,6 +192,14 @@ impl Loaded {
             return Err(invalid(format!(
                 "memory.budget_mib ({}) is more than the box has (appliance.memory_mib = {})",
                 m.budget_mib, a.memory_mib
+            )));
+        }
+        if let Some(st) = &profile.storage
+            && st.hard_free_mib.max(st.soft_free_mib) > a.min_free_disk_mib
+        {
+            return Err(invalid(format!(
+                "storage.soft_free_mib ({}) and storage.hard_free_mib ({}) must not exceed the free disk the box starts with (appliance.min_free_disk_mib = {})",
+                st.soft_free_mib, st.hard_free_mib, a.min_free_disk_mib
             )));
         }
         Ok(Loaded {

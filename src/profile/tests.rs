@@ -28,6 +28,13 @@ fn the_three_box_classes_ship_and_load() {
             profile.memory.as_ref().is_some_and(|m| m.budget_mib > 0),
             "{name}: memory"
         );
+        assert!(
+            profile
+                .storage
+                .as_ref()
+                .is_some_and(|s| s.hard_free_mib > 0 && s.hard_free_mib < s.soft_free_mib),
+            "{name}: storage"
+        );
         assert!(profile.log.is_some(), "{name}: log");
         assert!(loaded.layer.get("appliance").is_none());
     }
@@ -61,6 +68,12 @@ fn name_and_budget_must_agree_with_the_box() {
     let e =
         Loaded::parse(path, &format!("{base}[memory]\nbudget_mib = 600\n")).expect_err("budget");
     assert!(e.to_string().contains("memory.budget_mib"), "{e}");
+    let e = Loaded::parse(
+        path,
+        &format!("{base}[storage]\nsoft_free_mib = 8\nhard_free_mib = 20\n"),
+    )
+    .expect_err("a disk mark above the disk the box starts with");
+    assert!(e.to_string().contains("storage.hard_free_mib"), "{e}");
 }
 
 #[test]
@@ -86,7 +99,7 @@ fn the_schema_and_the_types_agree() {
         k.sort();
         k
     };
-    let sections: [(&str, Value); 6] = [
+    let sections: [(&str, Value); 7] = [
         (
             "runtime",
             serde_json::to_value(RuntimeOptions::default()).expect("json"),
@@ -106,6 +119,10 @@ fn the_schema_and_the_types_agree() {
         (
             "memory",
             serde_json::to_value(MemoryOptions::default()).expect("json"),
+        ),
+        (
+            "storage",
+            serde_json::to_value(StorageOptions::default()).expect("json"),
         ),
         (
             "log",

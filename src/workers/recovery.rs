@@ -29,8 +29,10 @@ impl Workers {
     /// [`RECOVERY_WINDOW_PER_WORKER`]); returns at once. [`Workers::recovery_pending`]
     /// counts down as they finish; a stop leaves the rest stored for the next start.
     pub fn recover(self: &Arc<Self>, cases: Vec<String>) -> std::io::Result<()> {
-        self.recovery.left.store(cases.len(), Ordering::Relaxed);
-        self.metrics.recovery_pending.set(cases.len() as i64);
+        // Added, not set: the service also resumes cases this way after a failed write,
+        // possibly while an earlier recovery is still being worked off.
+        let left = self.recovery.left.fetch_add(cases.len(), Ordering::Relaxed) + cases.len();
+        self.metrics.recovery_pending.set(left as i64);
         if cases.is_empty() {
             return Ok(());
         }

@@ -96,6 +96,20 @@ impl Drop for Committer {
     }
 }
 
+/// The head of the audit chain as the store holds it (`None`: no record yet).
+pub(super) fn stored_head(backend: &dyn Backend) -> Result<Option<audit::Head>, Error> {
+    match backend.last(Table::Audit)? {
+        Some((_, v)) => {
+            let r: audit::Record = super::decode("audit record", b"last", &v)?;
+            Ok(Some(audit::Head {
+                seq: r.seq,
+                hash: r.hash,
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
 fn run(
     backend: Arc<dyn Backend>,
     mut head: audit::Head,
@@ -151,6 +165,15 @@ fn run(
                 "store write failed; {} commit(s) refused: {e}",
                 waiters.len()
             );
+            // A write that failed at its final sync may still have landed: the chain goes
+            // on from the head the store holds, never from a guess.
+            match stored_head(backend.as_ref()) {
+                Ok(Some(stored)) => head = stored,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    "cannot read the audit head back after a failed write; the next write tries again: {e}"
+                ),
+            }
         }
         for done in waiters {
             let _ = done.send(result.clone());

@@ -191,12 +191,29 @@ impl Default for Options {
     }
 }
 
-/// A storage failure. Internal: the service logs it and answers 5xx.
+/// A storage failure. [`Error::Full`] and [`Error::Io`] are the disk's (the service answers
+/// `507 storage_full` and `503 storage_unavailable`); the others are internal (`500`).
+///
+/// A failed write never lands in part: every backend write is one transaction.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("store backend {backend}: {message}")]
     Backend {
+        backend: &'static str,
+        message: String,
+    },
+    /// The filesystem of the data directory has no room for the write (ENOSPC, EDQUOT,
+    /// EFBIG). Nothing of it landed; it can succeed once space is freed.
+    #[error("store backend {backend}: the disk is full: {message}")]
+    Full {
+        backend: &'static str,
+        message: String,
+    },
+    /// The disk failed a read or write (or the backend is reopening after such a failure).
+    /// Nothing of a failed write landed.
+    #[error("store backend {backend}: I/O error: {message}")]
+    Io {
         backend: &'static str,
         message: String,
     },
@@ -219,6 +236,37 @@ impl Error {
             message: e.to_string(),
         }
     }
+
+    /// The error an I/O failure of `backend` means: [`Error::Full`] when the disk is out
+    /// of room, [`Error::Io`] otherwise.
+    pub(crate) fn io(backend: &'static str, e: &std::io::Error) -> Error {
+        let message = e.to_string();
+        if no_space(e) {
+            Error::Full { backend, message }
+        } else {
+            Error::Io { backend, message }
+        }
+    }
+
+    /// Whether this is the disk's failure (full, or an I/O error) rather than a bug or
+    /// damaged data: such a write may succeed later, once space or the disk returns.
+    pub fn is_disk(&self) -> bool {
+        matches!(self, Error::Full { .. } | Error::Io { .. })
+    }
+}
+
+/// Whether `e` says the filesystem has no room: ENOSPC, EDQUOT (over quota) or EFBIG
+/// (over the file-size limit).
+pub fn no_space(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EFBIG: i32 = 27;
+    const EDQUOT: i32 = 122;
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::FileTooLarge
+    ) || matches!(e.raw_os_error(), Some(ENOSPC | EFBIG | EDQUOT))
 }
 
 /// Opens the backend `options` names in `dir` (created if missing). A directory that
@@ -307,16 +355,7 @@ impl Store {
 
     /// A store over an already opened backend.
     pub fn with_backend(backend: Arc<dyn Backend>, max_group: usize) -> Result<Store, Error> {
-        let head = match backend.last(Table::Audit)? {
-            Some((_, v)) => {
-                let r: audit::Record = decode("audit record", b"last", &v)?;
-                audit::Head {
-                    seq: r.seq,
-                    hash: r.hash,
-                }
-            }
-            None => audit::Head::genesis(),
-        };
+        let head = group::stored_head(backend.as_ref())?.unwrap_or_else(audit::Head::genesis);
         let salt = match backend.get(Table::Meta, b"salt")? {
             Some(s) if s.len() == 32 => {
                 let mut a = [0u8; 32];
@@ -353,6 +392,21 @@ impl Store {
             return Ok(());
         }
         self.committer.commit(batch)
+    }
+
+    /// Writes one small record (the time, in the `meta` table) through the committer: tells
+    /// whether the disk takes writes again after a failure.
+    pub fn probe_write(&self) -> Result<(), Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut batch = Batch::new();
+        batch.put_raw(
+            Table::Meta,
+            b"write_probe".to_vec(),
+            now.to_be_bytes().to_vec(),
+        );
+        self.commit(batch)
     }
 
     /// Commits, syncs and requests since start, for metrics and benchmarks.
@@ -503,6 +557,18 @@ pub fn key(parts: &[&str]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(matches!(Error::io("redb", &full), Error::Full { .. }));
+        let quota = std::io::Error::from(std::io::ErrorKind::QuotaExceeded);
+        assert!(matches!(Error::io("redb", &quota), Error::Full { .. }));
+        let eio = std::io::Error::from_raw_os_error(5);
+        let e = Error::io("redb", &eio);
+        assert!(matches!(e, Error::Io { .. }) && e.is_disk());
+        assert!(!Error::backend("redb", "bug").is_disk());
+    }
 
     #[test]
     fn prefix_end_bounds_the_prefix() {

@@ -1,9 +1,18 @@
 //! The redb backend: copy-on-write B-trees, one file, every commit fsync'd
 //! (`Durability::Immediate`, redb's default).
+//!
+//! After a failed read or write (a full disk, an I/O error) redb refuses everything with
+//! "Previous I/O error occurred" until the database is closed and opened again. A backend
+//! over a file does that by itself (see `docs/adr/0009-D-disk-full-recovers-in-place.md`):
+//! the operation that met the failure closes the database and opens it again, which runs
+//! redb's own repair and check of the file; until that succeeds (at most one attempt per
+//! [`REOPEN_EVERY`]) reads and writes answer [`Error::Io`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -11,19 +20,48 @@ use super::{Backend, Entry, Error, Op, Options, Table};
 
 const NAME: &str = "redb";
 
+/// Least time between two attempts to reopen the database after an I/O failure: a disk
+/// that is still full is not asked again for every request.
+const REOPEN_EVERY: Duration = Duration::from_millis(200);
+
 fn def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(table.name())
 }
 
-fn err(e: impl std::fmt::Display) -> Error {
-    Error::backend(NAME, e)
+/// Sorts redb's failures: the disk's ([`Error::Full`], [`Error::Io`]) from the rest.
+fn err(e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    match &e {
+        redb::Error::Io(io) => Error::io(NAME, io),
+        redb::Error::PreviousIo | redb::Error::DatabaseClosed => Error::Io {
+            backend: NAME,
+            message: format!("{e} (the store is being reopened)"),
+        },
+        _ => Error::backend(NAME, e),
+    }
 }
 
 /// redb over a file (or, in tests, over a storage that can lose unsynced writes).
 #[derive(Debug)]
 pub struct RedbBackend {
-    db: Database,
+    open: RwLock<Open>,
+    /// The file, to reopen after an I/O failure; `None` over a custom storage.
     path: Option<PathBuf>,
+    cache: usize,
+    /// Times the database was reopened after an I/O failure.
+    reopened: AtomicU64,
+}
+
+/// The database as it is now opened.
+#[derive(Debug)]
+struct Open {
+    /// `None` while a reopen after an I/O failure has not yet succeeded.
+    db: Option<Database>,
+    /// Counts the openings, so that of several threads that met the same failure only
+    /// the first reopens.
+    generation: u64,
+    /// When the last reopen was tried.
+    tried: Option<Instant>,
 }
 
 impl RedbBackend {
@@ -34,14 +72,12 @@ impl RedbBackend {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let db = Database::builder()
-            .set_cache_size(cache_bytes(options))
-            .create(path)
-            .map_err(|e| Error::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        RedbBackend::init(db, Some(path.to_path_buf()))
+        let cache = cache_bytes(options);
+        let db = open_file(path, cache).map_err(|e| Error::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        RedbBackend::init(db, Some(path.to_path_buf()), cache)
     }
 
     /// redb over a custom storage, e.g. [`PowerLossDisk`].
@@ -49,24 +85,105 @@ impl RedbBackend {
         storage: impl redb::StorageBackend,
         options: &Options,
     ) -> Result<RedbBackend, Error> {
+        let cache = cache_bytes(options);
         let db = Database::builder()
-            .set_cache_size(cache_bytes(options))
+            .set_cache_size(cache)
             .create_with_backend(storage)
             .map_err(err)?;
-        RedbBackend::init(db, None)
+        RedbBackend::init(db, None, cache)
     }
 
-    fn init(db: Database, path: Option<PathBuf>) -> Result<RedbBackend, Error> {
-        let txn = db.begin_write().map_err(err)?;
-        for t in Table::ALL {
-            txn.open_table(def(t)).map_err(err)?;
+    fn init(db: Database, path: Option<PathBuf>, cache: usize) -> Result<RedbBackend, Error> {
+        create_tables(&db)?;
+        Ok(RedbBackend {
+            open: RwLock::new(Open {
+                db: Some(db),
+                generation: 0,
+                tried: None,
+            }),
+            path,
+            cache,
+            reopened: AtomicU64::new(0),
+        })
+    }
+
+    /// Times the database was reopened after an I/O failure since it was opened.
+    pub fn reopened(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the open database. When it meets the disk's failure, the database is
+    /// reopened (see the module) and a read (`retry`) is tried once more.
+    fn with_db<T>(
+        &self,
+        retry: bool,
+        f: impl Fn(&Database) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (result, generation) = self.attempt(&f);
+        match result {
+            Err(e) if e.is_disk() => {
+                if self.reopen(generation) && retry {
+                    self.attempt(&f).0
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
         }
-        txn.commit().map_err(err)?;
-        Ok(RedbBackend { db, path })
     }
-}
 
-impl RedbBackend {
+    fn attempt<T>(&self, f: &impl Fn(&Database) -> Result<T, Error>) -> (Result<T, Error>, u64) {
+        let open = self.open.read().unwrap_or_else(|e| e.into_inner());
+        let result = match &open.db {
+            Some(db) => f(db),
+            None => Err(Error::Io {
+                backend: NAME,
+                message: "the store is closed after an I/O error and not yet reopened".into(),
+            }),
+        };
+        (result, open.generation)
+    }
+
+    /// Closes and reopens the database after an I/O failure met at `generation`; whether
+    /// it is open now. Another thread's reopen since then counts.
+    fn reopen(&self, generation: u64) -> bool {
+        let Some(path) = &self.path else {
+            return false;
+        };
+        let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
+        if open.generation != generation {
+            return open.db.is_some();
+        }
+        if open.db.is_none() && open.tried.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return false;
+        }
+        // Closed first: redb holds a lock on its file while it is open.
+        drop(open.db.take());
+        open.generation += 1;
+        open.tried = Some(Instant::now());
+        match open_file(path, self.cache)
+            .map_err(err)
+            .and_then(|db| create_tables(&db).map(|()| db))
+        {
+            Ok(db) => {
+                open.db = Some(db);
+                self.reopened.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    path = %path.display(),
+                    "the store was reopened after an I/O error and its file checked; writes go on"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the store cannot be reopened after an I/O error yet (tried again on the next access): {e}"
+                );
+                false
+            }
+        }
+    }
+
     /// Up to `limit` entries of `[from, to)`, first to last or (`back`) last to first.
     fn scan(
         &self,
@@ -76,23 +193,39 @@ impl RedbBackend {
         limit: usize,
         back: bool,
     ) -> Result<Vec<Entry>, Error> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        let iter = match to {
-            Some(to) => t.range(from..to),
-            None => t.range(from..),
-        }
-        .map_err(err)?;
-        let entry = |item: Result<_, redb::StorageError>| {
-            let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) = item.map_err(err)?;
-            Ok((k.value().to_vec(), v.value().to_vec()))
-        };
-        if back {
-            iter.rev().take(limit).map(entry).collect()
-        } else {
-            iter.take(limit).map(entry).collect()
-        }
+        self.with_db(true, |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(def(table)).map_err(err)?;
+            let iter = match to {
+                Some(to) => t.range(from..to),
+                None => t.range(from..),
+            }
+            .map_err(err)?;
+            let entry = |item: Result<_, redb::StorageError>| {
+                let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) =
+                    item.map_err(err)?;
+                Ok((k.value().to_vec(), v.value().to_vec()))
+            };
+            if back {
+                iter.rev().take(limit).map(entry).collect()
+            } else {
+                iter.take(limit).map(entry).collect()
+            }
+        })
     }
+}
+
+/// Opens (or repairs, after an unclean close) the database file.
+fn open_file(path: &Path, cache: usize) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(cache).create(path)
+}
+
+fn create_tables(db: &Database) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(err)?;
+    for t in Table::ALL {
+        txn.open_table(def(t)).map_err(err)?;
+    }
+    txn.commit().map_err(err)
 }
 
 fn cache_bytes(options: &Options) -> usize {
@@ -101,9 +234,11 @@ fn cache_bytes(options: &Options) -> usize {
 
 impl Backend for RedbBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+        self.with_db(true, |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(def(table)).map_err(err)?;
+            Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+        })
     }
 
     fn range(
@@ -127,11 +262,13 @@ impl Backend for RedbBackend {
     }
 
     fn last(&self, table: Table) -> Result<Option<Entry>, Error> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        Ok(t.last()
-            .map_err(err)?
-            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+        self.with_db(true, |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(def(table)).map_err(err)?;
+            Ok(t.last()
+                .map_err(err)?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+        })
     }
 
     fn write(&self, groups: &[Vec<Op>]) -> Result<(), Error> {
@@ -140,21 +277,25 @@ impl Backend for RedbBackend {
         for op in groups.iter().flatten() {
             by_table.entry(op.table).or_default().push(op);
         }
-        let txn = self.db.begin_write().map_err(err)?;
-        for (table, ops) in by_table {
-            let mut t = txn.open_table(def(table)).map_err(err)?;
-            for op in ops {
-                match &op.value {
-                    Some(v) => {
-                        t.insert(op.key.as_slice(), v.as_slice()).map_err(err)?;
-                    }
-                    None => {
-                        t.remove(op.key.as_slice()).map_err(err)?;
+        // A failed write is not tried again here: whether it landed is for the caller to
+        // find out (the committer reads the audit head back).
+        self.with_db(false, |db| {
+            let txn = db.begin_write().map_err(err)?;
+            for (table, ops) in &by_table {
+                let mut t = txn.open_table(def(*table)).map_err(err)?;
+                for op in ops {
+                    match &op.value {
+                        Some(v) => {
+                            t.insert(op.key.as_slice(), v.as_slice()).map_err(err)?;
+                        }
+                        None => {
+                            t.remove(op.key.as_slice()).map_err(err)?;
+                        }
                     }
                 }
             }
-        }
-        txn.commit().map_err(err)
+            txn.commit().map_err(err)
+        })
     }
 
     fn disk_bytes(&self) -> u64 {

@@ -11,8 +11,12 @@ use super::{Backend, Entry, Error, Op, Options, Table};
 
 const NAME: &str = "sled";
 
-fn err(e: impl std::fmt::Display) -> Error {
-    Error::backend(NAME, e)
+/// Sorts sled's failures: the disk's ([`Error::Full`], [`Error::Io`]) from the rest.
+fn err(e: sled::Error) -> Error {
+    match &e {
+        sled::Error::Io(io) => Error::io(NAME, io),
+        _ => Error::backend(NAME, e),
+    }
 }
 
 #[derive(Debug)]
@@ -140,7 +144,10 @@ impl Backend for SledBackend {
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| err(format!("{e:?}")))?;
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => err(e),
+                other => Error::backend(NAME, format!("{other:?}")),
+            })?;
         self.db.flush().map_err(err)?;
         Ok(())
     }
