@@ -6,6 +6,11 @@
 //! for and returns; the caller (service scheduler, fixture runner, CLI) feeds the matching
 //! [`Event`] back in later. Every node execution produces a [`StepRecord`] for the audit
 //! trail. Storage and transport are the caller's business.
+//!
+//! What a node does lives with its kind (`workflow::nodes`); this module is the step loop
+//! around it, the events that resume a case and the records it leaves. The case itself
+//! (`crate::case`) and the back-office port (`Connector`, from the `call` kind) are
+//! re-exported here, where callers have always found them.
 
 mod clock;
 mod run;
