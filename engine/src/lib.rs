@@ -2,16 +2,17 @@
 //! the routing policy, the executor and the fixture runner; the durable runner with its
 //! store and audit log; channel intake and the intent model.
 //!
-//! The domain modules (`workflow`, `rules`, `routing`, `exec`, `fixture`, `audit`, `intake`)
-//! do no I/O beyond reading workflow directories: clocks, connectors and storage come in
-//! through traits, so a run is deterministic and the same code serves the CLI, the tests and
-//! the service. The storage engines live behind [`store::Backend`] in `store`, and `runner`
+//! The domain modules (`workflow`, `rules`, `routing`, `case`, `exec`, `fixture`, `audit`,
+//! `intake`) do no I/O beyond reading workflow directories: clocks, connectors and storage
+//! come in through traits, so a run is deterministic and the same code serves the CLI, the
+//! tests and the service. The storage engines live behind [`store::Backend`] in `store`, and `runner`
 //! is where the executor meets the store. This crate must not depend on HTTP crates; the one
 //! inference adapter (`classify::onnx`, ONNX Runtime through `ort`) is behind the `onnx`
 //! feature.
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod case;
 pub mod classify;
 pub mod diagnostic;
 pub mod exec;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use casegraph_engine::rules::Rules;
-use casegraph_engine::workflow::{compile_dir, def};
+use casegraph_engine::workflow::{compile_dir, def, nodes};
 use marked_yaml::Node;
 use serde_json::{Value, json};
 
@@ -148,11 +148,11 @@ fn the_schema_names_exactly_the_fields_of_the_format() {
         .iter()
         .map(|k| k.as_str().expect("kind"))
         .collect();
-    assert_eq!(kinds, def::NODE_KINDS, "node kinds, in order");
-    for kind in def::NODE_KINDS {
+    assert_eq!(kinds, nodes::NODE_KINDS, "node kinds, in order");
+    for kind in nodes::NODE_KINDS {
         let node = &s["$defs"][kind];
         let mut expected: Vec<&str> = vec!["kind", "description", "max_visits"];
-        expected.extend(def::allowed_fields(kind).expect("known kind"));
+        expected.extend(nodes::allowed_fields(kind).expect("known kind"));
         assert_eq!(
             keys(&node["properties"]),
             sorted(&expected),

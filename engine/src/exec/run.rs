@@ -1,18 +1,18 @@
 //! The step loop: evaluate a node, record it, pick the edge, until the case waits or ends.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::step::{Outcome, follow};
 use super::{
     Case, Clock, Connector, Error, Event, Failure, Status, StepRecord, TaskCompletion, Waiting,
     digest,
 };
 use crate::rules::Rules;
-use crate::workflow::{Edge, Workflow};
+use crate::workflow::nodes::{Outcome, Run};
+use crate::workflow::{Edge, Node, Workflow};
 
 /// Runs cases. Holds only borrowed, shared parts; cheap to build per run.
 #[derive(Clone, Copy)]
@@ -109,91 +109,16 @@ impl<'a> Executor<'a> {
         let mut records = Vec::new();
         let before = digest(&case.data);
         let started = Instant::now();
-        let (node_id, edge, retry) = match (&waiting, event) {
-            (
-                Waiting::Task {
-                    task_id,
-                    node,
-                    decisions,
-                    ..
-                },
-                Event::TaskCompleted(done),
-            ) => {
-                self.check_task(case, task_id, decisions, &done)?;
-                let TaskCompletion {
-                    decision,
-                    data,
-                    comment,
-                    by,
-                    ..
-                } = done;
-                let tasks = case.data.as_object_mut().and_then(|m| {
-                    m.entry("tasks")
-                        .or_insert_with(|| json!({}))
-                        .as_object_mut()
-                });
-                if let Some(tasks) = tasks {
-                    tasks.insert(
-                        node.clone(),
-                        json!({ "decision": decision, "data": data, "comment": comment, "by": by }),
-                    );
-                }
-                let detail = json!({
-                    "event": "task_completed", "task_id": task_id, "decision": decision, "by": by,
-                    "comment_digest": comment.as_ref().map(|c| digest(&json!(c))),
-                });
-                (node.clone(), Some((Edge::Decision(decision), detail)), None)
-            }
-            (
-                Waiting::Task {
-                    node,
-                    sla_due: Some(due),
-                    task_id,
-                    ..
-                },
-                Event::TimerFired,
-            ) => {
-                self.check_due(case, *due, now)?;
-                let detail = json!({ "event": "sla_passed", "task_id": task_id, "sla_due": due });
-                (node.clone(), Some((Edge::Escalation, detail)), None)
-            }
-            (
-                Waiting::Timer {
-                    node,
-                    due,
-                    retry_attempt,
-                },
-                Event::TimerFired,
-            ) => {
-                self.check_due(case, *due, now)?;
-                match retry_attempt {
-                    Some(attempt) => (node.clone(), None, Some(*attempt)),
-                    None => {
-                        let detail = json!({ "event": "timer_fired", "due": due });
-                        (node.clone(), Some((Edge::Next, detail)), None)
-                    }
-                }
-            }
-            (waiting, event) => {
-                return Err(Error::UnexpectedEvent {
-                    case_id: case.id.clone(),
-                    waiting: describe(waiting),
-                    event: match event {
-                        Event::TaskCompleted(t) => format!("a completion of task `{}`", t.task_id),
-                        Event::TimerFired => "a timer".into(),
-                    },
-                });
-            }
-        };
+        let resumption = self.take(case, &waiting, event, now)?;
         case.waiting = None;
         case.status = Status::Running;
         case.updated_at = now;
-        if let Some((edge, detail)) = edge {
+        if let Some((edge, detail)) = resumption.edge {
             // The resumption itself is a step of the waiting node: who decided, or the timer.
             let node = workflow
-                .node(&node_id)
+                .node(&resumption.node)
                 .expect("a waiting case's node exists in its workflow");
-            let to = follow(workflow, &node.id, &edge);
+            let to = workflow.follow(&node.id, &edge);
             let record = StepRecord {
                 case_id: case.id.clone(),
                 seq: next_seq(case),
@@ -218,8 +143,76 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        self.advance(workflow, case, retry, &mut records);
+        self.advance(workflow, case, resumption.retry, &mut records);
         Ok(records)
+    }
+
+    /// Checks that `event` is what the case waits for and says where it leads. Only a
+    /// task completion changes the case (its decision goes to `case.tasks`), and only once
+    /// it checked.
+    fn take(
+        &self,
+        case: &mut Case,
+        waiting: &Waiting,
+        event: Event,
+        now: Timestamp,
+    ) -> Result<Resumption, Error> {
+        match (waiting, event) {
+            (
+                Waiting::Task {
+                    task_id,
+                    node,
+                    decisions,
+                    ..
+                },
+                Event::TaskCompleted(done),
+            ) => {
+                self.check_task(case, task_id, decisions, &done)?;
+                Ok(task_completed(case, node, task_id, done))
+            }
+            (
+                Waiting::Task {
+                    node,
+                    sla_due: Some(due),
+                    task_id,
+                    ..
+                },
+                Event::TimerFired,
+            ) => {
+                self.check_due(case, *due, now)?;
+                let detail = json!({ "event": "sla_passed", "task_id": task_id, "sla_due": due });
+                Ok(Resumption::along(node, Edge::Escalation, detail))
+            }
+            (
+                Waiting::Timer {
+                    node,
+                    due,
+                    retry_attempt,
+                },
+                Event::TimerFired,
+            ) => {
+                self.check_due(case, *due, now)?;
+                Ok(match retry_attempt {
+                    Some(attempt) => Resumption {
+                        node: node.clone(),
+                        edge: None,
+                        retry: Some(*attempt),
+                    },
+                    None => {
+                        let detail = json!({ "event": "timer_fired", "due": due });
+                        Resumption::along(node, Edge::Next, detail)
+                    }
+                })
+            }
+            (waiting, event) => Err(Error::UnexpectedEvent {
+                case_id: case.id.clone(),
+                waiting: describe(waiting),
+                event: match event {
+                    Event::TaskCompleted(t) => format!("a completion of task `{}`", t.task_id),
+                    Event::TimerFired => "a timer".into(),
+                },
+            }),
+        }
     }
 
     fn check_task(
@@ -274,38 +267,10 @@ impl<'a> Executor<'a> {
             let node = wf
                 .node(&case.current)
                 .expect("the current node exists in the case's workflow");
-            if began.elapsed() > budget {
-                let message = format!(
-                    "the case ran without waiting for more than {} ms (limit rules.max_segment_ms); it was stopped before node `{}`",
-                    budget.as_millis(),
-                    node.id
-                );
-                fail(case, Failure::public(message));
-                return;
-            }
-            if case.steps >= wf.max_steps {
-                let message = format!(
-                    "the case exceeded the workflow's bound of {} steps (limits.max_steps) at node `{}`",
-                    wf.max_steps, node.id
-                );
-                fail(case, Failure::public(message));
-                return;
-            }
             let attempt = retry.take();
-            if attempt.is_none() {
-                let visits = case.visits.entry(node.id.clone()).or_insert(0);
-                *visits += 1;
-                if let Some(max) = node.max_visits
-                    && *visits > max
-                {
-                    let message = format!(
-                        "node `{}` was reached a {}th time; its bound is max_visits: {max}",
-                        node.id, *visits
-                    );
-                    fail(case, Failure::public(message));
-                    return;
-                }
-                case.path.push(node.id.clone());
+            if let Err(failure) = enter(wf, case, node, began.elapsed(), budget, attempt) {
+                fail(case, failure);
+                return;
             }
             case.steps += 1;
             let now = self.clock.now();
@@ -327,42 +292,157 @@ impl<'a> Executor<'a> {
                 detail: Value::Null,
             };
             case.updated_at = now;
-            match outcome {
-                Outcome::Go { edge, to, detail } => {
-                    record.edge = Some(edge);
-                    record.to = Some(to.clone());
-                    record.detail = detail;
-                    case.current = to;
-                }
-                Outcome::Wait { waiting, detail } => {
-                    record.detail = detail;
-                    case.waiting = Some(waiting);
-                    case.status = Status::Waiting;
-                }
-                Outcome::End { outcome, escalated } => {
-                    record.detail = json!({ "outcome": outcome });
-                    case.outcome = Some(outcome);
-                    case.status = if escalated {
-                        Status::Escalated
-                    } else {
-                        Status::Completed
-                    };
-                }
-                Outcome::Fail { failure, detail } => {
-                    // The step record is audit: the reason, never the message.
-                    record.detail = detail;
-                    if let Value::Object(m) = &mut record.detail {
-                        m.insert("error".into(), json!(failure.reason));
-                    } else {
-                        record.detail = json!({ "error": failure.reason });
-                    }
-                    fail(case, failure);
-                }
-            }
+            settle(case, &mut record, outcome);
             record.output_digest = digest(&case.data);
             record.elapsed_us = elapsed_us(started);
             tracing::debug!(case = %case.id, node = %node.id, kind = node.step.kind(), "step");
             records.push(record);
+        }
+    }
+
+    /// Executes one node, as its kind says; returns what it decided and the digest of the
+    /// script that ran.
+    fn execute(
+        &self,
+        wf: &Workflow,
+        node: &Node,
+        case: &mut Case,
+        now: Timestamp,
+        attempt: u32,
+    ) -> (Outcome, Option<String>) {
+        let mut run = Run {
+            wf,
+            node,
+            case,
+            rules: self.rules,
+            connector: self.connector,
+            now,
+            attempt,
+        };
+        node.step.run(&mut run)
+    }
+}
+
+/// Where an event that a waiting case took leads.
+struct Resumption {
+    /// The node the case waited at.
+    node: String,
+    /// The edge to take out of it, with the step record's detail; `None` to run the node
+    /// again (a call's next attempt).
+    edge: Option<(Edge, Value)>,
+    /// The call attempt to make when the node runs again.
+    retry: Option<u32>,
+}
+
+impl Resumption {
+    fn along(node: &str, edge: Edge, detail: Value) -> Resumption {
+        Resumption {
+            node: node.to_string(),
+            edge: Some((edge, detail)),
+            retry: None,
+        }
+    }
+}
+
+/// Records a reviewer's decision under `case.tasks.<node>` and takes its edge.
+fn task_completed(case: &mut Case, node: &str, task_id: &str, done: TaskCompletion) -> Resumption {
+    let TaskCompletion {
+        decision,
+        data,
+        comment,
+        by,
+        ..
+    } = done;
+    let tasks = case.data.as_object_mut().and_then(|m| {
+        m.entry("tasks")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+    });
+    if let Some(tasks) = tasks {
+        tasks.insert(
+            node.to_string(),
+            json!({ "decision": decision, "data": data, "comment": comment, "by": by }),
+        );
+    }
+    let detail = json!({
+        "event": "task_completed", "task_id": task_id, "decision": decision, "by": by,
+        "comment_digest": comment.as_ref().map(|c| digest(&json!(c))),
+    });
+    Resumption::along(node, Edge::Decision(decision), detail)
+}
+
+/// Counts a node execution against the segment's time budget and the workflow's step
+/// bound, and a first attempt (not a call's retry) as a visit against the node's bound and
+/// on the case's path.
+fn enter(
+    wf: &Workflow,
+    case: &mut Case,
+    node: &Node,
+    elapsed: Duration,
+    budget: Duration,
+    attempt: Option<u32>,
+) -> Result<(), Failure> {
+    if elapsed > budget {
+        return Err(Failure::public(format!(
+            "the case ran without waiting for more than {} ms (limit rules.max_segment_ms); it was stopped before node `{}`",
+            budget.as_millis(),
+            node.id
+        )));
+    }
+    if case.steps >= wf.max_steps {
+        return Err(Failure::public(format!(
+            "the case exceeded the workflow's bound of {} steps (limits.max_steps) at node `{}`",
+            wf.max_steps, node.id
+        )));
+    }
+    if attempt.is_none() {
+        let visits = case.visits.entry(node.id.clone()).or_insert(0);
+        *visits += 1;
+        if let Some(max) = node.max_visits
+            && *visits > max
+        {
+            return Err(Failure::public(format!(
+                "node `{}` was reached a {}th time; its bound is max_visits: {max}",
+                node.id, *visits
+            )));
+        }
+        case.path.push(node.id.clone());
+    }
+    Ok(())
+}
+
+/// Applies what a node execution decided to the case, and to its step record.
+fn settle(case: &mut Case, record: &mut StepRecord, outcome: Outcome) {
+    match outcome {
+        Outcome::Go { edge, to, detail } => {
+            record.edge = Some(edge);
+            record.to = Some(to.clone());
+            record.detail = detail;
+            case.current = to;
+        }
+        Outcome::Wait { waiting, detail } => {
+            record.detail = detail;
+            case.waiting = Some(waiting);
+            case.status = Status::Waiting;
+        }
+        Outcome::End { outcome, escalated } => {
+            record.detail = json!({ "outcome": outcome });
+            case.outcome = Some(outcome);
+            case.status = if escalated {
+                Status::Escalated
+            } else {
+                Status::Completed
+            };
+        }
+        Outcome::Fail { failure, detail } => {
+            // The step record is audit: the reason, never the message.
+            record.detail = detail;
+            if let Value::Object(m) = &mut record.detail {
+                m.insert("error".into(), json!(failure.reason));
+            } else {
+                record.detail = json!({ "error": failure.reason });
+            }
+            fail(case, failure);
         }
     }
 }

@@ -8,7 +8,7 @@ use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef, Reversed};
 
-use super::{Code, Diagnostic, Edge, Node, Step};
+use super::{Code, Diagnostic, Edge, Node};
 
 /// Reachability, dead ends and unbounded cycles, on the edges that resolved.
 pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) -> Vec<Diagnostic> {
@@ -25,7 +25,7 @@ pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) 
     let reversed = Reversed(graph);
     for end in graph
         .node_indices()
-        .filter(|&ix| matches!(graph[ix].step, Step::End { .. }))
+        .filter(|&ix| graph[ix].step.kind_of().ends)
     {
         let mut dfs = Dfs::new(reversed, end);
         while let Some(ix) = dfs.next(reversed) {
@@ -52,7 +52,7 @@ pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) 
     // visit bound. Removing those nodes leaves exactly the unbounded cycles.
     let bounded = |ix: NodeIndex| {
         let n = &graph[ix];
-        n.max_visits.is_some() || matches!(n.step, Step::Human { .. } | Step::Wait(_))
+        n.max_visits.is_some() || n.step.kind_of().waits
     };
     let free = graph.filter_map(
         |ix, n| (!bounded(ix)).then_some(n.id.as_str()),

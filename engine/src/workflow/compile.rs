@@ -5,18 +5,16 @@
 //! part of the graph is sound, so one `casegraph validate` shows the whole list.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
 
 use marked_yaml::{Node as YamlNode, Spanned};
 use petgraph::graph::{DiGraph, NodeIndex};
 use sha2::Digest as _;
 
-use super::def::{self, BranchDef, LimitsDef, NodeDef, Replies};
-use super::{Code, Diagnostic, Edge, Node, Step, WaitFor, Workflow, check, template_key};
-use crate::files;
-use crate::rules::{Origin, Rules, Script};
+use super::compiler::Compiler;
+use super::def::{self, LimitsDef, NodeDef, Replies};
+use super::{Code, Diagnostic, Edge, Node, Step, Workflow, check, nodes, template_key};
+use crate::rules::Rules;
 use crate::yaml::{self, line_of, pos};
 
 /// Default bound on node executions per case.
@@ -24,14 +22,7 @@ const DEFAULT_MAX_STEPS: u32 = 500;
 
 /// Compiles the workflow in `dir` (which holds `workflow.yaml`).
 pub fn compile_dir(dir: &Path, rules: &Rules) -> Result<Workflow, Vec<Diagnostic>> {
-    let mut c = Compiler {
-        dir: dir.to_path_buf(),
-        file: dir.join("workflow.yaml"),
-        rules,
-        diags: Vec::new(),
-        hasher: sha2::Sha256::new(),
-        edges_incomplete: false,
-    };
+    let mut c = Compiler::new(dir, rules);
     let workflow = c.compile();
     match workflow {
         Some(w) if c.diags.is_empty() => Ok(w),
@@ -41,18 +32,6 @@ pub fn compile_dir(dir: &Path, rules: &Rules) -> Result<Workflow, Vec<Diagnostic
             Err(c.diags)
         }
     }
-}
-
-struct Compiler<'r> {
-    dir: PathBuf,
-    file: PathBuf,
-    rules: &'r Rules,
-    diags: Vec<Diagnostic>,
-    /// Digest over every file read, in a fixed order: the workflow version's identity.
-    hasher: sha2::Sha256,
-    /// Set when a node or a branch condition could not be read, so some edges are
-    /// missing: reachability and cycle checks would then report problems that are not there.
-    edges_incomplete: bool,
 }
 
 /// The top-level fields, each read on its own.
@@ -71,65 +50,6 @@ struct Top {
 }
 
 impl Compiler<'_> {
-    fn diag(&mut self, code: Code, line: usize, message: impl Into<String>) -> &mut Diagnostic {
-        self.diags
-            .push(Diagnostic::new(code, &self.file, line, message));
-        self.diags.last_mut().expect("just pushed")
-    }
-
-    /// Reads a file of the bundle (`rel`, relative to the workflow directory, confined to
-    /// it by [`files::read`]) and adds it to the digest.
-    fn read_hashed(&mut self, rel: &str) -> Result<(PathBuf, String), files::Error> {
-        let (path, text) = files::read(&self.dir, rel)?;
-        self.hasher.update(
-            path.file_name()
-                .map(|n| n.as_encoded_bytes())
-                .unwrap_or_default(),
-        );
-        self.hasher.update([0]);
-        self.hasher.update(text.as_bytes());
-        self.hasher.update([0]);
-        Ok((path, text))
-    }
-
-    /// Reads a file the format implies (`workflow.yaml`, the default schema); a problem is
-    /// the file's own.
-    fn read(&mut self, rel: &str) -> Option<(PathBuf, String)> {
-        match self.read_hashed(rel) {
-            Ok(read) => Some(read),
-            Err(e) => {
-                let code = e.code();
-                let path = self.dir.join(rel);
-                self.diags
-                    .push(Diagnostic::new(code, &path, 0, format!("cannot read: {e}")));
-                None
-            }
-        }
-    }
-
-    /// Reads a file that `workflow.yaml` names in `field` (`rel`, relative to the workflow
-    /// directory). A file that cannot be read is reported where it is named, with its field
-    /// and node, since that is where the process owner fixes a wrong name; a path that
-    /// leaves the folder is refused before anything on disk is asked.
-    fn read_named(
-        &mut self,
-        field: &str,
-        rel: &Spanned<String>,
-        node: Option<&str>,
-    ) -> Option<(PathBuf, String)> {
-        match self.read_hashed(rel.as_str()) {
-            Ok(read) => Some(read),
-            Err(e) => {
-                let (line, column) = pos(rel.span());
-                let code = e.code();
-                let d = self.diag(code, line, format!("`{field}`: {e}"));
-                d.column = column;
-                d.node = node.map(Into::into);
-                None
-            }
-        }
-    }
-
     fn compile(&mut self) -> Option<Workflow> {
         let file = self.file.clone();
         let (_, text) = self.read("workflow.yaml")?;
@@ -439,22 +359,13 @@ impl Compiler<'_> {
                 self.diag(Code::InvalidValue, line_of(id), msg).node = Some(id.to_string());
             }
             let mut edges = Vec::new();
-            let step = self.step(id, def, templates, &mut edges);
+            let step = nodes::compile(self, id, def, templates, &mut edges);
             let node = Node {
                 id: id.to_string(),
                 line: line_of(id),
                 description: def.description.as_ref().map(|d| d.to_string()),
                 max_visits: def.max_visits.as_ref().map(|m| **m),
-                // A node whose fields did not check keeps its place in the graph: an `end`
-                // stays terminal (else its predecessors would be reported as dead ends), any
-                // other kind stands in as a decision with the edges that were read.
-                step: step.unwrap_or_else(|| match def.kind.as_str() {
-                    "end" => Step::End {
-                        outcome: String::new(),
-                        escalated: false,
-                    },
-                    _ => Step::Decision,
-                }),
+                step: step.unwrap_or_else(|| Step::stand_in(def.kind.as_str())),
             };
             if node.max_visits == Some(0) {
                 self.diag(
@@ -488,287 +399,6 @@ impl Compiler<'_> {
             }
         }
         (graph, index)
-    }
-
-    /// Checks one node's fields for its kind and compiles its scripts; collects its edges.
-    fn step(
-        &mut self,
-        id: &Spanned<String>,
-        def: &NodeDef,
-        templates: &HashSet<&str>,
-        edges: &mut Vec<(Spanned<String>, Edge)>,
-    ) -> Option<Step> {
-        let node = id.as_str();
-        let kind = def.kind.as_str();
-        let Some(allowed) = def::allowed_fields(kind) else {
-            let msg = format!(
-                "unknown node kind `{kind}`, expected one of: {}",
-                def::NODE_KINDS.join(", ")
-            );
-            self.diag(Code::InvalidValue, line_of(&def.kind), msg).node = Some(node.into());
-            self.edges_incomplete = true;
-            return None;
-        };
-        for (field, (line, column)) in def.present_fields() {
-            if !allowed.contains(&field) {
-                let msg = format!(
-                    "field `{field}` does not belong on a `{kind}` node (allowed: {})",
-                    allowed.join(", ")
-                );
-                let d = self.diag(Code::UnknownField, line, msg);
-                d.column = column;
-                d.node = Some(node.into());
-            }
-        }
-        let missing = |c: &mut Self, field: &str| {
-            let msg = format!("a `{kind}` node needs `{field}`");
-            c.diag(Code::MissingField, line_of(id), msg).node = Some(node.into());
-        };
-        macro_rules! required {
-            ($field:ident) => {
-                match &def.$field {
-                    Some(v) => Some(v),
-                    None => {
-                        missing(self, stringify!($field));
-                        None
-                    }
-                }
-            };
-        }
-        macro_rules! edge {
-            ($field:expr, $edge:expr) => {
-                if let Some(target) = &$field {
-                    edges.push((target.clone(), $edge));
-                }
-            };
-        }
-        match kind {
-            "rule" => {
-                required!(next);
-                edge!(def.next, Edge::Next);
-                let script = required!(script)?;
-                let (file, source) = self.read_named("script", script, Some(node))?;
-                let origin = Origin {
-                    file,
-                    line: 1,
-                    node: Some(node.into()),
-                };
-                let script = self.script(self.rules.compile(&source, origin))?;
-                Some(Step::Rule { script })
-            }
-            "decision" => {
-                if def.otherwise.is_none() {
-                    let msg = "a `decision` node needs `otherwise`, the edge taken when no branch matches";
-                    self.diag(Code::MissingOtherwise, line_of(id), msg).node = Some(node.into());
-                }
-                let branches: &[BranchDef] = def.branches.as_deref().unwrap_or_default();
-                if branches.is_empty() {
-                    missing(self, "branches");
-                }
-                let mut ok = true;
-                for (order, b) in branches.iter().enumerate() {
-                    match self.expression(&b.when, node) {
-                        Some(condition) => edges.push((
-                            b.to.clone(),
-                            Edge::When {
-                                order,
-                                condition,
-                                source: b.when.to_string(),
-                            },
-                        )),
-                        None => {
-                            ok = false;
-                            self.edges_incomplete = true;
-                        }
-                    }
-                }
-                edges.push((def.otherwise.clone()?, Edge::Otherwise));
-                ok.then_some(Step::Decision)
-            }
-            "call" => {
-                required!(next);
-                edge!(def.next, Edge::Next);
-                edge!(def.on_failure, Edge::Failure);
-                let connector = required!(connector);
-                let operation = required!(operation);
-                let payload = match &def.payload {
-                    Some(p) => Some(self.expression(p, node)?),
-                    None => None,
-                };
-                let (max_attempts, backoff) = match &def.retry {
-                    Some(r) => {
-                        if *r.max_attempts == 0 {
-                            self.diag(
-                                Code::InvalidValue,
-                                line_of(&r.max_attempts),
-                                "`retry.max_attempts` must be at least 1",
-                            )
-                            .node = Some(node.into());
-                        }
-                        let backoff = match &r.backoff {
-                            Some(b) => self.duration(b, node)?,
-                            None => Duration::from_secs(30),
-                        };
-                        (*r.max_attempts, backoff)
-                    }
-                    None => (1, Duration::ZERO),
-                };
-                Some(Step::Call {
-                    connector: connector?.to_string(),
-                    operation: operation?.to_string(),
-                    payload,
-                    result: def.result.as_ref().map(|r| r.to_string()),
-                    max_attempts,
-                    backoff,
-                })
-            }
-            "human" => {
-                let queue = required!(queue);
-                let decisions = required!(decisions);
-                let in_order = def.decisions_in_order();
-                if decisions.is_some() && in_order.is_empty() {
-                    missing(self, "decisions");
-                }
-                for (name, target) in &in_order {
-                    edges.push(((*target).clone(), Edge::Decision(name.to_string())));
-                }
-                edge!(def.escalate, Edge::Escalation);
-                let sla = match &def.sla {
-                    Some(s) => Some(self.duration(s, node)?),
-                    None => None,
-                };
-                if sla.is_some() != def.escalate.is_some() {
-                    let msg = "`sla` and `escalate` go together: a task with an SLA needs an escalation edge, and the reverse";
-                    self.diag(Code::MissingField, line_of(id), msg).node = Some(node.into());
-                }
-                Some(Step::Human {
-                    queue: queue?.to_string(),
-                    task: def.task.as_ref().map(|t| t.to_string()),
-                    sla,
-                    decisions: in_order.iter().map(|(k, _)| k.to_string()).collect(),
-                })
-            }
-            "wait" => {
-                required!(next);
-                edge!(def.next, Edge::Next);
-                match (&def.duration, &def.until) {
-                    (Some(d), None) => Some(Step::Wait(WaitFor::Duration(self.duration(d, node)?))),
-                    (None, Some(u)) => Some(Step::Wait(WaitFor::Until(self.expression(u, node)?))),
-                    _ => {
-                        let msg = "a `wait` node needs exactly one of `duration` and `until`";
-                        self.diag(Code::MissingField, line_of(id), msg).node = Some(node.into());
-                        None
-                    }
-                }
-            }
-            "checkpoint" => {
-                required!(next);
-                edge!(def.next, Edge::Next);
-                let name = required!(name);
-                let assert_source = required!(assert)?;
-                let assert = self.expression(assert_source, node)?;
-                Some(Step::Checkpoint {
-                    name: name?.to_string(),
-                    assert,
-                    evidence: def
-                        .evidence
-                        .iter()
-                        .flatten()
-                        .map(|e| e.to_string())
-                        .collect(),
-                })
-            }
-            "reply" => {
-                required!(next);
-                edge!(def.next, Edge::Next);
-                let template = required!(template)?;
-                if !templates.contains(template.as_str()) {
-                    let msg = format!(
-                        "reply template `{}` is not defined under `replies`",
-                        template.as_str()
-                    );
-                    self.diag(Code::Template, line_of(template), msg).node = Some(node.into());
-                    return None;
-                }
-                Some(Step::Reply {
-                    template: template.to_string(),
-                })
-            }
-            "end" => {
-                let outcome = required!(outcome)?;
-                let escalated = match def.status.as_ref().map(|s| s.as_str()) {
-                    None | Some("completed") => false,
-                    Some("escalated") => true,
-                    Some(other) => {
-                        let msg =
-                            format!("`status` must be `completed` or `escalated`, not `{other}`");
-                        let line = def.status.as_ref().map(line_of).unwrap_or(0);
-                        self.diag(Code::InvalidValue, line, msg).node = Some(node.into());
-                        return None;
-                    }
-                };
-                Some(Step::End {
-                    outcome: outcome.to_string(),
-                    escalated,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    fn expression(&mut self, source: &Spanned<String>, node: &str) -> Option<Arc<Script>> {
-        let origin = Origin {
-            file: self.file.clone(),
-            line: line_of(source),
-            node: Some(node.into()),
-        };
-        let compiled = self.rules.compile_expression(source, origin);
-        self.script(compiled)
-    }
-
-    fn script(
-        &mut self,
-        compiled: Result<Arc<Script>, crate::rules::Error>,
-    ) -> Option<Arc<Script>> {
-        match compiled {
-            Ok(s) => Some(s),
-            Err(crate::rules::Error::Compile {
-                file,
-                line,
-                column,
-                node,
-                message,
-            }) => {
-                let mut d = Diagnostic::new(
-                    Code::Script,
-                    &file,
-                    line,
-                    format!("does not compile: {message}"),
-                )
-                .at(line, column);
-                d.node = node;
-                self.diags.push(d);
-                None
-            }
-            Err(other) => {
-                self.diag(Code::Script, 0, other.to_string());
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, text: &Spanned<String>, node: &str) -> Option<Duration> {
-        match humantime::parse_duration(text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                let msg = format!(
-                    "`{}` is not a duration such as `30s`, `4h` or `2d`: {e}",
-                    text.as_str()
-                );
-                self.diag(Code::InvalidValue, line_of(text), msg).node = Some(node.into());
-                None
-            }
-        }
     }
 }
 

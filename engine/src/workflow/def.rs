@@ -2,7 +2,7 @@
 //!
 //! Every value a problem could be reported against is `Spanned`, so compilation can point
 //! at file, line and node. Per-kind rules (which fields a `rule` node may carry, and so on)
-//! are checked in `compile`, not here, so one run reports every problem.
+//! are checked by each kind in `nodes`, not here, so one run reports every problem.
 
 use std::collections::HashMap;
 
@@ -53,7 +53,8 @@ pub struct RetryDef {
     pub backoff: Option<Spanned<String>>,
 }
 
-/// A node as written. Which fields are allowed depends on `kind`; see [`allowed_fields`].
+/// A node as written: the fields of every kind. Which fields a node may carry depends on its
+/// `kind`; see [`super::nodes::allowed_fields`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeDef {
@@ -108,42 +109,6 @@ pub struct NodeDef {
     /// end: final status, `completed` (default) or `escalated`.
     pub status: Option<Spanned<String>>,
 }
-
-/// The node kinds and the fields each may carry besides `kind`, `description`,
-/// `max_visits`.
-pub fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "rule" => &["script", "next"],
-        "decision" => &["branches", "otherwise"],
-        "call" => &[
-            "connector",
-            "operation",
-            "payload",
-            "result",
-            "retry",
-            "next",
-            "on_failure",
-        ],
-        "human" => &["queue", "task", "sla", "decisions", "escalate"],
-        "wait" => &["duration", "until", "next"],
-        "checkpoint" => &["name", "assert", "evidence", "next"],
-        "reply" => &["template", "next"],
-        "end" => &["outcome", "status"],
-        _ => return None,
-    })
-}
-
-/// Every node kind, for error messages and the JSON Schema.
-pub const NODE_KINDS: &[&str] = &[
-    "rule",
-    "decision",
-    "call",
-    "human",
-    "wait",
-    "checkpoint",
-    "reply",
-    "end",
-];
 
 /// Reply templates: name → language → template text.
 pub type Replies = HashMap<Spanned<String>, HashMap<Spanned<String>, Spanned<String>>>;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Edge, Step, Workflow};
+use super::{Edge, Workflow};
 
 /// Diagram output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,18 +58,9 @@ impl Workflow {
     fn mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
         for n in self.nodes() {
-            let label = format!("{}<br/><i>{}</i>", n.id, node_detail(&n.step));
+            let label = format!("{}<br/><i>{}</i>", n.id, n.step.label());
             let label = label.replace('"', "#quot;");
-            let (open, close) = match n.step {
-                Step::Decision => ("{", "}"),
-                Step::Human { .. } => ("[/", "/]"),
-                Step::Wait(_) => ("[(", ")]"),
-                Step::Call { .. } => ("[[", "]]"),
-                Step::Checkpoint { .. } => ("{{", "}}"),
-                Step::Reply { .. } => (">", "]"),
-                Step::End { .. } => ("((", "))"),
-                Step::Rule { .. } => ("[", "]"),
-            };
+            let (open, close) = n.step.kind_of().mermaid;
             let _ = writeln!(out, "    {}{open}\"{label}\"{close}", mermaid_id(&n.id));
         }
         let _ = writeln!(out, "    {START}(( )) --> {}", mermaid_id(&self.start().id));
@@ -98,17 +89,8 @@ impl Workflow {
             self.id
         );
         for n in self.nodes() {
-            let shape = match n.step {
-                Step::Decision => "diamond",
-                Step::Human { .. } => "parallelogram",
-                Step::Wait(_) => "cylinder",
-                Step::Call { .. } => "box3d",
-                Step::Checkpoint { .. } => "hexagon",
-                Step::Reply { .. } => "note",
-                Step::End { .. } => "doublecircle",
-                Step::Rule { .. } => "box",
-            };
-            let label = format!("{}\\n{}", n.id, node_detail(&n.step)).replace('"', "\\\"");
+            let shape = n.step.kind_of().dot;
+            let label = format!("{}\\n{}", n.id, n.step.label()).replace('"', "\\\"");
             let _ = writeln!(out, "    \"{}\" [shape={shape}, label=\"{label}\"];", n.id);
         }
         for n in self.nodes() {
@@ -128,31 +110,6 @@ impl Workflow {
         }
         out.push_str("}\n");
         out
-    }
-}
-
-fn node_detail(step: &Step) -> String {
-    match step {
-        Step::Rule { script } => format!(
-            "rule {}",
-            script
-                .origin
-                .file
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ),
-        Step::Decision => "decision".into(),
-        Step::Call {
-            connector,
-            operation,
-            ..
-        } => format!("call {connector}.{operation}"),
-        Step::Human { queue, .. } => format!("human task in {queue}"),
-        Step::Wait(_) => "wait".into(),
-        Step::Checkpoint { name, .. } => format!("checkpoint: {name}"),
-        Step::Reply { template } => format!("reply {template}"),
-        Step::End { outcome, .. } => format!("end: {outcome}"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Workflows: the definition format (`def`), its compiler to a petgraph graph (`compile`),
-//! diagrams (`diagram`) and the set of workflows a box serves (`Catalog`). The problems it
+//! the node kinds, one module each (`nodes`), diagrams (`diagram`) and the set of workflows
+//! a box serves (`Catalog`). The problems it
 //! reports ([`crate::diagnostic`]) and the bundle's confined file reads ([`crate::files`])
 //! sit below it, so `yaml` and `routing` can use them; both are re-exported here.
 //!
@@ -9,13 +10,14 @@
 mod catalog;
 mod check;
 mod compile;
+mod compiler;
 pub mod def;
 mod diagram;
+pub mod nodes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -29,6 +31,7 @@ pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagram::Format;
+pub use nodes::{Step, WaitFor};
 
 /// A compiled, runnable workflow version.
 #[derive(Debug)]
@@ -62,68 +65,6 @@ pub struct Node {
     pub description: Option<String>,
     pub max_visits: Option<u32>,
     pub step: Step,
-}
-
-/// What a node does when the executor reaches it.
-#[derive(Debug)]
-pub enum Step {
-    Rule {
-        script: Arc<Script>,
-    },
-    /// Conditions live on the outgoing [`Edge::When`] edges.
-    Decision,
-    Call {
-        connector: String,
-        operation: String,
-        payload: Option<Arc<Script>>,
-        result: Option<String>,
-        max_attempts: u32,
-        backoff: Duration,
-    },
-    Human {
-        queue: String,
-        task: Option<String>,
-        sla: Option<Duration>,
-        /// Decisions a reviewer may take, in declaration order.
-        decisions: Vec<String>,
-    },
-    Wait(WaitFor),
-    Checkpoint {
-        name: String,
-        assert: Arc<Script>,
-        evidence: Vec<String>,
-    },
-    Reply {
-        template: String,
-    },
-    End {
-        outcome: String,
-        escalated: bool,
-    },
-}
-
-/// How long a `wait` node waits.
-#[derive(Debug)]
-pub enum WaitFor {
-    Duration(Duration),
-    /// rhai expression giving an RFC 3339 timestamp or a `YYYY-MM-DD` date.
-    Until(Arc<Script>),
-}
-
-impl Step {
-    /// The node kind as written in `workflow.yaml`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Step::Rule { .. } => "rule",
-            Step::Decision => "decision",
-            Step::Call { .. } => "call",
-            Step::Human { .. } => "human",
-            Step::Wait(_) => "wait",
-            Step::Checkpoint { .. } => "checkpoint",
-            Step::Reply { .. } => "reply",
-            Step::End { .. } => "end",
-        }
-    }
 }
 
 /// An edge of the compiled graph: why the executor may take it.
@@ -193,6 +134,17 @@ impl Workflow {
             _ => (2, eid.index()),
         });
         out.into_iter().map(|(_, e, n)| (e, n)).collect()
+    }
+
+    /// The target of the node's edge of the given kind (a reviewer's decision by name).
+    pub(crate) fn follow(&self, node: &str, edge: &Edge) -> Option<String> {
+        self.edges_from(node)
+            .into_iter()
+            .find(|(e, _)| match (e, edge) {
+                (Edge::Decision(a), Edge::Decision(b)) => a == b,
+                (a, b) => std::mem::discriminant(*a) == std::mem::discriminant(b),
+            })
+            .map(|(_, to)| to.id.clone())
     }
 
     /// Checks a request against the workflow's input schema; every violation, with its path.

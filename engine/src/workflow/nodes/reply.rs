@@ -1,0 +1,83 @@
+//! `reply`: the answer to the customer, rendered from a per-language template of the
+//! workflow's `replies` in the language of the request.
+
+use serde_json::{Value, json};
+
+use super::{Build, Code, Edge, Kind, Outcome, Run, Step};
+use crate::case::{Failure, Reply, digest, lookup};
+use crate::yaml::line_of;
+
+pub(super) const KIND: Kind = Kind {
+    name: "reply",
+    fields: &["template", "next"],
+    compile,
+    waits: false,
+    ends: false,
+    mermaid: (">", "]"),
+    dot: "note",
+};
+
+/// `template` names a template under `replies` (which compiled on its own).
+fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
+    let def = b.def;
+    b.next();
+    let template = b.required("template", &def.template)?;
+    if !b.templates.contains(template.as_str()) {
+        let msg = format!(
+            "reply template `{}` is not defined under `replies`",
+            template.as_str()
+        );
+        b.problem(Code::Template, line_of(template), msg);
+        return None;
+    }
+    Some(Step::Reply {
+        template: template.to_string(),
+    })
+}
+
+/// Renders the reply into `case.reply`; the step record keeps only the text's digest.
+pub(super) fn run(run: &mut Run<'_>, template: &str) -> (Outcome, Option<String>) {
+    let case = &mut *run.case;
+    let language = lookup(&case.data, "request.language")
+        .and_then(Value::as_str)
+        .unwrap_or("en")
+        .to_string();
+    let context = json!({ "case": case.data, "case_id": case.id });
+    match run.wf.render_reply(template, &language, &context) {
+        Ok((language, text)) => {
+            let detail = json!({ "template": template, "language": language, "text_digest": digest(&json!(text)) });
+            case.reply = Some(Reply {
+                template: template.to_string(),
+                language,
+                text,
+            });
+            (run.next(Edge::Next, detail), None)
+        }
+        Err(e) => {
+            let at = format!(
+                "{}: node `{}`, case `{}`: reply template `{template}` failed",
+                run.wf.dir.join("workflow.yaml").display(),
+                run.node.id,
+                case.id
+            );
+            // The template engine's message may quote case data; its kind does not.
+            let failure = Failure {
+                message: format!("{at}: {e}"),
+                reason: format!("{at}: {}", e.kind()),
+            };
+            let outcome = Outcome::Fail {
+                failure,
+                detail: Value::Null,
+            };
+            (outcome, None)
+        }
+    }
+}
+
+pub(super) fn label(template: &str) -> String {
+    format!("reply {template}")
+}
+
+pub(super) fn details(template: &str) -> Value {
+    json!({ "template": template })
+}
