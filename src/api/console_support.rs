@@ -9,25 +9,20 @@
 //! workflows, reviewers and auditors read cases, admins may do everything.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::library::{self, copy_dir};
+use crate::library;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use casegraph_engine::exec::{
-    CallError, CallRequest, Connector, Event, Executor, ManualClock, Status, Waiting,
-};
 use casegraph_engine::fixture;
-use casegraph_engine::routing::{self, Route};
-use casegraph_engine::rules::{Context, Rules, Script};
+use casegraph_engine::rules::Script;
 use casegraph_engine::store::{CaseRecord, Table, WorkflowBundle};
 use casegraph_engine::workflow::{Catalog, Edge, Step, WaitFor, Workflow, files};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::requests::{Channel, Language};
 use super::{AppError, AppState, Caller, Json, Path as PathParam, Query, blocking};
 use crate::auth::Role;
 
@@ -46,8 +41,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/console/me", get(me))
         .route("/v1/console/cases", get(cases))
         .route("/v1/console/status", get(status))
-        .route("/v1/console/dry-run", post(dry_run))
-        .route("/v1/console/workflows/check", post(check))
         .route("/v1/console/workflows/{id}/definition", get(definition))
         .route("/v1/console/workflows/{id}/versions", get(versions))
         .route("/v1/console/workflows/{id}/fixtures", post(fixtures))
@@ -497,7 +490,7 @@ async fn versions(
     .await
 }
 
-fn outcomes(results: Vec<fixture::Outcome>, dir: &Path) -> Vec<Value> {
+pub(super) fn outcomes(results: Vec<fixture::Outcome>, dir: &Path) -> Vec<Value> {
     results
         .into_iter()
         .map(|o| {
@@ -537,308 +530,4 @@ async fn fixtures(
         })))
     })
     .await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckBody {
-    id: String,
-    files: BTreeMap<String, String>,
-}
-
-fn plain_name(name: &str) -> bool {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    match name.split_once('/') {
-        None => ok(name),
-        Some(("tests", f)) => ok(f),
-        Some(_) => false,
-    }
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Compiles `files` as workflow `id` beside every other served workflow and runs its
-/// fixtures, in a scratch copy of the served catalog: what a publish would say, without
-/// publishing.
-fn check_version(
-    catalog: &Catalog,
-    rules: &Rules,
-    scratch: &Path,
-    id: &str,
-    files: &BTreeMap<String, String>,
-) -> Result<Value, AppError> {
-    if !files.contains_key("workflow.yaml") {
-        return Err(AppError::invalid("`files` must contain `workflow.yaml`"));
-    }
-    if let Some(bad) = files.keys().find(|n| !plain_name(n)) {
-        return Err(AppError::invalid(format!(
-            "file name `{bad}` is not allowed; use `name.ext` or `tests/name.ext`"
-        )));
-    }
-    if id.is_empty()
-        || id == "routing"
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(AppError::invalid(
-            "`id` must be a-z, 0-9 and `_` (and not `routing`)",
-        ));
-    }
-    let io = |e: std::io::Error| AppError::internal("check", e);
-    copy_dir(&catalog.dir, scratch).map_err(io)?;
-    let target = scratch.join(id);
-    let _ = std::fs::remove_dir_all(&target);
-    for (name, content) in files {
-        let path = target.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(&path, content).map_err(io)?;
-    }
-    let checked = match Catalog::load(scratch, rules) {
-        Err(d) => {
-            let diagnostics: Vec<Value> =
-                d.0.iter()
-                    .map(|d| {
-                        let file = d.file.strip_prefix(scratch).unwrap_or(&d.file);
-                        json!({ "code": d.code, "file": file.display().to_string(), "line": d.line,
-                        "column": d.column, "node": d.node, "message": d.message })
-                    })
-                    .collect();
-            return Ok(json!({ "valid": false, "diagnostics": diagnostics, "fixtures": [] }));
-        }
-        Ok(c) => c,
-    };
-    let Some(wf) = checked.get(id) else {
-        return Ok(
-            json!({ "valid": false, "diagnostics": [{ "code": "id", "file": "workflow.yaml",
-            "line": 0, "column": 0, "node": null,
-            "message": format!("workflow.yaml does not define workflow `{id}`") }], "fixtures": [] }),
-        );
-    };
-    let mut problems = Vec::new();
-    if let Some(old) = catalog.get(id)
-        && wf.version <= old.version
-    {
-        problems.push(json!({ "code": "version_not_newer", "file": format!("{id}/workflow.yaml"),
-            "line": 0, "column": 0, "node": null,
-            "message": format!("version {} is not higher than the served version {}", wf.version, old.version) }));
-    }
-    let results = outcomes(
-        fixture::run_workflow(&checked, wf, rules),
-        &scratch.join(id),
-    );
-    let fixtures_ok = results.iter().all(|r| r["passed"] == true);
-    Ok(json!({
-        "valid": problems.is_empty() && fixtures_ok,
-        "compiles": true,
-        "version": wf.version,
-        "diagnostics": problems,
-        "fixtures": results,
-    }))
-}
-
-/// `POST /v1/console/workflows/check`: what publishing these files would say; publishes
-/// nothing.
-async fn check(
-    State(state): State<AppState>,
-    caller: Caller,
-    Json(body): Json<CheckBody>,
-) -> Result<Json<Value>, AppError> {
-    caller.require(&[Role::Author])?;
-    let catalog = state.runner.catalog();
-    let rules = state.library.rules().clone();
-    let compile = state.admit_compile()?;
-    // Created and removed outside the compile thread: a panic in it still removes the copy.
-    let scratch = Scratch(state.library.scratch_dir());
-    blocking("check", move || {
-        let _compile = compile;
-        let dir = scratch.0.clone();
-        let checked = library::isolated("check", move || {
-            check_version(&catalog, &rules, &dir, &body.id, &body.files)
-        });
-        drop(scratch);
-        checked?.map(Json)
-    })
-    .await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DryRunBody {
-    channel: Channel,
-    language: Option<Language>,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    fields: Map<String, Value>,
-    customer_id: Option<String>,
-    metadata: Option<Map<String, Value>>,
-}
-
-/// The connector of a dry run: calls nothing and answers success with an empty result.
-struct NoCalls;
-
-impl Connector for NoCalls {
-    fn call(&self, _request: &CallRequest) -> Result<Value, CallError> {
-        Ok(json!({ "dry_run": true }))
-    }
-}
-
-/// Most timers a dry run lets pass before it stops.
-const DRY_RUN_TIMERS: usize = 20;
-
-/// `POST /v1/console/dry-run`: classification, routing decision and the path the workflow
-/// would take (until a human task), all in memory: no case, no audit record, no call.
-async fn dry_run(
-    State(state): State<AppState>,
-    caller: Caller,
-    Json(body): Json<DryRunBody>,
-) -> Result<Json<Value>, AppError> {
-    caller.require(&[Role::Author])?;
-    // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
-    super::requests::limits::text_and_fields(&body.text, &body.fields)?;
-    if let Some(m) = &body.metadata {
-        super::requests::limits::metadata(m)?;
-    }
-    let mut request = Map::new();
-    request.insert("channel".into(), json!(body.channel));
-    request.insert(
-        "language".into(),
-        json!(body.language.unwrap_or(Language::En)),
-    );
-    if !body.text.is_empty() {
-        request.insert("text".into(), json!(body.text));
-    }
-    request.insert("fields".into(), Value::Object(body.fields));
-    if let Some(c) = body.customer_id.filter(|c| !c.is_empty()) {
-        request.insert("customer_id".into(), json!(c));
-    }
-    if let Some(m) = body.metadata {
-        request.insert("metadata".into(), Value::Object(m));
-    }
-    let request = Value::Object(request);
-    let s = state.clone();
-    let call = state.admit_model_call()?;
-    blocking("dry run", move || {
-        let _call = call;
-        let classification = s.classifier.classify(&request).map_err(|e| {
-            tracing::warn!("classification failed: {e}");
-            AppError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "classifier_unavailable",
-                "the intent model could not classify the text",
-            )
-        })?;
-        let catalog = s.runner.catalog();
-        let rules = s.library.rules().clone();
-        let now = s.runner.now();
-        let ctx = Context {
-            case_id: "dry-run",
-            node: "routing",
-            now,
-        };
-        let input = routing::input(&request, &classification);
-        let route = catalog
-            .routing
-            .route(&rules, &ctx, &input, catalog.intent_map());
-        let mut answer = json!({
-            "classification": classification,
-            "routing_version": catalog.routing.version,
-            "created_case": false,
-        });
-        let route = match route {
-            Ok(r) => r,
-            Err(e) => {
-                answer["route_error"] = json!(e.to_string());
-                return Ok(Json(answer));
-            }
-        };
-        answer["route"] = serde_json::to_value(&route).unwrap_or(Value::Null);
-        let Route::Workflow { workflow, .. } = &route else {
-            return Ok(Json(answer));
-        };
-        let Some(wf) = catalog.get(workflow) else {
-            return Ok(Json(answer));
-        };
-        answer["workflow"] = json!({ "id": wf.id, "version": wf.version });
-        let clock = ManualClock::new(now);
-        let exec = Executor::new(&rules, &clock, &NoCalls);
-        let (mut case, _) = match exec.start(wf, "dry-run", request.clone(), classification) {
-            Ok(started) => started,
-            Err(e) => {
-                answer["run_error"] = json!(e.to_string());
-                return Ok(Json(answer));
-            }
-        };
-        let mut timers = 0;
-        while case.status == Status::Waiting && timers < DRY_RUN_TIMERS {
-            match case.waiting.clone() {
-                Some(Waiting::Timer { due, .. }) => {
-                    clock.advance_to(due);
-                    timers += 1;
-                    if exec.resume(wf, &mut case, Event::TimerFired).is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        let waiting = match &case.waiting {
-            Some(Waiting::Task {
-                node,
-                queue,
-                decisions,
-                ..
-            }) => json!({ "kind": "task", "node": node, "queue": queue, "decisions": decisions }),
-            Some(Waiting::Timer { node, due, .. }) => {
-                json!({ "kind": "timer", "node": node, "due": due.to_string() })
-            }
-            None => Value::Null,
-        };
-        answer["run"] = json!({
-            "status": case.status.as_str(),
-            "path": case.path,
-            "waiting": waiting,
-            "outcome": case.outcome,
-            "error": case.error,
-            "reply": case.reply.as_ref().map(|r| json!({"template": r.template, "language": r.language, "text": r.text})),
-        });
-        Ok(Json(answer))
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_name;
-
-    #[test]
-    fn file_names_stay_inside_the_workflow_directory() {
-        assert!(plain_name("workflow.yaml"));
-        assert!(plain_name("tests/a-b_1.yaml"));
-        for bad in [
-            "../x",
-            "/etc/passwd",
-            "a/b.yaml",
-            "tests/../x",
-            ".hidden",
-            "",
-        ] {
-            assert!(!plain_name(bad), "{bad}");
-        }
-    }
 }

@@ -5,76 +5,79 @@
 use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::{AppState, Path};
+
+mod check;
+mod dry_run;
 
 /// Every file of the console: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_str!("../../console/index.html"),
+        include_str!("../../../console/index.html"),
     ),
     (
         "style.css",
         "text/css; charset=utf-8",
-        include_str!("../../console/style.css"),
+        include_str!("../../../console/style.css"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/app.js"),
+        include_str!("../../../console/app.js"),
     ),
     (
         "dom.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/dom.js"),
+        include_str!("../../../console/dom.js"),
     ),
     (
         "api.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/api.js"),
+        include_str!("../../../console/api.js"),
     ),
     (
         "i18n.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/i18n.js"),
+        include_str!("../../../console/i18n.js"),
     ),
     (
         "graph.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/graph.js"),
+        include_str!("../../../console/graph.js"),
     ),
     (
         "diff.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/diff.js"),
+        include_str!("../../../console/diff.js"),
     ),
     (
         "workflows.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/workflows.js"),
+        include_str!("../../../console/workflows.js"),
     ),
     (
         "tryit.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/tryit.js"),
+        include_str!("../../../console/tryit.js"),
     ),
     (
         "inbox.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/inbox.js"),
+        include_str!("../../../console/inbox.js"),
     ),
     (
         "cases.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/cases.js"),
+        include_str!("../../../console/cases.js"),
     ),
     (
         "status.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/status.js"),
+        include_str!("../../../console/status.js"),
     ),
 ];
 
@@ -90,6 +93,8 @@ pub fn routes() -> Router<AppState> {
             "/console/{file}",
             get(|Path(file): Path<String>| asset_owned(file)),
         )
+        .route("/v1/console/dry-run", post(dry_run::dry_run))
+        .route("/v1/console/workflows/check", post(check::check))
         .merge(super::console_support::routes())
 }
 

@@ -1,0 +1,178 @@
+//! `POST /v1/console/workflows/check`: what publishing a set of workflow files would say
+//! (diagnostics, the version check, fixture results), in a scratch copy of the served
+//! catalog; nothing is published. Admitted `limits.max_compiles` at a time with publishes;
+//! authors only. The hostile cases (file names leaving the folder) are tested below and in
+//! `tests/hostile/bundle.rs`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use axum::extract::State;
+use casegraph_engine::fixture;
+use casegraph_engine::rules::Rules;
+use casegraph_engine::workflow::Catalog;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::super::console_support::outcomes;
+use super::super::{AppError, AppState, Caller, Json, blocking};
+use crate::auth::Role;
+use crate::library::{self, copy_dir};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckBody {
+    id: String,
+    files: BTreeMap<String, String>,
+}
+
+fn plain_name(name: &str) -> bool {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    match name.split_once('/') {
+        None => ok(name),
+        Some(("tests", f)) => ok(f),
+        Some(_) => false,
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles `files` as workflow `id` beside every other served workflow and runs its
+/// fixtures, in a scratch copy of the served catalog: what a publish would say, without
+/// publishing.
+fn check_version(
+    catalog: &Catalog,
+    rules: &Rules,
+    scratch: &Path,
+    id: &str,
+    files: &BTreeMap<String, String>,
+) -> Result<Value, AppError> {
+    if !files.contains_key("workflow.yaml") {
+        return Err(AppError::invalid("`files` must contain `workflow.yaml`"));
+    }
+    if let Some(bad) = files.keys().find(|n| !plain_name(n)) {
+        return Err(AppError::invalid(format!(
+            "file name `{bad}` is not allowed; use `name.ext` or `tests/name.ext`"
+        )));
+    }
+    if id.is_empty()
+        || id == "routing"
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(AppError::invalid(
+            "`id` must be a-z, 0-9 and `_` (and not `routing`)",
+        ));
+    }
+    let io = |e: std::io::Error| AppError::internal("check", e);
+    copy_dir(&catalog.dir, scratch).map_err(io)?;
+    let target = scratch.join(id);
+    let _ = std::fs::remove_dir_all(&target);
+    for (name, content) in files {
+        let path = target.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, content).map_err(io)?;
+    }
+    let checked = match Catalog::load(scratch, rules) {
+        Err(d) => {
+            let diagnostics: Vec<Value> =
+                d.0.iter()
+                    .map(|d| {
+                        let file = d.file.strip_prefix(scratch).unwrap_or(&d.file);
+                        json!({ "code": d.code, "file": file.display().to_string(), "line": d.line,
+                        "column": d.column, "node": d.node, "message": d.message })
+                    })
+                    .collect();
+            return Ok(json!({ "valid": false, "diagnostics": diagnostics, "fixtures": [] }));
+        }
+        Ok(c) => c,
+    };
+    let Some(wf) = checked.get(id) else {
+        return Ok(
+            json!({ "valid": false, "diagnostics": [{ "code": "id", "file": "workflow.yaml",
+            "line": 0, "column": 0, "node": null,
+            "message": format!("workflow.yaml does not define workflow `{id}`") }], "fixtures": [] }),
+        );
+    };
+    let mut problems = Vec::new();
+    if let Some(old) = catalog.get(id)
+        && wf.version <= old.version
+    {
+        problems.push(json!({ "code": "version_not_newer", "file": format!("{id}/workflow.yaml"),
+            "line": 0, "column": 0, "node": null,
+            "message": format!("version {} is not higher than the served version {}", wf.version, old.version) }));
+    }
+    let results = outcomes(
+        fixture::run_workflow(&checked, wf, rules),
+        &scratch.join(id),
+    );
+    let fixtures_ok = results.iter().all(|r| r["passed"] == true);
+    Ok(json!({
+        "valid": problems.is_empty() && fixtures_ok,
+        "compiles": true,
+        "version": wf.version,
+        "diagnostics": problems,
+        "fixtures": results,
+    }))
+}
+
+/// `POST /v1/console/workflows/check`: what publishing these files would say; publishes
+/// nothing.
+pub(super) async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CheckBody>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Author])?;
+    let catalog = state.runner.catalog();
+    let rules = state.library.rules().clone();
+    let compile = state.admit_compile()?;
+    // Created and removed outside the compile thread: a panic in it still removes the copy.
+    let scratch = Scratch(state.library.scratch_dir());
+    blocking("check", move || {
+        let _compile = compile;
+        let dir = scratch.0.clone();
+        let checked = library::isolated("check", move || {
+            check_version(&catalog, &rules, &dir, &body.id, &body.files)
+        });
+        drop(scratch);
+        checked?.map(Json)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_name;
+
+    #[test]
+    fn file_names_stay_inside_the_workflow_directory() {
+        assert!(plain_name("workflow.yaml"));
+        assert!(plain_name("tests/a-b_1.yaml"));
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/b.yaml",
+            "tests/../x",
+            ".hidden",
+            "",
+        ] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+    }
+}
