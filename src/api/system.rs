@@ -28,10 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     let recovery_pending = state.workers.recovery_pending();
     let workflows = state.runner.catalog().workflows().count();
     let runner = state.runner.clone();
-    let store_ok = blocking("readyz", move || {
-        Ok(runner.store().probe().is_ok())
-    })
-    .await?;
+    let store_ok = blocking("readyz", move || Ok(runner.store().probe().is_ok())).await?;
     let checks = json!({
         "store": store_ok,
         "workflows": workflows,

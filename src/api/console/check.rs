@@ -14,15 +14,19 @@ use casegraph_engine::workflow::Catalog;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::console_support::outcomes;
 use super::super::{AppError, AppState, Caller, Json, blocking};
+use super::fixtures::outcomes;
 use crate::auth::Role;
 use crate::library::{self, copy_dir};
 
-#[derive(Debug, Deserialize)]
+/// A workflow version to check: its directory's files by name, as for a publish.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct CheckBody {
+pub struct CheckBody {
+    /// The workflow id (its directory name).
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     id: String,
+    /// `workflow.yaml`, `*.rhai`, `input.schema.json`, `tests/*.yaml` → content.
     files: BTreeMap<String, String>,
 }
 
@@ -121,7 +125,7 @@ fn check_version(
         fixture::run_workflow(&checked, wf, rules),
         &scratch.join(id),
     );
-    let fixtures_ok = results.iter().all(|r| r["passed"] == true);
+    let fixtures_ok = results.iter().all(|r| r.passed);
     Ok(json!({
         "valid": problems.is_empty() && fixtures_ok,
         "compiles": true,
@@ -131,9 +135,16 @@ fn check_version(
     }))
 }
 
-/// `POST /v1/console/workflows/check`: what publishing these files would say; publishes
-/// nothing.
-pub(super) async fn check(
+/// What publishing these files would say; publishes nothing. The answer:
+/// `{valid, compiles?, version?, diagnostics: [{code, file, line, column, node, message}],
+/// fixtures: [{name, file, passed, failures}]}`.
+#[utoipa::path(post, path = "/v1/console/workflows/check", tag = "console", security(("bearer" = [])),
+    request_body = CheckBody,
+    responses((status = 200, description = "Diagnostics and fixture results", body = Object),
+        (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
+        (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
+        (status = 503, description = "Too many compiles at once", body = super::super::error::ErrorBody)))]
+pub async fn check(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CheckBody>,

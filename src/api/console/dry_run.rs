@@ -16,16 +16,21 @@ use super::super::requests::{Channel, Language};
 use super::super::{AppError, AppState, Caller, Json, blocking};
 use crate::auth::Role;
 
-#[derive(Debug, Deserialize)]
+/// A request as `POST /v1/requests` takes it, to try without making a case.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DryRunBody {
+pub struct DryRunBody {
     channel: Channel,
+    /// `en` when absent.
     language: Option<Language>,
     #[serde(default)]
     text: String,
+    /// Form fields (web-form channel).
     #[serde(default)]
+    #[schema(value_type = Object)]
     fields: Map<String, Value>,
     customer_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
 }
 
@@ -41,9 +46,17 @@ impl Connector for NoCalls {
 /// Most timers a dry run lets pass before it stops.
 const DRY_RUN_TIMERS: usize = 20;
 
-/// `POST /v1/console/dry-run`: classification, routing decision and the path the workflow
-/// would take (until a human task), all in memory: no case, no audit record, no call.
-pub(super) async fn dry_run(
+/// Classification, routing decision and the path the workflow would take (until a human
+/// task), all in memory: no case, no audit record, no call. The answer:
+/// `{classification, routing_version, created_case: false, route?, route_error?, workflow?:
+/// {id, version}, run?: {status, path, waiting, outcome, error, reply}, run_error?}`.
+#[utoipa::path(post, path = "/v1/console/dry-run", tag = "console", security(("bearer" = [])),
+    request_body = DryRunBody,
+    responses((status = 200, description = "What the box would do with the request", body = Object),
+        (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
+        (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
+        (status = 503, description = "Too many classifications at once, or the model is unavailable", body = super::super::error::ErrorBody)))]
+pub async fn dry_run(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<DryRunBody>,
