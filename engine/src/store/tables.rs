@@ -54,21 +54,15 @@ impl Cases<'_> {
     }
 
     /// At most `limit` cases with an id below `before` (all when `None`), newest first.
-    /// Each comes with its id and its record, or why the record is not readable: a caller
-    /// paging on can go on from a case it could not read.
-    pub fn newest_first(
-        &self,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Result<CaseRecord, Error>)>, Error> {
+    pub fn newest_first(&self, before: Option<&str>, limit: usize) -> Result<Vec<Listed>, Error> {
         Ok(self
             .0
             .backend
             .range_back(Table::Cases, b"", before.map(str::as_bytes), limit)?
             .into_iter()
-            .map(|(k, v)| {
-                let record = decode("case", &k, &v);
-                (String::from_utf8_lossy(&k).into_owned(), record)
+            .map(|(k, v)| Listed {
+                record: decode("case", &k, &v),
+                id: String::from_utf8_lossy(&k).into_owned(),
             })
             .collect())
     }
@@ -98,6 +92,14 @@ impl Cases<'_> {
             }
         }
     }
+}
+
+/// A case as a listing found it: its id and its record, or why the record is not readable,
+/// so a caller paging on can go on from a case it could not read.
+#[derive(Debug)]
+pub struct Listed {
+    pub id: String,
+    pub record: Result<CaseRecord, Error>,
 }
 
 /// The `personal` table: case id → [`PersonalRecord`] (absent once erased).
@@ -202,7 +204,7 @@ mod tests {
         store.commit(batch).unwrap();
 
         let page = store.cases().newest_first(None, 3).unwrap();
-        let ids: Vec<&str> = page.iter().map(|(k, _)| k.as_str()).collect();
+        let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(
             ids,
             [
@@ -212,9 +214,9 @@ mod tests {
             ]
         );
         let older = store.cases().newest_first(Some("c00003"), 10).unwrap();
-        assert_eq!(older[0].0, "c00002x");
-        assert!(older[0].1.is_err(), "a damaged record says so");
-        assert_eq!(older[1].1.as_ref().unwrap().id, "c00002");
+        assert_eq!(older[0].id, "c00002x");
+        assert!(older[0].record.is_err(), "a damaged record says so");
+        assert_eq!(older[1].record.as_ref().unwrap().id, "c00002");
         assert_eq!(older.len(), 4);
 
         let mut seen = Vec::new();

@@ -172,15 +172,15 @@ pub async fn cases(
             let chunk = stored
                 .newest_first(before.as_deref(), CHUNK.min(SCAN_BUDGET - scanned))
                 .map_err(|e| AppError::internal("case scan", e))?;
-            let Some((oldest, _)) = chunk.last() else {
+            let Some(oldest) = chunk.last() else {
                 end = true;
                 break;
             };
-            before = Some(oldest.clone());
+            before = Some(oldest.id.clone());
             scanned += chunk.len();
-            for (id, r) in chunk {
-                last_seen = Some(id);
-                let Ok(r) = r else {
+            for listed in chunk {
+                last_seen = Some(listed.id);
+                let Ok(r) = listed.record else {
                     continue;
                 };
                 if q.matches(&r) {
