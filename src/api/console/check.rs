@@ -11,11 +11,10 @@ use axum::extract::State;
 use casegraph_engine::fixture;
 use casegraph_engine::rules::Rules;
 use casegraph_engine::workflow::Catalog;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::super::{AppError, AppState, Caller, Json, blocking};
-use super::fixtures::outcomes;
+use super::fixtures::{FixtureResult, outcomes};
 use crate::auth::Role;
 use crate::library::{self, copy_dir};
 
@@ -44,6 +43,61 @@ fn plain_name(name: &str) -> bool {
     }
 }
 
+/// What a publish of the files would say.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckReport {
+    /// The version compiles beside the served workflows, is newer than the served one, and
+    /// its fixtures pass: a publish would take it.
+    pub valid: bool,
+    /// Present (`true`) once the files compiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiles: Option<bool>,
+    /// The version the files declare, once they compiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    pub diagnostics: Vec<Problem>,
+    pub fixtures: Vec<FixtureResult>,
+}
+
+impl CheckReport {
+    fn refused(diagnostics: Vec<Problem>) -> CheckReport {
+        CheckReport {
+            valid: false,
+            compiles: None,
+            version: None,
+            diagnostics,
+            fixtures: Vec::new(),
+        }
+    }
+}
+
+/// One problem, with where it is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A stable code (`yaml`, `unknown_node`, `version_not_newer`, …).
+    pub code: String,
+    /// The file, relative to the catalog (`<id>/workflow.yaml`).
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub node: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem of the workflow as a whole, reported against its `workflow.yaml`.
+    fn of_workflow(code: &str, file: String, message: String) -> Problem {
+        Problem {
+            code: code.into(),
+            file,
+            line: 0,
+            column: 0,
+            node: None,
+            message,
+        }
+    }
+}
+
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);
 
@@ -62,7 +116,7 @@ fn check_version(
     scratch: &Path,
     id: &str,
     files: &BTreeMap<String, String>,
-) -> Result<Value, AppError> {
+) -> Result<CheckReport, AppError> {
     if !files.contains_key("workflow.yaml") {
         return Err(AppError::invalid("`files` must contain `workflow.yaml`"));
     }
@@ -94,53 +148,64 @@ fn check_version(
     }
     let checked = match Catalog::load(scratch, rules) {
         Err(d) => {
-            let diagnostics: Vec<Value> =
-                d.0.iter()
-                    .map(|d| {
-                        let file = d.file.strip_prefix(scratch).unwrap_or(&d.file);
-                        json!({ "code": d.code, "file": file.display().to_string(), "line": d.line,
-                        "column": d.column, "node": d.node, "message": d.message })
+            let diagnostics =
+                d.0.into_iter()
+                    .map(|d| Problem {
+                        code: d.code.as_str().into(),
+                        file: d
+                            .file
+                            .strip_prefix(scratch)
+                            .unwrap_or(&d.file)
+                            .display()
+                            .to_string(),
+                        line: d.line,
+                        column: d.column,
+                        node: d.node,
+                        message: d.message,
                     })
                     .collect();
-            return Ok(json!({ "valid": false, "diagnostics": diagnostics, "fixtures": [] }));
+            return Ok(CheckReport::refused(diagnostics));
         }
         Ok(c) => c,
     };
     let Some(wf) = checked.get(id) else {
-        return Ok(
-            json!({ "valid": false, "diagnostics": [{ "code": "id", "file": "workflow.yaml",
-            "line": 0, "column": 0, "node": null,
-            "message": format!("workflow.yaml does not define workflow `{id}`") }], "fixtures": [] }),
-        );
+        return Ok(CheckReport::refused(vec![Problem::of_workflow(
+            "id",
+            "workflow.yaml".into(),
+            format!("workflow.yaml does not define workflow `{id}`"),
+        )]));
     };
     let mut problems = Vec::new();
     if let Some(old) = catalog.get(id)
         && wf.version <= old.version
     {
-        problems.push(json!({ "code": "version_not_newer", "file": format!("{id}/workflow.yaml"),
-            "line": 0, "column": 0, "node": null,
-            "message": format!("version {} is not higher than the served version {}", wf.version, old.version) }));
+        problems.push(Problem::of_workflow(
+            "version_not_newer",
+            format!("{id}/workflow.yaml"),
+            format!(
+                "version {} is not higher than the served version {}",
+                wf.version, old.version
+            ),
+        ));
     }
     let results = outcomes(
         fixture::run_workflow(&checked, wf, rules),
         &scratch.join(id),
     );
     let fixtures_ok = results.iter().all(|r| r.passed);
-    Ok(json!({
-        "valid": problems.is_empty() && fixtures_ok,
-        "compiles": true,
-        "version": wf.version,
-        "diagnostics": problems,
-        "fixtures": results,
-    }))
+    Ok(CheckReport {
+        valid: problems.is_empty() && fixtures_ok,
+        compiles: Some(true),
+        version: Some(wf.version),
+        diagnostics: problems,
+        fixtures: results,
+    })
 }
 
-/// What publishing these files would say; publishes nothing. The answer:
-/// `{valid, compiles?, version?, diagnostics: [{code, file, line, column, node, message}],
-/// fixtures: [{name, file, passed, failures}]}`.
+/// What publishing these files would say; publishes nothing.
 #[utoipa::path(post, path = "/v1/console/workflows/check", tag = "console", security(("bearer" = [])),
     request_body = CheckBody,
-    responses((status = 200, description = "Diagnostics and fixture results", body = Object),
+    responses((status = 200, body = CheckReport),
         (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
         (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
         (status = 503, description = "Too many compiles at once", body = super::super::error::ErrorBody)))]
@@ -148,7 +213,7 @@ pub async fn check(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CheckBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CheckReport>, AppError> {
     caller.require(&[Role::Author])?;
     let catalog = state.runner.catalog();
     let rules = state.library.rules().clone();
