@@ -38,8 +38,10 @@ pub struct CaseSearch {
     /// Accepted on or before this date.
     to: Option<String>,
     /// Cases per page: 1 to 200, 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
     /// The `next` of the previous page: only cases older than it.
+    #[param(max_length = 128)]
     cursor: Option<String>,
 }
 
@@ -142,7 +144,7 @@ impl From<CaseRecord> for CaseSummary {
 /// them, `next` is the cursor of the next page (`null`: no more).
 #[utoipa::path(get, path = "/v1/console/cases", tag = "console", security(("bearer" = [])),
     params(CaseSearch),
-    responses((status = 200, body = CasePage), (status = 400, body = super::super::error::ErrorBody),
+    responses((status = 200, body = CasePage), (status = 400, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody),
         (status = 401, body = super::super::error::ErrorBody), (status = 403, body = super::super::error::ErrorBody)))]
 pub async fn cases(
     State(state): State<AppState>,

@@ -208,6 +208,7 @@ fn check_version(
     responses((status = 200, body = CheckReport),
         (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
         (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
+        (status = 415, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody),
         (status = 503, description = "Too many compiles at once", body = super::super::error::ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,

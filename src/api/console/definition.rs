@@ -48,42 +48,77 @@ pub struct NodeView {
     pub script: Option<ScriptOrigin>,
 }
 
-/// A node's settings, by kind; `{}` for rules and decisions.
+/// A node's settings, by kind; `{}` for rules and decisions. Each shape has its own fields
+/// and no others, so exactly one matches.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum StepDetails {
-    Call {
-        connector: String,
-        operation: String,
-        result: Option<String>,
-        max_attempts: u32,
-        backoff_secs: u64,
-    },
-    Human {
-        queue: String,
-        task: Option<String>,
-        sla_secs: Option<u64>,
-        decisions: Vec<String>,
-    },
-    Wait {
-        duration_secs: u64,
-    },
-    WaitUntil {
-        until: bool,
-    },
-    Checkpoint {
-        checkpoint: String,
-        evidence: Vec<String>,
-    },
-    Reply {
-        template: String,
-    },
-    End {
-        outcome: String,
-        escalated: bool,
-    },
-    None {},
+    Call(CallDetails),
+    Human(HumanDetails),
+    Wait(WaitDetails),
+    WaitUntil(WaitUntilDetails),
+    Checkpoint(CheckpointDetails),
+    Reply(ReplyDetails),
+    End(EndDetails),
+    None(NoDetails),
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallDetails {
+    connector: String,
+    operation: String,
+    /// Where the answer goes in the case data.
+    result: Option<String>,
+    max_attempts: u32,
+    backoff_secs: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HumanDetails {
+    queue: String,
+    task: Option<String>,
+    sla_secs: Option<u64>,
+    decisions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitDetails {
+    duration_secs: u64,
+}
+
+/// A wait until the time its script gives.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitUntilDetails {
+    until: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointDetails {
+    checkpoint: String,
+    evidence: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyDetails {
+    template: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndDetails {
+    outcome: String,
+    escalated: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoDetails {}
 
 /// A script's place: file (relative to the workflow directory), line and digest.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -120,8 +155,8 @@ fn origin(script: &Script, dir: &Path) -> ScriptOrigin {
 
 fn details(step: &Step, dir: &Path) -> (StepDetails, Option<ScriptOrigin>) {
     match step {
-        Step::Rule { script } => (StepDetails::None {}, Some(origin(script, dir))),
-        Step::Decision => (StepDetails::None {}, None),
+        Step::Rule { script } => (StepDetails::None(NoDetails {}), Some(origin(script, dir))),
+        Step::Decision => (StepDetails::None(NoDetails {}), None),
         Step::Call {
             connector,
             operation,
@@ -130,13 +165,13 @@ fn details(step: &Step, dir: &Path) -> (StepDetails, Option<ScriptOrigin>) {
             max_attempts,
             backoff,
         } => (
-            StepDetails::Call {
+            StepDetails::Call(CallDetails {
                 connector: connector.clone(),
                 operation: operation.clone(),
                 result: result.clone(),
                 max_attempts: *max_attempts,
                 backoff_secs: backoff.as_secs(),
-            },
+            }),
             payload.as_ref().map(|p| origin(p, dir)),
         ),
         Step::Human {
@@ -145,22 +180,22 @@ fn details(step: &Step, dir: &Path) -> (StepDetails, Option<ScriptOrigin>) {
             sla,
             decisions,
         } => (
-            StepDetails::Human {
+            StepDetails::Human(HumanDetails {
                 queue: queue.clone(),
                 task: task.clone(),
                 sla_secs: sla.map(|d| d.as_secs()),
                 decisions: decisions.clone(),
-            },
+            }),
             None,
         ),
         Step::Wait(WaitFor::Duration(d)) => (
-            StepDetails::Wait {
+            StepDetails::Wait(WaitDetails {
                 duration_secs: d.as_secs(),
-            },
+            }),
             None,
         ),
         Step::Wait(WaitFor::Until(script)) => (
-            StepDetails::WaitUntil { until: true },
+            StepDetails::WaitUntil(WaitUntilDetails { until: true }),
             Some(origin(script, dir)),
         ),
         Step::Checkpoint {
@@ -168,23 +203,23 @@ fn details(step: &Step, dir: &Path) -> (StepDetails, Option<ScriptOrigin>) {
             assert,
             evidence,
         } => (
-            StepDetails::Checkpoint {
+            StepDetails::Checkpoint(CheckpointDetails {
                 checkpoint: name.clone(),
                 evidence: evidence.clone(),
-            },
+            }),
             Some(origin(assert, dir)),
         ),
         Step::Reply { template } => (
-            StepDetails::Reply {
+            StepDetails::Reply(ReplyDetails {
                 template: template.clone(),
-            },
+            }),
             None,
         ),
         Step::End { outcome, escalated } => (
-            StepDetails::End {
+            StepDetails::End(EndDetails {
                 outcome: outcome.clone(),
                 escalated: *escalated,
-            },
+            }),
             None,
         ),
     }

@@ -55,6 +55,7 @@ const DRY_RUN_TIMERS: usize = 20;
     responses((status = 200, description = "What the box would do with the request", body = Object),
         (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
         (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
+        (status = 415, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody),
         (status = 503, description = "Too many classifications at once, or the model is unavailable", body = super::super::error::ErrorBody)))]
 pub async fn dry_run(
     State(state): State<AppState>,
