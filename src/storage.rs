@@ -30,7 +30,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::config::StorageOptions;
 
@@ -134,6 +133,25 @@ impl Refusal {
 
 /// Checks a store write: its outcome tells the guard whether the disk takes writes.
 type Probe = Box<dyn Fn() -> Result<(), store::Error> + Send + Sync>;
+
+/// The disk as the console and a refusal's details show it: the level, whether the soft mark
+/// is near, and the figures the marks are compared with (0 = that mark is off).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok`, `pressure` (below the soft mark), `full` (below the hard mark) or `failed` (the
+    /// last write failed).
+    pub level: &'static str,
+    /// Within a quarter of the soft mark: the console warns.
+    pub warning: bool,
+    pub free_bytes: u64,
+    pub data_bytes: u64,
+    pub soft_free_bytes: u64,
+    pub hard_free_bytes: u64,
+    pub budget_bytes: u64,
+    pub soft_budget_bytes: u64,
+    /// Writes that failed since the start.
+    pub write_failures: u64,
+}
 
 /// Watches the data directory's disk against the `[storage]` marks.
 pub struct Guard {
@@ -351,8 +369,8 @@ impl Guard {
         self.data.load(Ordering::Relaxed)
     }
 
-    /// The figures for the console, `/readyz` details and errors.
-    pub fn status(&self) -> Value {
+    /// The figures for the console and for the details of a refusal.
+    pub fn status(&self) -> Status {
         let level = self.level();
         let free = self.free();
         // Warn before the soft mark: within a quarter of it again above it.
@@ -361,17 +379,17 @@ impl Guard {
         let warning = level == Level::Ok
             && ((self.soft_free > 0 && free < warn_free)
                 || (self.soft_budget > 0 && self.data_bytes() >= warn_data));
-        json!({
-            "level": level.as_str(),
-            "warning": warning,
-            "free_bytes": free,
-            "data_bytes": self.data_bytes(),
-            "soft_free_bytes": self.soft_free,
-            "hard_free_bytes": self.hard_free,
-            "budget_bytes": self.budget,
-            "soft_budget_bytes": self.soft_budget,
-            "write_failures": self.write_failures.load(Ordering::Relaxed),
-        })
+        Status {
+            level: level.as_str(),
+            warning,
+            free_bytes: free,
+            data_bytes: self.data_bytes(),
+            soft_free_bytes: self.soft_free,
+            hard_free_bytes: self.hard_free,
+            budget_bytes: self.budget,
+            soft_budget_bytes: self.soft_budget,
+            write_failures: self.write_failures.load(Ordering::Relaxed),
+        }
     }
 
     /// Sets the storage gauges and counters (at scrape time).
@@ -518,15 +536,15 @@ mod tests {
         let g = Guard::start(&options(0, 0, 1), dir.path()).expect("guard");
         assert_eq!(g.level(), Level::Ok);
         assert_eq!(g.refusal(Write::Intake), None);
-        assert_eq!(g.status()["warning"], false);
+        assert!(!g.status().warning);
         // Within a tenth of the soft mark (512 KiB): still taking requests, but warned.
         std::fs::write(dir.path().join("a"), vec![1u8; 480 * 1024]).expect("write");
         g.sample();
-        assert_eq!(g.level(), Level::Ok, "{}", g.status());
-        assert_eq!(g.status()["warning"], true, "{}", g.status());
+        assert_eq!(g.level(), Level::Ok, "{:?}", g.status());
+        assert!(g.status().warning, "{:?}", g.status());
         std::fs::write(dir.path().join("a"), vec![1u8; 600 * 1024]).expect("write");
         g.sample();
-        assert_eq!(g.level(), Level::Pressure, "{}", g.status());
+        assert_eq!(g.level(), Level::Pressure, "{:?}", g.status());
         assert_eq!(
             g.refusal(Write::Intake).map(Refusal::code),
             Some("storage_pressure")
@@ -596,7 +614,7 @@ mod tests {
         g.failed_free.store(u64::MAX, Ordering::Relaxed);
         g.sample();
         assert_eq!(
-            g.status()["write_failures"],
+            g.status().write_failures,
             1,
             "no probe on an unchanged full disk"
         );
@@ -618,6 +636,6 @@ mod tests {
             Level::Ok,
             "writes come back without anyone acting"
         );
-        assert_eq!(g.status()["write_failures"], 3);
+        assert_eq!(g.status().write_failures, 3);
     }
 }

@@ -638,6 +638,9 @@ fn health_readiness_metrics_and_the_openapi_document() {
         "/v1/workflows",
         "/v1/workflows/{id}/graph",
         "/v1/classify",
+        "/v1/console/cases",
+        "/v1/console/dry-run",
+        "/v1/console/workflows/{id}/definition",
     ] {
         assert!(doc.json["paths"].get(path).is_some(), "{path} documented");
     }

@@ -8,7 +8,6 @@ mod auth;
 mod cases;
 mod classify;
 mod console;
-mod console_support;
 mod error;
 mod openapi;
 pub mod requests;

@@ -61,7 +61,7 @@ pub async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Re
             })
             .inc();
         return AppError::new(status, refusal.code(), refusal.message())
-            .details(state.storage.status())
+            .details(serde_json::to_value(state.storage.status()).unwrap_or_default())
             .retry_after(state.retry_after_secs.max(RETRY_AFTER_SECS))
             .into_response();
     }

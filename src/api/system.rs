@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use casegraph_engine::store::Table;
 use serde_json::{Value, json};
 
 use super::{AppError, AppState, Caller, Json, blocking};
@@ -32,10 +31,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     let recovery_pending = state.workers.recovery_pending();
     let workflows = state.runner.catalog().workflows().count();
     let runner = state.runner.clone();
-    let readable = blocking("readyz", move || {
-        Ok(runner.store().backend().get(Table::Meta, b"salt").is_ok())
-    })
-    .await?;
+    let readable = blocking("readyz", move || Ok(runner.store().probe().is_ok())).await?;
     let storage = state.storage.level();
     let store_ok = readable && storage.writable();
     let checks = json!({
@@ -73,8 +69,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         let stats = s.runner.store().stats();
         m.store_commits.set(stats.commits as i64);
         m.store_syncs.set(stats.syncs as i64);
-        m.store_disk_bytes
-            .set(s.runner.store().backend().disk_bytes() as i64);
+        m.store_disk_bytes.set(s.runner.store().disk_bytes() as i64);
         m.intake_queue.set(s.workers.queued() as i64);
         s.memory.sample();
         m.resident_bytes.set(s.memory.resident() as i64);

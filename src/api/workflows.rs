@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use casegraph_engine::store::{Table, WorkflowBundle};
 use casegraph_engine::workflow::{Format, Workflow};
 use serde::{Deserialize, Serialize};
 
@@ -120,13 +119,11 @@ pub async fn show(
     let mut versions = blocking("workflow versions", move || {
         let stored = runner
             .store()
-            .backend()
-            .range(Table::Workflows, b"", None, 100_000)
+            .workflow_versions()
+            .of(&wanted)
             .map_err(|e| AppError::internal("workflow versions", e))?;
         Ok(stored
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<WorkflowBundle>(&v).ok())
-            .filter(|b| b.id == wanted)
             .map(|b| VersionView {
                 version: b.version,
                 digest: b.digest,

@@ -14,10 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use casegraph_engine::audit::{Kind, Record};
-use casegraph_engine::store::{CaseRecord, PersonalRecord, Store, Table};
 use jiff::Timestamp;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use casegraph::config::InferenceOptions;
@@ -156,15 +154,6 @@ fn read_labels(args: &ExportArgs) -> anyhow::Result<BTreeSet<String>> {
     Ok(labels.into_iter().collect())
 }
 
-fn get<T: DeserializeOwned>(store: &Store, table: Table, id: &str) -> anyhow::Result<Option<T>> {
-    match store.backend().get(table, id.as_bytes())? {
-        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("the {} record of case {id} is not readable", table.name())
-        })?)),
-        None => Ok(None),
-    }
-}
-
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Export(args) = command;
     let labels = read_labels(&args)?;
@@ -204,11 +193,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let Some(case) = get::<CaseRecord>(&store, Table::Cases, &record.case_id)? else {
+        let Some(case) = store.cases().get(&record.case_id)? else {
             *skipped.entry(Skip::Erased).or_default() += 1;
             continue;
         };
-        let personal = match get::<PersonalRecord>(&store, Table::Personal, &record.case_id)? {
+        let personal = match store.personal().get(&record.case_id)? {
             Some(p) if !case.erased => p,
             _ => {
                 *skipped.entry(Skip::Erased).or_default() += 1;

@@ -14,6 +14,7 @@ pub mod records;
 mod redb;
 mod rewrite;
 mod sled;
+mod tables;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use chain::AuditRecords;
 pub use group::CommitStats;
 pub use records::*;
 pub use rewrite::{Rewritten, rewrite};
+pub use tables::{Cases, Listed, Personal, WorkflowVersions};
 
 /// The tables of the store. Keys are ordered bytes; values are JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

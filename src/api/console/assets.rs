@@ -1,85 +1,86 @@
-//! The web console at `/console`: static HTML, CSS and ES modules from `console/`, built
-//! into the binary so the box serves it offline. The console talks to the same API with
-//! the same tokens; serving it needs no token (it holds no data).
+//! The console's pages at `/console`: static HTML, CSS and ES modules from `console/`,
+//! built into the binary so the box serves it offline. Serving them needs no token (they
+//! hold no data); the strict content security policy below keeps them from loading
+//! anything from elsewhere.
 
 use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use super::{AppState, Path};
+use super::super::{AppError, AppState, Path};
 
 /// Every file of the console: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_str!("../../console/index.html"),
+        include_str!("../../../console/index.html"),
     ),
     (
         "style.css",
         "text/css; charset=utf-8",
-        include_str!("../../console/style.css"),
+        include_str!("../../../console/style.css"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/app.js"),
+        include_str!("../../../console/app.js"),
     ),
     (
         "dom.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/dom.js"),
+        include_str!("../../../console/dom.js"),
     ),
     (
         "api.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/api.js"),
+        include_str!("../../../console/api.js"),
     ),
     (
         "i18n.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/i18n.js"),
+        include_str!("../../../console/i18n.js"),
     ),
     (
         "graph.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/graph.js"),
+        include_str!("../../../console/graph.js"),
     ),
     (
         "diff.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/diff.js"),
+        include_str!("../../../console/diff.js"),
     ),
     (
         "workflows.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/workflows.js"),
+        include_str!("../../../console/workflows.js"),
     ),
     (
         "tryit.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/tryit.js"),
+        include_str!("../../../console/tryit.js"),
     ),
     (
         "inbox.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/inbox.js"),
+        include_str!("../../../console/inbox.js"),
     ),
     (
         "cases.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/cases.js"),
+        include_str!("../../../console/cases.js"),
     ),
     (
         "status.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../console/status.js"),
+        include_str!("../../../console/status.js"),
     ),
 ];
 
-/// The console's pages and the API routes it needs beyond the resource API.
-pub fn routes() -> Router<AppState> {
+/// `/console`, `/console/` and `/console/{file}`.
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/console",
@@ -90,7 +91,6 @@ pub fn routes() -> Router<AppState> {
             "/console/{file}",
             get(|Path(file): Path<String>| asset_owned(file)),
         )
-        .merge(super::console_support::routes())
 }
 
 async fn asset_owned(file: String) -> Response {
@@ -112,7 +112,7 @@ async fn asset(file: &str) -> Response {
             *body,
         )
             .into_response(),
-        None => super::AppError::not_found("console file", file).into_response(),
+        None => AppError::not_found("console file", file).into_response(),
     }
 }
 

@@ -1,0 +1,276 @@
+//! Typed reads of the tables for callers outside the engine: the service's handlers and the
+//! CLI ask for cases, personal records and workflow versions by id, never for byte keys of
+//! a named table. Key layouts stay in this module and in [`records`](super::records).
+//!
+//! Every listing here is bounded per store call ([`CHUNK`]), so memory stays at one chunk
+//! however many records the box holds.
+
+use super::{CaseRecord, Error, PersonalRecord, Store, Table, WorkflowBundle, decode};
+
+/// Records read per backend call by the listings below.
+const CHUNK: usize = 512;
+
+impl Store {
+    /// The cases (without personal data), by case id.
+    pub fn cases(&self) -> Cases<'_> {
+        Cases(self)
+    }
+
+    /// The cases' personal data (request, case data, reply text), by case id.
+    pub fn personal(&self) -> Personal<'_> {
+        Personal(self)
+    }
+
+    /// Every workflow version a case ever ran on, kept so cases resume on it.
+    pub fn workflow_versions(&self) -> WorkflowVersions<'_> {
+        WorkflowVersions(self)
+    }
+
+    /// Reads one record of the box-wide settings: `Ok` when the store answers reads.
+    pub fn probe(&self) -> Result<(), Error> {
+        self.backend.get(Table::Meta, b"salt").map(|_| ())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.backend.disk_bytes()
+    }
+
+    /// The backend's name, as in configuration (`redb`, `sled`).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+}
+
+/// The `cases` table: case id → [`CaseRecord`]. Case ids begin with their acceptance time,
+/// so id order is acceptance order.
+#[derive(Debug, Clone, Copy)]
+pub struct Cases<'a>(&'a Store);
+
+impl Cases<'_> {
+    /// The case `id`, if stored.
+    pub fn get(&self, id: &str) -> Result<Option<CaseRecord>, Error> {
+        self.0.get_json(Table::Cases, id.as_bytes(), "case")
+    }
+
+    /// At most `limit` cases with an id below `before` (all when `None`), newest first.
+    pub fn newest_first(&self, before: Option<&str>, limit: usize) -> Result<Vec<Listed>, Error> {
+        Ok(self
+            .0
+            .backend
+            .range_back(Table::Cases, b"", before.map(str::as_bytes), limit)?
+            .into_iter()
+            .map(|(k, v)| Listed {
+                record: decode("case", &k, &v),
+                id: String::from_utf8_lossy(&k).into_owned(),
+            })
+            .collect())
+    }
+
+    /// Hands every readable case to `f`, oldest first, a chunk at a time without keeping
+    /// them. A record that is not readable is logged and skipped: one damaged case does not
+    /// hide the others.
+    pub fn for_each(&self, mut f: impl FnMut(CaseRecord)) -> Result<(), Error> {
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self.0.backend.range(Table::Cases, &from, None, CHUNK)?;
+            let full = chunk.len() == CHUNK;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            // The smallest key after `last`.
+            from = last.clone();
+            from.push(0);
+            for (k, v) in chunk {
+                match decode::<CaseRecord>("case", &k, &v) {
+                    Ok(r) => f(r),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A case as a listing found it: its id and its record, or why the record is not readable,
+/// so a caller paging on can go on from a case it could not read.
+#[derive(Debug)]
+pub struct Listed {
+    pub id: String,
+    pub record: Result<CaseRecord, Error>,
+}
+
+/// The `personal` table: case id → [`PersonalRecord`] (absent once erased).
+#[derive(Debug, Clone, Copy)]
+pub struct Personal<'a>(&'a Store);
+
+impl Personal<'_> {
+    /// The personal data of case `id`, unless there is none or it was erased.
+    pub fn get(&self, case_id: &str) -> Result<Option<PersonalRecord>, Error> {
+        self.0
+            .get_json(Table::Personal, case_id.as_bytes(), "personal data")
+    }
+}
+
+/// The `workflows` table: workflow digest → [`WorkflowBundle`].
+#[derive(Debug, Clone, Copy)]
+pub struct WorkflowVersions<'a>(&'a Store);
+
+impl WorkflowVersions<'_> {
+    /// The stored versions of workflow `id`, lowest version first. A bundle that is not
+    /// readable is logged and skipped (the others still show).
+    pub fn of(&self, id: &str) -> Result<Vec<WorkflowBundle>, Error> {
+        let mut found = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self.0.backend.range(Table::Workflows, &from, None, CHUNK)?;
+            let full = chunk.len() == CHUNK;
+            if let Some((last, _)) = chunk.last() {
+                from = last.clone();
+                from.push(0);
+            }
+            for (k, v) in chunk {
+                match decode::<WorkflowBundle>("workflow version", &k, &v) {
+                    Ok(b) if b.id == id => found.push(b),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            if !full {
+                found.sort_by_key(|b| b.version);
+                return Ok(found);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use jiff::Timestamp;
+
+    use super::super::{Batch, CaseStatus, Kind, Options, Store, Table, WorkflowBundle};
+    use super::{CHUNK, CaseRecord};
+
+    fn case(id: &str) -> CaseRecord {
+        CaseRecord {
+            id: id.into(),
+            status: CaseStatus::Completed,
+            channel: "email".into(),
+            language: "en".into(),
+            customer: None,
+            request_digest: "d".into(),
+            classification: None,
+            route: None,
+            workflow: None,
+            state: None,
+            queue_task: None,
+            queue_reason: None,
+            error: None,
+            pending: None,
+            erased: false,
+            accepted_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+            submitted_by: None,
+            reply_to: None,
+        }
+    }
+
+    fn store(kind: Kind) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            backend: kind,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), &options).unwrap();
+        (dir, store)
+    }
+
+    fn cases_page_newest_first_and_skip_what_is_damaged(kind: Kind) {
+        let (_dir, store) = store(kind);
+        let mut batch = Batch::new();
+        // More than one chunk, so `for_each` has to go on from where a chunk ended.
+        let n = CHUNK + 3;
+        for i in 0..n {
+            let id = format!("c{i:05}");
+            batch.put(Table::Cases, id.clone(), &case(&id));
+        }
+        batch.put_raw(Table::Cases, "c00002x", b"not json".to_vec());
+        store.commit(batch).unwrap();
+
+        let page = store.cases().newest_first(None, 3).unwrap();
+        let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                format!("c{:05}", n - 1),
+                format!("c{:05}", n - 2),
+                format!("c{:05}", n - 3)
+            ]
+        );
+        let older = store.cases().newest_first(Some("c00003"), 10).unwrap();
+        assert_eq!(older[0].id, "c00002x");
+        assert!(older[0].record.is_err(), "a damaged record says so");
+        assert_eq!(older[1].record.as_ref().unwrap().id, "c00002");
+        assert_eq!(older.len(), 4);
+
+        let mut seen = Vec::new();
+        store.cases().for_each(|r| seen.push(r.id)).unwrap();
+        assert_eq!(seen.len(), n, "every readable case, across chunks");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "oldest first");
+
+        assert_eq!(store.cases().get("c00001").unwrap().unwrap().id, "c00001");
+        assert!(store.cases().get("nope").unwrap().is_none());
+        assert!(store.personal().get("c00001").unwrap().is_none());
+        store.probe().unwrap();
+        assert_eq!(
+            store.backend_name(),
+            match kind {
+                Kind::Redb => "redb",
+                Kind::Sled => "sled",
+            }
+        );
+    }
+
+    fn versions_of_one_workflow(kind: Kind) {
+        let (_dir, store) = store(kind);
+        let mut batch = Batch::new();
+        for (id, version) in [("refund", 2), ("refund", 1), ("address", 1)] {
+            let digest = format!("{id}-{version}");
+            let bundle = WorkflowBundle {
+                id: id.into(),
+                version,
+                digest: digest.clone(),
+                files: BTreeMap::new(),
+            };
+            batch.put(Table::Workflows, digest, &bundle);
+        }
+        store.commit(batch).unwrap();
+        let versions: Vec<u32> = store
+            .workflow_versions()
+            .of("refund")
+            .unwrap()
+            .iter()
+            .map(|b| b.version)
+            .collect();
+        assert_eq!(versions, [1, 2]);
+        assert!(store.workflow_versions().of("none").unwrap().is_empty());
+    }
+
+    #[test]
+    fn redb_tables() {
+        cases_page_newest_first_and_skip_what_is_damaged(Kind::Redb);
+        versions_of_one_workflow(Kind::Redb);
+    }
+
+    #[test]
+    fn sled_tables() {
+        cases_page_newest_first_and_skip_what_is_damaged(Kind::Sled);
+        versions_of_one_workflow(Kind::Sled);
+    }
+}

@@ -1,0 +1,177 @@
+//! `POST /v1/console/dry-run`: what the box would do with a request (classification,
+//! routing decision, the path the workflow takes until a human task), all in memory: no
+//! case, no audit record, no connector call. Admitted `limits.max_classify` at a time with
+//! `/v1/classify`, bounded like the intake; authors only.
+
+use axum::extract::State;
+use casegraph_engine::exec::{
+    CallError, CallRequest, Connector, Event, Executor, ManualClock, Status, Waiting,
+};
+use casegraph_engine::routing::{self, Route};
+use casegraph_engine::rules::Context;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::super::requests::{Channel, Language};
+use super::super::{AppError, AppState, Caller, Json, blocking};
+use crate::auth::Role;
+
+/// A request as `POST /v1/requests` takes it, to try without making a case.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunBody {
+    channel: Channel,
+    /// `en` when absent.
+    language: Option<Language>,
+    #[serde(default)]
+    text: String,
+    /// Form fields (web-form channel).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    fields: Map<String, Value>,
+    customer_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Map<String, Value>>,
+}
+
+/// The connector of a dry run: calls nothing and answers success with an empty result.
+struct NoCalls;
+
+impl Connector for NoCalls {
+    fn call(&self, _request: &CallRequest) -> Result<Value, CallError> {
+        Ok(json!({ "dry_run": true }))
+    }
+}
+
+/// Most timers a dry run lets pass before it stops.
+const DRY_RUN_TIMERS: usize = 20;
+
+/// Classification, routing decision and the path the workflow would take (until a human
+/// task), all in memory: no case, no audit record, no call. The answer:
+/// `{classification, routing_version, created_case: false, route?, route_error?, workflow?:
+/// {id, version}, run?: {status, path, waiting, outcome, error, reply}, run_error?}`.
+#[utoipa::path(post, path = "/v1/console/dry-run", tag = "console", security(("bearer" = [])),
+    request_body = DryRunBody,
+    responses((status = 200, description = "What the box would do with the request", body = Object),
+        (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
+        (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
+        (status = 415, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody),
+        (status = 503, description = "Too many classifications at once, or the model is unavailable", body = super::super::error::ErrorBody)))]
+pub async fn dry_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<DryRunBody>,
+) -> Result<Json<Value>, AppError> {
+    caller.require(&[Role::Author])?;
+    // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
+    super::super::requests::limits::text_and_fields(&body.text, &body.fields)?;
+    if let Some(m) = &body.metadata {
+        super::super::requests::limits::metadata(m)?;
+    }
+    let mut request = Map::new();
+    request.insert("channel".into(), json!(body.channel));
+    request.insert(
+        "language".into(),
+        json!(body.language.unwrap_or(Language::En)),
+    );
+    if !body.text.is_empty() {
+        request.insert("text".into(), json!(body.text));
+    }
+    request.insert("fields".into(), Value::Object(body.fields));
+    if let Some(c) = body.customer_id.filter(|c| !c.is_empty()) {
+        request.insert("customer_id".into(), json!(c));
+    }
+    if let Some(m) = body.metadata {
+        request.insert("metadata".into(), Value::Object(m));
+    }
+    let request = Value::Object(request);
+    let s = state.clone();
+    let call = state.admit_model_call()?;
+    blocking("dry run", move || {
+        let _call = call;
+        let classification = s.classifier.classify(&request).map_err(|e| {
+            tracing::warn!("classification failed: {e}");
+            AppError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "classifier_unavailable",
+                "the intent model could not classify the text",
+            )
+        })?;
+        let catalog = s.runner.catalog();
+        let rules = s.library.rules().clone();
+        let now = s.runner.now();
+        let ctx = Context {
+            case_id: "dry-run",
+            node: "routing",
+            now,
+        };
+        let input = routing::input(&request, &classification);
+        let route = catalog
+            .routing
+            .route(&rules, &ctx, &input, catalog.intent_map());
+        let mut answer = json!({
+            "classification": classification,
+            "routing_version": catalog.routing.version,
+            "created_case": false,
+        });
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => {
+                answer["route_error"] = json!(e.to_string());
+                return Ok(Json(answer));
+            }
+        };
+        answer["route"] = serde_json::to_value(&route).unwrap_or(Value::Null);
+        let Route::Workflow { workflow, .. } = &route else {
+            return Ok(Json(answer));
+        };
+        let Some(wf) = catalog.get(workflow) else {
+            return Ok(Json(answer));
+        };
+        answer["workflow"] = json!({ "id": wf.id, "version": wf.version });
+        let clock = ManualClock::new(now);
+        let exec = Executor::new(&rules, &clock, &NoCalls);
+        let (mut case, _) = match exec.start(wf, "dry-run", request.clone(), classification) {
+            Ok(started) => started,
+            Err(e) => {
+                answer["run_error"] = json!(e.to_string());
+                return Ok(Json(answer));
+            }
+        };
+        let mut timers = 0;
+        while case.status == Status::Waiting && timers < DRY_RUN_TIMERS {
+            match case.waiting.clone() {
+                Some(Waiting::Timer { due, .. }) => {
+                    clock.advance_to(due);
+                    timers += 1;
+                    if exec.resume(wf, &mut case, Event::TimerFired).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let waiting = match &case.waiting {
+            Some(Waiting::Task {
+                node,
+                queue,
+                decisions,
+                ..
+            }) => json!({ "kind": "task", "node": node, "queue": queue, "decisions": decisions }),
+            Some(Waiting::Timer { node, due, .. }) => {
+                json!({ "kind": "timer", "node": node, "due": due.to_string() })
+            }
+            None => Value::Null,
+        };
+        answer["run"] = json!({
+            "status": case.status.as_str(),
+            "path": case.path,
+            "waiting": waiting,
+            "outcome": case.outcome,
+            "error": case.error,
+            "reply": case.reply.as_ref().map(|r| json!({"template": r.template, "language": r.language, "text": r.text})),
+        });
+        Ok(Json(answer))
+    })
+    .await
+}
