@@ -2,7 +2,11 @@
 //! the routing policy, the executor and the fixture runner; the durable runner with its
 //! store and audit log; channel intake and the intent model.
 //!
-//! The domain modules (`workflow`, `rules`, `routing`, `exec`, `fixture`, `audit`, `intake`)
+//! A request becomes a case along one corridor, [`pipeline`]: intake, classification,
+//! routing, start; the runner, the fixtures and the application's entry points all call it.
+//!
+//! The domain modules (`workflow`, `rules`, `routing`, `exec`, `fixture`, `audit`, `intake`,
+//! `pipeline`)
 //! do no I/O beyond reading workflow directories: clocks, connectors and storage come in
 //! through traits, so a run is deterministic and the same code serves the CLI, the tests and
 //! the service. The storage engines live behind [`store::Backend`] in `store`, and `runner`
@@ -18,6 +22,7 @@ pub mod exec;
 pub mod files;
 pub mod fixture;
 pub mod intake;
+pub mod pipeline;
 pub mod routing;
 pub mod rules;
 pub mod runner;
