@@ -1,6 +1,6 @@
 //! The one corridor from a request to a case: a [`Request`] arrives (the HTTP intake, a
 //! line of `casegraph run`, the console's dry run, a workflow fixture), its intake is made
-//! once ([`Received`]), a [`classify::Service`] answers its [`Classification`], the
+//! once ([`Received`]), a [`Service`] answers its [`Classification`], the
 //! catalog's routing policy picks a [`Route`], and [`Pipeline::start`] starts the workflow
 //! routing chose (or says which queue waits for it). Every entry point calls this; none
 //! routes or starts a case by itself.
@@ -36,7 +36,7 @@ pub enum Start {
     /// The workflow routing chose ran to its first wait or its end.
     Started {
         workflow: Arc<Workflow>,
-        case: Case,
+        case: Box<Case>,
         steps: Vec<StepRecord>,
     },
     /// Routing chose a workflow that is not loaded.
@@ -94,7 +94,7 @@ impl Pipeline<'_> {
                 Some(wf) => match begin(exec, wf, case_id, request, classification) {
                     Ok((case, steps)) => Start::Started {
                         workflow: wf.clone(),
-                        case,
+                        case: Box::new(case),
                         steps,
                     },
                     Err(error) => Start::Refused {

@@ -56,7 +56,7 @@ impl Runner {
                 workflow,
                 case,
                 steps,
-            } => self.started(seg, &workflow, Ok((case, steps))),
+            } => self.started(seg, &workflow, Ok((*case, steps))),
             Start::Refused { workflow, error } => self.started(seg, &workflow, Err(error)),
         })
     }
