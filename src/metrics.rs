@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use casegraph_engine::runner::Classifier;
+use casegraph_engine::classify::{self, Classification, Source};
+use casegraph_engine::intake::Received;
 use casegraph_engine::store::{self, Backend, Entry, Op, Table};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -286,25 +286,26 @@ impl Metrics {
     reason = "holds a trait object without Debug"
 )]
 pub struct MeasuredClassifier {
-    pub inner: Arc<dyn Classifier>,
+    pub inner: Arc<dyn classify::Service>,
     pub metrics: Arc<Metrics>,
 }
 
-impl Classifier for MeasuredClassifier {
-    fn classify(&self, request: &Value) -> Result<Value, String> {
+impl classify::Service for MeasuredClassifier {
+    fn classify(&self, request: &Received) -> Result<Classification, classify::Error> {
         let started = Instant::now();
         let answer = self.inner.classify(request);
         self.metrics
             .classify_duration
             .observe(started.elapsed().as_secs_f64());
         if let Ok(a) = &answer {
-            if let Some(c) = a.get("confidence").and_then(Value::as_f64) {
+            if let Some(c) = a.confidence {
                 self.metrics.classify_confidence.observe(c);
             }
-            let stage = match a.get("source").and_then(Value::as_str) {
-                Some("model") => a.get("stage").and_then(Value::as_str).unwrap_or("none"),
-                Some(other) => other,
-                None => "none",
+            let stage = match (a.source, a.stage) {
+                (Some(Source::Model), Some(stage)) => stage.as_str(),
+                (Some(Source::Model), None) => "none",
+                (Some(other), _) => other.as_str(),
+                (None, _) => "none",
             };
             self.metrics
                 .classifications

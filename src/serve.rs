@@ -16,9 +16,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use casegraph_engine::classify;
 use casegraph_engine::exec::{Connector, SystemClock};
 use casegraph_engine::rules::Rules;
-use casegraph_engine::runner::{Classifier, Parts, Runner};
+use casegraph_engine::runner::{Parts, Runner};
 use casegraph_engine::store::{self, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -26,7 +27,6 @@ use tokio::sync::{Semaphore, watch};
 use crate::api::{self, Inner};
 use crate::auth::{Role, Tokens};
 use crate::backoffice::SimulatedBackOffice;
-use crate::classifier::ModelClassifier;
 use crate::config::{Config, Roots};
 use crate::connector::HttpConnector;
 use crate::library::Library;
@@ -120,8 +120,9 @@ pub async fn run(
         })?;
     // The model loads before the first connection is taken: `readyz` answering means the
     // model answers too. Files are verified against the model card first.
+    let loading = std::time::Instant::now();
     let model =
-        ModelClassifier::load(&config.models_dir, &config.inference).with_context(|| {
+        crate::classifier::load(&config.models_dir, &config.inference).with_context(|| {
             format!(
                 "cannot load the intent model `{}` from {}",
                 config.inference.model,
@@ -131,13 +132,13 @@ pub async fn run(
     let model_version = model.model().to_string();
     tracing::info!(
         model = %model_version,
-        load_ms = model.load_time.as_millis() as u64,
+        load_ms = loading.elapsed().as_millis() as u64,
         threads = config.inference.threads,
         sessions = config.inference.sessions,
         batch = config.inference.batch_size,
         "intent model loaded"
     );
-    let classifier: Arc<dyn Classifier> = Arc::new(MeasuredClassifier {
+    let classifier: Arc<dyn classify::Service> = Arc::new(MeasuredClassifier {
         inner: Arc::new(model),
         metrics: metrics.clone(),
     });

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use casegraph_engine::classify::{self, Classification};
 use casegraph_engine::exec::{CallError, CallRequest, Connector, SystemClock};
+use casegraph_engine::intake::Received;
 use casegraph_engine::rules::Rules;
-use casegraph_engine::runner::{Classifier, NewRequest, Parts, Runner};
+use casegraph_engine::runner::{NewRequest, Parts, Runner};
 use casegraph_engine::store::{self, Store};
 use casegraph_engine::workflow::Catalog;
 use serde_json::{Value, json};
@@ -33,9 +35,9 @@ impl Connector for NoCalls {
 }
 
 struct NoModel;
-impl Classifier for NoModel {
-    fn classify(&self, _: &Value) -> Result<Value, String> {
-        Err("not used".into())
+impl classify::Service for NoModel {
+    fn classify(&self, _: &Received) -> Result<Classification, classify::Error> {
+        Err(classify::Error::Inference("not used".into()))
     }
 }
 
@@ -101,11 +103,12 @@ fn measure(kind: store::Kind, concurrency: usize, seconds: f64, base: &Path) -> 
                 let mut latencies = Vec::new();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let request = json!({
+                    let request = serde_json::from_value(json!({
                         "channel": "letter", "language": "de", "customer_id": format!("C-{:06}", t * 100_000 + i as usize),
                         "text": "Sehr geehrte Damen und Herren, bitte erstatten Sie mir 1.249,90 EUR für die stornierte Bestellung GK-2026-118. Mit freundlichen Grüßen",
                         "fields": {}
-                    });
+                    }))
+                    .unwrap();
                     let at = Instant::now();
                     runner
                         .accept(NewRequest {

@@ -124,7 +124,7 @@ impl Routing {
     }
 
     /// Routes one request. `request` is the request merged with its classification
-    /// (`intent`, `confidence`, `out_of_scope`).
+    /// ([`crate::pipeline::input`]).
     pub fn route(
         &self,
         rules: &Rules,
@@ -152,38 +152,5 @@ impl Routing {
             });
         }
         Ok(route)
-    }
-}
-
-/// What the routing policy sees as `request`: the request's fields with the
-/// classification's `intent`, `confidence` and `out_of_scope` beside them.
-pub fn input(request: &Value, classification: &Value) -> Value {
-    let mut merged = request.as_object().cloned().unwrap_or_default();
-    for key in ["intent", "confidence", "out_of_scope"] {
-        let value = classification.get(key).cloned().unwrap_or(match key {
-            "out_of_scope" => Value::Bool(false),
-            _ => Value::Null,
-        });
-        merged.insert(key.to_string(), value);
-    }
-    Value::Object(merged)
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn input_puts_the_classification_beside_the_request() {
-        let r = json!({"channel": "chat", "text": "hi", "intent": "spoofed"});
-        let c = json!({"intent": "card_arrival", "confidence": 0.8});
-        let input = super::input(&r, &c);
-        assert_eq!(
-            input["intent"], "card_arrival",
-            "the classifier's intent wins"
-        );
-        assert_eq!(input["confidence"], 0.8);
-        assert_eq!(input["out_of_scope"], false);
-        assert_eq!(input["text"], "hi");
     }
 }

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use casegraph_engine::classify::{self, Classification};
 use casegraph_engine::exec::{
     CallError, CallRequest, Clock, Connector, ManualClock, TaskCompletion,
 };
+use casegraph_engine::intake::Received;
 use casegraph_engine::rules::Rules;
-use casegraph_engine::runner::{self, Classifier, NewRequest, Parts, Runner};
+use casegraph_engine::runner::{self, NewRequest, Parts, Runner};
 use casegraph_engine::store::{self, CaseStatus, OutboxState, Store, Table};
 use casegraph_engine::workflow::Catalog;
 use jiff::SignedDuration;
@@ -19,6 +21,28 @@ use serde_json::{Value, json};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows")
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Sets `metadata.<key>` of a request.
+fn set_metadata(r: &mut NewRequest, key: &str, value: Value) {
+    r.request
+        .metadata
+        .get_or_insert_default()
+        .insert(key.into(), value);
 }
 
 /// A back office that applies each idempotency key once and counts what it saw.
@@ -57,13 +81,14 @@ impl Connector for Receiver {
 /// Reads the intent from `metadata` (the model is not part of these tests).
 struct Given;
 
-impl Classifier for Given {
-    fn classify(&self, request: &Value) -> Result<Value, String> {
-        let m = &request["metadata"];
-        Ok(json!({
-            "intent": m["intent"], "confidence": m["confidence"].as_f64().unwrap_or(0.95),
-            "out_of_scope": false, "model": "test"
-        }))
+impl classify::Service for Given {
+    fn classify(&self, r: &Received) -> Result<Classification, classify::Error> {
+        let intent = r.request.metadata("intent").and_then(Value::as_str);
+        let confidence = r.request.metadata("confidence").and_then(Value::as_f64);
+        Ok(Classification {
+            model: Some("test".into()),
+            ..Classification::new(intent.map(String::from), confidence.unwrap_or(0.95))
+        })
     }
 }
 
@@ -111,12 +136,13 @@ fn new_box(kind: store::Kind) -> Box_ {
 
 fn refund(amount: &str, customer: &str) -> NewRequest {
     NewRequest {
-        request: json!({
+        request: serde_json::from_value(json!({
             "channel": "form", "language": "en", "customer_id": customer,
             "text": format!("Please refund {amount} EUR for the cancelled order."),
             "fields": { "amount": amount },
             "metadata": { "intent": "request_refund", "confidence": 0.97 }
-        }),
+        }))
+        .unwrap(),
         idempotency_key: None,
         submitted_by: Some("crm".into()),
     }
@@ -239,7 +265,7 @@ fn a_reviewer_completes_a_task_and_the_case_moves_on() {
 fn an_unsure_request_waits_in_triage_until_a_reviewer_routes_it() {
     let b = new_box(store::Kind::Redb);
     let mut r = refund("20.00", "C-100003");
-    r.request["metadata"]["confidence"] = json!(0.2);
+    set_metadata(&mut r, "confidence", json!(0.2));
     let id = b.runner.accept(r).unwrap().case_id;
     assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
     let task = b.runner.tasks(None).unwrap().pop().unwrap();
@@ -613,7 +639,7 @@ fn of_two_racing_triage_decisions_exactly_one_routes_the_case() {
     let b = new_box(store::Kind::Sled);
     for round in 0..10 {
         let mut r = refund("20.00", &format!("C-4{round:05}"));
-        r.request["metadata"]["confidence"] = json!(0.2);
+        set_metadata(&mut r, "confidence", json!(0.2));
         let id = b.runner.accept(r).unwrap().case_id;
         assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
         let task = format!("{id}.triage");
@@ -639,14 +665,25 @@ fn of_two_racing_triage_decisions_exactly_one_routes_the_case() {
     }
 }
 
-/// A case that fails before any workflow runs (here: routing, given an intent that is not a
-/// string) still says why, in the case record and the audit trail.
+/// A case that fails before any workflow runs (here: routing, whose policy throws) still
+/// says why, in the case record and the audit trail.
 #[test]
 fn a_case_that_fails_in_routing_says_why() {
     let b = new_box(store::Kind::Redb);
-    let mut request = refund("20.00", "C-100100");
-    request.request["metadata"]["intent"] = json!(7);
-    let id = b.runner.accept(request).unwrap().case_id;
+    let served = tempfile::tempdir().unwrap();
+    copy_dir(&shipped(), served.path());
+    std::fs::write(
+        served.path().join("routing/routing.rhai"),
+        "throw \"no rule decides this request\";",
+    )
+    .unwrap();
+    let catalog = Catalog::load(served.path(), &Rules::default()).unwrap();
+    b.runner.set_catalog(Arc::new(catalog));
+    let id = b
+        .runner
+        .accept(refund("20.00", "C-100100"))
+        .unwrap()
+        .case_id;
     assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Failed);
     let (rec, personal) = b.runner.case(&id).unwrap().unwrap();
     let reason = rec.error.expect("a failed case says why");

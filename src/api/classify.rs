@@ -1,8 +1,9 @@
 //! `POST /v1/classify`: what the intent model says about a text, without creating a case.
 
 use axum::extract::State;
+use casegraph_engine::intake::{Received, Request};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::requests::{Channel, Language};
 use super::{AppError, AppState, Caller, Json, blocking};
@@ -45,19 +46,17 @@ pub async fn classify(
     if let Some(m) = &body.metadata {
         super::requests::limits::metadata(m)?;
     }
-    let request = json!({
-        "channel": body.channel.unwrap_or(Channel::Chat),
-        // absent: the classifier reports the language it detects
-        "language": body.language,
-        "text": body.text,
-        "fields": {},
-        "metadata": body.metadata,
-    });
+    let mut request = Request::text(body.channel.unwrap_or(Channel::Chat), body.text);
+    // absent: the classifier reports the language it detects
+    request.language = body.language.map(|l| l.code().to_string());
+    request.metadata = body.metadata;
     let classifier = state.classifier.clone();
     let call = state.admit_model_call()?;
     blocking("classify", move || {
         let _call = call;
-        classifier.classify(&request).map(Json).map_err(|e| {
+        let received = Received::new(request);
+        let answer = classifier.classify(&received);
+        answer.map(|c| Json(c.to_json())).map_err(|e| {
             tracing::warn!("classification failed: {e}");
             AppError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -26,7 +26,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use casegraph_engine::runner::{Classifier, Runner};
+use casegraph_engine::classify::Service as ClassifyService;
+use casegraph_engine::runner::Runner;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::Caller;
@@ -42,7 +43,7 @@ use crate::workers::{CaseRunner, Workers};
 pub struct Inner {
     pub runner: Arc<Runner>,
     /// The same classifier the runner uses, for `POST /v1/classify`.
-    pub classifier: Arc<dyn Classifier>,
+    pub classifier: Arc<dyn ClassifyService>,
     /// The intent model's version (`name@version+sha256:…`).
     pub model: String,
     pub tokens: Arc<Tokens>,

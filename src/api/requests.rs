@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use casegraph_engine::intake;
+use casegraph_engine::intake::Request;
 use casegraph_engine::runner::{self, NewRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -15,19 +15,24 @@ use crate::auth::{Capability, Role};
 
 pub mod limits;
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Form,
-    Letter,
-    Chat,
-}
+/// The engine's channel: one type from the HTTP body to the stored case.
+pub use casegraph_engine::intake::Channel;
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     De,
     En,
+}
+
+impl Language {
+    /// The ISO 639-1 code, as requests carry it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::De => "de",
+            Language::En => "en",
+        }
+    }
 }
 
 /// A customer's request.
@@ -134,46 +139,28 @@ impl RequestBody {
         Ok(())
     }
 
-    /// The stated language, or the one the customer wrote in: detected from what the
-    /// intake keeps of the request (a letter's body without its address blocks, a chat's
-    /// customer turns, a form's text and labelled values), as the model reads it.
-    fn language(&self) -> Language {
-        self.language.unwrap_or_else(|| {
-            let channel = match self.channel {
-                Channel::Form => intake::Channel::Form,
-                Channel::Letter => intake::Channel::Letter,
-                Channel::Chat => intake::Channel::Chat,
-            };
-            let text = self.text.as_deref().unwrap_or("");
-            match crate::classifier::normalize_parts(channel, text, &self.fields)
-                .language
-                .as_str()
-            {
-                "de" => Language::De,
-                _ => Language::En,
-            }
-        })
-    }
-
-    /// The request as workflows see it (`case.request`).
-    pub fn normalized(&self) -> Value {
-        let mut r = Map::new();
-        r.insert("channel".into(), json!(self.channel));
-        r.insert("language".into(), json!(self.language()));
-        if let Some(t) = &self.text {
-            r.insert("text".into(), json!(t));
-        }
-        r.insert("fields".into(), Value::Object(self.fields.clone()));
-        if let Some(c) = &self.customer_id {
-            r.insert("customer_id".into(), json!(c));
-        }
-        if let Some(u) = &self.reply_to {
-            r.insert("reply_to".into(), json!(u));
-        }
-        if let Some(m) = &self.metadata {
-            r.insert("metadata".into(), Value::Object(m.clone()));
-        }
-        Value::Object(r)
+    /// The request as workflows see it (`case.request`), in the language stated, or the
+    /// one the customer wrote in: detected from what the intake keeps of the request (a
+    /// letter's body without its address blocks, a chat's customer turns, a form's text
+    /// and labelled values), as the model reads it.
+    pub fn normalized(&self) -> Request {
+        let mut request = Request {
+            channel: self.channel,
+            language: None,
+            text: self.text.clone(),
+            fields: self.fields.clone(),
+            customer_id: self.customer_id.clone(),
+            reply_to: self.reply_to.clone(),
+            metadata: self.metadata.clone(),
+        };
+        let language =
+            self.language
+                .unwrap_or_else(|| match request.normalize().language.as_str() {
+                    "de" => Language::De,
+                    _ => Language::En,
+                });
+        request.language = Some(language.code().to_string());
+        request
     }
 }
 
@@ -181,12 +168,8 @@ impl RequestBody {
 /// keeps past erasure: it must be an intent label (the shape a reviewer's correction
 /// has), and one the model or the routing policy knows, never free text that could hold a
 /// personal datum. The value is not repeated in the answer.
-fn stated_intent(state: &AppState, request: &Value) -> Result<(), AppError> {
-    let Some(given) = request
-        .get("metadata")
-        .and_then(|m| m.get("intent"))
-        .filter(|v| !v.is_null())
-    else {
+fn stated_intent(state: &AppState, request: &Request) -> Result<(), AppError> {
+    let Some(given) = request.metadata("intent").filter(|v| !v.is_null()) else {
         return Ok(());
     };
     let bad = |why: &str| {
@@ -251,11 +234,11 @@ pub async fn create(
     body.check(&state).await?;
     let mut request = body.normalized();
     // Only a token allowed to state a classification skips the model; for the others the
-    // stated intent is a recorded hint (see `classifier::demote_stated_intent`).
+    // stated intent is a recorded hint (see `Request::demote_stated_intent`).
     if who.may(Capability::StateIntent) {
         stated_intent(&state, &request)?;
     } else {
-        crate::classifier::demote_stated_intent(&mut request);
+        request.demote_stated_intent();
     }
     // Back-pressure before anything is stored: a queue place for the case, then a permit
     // to write it.

@@ -1,7 +1,6 @@
 //! `casegraph classify`: intent, confidence, top intents, out-of-scope flag and language for
 //! each request of a JSON-lines file, one JSON line out per line in, in order.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use casegraph_engine::classify::onnx::{OnnxClassifier, Options};
 use casegraph_engine::classify::{Classifier, Scored};
-use casegraph_engine::intake::{self, Channel};
+use casegraph_engine::intake::{self, Channel, Request};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +44,7 @@ struct Line {
     channel: Option<Channel>,
     /// A form's labelled values.
     #[serde(default)]
-    fields: BTreeMap<String, serde_json::Value>,
+    fields: serde_json::Map<String, serde_json::Value>,
     // accepted so that sample requests classify as they are
     #[serde(default)]
     #[allow(dead_code)]
@@ -109,11 +108,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let parsed = serde_json::from_str::<Line>(&line)
             .map_err(|e| e.to_string())
             .map(|l| {
-                casegraph::classifier::normalize_parts(
-                    l.channel.unwrap_or(Channel::Chat),
-                    &l.text,
-                    &l.fields,
-                )
+                let mut request = Request::text(l.channel.unwrap_or(Channel::Chat), l.text);
+                request.fields = l.fields;
+                request.normalize()
             });
         chunk.push((n, parsed));
         if chunk.len() >= args.batch.max(1) {

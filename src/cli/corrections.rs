@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use casegraph_engine::audit::{Kind, Record};
+use casegraph_engine::intake::Request;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -205,7 +206,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         };
         // The same intake the classifier used, so the example is the text the model read.
-        let text = match casegraph::classifier::normalize(&personal.request) {
+        let stored = serde_json::from_value::<Request>(personal.request);
+        let text = match stored.map(|r| r.normalize()) {
             Ok(n) if !n.redacted.is_empty() => n.redacted,
             _ => {
                 *skipped.entry(Skip::NoText).or_default() += 1;

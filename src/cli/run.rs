@@ -13,18 +13,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use casegraph_engine::exec::{Clock, Event, Executor, ManualClock, Status, SystemClock, Waiting};
-use casegraph_engine::routing::{self, Route};
-use casegraph_engine::rules::Context;
+use casegraph_engine::classify::{Classification, Service as _, Source};
+use casegraph_engine::exec::{Clock, Executor, ManualClock, SystemClock, Waiting};
+use casegraph_engine::pipeline::{self, Pipeline, Received, Start};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use casegraph::api::requests::RequestBody;
 use casegraph::backoffice::SimulatedBackOffice;
-use casegraph::classifier::ModelClassifier;
 use casegraph::config::InferenceOptions;
-use casegraph_engine::runner::Classifier as _;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -95,15 +93,12 @@ impl RequestLine {
     }
 
     /// The line's own classification, if it carries one.
-    fn given_classification(&self) -> Option<Value> {
-        self.given.as_ref().map(|g| {
-            json!({
-                "intent": g.intent,
-                "confidence": g.confidence,
-                "out_of_scope": g.out_of_scope,
-                "model": "given-in-input",
-                "source": "input",
-            })
+    fn given_classification(&self) -> Option<Classification> {
+        self.given.as_ref().map(|g| Classification {
+            out_of_scope: g.out_of_scope,
+            model: Some("given-in-input".into()),
+            source: Some(Source::Input),
+            ..Classification::new(Some(g.intent.clone()), g.confidence)
         })
     }
 }
@@ -142,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .models
         .clone()
         .unwrap_or_else(casegraph::classifier::default_models_dir);
-    let model = ModelClassifier::load(&models, &InferenceOptions::default())?;
+    let model = casegraph::classifier::load(&models, &InferenceOptions::default())?;
     let progress = indicatif::ProgressBar::new(lines.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} requests {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -165,10 +160,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let case_id = format!("run-{line_no:05}");
         let clock = ManualClock::new(SystemClock.now());
-        let request = line.body.normalized();
+        let received = Received::new(line.body.normalized());
         let classification = match line.given_classification() {
             Some(given) => given,
-            None => match model.classify(&request) {
+            None => match model.classify(&received) {
                 Ok(c) => c,
                 Err(e) => {
                     progress.suspend(|| {
@@ -179,26 +174,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             },
         };
-        let language = classification["language"]
-            .as_str()
-            .or_else(|| request["language"].as_str())
-            .unwrap_or("")
-            .to_string();
-        let ctx = Context {
-            case_id: &case_id,
-            node: "routing",
-            now: clock.now(),
-        };
-        let input = routing::input(&request, &classification);
+        let request = &received.request;
         let mut row = Row {
             line: line_no,
-            channel: request["channel"].as_str().unwrap_or("").to_string(),
-            language,
+            channel: request.channel.as_str().to_string(),
+            language: classification
+                .language
+                .clone()
+                .or_else(|| request.language.clone())
+                .unwrap_or_default(),
             intent: format!(
                 "{} ({:.2}){}",
-                classification["intent"].as_str().unwrap_or("–"),
-                classification["confidence"].as_f64().unwrap_or(0.0),
-                if classification["out_of_scope"] == true {
+                classification.intent.as_deref().unwrap_or("–"),
+                classification.confidence.unwrap_or(0.0),
+                if classification.out_of_scope {
                     " out of scope"
                 } else {
                     ""
@@ -208,45 +197,41 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             status: String::new(),
             detail: String::new(),
         };
-        let mut record =
-            json!({ "line": line_no, "case_id": case_id, "classification": classification });
-        match catalog
-            .routing
-            .route(&rules, &ctx, &input, catalog.intent_map())
-        {
+        let mut record = json!({ "line": line_no, "case_id": case_id,
+                                 "classification": classification.to_json() });
+        let exec = Executor::new(&rules, &clock, &backoffice);
+        let pipeline = Pipeline {
+            catalog: &catalog,
+            rules: &rules,
+        };
+        match pipeline.start(&exec, &case_id, request, &classification) {
             Err(e) => {
                 row.route = "error".into();
                 row.status = "failed".into();
                 row.detail = e.to_string();
             }
-            Ok(Route::Queue { queue, rule }) => {
-                row.route = format!("queue {queue}");
-                row.status = "waiting".into();
-                row.detail = format!("rule `{rule}`; waits for a reviewer in `{queue}`");
-                record["route"] = json!({ "queue": queue, "rule": rule });
-            }
-            Ok(Route::Workflow { workflow, rule }) => {
-                row.route = workflow.clone();
-                record["route"] = json!({ "workflow": workflow, "rule": rule });
-                let wf = catalog
-                    .get(&workflow)
-                    .context("routing chose a loaded workflow")?;
-                let exec = Executor::new(&rules, &clock, &backoffice);
-                match exec.start(wf, &case_id, request, classification) {
-                    Err(e) => {
-                        row.status = "rejected".into();
-                        row.detail = e.to_string();
+            Ok((route, start)) => {
+                record["route"] = serde_json::to_value(&route)?;
+                match start {
+                    Start::Queued { queue, rule } => {
+                        row.route = format!("queue {queue}");
+                        row.status = "waiting".into();
+                        row.detail = format!("rule `{rule}`; waits for a reviewer in `{queue}`");
                     }
-                    Ok((mut case, _)) => {
-                        // Fast-forward timers: waits and retry backoffs fire at once.
-                        while let (Status::Waiting, Some(Waiting::Timer { due, .. })) =
-                            (case.status, &case.waiting)
-                        {
-                            clock.advance_to(*due);
-                            if exec.resume(wf, &mut case, Event::TimerFired).is_err() {
-                                break;
-                            }
-                        }
+                    Start::NotLoaded { workflow } => {
+                        anyhow::bail!("routing chose workflow `{workflow}`, which is not loaded")
+                    }
+                    Start::Refused { workflow, error } => {
+                        row.route = workflow.id.clone();
+                        row.status = "rejected".into();
+                        row.detail = error.to_string();
+                    }
+                    Start::Started {
+                        workflow, mut case, ..
+                    } => {
+                        row.route = workflow.id.clone();
+                        // Timers are fast-forwarded: waits and retry backoffs fire at once.
+                        pipeline::fast_forward(&exec, &clock, &workflow, &mut case, usize::MAX);
                         row.status = case.status.as_str().into();
                         row.detail = match (&case.waiting, &case.outcome, &case.error) {
                             (Some(Waiting::Task { queue, .. }), _, _) => {

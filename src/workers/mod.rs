@@ -315,23 +315,30 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    use casegraph_engine::classify::{self, Classification};
     use casegraph_engine::exec::SystemClock;
+    use casegraph_engine::intake::Received;
     use casegraph_engine::rules::Rules;
-    use casegraph_engine::runner::{Classifier, NewRequest, Parts};
+    use casegraph_engine::runner::{NewRequest, Parts};
     use casegraph_engine::store::Store;
     use casegraph_engine::workflow::Catalog;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
 
     /// Every request is a refund; one whose text says so panics (a bug in a segment).
     struct Refund;
 
-    impl Classifier for Refund {
-        fn classify(&self, request: &Value) -> Result<Value, String> {
-            assert!(request["text"] != "panic", "a bug in the segment");
-            Ok(json!({ "intent": "request_refund", "confidence": 0.97,
-                       "out_of_scope": false, "model": "test" }))
+    impl classify::Service for Refund {
+        fn classify(&self, r: &Received) -> Result<Classification, classify::Error> {
+            assert!(
+                r.request.text.as_deref() != Some("panic"),
+                "a bug in the segment"
+            );
+            Ok(Classification {
+                model: Some("test".into()),
+                ..Classification::new(Some("request_refund".into()), 0.97)
+            })
         }
     }
 
@@ -360,8 +367,9 @@ mod tests {
     }
 
     fn accept(runner: &Runner, text: &str) -> String {
-        let request = json!({ "channel": "form", "language": "en", "customer_id": "C-100001",
-                              "text": text, "fields": { "amount": "25.00" } });
+        let request = serde_json::from_value(json!({ "channel": "form", "language": "en",
+            "customer_id": "C-100001", "text": text, "fields": { "amount": "25.00" } }))
+        .unwrap();
         runner
             .accept(NewRequest {
                 request,

@@ -13,9 +13,11 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use casegraph::auth::Role;
+use casegraph_engine::classify::{self, Classification};
 use casegraph_engine::exec::{SystemClock, TaskCompletion};
+use casegraph_engine::intake::Received;
 use casegraph_engine::rules::Rules;
-use casegraph_engine::runner::{Classifier, NewRequest, Parts, Runner};
+use casegraph_engine::runner::{NewRequest, Parts, Runner};
 use casegraph_engine::store::{Batch, CaseStatus, Pending, Store, Table, Trigger};
 use casegraph_engine::workflow::Catalog;
 use serde_json::{Value, json};
@@ -243,12 +245,12 @@ fn an_oversized_or_deeply_nested_completion_is_refused_and_the_task_stays_open()
 /// to make a backlog, only to work it off).
 struct Refund;
 
-impl Classifier for Refund {
-    fn classify(&self, _: &Value) -> Result<Value, String> {
-        Ok(
-            json!({ "intent": "request_refund", "confidence": 0.97, "out_of_scope": false,
-                   "model": "test" }),
-        )
+impl classify::Service for Refund {
+    fn classify(&self, _: &Received) -> Result<Classification, classify::Error> {
+        Ok(Classification {
+            model: Some("test".into()),
+            ..Classification::new(Some("request_refund".into()), 0.97)
+        })
     }
 }
 
@@ -270,10 +272,11 @@ fn offline(dir: &Path) -> Runner {
 
 fn small_refund(i: usize) -> NewRequest {
     NewRequest {
-        request: json!({
+        request: serde_json::from_value(json!({
             "channel": "form", "language": "en", "customer_id": format!("C-{:06}", 100_000 + i),
             "text": "Please refund the cancelled order.", "fields": { "amount": "25.00" },
-        }),
+        }))
+        .unwrap(),
         idempotency_key: None,
         submitted_by: Some("submitter".into()),
     }
@@ -370,7 +373,7 @@ fn a_tampered_stored_case_fails_with_a_reason_and_the_single_worker_survives() {
         // A case waiting for a reviewer at a node its workflow does not have, with the
         // reviewer's completion stored: resuming it panics inside the executor.
         let mut big = small_refund(2);
-        big.request["fields"]["amount"] = json!("900.00");
+        big.request.fields.insert("amount".into(), json!("900.00"));
         lost_node = runner.accept(big).unwrap().case_id;
         assert_eq!(runner.process(&lost_node).unwrap(), CaseStatus::Waiting);
         tamper(&runner, &lost_node, |rec| {
@@ -427,7 +430,7 @@ fn a_tampered_case_whose_timer_panics_fails_instead_of_hanging_in_running() {
     let s = Server::start_with(|c| {
         let runner = offline(&c.data_dir);
         let mut big = small_refund(4);
-        big.request["fields"]["amount"] = json!("900.00");
+        big.request.fields.insert("amount".into(), json!("900.00"));
         broken = runner.accept(big).unwrap().case_id;
         assert_eq!(runner.process(&broken).unwrap(), CaseStatus::Waiting);
         // Its SLA is long past, and it waits at a node its workflow does not have: the

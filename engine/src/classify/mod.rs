@@ -1,8 +1,12 @@
 //! The intent model: what a request is about, how sure the model is, and whether it is
 //! something this box handles at all.
 //!
-//! The domain side is inference-free: the [`Classifier`] trait, the [`Prediction`] it
-//! returns, the model card ([`card`]), temperature calibration and the out-of-scope rule
+//! A request is classified by a [`Service`] (the runner, the API and the CLI call it), which
+//! answers a typed [`Classification`]; the box's service is [`service::Model`]: the
+//! metadata rule, the cascade and the micro-batcher over the model's sessions.
+//!
+//! The domain side is inference-free: the [`Classifier`] trait (one text in, one
+//! [`Prediction`] out), the model card ([`card`]), temperature calibration and the out-of-scope rule
 //! ([`calibrate`]), and dynamic micro-batching over any classifier ([`batch`]). The ONNX
 //! Runtime adapter ([`onnx`]: `ort` + `tokenizers`) sits behind the `onnx` cargo feature, so
 //! the rest of the engine builds and tests without an inference stack.
@@ -10,16 +14,22 @@
 pub mod batch;
 pub mod calibrate;
 pub mod card;
+mod classification;
 pub mod ngrams;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 #[cfg(feature = "onnx")]
 pub mod runtime;
+pub mod service;
 
 use serde::{Deserialize, Serialize};
 
 pub use calibrate::{Calibration, Cascade};
 pub use card::ModelCard;
+pub use classification::{
+    Alternative, Classification, Correction, Hint, METADATA_MODEL, Service, Source,
+    UNAVAILABLE_MODEL,
+};
 
 /// One intent with its calibrated confidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

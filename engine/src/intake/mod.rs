@@ -1,7 +1,8 @@
 //! Channel intake: from what arrived (a web form, an OCR'd letter, a chat transcript) to the
 //! text the intent model reads, its language, and the personal data it contains.
 //!
-//! Pure text processing, no I/O. Logs and audit records carry [`Normalized::redacted`],
+//! [`Request`] is what arrives at every entry point; [`Received`] carries it with its
+//! intake, made once. Pure text processing, no I/O. Logs and audit records carry [`Normalized::redacted`],
 //! never the raw text.
 
 mod chat;
@@ -9,6 +10,7 @@ mod form;
 mod language;
 mod letter;
 pub mod pii;
+mod request;
 
 use std::collections::BTreeMap;
 
@@ -16,14 +18,27 @@ use serde::{Deserialize, Serialize};
 
 pub use language::detect as detect_language;
 pub use pii::{Kind as PiiKind, Pii};
+pub use request::{HINT_KEY, Received, Request};
 
-/// Where a request came from.
+/// Where a request came from: the one channel type of the API, the CLI and the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Form,
     Letter,
     Chat,
+}
+
+impl Channel {
+    /// The channel's name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Form => "form",
+            Channel::Letter => "letter",
+            Channel::Chat => "chat",
+        }
+    }
 }
 
 /// A request's text made ready for the model.

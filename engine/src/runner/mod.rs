@@ -38,7 +38,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit;
+use crate::classify;
 use crate::exec::{Clock, Connector, digest};
+use crate::intake::Request;
 use crate::rules::Rules;
 use crate::store::{
     self, Batch, CaseRecord, CaseStatus, IdempotencyEntry, Pending, PersonalRecord, Store, Table,
@@ -48,18 +50,6 @@ use crate::workflow::{Catalog, Workflow};
 
 pub use erase::{Erasure, erase_customer};
 pub use triage::{TRIAGE_QUEUE, is_intent_label};
-
-/// What the intent model says about a request.
-pub trait Classifier: Send + Sync {
-    /// `{"intent", "confidence", "top": [...], "out_of_scope", "language", "model"}`.
-    fn classify(&self, request: &Value) -> Result<Value, String>;
-
-    /// The labels the model can answer (its intents and its out-of-scope label), when it
-    /// has a fixed set: a reviewer's `data.intent` on a triage task must be one of them.
-    fn labels(&self) -> Option<&[String]> {
-        None
-    }
-}
 
 /// A request refused or a failure while handling it.
 #[derive(Debug, thiserror::Error)]
@@ -108,11 +98,10 @@ pub enum Error {
     },
 }
 
-/// A request as accepted at intake (already checked for shape by the caller).
+/// A request as accepted at intake (already checked by the caller).
 #[derive(Debug, Clone)]
 pub struct NewRequest {
-    /// `{"channel", "text", "fields", "customer_id", "language", "reply_to", "metadata"}`.
-    pub request: Value,
+    pub request: Request,
     pub idempotency_key: Option<String>,
     /// Token name of the submitter.
     pub submitted_by: Option<String>,
@@ -132,7 +121,7 @@ pub struct Runner {
     catalog: RwLock<Arc<Catalog>>,
     rules: Arc<Rules>,
     connector: Arc<dyn Connector>,
-    classifier: Arc<dyn Classifier>,
+    classifier: Arc<dyn classify::Service>,
     clock: Arc<dyn Clock>,
     /// Where old workflow versions are unpacked to be compiled again.
     versions_dir: PathBuf,
@@ -160,7 +149,7 @@ pub struct Parts {
     pub catalog: Arc<Catalog>,
     pub rules: Arc<Rules>,
     pub connector: Arc<dyn Connector>,
-    pub classifier: Arc<dyn Classifier>,
+    pub classifier: Arc<dyn classify::Service>,
     pub clock: Arc<dyn Clock>,
     pub versions_dir: PathBuf,
 }
@@ -211,7 +200,8 @@ impl Runner {
     /// Stores the request durably and returns its case id. The case is not run here:
     /// call [`Runner::process`] (the service's workers do) or [`Runner::recover`].
     pub fn accept(&self, new: NewRequest) -> Result<Accepted, Error> {
-        let request_digest = digest(&new.request);
+        let request = new.request.to_json();
+        let request_digest = digest(&request);
         let _key_lock = new.idempotency_key.as_deref().map(|k| self.lock(k));
         if let Some(k) = &new.idempotency_key
             && let Some(seen) = self.store.get_json::<IdempotencyEntry>(
@@ -233,18 +223,16 @@ impl Runner {
         }
         let now = self.clock.now();
         let case_id = new_case_id(now)?;
-        let text = |k: &str| {
-            new.request
-                .get(k)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let customer = text("customer_id").map(|c| self.store.pseudonym(&c));
+        let customer = new
+            .request
+            .customer_id
+            .as_ref()
+            .map(|c| self.store.pseudonym(c));
         let record = CaseRecord {
             id: case_id.clone(),
             status: CaseStatus::Accepted,
-            channel: text("channel").unwrap_or_default(),
-            language: text("language").unwrap_or_else(|| "en".into()),
+            channel: new.request.channel.as_str().to_string(),
+            language: new.request.language.clone().unwrap_or_else(|| "en".into()),
             customer: customer.clone(),
             request_digest: request_digest.clone(),
             classification: None,
@@ -262,7 +250,7 @@ impl Runner {
             accepted_at: now,
             updated_at: now,
             submitted_by: new.submitted_by.clone(),
-            reply_to: text("reply_to"),
+            reply_to: new.request.reply_to.clone(),
         };
         let mut batch = Batch::new();
         batch
@@ -271,7 +259,7 @@ impl Runner {
                 Table::Personal,
                 case_id.as_bytes(),
                 &PersonalRecord {
-                    request: new.request.clone(),
+                    request,
                     data: Value::Null,
                     reply_text: None,
                     error: None,

@@ -1,110 +1,105 @@
-//! The start trigger: an accepted request becomes a case. It is classified (a classifier
-//! that fails classifies it out of scope, with the error, and routing decides), routed by
-//! the catalog's policy, and either starts the workflow routing chose or waits in the
-//! queue routing named. A request that does not fit the chosen workflow's input schema
-//! waits in the triage queue for a reviewer to correct ([`Runner::start_workflow`]).
+//! The start trigger: an accepted request becomes a case, along the one corridor of
+//! [`crate::pipeline`]. It is classified (a classifier that fails classifies it out of
+//! scope, with the error, and routing decides), routed by the catalog's policy, and either
+//! starts the workflow routing chose or waits in the queue routing named. A request that
+//! does not fit the chosen workflow's input schema waits in the triage queue for a
+//! reviewer to correct ([`Runner::started`]).
 //!
 //! It may not fail the case for a classifier that is down, and it records the
-//! classification and the route (with the rule that chose it) before anything runs; like
-//! every trigger it writes only through its [`Segment`].
+//! classification and the route (with the rule that chose it) on the case and in its
+//! audit trail; like every trigger it writes only through its [`Segment`].
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::segment::{Outcome, Segment};
 use super::triage::TRIAGE_QUEUE;
 use super::{Error, Runner};
 use crate::audit;
-use crate::exec::{self, Failure};
-use crate::routing::{self, Route};
-use crate::rules::Context;
+use crate::exec::{self, Case, Failure, StepRecord};
+use crate::pipeline::{self, Classification, Pipeline, Received, Request, Route, Start};
+use crate::routing;
 use crate::store::{QueueReason, WorkflowRef};
 use crate::workflow::{Catalog, Workflow};
 
 impl Runner {
     /// Classifies, routes, and starts the workflow or opens the queue's task.
     pub(super) fn on_start(&self, seg: &mut Segment<'_>) -> Result<Outcome, Error> {
-        let classification = self.classification(seg);
-        let catalog = self.catalog();
-        let route = match self.route(seg, &catalog, &classification) {
-            Ok(route) => route,
+        let request = match stored_request(seg) {
+            Ok(r) => r,
             Err(failure) => return Ok(Err(failure)),
         };
-        Ok(match route {
-            Route::Workflow { workflow, .. } => match catalog.get(&workflow) {
-                Some(wf) => self.start_workflow(seg, &wf.clone(), classification),
-                None => Err(Failure::public(format!(
-                    "routing chose workflow `{workflow}`, which is not loaded"
-                ))),
-            },
-            Route::Queue { queue, rule } => {
+        let received = Received::new(request);
+        let classification = self.classification(seg, &received);
+        let catalog = self.catalog();
+        let pipeline = Pipeline {
+            catalog: &catalog,
+            rules: &self.rules,
+        };
+        let started = pipeline.start(&seg.exec, seg.case_id, &received.request, &classification);
+        let (route, start) = match started {
+            Ok(routed) => routed,
+            Err(e) => return Ok(Err(routing_failure(&e))),
+        };
+        record_route(seg, &catalog, route);
+        Ok(match start {
+            Start::Queued { queue, rule } => {
                 let reason = QueueReason::Routed { rule };
                 self.open_triage(&mut seg.rec, &queue, reason, seg.at, &mut seg.batch);
                 Ok(None)
             }
+            Start::NotLoaded { workflow } => Err(Failure::public(format!(
+                "routing chose workflow `{workflow}`, which is not loaded"
+            ))),
+            Start::Started {
+                workflow,
+                case,
+                steps,
+            } => self.started(seg, &workflow, Ok((*case, steps))),
+            Start::Refused { workflow, error } => self.started(seg, &workflow, Err(error)),
         })
     }
 
     /// The model's answer, recorded on the case and in its audit trail.
-    fn classification(&self, seg: &mut Segment<'_>) -> Value {
-        let classification = match self.classifier.classify(&seg.personal.request) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(case = %seg.case_id, "classification failed: {e}");
-                json!({ "intent": null, "confidence": 0.0, "out_of_scope": true,
-                        "error": e, "model": "unavailable" })
-            }
-        };
+    fn classification(&self, seg: &mut Segment<'_>, received: &Received) -> Classification {
+        let classification = self.classifier.classify(received).unwrap_or_else(|e| {
+            tracing::warn!(case = %seg.case_id, "classification failed: {e}");
+            Classification::unavailable(&e)
+        });
+        let body = classification.to_json();
         seg.entries.push(audit::Entry::new(
             seg.case_id,
             audit::Kind::Classified,
             seg.at,
-            classification.clone(),
+            body.clone(),
         ));
-        seg.rec.classification = Some(classification.clone());
+        seg.rec.classification = Some(body);
         classification
     }
 
-    /// Routes the classified request by the catalog's policy and records the route.
-    fn route(
-        &self,
-        seg: &mut Segment<'_>,
-        catalog: &Catalog,
-        classification: &Value,
-    ) -> Result<Route, Failure> {
-        let ctx = Context {
-            case_id: seg.case_id,
-            node: "routing",
-            now: seg.at,
-        };
-        let input = routing::input(&seg.personal.request, classification);
-        let route = catalog
-            .routing
-            .route(&self.rules, &ctx, &input, catalog.intent_map())
-            .map_err(|e| routing_failure(&e))?;
-        seg.entries.push(audit::Entry::new(
-            seg.case_id,
-            audit::Kind::Routed,
-            seg.at,
-            json!({ "policy_version": catalog.routing.version, "rule": route.rule(), "route": route }),
-        ));
-        seg.rec.route = Some(route.clone());
-        Ok(route)
-    }
-
-    /// Starts `wf` on the case (for the start trigger, and for a reviewer's triage
-    /// decision). A request that does not fit the workflow's input schema is not a failure
-    /// of the case but of its data: it goes to the triage queue, where a reviewer can
-    /// correct it (see [`Runner::correct`]) and choose a workflow again.
+    /// Starts `wf` on the case's request (for a reviewer's triage decision).
     pub(super) fn start_workflow(
         &self,
         seg: &mut Segment<'_>,
         wf: &Arc<Workflow>,
-        classification: Value,
+        request: &Request,
+        classification: &Classification,
     ) -> Outcome {
-        let request = seg.personal.request.clone();
-        match seg.exec.start(wf, &seg.rec.id, request, classification) {
+        let begun = pipeline::begin(&seg.exec, wf, &seg.rec.id, request, classification);
+        self.started(seg, wf, begun)
+    }
+
+    /// What starting `wf` came to. A request that does not fit the workflow's input schema
+    /// is not a failure of the case but of its data: it goes to the triage queue, where a
+    /// reviewer can correct it (see [`Runner::correct`]) and choose a workflow again.
+    fn started(
+        &self,
+        seg: &mut Segment<'_>,
+        wf: &Arc<Workflow>,
+        begun: Result<(Case, Vec<StepRecord>), exec::Error>,
+    ) -> Outcome {
+        match begun {
             Ok((case, steps)) => {
                 seg.rec.workflow = Some(WorkflowRef {
                     id: wf.id.clone(),
@@ -134,6 +129,27 @@ impl Runner {
             Err(e) => Err(Failure::public(e.to_string())),
         }
     }
+}
+
+/// The case's stored request. One that does not read as a request (a damaged or tampered
+/// data directory) fails the case; its wording may quote the data, so only the log's
+/// reason is public.
+pub(super) fn stored_request(seg: &Segment<'_>) -> Result<Request, Failure> {
+    serde_json::from_value(seg.personal.request.clone()).map_err(|e| Failure {
+        message: format!("the stored request cannot be read: {e}"),
+        reason: "the stored request cannot be read".into(),
+    })
+}
+
+/// Records the route routing chose, by which rule of which policy version.
+fn record_route(seg: &mut Segment<'_>, catalog: &Catalog, route: Route) {
+    seg.entries.push(audit::Entry::new(
+        seg.case_id,
+        audit::Kind::Routed,
+        seg.at,
+        json!({ "policy_version": catalog.routing.version, "rule": route.rule(), "route": route }),
+    ));
+    seg.rec.route = Some(route);
 }
 
 /// A routing failure: the policy's script may have thrown or returned case data.

@@ -21,6 +21,7 @@ use super::segment::{Outcome, Segment};
 use super::triage::{self, CLOSE};
 use super::{CASE_ID_LEN, Error, Runner};
 use crate::audit;
+use crate::classify::{Classification, Correction};
 use crate::exec::{Event, Failure, TaskCompletion, Waiting, digest};
 use crate::routing::Route;
 use crate::store::{Batch, CaseRecord, CaseStatus, Pending, Table, TaskEntry, Trigger};
@@ -247,18 +248,21 @@ impl Runner {
                 completion.decision
             )));
         };
-        let mut classification = seg.rec.classification.clone().unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut classification {
-            m.insert(
-                "corrected_by_reviewer".into(),
-                json!({ "workflow": wf.id, "intents": wf.intents, "by": completion.by }),
-            );
-        }
+        let request = super::start::stored_request(seg)?;
+        let stored = seg.rec.classification.clone().unwrap_or(Value::Null);
+        let mut classification: Classification = serde_json::from_value(stored).map_err(|e| {
+            Failure::public(format!("the stored classification cannot be read: {e}"))
+        })?;
+        classification.corrected_by_reviewer = Some(Correction {
+            workflow: wf.id.clone(),
+            intents: wf.intents.clone(),
+            by: completion.by.clone(),
+        });
         seg.rec.route = Some(Route::Workflow {
             workflow: wf.id.clone(),
             rule: format!("reviewer {}", completion.by),
         });
-        self.start_workflow(seg, &wf, classification)
+        self.start_workflow(seg, &wf, &request, &classification)
     }
 }
 

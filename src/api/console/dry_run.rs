@@ -4,11 +4,8 @@
 //! `/v1/classify`, bounded like the intake; authors only.
 
 use axum::extract::State;
-use casegraph_engine::exec::{
-    CallError, CallRequest, Connector, Event, Executor, ManualClock, Status, Waiting,
-};
-use casegraph_engine::routing::{self, Route};
-use casegraph_engine::rules::Context;
+use casegraph_engine::exec::{CallError, CallRequest, Connector, Executor, ManualClock, Waiting};
+use casegraph_engine::pipeline::{self, Pipeline, Received, Request, Start};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -68,28 +65,18 @@ pub async fn dry_run(
     if let Some(m) = &body.metadata {
         super::super::requests::limits::metadata(m)?;
     }
-    let mut request = Map::new();
-    request.insert("channel".into(), json!(body.channel));
-    request.insert(
-        "language".into(),
-        json!(body.language.unwrap_or(Language::En)),
-    );
-    if !body.text.is_empty() {
-        request.insert("text".into(), json!(body.text));
-    }
-    request.insert("fields".into(), Value::Object(body.fields));
-    if let Some(c) = body.customer_id.filter(|c| !c.is_empty()) {
-        request.insert("customer_id".into(), json!(c));
-    }
-    if let Some(m) = body.metadata {
-        request.insert("metadata".into(), Value::Object(m));
-    }
-    let request = Value::Object(request);
+    let mut request = Request::text(body.channel, body.text);
+    request.text = request.text.filter(|t| !t.is_empty());
+    request.language = Some(body.language.unwrap_or(Language::En).code().to_string());
+    request.fields = body.fields;
+    request.customer_id = body.customer_id.filter(|c| !c.is_empty());
+    request.metadata = body.metadata;
     let s = state.clone();
     let call = state.admit_model_call()?;
     blocking("dry run", move || {
         let _call = call;
-        let classification = s.classifier.classify(&request).map_err(|e| {
+        let received = Received::new(request);
+        let classification = s.classifier.classify(&received).map_err(|e| {
             tracing::warn!("classification failed: {e}");
             AppError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -99,58 +86,37 @@ pub async fn dry_run(
         })?;
         let catalog = s.runner.catalog();
         let rules = s.library.rules().clone();
-        let now = s.runner.now();
-        let ctx = Context {
-            case_id: "dry-run",
-            node: "routing",
-            now,
-        };
-        let input = routing::input(&request, &classification);
-        let route = catalog
-            .routing
-            .route(&rules, &ctx, &input, catalog.intent_map());
         let mut answer = json!({
-            "classification": classification,
+            "classification": classification.to_json(),
             "routing_version": catalog.routing.version,
             "created_case": false,
         });
-        let route = match route {
-            Ok(r) => r,
-            Err(e) => {
-                answer["route_error"] = json!(e.to_string());
+        let clock = ManualClock::new(s.runner.now());
+        let exec = Executor::new(&rules, &clock, &NoCalls);
+        let pipeline = Pipeline {
+            catalog: &catalog,
+            rules: &rules,
+        };
+        let (route, start) =
+            match pipeline.start(&exec, "dry-run", &received.request, &classification) {
+                Ok(routed) => routed,
+                Err(e) => {
+                    answer["route_error"] = json!(e.to_string());
+                    return Ok(Json(answer));
+                }
+            };
+        answer["route"] = serde_json::to_value(&route).unwrap_or(Value::Null);
+        let (wf, mut case) = match start {
+            Start::Queued { .. } | Start::NotLoaded { .. } => return Ok(Json(answer)),
+            Start::Refused { workflow, error } => {
+                answer["workflow"] = json!({ "id": workflow.id, "version": workflow.version });
+                answer["run_error"] = json!(error.to_string());
                 return Ok(Json(answer));
             }
-        };
-        answer["route"] = serde_json::to_value(&route).unwrap_or(Value::Null);
-        let Route::Workflow { workflow, .. } = &route else {
-            return Ok(Json(answer));
-        };
-        let Some(wf) = catalog.get(workflow) else {
-            return Ok(Json(answer));
+            Start::Started { workflow, case, .. } => (workflow, case),
         };
         answer["workflow"] = json!({ "id": wf.id, "version": wf.version });
-        let clock = ManualClock::new(now);
-        let exec = Executor::new(&rules, &clock, &NoCalls);
-        let (mut case, _) = match exec.start(wf, "dry-run", request.clone(), classification) {
-            Ok(started) => started,
-            Err(e) => {
-                answer["run_error"] = json!(e.to_string());
-                return Ok(Json(answer));
-            }
-        };
-        let mut timers = 0;
-        while case.status == Status::Waiting && timers < DRY_RUN_TIMERS {
-            match case.waiting.clone() {
-                Some(Waiting::Timer { due, .. }) => {
-                    clock.advance_to(due);
-                    timers += 1;
-                    if exec.resume(wf, &mut case, Event::TimerFired).is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
+        pipeline::fast_forward(&exec, &clock, &wf, &mut case, DRY_RUN_TIMERS);
         let waiting = match &case.waiting {
             Some(Waiting::Task {
                 node,

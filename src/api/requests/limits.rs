@@ -285,8 +285,7 @@ mod tests {
                 if b.validate().is_err() {
                     return Ok(());
                 }
-                let request = b.normalized();
-                let n = crate::classifier::normalize(&request).expect("a known channel");
+                let n = b.normalized().normalize();
                 // Text and values within MAX_TEXT, plus a label and separator per field.
                 let bound = MAX_TEXT + MAX_FIELDS * (MAX_FIELD_NAME + 4) + 1;
                 prop_assert!(n.text.chars().count() <= bound);
