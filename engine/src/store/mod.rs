@@ -318,6 +318,14 @@ impl Store {
             }
             None => audit::Head::genesis(),
         };
+        // After an archive cut took every record, the chain goes on from its anchor.
+        let head = match backend.get(Table::Meta, archive::ANCHOR)? {
+            Some(v) => {
+                let anchor: audit::Head = decode("audit anchor", archive::ANCHOR, &v)?;
+                if anchor.seq > head.seq { anchor } else { head }
+            }
+            None => head,
+        };
         let salt = match backend.get(Table::Meta, b"salt")? {
             Some(s) if s.len() == 32 => {
                 let mut a = [0u8; 32];

@@ -305,3 +305,23 @@ fn garbage_and_another_boxs_archive_are_refused() {
         "{msg}"
     );
 }
+
+/// A cut that takes every case leaves no audit record live: the chain goes on from the
+/// anchor after a restart, not from the genesis.
+#[test]
+fn after_a_cut_that_took_everything_the_chain_goes_on_from_the_anchor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.jsonl.zst");
+    {
+        let store = open(dir.path());
+        finished(&store, "c-1", "C-1", 100);
+        archive(&store, &Cutoffs::all_before(at(500)), &file, 100, at(600))
+            .expect("archive")
+            .expect("cases taken");
+    }
+    let store = open(dir.path());
+    finished(&store, "c-2", "C-1", 700);
+    let v = store.audit_verify().expect("read").expect("intact");
+    assert_eq!((v.records, v.checked), (4, 2));
+    verify(&store, &[file]).expect("history");
+}
