@@ -346,3 +346,147 @@ fn a_kill_between_the_archive_file_and_the_removal_loses_nothing() {
     }
     panic!("no kill landed before the removal had finished");
 }
+
+/// `[retention]` in `serve`: once the store is quiet, finished cases past their age go to
+/// a file in the configured directory and leave the live store; the history verifies.
+#[test]
+fn serve_archives_finished_cases_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let archives = out.path().to_path_buf();
+    let id = {
+        let d = data.clone();
+        let s = Server::start_with(move |c| {
+            std::fs::copy(c.data_dir.join("tokens.json"), d.join("tokens.json")).unwrap();
+            c.data_dir = d;
+            c.retention.enabled = true;
+            c.retention.completed = Duration::from_millis(200);
+            c.retention.idle_after = Duration::from_millis(500);
+            c.retention.directory = Some(archives);
+        });
+        let id = s.submit(&refund("C-3000", "Erika Mustermann"));
+        s.wait_case(&id, is_final);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Admin), None);
+            if r.status == 404 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the case was not archived: {}",
+                r.text
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        id
+    };
+    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(archived_ids(&files[0]), [id]);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let o = verify(&data, &refs);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn retention_settings_out_of_bounds_are_refused_at_start() {
+    for (adjust, field) in [
+        (
+            (|c: &mut casegraph::config::Config| c.retention.max_cases = 0)
+                as fn(&mut casegraph::config::Config),
+            "retention.max_cases",
+        ),
+        (
+            |c: &mut casegraph::config::Config| c.retention.failed = Duration::ZERO,
+            "retention",
+        ),
+    ] {
+        let mut c = support::config(Path::new("/nonexistent"));
+        adjust(&mut c);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+}
+
+/// The archive command's own limits: no date in the future, no zero or huge batch, no
+/// stdout, never overwriting a file that is not an archive of this box.
+#[test]
+fn archive_refuses_bad_arguments_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    populate(data, 3);
+    let out = data.join("x.jsonl.zst");
+    let d = data.to_str().unwrap();
+    let o = casegraph(&[
+        "archive",
+        "--data",
+        d,
+        "--before",
+        "2999-01-01",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("in the future"),
+        "{}",
+        text(&o)
+    );
+    for n in ["0", "1000001"] {
+        let o = casegraph(&[
+            "archive",
+            "--data",
+            d,
+            "--before",
+            "2000-01-01",
+            "--max-cases",
+            n,
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{}", text(&o));
+    }
+    let o = casegraph(&[
+        "archive",
+        "--data",
+        d,
+        "--before",
+        "yesterday",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("neither a date"),
+        "{}",
+        text(&o)
+    );
+    let o = casegraph(&[
+        "archive",
+        "--data",
+        d,
+        "--before",
+        "2000-01-01",
+        "--output",
+        "-",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    std::fs::write(&out, b"my notes").unwrap();
+    let o = casegraph(&[
+        "archive",
+        "--data",
+        d,
+        "--before",
+        "2000-01-01",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("x.jsonl.zst"), "{}", text(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), b"my notes");
+    assert_eq!(live_ids(data).len(), 3);
+}
