@@ -100,6 +100,12 @@ pub fn rewrite(dir: &Path, options: &Options) -> Result<Rewritten, Error> {
         (entries, from.disk_bytes(), to.disk_bytes())
         // Both close here: redb syncs on every commit, sled flushed in `write`.
     };
+    // A copy written a page per transaction leaves redb's allocation regions partly
+    // empty; compacting the copy (before it counts as complete) gives that back.
+    let bytes_after = match kind {
+        Kind::Redb => compact_redb(&building)?,
+        Kind::Sled => bytes_after,
+    };
     std::fs::rename(&building, &fresh).map_err(|e| io(&fresh, e))?;
     sync_dir(dir)?;
     finish(dir)?;
@@ -108,6 +114,21 @@ pub fn rewrite(dir: &Path, options: &Options) -> Result<Rewritten, Error> {
         bytes_before,
         bytes_after,
     })
+}
+
+/// Compacts the closed redb file at `path` until redb finds nothing more to move; returns
+/// its size after.
+fn compact_redb(path: &Path) -> Result<u64, Error> {
+    let fail = |e: &dyn std::fmt::Display| Error::Open {
+        path: path.to_path_buf(),
+        message: format!("compaction: {e}"),
+    };
+    let mut db = redb::Database::open(path).map_err(|e| fail(&e))?;
+    while db.compact().map_err(|e| fail(&e))? {}
+    drop(db);
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| io(path, e))
 }
 
 /// Completes a swap a crash interrupted, or discards a copy that was never completed.
