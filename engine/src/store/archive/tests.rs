@@ -149,7 +149,7 @@ fn a_cut_interrupted_after_the_file_is_finished_by_running_it_again() {
     assert!(again.resumed);
     assert_eq!(again.removed, 4);
     assert!(!live(&store, "c-3"));
-    verify(&store, &[file.clone()]).expect("history");
+    verify(&store, std::slice::from_ref(&file)).expect("history");
     // The same again removes nothing more and changes nothing.
     let once_more = archive(&store, &Cutoffs::all_before(at(500)), &file, 100, at(800))
         .expect("idempotent")
