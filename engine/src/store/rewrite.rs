@@ -5,14 +5,16 @@
 //! of the data directory finds personal data long after it was erased (ADR 0008).
 //! [`rewrite`] copies every live entry into a new store beside the old one and swaps it in;
 //! the old files are deleted, and with them every byte that no longer belongs to a live
-//! record.
+//! record. The same rewrite is `casegraph compact`: the fresh store holds the live data only,
+//! not the space that deleted or archived records and unclean restarts left.
 //!
 //! The store must be closed (no [`super::Store`] open on it). The swap is a sequence of
 //! renames, each atomic, and every [`super::open_backend`] first runs [`finish`], which
 //! completes or discards a swap a crash interrupted. So the directory always holds exactly
 //! one whole store, either the old or the new one, never neither:
 //!
-//! 1. copy into `<store>.rewriting` and sync it (a crash here: removed at the next open);
+//! 1. copy into `<store>.rewriting`, compact it (redb) and sync it (a crash here: removed at
+//!    the next open);
 //! 2. rename it to `<store>.fresh`: from now on the copy is complete;
 //! 3. rename `<store>` to `<store>.stale`;
 //! 4. rename `<store>.fresh` to `<store>`;
