@@ -26,7 +26,16 @@ pub struct Args {
     pub archive: Vec<PathBuf>,
 }
 
+/// Most archive files one erasure reads: each is read whole.
+const MAX_ARCHIVES: usize = 10_000;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.archive.len() > MAX_ARCHIVES {
+        anyhow::bail!(
+            "{} archive files given; at most {MAX_ARCHIVES} per erasure",
+            args.archive.len()
+        );
+    }
     let store = super::audit::open_existing(&args.data)?;
     let now = jiff::Timestamp::now();
     let erasure = runner::erase_customer(&store, &args.customer, &args.by, now)?;

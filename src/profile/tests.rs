@@ -86,7 +86,7 @@ fn the_schema_and_the_types_agree() {
         k.sort();
         k
     };
-    let sections: [(&str, Value); 6] = [
+    let sections: [(&str, Value); 7] = [
         (
             "runtime",
             serde_json::to_value(RuntimeOptions::default()).expect("json"),
@@ -110,6 +110,10 @@ fn the_schema_and_the_types_agree() {
         (
             "log",
             serde_json::to_value(LogOptions::default()).expect("json"),
+        ),
+        (
+            "retention",
+            serde_json::to_value(RetentionOptions::default()).expect("json"),
         ),
     ];
     let props = &schema["properties"];
