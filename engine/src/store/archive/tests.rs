@@ -325,3 +325,21 @@ fn after_a_cut_that_took_everything_the_chain_goes_on_from_the_anchor() {
     assert_eq!((v.records, v.checked), (4, 2));
     verify(&store, &[file]).expect("history");
 }
+
+/// Erasure reads an archive whole before it writes anything from it: a damaged file is
+/// refused by name and left as it was, not rewritten into a "valid" one.
+#[test]
+fn erasure_refuses_a_damaged_archive_and_leaves_it_alone() {
+    let (_dir, store, file) = archived();
+    let t = text(&file).replace("Dear customer", "Dear custardy");
+    write(&file, t.as_bytes());
+    let before = std::fs::read(&file).expect("read");
+    let err =
+        crate::runner::erase_archived(&store, "C-1", "dpo", std::slice::from_ref(&file), at(700))
+            .expect_err("refused");
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), before);
+}
