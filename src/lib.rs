@@ -20,6 +20,7 @@ pub mod library;
 pub mod memory;
 pub mod metrics;
 pub mod profile;
+pub mod retention;
 pub mod serve;
 pub mod settings;
 pub mod storage;

@@ -267,6 +267,14 @@ pub async fn run(
         })
     };
 
+    // Retention: finished cases to archive files when the box is idle (if configured).
+    let retention = crate::retention::spawn(
+        &config.retention,
+        &config.data_dir,
+        runner.store().clone(),
+        stop_tx.subscribe(),
+    );
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %config.data_dir.display(), "casegraph serving");
     let (signal_tx, mut signal_rx) = watch::channel(false);
@@ -302,6 +310,9 @@ pub async fn run(
 
     let _ = stop_tx.send(true);
     let _ = timers.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     drop(state);
     drop(cases);
     tokio::task::spawn_blocking(move || {

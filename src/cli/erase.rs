@@ -20,11 +20,26 @@ pub struct Args {
     /// Who asked for the erasure; recorded in the audit trail.
     #[arg(long, default_value = "operator")]
     pub by: String,
+    /// Archive files (`casegraph archive`) to erase the customer's data from as well: each
+    /// one holding such a case is rewritten without it (ADR 0010-E).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub archive: Vec<PathBuf>,
 }
 
+/// Most archive files one erasure reads: each is read whole.
+const MAX_ARCHIVES: usize = 10_000;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.archive.len() > MAX_ARCHIVES {
+        anyhow::bail!(
+            "{} archive files given; at most {MAX_ARCHIVES} per erasure",
+            args.archive.len()
+        );
+    }
     let store = super::audit::open_existing(&args.data)?;
-    let erasure = runner::erase_customer(&store, &args.customer, &args.by, jiff::Timestamp::now())?;
+    let now = jiff::Timestamp::now();
+    let erasure = runner::erase_customer(&store, &args.customer, &args.by, now)?;
+    let archived = runner::erase_archived(&store, &args.customer, &args.by, &args.archive, now)?;
     // Closes the store (the commit thread ends with the last handle) before the rewrite.
     drop(store);
     let rewritten = store::rewrite(&args.data, &store::Options::default())?;
@@ -35,6 +50,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     for id in &erasure.erased {
         println!("  erased      {id}");
+    }
+    for (path, ids) in &archived {
+        println!("  archive {}: {} case(s) erased", path.display(), ids.len());
+        for id in ids {
+            println!("  erased      {id} (archived)");
+        }
     }
     for id in &erasure.unfinished {
         println!("  unfinished  {id} (erase again once it has ended)");

@@ -1,7 +1,9 @@
 //! Command-line interface: one file per command, dispatched through [`Command`].
 
+mod archive;
 mod audit;
 mod classify;
+mod compact;
 mod corrections;
 mod erase;
 mod graph;
@@ -65,6 +67,10 @@ pub enum Command {
     Audit(audit::Command),
     /// Erase a customer's personal data; the audit chain stays intact and records it.
     Erase(erase::Args),
+    /// Move finished cases older than a date into a compressed, self-verifying archive file.
+    Archive(archive::Args),
+    /// Rewrite the store into fresh files to give back the space of deleted records.
+    Compact(compact::Args),
     /// Export the reviewers' triage decisions as labelled training examples (server stopped).
     #[command(subcommand)]
     Corrections(corrections::Command),
@@ -91,6 +97,8 @@ impl Command {
             Command::Token(c) => token::run(c),
             Command::Audit(c) => audit::run(c),
             Command::Erase(a) => erase::run(a),
+            Command::Archive(a) => archive::run(a),
+            Command::Compact(a) => compact::run(a),
             Command::Corrections(c) => corrections::run(c),
             Command::Profile(c) => profile::run(c),
             Command::Health(a) => health::run(a),

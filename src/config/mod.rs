@@ -17,6 +17,7 @@ use serde_json::Value;
 
 mod error;
 mod options;
+mod retention;
 mod roots;
 
 pub use error::Error;
@@ -24,6 +25,7 @@ pub use options::{
     ConnectorOptions, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions,
     ServerOptions, StorageOptions, TlsOptions, Variant, WebhookOptions,
 };
+pub use retention::RetentionOptions;
 pub use roots::Roots;
 
 /// The intent models shipped with the product, relative to the project root.
@@ -58,6 +60,8 @@ pub struct Config {
     pub storage: StorageOptions,
     /// What the service logs.
     pub log: LogOptions,
+    /// Which finished cases move to archive files, and when (off by default).
+    pub retention: RetentionOptions,
     /// The firmware profile this configuration was built on (`--profile`); not a key of
     /// any file, it is reported with the effective settings.
     #[serde(skip)]
@@ -81,6 +85,7 @@ impl Default for Config {
             memory: MemoryOptions::default(),
             storage: StorageOptions::default(),
             log: LogOptions::default(),
+            retention: RetentionOptions::default(),
             profile: None,
         }
     }
@@ -223,6 +228,9 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.server.max_connections) {
             return bad("server.max_connections", "must be 1 to 65536");
+        }
+        if let Some((field, message)) = self.retention.problem() {
+            return bad(field, message);
         }
         if self.store.max_group == 0 {
             return bad("store.max_group", "must be at least 1");

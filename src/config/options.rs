@@ -355,7 +355,7 @@ impl InferenceOptions {
 }
 
 /// Durations as humane strings (`"30s"`, `"2m"`, `"1h 30m"`).
-mod duration {
+pub(super) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

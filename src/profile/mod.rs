@@ -3,7 +3,8 @@
 //!
 //! A profile has an `[appliance]` table that describes the box it is made for (cores,
 //! memory, free disk, CPU features) and configuration sections that size the service for
-//! it (`[runtime]`, `[limits]`, `[store]`, `[inference]`, `[memory]`, `[storage]`, `[log]`). It is
+//! it (`[runtime]`, `[limits]`, `[store]`, `[inference]`, `[memory]`, `[storage]`, `[log]`,
+//! `[retention]`). It is
 //! validated on its own, so an unknown or misspelt key is reported with the file, the key
 //! and its line, before it is merged as the layer between the built-in defaults and the
 //! configuration file (see [`crate::config`]). [`machine`] compares a profile with the box
@@ -19,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{
-    self, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, ProfileLayer, RuntimeOptions,
-    StorageOptions,
+    self, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, ProfileLayer,
+    RetentionOptions, RuntimeOptions, StorageOptions,
 };
 
 /// Where profiles are looked up by name, unless `CASEGRAPH_PROFILES_DIR` says otherwise.
@@ -77,6 +78,7 @@ pub struct Profile {
     pub memory: Option<MemoryOptions>,
     pub storage: Option<StorageOptions>,
     pub log: Option<LogOptions>,
+    pub retention: Option<RetentionOptions>,
 }
 
 /// A profile read from its file.

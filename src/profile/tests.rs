@@ -99,7 +99,7 @@ fn the_schema_and_the_types_agree() {
         k.sort();
         k
     };
-    let sections: [(&str, Value); 7] = [
+    let sections: [(&str, Value); 8] = [
         (
             "runtime",
             serde_json::to_value(RuntimeOptions::default()).expect("json"),
@@ -127,6 +127,10 @@ fn the_schema_and_the_types_agree() {
         (
             "log",
             serde_json::to_value(LogOptions::default()).expect("json"),
+        ),
+        (
+            "retention",
+            serde_json::to_value(RetentionOptions::default()).expect("json"),
         ),
     ];
     let props = &schema["properties"];

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::{Error, Runner};
 use crate::audit;
-use crate::store::{Batch, CaseRecord, IdempotencyEntry, Store, Table, key};
+use crate::store::{Batch, CaseRecord, IdempotencyEntry, Store, Table, archive, key};
 use jiff::Timestamp;
 
 /// What an erasure did.
@@ -76,18 +76,7 @@ pub fn erase_customer(
             result.unfinished.push(case_id);
             continue;
         }
-        rec.erased = true;
-        rec.reply_to = None;
-        rec.updated_at = now;
-        if let Some(state) = &mut rec.state {
-            // Records written before failures were split into message and reason kept the
-            // message here, value and all.
-            state.error = match (&state.reason, &state.error) {
-                (Some(reason), _) => Some(reason.clone()),
-                (None, Some(_)) => Some("erased with the case's personal data".into()),
-                (None, None) => None,
-            };
-        }
+        strip(&mut rec, now);
         let mut batch = Batch::new();
         // A notification not yet delivered goes too: its URL is the submitter's and its
         // body would carry the erased reply.
@@ -117,6 +106,65 @@ pub fn erase_customer(
             ));
         store.commit(batch)?;
         result.erased.push(case_id);
+    }
+    Ok(result)
+}
+
+/// Marks a case record erased and drops what in it could quote personal data.
+fn strip(rec: &mut CaseRecord, now: Timestamp) {
+    rec.erased = true;
+    rec.reply_to = None;
+    rec.updated_at = now;
+    if let Some(state) = &mut rec.state {
+        // Records written before failures were split into message and reason kept the
+        // message here, value and all.
+        state.error = match (&state.reason, &state.error) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, Some(_)) => Some("erased with the case's personal data".into()),
+            (None, None) => None,
+        };
+    }
+}
+
+/// Erases the personal data of `customer_id`'s cases in the archive `files` (ADR 0010-E):
+/// each file that holds one is rewritten without it (personal record, back-office answers,
+/// idempotency keys, `reply_to`) and replaced by rename; its audit records stay as they
+/// are, and the live chain records the erasure. Returns the erased case ids per file.
+pub fn erase_archived(
+    store: &Store,
+    customer_id: &str,
+    by: &str,
+    files: &[std::path::PathBuf],
+    now: Timestamp,
+) -> Result<Vec<(std::path::PathBuf, Vec<String>)>, archive::Error> {
+    let customer = store.pseudonym(customer_id);
+    let mut result = Vec::new();
+    for path in files {
+        let erased = archive::rewrite_cases(path, |c| {
+            if c.case.customer.as_deref() != Some(customer.as_str()) || c.case.erased {
+                return false;
+            }
+            strip(&mut c.case, now);
+            c.personal = None;
+            c.outbox.clear();
+            c.idempotency_keys.clear();
+            true
+        })?;
+        if !erased.is_empty() {
+            let mut batch = Batch::new();
+            for case_id in &erased {
+                batch.audit(audit::Entry::new(
+                    case_id,
+                    audit::Kind::Erased,
+                    now,
+                    json!({ "customer": customer, "by": by, "archived": true,
+                        "what": ["request", "case_data", "reply_text", "error_message",
+                                 "reply_to", "outbox", "idempotency_keys"] }),
+                ));
+            }
+            store.commit(batch)?;
+        }
+        result.push((path.clone(), erased));
     }
     Ok(result)
 }

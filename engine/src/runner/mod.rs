@@ -48,7 +48,7 @@ use crate::store::{
 };
 use crate::workflow::{Catalog, Workflow};
 
-pub use erase::{Erasure, erase_customer};
+pub use erase::{Erasure, erase_archived, erase_customer};
 pub use triage::{TRIAGE_QUEUE, is_intent_label};
 
 /// A request refused or a failure while handling it.

@@ -98,11 +98,39 @@ impl Store {
         }
     }
 
-    /// Checks the whole audit chain. The outer error is a storage failure; the inner one
-    /// names the first altered, missing or reordered record.
+    /// Checks the live audit chain: every record after the anchor (the genesis before any
+    /// archive cut, see [`super::archive`]) chained from it, and each record kept from
+    /// before it (cases still live at the cut) intact on its own; the archives hold the
+    /// links before the anchor. The outer error is a storage failure; the inner one names
+    /// the first altered, missing or reordered record.
     pub fn audit_verify(&self) -> Result<Result<audit::Verified, audit::Problem>, Error> {
-        let mut records = self.audit_records();
-        let verdict = audit::verify(&mut records);
+        let anchor = self.audit_anchor()?;
+        if anchor.seq > 0 {
+            let mut early = self.audit_records();
+            for (key, bytes) in &mut early {
+                let position = key
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                if position > anchor.seq {
+                    break;
+                }
+                if let Err(problem) = intact(position, &bytes) {
+                    return Ok(Err(problem));
+                }
+            }
+            if let Some(e) = early.error {
+                return Err(e);
+            }
+        }
+        let mut records = if anchor.seq > 0 {
+            self.audit_records_after(anchor.seq)
+        } else {
+            // From key 0, not 1: a record planted before the first one is reported too.
+            self.audit_records()
+        };
+        let verdict = audit::verify_from(anchor, &mut records);
         match records.error {
             Some(e) => Err(e),
             None => Ok(verdict),
@@ -116,15 +144,21 @@ impl Store {
         &self,
     ) -> Result<Result<audit::Verified, audit::Problem>, Error> {
         let _one = self.verify_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // The anchor of the last archive cut is a verified start too: the records before
+        // it may be gone from the live store.
+        let anchor = self.audit_anchor()?;
         let start = match self.backend.get(Table::Meta, MARK)? {
-            None => audit::Head::genesis(),
             Some(bytes) => {
                 let mark: audit::Head = decode("audit mark", MARK, &bytes)?;
-                if !self.still_marked(&mark)? {
+                if mark.seq <= anchor.seq {
+                    anchor
+                } else if !self.still_marked(&mark)? {
                     return Ok(Err(audit::Problem::Unverified { seq: mark.seq }));
+                } else {
+                    mark
                 }
-                mark
             }
+            None => anchor,
         };
         let mut records = self.audit_records_after(start.seq);
         let verdict = audit::verify_from(start.clone(), &mut records);
@@ -159,4 +193,24 @@ impl Store {
             && record.computed_hash() == record.hash
             && canonical == bytes)
     }
+}
+
+/// A record kept from before the anchor: readable, at its own position, matching its hash.
+fn intact(position: u64, bytes: &[u8]) -> Result<(), audit::Problem> {
+    let record: audit::Record =
+        serde_json::from_slice(bytes).map_err(|e| audit::Problem::Unreadable {
+            position,
+            message: e.to_string(),
+        })?;
+    if record.seq != position {
+        return Err(audit::Problem::Reordered {
+            seq: record.seq,
+            position,
+        });
+    }
+    let canonical = serde_json::to_vec(&record).unwrap_or_default();
+    if record.computed_hash() != record.hash || canonical != bytes {
+        return Err(audit::Problem::Altered { seq: record.seq });
+    }
+    Ok(())
 }

@@ -96,18 +96,32 @@ impl Drop for Committer {
     }
 }
 
-/// The head of the audit chain as the store holds it (`None`: no record yet).
+/// The head of the audit chain as the store holds it (`None`: no record yet). After an
+/// archive cut took every record, the chain goes on from its anchor.
 pub(super) fn stored_head(backend: &dyn Backend) -> Result<Option<audit::Head>, Error> {
-    match backend.last(Table::Audit)? {
+    let last = match backend.last(Table::Audit)? {
         Some((_, v)) => {
             let r: audit::Record = super::decode("audit record", b"last", &v)?;
-            Ok(Some(audit::Head {
+            Some(audit::Head {
                 seq: r.seq,
                 hash: r.hash,
-            }))
+            })
         }
-        None => Ok(None),
-    }
+        None => None,
+    };
+    let anchor = match backend.get(Table::Meta, super::archive::ANCHOR)? {
+        Some(v) => Some(super::decode::<audit::Head>(
+            "audit anchor",
+            super::archive::ANCHOR,
+            &v,
+        )?),
+        None => None,
+    };
+    Ok(match (last, anchor) {
+        (Some(last), Some(anchor)) if anchor.seq > last.seq => Some(anchor),
+        (None, anchor) => anchor,
+        (last, _) => last,
+    })
 }
 
 fn run(

@@ -8,6 +8,7 @@
 //! What each backend assumes about the disk and guarantees is written in
 //! `docs/reliability.md`; the default is chosen in `docs/adr/0005-default-store-backend.md`.
 
+pub mod archive;
 mod chain;
 mod group;
 pub mod records;

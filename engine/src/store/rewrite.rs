@@ -5,14 +5,16 @@
 //! of the data directory finds personal data long after it was erased (ADR 0008).
 //! [`rewrite`] copies every live entry into a new store beside the old one and swaps it in;
 //! the old files are deleted, and with them every byte that no longer belongs to a live
-//! record.
+//! record. The same rewrite is `casegraph compact`: the fresh store holds the live data only,
+//! not the space that deleted or archived records and unclean restarts left.
 //!
 //! The store must be closed (no [`super::Store`] open on it). The swap is a sequence of
 //! renames, each atomic, and every [`super::open_backend`] first runs [`finish`], which
 //! completes or discards a swap a crash interrupted. So the directory always holds exactly
 //! one whole store, either the old or the new one, never neither:
 //!
-//! 1. copy into `<store>.rewriting` and sync it (a crash here: removed at the next open);
+//! 1. copy into `<store>.rewriting`, compact it (redb) and sync it (a crash here: removed at
+//!    the next open);
 //! 2. rename it to `<store>.fresh`: from now on the copy is complete;
 //! 3. rename `<store>` to `<store>.stale`;
 //! 4. rename `<store>.fresh` to `<store>`;
@@ -100,6 +102,12 @@ pub fn rewrite(dir: &Path, options: &Options) -> Result<Rewritten, Error> {
         (entries, from.disk_bytes(), to.disk_bytes())
         // Both close here: redb syncs on every commit, sled flushed in `write`.
     };
+    // A copy written a page per transaction leaves redb's allocation regions partly
+    // empty; compacting the copy (before it counts as complete) gives that back.
+    let bytes_after = match kind {
+        Kind::Redb => compact_redb(&building)?,
+        Kind::Sled => bytes_after,
+    };
     std::fs::rename(&building, &fresh).map_err(|e| io(&fresh, e))?;
     sync_dir(dir)?;
     finish(dir)?;
@@ -108,6 +116,21 @@ pub fn rewrite(dir: &Path, options: &Options) -> Result<Rewritten, Error> {
         bytes_before,
         bytes_after,
     })
+}
+
+/// Compacts the closed redb file at `path` until redb finds nothing more to move; returns
+/// its size after.
+fn compact_redb(path: &Path) -> Result<u64, Error> {
+    let fail = |e: &dyn std::fmt::Display| Error::Open {
+        path: path.to_path_buf(),
+        message: format!("compaction: {e}"),
+    };
+    let mut db = redb::Database::open(path).map_err(|e| fail(&e))?;
+    while db.compact().map_err(|e| fail(&e))? {}
+    drop(db);
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| io(path, e))
 }
 
 /// Completes a swap a crash interrupted, or discards a copy that was never completed.
