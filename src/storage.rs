@@ -14,7 +14,7 @@
 //! CLI) are never refused here: they fail only if the disk itself refuses them. After a
 //! failed write the guard tries a one-record write each sample, so writes come back by
 //! themselves once space returns (the store reopens itself, see
-//! `docs/adr/0009-D-disk-full-recovers-in-place.md`).
+//! `docs/adr/0011-disk-full-recovers-in-place.md`).
 //!
 //! The guard knows nothing of HTTP: the API's shedding middleware (`api::shedding`) asks it.
 

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value = "operator")]
     pub by: String,
     /// Archive files (`casegraph archive`) to erase the customer's data from as well: each
-    /// one holding such a case is rewritten without it (ADR 0010-E).
+    /// one holding such a case is rewritten without it (ADR 0012).
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub archive: Vec<PathBuf>,
 }

@@ -126,7 +126,7 @@ fn strip(rec: &mut CaseRecord, now: Timestamp) {
     }
 }
 
-/// Erases the personal data of `customer_id`'s cases in the archive `files` (ADR 0010-E):
+/// Erases the personal data of `customer_id`'s cases in the archive `files` (ADR 0012):
 /// each file that holds one is rewritten without it (personal record, back-office answers,
 /// idempotency keys, `reply_to`) and replaced by rename; its audit records stay as they
 /// are, and the live chain records the erasure. Returns the erased case ids per file.

@@ -3,7 +3,7 @@
 //!
 //! After a failed read or write (a full disk, an I/O error) redb refuses everything with
 //! "Previous I/O error occurred" until the database is closed and opened again. A backend
-//! over a file does that by itself (see `docs/adr/0009-D-disk-full-recovers-in-place.md`):
+//! over a file does that by itself (see `docs/adr/0011-disk-full-recovers-in-place.md`):
 //! the operation that met the failure closes the database and opens it again, which runs
 //! redb's own repair and check of the file; until that succeeds (at most one attempt per
 //! [`REOPEN_EVERY`]) reads and writes answer [`Error::Io`].
