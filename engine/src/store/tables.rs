@@ -380,7 +380,10 @@ mod tests {
 
     use jiff::Timestamp;
 
-    use super::super::{Batch, CaseStatus, Kind, Options, Store, Table, WorkflowBundle};
+    use super::super::{
+        Batch, CaseStatus, IdempotencyEntry, Kind, Notification, Options, Store, Table,
+        WorkflowBundle, key, timer_key,
+    };
     use super::{CHUNK, CaseRecord};
 
     fn case(id: &str) -> CaseRecord {
@@ -486,17 +489,91 @@ mod tests {
             .collect();
         assert_eq!(versions, [1, 2]);
         assert!(store.workflow_versions().of("none").unwrap().is_empty());
+        let by_digest = store.workflow_versions().get("refund-2").unwrap().unwrap();
+        assert_eq!((by_digest.id.as_str(), by_digest.version), ("refund", 2));
+        assert!(store.workflow_versions().contains("address-1").unwrap());
+        assert!(!store.workflow_versions().contains("address-2").unwrap());
+    }
+
+    /// What the runner finds by record (due timers, notifications, a customer's cases, a
+    /// case's calls and idempotency keys) and deletes as rows, without a table name.
+    fn the_runners_records_by_case(kind: Kind) {
+        let (_dir, store) = store(kind);
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let mut batch = Batch::new();
+        batch
+            .put_raw(Table::Timers, timer_key(at(10), "c1"), Vec::new())
+            .put_raw(Table::Timers, timer_key(at(20), "c2"), Vec::new())
+            .put_raw(Table::Timers, timer_key(at(30), "c3"), Vec::new())
+            .put_raw(Table::CustomerCases, key(&["cust-a", "c1"]), Vec::new())
+            .put_raw(Table::CustomerCases, key(&["cust-a", "c2"]), Vec::new())
+            .put_raw(Table::CustomerCases, key(&["cust-ab", "c3"]), Vec::new())
+            .put_raw(Table::Outbox, "c1:book:1", b"{}".to_vec())
+            .put_raw(Table::Outbox, "c10:book:1", b"{}".to_vec());
+        for (k, case_id) in [("k1", "c1"), ("k2", "c1"), ("k3", "c2")] {
+            let entry = IdempotencyEntry {
+                case_id: case_id.into(),
+                request_digest: "d".into(),
+            };
+            batch.put(Table::Idempotency, k, &entry);
+        }
+        for id in ["c1", "c2"] {
+            let n = Notification {
+                url: format!("http://crm.local/{id}"),
+                since: at(1),
+            };
+            batch.put(Table::Notifications, id, &n);
+        }
+        store.commit(batch).unwrap();
+
+        let due = store.timers().due(at(20), 10).unwrap();
+        let ids: Vec<&str> = due.iter().map(|d| d.case_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["c1", "c2"],
+            "due at or before the time, earliest first"
+        );
+        assert_eq!(store.customer_cases().of("cust-a").unwrap(), ["c1", "c2"]);
+        let notes = store.notifications().after(Some("c1"), 10).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].0, "c2");
+        assert_eq!(store.notifications().count().unwrap(), 2);
+        let calls = store.outbox().of_case("c1").unwrap();
+        assert_eq!(calls.len(), 1, "not the calls of `c10`");
+        let mut keys = store.idempotency().rows_by_case().unwrap();
+        assert_eq!(keys["c1"].len(), 2);
+
+        let mut batch = Batch::new();
+        for row in due.into_iter().map(|d| d.row).chain(calls) {
+            batch.remove(row);
+        }
+        for row in keys.remove("c1").unwrap() {
+            batch.remove(row);
+        }
+        batch.delete_notification("c1");
+        store.commit(batch).unwrap();
+        let left = store.timers().due(at(40), 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].case_id, "c3");
+        assert!(store.outbox().of_case("c1").unwrap().is_empty());
+        assert!(store.outbox().of_case("c10").unwrap().len() == 1);
+        let keys = store.idempotency().rows_by_case().unwrap();
+        assert!(!keys.contains_key("c1") && keys["c2"].len() == 1);
+        assert!(store.notifications().get("c1").unwrap().is_none());
+        assert!(store.notifications().get("c2").unwrap().is_some());
     }
 
     #[test]
     fn redb_tables() {
         cases_page_newest_first_and_skip_what_is_damaged(Kind::Redb);
         versions_of_one_workflow(Kind::Redb);
+        the_runners_records_by_case(Kind::Redb);
     }
 
     #[test]
     fn sled_tables() {
         cases_page_newest_first_and_skip_what_is_damaged(Kind::Sled);
         versions_of_one_workflow(Kind::Sled);
+        the_runners_records_by_case(Kind::Sled);
     }
 }
