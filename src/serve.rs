@@ -93,33 +93,170 @@ pub async fn run(
         .as_ref()
         .map(crate::tls::server_config)
         .transpose()?;
-    // Before anything is written: the directory 0700, its contents private, umask 077.
-    crate::data_dir::prepare(&config.data_dir)?;
-    let metrics = Arc::new(Metrics::new());
-    // The profile was validated when the configuration was built; it is read again for the
-    // effective settings and how it fits this machine (logged, shown to admins).
-    let profile = config
-        .profile
-        .as_deref()
-        .map(crate::profile::Loaded::load)
-        .transpose()?;
-    let settings = Arc::new(crate::settings::Effective::new(&config, profile.as_ref()));
-    settings.log();
-    let memory = crate::memory::Guard::start(&config.memory)?;
-    let storage = crate::storage::Guard::start(&config.storage, &config.data_dir)?;
-    let store = open_store(&config, &metrics, &storage)?;
-    let tokens = Arc::new(Tokens::open(&config.data_dir)?);
-    bootstrap_admin(&config, &tokens)?;
-    let rules = Arc::new(Rules::new(config.rules.clone()));
-    let (library, catalog) = Library::open(&config.workflows_dir, &config.data_dir, rules.clone())
-        .with_context(|| {
-            format!(
-                "cannot load workflows from {}",
-                config.workflows_dir.display()
-            )
-        })?;
-    // The model loads before the first connection is taken: `readyz` answering means the
-    // model answers too. Files are verified against the model card first.
+    let service = Service::build(&config)?;
+    service.recover()?;
+    let jobs = Jobs::spawn(&config, &service);
+    serve(&config, listener, tls, service.state.clone(), shutdown).await?;
+    jobs.stop().await;
+    service.stop().await
+}
+
+/// The running parts of the service, held until shutdown stops them in order.
+struct Service {
+    runner: Arc<Runner>,
+    workers: Arc<Workers>,
+    /// How workers, timers and handlers run a case (holds the runner too).
+    cases: CaseRunner,
+    notifier: Notifier,
+    /// What the handlers share (holds the runner, workers and notifier too).
+    state: api::AppState,
+}
+
+impl Service {
+    /// Opens the data directory, the store, tokens, workflows, model and connector, and
+    /// starts the workers and the notifier; takes no connection yet.
+    fn build(config: &Config) -> anyhow::Result<Service> {
+        // Before anything is written: the directory 0700, its contents private, umask 077.
+        crate::data_dir::prepare(&config.data_dir)?;
+        let metrics = Arc::new(Metrics::new());
+        // The profile was validated when the configuration was built; it is read again for
+        // the effective settings and how it fits this machine (logged, shown to admins).
+        let profile = config
+            .profile
+            .as_deref()
+            .map(crate::profile::Loaded::load)
+            .transpose()?;
+        let settings = Arc::new(crate::settings::Effective::new(config, profile.as_ref()));
+        settings.log();
+        let memory = crate::memory::Guard::start(&config.memory)?;
+        let storage = crate::storage::Guard::start(&config.storage, &config.data_dir)?;
+        let store = open_store(config, &metrics, &storage)?;
+        let tokens = Arc::new(Tokens::open(&config.data_dir)?);
+        bootstrap_admin(config, &tokens)?;
+        let rules = Arc::new(Rules::new(config.rules.clone()));
+        let (library, catalog) =
+            Library::open(&config.workflows_dir, &config.data_dir, rules.clone()).with_context(
+                || {
+                    format!(
+                        "cannot load workflows from {}",
+                        config.workflows_dir.display()
+                    )
+                },
+            )?;
+        let (classifier, model_version) = load_model(config, &metrics)?;
+        let (connector, simulated) = connector(config)?;
+        let runner = Arc::new(Runner::new(Parts {
+            store,
+            catalog: Arc::new(catalog),
+            rules,
+            connector,
+            classifier: classifier.clone(),
+            clock: Arc::new(SystemClock),
+            versions_dir: config.data_dir.join("versions"),
+        }));
+        // After a failed write the disk guard asks again with one small write a sample.
+        // Weak: the guard must not keep the store open past shutdown.
+        let probe = Arc::downgrade(&runner);
+        storage.set_probe(move || match probe.upgrade() {
+            Some(runner) => runner.store().probe_write(),
+            None => Err(store::Error::Closed),
+        });
+        // Sends stored `reply_to` notifications, those left from the last run first.
+        let webhook_roots = Roots::load(config.webhooks.ca_file.as_deref(), "webhooks.ca_file")?;
+        let notifier = Notifier::start(&config.webhooks, &webhook_roots, &runner);
+        let cases = CaseRunner {
+            runner: runner.clone(),
+            metrics: metrics.clone(),
+            notifier: notifier.clone(),
+        };
+        let workers = Workers::start(
+            config.limits.workers,
+            config.limits.queue_depth,
+            cases.clone(),
+        )?;
+        resume_when_writes_succeed(&storage, &runner, &workers);
+        let state = Arc::new(Inner {
+            runner: runner.clone(),
+            classifier,
+            model: model_version,
+            tokens,
+            library: Arc::new(library),
+            publish_lock: tokio::sync::Mutex::new(()),
+            workers: workers.clone(),
+            cases: cases.clone(),
+            intake: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            compiles: Arc::new(Semaphore::new(config.limits.max_compiles)),
+            model_calls: Arc::new(Semaphore::new(config.limits.max_classify)),
+            metrics,
+            retry_after_secs: config.limits.retry_after_secs,
+            request_timeout: config.server.request_timeout,
+            body_limit_bytes: config.limits.body_limit_bytes,
+            simulated_backoffice: simulated,
+            notifier: notifier.clone(),
+            settings,
+            memory,
+            storage,
+        });
+        Ok(Service {
+            runner,
+            workers,
+            cases,
+            notifier,
+            state,
+        })
+    }
+
+    /// Recovery: every case with stored work resumes from its last checkpoint, through the
+    /// workers. Listed before the first connection, so only the last run's cases are in it.
+    fn recover(&self) -> anyhow::Result<()> {
+        let left = self
+            .runner
+            .pending()
+            .context("cannot list the cases left from the last run")?;
+        if !left.is_empty() {
+            tracing::info!(
+                cases = left.len(),
+                "resuming the cases left from the last run through the workers"
+            );
+        }
+        self.workers.recover(left)?;
+        Ok(())
+    }
+
+    /// Lets each worker finish the case in hand and the notifier its delivery, then drops
+    /// the runner, which closes the store after its last commit.
+    async fn stop(self) -> anyhow::Result<()> {
+        let Service {
+            runner,
+            workers,
+            cases,
+            notifier,
+            state,
+        } = self;
+        drop(state);
+        drop(cases);
+        tokio::task::spawn_blocking(move || {
+            workers.stop();
+            notifier.stop();
+        })
+        .await?;
+        // The last reference: dropping it closes the store after its last commit.
+        match Arc::try_unwrap(runner) {
+            Ok(runner) => drop(runner),
+            Err(_) => tracing::warn!("the runner is still referenced at shutdown"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Loads the intent model before the first connection is taken: `readyz` answering means
+/// the model answers too. Files are verified against the model card first. Returns the
+/// classifier, measured for the metrics, and the model's version.
+fn load_model(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<dyn classify::Service>, String)> {
     let loading = std::time::Instant::now();
     let model =
         crate::classifier::load(&config.models_dir, &config.inference).with_context(|| {
@@ -142,7 +279,13 @@ pub async fn run(
         inner: Arc::new(model),
         metrics: metrics.clone(),
     });
-    let (connector, simulated): (Arc<dyn Connector>, bool) = match &config.connectors.base_url {
+    Ok((classifier, model_version))
+}
+
+/// The back office the `call` nodes reach: the configured one over HTTP, or the built-in
+/// simulation (`true`), which every answer and the console then say.
+fn connector(config: &Config) -> anyhow::Result<(Arc<dyn Connector>, bool)> {
+    let chosen: (Arc<dyn Connector>, bool) = match &config.connectors.base_url {
         Some(url) => (
             Arc::new(HttpConnector::new(
                 url,
@@ -158,123 +301,104 @@ pub async fn run(
             (Arc::new(SimulatedBackOffice), true)
         }
     };
-    let runner = Arc::new(Runner::new(Parts {
-        store,
-        catalog: Arc::new(catalog),
-        rules,
-        connector,
-        classifier: classifier.clone(),
-        clock: Arc::new(SystemClock),
-        versions_dir: config.data_dir.join("versions"),
-    }));
-    // Sends stored `reply_to` notifications, those left from the last run first.
-    // After a failed write the disk guard asks again with one small write a sample. Weak:
-    // the guard must not keep the store open past shutdown.
-    let probe = Arc::downgrade(&runner);
-    storage.set_probe(move || match probe.upgrade() {
-        Some(runner) => runner.store().probe_write(),
-        None => Err(store::Error::Closed),
-    });
-    let webhook_roots = Roots::load(config.webhooks.ca_file.as_deref(), "webhooks.ca_file")?;
-    let notifier = Notifier::start(&config.webhooks, &webhook_roots, &runner);
-    let cases = CaseRunner {
-        runner: runner.clone(),
-        metrics: metrics.clone(),
-        notifier: notifier.clone(),
-    };
-    let workers = Workers::start(
-        config.limits.workers,
-        config.limits.queue_depth,
-        cases.clone(),
-    )?;
-    // Cases whose work a failed write left stored go back to the workers once writes
-    // succeed again, not only at the next start (running a case is idempotent: one with
-    // nothing left to do is skipped).
-    {
-        let (runner, workers) = (Arc::downgrade(&runner), Arc::downgrade(&workers));
-        storage.on_resumed(move || {
-            let (Some(runner), Some(workers)) = (runner.upgrade(), workers.upgrade()) else {
-                return;
-            };
-            match runner.pending() {
-                Ok(left) if !left.is_empty() => {
-                    tracing::info!(
-                        cases = left.len(),
-                        "writes succeed again: resuming the cases with stored work"
-                    );
-                    if let Err(e) = workers.recover(left) {
-                        tracing::error!("cannot resume the cases with stored work: {e}");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("cannot list the cases with stored work: {e}"),
-            }
-        });
-    }
-    let state = Arc::new(Inner {
-        runner: runner.clone(),
-        classifier,
-        model: model_version,
-        tokens,
-        library: Arc::new(library),
-        publish_lock: tokio::sync::Mutex::new(()),
-        workers: workers.clone(),
-        cases: cases.clone(),
-        intake: Arc::new(Semaphore::new(config.limits.max_in_flight)),
-        compiles: Arc::new(Semaphore::new(config.limits.max_compiles)),
-        model_calls: Arc::new(Semaphore::new(config.limits.max_classify)),
-        metrics,
-        retry_after_secs: config.limits.retry_after_secs,
-        request_timeout: config.server.request_timeout,
-        body_limit_bytes: config.limits.body_limit_bytes,
-        simulated_backoffice: simulated,
-        notifier: notifier.clone(),
-        settings,
-        memory,
-        storage,
-    });
+    Ok(chosen)
+}
 
-    // Recovery: every case with stored work resumes from its last checkpoint, through the
-    // workers. Listed before the first connection, so only the last run's cases are in it.
-    let left = runner
-        .pending()
-        .context("cannot list the cases left from the last run")?;
-    if !left.is_empty() {
-        tracing::info!(
-            cases = left.len(),
-            "resuming the cases left from the last run through the workers"
+/// Cases whose work a failed write left stored go back to the workers once writes succeed
+/// again, not only at the next start (running a case is idempotent: one with nothing left
+/// to do is skipped). Weak references: the guard must not keep them alive past shutdown.
+fn resume_when_writes_succeed(
+    storage: &crate::storage::Guard,
+    runner: &Arc<Runner>,
+    workers: &Arc<Workers>,
+) {
+    let (runner, workers) = (Arc::downgrade(runner), Arc::downgrade(workers));
+    storage.on_resumed(move || {
+        let (Some(runner), Some(workers)) = (runner.upgrade(), workers.upgrade()) else {
+            return;
+        };
+        match runner.pending() {
+            Ok(left) if !left.is_empty() => {
+                tracing::info!(
+                    cases = left.len(),
+                    "writes succeed again: resuming the cases with stored work"
+                );
+                if let Err(e) = workers.recover(left) {
+                    tracing::error!("cannot resume the cases with stored work: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot list the cases with stored work: {e}"),
+        }
+    });
+}
+
+/// The background jobs beside the workers: the timer loop, and retention if configured.
+struct Jobs {
+    /// Tells every job to stop.
+    stop: watch::Sender<bool>,
+    timers: tokio::task::JoinHandle<()>,
+    retention: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Jobs {
+    fn spawn(config: &Config, service: &Service) -> Jobs {
+        let (stop, stop_rx) = watch::channel(false);
+        let timers = spawn_timers(service.cases.clone(), config.server.timer_interval, stop_rx);
+        // Retention: finished cases to archive files when the box is idle (if configured).
+        let retention = crate::retention::spawn(
+            &config.retention,
+            &config.data_dir,
+            service.runner.store().clone(),
+            stop.subscribe(),
         );
+        Jobs {
+            stop,
+            timers,
+            retention,
+        }
     }
-    workers.recover(left)?;
 
-    // Timers and SLAs.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let timers = {
-        let cases = cases.clone();
-        let every = config.server.timer_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let c = cases.clone();
-                        let _ = tokio::task::spawn_blocking(move || fire_due(&c)).await;
-                    }
-                    _ = stop_rx.changed() => break,
+    /// Stops every job and waits for it to end.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.timers.await;
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
+    }
+}
+
+/// Timers and SLAs: every `every`, the due timers fire, until `stop` changes.
+fn spawn_timers(
+    cases: CaseRunner,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let c = cases.clone();
+                    let _ = tokio::task::spawn_blocking(move || fire_due(&c)).await;
                 }
+                _ = stop.changed() => break,
             }
-        })
-    };
+        }
+    })
+}
 
-    // Retention: finished cases to archive files when the box is idle (if configured).
-    let retention = crate::retention::spawn(
-        &config.retention,
-        &config.data_dir,
-        runner.store().clone(),
-        stop_tx.subscribe(),
-    );
-
+/// Serves `state` on `listener` until `shutdown` completes and open requests finish, or
+/// `server.shutdown_grace` has passed since.
+async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    state: api::AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %config.data_dir.display(), "casegraph serving");
     let (signal_tx, mut signal_rx) = watch::channel(false);
@@ -287,7 +411,7 @@ pub async fn run(
         let _ = graceful.wait_for(|s| *s).await;
         tracing::info!("shutting down: no new connections; finishing open requests");
     };
-    let app = api::app(state.clone());
+    let app = api::app(state);
     // Header size, header read time and connection count are bounded per connection.
     let limits = crate::http::Limits::from(&config.server);
     let server: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
@@ -307,25 +431,6 @@ pub async fn run(
             tokio::time::sleep(grace).await;
         } => tracing::warn!("open requests did not finish within {grace:?}; stopping anyway"),
     }
-
-    let _ = stop_tx.send(true);
-    let _ = timers.await;
-    if let Some(retention) = retention {
-        let _ = retention.await;
-    }
-    drop(state);
-    drop(cases);
-    tokio::task::spawn_blocking(move || {
-        workers.stop();
-        notifier.stop();
-    })
-    .await?;
-    // The last reference: dropping it closes the store after its last commit.
-    match Arc::try_unwrap(runner) {
-        Ok(runner) => drop(runner),
-        Err(_) => tracing::warn!("the runner is still referenced at shutdown"),
-    }
-    tracing::info!("stopped");
     Ok(())
 }
 

@@ -61,7 +61,7 @@ fn each_kind_says_what_the_console_shows_of_it() {
             let file = s.origin.file.file_name().unwrap().to_string_lossy();
             format!("{file}:{}", s.origin.line)
         });
-        (step.details(), script)
+        (serde_json::to_value(step.details()).unwrap(), script)
     };
     assert_eq!(shown("extract"), (json!({}), Some("extract.rhai:1".into())));
     assert_eq!(shown("check_amount"), (json!({}), None));

@@ -606,6 +606,8 @@ fn a_case_whose_segment_panics_can_be_failed_and_nothing_runs_it_again() {
     let (rec, _) = b.runner.case(&id).unwrap().unwrap();
     assert_eq!(rec.error.as_deref(), Some(reason));
     assert_eq!(rec.state.as_ref().unwrap().error.as_deref(), Some(reason));
+    // Like any failed case, its state says why (what the console shows as the reason).
+    assert_eq!(rec.state.as_ref().unwrap().reason.as_deref(), Some(reason));
     assert!(b.runner.pending().unwrap().is_empty(), "nothing to recover");
     assert!(
         b.runner.tasks(None).unwrap().is_empty(),

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::{Error, Runner};
 use crate::audit;
-use crate::store::{Batch, CaseRecord, IdempotencyEntry, Store, Table, archive, key};
+use crate::store::{Batch, CaseRecord, Row, Store, archive};
 use jiff::Timestamp;
 
 /// What an erasure did.
@@ -53,20 +53,16 @@ pub fn erase_customer(
     now: Timestamp,
 ) -> Result<Erasure, Error> {
     let customer = store.pseudonym(customer_id);
-    let mut prefix = key(&[&customer]);
-    prefix.push(0);
-    let keys = store.scan_keys(Table::CustomerCases, &prefix)?;
+    let case_ids = store.customer_cases().of(&customer)?;
     let mut result = Erasure {
         customer: customer.clone(),
         erased: Vec::new(),
         unfinished: Vec::new(),
     };
-    let mut idempotency: Option<HashMap<String, Vec<Vec<u8>>>> = None;
-    for k in keys {
-        let case_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-        let Some(mut rec) =
-            store.get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
-        else {
+    // Idempotency rows by case, read once, when the first case is erased.
+    let mut idempotency: Option<HashMap<String, Vec<Row>>> = None;
+    for case_id in case_ids {
+        let Some(mut rec) = store.cases().get(&case_id)? else {
             continue;
         };
         if rec.erased {
@@ -81,29 +77,27 @@ pub fn erase_customer(
         // A notification not yet delivered goes too: its URL is the submitter's and its
         // body would carry the erased reply.
         batch
-            .delete(Table::Personal, case_id.as_bytes())
-            .delete(Table::Notifications, case_id.as_bytes());
-        // Outbox keys are `<case id>:<node>:<visit>`; a final case replays no call.
-        for call in store.scan_keys(Table::Outbox, format!("{case_id}:").as_bytes())? {
-            batch.delete(Table::Outbox, call);
+            .delete_personal(&case_id)
+            .delete_notification(&case_id);
+        // A final case replays no call.
+        for call in store.outbox().of_case(&case_id)? {
+            batch.remove(call);
         }
         let by_case = match &mut idempotency {
             Some(map) => map,
-            None => idempotency.insert(idempotency_keys(store)?),
+            None => idempotency.insert(store.idempotency().rows_by_case()?),
         };
-        for k in by_case.remove(&case_id).unwrap_or_default() {
-            batch.delete(Table::Idempotency, k);
+        for row in by_case.remove(&case_id).unwrap_or_default() {
+            batch.remove(row);
         }
-        batch
-            .put(Table::Cases, case_id.as_bytes(), &rec)
-            .audit(audit::Entry::new(
-                &case_id,
-                audit::Kind::Erased,
-                now,
-                json!({ "customer": customer, "by": by,
+        batch.put_case(&rec).audit(audit::Entry::new(
+            &case_id,
+            audit::Kind::Erased,
+            now,
+            json!({ "customer": customer, "by": by,
                     "what": ["request", "case_data", "reply_text", "error_message",
                              "reply_to", "notification", "outbox", "idempotency_keys"] }),
-            ));
+        ));
         store.commit(batch)?;
         result.erased.push(case_id);
     }
@@ -169,23 +163,12 @@ pub fn erase_archived(
     Ok(result)
 }
 
-/// Idempotency keys by the case they point at. The table is keyed by the submitter's key,
-/// so finding a case's keys takes one scan; erasure is rare and does it once.
-fn idempotency_keys(store: &Store) -> Result<HashMap<String, Vec<Vec<u8>>>, Error> {
-    let mut map: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for (k, entry) in
-        store.scan_json::<IdempotencyEntry>(Table::Idempotency, b"", "idempotency key")?
-    {
-        map.entry(entry.case_id).or_default().push(k);
-    }
-    Ok(map)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{
-        CaseStatus, Notification, Options, OutboxEntry, OutboxState, PersonalRecord,
+        CaseStatus, IdempotencyEntry, Notification, Options, OutboxEntry, OutboxState,
+        PersonalRecord, Table, key,
     };
     use serde_json::Value;
 

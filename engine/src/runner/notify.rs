@@ -1,9 +1,9 @@
-//! The stored `reply_to` notifications of final cases ([`Table::Notifications`]): what a
+//! The stored `reply_to` notifications of final cases ([`Store::notifications`](crate::store::Store::notifications)): what a
 //! sender lists, reads and deletes. Sending them is the application's job; the entry is
 //! written by the segment that makes the case final ([`Runner::process`]).
 
 use super::{Error, Runner};
-use crate::store::{Batch, Notification, Table, decode};
+use crate::store::{Batch, Notification};
 
 impl Runner {
     /// Stored notifications in case-id order (oldest case first), starting after the case
@@ -13,38 +13,23 @@ impl Runner {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Notification)>, Error> {
-        let from = match after {
-            // The smallest key greater than `after`.
-            Some(a) => [a.as_bytes(), &[0]].concat(),
-            None => Vec::new(),
-        };
-        self.store
-            .backend()
-            .range(Table::Notifications, &from, None, limit)?
-            .into_iter()
-            .map(|(k, v)| {
-                let n: Notification = decode("notification", &k, &v)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), n))
-            })
-            .collect()
+        Ok(self.store.notifications().after(after, limit)?)
     }
 
     /// The stored notification of a case, if it is still to be sent.
     pub fn notification(&self, case_id: &str) -> Result<Option<Notification>, Error> {
-        Ok(self
-            .store
-            .get_json(Table::Notifications, case_id.as_bytes(), "notification")?)
+        Ok(self.store.notifications().get(case_id)?)
     }
 
     /// Number of stored notifications not yet delivered.
     pub fn notifications_pending(&self) -> Result<usize, Error> {
-        Ok(self.store.scan_keys(Table::Notifications, b"")?.len())
+        Ok(self.store.notifications().count()?)
     }
 
     /// Forgets a case's notification: delivered, or refused for good.
     pub fn notification_done(&self, case_id: &str) -> Result<(), Error> {
         let mut batch = Batch::new();
-        batch.delete(Table::Notifications, case_id.as_bytes());
+        batch.delete_notification(case_id);
         Ok(self.store.commit(batch)?)
     }
 }

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use super::segment::{Outcome, Segment};
 use super::{Error, Runner};
 use crate::exec::Event;
-use crate::store::{self, Batch, CaseRecord, CaseStatus, Pending, Table, Trigger};
+use crate::store::{Batch, CaseStatus, Pending, Row, Trigger};
 
 impl Runner {
     /// Fires every timer and SLA due by `now`; returns the cases moved on.
@@ -29,17 +29,10 @@ impl Runner {
     /// service under the same panic guard as its workers. An armed case is pending, so
     /// recovery runs it if the box stops first.
     pub fn arm_due(&self, now: Timestamp) -> Result<Vec<String>, Error> {
-        let due =
-            self.store
-                .backend()
-                .range(Table::Timers, b"", Some(&store::timer_bound(now)), 1024)?;
         let mut fired = Vec::new();
-        for (k, _) in due {
-            let Some(case_id) = store::timer_case(&k).map(str::to_string) else {
-                continue;
-            };
-            if self.arm(k, &case_id, now)? {
-                fired.push(case_id);
+        for due in self.store.timers().due(now, 1024)? {
+            if self.arm(due.row, &due.case_id, now)? {
+                fired.push(due.case_id);
             }
         }
         Ok(fired)
@@ -47,13 +40,11 @@ impl Runner {
 
     /// Drops the timer row `timer` and, if the case is due and has no other work stored,
     /// stores its timer trigger in the same commit. Returns whether it did.
-    fn arm(&self, timer: Vec<u8>, case_id: &str, now: Timestamp) -> Result<bool, Error> {
+    fn arm(&self, timer: Row, case_id: &str, now: Timestamp) -> Result<bool, Error> {
         let _lock = self.lock(case_id);
         let mut batch = Batch::new();
-        batch.delete(Table::Timers, timer);
-        let rec = self
-            .store
-            .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?;
+        batch.remove(timer);
+        let rec = self.store.cases().get(case_id)?;
         let armed = match rec {
             Some(mut rec)
                 if rec.pending.is_none()
@@ -70,11 +61,7 @@ impl Runner {
                 });
                 rec.status = CaseStatus::Running;
                 rec.updated_at = now;
-                batch.put(Table::Cases, rec.id.as_bytes(), &rec).put_raw(
-                    Table::Pending,
-                    rec.id.as_bytes(),
-                    Vec::new(),
-                );
+                batch.put_case(&rec).mark_pending(&rec.id);
                 true
             }
             // A stale timer: the case moved on (or is busy and keeps its own).

@@ -1,5 +1,6 @@
 //! Workflow versions: a case runs to its end on the version it started on. The files of
-//! each version a case starts on are kept in the store ([`Table::Workflows`], by digest),
+//! each version a case starts on are kept in the store ([`Store::workflow_versions`], by
+//! digest),
 //! so a case resumed after the catalog changed (or on another box's copy of the data
 //! directory) compiles its own version again.
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use super::{Error, Runner};
 use crate::files;
-use crate::store::{Batch, Table, WorkflowBundle, WorkflowRef};
+use crate::store::{Batch, WorkflowBundle, WorkflowRef};
 use crate::workflow::{Workflow, compile_dir};
 
 impl Runner {
@@ -21,11 +22,7 @@ impl Runner {
         if known.contains(&wf.digest) {
             return;
         }
-        if let Ok(Some(_)) = self
-            .store
-            .backend()
-            .get(Table::Workflows, wf.digest.as_bytes())
-        {
+        if let Ok(true) = self.store.workflow_versions().contains(&wf.digest) {
             known.insert(wf.digest.clone());
             return;
         }
@@ -42,16 +39,12 @@ impl Runner {
                 }
             }
         }
-        batch.put(
-            Table::Workflows,
-            wf.digest.as_bytes(),
-            &WorkflowBundle {
-                id: wf.id.clone(),
-                version: wf.version,
-                digest: wf.digest.clone(),
-                files,
-            },
-        );
+        batch.put_workflow_version(&WorkflowBundle {
+            id: wf.id.clone(),
+            version: wf.version,
+            digest: wf.digest.clone(),
+            files,
+        });
         known.insert(wf.digest.clone());
     }
 
@@ -74,7 +67,8 @@ impl Runner {
         };
         let bundle = self
             .store
-            .get_json::<WorkflowBundle>(Table::Workflows, r.digest.as_bytes(), "workflow version")?
+            .workflow_versions()
+            .get(&r.digest)?
             .ok_or_else(|| fail("its files are not in the store".into()))?;
         let dir = self.versions_dir.join(&r.digest).join(&bundle.id);
         std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;

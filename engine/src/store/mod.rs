@@ -30,7 +30,10 @@ pub use chain::AuditRecords;
 pub use group::CommitStats;
 pub use records::*;
 pub use rewrite::{Rewritten, rewrite};
-pub use tables::{Cases, Listed, Personal, WorkflowVersions};
+pub use tables::{
+    Cases, CustomerCases, DueTimer, Idempotency, Listed, Notifications, Outbox, Personal, Row,
+    Timers, WorkflowVersions,
+};
 
 /// The tables of the store. Keys are ordered bytes; values are JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,11 +1,21 @@
-//! Typed reads of the tables for callers outside the engine: the service's handlers and the
-//! CLI ask for cases, personal records and workflow versions by id, never for byte keys of
-//! a named table. Key layouts stay in this module and in [`records`](super::records).
+//! Typed access to the tables: the service's handlers, the CLI and the runner ask for
+//! cases, personal records, workflow versions, timers, notifications and a case's call and
+//! idempotency records by id, never for byte keys of a named table; a row a listing found
+//! is deleted as a [`Row`], and the records the runner writes by name go into a [`Batch`]
+//! through its typed methods below. Key layouts stay in this module and in
+//! [`records`](super::records).
 //!
 //! Every listing here is bounded per store call ([`CHUNK`]), so memory stays at one chunk
 //! however many records the box holds.
 
-use super::{CaseRecord, Error, PersonalRecord, Store, Table, WorkflowBundle, decode};
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::{
+    Batch, CaseRecord, Error, IdempotencyEntry, Notification, PersonalRecord, Store, Table,
+    WorkflowBundle, decode, key, timer_bound, timer_case,
+};
 
 /// Records read per backend call by the listings below.
 const CHUNK: usize = 512;
@@ -24,6 +34,31 @@ impl Store {
     /// Every workflow version a case ever ran on, kept so cases resume on it.
     pub fn workflow_versions(&self) -> WorkflowVersions<'_> {
         WorkflowVersions(self)
+    }
+
+    /// The durable timers (a case's `wait` or the SLA of its task), by due time.
+    pub fn timers(&self) -> Timers<'_> {
+        Timers(self)
+    }
+
+    /// The `reply_to` notifications of final cases still to be sent, by case id.
+    pub fn notifications(&self) -> Notifications<'_> {
+        Notifications(self)
+    }
+
+    /// Which cases belong to a customer (by pseudonym), for erasure.
+    pub fn customer_cases(&self) -> CustomerCases<'_> {
+        CustomerCases(self)
+    }
+
+    /// The recorded back-office calls of the cases, by case.
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox(self)
+    }
+
+    /// The submitters' idempotency keys and the cases they point at.
+    pub fn idempotency(&self) -> Idempotency<'_> {
+        Idempotency(self)
     }
 
     /// Reads one record of the box-wide settings: `Ok` when the store answers reads.
@@ -119,6 +154,21 @@ impl Personal<'_> {
 pub struct WorkflowVersions<'a>(&'a Store);
 
 impl WorkflowVersions<'_> {
+    /// The version of that digest, if stored.
+    pub fn get(&self, digest: &str) -> Result<Option<WorkflowBundle>, Error> {
+        self.0
+            .get_json(Table::Workflows, digest.as_bytes(), "workflow version")
+    }
+
+    /// Whether the version of that digest is stored (without reading its files).
+    pub fn contains(&self, digest: &str) -> Result<bool, Error> {
+        Ok(self
+            .0
+            .backend
+            .get(Table::Workflows, digest.as_bytes())?
+            .is_some())
+    }
+
     /// The stored versions of workflow `id`, lowest version first. A bundle that is not
     /// readable is logged and skipped (the others still show).
     pub fn of(&self, id: &str) -> Result<Vec<WorkflowBundle>, Error> {
@@ -146,6 +196,182 @@ impl WorkflowVersions<'_> {
     }
 }
 
+/// A stored record a listing found, to delete in a [`Batch`] ([`Batch::remove`]) without
+/// naming its table or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    table: Table,
+    key: Vec<u8>,
+}
+
+/// The `timers` table: (due time, case id) → nothing; a case has a row while it waits on a
+/// timer or a task with an SLA.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers<'a>(&'a Store);
+
+/// A timer row that came due.
+#[derive(Debug, Clone)]
+pub struct DueTimer {
+    pub case_id: String,
+    /// The row itself, to drop once the case's trigger is stored.
+    pub row: Row,
+}
+
+impl Timers<'_> {
+    /// At most `limit` timers due at or before `now`, earliest first. A row whose case id
+    /// is not readable is passed over.
+    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, Error> {
+        Ok(self
+            .0
+            .backend
+            .range(Table::Timers, b"", Some(&timer_bound(now)), limit)?
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let case_id = timer_case(&key)?.to_string();
+                Some(DueTimer {
+                    case_id,
+                    row: Row {
+                        table: Table::Timers,
+                        key,
+                    },
+                })
+            })
+            .collect())
+    }
+}
+
+/// The `notifications` table: case id → [`Notification`].
+#[derive(Debug, Clone, Copy)]
+pub struct Notifications<'a>(&'a Store);
+
+impl Notifications<'_> {
+    /// At most `limit` notifications in case-id order (oldest case first), starting after
+    /// the case `after` (from the first when `None`).
+    pub fn after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Notification)>, Error> {
+        let from = match after {
+            // The smallest key greater than `after`.
+            Some(a) => [a.as_bytes(), &[0]].concat(),
+            None => Vec::new(),
+        };
+        self.0
+            .backend
+            .range(Table::Notifications, &from, None, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let n: Notification = decode("notification", &k, &v)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), n))
+            })
+            .collect()
+    }
+
+    /// The notification of case `case_id`, if it is still to be sent.
+    pub fn get(&self, case_id: &str) -> Result<Option<Notification>, Error> {
+        self.0
+            .get_json(Table::Notifications, case_id.as_bytes(), "notification")
+    }
+
+    /// How many are stored.
+    pub fn count(&self) -> Result<usize, Error> {
+        Ok(self.0.scan_keys(Table::Notifications, b"")?.len())
+    }
+}
+
+/// The `customer_cases` table: (customer pseudonym, case id) → nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerCases<'a>(&'a Store);
+
+impl CustomerCases<'_> {
+    /// The ids of the cases of the customer with that pseudonym, in id order.
+    pub fn of(&self, pseudonym: &str) -> Result<Vec<String>, Error> {
+        let mut prefix = key(&[pseudonym]);
+        prefix.push(0);
+        Ok(self
+            .0
+            .scan_keys(Table::CustomerCases, &prefix)?
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+}
+
+/// The `outbox` table: `<case id>:<node>:<visit>` → the recorded call and its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox<'a>(&'a Store);
+
+impl Outbox<'_> {
+    /// The rows of the calls case `case_id` made.
+    pub fn of_case(&self, case_id: &str) -> Result<Vec<Row>, Error> {
+        Ok(self
+            .0
+            .scan_keys(Table::Outbox, format!("{case_id}:").as_bytes())?
+            .into_iter()
+            .map(|key| Row {
+                table: Table::Outbox,
+                key,
+            })
+            .collect())
+    }
+}
+
+/// The `idempotency` table: the submitter's key → [`IdempotencyEntry`].
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a>(&'a Store);
+
+impl Idempotency<'_> {
+    /// Every key's row, by the case it points at. The table is keyed by the submitter's
+    /// key, so this reads it whole.
+    pub fn rows_by_case(&self) -> Result<HashMap<String, Vec<Row>>, Error> {
+        let mut map: HashMap<String, Vec<Row>> = HashMap::new();
+        for (key, entry) in
+            self.0
+                .scan_json::<IdempotencyEntry>(Table::Idempotency, b"", "idempotency key")?
+        {
+            map.entry(entry.case_id).or_default().push(Row {
+                table: Table::Idempotency,
+                key,
+            });
+        }
+        Ok(map)
+    }
+}
+
+/// The writes the runner makes by record rather than by table and key.
+impl Batch {
+    /// Deletes a row a listing found.
+    pub fn remove(&mut self, row: Row) -> &mut Self {
+        self.delete(row.table, row.key)
+    }
+
+    /// Stores a case record under its id.
+    pub fn put_case(&mut self, rec: &CaseRecord) -> &mut Self {
+        self.put(Table::Cases, rec.id.as_bytes(), rec)
+    }
+
+    /// Marks case `case_id` as having stored work (its trigger is on its record).
+    pub fn mark_pending(&mut self, case_id: &str) -> &mut Self {
+        self.put_raw(Table::Pending, case_id.as_bytes(), Vec::new())
+    }
+
+    /// Deletes the personal data of case `case_id`.
+    pub fn delete_personal(&mut self, case_id: &str) -> &mut Self {
+        self.delete(Table::Personal, case_id.as_bytes())
+    }
+
+    /// Deletes the stored notification of case `case_id`, if any.
+    pub fn delete_notification(&mut self, case_id: &str) -> &mut Self {
+        self.delete(Table::Notifications, case_id.as_bytes())
+    }
+
+    /// Stores a workflow version under its digest.
+    pub fn put_workflow_version(&mut self, bundle: &WorkflowBundle) -> &mut Self {
+        self.put(Table::Workflows, bundle.digest.as_bytes(), bundle)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -154,7 +380,10 @@ mod tests {
 
     use jiff::Timestamp;
 
-    use super::super::{Batch, CaseStatus, Kind, Options, Store, Table, WorkflowBundle};
+    use super::super::{
+        Batch, CaseStatus, IdempotencyEntry, Kind, Notification, Options, Store, Table,
+        WorkflowBundle, key, timer_key,
+    };
     use super::{CHUNK, CaseRecord};
 
     fn case(id: &str) -> CaseRecord {
@@ -260,17 +489,91 @@ mod tests {
             .collect();
         assert_eq!(versions, [1, 2]);
         assert!(store.workflow_versions().of("none").unwrap().is_empty());
+        let by_digest = store.workflow_versions().get("refund-2").unwrap().unwrap();
+        assert_eq!((by_digest.id.as_str(), by_digest.version), ("refund", 2));
+        assert!(store.workflow_versions().contains("address-1").unwrap());
+        assert!(!store.workflow_versions().contains("address-2").unwrap());
+    }
+
+    /// What the runner finds by record (due timers, notifications, a customer's cases, a
+    /// case's calls and idempotency keys) and deletes as rows, without a table name.
+    fn the_runners_records_by_case(kind: Kind) {
+        let (_dir, store) = store(kind);
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let mut batch = Batch::new();
+        batch
+            .put_raw(Table::Timers, timer_key(at(10), "c1"), Vec::new())
+            .put_raw(Table::Timers, timer_key(at(20), "c2"), Vec::new())
+            .put_raw(Table::Timers, timer_key(at(30), "c3"), Vec::new())
+            .put_raw(Table::CustomerCases, key(&["cust-a", "c1"]), Vec::new())
+            .put_raw(Table::CustomerCases, key(&["cust-a", "c2"]), Vec::new())
+            .put_raw(Table::CustomerCases, key(&["cust-ab", "c3"]), Vec::new())
+            .put_raw(Table::Outbox, "c1:book:1", b"{}".to_vec())
+            .put_raw(Table::Outbox, "c10:book:1", b"{}".to_vec());
+        for (k, case_id) in [("k1", "c1"), ("k2", "c1"), ("k3", "c2")] {
+            let entry = IdempotencyEntry {
+                case_id: case_id.into(),
+                request_digest: "d".into(),
+            };
+            batch.put(Table::Idempotency, k, &entry);
+        }
+        for id in ["c1", "c2"] {
+            let n = Notification {
+                url: format!("http://crm.local/{id}"),
+                since: at(1),
+            };
+            batch.put(Table::Notifications, id, &n);
+        }
+        store.commit(batch).unwrap();
+
+        let due = store.timers().due(at(20), 10).unwrap();
+        let ids: Vec<&str> = due.iter().map(|d| d.case_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["c1", "c2"],
+            "due at or before the time, earliest first"
+        );
+        assert_eq!(store.customer_cases().of("cust-a").unwrap(), ["c1", "c2"]);
+        let notes = store.notifications().after(Some("c1"), 10).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].0, "c2");
+        assert_eq!(store.notifications().count().unwrap(), 2);
+        let calls = store.outbox().of_case("c1").unwrap();
+        assert_eq!(calls.len(), 1, "not the calls of `c10`");
+        let mut keys = store.idempotency().rows_by_case().unwrap();
+        assert_eq!(keys["c1"].len(), 2);
+
+        let mut batch = Batch::new();
+        for row in due.into_iter().map(|d| d.row).chain(calls) {
+            batch.remove(row);
+        }
+        for row in keys.remove("c1").unwrap() {
+            batch.remove(row);
+        }
+        batch.delete_notification("c1");
+        store.commit(batch).unwrap();
+        let left = store.timers().due(at(40), 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].case_id, "c3");
+        assert!(store.outbox().of_case("c1").unwrap().is_empty());
+        assert!(store.outbox().of_case("c10").unwrap().len() == 1);
+        let keys = store.idempotency().rows_by_case().unwrap();
+        assert!(!keys.contains_key("c1") && keys["c2"].len() == 1);
+        assert!(store.notifications().get("c1").unwrap().is_none());
+        assert!(store.notifications().get("c2").unwrap().is_some());
     }
 
     #[test]
     fn redb_tables() {
         cases_page_newest_first_and_skip_what_is_damaged(Kind::Redb);
         versions_of_one_workflow(Kind::Redb);
+        the_runners_records_by_case(Kind::Redb);
     }
 
     #[test]
     fn sled_tables() {
         cases_page_newest_first_and_skip_what_is_damaged(Kind::Sled);
         versions_of_one_workflow(Kind::Sled);
+        the_runners_records_by_case(Kind::Sled);
     }
 }

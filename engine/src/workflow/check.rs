@@ -16,6 +16,17 @@ pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) 
     let mut diag = |code: Code, line: usize, msg: String, node: &str| {
         diags.push(Diagnostic::new(code, file, line, msg).node(node));
     };
+    reachability(graph, start, &mut diag);
+    unbounded_cycles(graph, &mut diag);
+    diags
+}
+
+/// Every node is reachable from `start` and can reach an `end`.
+fn reachability(
+    graph: &DiGraph<Node, Edge>,
+    start: NodeIndex,
+    diag: &mut impl FnMut(Code, usize, String, &str),
+) {
     let mut reachable = HashSet::new();
     let mut dfs = Dfs::new(graph, start);
     while let Some(ix) = dfs.next(graph) {
@@ -36,20 +47,18 @@ pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) 
         let node = &graph[ix];
         if !reachable.contains(&ix) {
             let msg = "no path from `start` reaches this node";
-            diag(
-                Code::Unreachable,
-                node.line,
-                msg.to_string(),
-                &node.id.clone(),
-            );
+            diag(Code::Unreachable, node.line, msg.to_string(), &node.id);
         } else if !reaches_end.contains(&ix) {
             let msg = "no path leads from this node to an `end` node";
-            diag(Code::DeadEnd, node.line, msg.to_string(), &node.id.clone());
+            diag(Code::DeadEnd, node.line, msg.to_string(), &node.id);
         }
     }
+}
 
-    // A cycle is bounded when it passes a node that waits (human, wait) or carries a
-    // visit bound. Removing those nodes leaves exactly the unbounded cycles.
+/// No cycle can spin without bound. A cycle is bounded when it passes a node that waits
+/// (human, wait) or carries a visit bound: removing those nodes leaves exactly the
+/// unbounded cycles.
+fn unbounded_cycles(graph: &DiGraph<Node, Edge>, diag: &mut impl FnMut(Code, usize, String, &str)) {
     let bounded = |ix: NodeIndex| {
         let n = &graph[ix];
         n.max_visits.is_some() || n.step.kind_of().waits
@@ -80,7 +89,6 @@ pub(super) fn graph(graph: &DiGraph<Node, Edge>, start: NodeIndex, file: &Path) 
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        diag(Code::UnboundedCycle, first, msg.to_string(), ids[0]);
+        diag(Code::UnboundedCycle, first, msg, ids[0]);
     }
-    diags
 }

@@ -62,7 +62,47 @@ impl Compiler<'_> {
             }
         };
         let top = self.read_top(&root);
+        self.check_identity(&top);
+        let languages: Vec<String> = if top.languages.is_empty() {
+            vec!["de".into(), "en".into()]
+        } else {
+            top.languages.iter().map(|l| l.to_string()).collect()
+        };
 
+        let input_schema = self.input_schema(top.input_schema.as_ref());
+        let templates = self.templates(&top.replies, &languages);
+        let (graph, index) = self.build_graph(&top, &templates_names(&top.replies));
+        let start = self.start(&top, &index);
+        if let Some(start) = start
+            && !self.edges_incomplete
+        {
+            let problems = check::graph(&graph, start, &self.file);
+            self.diags.extend(problems);
+        }
+        let max_steps = self.max_steps(&top);
+
+        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Some(Workflow {
+            id: top.id?.to_string(),
+            version: *top.version?,
+            title: top.title,
+            digest,
+            intents: top.intents.iter().map(|i| i.to_string()).collect(),
+            languages,
+            max_steps,
+            dir: self.dir.clone(),
+            graph,
+            index,
+            start: start?,
+            input_schema: input_schema?,
+            templates: templates?,
+            reply_limits: self.rules.limits().clone(),
+        })
+    }
+
+    /// The workflow's id matches its directory and is an identifier; its intents are
+    /// named, each once.
+    fn check_identity(&mut self, top: &Top) {
         if let Some(id) = &top.id {
             let dir_name = self
                 .dir
@@ -95,34 +135,24 @@ impl Compiler<'_> {
                 self.diag(Code::InvalidValue, line_of(intent), msg);
             }
         }
-        let languages: Vec<String> = if top.languages.is_empty() {
-            vec!["de".into(), "en".into()]
-        } else {
-            top.languages.iter().map(|l| l.to_string()).collect()
-        };
+    }
 
-        let input_schema = self.input_schema(top.input_schema.as_ref());
-        let templates = self.templates(&top.replies, &languages);
-        let (graph, index) = self.build_graph(&top, &templates_names(&top.replies));
-        let start = match &top.start {
-            Some(s) => match index.get(s.as_str()) {
-                Some(&ix) => Some(ix),
-                None if top.nodes.iter().any(|(id, _)| id.as_str() == s.as_str()) => None,
-                None => {
-                    let msg = format!("`start` names node `{}`, which does not exist", s.as_str());
-                    self.diag(Code::DanglingEdge, line_of(s), msg);
-                    None
-                }
-            },
-            None => None,
-        };
-        if let Some(start) = start
-            && !self.edges_incomplete
-        {
-            let problems = check::graph(&graph, start, &self.file);
-            self.diags.extend(problems);
+    /// The node `start` names, if it names one that compiled; one that does not exist at
+    /// all is reported (one that failed to read was reported already).
+    fn start(&mut self, top: &Top, index: &HashMap<String, NodeIndex>) -> Option<NodeIndex> {
+        let s = top.start.as_ref()?;
+        if let Some(&ix) = index.get(s.as_str()) {
+            return Some(ix);
         }
+        if !top.nodes.iter().any(|(id, _)| id.as_str() == s.as_str()) {
+            let msg = format!("`start` names node `{}`, which does not exist", s.as_str());
+            self.diag(Code::DanglingEdge, line_of(s), msg);
+        }
+        None
+    }
 
+    /// `limits.max_steps`, or the default; at least 1.
+    fn max_steps(&mut self, top: &Top) -> u32 {
         let max_steps = top
             .limits
             .as_ref()
@@ -136,24 +166,7 @@ impl Compiler<'_> {
                 "`limits.max_steps` must be at least 1",
             );
         }
-
-        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        Some(Workflow {
-            id: top.id?.to_string(),
-            version: *top.version?,
-            title: top.title,
-            digest,
-            intents: top.intents.iter().map(|i| i.to_string()).collect(),
-            languages,
-            max_steps,
-            dir: self.dir.clone(),
-            graph,
-            index,
-            start: start?,
-            input_schema: input_schema?,
-            templates: templates?,
-            reply_limits: self.rules.limits().clone(),
-        })
+        max_steps
     }
 
     fn read_top(&mut self, root: &YamlNode) -> Top {

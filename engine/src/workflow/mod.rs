@@ -31,7 +31,7 @@ pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagram::Format;
-pub use nodes::{Step, WaitFor};
+pub use nodes::{Step, StepDetails, WaitFor};
 
 /// A compiled, runnable workflow version.
 #[derive(Debug)]

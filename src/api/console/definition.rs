@@ -8,7 +8,7 @@ use std::path::Path;
 
 use axum::extract::State;
 use casegraph_engine::rules::Script;
-use casegraph_engine::workflow::{Edge, Step, WaitFor, files};
+use casegraph_engine::workflow::{Edge, StepDetails, files};
 use serde::Serialize;
 
 use super::super::{AppError, AppState, Caller, Json, Path as PathParam, blocking};
@@ -48,78 +48,6 @@ pub struct NodeView {
     pub script: Option<ScriptOrigin>,
 }
 
-/// A node's settings, by kind; `{}` for rules and decisions. Each shape has its own fields
-/// and no others, so exactly one matches.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum StepDetails {
-    Call(CallDetails),
-    Human(HumanDetails),
-    Wait(WaitDetails),
-    WaitUntil(WaitUntilDetails),
-    Checkpoint(CheckpointDetails),
-    Reply(ReplyDetails),
-    End(EndDetails),
-    None(NoDetails),
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CallDetails {
-    connector: String,
-    operation: String,
-    /// Where the answer goes in the case data.
-    result: Option<String>,
-    max_attempts: u32,
-    backoff_secs: u64,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HumanDetails {
-    queue: String,
-    task: Option<String>,
-    sla_secs: Option<u64>,
-    decisions: Vec<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitDetails {
-    duration_secs: u64,
-}
-
-/// A wait until the time its script gives.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitUntilDetails {
-    until: bool,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointDetails {
-    checkpoint: String,
-    evidence: Vec<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReplyDetails {
-    template: String,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EndDetails {
-    outcome: String,
-    escalated: bool,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoDetails {}
-
 /// A script's place: file (relative to the workflow directory), line and digest.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScriptOrigin {
@@ -153,78 +81,6 @@ fn origin(script: &Script, dir: &Path) -> ScriptOrigin {
     }
 }
 
-fn details(step: &Step, dir: &Path) -> (StepDetails, Option<ScriptOrigin>) {
-    match step {
-        Step::Rule { script } => (StepDetails::None(NoDetails {}), Some(origin(script, dir))),
-        Step::Decision => (StepDetails::None(NoDetails {}), None),
-        Step::Call {
-            connector,
-            operation,
-            payload,
-            result,
-            max_attempts,
-            backoff,
-        } => (
-            StepDetails::Call(CallDetails {
-                connector: connector.clone(),
-                operation: operation.clone(),
-                result: result.clone(),
-                max_attempts: *max_attempts,
-                backoff_secs: backoff.as_secs(),
-            }),
-            payload.as_ref().map(|p| origin(p, dir)),
-        ),
-        Step::Human {
-            queue,
-            task,
-            sla,
-            decisions,
-        } => (
-            StepDetails::Human(HumanDetails {
-                queue: queue.clone(),
-                task: task.clone(),
-                sla_secs: sla.map(|d| d.as_secs()),
-                decisions: decisions.clone(),
-            }),
-            None,
-        ),
-        Step::Wait(WaitFor::Duration(d)) => (
-            StepDetails::Wait(WaitDetails {
-                duration_secs: d.as_secs(),
-            }),
-            None,
-        ),
-        Step::Wait(WaitFor::Until(script)) => (
-            StepDetails::WaitUntil(WaitUntilDetails { until: true }),
-            Some(origin(script, dir)),
-        ),
-        Step::Checkpoint {
-            name,
-            assert,
-            evidence,
-        } => (
-            StepDetails::Checkpoint(CheckpointDetails {
-                checkpoint: name.clone(),
-                evidence: evidence.clone(),
-            }),
-            Some(origin(assert, dir)),
-        ),
-        Step::Reply { template } => (
-            StepDetails::Reply(ReplyDetails {
-                template: template.clone(),
-            }),
-            None,
-        ),
-        Step::End { outcome, escalated } => (
-            StepDetails::End(EndDetails {
-                outcome: outcome.clone(),
-                escalated: *escalated,
-            }),
-            None,
-        ),
-    }
-}
-
 fn edge_kind(e: &Edge) -> &'static str {
     match e {
         Edge::Next => "next",
@@ -251,16 +107,13 @@ pub async fn definition(
     blocking("workflow definition", move || {
         let nodes = wf
             .nodes()
-            .map(|n| {
-                let (details, script) = details(&n.step, &wf.dir);
-                NodeView {
-                    id: n.id.clone(),
-                    kind: n.step.kind(),
-                    line: n.line,
-                    description: n.description.clone(),
-                    details,
-                    script,
-                }
+            .map(|n| NodeView {
+                id: n.id.clone(),
+                kind: n.step.kind(),
+                line: n.line,
+                description: n.description.clone(),
+                details: n.step.details(),
+                script: n.step.script().map(|s| origin(s, &wf.dir)),
             })
             .collect();
         let edges = wf

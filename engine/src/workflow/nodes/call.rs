@@ -8,7 +8,7 @@ use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Build, Code, Edge, Kind, Outcome, Run, Step, signed};
+use super::{Build, Code, Edge, Kind, Outcome, Run, Step, StepDetails, signed};
 use crate::case::{Failure, Waiting, digest};
 use crate::rules::Script;
 use crate::yaml::line_of;
@@ -211,6 +211,18 @@ pub(super) fn label(connector: &str, operation: &str) -> String {
     format!("call {connector}.{operation}")
 }
 
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CallDetails {
+    pub connector: String,
+    pub operation: String,
+    /// Where the answer goes in the case data.
+    pub result: Option<String>,
+    pub max_attempts: u32,
+    pub backoff_secs: u64,
+}
+
 /// The payload expression is shown on its own (see `Step::script`).
 pub(super) fn details(
     connector: &str,
@@ -218,7 +230,12 @@ pub(super) fn details(
     result: &Option<String>,
     max_attempts: u32,
     backoff: Duration,
-) -> Value {
-    json!({ "connector": connector, "operation": operation, "result": result,
-        "max_attempts": max_attempts, "backoff_secs": backoff.as_secs() })
+) -> StepDetails {
+    StepDetails::Call(CallDetails {
+        connector: connector.to_owned(),
+        operation: operation.to_owned(),
+        result: result.clone(),
+        max_attempts,
+        backoff_secs: backoff.as_secs(),
+    })
 }

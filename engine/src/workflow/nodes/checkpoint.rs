@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Build, Edge, Kind, Outcome, Run, Step};
+use serde::Serialize;
+
+use super::{Build, Edge, Kind, Outcome, Run, Step, StepDetails};
 use crate::case::{Failure, digest, lookup};
 use crate::rules::Script;
 
@@ -73,7 +75,18 @@ pub(super) fn label(name: &str) -> String {
     format!("checkpoint: {name}")
 }
 
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointDetails {
+    pub checkpoint: String,
+    pub evidence: Vec<String>,
+}
+
 /// The assertion is shown on its own (see `Step::script`).
-pub(super) fn details(name: &str, evidence: &[String]) -> Value {
-    json!({ "checkpoint": name, "evidence": evidence })
+pub(super) fn details(name: &str, evidence: &[String]) -> StepDetails {
+    StepDetails::Checkpoint(CheckpointDetails {
+        checkpoint: name.to_owned(),
+        evidence: evidence.to_vec(),
+    })
 }

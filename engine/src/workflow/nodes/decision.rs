@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Build, Code, Edge, Kind, Outcome, Run, Step};
+use super::{Build, Code, Edge, Kind, NoDetails, Outcome, Run, Step, StepDetails};
 use crate::workflow::def::BranchDef;
 use crate::yaml::line_of;
 
@@ -82,6 +82,6 @@ pub(super) fn label() -> String {
 }
 
 /// The conditions are shown on the edges.
-pub(super) fn details() -> Value {
-    json!({})
+pub(super) fn details() -> StepDetails {
+    StepDetails::None(NoDetails {})
 }

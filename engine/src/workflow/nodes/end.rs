@@ -1,9 +1,9 @@
 //! `end`: a terminal node with an outcome; `status: escalated` marks a case that ended by
 //! handing over.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{Build, Code, Kind, Outcome, Step};
+use super::{Build, Code, Kind, Outcome, Step, StepDetails};
 use crate::yaml::line_of;
 
 pub(super) const KIND: Kind = Kind {
@@ -47,6 +47,17 @@ pub(super) fn label(outcome: &str) -> String {
     format!("end: {outcome}")
 }
 
-pub(super) fn details(outcome: &str, escalated: bool) -> Value {
-    json!({ "outcome": outcome, "escalated": escalated })
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EndDetails {
+    pub outcome: String,
+    pub escalated: bool,
+}
+
+pub(super) fn details(outcome: &str, escalated: bool) -> StepDetails {
+    StepDetails::End(EndDetails {
+        outcome: outcome.to_owned(),
+        escalated,
+    })
 }

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Build, Code, Edge, Kind, Outcome, Run, Step, signed};
+use serde::Serialize;
+
+use super::{Build, Code, Edge, Kind, Outcome, Run, Step, StepDetails, signed};
 use crate::case::Waiting;
 use crate::yaml::line_of;
 
@@ -77,12 +79,26 @@ pub(super) fn label(queue: &str) -> String {
     format!("human task in {queue}")
 }
 
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HumanDetails {
+    pub queue: String,
+    pub task: Option<String>,
+    pub sla_secs: Option<u64>,
+    pub decisions: Vec<String>,
+}
+
 pub(super) fn details(
     queue: &str,
     task: &Option<String>,
     sla: Option<Duration>,
     decisions: &[String],
-) -> Value {
-    json!({ "queue": queue, "task": task, "sla_secs": sla.map(|d| d.as_secs()),
-        "decisions": decisions })
+) -> StepDetails {
+    StepDetails::Human(HumanDetails {
+        queue: queue.to_owned(),
+        task: task.clone(),
+        sla_secs: sla.map(|d| d.as_secs()),
+        decisions: decisions.to_vec(),
+    })
 }

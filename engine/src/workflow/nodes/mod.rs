@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use marked_yaml::Spanned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::compiler::Compiler;
@@ -38,8 +39,12 @@ use crate::case::{Case, Failure, Waiting};
 use crate::rules::{Context, Rules, Script};
 use crate::yaml::line_of;
 
-pub use call::{CallError, CallRequest, Connector};
-pub use wait::WaitFor;
+pub use call::{CallDetails, CallError, CallRequest, Connector};
+pub use checkpoint::CheckpointDetails;
+pub use end::EndDetails;
+pub use human::HumanDetails;
+pub use reply::ReplyDetails;
+pub use wait::{WaitDetails, WaitFor, WaitUntilDetails};
 
 /// What a node does when the executor reaches it: each kind's compiled data.
 #[derive(Debug)]
@@ -78,6 +83,32 @@ pub enum Step {
         escalated: bool,
     },
 }
+
+/// A node's settings, by kind; `{}` for rules and decisions. Each shape has its own fields
+/// and no others, so exactly one matches.
+// The shapes live in their kind's file. A doc comment on one becomes its description in
+// `openapi.json`, so what they leave out (scripts, see `Step::script`) is said on the
+// kind's `details` function instead.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum StepDetails {
+    Call(CallDetails),
+    Human(HumanDetails),
+    Wait(WaitDetails),
+    WaitUntil(WaitUntilDetails),
+    Checkpoint(CheckpointDetails),
+    Reply(ReplyDetails),
+    End(EndDetails),
+    None(NoDetails),
+}
+
+// The details of a kind that shows none (a rule's script is its `script`, a decision's
+// conditions are on its edges).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NoDetails {}
 
 /// What is known of a kind by its name alone: how a node of it is read, drawn and checked.
 #[derive(Debug)]
@@ -215,7 +246,7 @@ impl Step {
 
     /// The node's settings as the console shows them: what it calls, asks, waits for or
     /// ends with; never a script's source (see [`Step::script`]).
-    pub fn details(&self) -> Value {
+    pub fn details(&self) -> StepDetails {
         match self {
             Step::Rule { .. } => rule::details(),
             Step::Decision => decision::details(),

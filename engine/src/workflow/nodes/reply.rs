@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Build, Code, Edge, Kind, Outcome, Run, Step};
+use serde::Serialize;
+
+use super::{Build, Code, Edge, Kind, Outcome, Run, Step, StepDetails};
 use crate::case::{Failure, Reply, digest, lookup};
 use crate::yaml::line_of;
 
@@ -78,6 +80,15 @@ pub(super) fn label(template: &str) -> String {
     format!("reply {template}")
 }
 
-pub(super) fn details(template: &str) -> Value {
-    json!({ "template": template })
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReplyDetails {
+    pub template: String,
+}
+
+pub(super) fn details(template: &str) -> StepDetails {
+    StepDetails::Reply(ReplyDetails {
+        template: template.to_owned(),
+    })
 }

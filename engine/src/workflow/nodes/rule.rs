@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Build, Edge, Kind, Outcome, Run, Step};
+use super::{Build, Edge, Kind, NoDetails, Outcome, Run, Step, StepDetails};
 use crate::rules::{Origin, Script};
 
 pub(super) const KIND: Kind = Kind {
@@ -55,6 +55,6 @@ pub(super) fn label(script: &Script) -> String {
 }
 
 /// The script is shown on its own (see `Step::script`).
-pub(super) fn details() -> Value {
-    json!({})
+pub(super) fn details() -> StepDetails {
+    StepDetails::None(NoDetails {})
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{Build, Code, Edge, Kind, Outcome, Run, Step, signed};
+use serde::Serialize;
+
+use super::{Build, Code, Edge, Kind, Outcome, Run, Step, StepDetails, signed};
 use crate::case::{Failure, Waiting};
 use crate::rules::Script;
 use crate::yaml::line_of;
@@ -106,10 +108,27 @@ pub(super) fn label() -> String {
     "wait".into()
 }
 
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WaitDetails {
+    pub duration_secs: u64,
+}
+
+/// A wait until the time its script gives.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WaitUntilDetails {
+    pub until: bool,
+}
+
 /// An `until` expression is shown on its own (see `Step::script`).
-pub(super) fn details(wait_for: &WaitFor) -> Value {
+pub(super) fn details(wait_for: &WaitFor) -> StepDetails {
     match wait_for {
-        WaitFor::Duration(d) => json!({ "duration_secs": d.as_secs() }),
-        WaitFor::Until(_) => json!({ "until": true }),
+        WaitFor::Duration(d) => StepDetails::Wait(WaitDetails {
+            duration_secs: d.as_secs(),
+        }),
+        WaitFor::Until(_) => StepDetails::WaitUntil(WaitUntilDetails { until: true }),
     }
 }
