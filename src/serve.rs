@@ -272,6 +272,7 @@ pub async fn run(
         &config.retention,
         &config.data_dir,
         runner.store().clone(),
+        state.metrics.retention.clone(),
         stop_tx.subscribe(),
     );
 
