@@ -1,5 +1,5 @@
 // Box status (admins): throughput, queue depths, cases by status, the classification
-// confidence distribution (from /metrics), model, store and limits.
+// confidence distribution (from /metrics), model, store, retention and limits.
 
 import { get } from './api.js';
 import { h, s, clear, fmtBytes, fmtTime } from './dom.js';
@@ -96,6 +96,12 @@ export async function render(view) {
             ` ${fmtBytes(disk.free_bytes)} ${t('status.disk.free')}, ${fmtBytes(disk.data_bytes)} ${t('status.disk.data')}`,
             h('div', { class: 'muted' }, t('status.disk.marks', { soft: fmtBytes(disk.soft_free_bytes), hard: fmtBytes(disk.hard_free_bytes) }),
               disk.budget_bytes ? `, ${t('status.disk.budget', { budget: fmtBytes(disk.budget_bytes) })}` : '')),
+          h('dt', {}, t('status.retention')), h('dd', { 'data-testid': 'retention-status' },
+            h('div', {}, t('status.retention.archived', { n: st.retention.archived_cases }), ', ',
+              t('status.retention.lastarchive'), ' ', st.retention.last_archive ? fmtTime(st.retention.last_archive) : t('status.retention.never')),
+            h('div', { class: 'muted' }, t('status.retention.lastcompaction'), ' ', st.retention.last_compaction
+              ? `${fmtTime(st.retention.last_compaction.at)}: ${fmtBytes(st.retention.last_compaction.bytes_before)} → ${fmtBytes(st.retention.last_compaction.bytes_after)}, ${st.retention.last_compaction.millis} ms`
+              : t('status.retention.never'))),
           h('dt', {}, t('status.backoffice')), h('dd', {}, st.simulated_backoffice ? t('status.simulated') : t('status.real')),
           h('dt', {}, t('status.limits')), h('dd', {}, Object.entries(st.limits).map(([k, v]) => h('div', {}, h('code', {}, k), ` ${v}`)))))));
   };

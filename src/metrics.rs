@@ -88,6 +88,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Free disk, data-directory size, the storage marks and refusals (`casegraph_storage_*`).
     pub storage: crate::storage::Metrics,
+    /// Archived cases, the last archive run and compaction (`casegraph_retention_*`).
+    pub retention: crate::retention::Metrics,
 }
 
 /// The label of an HTTP method: the ones the API answers by name, everything else `other`.
@@ -243,8 +245,10 @@ impl Metrics {
             auth_failures.clone(),
         );
         let storage = crate::storage::Metrics::register(&mut r);
+        let retention = crate::retention::Metrics::register(&mut r);
         Metrics {
             storage,
+            retention,
             registry: r,
             http_requests,
             http_duration,
@@ -368,5 +372,8 @@ impl Backend for TimedBackend {
     }
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+    fn compact(&self) -> Result<Option<store::Compaction>, store::Error> {
+        self.inner.compact()
     }
 }

@@ -6,13 +6,21 @@
 //!
 //! Idle means no commit: the job compares the store's commit count between its checks, so
 //! a box taking requests, running cases or firing timers is left alone.
+//!
+//! After a run that removed cases (and `retention.compact`), the store is compacted in
+//! place, so the file gives their space back while the server keeps serving: requests that
+//! touch the store wait the compaction out (its cost is in `docs/operations.md`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use casegraph_engine::store::Store;
 use casegraph_engine::store::archive::{self, Archived, Cutoffs};
+use casegraph_engine::store::{Compaction, Store};
 use jiff::Timestamp;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::RetentionOptions;
@@ -23,6 +31,7 @@ pub fn spawn(
     options: &RetentionOptions,
     data_dir: &Path,
     store: Store,
+    metrics: Metrics,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !options.enabled {
@@ -56,17 +65,48 @@ pub fn spawn(
                 continue;
             }
             let (s, o, d) = (store.clone(), options.clone(), dir.clone());
-            match tokio::task::spawn_blocking(move || run_once(&s, &o, &d)).await {
-                Ok(Ok(Some(done))) => tracing::info!(
-                    file = %done.path.display(),
-                    cases = done.cases,
-                    removed = done.removed,
-                    anchor = done.anchor.seq,
-                    "retention: finished cases archived"
-                ),
-                Ok(Ok(None)) => tracing::debug!("retention: no finished case is old enough"),
-                Ok(Err(e)) => tracing::error!("retention: archive run failed: {e}"),
-                Err(e) => tracing::error!("retention: archive run panicked: {e}"),
+            let removed = match tokio::task::spawn_blocking(move || run_once(&s, &o, &d)).await {
+                Ok(Ok(Some(done))) => {
+                    tracing::info!(
+                        file = %done.path.display(),
+                        cases = done.cases,
+                        removed = done.removed,
+                        anchor = done.anchor.seq,
+                        "retention: finished cases archived"
+                    );
+                    metrics.archived(done.cases);
+                    done.removed
+                }
+                Ok(Ok(None)) => {
+                    tracing::debug!("retention: no finished case is old enough");
+                    metrics.archived(0);
+                    0
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("retention: archive run failed: {e}");
+                    0
+                }
+                Err(e) => {
+                    tracing::error!("retention: archive run panicked: {e}");
+                    0
+                }
+            };
+            if removed > 0 && options.compact {
+                let s = store.clone();
+                match tokio::task::spawn_blocking(move || s.compact()).await {
+                    Ok(Ok(Some(c))) => {
+                        tracing::info!(
+                            bytes_before = c.bytes_before,
+                            bytes_after = c.bytes_after,
+                            millis = c.millis,
+                            "retention: store compacted"
+                        );
+                        metrics.compacted(&c);
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::error!("retention: compaction failed: {e}"),
+                    Err(e) => tracing::error!("retention: compaction panicked: {e}"),
+                }
             }
             // The run's own commits are not activity.
             commits = store.stats().commits;
@@ -114,4 +154,118 @@ pub fn run_once(
         now.strftime("%Y%m%dT%H%M%S%.fZ")
     ));
     archive::archive(store, &cutoffs, &path, options.max_cases, now)
+}
+
+/// What retention and compaction did since the start (`casegraph_retention_*`,
+/// `casegraph_store_compaction_*`), for `/metrics` and the console's box status.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    archived_cases: Counter,
+    /// Unix seconds of the last finished archive run (also one that found nothing); 0: none.
+    last_archive: Gauge,
+    compactions: Counter,
+    /// Unix seconds of the last compaction; 0: none.
+    last_compaction: Gauge,
+    last_compaction_millis: Gauge,
+    last_compaction_before: Gauge,
+    last_compaction_after: Gauge,
+}
+
+/// Retention as the console shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// Cases moved into archive files since the start.
+    pub archived_cases: u64,
+    /// When the last archive run finished (RFC 3339); `None`: not since the start.
+    pub last_archive: Option<String>,
+    pub last_compaction: Option<CompactionStatus>,
+}
+
+/// The last compaction of the store.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CompactionStatus {
+    /// When it finished (RFC 3339).
+    pub at: String,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// How long requests touching the store waited for it.
+    pub millis: u64,
+}
+
+impl Metrics {
+    /// Registers the retention metrics.
+    pub fn register(r: &mut Registry) -> Metrics {
+        let m = Metrics::default();
+        r.register(
+            "retention_archived_cases",
+            "Finished cases moved into archive files by the retention job",
+            m.archived_cases.clone(),
+        );
+        r.register(
+            "retention_last_archive_timestamp_seconds",
+            "When the last retention run finished (unix seconds); 0: none since the start",
+            m.last_archive.clone(),
+        );
+        r.register(
+            "store_compactions",
+            "Compactions of the store while serving",
+            m.compactions.clone(),
+        );
+        r.register(
+            "store_last_compaction_timestamp_seconds",
+            "When the last compaction finished (unix seconds); 0: none since the start",
+            m.last_compaction.clone(),
+        );
+        r.register(
+            "store_last_compaction_milliseconds",
+            "How long the last compaction held reads and writes",
+            m.last_compaction_millis.clone(),
+        );
+        r.register(
+            "store_last_compaction_bytes_before",
+            "The store file's size before the last compaction",
+            m.last_compaction_before.clone(),
+        );
+        r.register(
+            "store_last_compaction_bytes_after",
+            "The store file's size after the last compaction",
+            m.last_compaction_after.clone(),
+        );
+        m
+    }
+
+    fn archived(&self, cases: u64) {
+        self.archived_cases.inc_by(cases);
+        self.last_archive.set(Timestamp::now().as_second());
+    }
+
+    fn compacted(&self, c: &Compaction) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.last_compaction_millis.set(gauge(c.millis));
+        self.last_compaction_before.set(gauge(c.bytes_before));
+        self.last_compaction_after.set(gauge(c.bytes_after));
+        self.compactions.inc();
+        self.last_compaction.set(Timestamp::now().as_second());
+    }
+
+    /// What the console shows.
+    pub fn status(&self) -> Status {
+        let at = |secs: i64| {
+            (secs > 0)
+                .then(|| Timestamp::from_second(secs).ok())
+                .flatten()
+                .map(|t| t.to_string())
+        };
+        let bytes = |g: &Gauge| u64::try_from(g.get()).unwrap_or(0);
+        Status {
+            archived_cases: self.archived_cases.get(),
+            last_archive: at(self.last_archive.get()),
+            last_compaction: at(self.last_compaction.get()).map(|at| CompactionStatus {
+                at,
+                bytes_before: bytes(&self.last_compaction_before),
+                bytes_after: bytes(&self.last_compaction_after),
+                millis: bytes(&self.last_compaction_millis),
+            }),
+        }
+    }
 }

@@ -350,6 +350,7 @@ impl Jobs {
             &config.retention,
             &config.data_dir,
             service.runner.store().clone(),
+            service.state.metrics.retention.clone(),
             stop.subscribe(),
         );
         Jobs {

@@ -394,6 +394,111 @@ fn serve_archives_finished_cases_when_idle() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// After the retention job archived cases, `serve` compacts the store in place: the file
+/// shrinks while the server keeps answering. A reader hammering a live case meanwhile gets
+/// 200 every time (requests wait the compaction out, never a 500), a writer's requests are
+/// accepted, and every accepted case is there afterwards.
+#[test]
+fn serve_compacts_the_store_after_archiving_while_it_keeps_serving() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    populate(&data, 3000);
+    let d = data.clone();
+    let archives = out.path().to_path_buf();
+    let s = Arc::new(Server::start_with(move |c| {
+        std::fs::copy(c.data_dir.join("tokens.json"), d.join("tokens.json")).unwrap();
+        c.data_dir = d;
+        c.retention.enabled = true;
+        c.retention.completed = Duration::from_secs(3600);
+        c.retention.idle_after = Duration::from_millis(300);
+        c.retention.directory = Some(archives);
+    }));
+    assert_eq!(s.metric("casegraph_store_compactions_total"), 0.0);
+    let live = s.submit(&refund("C-4000", "Erika Mustermann"));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Reads do not commit, so the store stays idle for the job; each must be answered.
+    let reader = {
+        let (s, stop, live) = (s.clone(), stop.clone(), live.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let r = s.call("GET", &format!("/v1/cases/{live}"), Some(Role::Admin), None);
+                assert_eq!(
+                    r.status, 200,
+                    "a read during archiving or compaction: {}",
+                    r.text
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    // Writes now and then, with quiet gaps longer than `idle_after` between them.
+    let writer = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut accepted = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = s.call(
+                    "POST",
+                    "/v1/requests",
+                    Some(Role::Submitter),
+                    Some(&refund(&format!("C-41{i:02}"), "Erika Mustermann")),
+                );
+                assert!(
+                    r.status == 202 || (r.status == 503 && r.headers.contains_key("retry-after")),
+                    "a request during archiving or compaction: {} {}",
+                    r.status,
+                    r.text
+                );
+                if r.status == 202 {
+                    accepted.push(r.json["case_id"].as_str().unwrap().to_string());
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            accepted
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.metric("casegraph_store_compactions_total") < 1.0 {
+        assert!(Instant::now() < deadline, "the store was not compacted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    let accepted = writer.join().unwrap();
+    let before = s.metric("casegraph_store_last_compaction_bytes_before");
+    let after = s.metric("casegraph_store_last_compaction_bytes_after");
+    assert!(
+        after > 0.0 && after < before / 2.0,
+        "the store file did not shrink: {before} -> {after} bytes"
+    );
+    assert_eq!(s.metric("casegraph_retention_archived_cases_total"), 3000.0);
+    let status = s.call("GET", "/v1/console/status", Some(Role::Admin), None);
+    let retention = &status.json["retention"];
+    assert_eq!(retention["archived_cases"], 3000, "{}", status.text);
+    assert!(retention["last_archive"].is_string(), "{}", status.text);
+    assert_eq!(retention["last_compaction"]["bytes_after"], after as u64);
+    assert!(
+        status.json["store"]["disk_bytes"].as_f64().unwrap() < before / 2.0,
+        "{}",
+        status.text
+    );
+    // Nothing acknowledged is lost, and the store takes writes after the compaction.
+    for id in accepted.iter().chain([&live]) {
+        let r = s.call("GET", &format!("/v1/cases/{id}"), Some(Role::Admin), None);
+        assert_eq!(r.status, 200, "{id}: {}", r.text);
+    }
+    let id = s.submit(&refund("C-4200", "Erika Mustermann"));
+    s.wait_case(&id, |_| true);
+}
+
 #[test]
 fn retention_settings_out_of_bounds_are_refused_at_start() {
     for (adjust, field) in [

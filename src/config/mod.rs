@@ -126,6 +126,7 @@ const SECTIONS: &[&str] = &[
     "inference",
     "memory",
     "storage",
+    "retention",
     "log",
 ];
 
@@ -382,6 +383,32 @@ mod tests {
         assert_eq!(c.server.request_timeout, Duration::from_secs(5));
         assert_eq!(c.store.backend, store::Kind::Sled);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        let value = serde_json::to_value(Config::default()).expect("json");
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut sections = SECTIONS.to_vec();
+        sections.sort_unstable();
+        assert_eq!(
+            keys, sections,
+            "a section missing from SECTIONS ignores CASEGRAPH_*"
+        );
+        let c = Config::load(
+            None,
+            None,
+            env(&[("CASEGRAPH_RETENTION__COMPACT", "false")]),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert!(!c.retention.compact);
     }
 
     #[test]

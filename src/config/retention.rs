@@ -36,6 +36,9 @@ pub struct RetentionOptions {
     pub idle_after: Duration,
     /// Most cases per run (per archive file); the next run takes the rest.
     pub max_cases: usize,
+    /// After a run that removed cases, compact the store so the file gives their space
+    /// back; reads and writes wait while it runs (`docs/operations.md` has its cost).
+    pub compact: bool,
 }
 
 /// Most cases one run may archive: bounds a run's time and its file's size.
@@ -54,6 +57,7 @@ impl Default for RetentionOptions {
             interval: Duration::from_secs(DAY),
             idle_after: Duration::from_secs(300),
             max_cases: 100_000,
+            compact: true,
         }
     }
 }

@@ -149,6 +149,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn disk_bytes(&self) -> u64;
     /// The backend's name, as in configuration.
     fn name(&self) -> &'static str;
+    /// Gives the space of deleted entries back to the filesystem while the store stays
+    /// open; reads and writes wait until it is done. `None`: this backend does not (sled
+    /// reclaims on its own schedule, a backend over a custom storage has no file).
+    fn compact(&self) -> Result<Option<Compaction>, Error> {
+        Ok(None)
+    }
+}
+
+/// What one compaction of an open store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Compaction {
+    /// The store file's size before.
+    pub bytes_before: u64,
+    /// And after.
+    pub bytes_after: u64,
+    /// How long reads and writes waited for it, in milliseconds.
+    pub millis: u64,
 }
 
 /// Which backend, as configuration names it.
@@ -413,6 +430,13 @@ impl Store {
             now.to_be_bytes().to_vec(),
         );
         self.commit(batch)
+    }
+
+    /// Gives the space of deleted entries back while the store stays open (see
+    /// [`Backend::compact`]). The commit group is quiet meanwhile: its next write waits for
+    /// the backend, so what it acknowledges is written after the compaction, never into it.
+    pub fn compact(&self) -> Result<Option<Compaction>, Error> {
+        self.backend.compact()
     }
 
     /// Commits, syncs and requests since start, for metrics and benchmarks.

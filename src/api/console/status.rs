@@ -23,6 +23,8 @@ pub struct BoxStatus {
     pub store: StoreFigures,
     /// The disk against the storage marks (`[storage]`).
     pub storage: crate::storage::Status,
+    /// Archived cases, the last archive run and compaction (`[retention]`).
+    pub retention: crate::retention::Status,
     /// The intent model's version (`name@version+sha256:…`).
     pub model: String,
     /// The hardware profile the settings were built on, if any.
@@ -145,6 +147,7 @@ pub async fn status(
                 disk_bytes: store.disk_bytes(),
             },
             storage: s.storage.status(),
+            retention: s.metrics.retention.status(),
             model: s.model.clone(),
             profile: s.settings.profile.as_ref().map(|p| ProfileRef {
                 name: p.name.clone(),
