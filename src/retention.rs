@@ -9,7 +9,10 @@
 //!
 //! After a run that removed cases (and `retention.compact`), the store is compacted in
 //! place, so the file gives their space back while the server keeps serving: requests that
-//! touch the store wait the compaction out (its cost is in `docs/operations.md`).
+//! touch the store wait the compaction out (its cost is in `docs/operations.md`). The first
+//! idle run after a start compacts too, and so does any run that finds the file grown to
+//! twice its size after the last compaction: unclean restarts and redb's growth in steps
+//! leave space behind that no archive run frees ([`must_compact`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,6 +52,8 @@ pub fn spawn(
         let mut commits = store.stats().commits;
         let mut quiet_since = Instant::now();
         let mut last_run: Option<Instant> = None;
+        // The file's size right after the last compaction; `None` until the first.
+        let mut compacted_to: Option<u64> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -91,7 +96,7 @@ pub fn spawn(
                     0
                 }
             };
-            if removed > 0 && options.compact {
+            if options.compact && must_compact(removed, store.disk_bytes(), compacted_to) {
                 let s = store.clone();
                 match tokio::task::spawn_blocking(move || s.compact()).await {
                     Ok(Ok(Some(c))) => {
@@ -102,6 +107,7 @@ pub fn spawn(
                             "retention: store compacted"
                         );
                         metrics.compacted(&c);
+                        compacted_to = Some(c.bytes_after);
                     }
                     Ok(Ok(None)) => {}
                     Ok(Err(e)) => tracing::error!("retention: compaction failed: {e}"),
@@ -113,6 +119,17 @@ pub fn spawn(
             last_run = Some(Instant::now());
         }
     }))
+}
+
+/// Whether an idle run compacts the store: after it removed cases, at the first run since the
+/// start (`compacted_to` is `None`: the file may carry what unclean restarts left), and when
+/// the file has grown to twice its size after the last compaction.
+pub fn must_compact(removed: u64, file_bytes: u64, compacted_to: Option<u64>) -> bool {
+    match compacted_to {
+        _ if removed > 0 => true,
+        None => true,
+        Some(after) => file_bytes >= after.saturating_mul(2),
+    }
 }
 
 /// One run: the cases past their age into `dir/cases-<time>.jsonl.zst`; `None` when no case
@@ -267,5 +284,21 @@ impl Metrics {
                 millis: bytes(&self.last_compaction_millis),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::must_compact;
+
+    #[test]
+    fn an_idle_run_compacts_after_removals_once_after_the_start_and_when_the_file_doubled() {
+        assert!(must_compact(3, 10, Some(10)), "cases removed");
+        assert!(must_compact(0, 10, None), "first run since the start");
+        assert!(!must_compact(0, 19, Some(10)), "grown, but less than twice");
+        assert!(
+            must_compact(0, 20, Some(10)),
+            "twice the size after the last compaction"
+        );
     }
 }

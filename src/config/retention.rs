@@ -36,8 +36,9 @@ pub struct RetentionOptions {
     pub idle_after: Duration,
     /// Most cases per run (per archive file); the next run takes the rest.
     pub max_cases: usize,
-    /// After a run that removed cases, compact the store so the file gives their space
-    /// back; reads and writes wait while it runs (`docs/operations.md` has its cost).
+    /// Compact the store in place at idle runs: after one that removed cases, at the first
+    /// since the start, and when the file has doubled since the last compaction; reads and
+    /// writes wait while it runs (`docs/operations.md` has its cost).
     pub compact: bool,
 }
 
