@@ -4,13 +4,16 @@
 //! `/v1/classify`, bounded like the intake; authors only.
 
 use axum::extract::State;
-use casegraph_engine::exec::{CallError, CallRequest, Connector, Executor, ManualClock, Waiting};
+use casegraph_engine::exec::{
+    CallError, CallRequest, Case, Connector, Executor, ManualClock, Waiting,
+};
 use casegraph_engine::pipeline::{self, Pipeline, Received, Request, Start};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::super::requests::{Channel, Language};
 use super::super::{AppError, AppState, Caller, Json, blocking};
+use super::VersionRef;
 use crate::auth::Role;
 
 /// A request as `POST /v1/requests` takes it, to try without making a case.
@@ -31,6 +34,101 @@ pub struct DryRunBody {
     metadata: Option<Map<String, Value>>,
 }
 
+/// What the box would do with a request: its classification, the routing decision, and the
+/// path the workflow takes until its first wait. Fields after `created_case` are present
+/// as far as the request got.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    /// As `GET /v1/cases/{id}` shows it.
+    #[schema(value_type = Object)]
+    classification: Value,
+    routing_version: u32,
+    /// Always `false`: a dry run stores nothing.
+    created_case: bool,
+    /// The routing policy failed (the workflow is not started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route_error: Option<String>,
+    /// The routing decision: a workflow or a human queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    route: Option<Value>,
+    /// The served workflow version routing chose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<VersionRef>,
+    /// The workflow refused to start (e.g. its input schema).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<RunView>,
+}
+
+/// The case as the dry run left it: at its first human task, or at its end.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    status: &'static str,
+    /// The nodes visited, in order.
+    path: Vec<String>,
+    waiting: Option<WaitingView>,
+    outcome: Option<String>,
+    error: Option<String>,
+    reply: Option<ReplyView>,
+}
+
+/// What the case waits for (timers up to `DRY_RUN_TIMERS` are fast-forwarded).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WaitingView {
+    Task {
+        node: String,
+        queue: String,
+        decisions: Vec<String>,
+    },
+    Timer {
+        node: String,
+        due: String,
+    },
+}
+
+/// The reply the case would send.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplyView {
+    template: String,
+    language: String,
+    text: String,
+}
+
+impl RunView {
+    fn of(case: &Case) -> RunView {
+        RunView {
+            status: case.status.as_str(),
+            path: case.path.clone(),
+            waiting: case.waiting.as_ref().map(|w| match w {
+                Waiting::Task {
+                    node,
+                    queue,
+                    decisions,
+                    ..
+                } => WaitingView::Task {
+                    node: node.clone(),
+                    queue: queue.clone(),
+                    decisions: decisions.clone(),
+                },
+                Waiting::Timer { node, due, .. } => WaitingView::Timer {
+                    node: node.clone(),
+                    due: due.to_string(),
+                },
+            }),
+            outcome: case.outcome.clone(),
+            error: case.error.clone(),
+            reply: case.reply.as_ref().map(|r| ReplyView {
+                template: r.template.clone(),
+                language: r.language.clone(),
+                text: r.text.clone(),
+            }),
+        }
+    }
+}
+
 /// The connector of a dry run: calls nothing and answers success with an empty result.
 struct NoCalls;
 
@@ -49,7 +147,7 @@ const DRY_RUN_TIMERS: usize = 20;
 /// {id, version}, run?: {status, path, waiting, outcome, error, reply}, run_error?}`.
 #[utoipa::path(post, path = "/v1/console/dry-run", tag = "console", security(("bearer" = [])),
     request_body = DryRunBody,
-    responses((status = 200, description = "What the box would do with the request", body = Object),
+    responses((status = 200, description = "What the box would do with the request", body = DryRun),
         (status = 400, body = super::super::error::ErrorBody), (status = 401, body = super::super::error::ErrorBody),
         (status = 403, body = super::super::error::ErrorBody), (status = 413, body = super::super::error::ErrorBody),
         (status = 415, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody),
@@ -58,7 +156,7 @@ pub async fn dry_run(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<DryRunBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<DryRun>, AppError> {
     caller.require(&[Role::Author])?;
     // The intake's bounds: text and form fields together, as at `POST /v1/requests`.
     super::super::requests::limits::text_and_fields(&body.text, &body.fields)?;
@@ -86,11 +184,16 @@ pub async fn dry_run(
         })?;
         let catalog = s.runner.catalog();
         let rules = s.library.rules().clone();
-        let mut answer = json!({
-            "classification": classification.to_json(),
-            "routing_version": catalog.routing.version,
-            "created_case": false,
-        });
+        let mut answer = DryRun {
+            classification: classification.to_json(),
+            routing_version: catalog.routing.version,
+            created_case: false,
+            route_error: None,
+            route: None,
+            workflow: None,
+            run_error: None,
+            run: None,
+        };
         let clock = ManualClock::new(s.runner.now());
         let exec = Executor::new(&rules, &clock, &NoCalls);
         let pipeline = Pipeline {
@@ -101,42 +204,23 @@ pub async fn dry_run(
             match pipeline.start(&exec, "dry-run", &received.request, &classification) {
                 Ok(routed) => routed,
                 Err(e) => {
-                    answer["route_error"] = json!(e.to_string());
+                    answer.route_error = Some(e.to_string());
                     return Ok(Json(answer));
                 }
             };
-        answer["route"] = serde_json::to_value(&route).unwrap_or(Value::Null);
+        answer.route = Some(serde_json::to_value(&route).unwrap_or(Value::Null));
         let (wf, mut case) = match start {
             Start::Queued { .. } | Start::NotLoaded { .. } => return Ok(Json(answer)),
             Start::Refused { workflow, error } => {
-                answer["workflow"] = json!({ "id": workflow.id, "version": workflow.version });
-                answer["run_error"] = json!(error.to_string());
+                answer.workflow = Some(VersionRef::of(&workflow));
+                answer.run_error = Some(error.to_string());
                 return Ok(Json(answer));
             }
             Start::Started { workflow, case, .. } => (workflow, case),
         };
-        answer["workflow"] = json!({ "id": wf.id, "version": wf.version });
+        answer.workflow = Some(VersionRef::of(&wf));
         pipeline::fast_forward(&exec, &clock, &wf, &mut case, DRY_RUN_TIMERS);
-        let waiting = match &case.waiting {
-            Some(Waiting::Task {
-                node,
-                queue,
-                decisions,
-                ..
-            }) => json!({ "kind": "task", "node": node, "queue": queue, "decisions": decisions }),
-            Some(Waiting::Timer { node, due, .. }) => {
-                json!({ "kind": "timer", "node": node, "due": due.to_string() })
-            }
-            None => Value::Null,
-        };
-        answer["run"] = json!({
-            "status": case.status.as_str(),
-            "path": case.path,
-            "waiting": waiting,
-            "outcome": case.outcome,
-            "error": case.error,
-            "reply": case.reply.as_ref().map(|r| json!({"template": r.template, "language": r.language, "text": r.text})),
-        });
+        answer.run = Some(RunView::of(&case));
         Ok(Json(answer))
     })
     .await
