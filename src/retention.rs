@@ -125,11 +125,7 @@ pub fn spawn(
 /// start (`compacted_to` is `None`: the file may carry what unclean restarts left), and when
 /// the file has grown to twice its size after the last compaction.
 pub fn must_compact(removed: u64, file_bytes: u64, compacted_to: Option<u64>) -> bool {
-    match compacted_to {
-        _ if removed > 0 => true,
-        None => true,
-        Some(after) => file_bytes >= after.saturating_mul(2),
-    }
+    removed > 0 || compacted_to.is_none_or(|after| file_bytes >= after.saturating_mul(2))
 }
 
 /// One run: the cases past their age into `dir/cases-<time>.jsonl.zst`; `None` when no case

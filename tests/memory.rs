@@ -14,26 +14,6 @@ use casegraph::auth::Role;
 use serde_json::{Value, json};
 use support::Server;
 
-fn request(i: usize) -> Value {
-    let samples = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/samples/requests.jsonl"),
-    )
-    .unwrap();
-    let lines: Vec<Value> = samples
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let s = &lines[i % lines.len()];
-    let mut body = json!({
-        "channel": s["channel"], "language": s["language"], "fields": s["fields"],
-        "customer_id": format!("C-{i:07}"),
-    });
-    if let Some(t) = s["text"].as_str().filter(|t| !t.is_empty()) {
-        body["text"] = json!(t);
-    }
-    body
-}
-
 #[test]
 fn a_tiny_budget_sheds_new_work_with_retry_after_and_keeps_serving_reads() {
     let server = Server::start_with(|c| {
@@ -44,7 +24,7 @@ fn a_tiny_budget_sheds_new_work_with_retry_after_and_keeps_serving_reads() {
         "POST",
         "/v1/requests",
         Some(Role::Submitter),
-        Some(&request(0)),
+        Some(&support::sample_request(0)),
     );
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.json["error"]["code"], "memory_pressure", "{}", r.text);
@@ -75,7 +55,7 @@ fn a_tiny_budget_sheds_new_work_with_retry_after_and_keeps_serving_reads() {
 #[test]
 fn without_pressure_nothing_is_shed() {
     let server = Server::start_with(|c| c.memory.budget_mib = 64 * 1024);
-    let id = server.submit(&request(1));
+    let id = server.submit(&support::sample_request(1));
     assert!(!id.is_empty());
     let s = server.call("GET", "/v1/admin/settings", Some(Role::Admin), None);
     assert_eq!(s.json["memory"]["shedding"], false);
@@ -171,7 +151,13 @@ fn accepted_cases_run_to_their_end_while_new_work_is_shed() {
         .to_string();
     let mut accepted = Vec::new();
     for i in 0..40 {
-        let (status, _, v) = call(&base, "POST", "/v1/requests", &token, Some(&request(i)));
+        let (status, _, v) = call(
+            &base,
+            "POST",
+            "/v1/requests",
+            &token,
+            Some(&support::sample_request(i)),
+        );
         assert_eq!(status, 202, "{v}");
         accepted.push(v["case_id"].as_str().unwrap().to_string());
     }
@@ -190,7 +176,13 @@ fn accepted_cases_run_to_their_end_while_new_work_is_shed() {
         ],
     );
     std::thread::sleep(Duration::from_millis(100));
-    let (status, retry, v) = call(&base, "POST", "/v1/requests", &token, Some(&request(99)));
+    let (status, retry, v) = call(
+        &base,
+        "POST",
+        "/v1/requests",
+        &token,
+        Some(&support::sample_request(99)),
+    );
     assert_eq!((status, retry.as_deref()), (503, Some("1")), "{v}");
     assert_eq!(v["error"]["code"], "memory_pressure");
     let deadline = Instant::now() + Duration::from_secs(60);

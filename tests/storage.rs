@@ -16,7 +16,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -220,26 +220,6 @@ impl SmallDisk {
     }
 }
 
-fn request(i: usize) -> Value {
-    let samples = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/samples/requests.jsonl"),
-    )
-    .unwrap();
-    let lines: Vec<Value> = samples
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let s = &lines[i % lines.len()];
-    let mut body = json!({
-        "channel": s["channel"], "language": s["language"], "fields": s["fields"],
-        "customer_id": format!("C-{i:07}"),
-    });
-    if let Some(t) = s["text"].as_str().filter(|t| !t.is_empty()) {
-        body["text"] = json!(t);
-    }
-    body
-}
-
 /// A refund the workflow hands to a reviewer (above its limit): a task to complete.
 fn refund_for_review() -> Value {
     json!({
@@ -272,7 +252,7 @@ fn the_watermarks_refuse_intake_then_every_write_and_readiness_follows_the_disk(
         s == 200 && v["checks"]["storage"] == "pressure"
     });
     assert_eq!(v["checks"]["store"], true, "{v}");
-    let (s, v, retry) = d.call("POST", "/v1/requests", Some(&request(1)));
+    let (s, v, retry) = d.call("POST", "/v1/requests", Some(&support::sample_request(1)));
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (507, Some("storage_pressure")),
@@ -296,7 +276,7 @@ fn the_watermarks_refuse_intake_then_every_write_and_readiness_follows_the_disk(
     let v = d.wait_ready(10, "hard mark", |s, _| s == 503);
     assert_eq!(v["error"]["details"]["store"], false, "{v}");
     assert_eq!(v["error"]["details"]["storage"], "full", "{v}");
-    let (s, v, retry) = d.call("POST", "/v1/requests", Some(&request(2)));
+    let (s, v, retry) = d.call("POST", "/v1/requests", Some(&support::sample_request(2)));
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (507, Some("storage_full")),
@@ -368,7 +348,7 @@ fn the_watermarks_refuse_intake_then_every_write_and_readiness_follows_the_disk(
     d.wait_ready(10, "space returned", |s, v| {
         s == 200 && v["checks"]["storage"] == "ok"
     });
-    let (s, v, _) = d.call("POST", "/v1/requests", Some(&request(3)));
+    let (s, v, _) = d.call("POST", "/v1/requests", Some(&support::sample_request(3)));
     assert_eq!(s, 202, "{v}");
     accepted.push(v["case_id"].as_str().unwrap().to_string());
     d.wait_cases(&accepted, 60);
@@ -397,7 +377,7 @@ fn a_full_disk_answers_storage_full_loses_nothing_and_writes_resume_when_space_r
             "the disk never filled: {} accepted",
             accepted.len()
         );
-        let (s, v, retry) = d.call("POST", "/v1/requests", Some(&request(i)));
+        let (s, v, retry) = d.call("POST", "/v1/requests", Some(&support::sample_request(i)));
         i += 1;
         match (s, v["error"]["code"].as_str()) {
             (202, _) => accepted.push(v["case_id"].as_str().unwrap().to_string()),
@@ -436,7 +416,7 @@ fn a_full_disk_answers_storage_full_loses_nothing_and_writes_resume_when_space_r
     d.drop_ballast();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (s, v, _) = d.call("POST", "/v1/requests", Some(&request(i)));
+        let (s, v, _) = d.call("POST", "/v1/requests", Some(&support::sample_request(i)));
         i += 1;
         if s == 202 {
             accepted.push(v["case_id"].as_str().unwrap().to_string());
@@ -446,7 +426,7 @@ fn a_full_disk_answers_storage_full_loses_nothing_and_writes_resume_when_space_r
         std::thread::sleep(Duration::from_millis(100));
     }
     for _ in 0..20 {
-        let (s, v, _) = d.call("POST", "/v1/requests", Some(&request(i)));
+        let (s, v, _) = d.call("POST", "/v1/requests", Some(&support::sample_request(i)));
         i += 1;
         assert_eq!(s, 202, "{v}");
         accepted.push(v["case_id"].as_str().unwrap().to_string());

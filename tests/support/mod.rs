@@ -34,6 +34,25 @@ pub fn workflows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows")
 }
 
+/// The `i`-th of the shipped sample requests (round robin) as a `POST /v1/requests` body,
+/// with a customer id of its own.
+pub fn sample_request(i: usize) -> Value {
+    let samples = std::fs::read_to_string(workflows().join("samples/requests.jsonl")).unwrap();
+    let lines: Vec<Value> = samples
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let s = &lines[i % lines.len()];
+    let mut body = serde_json::json!({
+        "channel": s["channel"], "language": s["language"], "fields": s["fields"],
+        "customer_id": format!("C-{i:07}"),
+    });
+    if let Some(t) = s["text"].as_str().filter(|t| !t.is_empty()) {
+        body["text"] = serde_json::json!(t);
+    }
+    body
+}
+
 /// The configuration tests start from: shipped workflows, fast timers, no bootstrap token.
 pub fn config(data: &Path) -> Config {
     let mut c = Config {
