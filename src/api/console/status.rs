@@ -1,5 +1,5 @@
 //! `GET /v1/console/status`: figures for the box status page (cases by status and intent,
-//! throughput, open tasks per queue, store, model, limits, recovery). Any valid token; it
+//! throughput, open tasks per queue, store, model, limits, recovery). Admins only; it
 //! reads every stored case a chunk at a time, so memory stays at one chunk.
 
 use std::collections::BTreeMap;
