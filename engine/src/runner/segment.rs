@@ -116,6 +116,7 @@ impl Runner {
             let what = match event {
                 Event::TaskCompleted(_) => "a task completion",
                 Event::TimerFired => "a timer",
+                Event::Answered(_) => "a customer's answer",
             };
             return Ok(Err(Failure::public(format!(
                 "the stored case is inconsistent: {what} is stored for it, but it has no {missing} to resume"
