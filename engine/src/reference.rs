@@ -131,6 +131,8 @@ fn format(code: &[u8; LEN]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

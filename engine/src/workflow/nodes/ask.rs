@@ -60,7 +60,10 @@ pub(super) fn run(
 ) -> (Outcome, Option<String>) {
     let mut detail = match reply::render(run, template) {
         Ok(detail) => detail,
-        Err(outcome) => return (outcome, None),
+        Err(failure) => {
+            let detail = Value::Null;
+            return (Outcome::Fail { failure, detail }, None);
+        }
     };
     let now = run.now;
     let due = now.saturating_add(signed(timeout)).unwrap_or(now);

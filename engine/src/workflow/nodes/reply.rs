@@ -41,14 +41,17 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
 pub(super) fn run(run: &mut Run<'_>, template: &str) -> (Outcome, Option<String>) {
     match render(run, template) {
         Ok(detail) => (run.next(Edge::Next, detail), None),
-        Err(outcome) => (outcome, None),
+        Err(failure) => {
+            let detail = Value::Null;
+            (Outcome::Fail { failure, detail }, None)
+        }
     }
 }
 
 /// Renders `template` in the request's language into `case.reply`, with the case
 /// reference printed below it (what the customer quotes when they answer, on any channel).
 /// Returns the step detail (template, language, the text's digest), or the failure.
-pub(super) fn render(run: &mut Run<'_>, template: &str) -> Result<Value, Outcome> {
+pub(super) fn render(run: &mut Run<'_>, template: &str) -> Result<Value, Failure> {
     let case = &mut *run.case;
     let language = lookup(&case.data, "request.language")
         .and_then(Value::as_str)
@@ -76,13 +79,9 @@ pub(super) fn render(run: &mut Run<'_>, template: &str) -> Result<Value, Outcome
                 case.id
             );
             // The template engine's message may quote case data; its kind does not.
-            let failure = Failure {
+            Err(Failure {
                 message: format!("{at}: {e}"),
                 reason: format!("{at}: {}", e.kind()),
-            };
-            Err(Outcome::Fail {
-                failure,
-                detail: Value::Null,
             })
         }
     }
