@@ -118,6 +118,7 @@ fn open(dir: &Path, receiver: Arc<Receiver>, clock: Arc<ManualClock>, kind: stor
         classifier: Arc::new(Given),
         clock,
         versions_dir: dir.join("versions"),
+        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
     })
 }
 
