@@ -18,7 +18,7 @@ use crate::exec::{self, Case, Event, Executor, ManualClock, Status, StepRecord, 
 use crate::rules::{Context, Rules};
 use crate::workflow::{Catalog, Workflow};
 
-pub use crate::classify::{Classification, Service};
+pub use crate::classify::{Classification, FRUSTRATION, SENTIMENT, Service};
 pub use crate::customer::History;
 pub use crate::intake::{Channel, Received, Request};
 pub use crate::routing::{Decision, Priority, Route, Signals, Why};
@@ -57,10 +57,6 @@ impl Subject<'_> {
         }
     }
 }
-
-/// The classification signals (issue 18's model heads) that routing sees beside the intent.
-pub const SENTIMENT: &str = "sentiment";
-pub const FRUSTRATION: &str = "frustration";
 
 /// What routing and starting need: the served catalog and the rules sandbox.
 #[derive(Debug, Clone, Copy)]
