@@ -130,6 +130,7 @@ const SECTIONS: &[&str] = &[
     "memory",
     "storage",
     "retention",
+    "tasks",
     "log",
 ];
 
