@@ -47,6 +47,19 @@ impl<'a> Executor<'a> {
         request: Value,
         classification: Value,
     ) -> Result<(Case, Vec<StepRecord>), Error> {
+        self.start_with_customer(workflow, case_id, request, classification, Value::Null)
+    }
+
+    /// [`Executor::start`] with the customer's history as `case.customer` (left out when
+    /// `null`).
+    pub fn start_with_customer(
+        &self,
+        workflow: &Workflow,
+        case_id: &str,
+        request: Value,
+        classification: Value,
+        customer: Value,
+    ) -> Result<(Case, Vec<StepRecord>), Error> {
         workflow
             .validate_input(&request)
             .map_err(|errors| Error::InvalidInput {
@@ -54,13 +67,17 @@ impl<'a> Executor<'a> {
                 errors,
             })?;
         let now = self.clock.now();
+        let mut data = json!({ "request": request, "classification": classification, "tasks": {} });
+        if let (Value::Object(m), false) = (&mut data, customer.is_null()) {
+            m.insert("customer".into(), customer);
+        }
         let mut case = Case {
             id: case_id.to_string(),
             workflow: workflow.id.clone(),
             workflow_version: workflow.version,
             workflow_digest: workflow.digest.clone(),
             status: Status::Running,
-            data: json!({ "request": request, "classification": classification, "tasks": {} }),
+            data,
             current: workflow.start().id.clone(),
             waiting: None,
             visits: BTreeMap::new(),
