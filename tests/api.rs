@@ -684,6 +684,12 @@ fn health_readiness_metrics_and_the_openapi_document() {
     ] {
         assert!(doc.json["paths"].get(path).is_some(), "{path} documented");
     }
+    for schema in ["Sentiment", "Frustration", "Tone"] {
+        assert!(
+            doc.json["components"]["schemas"].get(schema).is_some(),
+            "{schema} documented"
+        );
+    }
     let page = s.call("GET", "/docs", None, None);
     assert!(page.text.contains("/openapi.json") && !page.text.contains("https://"));
 
