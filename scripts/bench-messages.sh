@@ -6,7 +6,7 @@
 # difference of the two runs' CPU, divided by the answers posted).
 #
 #   cargo build --release -p casegraph -p casegraph-loadgen
-#   scripts/bench-messages.sh [PROFILE]        # RATE=20 SECONDS_PER_RUN=20 CPUS=0,1
+#   scripts/bench-messages.sh [PROFILE]        # RATE=20 SECONDS_PER_RUN=20 CPUS=0,1 WORKFLOWS=dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ CPUS=${CPUS:-0,1}
 RATE=${RATE:-20}
 RUN=${SECONDS_PER_RUN:-20}
 PORT=${PORT:-18182}
+WORKFLOWS=${WORKFLOWS:-workflows}
 BIN=target/release/casegraph
 LOADGEN=target/release/casegraph-loadgen
 OUT=target/bench-messages
@@ -26,9 +27,9 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null || true' EXIT
 
 # Requests whose cases ask the customer (the samples' conversations, without their answers).
-python3 - "$OUT/mix.jsonl" <<'PY'
+python3 - "$OUT/mix.jsonl" "$WORKFLOWS" <<'PY'
 import json, sys
-lines = [json.loads(l) for l in open("workflows/samples/requests.jsonl") if l.strip()]
+lines = [json.loads(l) for l in open(sys.argv[2] + "/samples/requests.jsonl") if l.strip()]
 asking = [l for l in lines if "answers" in l and "metadata" not in l]
 with open(sys.argv[1], "w") as f:
     for l in asking:
@@ -41,7 +42,7 @@ field() { python3 -c "import json,sys; v=json.load(open(sys.argv[1])); [v := v[k
 
 run() {
     local name=$1 percent=$2 data=$OUT/$1
-    taskset -c "$CPUS" "$BIN" serve --profile "$PROFILE" --data "$data" --listen "127.0.0.1:$PORT" \
+    taskset -c "$CPUS" "$BIN" serve --profile "$PROFILE" --workflows "$WORKFLOWS" --data "$data" --listen "127.0.0.1:$PORT" \
         >"$data.out" 2>"$data.log" &
     PID=$!
     until "$BIN" health --url "$URL/readyz" >/dev/null 2>&1; do sleep 0.01; done

@@ -42,6 +42,12 @@ pub struct StageLabels {
     pub stage: String,
 }
 
+/// The model's sentiment of a request: `negative`, `neutral` or `positive`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SentimentLabels {
+    pub label: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
@@ -67,6 +73,9 @@ pub struct Metrics {
     pub classify_duration: Histogram,
     pub classify_confidence: Histogram,
     pub classifications: Family<StageLabels, Counter>,
+    /// Model classifications by sentiment, and those flagged frustrated.
+    pub sentiment: Family<SentimentLabels, Counter>,
+    pub frustration_flagged: Counter,
     pub store_write_duration: Histogram,
     pub store_commits: Gauge,
     pub store_syncs: Gauge,
@@ -166,6 +175,19 @@ impl Metrics {
              not run), full (the whole model), metadata (the submitter), none (no text)",
             classifications.clone(),
         );
+        let sentiment = Family::<SentimentLabels, Counter>::default();
+        r.register(
+            "sentiment",
+            "Model classifications by the sentiment the model read (negative, neutral, positive)",
+            sentiment.clone(),
+        );
+        let frustration_flagged = Counter::default();
+        r.register(
+            "frustration_flagged",
+            "Model classifications flagged frustrated (angry, fed up, threatening to leave or \
+             to go to a lawyer or regulator, complaining about repeated contact or waiting)",
+            frustration_flagged.clone(),
+        );
         let store_write_duration = latency();
         r.register(
             "store_write_duration_seconds",
@@ -258,6 +280,8 @@ impl Metrics {
             classify_duration,
             classify_confidence,
             classifications,
+            sentiment,
+            frustration_flagged,
             store_write_duration,
             store_commits,
             store_syncs,
@@ -317,6 +341,17 @@ impl classify::Service for MeasuredClassifier {
                     stage: stage.to_string(),
                 })
                 .inc();
+            if let Some(s) = a.sentiment() {
+                self.metrics
+                    .sentiment
+                    .get_or_create(&SentimentLabels {
+                        label: s.label.as_str().to_string(),
+                    })
+                    .inc();
+            }
+            if a.frustration().is_some_and(|f| f.flagged) {
+                self.metrics.frustration_flagged.inc();
+            }
         }
         answer
     }

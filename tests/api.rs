@@ -49,6 +49,13 @@ fn a_letter_flows_through_classification_and_a_workflow_to_a_reply() {
     );
     assert!(classification["confidence"].as_f64().unwrap() >= 0.6);
     assert_eq!(classification["top"][0]["intent"], "request_refund");
+    // the case's classification carries the customer's tone (a calm letter: not frustrated)
+    assert!(
+        ["negative", "neutral", "positive"]
+            .contains(&classification["sentiment"]["label"].as_str().unwrap()),
+        "{classification}"
+    );
+    assert_eq!(classification["frustration"]["flagged"], false);
     assert_eq!(case["workflow"]["id"], "request_refund");
     assert_eq!(case["route"]["workflow"], "request_refund");
     let reply = case["reply"]["text"].as_str().unwrap();
@@ -610,6 +617,39 @@ fn workflows_are_listed_and_drawn() {
         assert_eq!(c.json["language"], language, "{}", c.text);
         assert!(c.json["top"].as_array().unwrap().len() >= 3, "{}", c.text);
     }
+    // Sentiment and frustration come with the model's answer, in the agreed shape.
+    for (text, label, flagged) in [
+        (
+            "This is the fourth time I am writing about this refund. If it is not back by Friday I am closing my account and calling my lawyer.",
+            "negative",
+            true,
+        ),
+        (
+            "Vielen Dank für die schnelle Hilfe, die Karte ist angekommen!",
+            "positive",
+            false,
+        ),
+    ] {
+        let c = s.call(
+            "POST",
+            "/v1/classify",
+            Some(Role::Reviewer),
+            Some(&json!({"text": text})),
+        );
+        assert_eq!(c.status, 200, "{}", c.text);
+        let sentiment = c.json["sentiment"].as_object().expect("sentiment object");
+        assert_eq!(sentiment.len(), 2, "{}", c.text);
+        assert_eq!(sentiment["label"], label, "{}", c.text);
+        let confidence = sentiment["confidence"].as_f64().expect("a number");
+        assert!((0.0..=1.0).contains(&confidence), "{}", c.text);
+        let frustration = c.json["frustration"]
+            .as_object()
+            .expect("frustration object");
+        assert_eq!(frustration.len(), 2, "{}", c.text);
+        assert_eq!(frustration["flagged"], flagged, "{}", c.text);
+        let score = frustration["score"].as_f64().expect("a number");
+        assert!((0.0..=1.0).contains(&score), "{}", c.text);
+    }
 }
 
 #[test]
@@ -644,6 +684,12 @@ fn health_readiness_metrics_and_the_openapi_document() {
     ] {
         assert!(doc.json["paths"].get(path).is_some(), "{path} documented");
     }
+    for schema in ["Sentiment", "Frustration", "Tone"] {
+        assert!(
+            doc.json["components"]["schemas"].get(schema).is_some(),
+            "{schema} documented"
+        );
+    }
     let page = s.call("GET", "/docs", None, None);
     assert!(page.text.contains("/openapi.json") && !page.text.contains("https://"));
 
@@ -659,6 +705,8 @@ fn health_readiness_metrics_and_the_openapi_document() {
         "casegraph_store_write_duration_seconds",
         "casegraph_intake_queue_depth",
         "casegraph_accept_duration_seconds",
+        "casegraph_sentiment_total{label=\"",
+        "casegraph_frustration_flagged_total",
     ] {
         assert!(m.text.contains(name), "{name} in\n{}", m.text);
     }

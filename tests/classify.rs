@@ -158,6 +158,139 @@ fn the_lexical_cascade_decides_plain_requests_as_the_whole_model_would() {
     );
 }
 
+/// One request per line, as `casegraph classify` reads them.
+fn requests(texts: &[&str]) -> String {
+    texts
+        .iter()
+        .map(|t| serde_json::json!({"text": t, "channel": "chat"}).to_string() + "\n")
+        .collect()
+}
+
+const TONES: [(&str, &str, bool); 6] = [
+    (
+        "This is the third time I'm writing about the same refund and nobody answers. If my money isn't back this week I'm closing my account and going to the ombudsman.",
+        "negative",
+        true,
+    ),
+    (
+        "Ich warte jetzt seit drei Wochen auf eine Antwort, das ist eine Frechheit. Wenn das so weitergeht, kündige ich und schalte meinen Anwalt ein.",
+        "negative",
+        true,
+    ),
+    (
+        "My card was stolen on the train this morning. Please block it and send me a new one.",
+        "negative",
+        false,
+    ),
+    (
+        "Mir wurde gestern die Geldbörse mit meiner Karte gestohlen, bitte sperren Sie die Karte.",
+        "negative",
+        false,
+    ),
+    (
+        "Thank you so much for the quick help, the new card arrived today!",
+        "positive",
+        false,
+    ),
+    (
+        "Vielen Dank für die freundliche Hilfe, jetzt funktioniert alles wieder.",
+        "positive",
+        false,
+    ),
+];
+
+#[test]
+fn every_answer_says_how_the_customer_sounds() {
+    let texts: Vec<&str> = TONES.iter().map(|t| t.0).collect();
+    for args in [
+        &["classify", "--input", "-"][..],
+        &["classify", "--input", "-", "--no-cascade"],
+    ] {
+        let out = casegraph(args, Some(&requests(&texts)), &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for ((text, label, flagged), got) in TONES.iter().zip(lines(&out)) {
+            assert_eq!(got["sentiment"]["label"], *label, "{text}: {got}");
+            assert_eq!(got["frustration"]["flagged"], *flagged, "{text}: {got}");
+            let score = got["frustration"]["score"].as_f64().expect("score");
+            assert_eq!(score >= 0.5, *flagged, "{text}: {got}");
+        }
+    }
+    // plain requests the n-gram half decides alone get their signals too
+    let plain = ["I lost my card, please block it", "how do I change my PIN"];
+    let out = casegraph(&["classify", "--input", "-"], Some(&requests(&plain)), &[]);
+    let got = lines(&out);
+    assert!(got.iter().any(|g| g["stage"] == "lexical"), "{got:?}");
+    for g in got {
+        assert!(g["sentiment"]["label"].is_string(), "{g}");
+        assert_eq!(g["frustration"]["flagged"], false, "{g}");
+    }
+}
+
+/// A copy of the shipped model directory whose card went through `edit`.
+fn model_copy(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/intent-e5-de-en");
+    for f in std::fs::read_dir(&shipped).expect("model dir") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+    }
+    let card = dir.path().join("model.toml");
+    let text = std::fs::read_to_string(&card).expect("card");
+    std::fs::write(&card, edit(text)).expect("write card");
+    dir
+}
+
+#[test]
+fn a_model_without_signal_heads_still_classifies_without_signals() {
+    let dir = model_copy(|card| {
+        let start = card
+            .find("[signals]")
+            .expect("the shipped card has [signals]");
+        let end = start + card[start..].find("\n\n").expect("section end") + 2;
+        format!("{}{}", &card[..start], &card[end..])
+    });
+    let model = dir.path().to_str().expect("utf-8 path");
+    let out = casegraph(
+        &["classify", "--model", model, "--input", "-"],
+        Some(&requests(&[TONES[0].0, "I lost my card, please block it"])),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for got in lines(&out) {
+        assert!(got["intent"].is_string(), "{got}");
+        assert!(
+            got.get("sentiment").is_none() && got.get("frustration").is_none(),
+            "{got}"
+        );
+    }
+}
+
+#[test]
+fn a_card_naming_a_missing_signal_output_is_refused_at_load() {
+    let dir = model_copy(|card| card.replace("\"frustration_logit\"", "\"anger\""));
+    let model = dir.path().to_str().expect("utf-8 path");
+    let out = casegraph(
+        &["classify", "--model", model, "--input", "-"],
+        Some(&requests(&["hello"])),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"anger\"") && stderr.contains("[signals]"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn a_bad_line_is_named_and_the_rest_still_classified() {
     let input = "{\"text\": \"my card is lost\", \"channel\": \"chat\"}\n{\"text\": 42}\n\n{\"text\": \"Wie ändere ich meine PIN?\", \"channel\": \"form\"}\n";

@@ -25,7 +25,7 @@ pub struct ClassifyBody {
 
 #[utoipa::path(post, path = "/v1/classify", tag = "classify", request_body = ClassifyBody,
     security(("bearer" = [])),
-    responses((status = 200, description = "intent, confidence, top, out_of_scope, model", body = Object),
+    responses((status = 200, description = "intent, confidence, top, out_of_scope, model; from a model with sentiment and frustration heads also `sentiment` (schema Sentiment) and `frustration` (schema Frustration)", body = Object),
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),

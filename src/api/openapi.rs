@@ -41,7 +41,10 @@ use super::Json;
     components(schemas(
         super::error::ErrorBody,
         super::error::ErrorDetail,
-        super::workflows::GraphFormat
+        super::workflows::GraphFormat,
+        casegraph_engine::classify::signals::Sentiment,
+        casegraph_engine::classify::signals::Frustration,
+        casegraph_engine::classify::signals::Tone
     )),
     modifiers(&Bearer),
 )]

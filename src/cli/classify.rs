@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use casegraph_engine::classify::onnx::{OnnxClassifier, Options};
+use casegraph_engine::classify::signals::Signals;
 use casegraph_engine::classify::{Classifier, Scored};
 use casegraph_engine::intake::{self, Channel, Request};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,9 @@ struct Output<'a> {
     model: &'a str,
     /// `lexical` (the n-gram half alone was sure enough) or `full`.
     stage: &'a str,
+    /// `sentiment` and `frustration`, when the model has those heads.
+    #[serde(flatten)]
+    signals: Option<Signals>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -154,6 +158,7 @@ fn flush(
                     language: &norm.language,
                     model: &p.model,
                     stage: p.stage.as_str(),
+                    signals: p.signals,
                 };
                 serde_json::to_writer(&mut *out, &o)?;
                 writeln!(out)?;

@@ -181,6 +181,7 @@ mod tests {
             out_of_scope: false,
             model: model.into(),
             stage: super::super::Stage::Full,
+            signals: None,
         }
     }
 

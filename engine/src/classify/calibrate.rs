@@ -5,6 +5,7 @@
 //! confidence is below the threshold chosen on the validation split (model card).
 
 use super::ngrams::{LexicalHead, Sparse};
+use super::signals::LexicalSignals;
 use super::{Prediction, Scored, Stage};
 
 /// Calibration and decision parameters, from the model card's `[calibration]`.
@@ -66,18 +67,22 @@ impl Calibration {
             out_of_scope,
             model: model.to_string(),
             stage: Stage::Full,
+            signals: None,
         }
     }
 }
 
 /// The lexical cascade: the n-gram head decides alone when its own probability for its
 /// best class is at least `exit`; its probabilities are used as they are (temperature 1),
-/// with the model's out-of-scope rule.
+/// with the model's out-of-scope rule. When the model has sentiment and frustration heads,
+/// their n-gram twin gives a lexical decision its signals, and a message that may be
+/// frustrated is left to the encoder.
 #[derive(Debug)]
 pub struct Cascade {
     pub head: LexicalHead,
     pub exit: f32,
     pub calibration: Calibration,
+    pub signals: Option<LexicalSignals>,
 }
 
 impl Cascade {
@@ -85,8 +90,16 @@ impl Cascade {
     pub fn decide(&self, features: &Sparse, labels: &[String], model: &str) -> Option<Prediction> {
         let logits = self.head.logits(features);
         let best = softmax(&logits, 1.0).into_iter().fold(0.0, f32::max);
-        (best >= self.exit).then(|| Prediction {
+        if best < self.exit {
+            return None;
+        }
+        let signals = match &self.signals {
+            Some(twin) => Some(twin.read(features)?),
+            None => None,
+        };
+        Some(Prediction {
             stage: Stage::Lexical,
+            signals,
             ..self.calibration.decide(&logits, labels, model)
         })
     }
@@ -164,6 +177,7 @@ mod tests {
             head: LexicalHead::from_bytes(&bytes, 2, 3).expect("head"),
             exit: 0.9,
             calibration: cal(1.0, 0.4),
+            signals: None,
         };
         let sure = cascade
             .decide(&vec![(0, 1.0)], &labels(), "m")

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::signals::Tone;
 use super::{Calibration, Error};
 
 /// The parts of `model.toml` the engine reads (the card carries more for people: metrics,
@@ -18,6 +19,9 @@ pub struct ModelCard {
     /// The lexical cascade, when the model ships its n-gram head on its own.
     #[serde(default)]
     pub cascade: Option<CascadeSection>,
+    /// Sentiment and frustration heads, when the graph has them.
+    #[serde(default)]
+    pub signals: Option<SignalsSection>,
     /// File name → sha256 (hex).
     pub files: BTreeMap<String, String>,
 }
@@ -46,6 +50,47 @@ pub struct CalibrationSection {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CascadeSection {
     pub lexical_exit: f32,
+}
+
+/// `[signals]`: the graph's sentiment and frustration outputs, how to read them, and their
+/// n-gram twin for requests the cascade decides without the encoder.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignalsSection {
+    /// Output with three sentiment logits per request.
+    pub sentiment: String,
+    /// Output with one frustration logit per request.
+    pub frustration: String,
+    /// The tone of each sentiment logit, in order: `negative`, `neutral`, `positive`.
+    pub sentiment_labels: Vec<String>,
+    /// A frustration score at or above this is flagged.
+    pub frustration_flag_at: f32,
+    /// The n-gram twin's weights (float16 [grams, 4], float32 [4]); needs `ngrams.json`.
+    pub lexical_head: Option<String>,
+    /// A lexical exit is taken only below this n-gram frustration score.
+    #[serde(default)]
+    pub lexical_guard: Option<f32>,
+}
+
+impl SignalsSection {
+    /// The tones of the sentiment outputs, in output order.
+    pub fn tones(&self) -> Result<[Tone; 3], String> {
+        let tones: Vec<Tone> = self
+            .sentiment_labels
+            .iter()
+            .map(|l| {
+                Tone::parse(l).ok_or_else(|| {
+                    format!("signals.sentiment_labels: {l:?} is not negative, neutral or positive")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let tones: [Tone; 3] = tones.try_into().map_err(|t: Vec<Tone>| {
+            format!("signals.sentiment_labels has {} labels, not 3", t.len())
+        })?;
+        if Tone::ALL.iter().any(|t| !tones.contains(t)) {
+            return Err("signals.sentiment_labels must name each tone once".into());
+        }
+        Ok(tones)
+    }
 }
 
 /// The n-gram head's weights, needed by `[cascade]`.
@@ -99,6 +144,24 @@ impl ModelCard {
                     return Err(format!(
                         "[cascade] needs {f}, but [files] has no checksum for it"
                     ));
+                }
+            }
+        }
+        if let Some(s) = &card.signals {
+            s.tones()?;
+            if !(s.frustration_flag_at > 0.0 && s.frustration_flag_at < 1.0) {
+                return Err("signals.frustration_flag_at must be in (0, 1)".into());
+            }
+            if s.lexical_guard.is_some_and(|g| !(g > 0.0 && g <= 1.0)) {
+                return Err("signals.lexical_guard must be in (0, 1]".into());
+            }
+            if let Some(f) = &s.lexical_head {
+                for f in ["ngrams.json", f.as_str()] {
+                    if !card.files.contains_key(f) {
+                        return Err(format!(
+                            "[signals] needs {f}, but [files] has no checksum for it"
+                        ));
+                    }
                 }
             }
         }
@@ -238,6 +301,36 @@ out_of_scope_threshold = 0.3
                 .expect_err("exit")
                 .contains("lexical_exit")
         );
+        let signals = CARD.replace(
+            "[files]",
+            "[signals]\nsentiment = \"s\"\nfrustration = \"f\"\n\
+             sentiment_labels = [\"negative\", \"neutral\", \"positive\"]\n\
+             frustration_flag_at = 0.5\n\n[files]",
+        );
+        let card = ModelCard::parse(&signals).expect("heads without a lexical twin");
+        assert_eq!(
+            card.signals.expect("signals").tones().expect("tones"),
+            Tone::ALL
+        );
+        for (from, to, says) in [
+            ("\"neutral\", ", "\"neutral\", \"neutral\", ", "not 3"),
+            ("\"positive\"", "\"happy\"", "\"happy\""),
+            ("\"negative\"", "\"positive\"", "each tone once"),
+            ("flag_at = 0.5", "flag_at = 1.0", "frustration_flag_at"),
+            (
+                "flag_at = 0.5",
+                "flag_at = 0.5\nlexical_head = \"x.bin\"",
+                "ngrams.json",
+            ),
+            (
+                "flag_at = 0.5",
+                "flag_at = 0.5\nlexical_guard = 0.0",
+                "lexical_guard",
+            ),
+        ] {
+            let err = ModelCard::parse(&signals.replace(from, to)).expect_err(says);
+            assert!(err.contains(says), "{err}");
+        }
         let missing = CARD.replace("\"labels.json\" = \"LABELS\"\n", "");
         assert!(
             ModelCard::parse(&missing)

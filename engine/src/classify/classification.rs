@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::signals::{FRUSTRATION_KEY, Frustration, SENTIMENT_KEY, Sentiment, Signals};
 use super::{Error, Prediction, Stage};
 use crate::intake::Received;
 
@@ -180,7 +181,7 @@ impl Classification {
 
     /// The model's prediction for a request in `language`.
     pub fn predicted(p: Prediction, language: &str) -> Classification {
-        Classification {
+        let mut c = Classification {
             top: Some(
                 p.top
                     .iter()
@@ -196,7 +197,35 @@ impl Classification {
             source: Some(Source::Model),
             stage: Some(p.stage),
             ..Classification::new(Some(p.intent), round(p.confidence))
+        };
+        if let Some(s) = p.signals {
+            c.set_signals(s);
         }
+        c
+    }
+
+    /// Records sentiment and frustration under their agreed keys.
+    pub fn set_signals(&mut self, s: Signals) {
+        let json = |v: serde_json::Result<Value>| v.unwrap_or(Value::Null);
+        self.signals.insert(
+            SENTIMENT_KEY.into(),
+            json(serde_json::to_value(s.sentiment)),
+        );
+        self.signals.insert(
+            FRUSTRATION_KEY.into(),
+            json(serde_json::to_value(s.frustration)),
+        );
+    }
+
+    /// The sentiment, when the classification has one in the agreed shape (older cases
+    /// and models without the heads have none).
+    pub fn sentiment(&self) -> Option<Sentiment> {
+        serde_json::from_value(self.signals.get(SENTIMENT_KEY)?.clone()).ok()
+    }
+
+    /// The frustration, when the classification has one in the agreed shape.
+    pub fn frustration(&self) -> Option<Frustration> {
+        serde_json::from_value(self.signals.get(FRUSTRATION_KEY)?.clone()).ok()
     }
 
     /// What a request is taken for when the service could not classify it: out of scope,
@@ -282,6 +311,41 @@ mod tests {
         ] {
             assert!(check_stated_signal(bad.0, &bad.1).is_err(), "{}", bad.1);
         }
+    }
+
+    #[test]
+    fn signals_are_written_under_the_agreed_keys_and_read_back_typed() {
+        use super::super::signals::{Reading, Tone};
+        let p = Prediction {
+            intent: "terminate_account".into(),
+            confidence: 0.9,
+            top: vec![],
+            out_of_scope: false,
+            model: "m@1".into(),
+            stage: Stage::Full,
+            signals: Some(
+                Reading {
+                    tones: Tone::ALL,
+                    flag_at: 0.5,
+                }
+                .read(&[2.0, 0.0, 0.0], 1.0),
+            ),
+        };
+        let c = Classification::predicted(p, "de");
+        let json = c.to_json();
+        assert_eq!(
+            json["sentiment"],
+            json!({"label": "negative", "confidence": 0.7870})
+        );
+        assert_eq!(
+            json["frustration"],
+            json!({"score": 0.7311, "flagged": true})
+        );
+        assert_eq!(c.sentiment().map(|s| s.label), Some(Tone::Negative));
+        assert_eq!(c.frustration().map(|f| f.flagged), Some(true));
+        let old: Classification =
+            serde_json::from_value(json!({"intent": "x", "out_of_scope": false})).expect("reads");
+        assert_eq!((old.sentiment(), old.frustration()), (None, None));
     }
 
     #[test]

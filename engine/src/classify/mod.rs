@@ -21,6 +21,7 @@ pub mod onnx;
 #[cfg(feature = "onnx")]
 pub mod runtime;
 pub mod service;
+pub mod signals;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,9 @@ pub struct Prediction {
     /// Which part of the model decided.
     #[serde(default)]
     pub stage: Stage,
+    /// Sentiment and frustration, when the model has the heads (card `[signals]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<signals::Signals>,
 }
 
 /// Which part of the model decided a request.

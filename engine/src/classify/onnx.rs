@@ -2,7 +2,8 @@
 //! model's SentencePiece tokenizer (`tokenizers`).
 //!
 //! One graph holds encoder and head: `input_ids`, `attention_mask` [batch, seq] (int64) →
-//! `logits` [batch, labels]. Sessions are sized from [`Options`]; a batch takes whichever
+//! `logits` [batch, labels]; a graph with the card's `[signals]` also gives sentiment
+//! [batch, 3] and frustration [batch, 1] logits from the same forward pass. Sessions are sized from [`Options`]; a batch takes whichever
 //! session is free. Calls block: async callers run them on a blocking thread (or through
 //! [`super::batch::Batcher`]).
 
@@ -16,8 +17,9 @@ use ort::value::Tensor;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::card::{LEXICAL_HEAD_FILE, ModelCard, Verified};
+use super::card::{LEXICAL_HEAD_FILE, ModelCard, SignalsSection, Verified};
 use super::ngrams::{LexicalHead, Ngrams, Sparse};
+use super::signals::{LexicalSignals, Reading, Signals};
 use super::{Calibration, Cascade, Classifier, Error, Prediction, Prepared, runtime};
 
 /// How the model runs on this box (a firmware profile sets these).
@@ -115,6 +117,21 @@ impl TextEncoder {
 /// Most texts in one model call: larger batches gain little on CPU and pad more.
 pub const SUB_BATCH: usize = 8;
 
+/// The graph's sentiment and frustration outputs and how to read them.
+#[derive(Debug)]
+struct SignalOutputs {
+    sentiment: String,
+    frustration: String,
+    reading: Reading,
+}
+
+/// What the graph gives for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub logits: Vec<f32>,
+    pub signals: Option<Signals>,
+}
+
 /// The shipped intent model run through ONNX Runtime.
 #[derive(Debug)]
 pub struct OnnxClassifier {
@@ -125,6 +142,8 @@ pub struct OnnxClassifier {
     ngrams: Option<Ngrams>,
     /// The n-gram half deciding alone where it is sure (card `[cascade]`).
     cascade: Option<Cascade>,
+    /// Sentiment and frustration outputs, when the graph has them (card `[signals]`).
+    signals: Option<SignalOutputs>,
     labels: Vec<String>,
     calibration: Calibration,
     version: String,
@@ -176,15 +195,59 @@ impl OnnxClassifier {
             None
         };
         let calibration = v.calibration(options.top_k);
+        let signals = v
+            .card
+            .signals
+            .as_ref()
+            .map(|s| signal_outputs(s).map_err(&model_err))
+            .transpose()?;
+        if let (Some(s), Some(session)) = (&signals, sessions.first()) {
+            let session = session
+                .lock()
+                .map_err(|_| model_err("session lock poisoned".into()))?;
+            for name in [&s.sentiment, &s.frustration] {
+                if !session.outputs().iter().any(|o| o.name() == name.as_str()) {
+                    return Err(model_err(format!(
+                        "model.toml [signals] names the output {name:?}, but model.onnx has no \
+                         such output"
+                    )));
+                }
+            }
+        }
+        let lexical_signals = match (&v.card.signals, &signals, &ngrams) {
+            (Some(section), Some(outputs), Some(n)) => section
+                .lexical_head
+                .as_ref()
+                .map(|file| {
+                    Ok::<_, Error>(LexicalSignals {
+                        head: LexicalHead::load(&v.dir.join(file), n.len(), 4)?,
+                        reading: outputs.reading.clone(),
+                        guard: section.lexical_guard.unwrap_or(1.0),
+                    })
+                })
+                .transpose()?,
+            _ => None,
+        };
         let cascade = match (&v.card.cascade, &ngrams) {
-            (Some(c), Some(n)) if options.cascade => Some(Cascade {
-                head: LexicalHead::load(&v.dir.join(LEXICAL_HEAD_FILE), n.len(), v.labels.len())?,
-                exit: c.lexical_exit,
-                calibration: Calibration {
-                    temperature: 1.0,
-                    ..calibration.clone()
-                },
-            }),
+            // a model with signals but no n-gram twin for them runs the encoder for every
+            // request, so that every request gets its signals
+            (Some(c), Some(n))
+                if options.cascade && (signals.is_none() || lexical_signals.is_some()) =>
+            {
+                Some(Cascade {
+                    head: LexicalHead::load(
+                        &v.dir.join(LEXICAL_HEAD_FILE),
+                        n.len(),
+                        v.labels.len(),
+                    )?,
+                    exit: c.lexical_exit,
+                    calibration: Calibration {
+                        temperature: 1.0,
+                        ..calibration.clone()
+                    },
+                    signals: lexical_signals,
+                })
+            }
             _ => None,
         };
         Ok(OnnxClassifier {
@@ -193,6 +256,7 @@ impl OnnxClassifier {
             encoder,
             ngrams,
             cascade,
+            signals,
             calibration,
             labels: v.labels,
             version: v.version,
@@ -226,31 +290,48 @@ impl OnnxClassifier {
         self.logits_prepared(&prepared.iter().collect::<Vec<_>>())
     }
 
-    /// Raw logits of prepared texts, one row each, in order. Texts of similar length run
-    /// together in sub-batches of at most [`SUB_BATCH`], so that padding stays small.
+    /// Raw logits of prepared texts, one row each, in order.
     pub fn logits_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
+        Ok(self
+            .outputs_prepared(batch)?
+            .into_iter()
+            .map(|o| o.logits)
+            .collect())
+    }
+
+    /// What the graph gives for prepared texts, one each, in order. Texts of similar
+    /// length run together in sub-batches of at most [`SUB_BATCH`], so that padding stays
+    /// small.
+    pub fn outputs_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Output>, Error> {
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&i| batch[i].token_ids.len());
-        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); batch.len()];
+        let mut rows: Vec<Option<Output>> = vec![None; batch.len()];
         for chunk in order.chunks(SUB_BATCH) {
             let sub: Vec<&Prepared> = chunk.iter().map(|&i| batch[i]).collect();
             for (&i, row) in chunk.iter().zip(self.run(&sub)?) {
-                rows[i] = row;
+                rows[i] = Some(row);
             }
         }
-        Ok(rows)
+        rows.into_iter()
+            .map(|r| r.ok_or_else(|| Error::Inference("the model returned too few rows".into())))
+            .collect()
     }
 
     /// The whole model's predictions for prepared texts, in order.
     fn decide_all(&self, batch: &[&Prepared]) -> Result<Vec<Prediction>, Error> {
         Ok(self
-            .logits_prepared(batch)?
-            .iter()
-            .map(|row| self.calibration.decide(row, &self.labels, &self.version))
+            .outputs_prepared(batch)?
+            .into_iter()
+            .map(|o| Prediction {
+                signals: o.signals,
+                ..self
+                    .calibration
+                    .decide(&o.logits, &self.labels, &self.version)
+            })
             .collect())
     }
 
-    fn run(&self, batch: &[&Prepared]) -> Result<Vec<Vec<f32>>, Error> {
+    fn run(&self, batch: &[&Prepared]) -> Result<Vec<Output>, Error> {
         let rows: Vec<&[i64]> = batch.iter().map(|p| p.token_ids.as_slice()).collect();
         let (ids, mask, len) = self.encoder.pad(&rows);
         let shape = [batch.len(), len];
@@ -301,8 +382,60 @@ impl OnnxClassifier {
                 self.labels.len()
             )));
         }
-        Ok(data.chunks(width).map(<[f32]>::to_vec).collect())
+        let signals = match &self.signals {
+            Some(s) => {
+                let sentiment = output_rows(&outputs, &s.sentiment, 3, batch.len())?;
+                let frustration = output_rows(&outputs, &s.frustration, 1, batch.len())?;
+                sentiment
+                    .chunks(3)
+                    .zip(frustration)
+                    .map(|(z, &f)| Some(s.reading.read(z, f)))
+                    .collect()
+            }
+            None => vec![None; batch.len()],
+        };
+        Ok(data
+            .chunks(width)
+            .zip(signals)
+            .map(|(row, signals)| Output {
+                logits: row.to_vec(),
+                signals,
+            })
+            .collect())
     }
+}
+
+/// The card's `[signals]` as the adapter reads them.
+fn signal_outputs(s: &SignalsSection) -> Result<SignalOutputs, String> {
+    Ok(SignalOutputs {
+        sentiment: s.sentiment.clone(),
+        frustration: s.frustration.clone(),
+        reading: Reading {
+            tones: s.tones()?,
+            flag_at: s.frustration_flag_at,
+        },
+    })
+}
+
+/// The values of output `name`, which must be [rows, width].
+fn output_rows<'a>(
+    outputs: &'a ort::session::SessionOutputs<'_>,
+    name: &str,
+    width: usize,
+    rows: usize,
+) -> Result<&'a [f32], Error> {
+    let value = outputs.get(name).ok_or_else(|| {
+        Error::Inference(format!(
+            "the model card names output {name:?}, but the graph has no such output"
+        ))
+    })?;
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+    if data.len() != rows * width {
+        return Err(Error::Inference(format!(
+            "output {name:?} has shape {shape:?}, expected [{rows}, {width}]"
+        )));
+    }
+    Ok(data)
 }
 
 impl Classifier for OnnxClassifier {

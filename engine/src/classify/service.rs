@@ -180,6 +180,7 @@ mod tests {
                     out_of_scope: false,
                     model: "fixed@1".into(),
                     stage: Stage::Full,
+                    signals: None,
                 })
                 .collect())
         }
