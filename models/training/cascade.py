@@ -127,12 +127,14 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     import ngrams
+    import pack
     import train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(train.ROOT / "models" / "intent-e5-de-en"))
     args = ap.parse_args()
     model = Path(args.model)
+    pack.unpack(model)
     card = tomllib.loads((model / "model.toml").read_text())
     labels = json.loads((model / "labels.json").read_text())
     oos = labels.index(card["model"]["out_of_scope_label"])
@@ -168,6 +170,7 @@ def main() -> None:
     write_head(model / HEAD_FILE, inits["ngram_w"], inits["ngram_b"])
     sha = hashlib.sha256((model / HEAD_FILE).read_bytes()).hexdigest()
     _update_card(model / "model.toml", train.VERSION, card_section(tau, report), sha)
+    pack.pack(model)
     print(f"lexical_exit = {tau}", flush=True)
 
 

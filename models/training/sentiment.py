@@ -57,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import ngrams  # noqa: E402
+import pack  # noqa: E402
 import ocr  # noqa: E402
 
 ROOT = HERE.parent.parent
@@ -332,6 +333,7 @@ def main() -> None:
     print(f"training: {own_n} own (with OCR copies), {len(general)} general; validation: "
           + ", ".join(f"{k} {len(v)}" for k, v in splits.items()), flush=True)
 
+    pack.unpack(model_dir)
     base = strip_signals(onnx.load(str(model_dir / "model.onnx")))
     if args.check:
         check(model_dir, card, splits)
@@ -406,6 +408,7 @@ def main() -> None:
     metrics["grafted"] = check(model_dir, card, splits)
     (HERE / "metrics_sentiment.json").write_text(json.dumps(metrics, indent=1) + "\n")
     update_card(model_dir, metrics, own_n, len(general))
+    pack.pack(model_dir)
     print("done", flush=True)
 
 

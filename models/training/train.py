@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import cascade  # noqa: E402
+import pack  # noqa: E402
 import encoder  # noqa: E402
 import ngrams  # noqa: E402
 import ocr  # noqa: E402
@@ -454,6 +455,8 @@ def main() -> None:
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
     write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers, tuned, args.corrections,
                cascade.card_section(exit_at, metrics["cascade"]))
+    # the committed graph is compressed (pack.py); run sentiment.py next to graft the heads
+    pack.pack(out)
     (HERE / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
 

@@ -17,7 +17,7 @@ pub struct Args {
     /// JSON lines `{"text": "...", "channel": "form"|"letter"|"chat"}`; `-` reads standard input.
     #[arg(long, short)]
     input: String,
-    /// Model directory (model.toml, model.onnx, tokenizer.json, labels.json); default: the
+    /// Model directory (model.toml, model.onnx or model.onnx.zst, tokenizer.json, labels.json); default: the
     /// shipped model.
     #[arg(long, env = "CASEGRAPH_MODEL")]
     model: Option<PathBuf>,

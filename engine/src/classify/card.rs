@@ -102,7 +102,7 @@ pub struct Verified {
     pub dir: PathBuf,
     pub card: ModelCard,
     pub labels: Vec<String>,
-    /// `name@version+sha256:<first 12 hex of model.onnx>`.
+    /// `name@version+sha256:<first 12 hex of the graph file (model.onnx or model.onnx.zst)>`.
     pub version: String,
 }
 
@@ -110,6 +110,20 @@ fn model_err(dir: &Path, reason: impl Into<String>) -> Error {
     Error::Model {
         dir: dir.display().to_string(),
         reason: reason.into(),
+    }
+}
+
+/// The graph, plain or compressed with zstd (how the repository ships it, to keep the
+/// model's files within their size budget; `models/training/pack.py`).
+pub const GRAPH_FILES: [&str; 2] = ["model.onnx", "model.onnx.zst"];
+
+impl ModelCard {
+    /// The graph file the card lists (checked at parse: exactly one of [`GRAPH_FILES`]).
+    pub fn graph_file(&self) -> &'static str {
+        GRAPH_FILES
+            .into_iter()
+            .find(|f| self.files.contains_key(*f))
+            .unwrap_or(GRAPH_FILES[0])
     }
 }
 
@@ -130,7 +144,17 @@ impl ModelCard {
         if !(0.0..1.0).contains(&card.calibration.out_of_scope_threshold) {
             return Err("calibration.out_of_scope_threshold must be in [0, 1)".into());
         }
-        for f in ["model.onnx", "tokenizer.json", "labels.json"] {
+        let graphs = GRAPH_FILES
+            .iter()
+            .filter(|f| card.files.contains_key(**f))
+            .count();
+        if graphs != 1 {
+            return Err(format!(
+                "[files] must have a checksum for exactly one of {}",
+                GRAPH_FILES.join(", ")
+            ));
+        }
+        for f in ["tokenizer.json", "labels.json"] {
             if !card.files.contains_key(f) {
                 return Err(format!("[files] has no checksum for {f}"));
             }
@@ -186,7 +210,7 @@ impl ModelCard {
                     actual,
                 });
             }
-            if file == "model.onnx" {
+            if GRAPH_FILES.contains(&file.as_str()) {
                 model_sha = actual;
             }
         }
@@ -337,5 +361,23 @@ out_of_scope_threshold = 0.3
                 .expect_err("missing checksum")
                 .contains("labels.json")
         );
+    }
+    #[test]
+    fn a_card_lists_exactly_one_graph_plain_or_compressed() {
+        let none = CARD.replace("\"model.onnx\" = \"MODEL\"\n", "");
+        let both = CARD.replace(
+            "\"model.onnx\" = \"MODEL\"\n",
+            "\"model.onnx\" = \"MODEL\"\n\"model.onnx.zst\" = \"PACKED\"\n",
+        );
+        for card in [none, both] {
+            let err = ModelCard::parse(&card).expect_err("refused");
+            assert!(
+                err.contains("exactly one of model.onnx, model.onnx.zst"),
+                "{err}"
+            );
+        }
+        let packed = CARD.replace("\"model.onnx\" = ", "\"model.onnx.zst\" = ");
+        let card = ModelCard::parse(&packed).expect("a compressed graph is a graph");
+        assert_eq!(card.graph_file(), "model.onnx.zst");
     }
 }

@@ -167,8 +167,14 @@ impl OnnxClassifier {
             reason: e,
         };
         let mut sessions = Vec::new();
+        let graph = v.card.graph_file();
+        let packed = if graph.ends_with(".zst") {
+            Some(unpack(&v.dir.join(graph)).map_err(|e| model_err(format!("{graph}: {e}")))?)
+        } else {
+            None
+        };
         for _ in 0..options.sessions.max(1) {
-            let session = Session::builder(env)
+            let mut builder = Session::builder(env)
                 .map_err(|e| model_err(e.to_string()))?
                 .with_optimization_level(GraphOptimizationLevel::Level3)
                 .map_err(|e| model_err(e.to_string()))?
@@ -179,9 +185,12 @@ impl OnnxClassifier {
                 .with_intra_op_spinning(false)
                 .map_err(|e| model_err(e.to_string()))?
                 .with_inter_threads(1)
-                .map_err(|e| model_err(e.to_string()))?
-                .commit_from_file(v.dir.join("model.onnx"))
-                .map_err(|e| model_err(format!("model.onnx: {e}")))?;
+                .map_err(|e| model_err(e.to_string()))?;
+            let session = match &packed {
+                Some(bytes) => builder.commit_from_memory(bytes),
+                None => builder.commit_from_file(v.dir.join(graph)),
+            }
+            .map_err(|e| model_err(format!("{graph}: {e}")))?;
             sessions.push(Mutex::new(session));
         }
         let encoder = TextEncoder::from_file(
@@ -524,4 +533,27 @@ mod tests {
         assert_eq!(ids[a.0.len()], t.pad_id);
         assert_eq!(mask.iter().sum::<i64>() as usize, a.0.len() + b.0.len());
     }
+}
+
+/// The largest graph a compressed model file may unpack to: a corrupt or hostile file
+/// (its checksum matched a card someone wrote) cannot fill the memory.
+const MAX_GRAPH_BYTES: u64 = 512 << 20;
+
+/// The graph of a zstd-compressed model file, in memory.
+fn unpack(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    decoder
+        .take(MAX_GRAPH_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("not a zstd stream: {e}"))?;
+    if bytes.len() as u64 > MAX_GRAPH_BYTES {
+        return Err(format!(
+            "unpacks to more than {} MiB",
+            MAX_GRAPH_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
 }
