@@ -485,6 +485,29 @@ impl Classifier for OnnxClassifier {
     }
 }
 
+/// The largest graph a compressed model file may unpack to: a corrupt or hostile file
+/// (its checksum matched a card someone wrote) cannot fill the memory.
+const MAX_GRAPH_BYTES: u64 = 512 << 20;
+
+/// The graph of a zstd-compressed model file, in memory.
+fn unpack(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    decoder
+        .take(MAX_GRAPH_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("not a zstd stream: {e}"))?;
+    if bytes.len() as u64 > MAX_GRAPH_BYTES {
+        return Err(format!(
+            "unpacks to more than {} MiB",
+            MAX_GRAPH_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,27 +556,4 @@ mod tests {
         assert_eq!(ids[a.0.len()], t.pad_id);
         assert_eq!(mask.iter().sum::<i64>() as usize, a.0.len() + b.0.len());
     }
-}
-
-/// The largest graph a compressed model file may unpack to: a corrupt or hostile file
-/// (its checksum matched a card someone wrote) cannot fill the memory.
-const MAX_GRAPH_BYTES: u64 = 512 << 20;
-
-/// The graph of a zstd-compressed model file, in memory.
-fn unpack(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    decoder
-        .take(MAX_GRAPH_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("not a zstd stream: {e}"))?;
-    if bytes.len() as u64 > MAX_GRAPH_BYTES {
-        return Err(format!(
-            "unpacks to more than {} MiB",
-            MAX_GRAPH_BYTES >> 20
-        ));
-    }
-    Ok(bytes)
 }
