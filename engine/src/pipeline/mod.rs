@@ -68,6 +68,7 @@ impl Pipeline<'_> {
             &ctx,
             &input(request, classification),
             self.catalog.intent_map(),
+            self.catalog.risk_map(),
         )
     }
 

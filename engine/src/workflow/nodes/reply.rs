@@ -45,11 +45,28 @@ pub(super) fn run(run: &mut Run<'_>, template: &str) -> (Outcome, Option<String>
         .unwrap_or("en")
         .to_string();
     let context = json!({ "case": case.data, "case_id": case.id });
-    match run.wf.render_reply(template, &language, &context) {
+    // `knowledge` answers from the workflow's knowledge base, for the case's intent.
+    let knowledge = (template == crate::workflow::knowledge::TEMPLATE)
+        .then_some(run.wf.knowledge.as_ref())
+        .flatten();
+    let chosen = match knowledge {
+        Some(_) => {
+            let intent = lookup(&case.data, "classification.intent")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            format!("{template}:{intent}")
+        }
+        None => template.to_string(),
+    };
+    match run.wf.render_reply(&chosen, &language, &context) {
         Ok((language, text)) => {
-            let detail = json!({ "template": template, "language": language, "text_digest": digest(&json!(text)) });
+            let mut detail = json!({ "template": chosen, "language": language, "text_digest": digest(&json!(text)) });
+            if let Some(k) = knowledge {
+                detail["knowledge_version"] = json!(k.version);
+                detail["knowledge_digest"] = json!(k.digest);
+            }
             case.reply = Some(Reply {
-                template: template.to_string(),
+                template: chosen,
                 language,
                 text,
             });
@@ -57,7 +74,7 @@ pub(super) fn run(run: &mut Run<'_>, template: &str) -> (Outcome, Option<String>
         }
         Err(e) => {
             let at = format!(
-                "{}: node `{}`, case `{}`: reply template `{template}` failed",
+                "{}: node `{}`, case `{}`: reply template `{chosen}` failed",
                 run.wf.dir.join("workflow.yaml").display(),
                 run.node.id,
                 case.id
