@@ -43,7 +43,7 @@ fn a_dry_run_answers_routing_and_path_and_creates_no_case() {
     let body = json!({
         "channel": "letter", "language": "de",
         "text": "Sehr geehrte Damen und Herren,\nbitte erstatten Sie mir 1.249,90 €.\nMit freundlichen Grüßen",
-        "metadata": {"intent": "request_refund", "confidence": 0.92}
+        "metadata": {"intent": "request_refund", "confidence": 0.98}
     });
     let r = s.call(
         "POST",
@@ -169,7 +169,7 @@ fn case_search_filters_and_shows_no_personal_data() {
         Some(&json!({
             "channel": "chat", "language": "en", "customer_id": "C-1002399",
             "text": "Please refund the 12.00 EUR you charged twice",
-            "metadata": {"intent": "request_refund", "confidence": 0.95}
+            "metadata": {"intent": "request_refund", "confidence": 0.98}
         })),
     );
     assert_eq!(r.status, 202, "{}", r.text);
