@@ -9,6 +9,7 @@ mod cases;
 mod classify;
 mod console;
 mod error;
+mod messages;
 mod openapi;
 pub mod requests;
 mod shedding;
@@ -93,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/requests", post(requests::create))
         .route("/v1/cases/{id}", get(cases::show))
         .route("/v1/cases/{id}/audit", get(cases::audit))
+        .route("/v1/cases/{id}/messages", post(messages::post))
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route(

@@ -14,6 +14,7 @@ use super::Json;
         super::requests::create,
         super::cases::show,
         super::cases::audit,
+        super::messages::post,
         super::tasks::list,
         super::tasks::complete,
         super::workflows::list,

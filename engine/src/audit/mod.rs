@@ -35,6 +35,9 @@ pub enum Kind {
     Erased,
     /// The case was resumed after a restart.
     Recovered,
+    /// A message of the conversation: the customer's (`in`: channel, language, text digest,
+    /// how it arrived) or a question the case sent (`out`).
+    Message,
 }
 
 /// An audit record before it has its place in the chain.

@@ -66,10 +66,12 @@ pub enum Table {
     /// case id → [`Notification`]: a final case's `reply_to` notification not yet delivered.
     /// Written in the commit that makes the case final; deleted once delivered or refused.
     Notifications,
+    /// `case reference \0 case id` → empty: the case a quoted reference names.
+    References,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Cases,
         Table::Personal,
         Table::CustomerCases,
@@ -83,6 +85,7 @@ impl Table {
         Table::AuditByCase,
         Table::Meta,
         Table::Notifications,
+        Table::References,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +103,7 @@ impl Table {
             Table::AuditByCase => "audit_by_case",
             Table::Meta => "meta",
             Table::Notifications => "notifications",
+            Table::References => "references",
         }
     }
 }
