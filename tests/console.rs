@@ -89,7 +89,7 @@ fn a_check_reports_every_problem_with_its_node_and_publishes_nothing() {
     let s = Server::start();
     let mut files = files_of(&s, "request_refund");
     let yaml = files["workflow.yaml"].as_str().unwrap().to_string();
-    let broken = yaml.replacen("version: 1", "version: 2", 1).replacen(
+    let broken = yaml.replacen("version: 2", "version: 3", 1).replacen(
         "next: check_amount",
         "next: nowhere",
         1,
@@ -123,7 +123,7 @@ fn a_check_reports_every_problem_with_its_node_and_publishes_nothing() {
     let mut files = files_of(&s, "request_refund");
     files.insert(
         "workflow.yaml".into(),
-        json!(yaml.replacen("version: 1", "version: 2", 1)),
+        json!(yaml.replacen("version: 2", "version: 3", 1)),
     );
     let body = json!({"id": "request_refund", "files": files});
     let r = s.call(
@@ -140,7 +140,7 @@ fn a_check_reports_every_problem_with_its_node_and_publishes_nothing() {
         Some(Role::Author),
         None,
     );
-    assert_eq!(served.json["version"], 1);
+    assert_eq!(served.json["version"], 2);
 
     let fixtures = s.call(
         "POST",
