@@ -195,7 +195,7 @@ fn refund_files(version: u32, sla: &str) -> BTreeMap<String, String> {
         let mut text = std::fs::read_to_string(&entry).unwrap();
         if name == "workflow.yaml" {
             text = text
-                .replace("version: 2\n", &format!("version: {version}\n"))
+                .replace("version: 1\n", &format!("version: {version}\n"))
                 .replace("sla: 8h", &format!("sla: {sla}"));
         }
         files.insert(name, text);
@@ -219,23 +219,23 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_published_version_with_a_short_sla_escalates_on_time() {
     let s = Server::start();
-    let body = json!({"id": "request_refund", "files": refund_files(3, "1s")});
+    let body = json!({"id": "request_refund", "files": refund_files(2, "1s")});
     let published = s.call("POST", "/v1/workflows", Some(Role::Author), Some(&body));
     assert_eq!(published.status, 201, "{}", published.text);
-    assert_eq!(published.json["version"], 3);
+    assert_eq!(published.json["version"], 2);
     let shown = s.call(
         "GET",
         "/v1/workflows/request_refund",
         Some(Role::Author),
         None,
     );
-    assert_eq!(shown.json["version"], 3, "{}", shown.text);
+    assert_eq!(shown.json["version"], 2, "{}", shown.text);
 
     let id = s.submit(&refund_letter("1.249,90"));
     let case = s.wait_case(&id, is_final);
     assert_eq!(case["status"], "escalated", "{case}");
     assert_eq!(case["outcome"], "approval_overdue");
-    assert_eq!(case["workflow"]["version"], 3);
+    assert_eq!(case["workflow"]["version"], 2);
     // The escalated task left the inbox.
     let tasks = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
     assert!(!tasks.text.contains(&id), "{}", tasks.text);
@@ -248,7 +248,7 @@ fn a_published_version_with_a_short_sla_escalates_on_time() {
 #[test]
 fn an_invalid_workflow_publish_is_refused_with_every_problem_and_nothing_changes() {
     let s = Server::start();
-    let mut files = refund_files(4, "8h");
+    let mut files = refund_files(3, "8h");
     let yaml = files["workflow.yaml"]
         .replace("next: check_amount", "next: nowhere")
         .replace("script: extract.rhai", "script: missing.rhai");
@@ -275,7 +275,7 @@ fn an_invalid_workflow_publish_is_refused_with_every_problem_and_nothing_changes
     );
 
     // A version that compiles but breaks its own fixtures is refused too.
-    let mut files = refund_files(4, "8h");
+    let mut files = refund_files(3, "8h");
     let yaml = files["workflow.yaml"].replace("case.amount <= 50.00\"", "case.amount <= 10.00\"");
     files.insert("workflow.yaml".into(), yaml);
     let r = s.call(
@@ -306,7 +306,7 @@ fn an_invalid_workflow_publish_is_refused_with_every_problem_and_nothing_changes
         Some(Role::Author),
         None,
     );
-    assert_eq!(shown.json["version"], 2, "{}", shown.text);
+    assert_eq!(shown.json["version"], 1, "{}", shown.text);
     assert!(!s.data.path().join("published/request_refund").exists());
 }
 

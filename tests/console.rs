@@ -43,7 +43,7 @@ fn a_dry_run_answers_routing_and_path_and_creates_no_case() {
     let body = json!({
         "channel": "letter", "language": "de",
         "text": "Sehr geehrte Damen und Herren,\nbitte erstatten Sie mir 1.249,90 €.\nMit freundlichen Grüßen",
-        "metadata": {"intent": "request_refund", "confidence": 0.98}
+        "metadata": {"intent": "request_refund", "confidence": 0.92}
     });
     let r = s.call(
         "POST",
@@ -89,7 +89,7 @@ fn a_check_reports_every_problem_with_its_node_and_publishes_nothing() {
     let s = Server::start();
     let mut files = files_of(&s, "request_refund");
     let yaml = files["workflow.yaml"].as_str().unwrap().to_string();
-    let broken = yaml.replacen("version: 2", "version: 3", 1).replacen(
+    let broken = yaml.replacen("version: 1", "version: 2", 1).replacen(
         "next: check_amount",
         "next: nowhere",
         1,
@@ -123,7 +123,7 @@ fn a_check_reports_every_problem_with_its_node_and_publishes_nothing() {
     let mut files = files_of(&s, "request_refund");
     files.insert(
         "workflow.yaml".into(),
-        json!(yaml.replacen("version: 2", "version: 3", 1)),
+        json!(yaml.replacen("version: 1", "version: 2", 1)),
     );
     let body = json!({"id": "request_refund", "files": files});
     let r = s.call(
@@ -140,7 +140,7 @@ fn a_check_reports_every_problem_with_its_node_and_publishes_nothing() {
         Some(Role::Author),
         None,
     );
-    assert_eq!(served.json["version"], 2);
+    assert_eq!(served.json["version"], 1);
 
     let fixtures = s.call(
         "POST",
@@ -169,7 +169,7 @@ fn case_search_filters_and_shows_no_personal_data() {
         Some(&json!({
             "channel": "chat", "language": "en", "customer_id": "C-1002399",
             "text": "Please refund the 12.00 EUR you charged twice",
-            "metadata": {"intent": "request_refund", "confidence": 0.98}
+            "metadata": {"intent": "request_refund", "confidence": 0.95}
         })),
     );
     assert_eq!(r.status, 202, "{}", r.text);

@@ -178,12 +178,12 @@ fn request(i: u64) -> Value {
         1 => json!({
             "channel": "chat", "language": "de", "customer_id": format!("C-{:06}", 200_000 + i),
             "text": "Meine Karte mit den Endziffern 4821 wurde gestern gestohlen, bitte sofort sperren!", "fields": {},
-            "metadata": { "intent": "lost_or_stolen_card", "confidence": 0.98 }
+            "metadata": { "intent": "lost_or_stolen_card", "confidence": 0.95 }
         }),
         _ => json!({
             "channel": "letter", "language": "de", "customer_id": format!("C-{:06}", 300_000 + i),
             "text": "Sehr geehrte Damen und Herren, ich bitte um Erstattung von 30,00 EUR. Mit freundlichen Grüßen", "fields": {},
-            "metadata": { "intent": "request_refund", "confidence": 0.98 }
+            "metadata": { "intent": "request_refund", "confidence": 0.96 }
         }),
     }
 }

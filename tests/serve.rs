@@ -115,7 +115,7 @@ fn serve_runs_on_the_defaults_stops_on_sigterm_and_finds_its_cases_after_a_resta
     // A token existed, so no bootstrap admin token was made.
     assert!(!data.join("admin.token").exists());
     let body = json!({"channel": "chat", "language": "en", "text": "I was charged twice, please refund €20",
-        "metadata": {"intent": "request_refund", "confidence": 0.98}});
+        "metadata": {"intent": "request_refund", "confidence": 0.9}});
     let mut r = agent()
         .post(&format!("{base}/v1/requests"))
         .header("Authorization", &format!("Bearer {token}"))

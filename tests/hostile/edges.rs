@@ -264,7 +264,7 @@ fn the_data_directory_and_everything_in_it_are_private() {
     let id = s.submit(&json!({
         "channel": "chat", "language": "en", "customer_id": "C-1002399",
         "text": "Please refund the 12.00 EUR you charged twice",
-        "metadata": {"intent": "request_refund", "confidence": 0.98}
+        "metadata": {"intent": "request_refund", "confidence": 0.95}
     }));
     s.wait_case(&id, is_final);
     let root = std::fs::metadata(s.data.path())
@@ -329,7 +329,7 @@ fn the_audit_endpoint_verifies_only_what_was_appended_since_it_last_did() {
     let chat = |text: &str| {
         json!({
             "channel": "chat", "language": "en", "text": text,
-            "metadata": {"intent": "request_refund", "confidence": 0.98}
+            "metadata": {"intent": "request_refund", "confidence": 0.95}
         })
     };
     let first = s.submit(&chat("Please refund the 12.00 EUR you charged twice"));
@@ -372,7 +372,7 @@ fn the_console_case_search_answers_a_bounded_page_and_a_cursor() {
     for i in 0..60 {
         ids.push(s.submit(&json!({
             "channel": "chat", "language": "en", "text": format!("refund {i} please"),
-            "metadata": {"intent": "request_refund", "confidence": 0.98}
+            "metadata": {"intent": "request_refund", "confidence": 0.95}
         })));
     }
     // Newest first: ids begin with their acceptance time.
