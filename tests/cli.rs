@@ -130,3 +130,67 @@ fn run_rejects_a_malformed_line_naming_it_and_keeps_going() {
     );
     assert!(stdout(&out).contains("3 request(s)"), "{}", stdout(&out));
 }
+
+#[test]
+fn run_report_counts_what_the_box_finished_and_every_irreversible_action_on_a_wrong_intent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("labelled.jsonl");
+    let line = |text: &str, label: &str, intent: &str, confidence: f64| {
+        format!(
+            "{{\"channel\": \"chat\", \"language\": \"en\", \"customer_id\": \"C-1002345\", \"text\": \"{text}\", \"fields\": {{}}, \"label\": \"{label}\", \"intent\": \"{intent}\", \"confidence\": {confidence}}}\n"
+        )
+    };
+    let text = [
+        line(
+            "how do I activate my card?",
+            "activate_my_card",
+            "activate_my_card",
+            0.99,
+        ),
+        // Misread with full confidence: the irreversible workflow blocks a card.
+        line(
+            "activate my card please",
+            "activate_my_card",
+            "lost_or_stolen_card",
+            1.0,
+        ),
+        line(
+            "what rate do you use?",
+            "exchange_rate",
+            "exchange_rate",
+            0.5,
+        ),
+    ]
+    .concat();
+    std::fs::write(&input, &text).unwrap();
+    let out = casegraph(&["run", "--report", "--input", input.to_str().unwrap()]);
+    let stdout = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 labelled request(s): 2 finished without a person (66.7 %), 1 of them by another intent's workflow; 1 irreversible action(s) on a wrong intent"),
+        "{stdout}"
+    );
+    let activate = stdout
+        .lines()
+        .find(|l| l.contains("activate_my_card"))
+        .unwrap();
+    assert!(
+        activate.contains("100.0 %") && activate.contains("50.0 % (1)"),
+        "{activate}"
+    );
+
+    // A line without its label cannot be measured: it is named and the run fails.
+    std::fs::write(
+        &input,
+        format!("{text}{{\"channel\": \"chat\", \"text\": \"hi\"}}\n"),
+    )
+    .unwrap();
+    let out = casegraph(&["run", "--report", "--input", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("labelled.jsonl:4: rejected: `label`"), "{err}");
+}

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::files;
 use crate::rules::{Context, Origin, Rules, Script};
+use crate::workflow::Risk;
 use crate::yaml;
 
 /// `routing.yaml`.
@@ -43,11 +44,25 @@ pub struct Routing {
 }
 
 /// Where a request goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Route {
-    Workflow { workflow: String, rule: String },
-    Queue { queue: String, rule: String },
+    Workflow {
+        workflow: String,
+        rule: String,
+        /// The risk class of the chosen workflow, filled in from the workflow itself (not
+        /// from the script), so the record says what was at stake.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        risk: Option<Risk>,
+        /// The confidence the policy asked for before it chose the workflow, as the
+        /// policy's answer states it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        threshold: Option<f64>,
+    },
+    Queue {
+        queue: String,
+        rule: String,
+    },
 }
 
 /// How urgent a case's human tasks are. The inbox lists `high` first.
@@ -196,26 +211,39 @@ impl Routing {
     }
 
     /// Routes one request. `request` is the request merged with its classification
-    /// ([`crate::pipeline::input`]).
+    /// ([`crate::pipeline::input`]); `workflows` maps intent → workflow id and `risks`
+    /// intent → the risk class of that workflow (the script sees both).
     pub fn route(
         &self,
         rules: &Rules,
         ctx: &Context<'_>,
         request: &Value,
         workflows: &BTreeMap<String, String>,
+        risks: &BTreeMap<String, Risk>,
     ) -> Result<Decision, Error> {
         let map = serde_json::to_value(workflows).unwrap_or_default();
+        let risk_map = serde_json::to_value(risks).unwrap_or_default();
         let out = rules.eval(
             &self.script,
             ctx,
-            &[("request", request), ("workflows", &map)],
+            &[
+                ("request", request),
+                ("workflows", &map),
+                ("risks", &risk_map),
+            ],
         )?;
         let file = self.script.origin.file.display().to_string();
-        let decision: Decision =
+        let mut decision: Decision =
             serde_json::from_value(out.clone()).map_err(|_| Error::NotARoute {
                 file: file.clone(),
                 value: out.to_string(),
             })?;
+        if let Route::Workflow { workflow, risk, .. } = &mut decision.route {
+            *risk = risks
+                .iter()
+                .find(|(intent, _)| workflows.get(*intent) == Some(workflow))
+                .map(|(_, r)| *r);
+        }
         if let Route::Workflow { workflow, .. } = &decision.route
             && !workflows.values().any(|w| w == workflow)
         {

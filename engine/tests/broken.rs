@@ -578,3 +578,157 @@ fn several_defects_are_reported_at_once() {
         None,
     );
 }
+
+/// A workflow that answers two intents from its knowledge base.
+const ANSWERS: &str = r#"id: demo
+version: 1
+risk: informational
+knowledge: knowledge.yaml
+intents: [exchange_rate, card_acceptance]
+start: answer
+nodes:
+  answer: {kind: reply, template: knowledge, next: done}
+  done: {kind: end, outcome: answered}
+"#;
+
+const KNOWLEDGE: &str = r#"version: 1
+answers:
+  exchange_rate:
+    en: "We use the interbank rate."
+    de: "Wir verwenden den Interbankenkurs."
+  card_acceptance:
+    en: "Wherever you see the Mastercard sign."
+    de: "Überall mit Mastercard-Zeichen."
+"#;
+
+#[test]
+fn a_knowledge_workflow_compiles() {
+    compiles(ANSWERS, &[("knowledge.yaml", KNOWLEDGE)]);
+}
+
+#[test]
+fn an_intent_without_an_answer_is_named_where_it_is_listed() {
+    let knowledge = KNOWLEDGE.replace(
+        "  card_acceptance:\n    en: \"Wherever you see the Mastercard sign.\"\n    de: \"Überall mit Mastercard-Zeichen.\"\n",
+        "",
+    );
+    let (_tmp, dir, diags) = broken(ANSWERS, &[("knowledge.yaml", &knowledge)]);
+    let d = expect(
+        &diags,
+        "template_error",
+        &dir.join("workflow.yaml"),
+        line(ANSWERS, "intents:"),
+        None,
+    );
+    assert!(
+        d.message
+            .contains("`card_acceptance` has no answer in the knowledge base `knowledge.yaml`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn an_answer_for_an_intent_not_served_or_without_a_language_is_named_in_the_knowledge_file() {
+    let knowledge = format!(
+        "{KNOWLEDGE}  atm_support:\n    en: \"Any machine.\"\n    de: \"Jeder Automat.\"\n"
+    )
+    .replace("    de: \"Wir verwenden den Interbankenkurs.\"\n", "");
+    let (_tmp, dir, diags) = broken(ANSWERS, &[("knowledge.yaml", &knowledge)]);
+    let file = dir.join("knowledge.yaml");
+    let d = diags
+        .iter()
+        .find(|d| d.message.contains("`atm_support`"))
+        .unwrap_or_else(|| panic!("{diags:?}"));
+    assert_eq!(
+        (d.file.as_path(), d.line),
+        (file.as_path(), line(&knowledge, "atm_support:"))
+    );
+    assert!(d.message.contains("does not serve"), "{d}");
+    let d = diags
+        .iter()
+        .find(|d| d.message.contains("`exchange_rate` has no `de` text"))
+        .unwrap_or_else(|| panic!("{diags:?}"));
+    assert_eq!(
+        (d.file.as_path(), d.line),
+        (file.as_path(), line(&knowledge, "exchange_rate:"))
+    );
+}
+
+#[test]
+fn an_answer_is_a_sandboxed_template_like_any_reply() {
+    let knowledge = KNOWLEDGE.replace(
+        "We use the interbank rate.",
+        "{% set x = 1 %}We use the interbank rate.",
+    );
+    let (_tmp, dir, diags) = broken(ANSWERS, &[("knowledge.yaml", &knowledge)]);
+    let d = diags
+        .iter()
+        .find(|d| d.message.contains("answer for `exchange_rate` (en)"))
+        .unwrap_or_else(|| panic!("{diags:?}"));
+    assert_eq!(d.file, dir.join("knowledge.yaml"));
+}
+
+#[test]
+fn a_knowledge_file_outside_the_workflow_or_missing_is_refused_where_it_is_named() {
+    let yaml = ANSWERS.replace("knowledge: knowledge.yaml", "knowledge: ../secrets.yaml");
+    let (_tmp, dir, diags) = broken(&yaml, &[("knowledge.yaml", KNOWLEDGE)]);
+    expect(
+        &diags,
+        "path_outside_workflow",
+        &dir.join("workflow.yaml"),
+        line(&yaml, "knowledge:"),
+        None,
+    );
+    let (_tmp, dir, diags) = broken(ANSWERS, &[]);
+    let d = expect(
+        &diags,
+        "io",
+        &dir.join("workflow.yaml"),
+        line(ANSWERS, "knowledge:"),
+        None,
+    );
+    assert!(d.message.contains("`knowledge`"), "{d}");
+}
+
+#[test]
+fn the_knowledge_template_needs_a_knowledge_base_and_is_reserved_when_there_is_one() {
+    let yaml = ANSWERS.replace("knowledge: knowledge.yaml\n", "");
+    let (_tmp, _dir, diags) = broken(&yaml, &[]);
+    assert!(
+        diags.iter().any(|d| d
+            .message
+            .contains("reply template `knowledge` is not defined")),
+        "{diags:?}"
+    );
+    let yaml = ANSWERS.replace(
+        "start: answer\n",
+        "start: answer\nreplies:\n  knowledge: {en: \"x\", de: \"y\"}\n",
+    );
+    let (_tmp, _dir, diags) = broken(&yaml, &[("knowledge.yaml", KNOWLEDGE)]);
+    assert!(
+        diags.iter().any(|d| d.message.contains("is reserved")),
+        "{diags:?}"
+    );
+}
+
+#[test]
+fn an_unknown_risk_class_is_refused_and_a_missing_one_is_the_strictest() {
+    let yaml = BASE.replace("intents:", "risk: harmless\nintents:");
+    let (_tmp, dir, diags) = broken(&yaml, &[]);
+    let d = expect(
+        &diags,
+        "invalid_value",
+        &dir.join("workflow.yaml"),
+        line(&yaml, "risk:"),
+        None,
+    );
+    assert!(
+        d.message
+            .contains("informational, reversible, irreversible"),
+        "{d}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_dir(tmp.path(), "demo", BASE, &[]);
+    let wf = compile_dir(&dir, &Rules::default()).unwrap();
+    assert_eq!(wf.risk, casegraph_engine::workflow::Risk::Irreversible);
+}

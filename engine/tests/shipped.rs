@@ -82,3 +82,123 @@ fn shipped_workflows_cover_every_node_kind() {
         );
     }
 }
+
+struct NoCalls;
+impl casegraph_engine::exec::Connector for NoCalls {
+    fn call(
+        &self,
+        _: &casegraph_engine::exec::CallRequest,
+    ) -> Result<serde_json::Value, casegraph_engine::exec::CallError> {
+        Err(casegraph_engine::exec::CallError {
+            retryable: false,
+            message: "an answer from the knowledge base calls nothing".into(),
+        })
+    }
+}
+
+/// The request a customer who wants to activate a card wrote, classified as `intent`.
+fn activate(
+    catalog: &Catalog,
+    rules: &Rules,
+    intent: &str,
+    confidence: f64,
+) -> (
+    casegraph_engine::pipeline::Route,
+    casegraph_engine::pipeline::Start,
+) {
+    use casegraph_engine::exec::{Executor, ManualClock};
+    use casegraph_engine::pipeline::{Channel, Classification, Pipeline, Request};
+    let clock = ManualClock::new("2026-12-06T12:00:00Z".parse().unwrap());
+    let exec = Executor::new(rules, &clock, &NoCalls);
+    let mut request = Request::text(Channel::Chat, "How do I activate my new card?");
+    request.language = Some("en".into());
+    let classification = Classification::new(Some(intent.into()), confidence);
+    Pipeline { catalog, rules }
+        .start(&exec, "case-1", &request, &classification)
+        .unwrap()
+}
+
+#[test]
+fn an_answer_from_the_knowledge_base_records_which_answer_and_which_version() {
+    use casegraph_engine::pipeline::{Route, Start};
+    use casegraph_engine::workflow::Risk;
+    let rules = Rules::default();
+    let catalog = Catalog::load(&shipped(), &rules).unwrap_or_else(|d| panic!("{d}"));
+    let (route, start) = activate(&catalog, &rules, "activate_my_card", 0.99);
+    let Route::Workflow {
+        workflow,
+        risk,
+        threshold,
+        ..
+    } = &route
+    else {
+        panic!("{route:?}");
+    };
+    assert_eq!(workflow, "answer_question");
+    assert_eq!(*risk, Some(Risk::Informational), "{route:?}");
+    assert_eq!(*threshold, Some(0.95), "{route:?}");
+    let Start::Started {
+        case,
+        steps,
+        workflow,
+    } = start
+    else {
+        panic!("not started");
+    };
+    let text = &case.reply.as_ref().unwrap().text;
+    assert!(text.contains("six-digit code"), "{text}");
+    let reply = steps.iter().find(|s| s.kind == "reply").unwrap();
+    let knowledge = workflow.knowledge.as_ref().unwrap();
+    assert_eq!(reply.detail["template"], "knowledge:activate_my_card");
+    assert_eq!(reply.detail["knowledge_version"], knowledge.version);
+    assert_eq!(reply.detail["knowledge_digest"], knowledge.digest.as_str());
+}
+
+#[test]
+fn a_misread_activation_is_not_blocked_below_the_irreversible_threshold() {
+    use casegraph_engine::pipeline::{Route, Start};
+    let rules = Rules::default();
+    let catalog = Catalog::load(&shipped(), &rules).unwrap_or_else(|d| panic!("{d}"));
+    // Read as lost or stolen below the irreversible threshold: a person looks first.
+    let (route, start) = activate(&catalog, &rules, "lost_or_stolen_card", 0.89);
+    assert!(
+        matches!(&route, Route::Queue { queue, .. } if queue == "triage"),
+        "{route:?}"
+    );
+    assert!(matches!(start, Start::Queued { .. }));
+    // Sure enough for an irreversible workflow, the decision says so.
+    let (route, _) = activate(&catalog, &rules, "lost_or_stolen_card", 0.99);
+    let json = serde_json::to_value(&route).unwrap();
+    assert_eq!(json["risk"], "irreversible", "{json}");
+    assert_eq!(json["threshold"], 0.9, "{json}");
+}
+
+#[test]
+fn every_banking77_intent_is_served_or_goes_to_a_person_by_choice() {
+    let rules = Rules::default();
+    let catalog = Catalog::load(&shipped(), &rules).unwrap_or_else(|d| panic!("{d}"));
+    // The intents that need a person: disputes and a compromised card; `oos` is the
+    // model's out-of-scope label, which routing sends to triage.
+    let by_person = [
+        "oos",
+        "cash_withdrawal_not_recognised",
+        "compromised_card",
+        "direct_debit_payment_not_recognised",
+        "transaction_charged_twice",
+        "wrong_amount_of_cash_received",
+    ];
+    // The shipped intent model's labels are the BANKING77 intents.
+    let labels = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/intent-e5-de-en/labels.json"),
+    )
+    .unwrap();
+    let labels: Vec<String> = serde_json::from_str(&labels).unwrap();
+    let unserved: Vec<&String> = labels
+        .iter()
+        .filter(|l| catalog.for_intent(l).is_none() && !by_person.contains(&l.as_str()))
+        .collect();
+    assert!(
+        unserved.is_empty(),
+        "intents with neither workflow nor reason: {unserved:?}"
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use casegraph_engine::workflow::{Format, Workflow};
+use casegraph_engine::workflow::{Format, Risk, Workflow};
 use serde::{Deserialize, Serialize};
 
 use super::{AppError, AppState, Caller, Json, Path, Query, blocking};
@@ -22,6 +22,12 @@ pub struct WorkflowSummary {
     pub digest: String,
     pub intents: Vec<String>,
     pub languages: Vec<String>,
+    /// What starting the workflow on a misread request could do; routing asks for more
+    /// confidence the higher it is.
+    pub risk: Risk,
+    /// The version of the workflow's knowledge base, when it answers from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge_version: Option<u32>,
 }
 
 /// A workflow and the versions the box knows.
@@ -74,6 +80,8 @@ fn summary(w: &Workflow) -> WorkflowSummary {
         digest: w.digest.clone(),
         intents: w.intents.clone(),
         languages: w.languages.clone(),
+        risk: w.risk,
+        knowledge_version: w.knowledge.as_ref().map(|k| k.version),
     }
 }
 

@@ -9,6 +9,7 @@ mod erase;
 mod graph;
 mod health;
 mod profile;
+mod report;
 mod run;
 mod serve;
 mod test;

@@ -5,6 +5,9 @@
 //! `out_of_scope`, e.g. to replay a known classification). Calls go to the built-in
 //! simulated back office. Timers are fast-forwarded (there is no service to
 //! wait for them); cases that need a reviewer stay waiting and are listed by queue.
+//!
+//! With `--report`, every line also carries the intent a person gave it (`label`), and the
+//! run ends with what share of each intent the box finished without a person ([`report`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,6 +28,8 @@ use casegraph::api::requests::RequestBody;
 use casegraph::backoffice::SimulatedBackOffice;
 use casegraph::config::InferenceOptions;
 
+use super::report;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// JSON-lines file of requests (`-` for standard input).
@@ -42,6 +47,11 @@ pub struct Args {
     /// Intent models directory; default: the shipped `models/`.
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// Every line carries its true intent as `label`; print per intent and overall the
+    /// share finished without a person, handed to a person, waiting for the customer, and
+    /// finished by the workflow of a different intent.
+    #[arg(long)]
+    pub report: bool,
 }
 
 /// One input line: a request exactly as `POST /v1/requests` takes it (the same type, the
@@ -49,6 +59,8 @@ pub struct Args {
 struct RequestLine {
     body: RequestBody,
     given: Option<Given>,
+    /// The true intent, for `--report`.
+    label: Option<String>,
     /// The customer's later answers, one per question the case asks, in order.
     answers: Vec<LineAnswer>,
 }
@@ -90,6 +102,11 @@ impl RequestLine {
     /// Parses and checks one line; the error says what is wrong with it.
     fn parse(text: &str) -> Result<RequestLine, String> {
         let mut map: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let label = match map.remove("label") {
+            None => None,
+            Some(Value::String(l)) if !l.is_empty() && l.len() <= 100 => Some(l),
+            Some(_) => return Err("`label` must be an intent name (text of 1 to 100 bytes)".into()),
+        };
         let given: Map<String, Value> = ["intent", "confidence", "out_of_scope"]
             .into_iter()
             .filter_map(|k| map.remove_entry(k))
@@ -121,6 +138,7 @@ impl RequestLine {
         Ok(RequestLine {
             body,
             given,
+            label,
             answers,
         })
     }
@@ -179,6 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut rows = Vec::new();
+    let mut entries = Vec::new();
     let mut rejected = 0usize;
     for (i, text) in lines.iter().enumerate() {
         progress.inc(1);
@@ -187,6 +206,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         let line = match RequestLine::parse(text) {
+            Ok(l) if args.report && l.label.is_none() => {
+                progress.suspend(|| {
+                    eprintln!(
+                        "{}:{line_no}: rejected: `label` (the true intent) is required with --report",
+                        args.input.display()
+                    )
+                });
+                rejected += 1;
+                continue;
+            }
             Ok(l) => l,
             Err(e) => {
                 progress.suspend(|| eprintln!("{}:{line_no}: rejected: {e}", args.input.display()));
@@ -235,6 +264,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let mut record = json!({ "line": line_no, "case_id": case_id,
                                  "classification": classification.to_json() });
+        let label = line.label.clone().unwrap_or_default();
+        let mut entry = report::Entry::handed_over(&label, &row.language);
         let exec = Executor::new(&rules, &clock, &backoffice);
         let pipeline = Pipeline {
             catalog: &catalog,
@@ -306,6 +337,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             (_, _, Some(error)) => error.clone(),
                             _ => String::new(),
                         };
+                        entry = report::Entry::from_case(&label, &row.language, &workflow, &case);
                         record["case"] = serde_json::to_value(&case)?;
                     }
                 }
@@ -315,9 +347,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "{record}")?;
         }
         rows.push(row);
+        entries.push(entry);
     }
     progress.finish_and_clear();
     print_report(&rows, rejected, args.verbose);
+    if args.report {
+        report::print(&entries);
+    }
     // Failed cases are outcomes and are reported; malformed input lines make the run fail.
     Ok(if rejected == 0 {
         ExitCode::SUCCESS

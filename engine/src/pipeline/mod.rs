@@ -99,9 +99,13 @@ impl Pipeline<'_> {
             node: "routing",
             now,
         };
-        self.catalog
-            .routing
-            .route(self.rules, &ctx, &input(subject), self.catalog.intent_map())
+        self.catalog.routing.route(
+            self.rules,
+            &ctx,
+            &input(subject),
+            self.catalog.intent_map(),
+            self.catalog.risk_map(),
+        )
     }
 
     /// Routes the classified request and starts what routing chose, on `exec` (whose

@@ -288,6 +288,8 @@ impl Runner {
         seg.rec.route = Some(Route::Workflow {
             workflow: wf.id.clone(),
             rule: format!("reviewer {}", completion.by),
+            risk: Some(wf.risk),
+            threshold: None,
         });
         self.start_workflow(seg, &wf, &request, &classification)
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Code, Diagnostic, Diagnostics, Workflow, compile_dir};
+use super::{Code, Diagnostic, Diagnostics, Risk, Workflow, compile_dir};
 use crate::routing::Routing;
 use crate::rules::Rules;
 
@@ -14,6 +14,8 @@ pub struct Catalog {
     pub dir: PathBuf,
     workflows: BTreeMap<String, Arc<Workflow>>,
     by_intent: BTreeMap<String, String>,
+    /// Intent → the risk class of the workflow serving it, as routing sees it.
+    risks: BTreeMap<String, Risk>,
     pub routing: Routing,
 }
 
@@ -57,12 +59,25 @@ impl Catalog {
             }
         };
         match routing {
-            Some(routing) if diags.is_empty() => Ok(Catalog {
-                dir: dir.to_path_buf(),
-                workflows,
-                by_intent: by_intent.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-                routing,
-            }),
+            Some(routing) if diags.is_empty() => {
+                let by_intent: BTreeMap<String, String> =
+                    by_intent.into_iter().map(|(k, (v, _))| (k, v)).collect();
+                let risks = by_intent
+                    .iter()
+                    .filter_map(|(intent, id)| {
+                        workflows
+                            .get(id)
+                            .map(|w: &Arc<Workflow>| (intent.clone(), w.risk))
+                    })
+                    .collect();
+                Ok(Catalog {
+                    dir: dir.to_path_buf(),
+                    workflows,
+                    by_intent,
+                    risks,
+                    routing,
+                })
+            }
             _ => Err(Diagnostics(diags)),
         }
     }
@@ -80,6 +95,11 @@ impl Catalog {
         self.by_intent
             .get(intent)
             .and_then(|id| self.workflows.get(id))
+    }
+
+    /// Intent → risk class of its workflow, as the routing policy sees it.
+    pub fn risk_map(&self) -> &BTreeMap<String, Risk> {
+        &self.risks
     }
 
     /// Intent → workflow id, as the routing policy sees it.

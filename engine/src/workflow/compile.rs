@@ -13,7 +13,9 @@ use sha2::Digest as _;
 
 use super::compiler::Compiler;
 use super::def::{self, LimitsDef, NodeDef, Replies};
-use super::{Code, Diagnostic, Edge, Node, Step, Workflow, check, nodes, template_key};
+use super::{
+    Code, Diagnostic, Edge, Node, Risk, Step, Workflow, check, knowledge, nodes, template_key,
+};
 use crate::rules::Rules;
 use crate::yaml::{self, line_of, pos};
 
@@ -45,6 +47,8 @@ struct Top {
     input_schema: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
     limits: Option<LimitsDef>,
+    risk: Option<Spanned<String>>,
+    knowledge: Option<Spanned<String>>,
     replies: Replies,
     nodes: Vec<(Spanned<String>, Option<NodeDef>)>,
 }
@@ -70,8 +74,36 @@ impl Compiler<'_> {
         };
 
         let input_schema = self.input_schema(top.input_schema.as_ref());
-        let templates = self.templates(&top.replies, &languages);
-        let (graph, index) = self.build_graph(&top, &templates_names(&top.replies));
+        let mut templates = self.templates(&top.replies, &languages);
+        let knowledge = top.knowledge.as_ref().and_then(|name| {
+            let mut spare;
+            let env = match templates.as_mut() {
+                Some(env) => env,
+                None => {
+                    spare = crate::rules::template::environment(self.rules.limits());
+                    &mut spare
+                }
+            };
+            self.knowledge(name, &top.intents, &languages, env)
+        });
+        let mut names = templates_names(&top.replies);
+        if let Some(name) = &top.knowledge {
+            if let Some((defined, _)) = top
+                .replies
+                .iter()
+                .find(|(n, _)| n.as_str() == knowledge::TEMPLATE)
+            {
+                let msg = format!(
+                    "reply template `{}` is reserved for answers from the knowledge base `{}`; rename it",
+                    knowledge::TEMPLATE,
+                    name.as_str()
+                );
+                self.diag(Code::Template, line_of(defined), msg);
+            }
+            names.insert(knowledge::TEMPLATE);
+        }
+        let risk = self.risk(top.risk.as_ref());
+        let (graph, index) = self.build_graph(&top, &names);
         let start = self.start(&top, &index);
         if let Some(start) = start
             && !self.edges_incomplete
@@ -89,6 +121,8 @@ impl Compiler<'_> {
             digest,
             intents: top.intents.iter().map(|i| i.to_string()).collect(),
             languages,
+            risk,
+            knowledge,
             max_steps,
             dir: self.dir.clone(),
             graph,
@@ -151,6 +185,25 @@ impl Compiler<'_> {
         None
     }
 
+    /// The declared risk class; a workflow that declares none is treated as the strictest,
+    /// `irreversible`, so forgetting it never loosens routing.
+    fn risk(&mut self, risk: Option<&Spanned<String>>) -> Risk {
+        let Some(risk) = risk else {
+            return Risk::Irreversible;
+        };
+        match Risk::parse(risk.as_str()) {
+            Some(r) => r,
+            None => {
+                let msg = format!(
+                    "`risk` is `{}`; expected one of: informational, reversible, irreversible",
+                    risk.as_str()
+                );
+                self.diag(Code::InvalidValue, line_of(risk), msg);
+                Risk::Irreversible
+            }
+        }
+    }
+
     /// `limits.max_steps`, or the default; at least 1.
     fn max_steps(&mut self, top: &Top) -> u32 {
         let max_steps = top
@@ -202,6 +255,8 @@ impl Compiler<'_> {
                 "input_schema" => top.input_schema = read!("`input_schema`"),
                 "start" => top.start = read!("`start`"),
                 "limits" => top.limits = read!("`limits`"),
+                "risk" => top.risk = read!("`risk`"),
+                "knowledge" => top.knowledge = read!("`knowledge`"),
                 "replies" => top.replies = read!("`replies`").unwrap_or_default(),
                 "nodes" => match value.as_mapping() {
                     Some(nodes) => {

@@ -21,6 +21,8 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "input_schema",
     "start",
     "limits",
+    "risk",
+    "knowledge",
     "replies",
     "nodes",
 ];

@@ -13,6 +13,7 @@ mod compile;
 mod compiler;
 pub mod def;
 mod diagram;
+pub mod knowledge;
 pub mod nodes;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ pub use crate::yaml::{MAX_BYTES as MAX_YAML_BYTES, MAX_DEPTH};
 pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagram::Format;
+pub use knowledge::Knowledge;
 pub use nodes::{Step, StepDetails, WaitFor};
 
 /// A compiled, runnable workflow version.
@@ -43,6 +45,11 @@ pub struct Workflow {
     pub digest: String,
     pub intents: Vec<String>,
     pub languages: Vec<String>,
+    /// What a wrong start could do to a customer; routing asks for more confidence the
+    /// higher it is.
+    pub risk: Risk,
+    /// The answers the workflow gives from data, if it declares a knowledge base.
+    pub knowledge: Option<Knowledge>,
     /// Upper bound on node executions per case.
     pub max_steps: u32,
     /// The directory the workflow was loaded from.
@@ -54,6 +61,37 @@ pub struct Workflow {
     pub(crate) templates: minijinja::Environment<'static>,
     /// The sandbox limits the templates were compiled under; renderings are bound by them.
     pub(crate) reply_limits: crate::rules::Limits,
+}
+
+/// A workflow's risk class: what starting it on a misread request could do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Answers a question; changes nothing.
+    Informational,
+    /// Changes something that can be undone (an order, a status, a setting).
+    Reversible,
+    /// Blocks a card, closes an account or moves money.
+    Irreversible,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Informational => "informational",
+            Risk::Reversible => "reversible",
+            Risk::Irreversible => "irreversible",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Risk> {
+        [Risk::Informational, Risk::Reversible, Risk::Irreversible]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
 }
 
 /// A node of the compiled graph.

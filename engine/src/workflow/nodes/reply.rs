@@ -65,13 +65,30 @@ pub(super) fn render(run: &mut Run<'_>, template: &str) -> Result<Value, Failure
         .to_string();
     let reference = crate::reference::of(&case.id);
     let context = json!({ "case": case.data, "case_id": case.id, "reference": reference });
-    match run.wf.render_reply(template, &language, &context) {
+    // `knowledge` answers from the workflow's knowledge base, for the case's intent.
+    let knowledge = (template == crate::workflow::knowledge::TEMPLATE)
+        .then_some(run.wf.knowledge.as_ref())
+        .flatten();
+    let chosen = match knowledge {
+        Some(_) => {
+            let intent = lookup(&case.data, "classification.intent")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            format!("{template}:{intent}")
+        }
+        None => template.to_string(),
+    };
+    match run.wf.render_reply(&chosen, &language, &context) {
         Ok((language, text)) => {
             let text = with_reference(text, &language, &reference);
-            let detail = json!({ "template": template, "language": language,
+            let mut detail = json!({ "template": chosen, "language": language,
                 "text_digest": digest(&json!(text)), "reference": reference });
+            if let Some(k) = knowledge {
+                detail["knowledge_version"] = json!(k.version);
+                detail["knowledge_digest"] = json!(k.digest);
+            }
             case.reply = Some(Reply {
-                template: template.to_string(),
+                template: chosen,
                 language,
                 text,
             });
@@ -79,7 +96,7 @@ pub(super) fn render(run: &mut Run<'_>, template: &str) -> Result<Value, Failure
         }
         Err(e) => {
             let at = format!(
-                "{}: node `{}`, case `{}`: reply template `{template}` failed",
+                "{}: node `{}`, case `{}`: reply template `{chosen}` failed",
                 run.wf.dir.join("workflow.yaml").display(),
                 run.node.id,
                 case.id
