@@ -80,6 +80,7 @@ export async function render(view) {
       h('div', { class: 'panel', 'data-testid': 'status-cases' }, h('h2', {}, t('status.bystatus')),
         hbars(Object.entries(st.cases.by_status), 'cases-by-status'),
         h('p', { class: 'muted' }, `Σ ${st.cases.total}`))),
+    automation(st.cases.automation),
     h('div', { class: 'grid2' },
       h('div', { class: 'panel', 'data-testid': 'status-confidence' }, h('h2', {}, t('status.confidence')),
         h('p', { class: 'help' }, t('status.confidence.help')), barChart(confidenceBands(metrics), 'confidence-chart')),
@@ -107,4 +108,23 @@ export async function render(view) {
   };
   refresh.addEventListener('click', () => load().catch((e) => showError(body, e)));
   await load();
+}
+
+// How the stored cases of each intent were handled: the share finished without a person,
+// the box's automation rate ("all" first, then the intents with the most cases).
+function automation(by) {
+  const rows = Object.entries(by || {});
+  if (!rows.length) return null;
+  const total = (a) => a.without_person + a.with_person + a.waiting_for_customer + a.failed;
+  const pct = (n, a) => (total(a) ? `${((100 * n) / total(a)).toFixed(1)} %` : '–');
+  rows.sort(([i, a], [j, b]) => (i === 'all' ? -1 : j === 'all' ? 1 : total(b) - total(a)));
+  return h('div', { class: 'panel', 'data-testid': 'status-automation' }, h('h2', {}, t('status.automation')),
+    h('p', { class: 'help' }, t('status.automation.help')),
+    h('table', {},
+      h('tr', {}, ['status.automation.intent', 'status.automation.cases', 'status.automation.without', 'status.automation.with', 'status.automation.customer', 'status.automation.failed']
+        .map((k) => h('th', {}, t(k)))),
+      rows.slice(0, 25).map(([intent, a]) => h('tr', { 'data-testid': 'automation-row', 'data-intent': intent },
+        h('td', {}, h('code', {}, intent)), h('td', {}, String(total(a))),
+        h('td', {}, h('strong', {}, pct(a.without_person, a))), h('td', {}, pct(a.with_person, a)),
+        h('td', {}, pct(a.waiting_for_customer, a)), h('td', {}, pct(a.failed, a))))));
 }

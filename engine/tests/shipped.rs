@@ -106,16 +106,23 @@ fn activate(
     casegraph_engine::pipeline::Route,
     casegraph_engine::pipeline::Start,
 ) {
+    use casegraph_engine::customer::History;
     use casegraph_engine::exec::{Executor, ManualClock};
-    use casegraph_engine::pipeline::{Channel, Classification, Pipeline, Request};
+    use casegraph_engine::pipeline::{Channel, Classification, Pipeline, Request, Subject};
     let clock = ManualClock::new("2026-12-06T12:00:00Z".parse().unwrap());
     let exec = Executor::new(rules, &clock, &NoCalls);
     let mut request = Request::text(Channel::Chat, "How do I activate my new card?");
     request.language = Some("en".into());
     let classification = Classification::new(Some(intent.into()), confidence);
-    Pipeline { catalog, rules }
-        .start(&exec, "case-1", &request, &classification)
-        .unwrap()
+    let subject = Subject {
+        request: &request,
+        classification: &classification,
+        customer: &History::default(),
+    };
+    let (decision, start) = Pipeline { catalog, rules }
+        .start(&exec, "case-1", subject)
+        .unwrap();
+    (decision.route, start)
 }
 
 #[test]

@@ -370,6 +370,12 @@ step('box status: an admin sees throughput, queues, cases by status and the conf
   assert.ok(await page.getByTestId('confidence-chart').locator('rect').count() >= 10);
   assert.match(await page.getByTestId('cases-by-status').innerText(), /completed/);
   assert.match(await page.getByTestId('store-size').innerText(), /B/);
+  // The automation rate: the refund the reviewer approved went through a person, the
+  // conversation's refund did not.
+  const all = page.locator('[data-testid="automation-row"][data-intent="all"]');
+  await all.waitFor();
+  const refunds = page.locator('[data-testid="automation-row"][data-intent="request_refund"]');
+  assert.match(await refunds.innerText(), /50\.0 %/, await refunds.innerText());
   await shot(page, '12-box-status');
 });
 

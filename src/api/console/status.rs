@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use casegraph_engine::routing::Route;
+use casegraph_engine::store::{CaseRecord, CaseStatus};
+use casegraph_engine::workflow::Catalog;
 use serde::Serialize;
 
 use super::super::{AppError, AppState, Caller, Json, blocking};
@@ -46,6 +49,49 @@ pub struct CaseCounts {
     pub by_status: BTreeMap<&'static str, u64>,
     /// `(out of scope)` counts cases without an intent.
     pub by_intent: BTreeMap<String, u64>,
+    /// How the cases of each intent were handled (`all`: every intent together).
+    pub automation: BTreeMap<String, Automation>,
+}
+
+/// How the stored cases of one intent were handled: the automation rate of the box.
+#[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct Automation {
+    /// Completed by their workflow without a person: no queue, no human task.
+    pub without_person: u64,
+    /// Finished after a person decided (a queue, a human task, an escalation), or waiting
+    /// for one now.
+    pub with_person: u64,
+    /// Waiting for the customer's answer to a question.
+    pub waiting_for_customer: u64,
+    pub failed: u64,
+}
+
+/// How a stored case was handled, for [`Automation`]: `None` while it is still running.
+fn handled(rec: &CaseRecord, catalog: &Catalog) -> Option<fn(&mut Automation) -> &mut u64> {
+    use casegraph_engine::exec::Waiting;
+    let by_person = matches!(rec.route, Some(Route::Queue { .. }))
+        || rec.queue_task.is_some()
+        || rec.state.as_ref().is_some_and(|s| {
+            // A node where a person decided: a human node of the case's workflow (as the
+            // box serves it now; node ids keep their kind across versions in practice).
+            catalog.get(&s.workflow).is_some_and(|wf| {
+                s.path
+                    .iter()
+                    .any(|n| wf.node(n).is_some_and(|n| n.step.kind() == "human"))
+            })
+        });
+    let waiting = rec.state.as_ref().and_then(|s| s.waiting.as_ref());
+    Some(match rec.status {
+        CaseStatus::Failed => |a| &mut a.failed,
+        CaseStatus::Escalated => |a| &mut a.with_person,
+        CaseStatus::Completed if by_person => |a| &mut a.with_person,
+        CaseStatus::Completed => |a| &mut a.without_person,
+        CaseStatus::Waiting if matches!(waiting, Some(Waiting::Answer { .. })) => {
+            |a| &mut a.waiting_for_customer
+        }
+        CaseStatus::Waiting => |a| &mut a.with_person,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -97,15 +143,18 @@ pub async fn status(
         let now = s.runner.now().as_second();
         let store = s.runner.store();
         let (mut cases, mut throughput) = (CaseCounts::default(), Throughput::default());
+        let catalog = s.runner.catalog();
         store
             .cases()
             .for_each(|r| {
                 cases.total += 1;
                 *cases.by_status.entry(r.status.as_str()).or_default() += 1;
-                *cases
-                    .by_intent
-                    .entry(intent_of(&r).unwrap_or_else(|| "(out of scope)".into()))
-                    .or_default() += 1;
+                let intent = intent_of(&r).unwrap_or_else(|| "(out of scope)".into());
+                if let Some(field) = handled(&r, &catalog) {
+                    *field(cases.automation.entry(intent.clone()).or_default()) += 1;
+                    *field(cases.automation.entry("all".into()).or_default()) += 1;
+                }
+                *cases.by_intent.entry(intent).or_default() += 1;
                 let age = now - r.accepted_at.as_second();
                 if age <= 60 {
                     throughput.accepted_last_minute += 1;
