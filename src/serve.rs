@@ -447,4 +447,16 @@ fn fire_due(cases: &CaseRunner) {
         }
         Err(e) => tracing::error!("timers could not fire: {e}"),
     }
+    // Workflow schedules on the same tick: the first tick after a start catches up on
+    // occurrences missed while the box was off (ADR 0014).
+    match runner.fire_schedules() {
+        Ok(started) => {
+            for id in started {
+                if let Some(status) = cases.process(&id) {
+                    tracing::info!(case = %id, status = status.as_str(), "scheduled case ran");
+                }
+            }
+        }
+        Err(e) => tracing::error!("schedules could not fire: {e}"),
+    }
 }

@@ -8,6 +8,8 @@ mod auth;
 mod cases;
 mod classify;
 mod console;
+mod consents;
+mod events;
 mod error;
 mod openapi;
 pub mod requests;
@@ -91,6 +93,12 @@ pub type AppState = Arc<Inner>;
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/requests", post(requests::create))
+        .route("/v1/events", post(events::create))
+        .route("/v1/customers/{id}/consents", get(consents::list))
+        .route(
+            "/v1/customers/{id}/consents/{purpose}",
+            axum::routing::put(consents::put),
+        )
         .route("/v1/cases/{id}", get(cases::show))
         .route("/v1/cases/{id}/audit", get(cases::audit))
         .route("/v1/tasks", get(tasks::list))

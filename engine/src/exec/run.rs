@@ -47,6 +47,25 @@ impl<'a> Executor<'a> {
         request: Value,
         classification: Value,
     ) -> Result<(Case, Vec<StepRecord>), Error> {
+        self.start_with(
+            workflow,
+            case_id,
+            request,
+            classification,
+            serde_json::Map::new(),
+        )
+    }
+
+    /// [`Executor::start`] with more case data beside `request` and `classification`: what
+    /// started a proactive case (`event` or `schedule`) and the `customer` snapshot.
+    pub fn start_with(
+        &self,
+        workflow: &Workflow,
+        case_id: &str,
+        request: Value,
+        classification: Value,
+        extra: serde_json::Map<String, Value>,
+    ) -> Result<(Case, Vec<StepRecord>), Error> {
         workflow
             .validate_input(&request)
             .map_err(|errors| Error::InvalidInput {
@@ -60,7 +79,13 @@ impl<'a> Executor<'a> {
             workflow_version: workflow.version,
             workflow_digest: workflow.digest.clone(),
             status: Status::Running,
-            data: json!({ "request": request, "classification": classification, "tasks": {} }),
+            data: {
+                let mut data = extra;
+                data.insert("request".into(), request);
+                data.insert("classification".into(), classification);
+                data.insert("tasks".into(), json!({}));
+                Value::Object(data)
+            },
             current: workflow.start().id.clone(),
             waiting: None,
             visits: BTreeMap::new(),

@@ -21,6 +21,10 @@ mod erase;
 mod fail;
 mod notify;
 mod outbox;
+mod proactive;
+mod consent;
+mod event;
+mod schedule;
 mod segment;
 mod start;
 mod task;
@@ -48,7 +52,10 @@ use crate::store::{
 };
 use crate::workflow::{Catalog, Workflow};
 
+pub use consent::{Change as ConsentChange, MAX_HISTORY, MAX_PURPOSES, is_purpose};
 pub use erase::{Erasure, erase_archived, erase_customer};
+pub use event::{CONSENT_CHANGED, EventAccepted, NewEvent};
+pub use schedule::GRACE as SCHEDULE_GRACE;
 pub use triage::{TRIAGE_QUEUE, is_intent_label};
 
 /// A request refused or a failure while handling it.
@@ -90,6 +97,17 @@ pub enum Error {
     InvalidCorrection { task_id: String, reason: String },
     #[error("case `{0}` is busy with earlier work; try again")]
     Busy(String),
+    /// A business event's `(source, id)` was accepted before with another body.
+    #[error("event `{id}` from `{event_source}` was already accepted with a different body")]
+    EventReused { event_source: String, id: String },
+    /// A business event that is well-formed but does not mean anything here.
+    #[error("`{attribute}`: {message}")]
+    InvalidEvent { attribute: String, message: String },
+    #[error("{0}")]
+    InvalidConsent(String),
+    /// A schedule's occurrence could not be handled (its subjects query failed).
+    #[error("{0}")]
+    Schedule(String),
     #[error("workflow version {digest} of case `{case_id}` cannot be loaded: {message}")]
     WorkflowVersion {
         case_id: String,
@@ -345,6 +363,7 @@ impl Runner {
             Trigger::Start => self.on_start(seg),
             Trigger::Task { completion } => self.on_task(seg, completion),
             Trigger::Timer => self.on_timer(seg),
+            Trigger::Proactive { workflow } => self.on_proactive(seg, &workflow),
         })
     }
 

@@ -15,6 +15,7 @@ pub mod records;
 mod redb;
 mod rewrite;
 mod sled;
+mod proactive;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,10 @@ pub use self::sled::SledBackend;
 use crate::audit;
 pub use chain::AuditRecords;
 pub use group::CommitStats;
+pub use proactive::{
+    ConsentChange, ConsentRecord, Consents, Contacts, EventEntry, Events, ScheduleMark, Schedules,
+    Starts,
+};
 pub use records::*;
 pub use rewrite::{Rewritten, rewrite};
 pub use tables::{
@@ -66,10 +71,21 @@ pub enum Table {
     /// case id → [`Notification`]: a final case's `reply_to` notification not yet delivered.
     /// Written in the commit that makes the case final; deleted once delivered or refused.
     Notifications,
+    /// `source \0 id` of a business event → [`EventEntry`]: what the event started.
+    Events,
+    /// `workflow \0 customer pseudonym \0 once key` → case id: a proactive case already
+    /// started for that customer, so the same event or occurrence starts no second one.
+    Starts,
+    /// `customer pseudonym \0 purpose` → [`ConsentRecord`] with its history. Erasable.
+    Consents,
+    /// `customer pseudonym \0 purpose \0 time \0 case id` → empty: a proactive contact.
+    Contacts,
+    /// workflow id → [`ScheduleMark`]: the last occurrence its schedule handled.
+    Schedules,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 18] = [
         Table::Cases,
         Table::Personal,
         Table::CustomerCases,
@@ -83,6 +99,11 @@ impl Table {
         Table::AuditByCase,
         Table::Meta,
         Table::Notifications,
+        Table::Events,
+        Table::Starts,
+        Table::Consents,
+        Table::Contacts,
+        Table::Schedules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +121,11 @@ impl Table {
             Table::AuditByCase => "audit_by_case",
             Table::Meta => "meta",
             Table::Notifications => "notifications",
+            Table::Events => "events",
+            Table::Starts => "starts",
+            Table::Consents => "consents",
+            Table::Contacts => "contacts",
+            Table::Schedules => "schedules",
         }
     }
 }

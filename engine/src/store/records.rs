@@ -72,6 +72,9 @@ pub enum Trigger {
     Task { completion: TaskCompletion },
     /// The case's timer or SLA came due.
     Timer,
+    /// Start `workflow` for a business event or a schedule occurrence (no classification,
+    /// no routing: the workflow's trigger chose it).
+    Proactive { workflow: String },
 }
 
 /// A trigger and the clock time its segment runs at. Replaying a segment after a crash uses

@@ -12,7 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use sha2::Digest as _;
 
 use super::compiler::Compiler;
-use super::def::{self, LimitsDef, NodeDef, Replies};
+use super::def::{self, LimitsDef, NodeDef, Replies, TriggersDef};
 use super::{Code, Diagnostic, Edge, Node, Step, Workflow, check, nodes, template_key};
 use crate::rules::Rules;
 use crate::yaml::{self, line_of, pos};
@@ -41,6 +41,8 @@ struct Top {
     version: Option<Spanned<u32>>,
     title: Option<String>,
     intents: Vec<Spanned<String>>,
+    /// `triggers:` and the line it starts on.
+    triggers: Option<(TriggersDef, usize)>,
     languages: Vec<Spanned<String>>,
     input_schema: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
@@ -78,7 +80,11 @@ impl Compiler<'_> {
         {
             let problems = check::graph(&graph, start, &self.file);
             self.diags.extend(problems);
+            if let Some((_, line)) = &top.triggers {
+                self.check_consent(&graph, start, *line);
+            }
         }
+        let triggers = self.triggers(top.triggers.as_ref().map(|(t, _)| t));
         let max_steps = self.max_steps(&top);
 
         let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
@@ -88,6 +94,7 @@ impl Compiler<'_> {
             title: top.title,
             digest,
             intents: top.intents.iter().map(|i| i.to_string()).collect(),
+            triggers,
             languages,
             max_steps,
             dir: self.dir.clone(),
@@ -121,11 +128,11 @@ impl Compiler<'_> {
                 self.diag(Code::InvalidValue, line_of(id), msg);
             }
         }
-        if top.intents.is_empty() && top.id.is_some() {
+        if top.intents.is_empty() && top.triggers.is_none() && top.id.is_some() {
             self.diag(
                 Code::MissingField,
                 1,
-                "`intents` must name at least one intent",
+                "`intents` must name at least one intent (or `triggers` what starts the workflow)",
             );
         }
         let mut seen_intents = HashSet::new();
@@ -198,6 +205,7 @@ impl Compiler<'_> {
                     let _: Option<String> = read!("`description`");
                 }
                 "intents" => top.intents = read!("`intents`").unwrap_or_default(),
+                "triggers" => top.triggers = read!("`triggers`").map(|t| (t, line)),
                 "languages" => top.languages = read!("`languages`").unwrap_or_default(),
                 "input_schema" => top.input_schema = read!("`input_schema`"),
                 "start" => top.start = read!("`start`"),
@@ -236,7 +244,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        for required in ["id", "version", "intents", "start", "nodes"] {
+        for required in ["id", "version", "start", "nodes"] {
             if map.get_node(required).is_none() {
                 self.diag(Code::MissingField, 1, format!("missing field `{required}`"));
             }
@@ -434,7 +442,7 @@ fn templates_names(replies: &Replies) -> HashSet<&str> {
     replies.keys().map(|k| k.as_str()).collect()
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

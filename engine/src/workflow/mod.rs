@@ -14,6 +14,7 @@ mod compiler;
 pub mod def;
 mod diagram;
 pub mod nodes;
+mod triggers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub use catalog::Catalog;
 pub use compile::compile_dir;
 pub use diagram::Format;
 pub use nodes::{Step, StepDetails, WaitFor};
+pub use triggers::{CONTACTING_KINDS, Due, Schedule, Triggers, is_event_type};
 
 /// A compiled, runnable workflow version.
 #[derive(Debug)]
@@ -42,6 +44,8 @@ pub struct Workflow {
     /// sha256 over every file the workflow consists of; identifies the exact version.
     pub digest: String,
     pub intents: Vec<String>,
+    /// Events and the schedule that start the workflow besides its intents.
+    pub triggers: Triggers,
     pub languages: Vec<String>,
     /// Upper bound on node executions per case.
     pub max_steps: u32,
