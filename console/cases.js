@@ -90,7 +90,8 @@ async function caseDetail(view, id) {
       h('dt', {}, t('cases.waiting')), h('dd', {}, c.waiting ? `${c.waiting.kind}${c.waiting.queue ? ` · ${c.waiting.queue}` : ''}` : '–'),
       h('dt', {}, t('cases.outcome')), h('dd', {}, c.outcome || '–'),
       h('dt', {}, t('inbox.pathsofar')), h('dd', {}, (c.path || []).map((p) => h('span', { class: 'chip' }, p))),
-      h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at))),
+      h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at)),
+      ...proactive(c)),
     c.reply ? h('div', {}, h('h3', {}, `${t('cases.reply')} (${c.reply.template}, ${c.reply.language})`),
       h('pre', { class: 'wrap', 'data-testid': 'reply-text' }, c.reply.text ?? t('cases.masked'))) : null,
     c.request ? h('details', {}, h('summary', {}, t('inbox.request')), h('pre', { 'data-testid': 'request-json' }, JSON.stringify(c.request, null, 2))) : null);
@@ -98,6 +99,22 @@ async function caseDetail(view, id) {
   if (!audit) timeline.append(h('p', { class: 'muted' }, t('cases.notimeline')));
   else timeline.append(h('ol', { class: 'timeline', 'data-testid': 'timeline' }, audit.records.map(record)));
   view.append(h('div', { class: 'grid2' }, timeline, summary));
+}
+
+// A case an event or a schedule started: what started it, and the consents it decided on
+// (from the snapshot in its request, so masked for auditors like other personal data).
+function proactive(c) {
+  const r = c.request || {};
+  const started = r.event ? `${r.event.type} · ${r.event.source} · ${r.event.id}`
+    : r.schedule ? `${t('cases.schedule')} ${fmtTime(r.schedule.occurrence)}` : null;
+  if (!started && !['event', 'schedule'].includes(c.channel)) return [];
+  const consents = r.customer && r.customer.consents
+    ? Object.entries(r.customer.consents).map(([p, g]) => h('span', { class: `chip ${g ? 'ok' : 'bad'}`, 'data-testid': 'consent' }, `${p}: ${g ? '✓' : '✗'}`))
+    : [t('cases.masked')];
+  return [
+    h('dt', {}, t('cases.startedby')), h('dd', { 'data-testid': 'started-by' }, started || t('cases.masked')),
+    h('dt', {}, t('cases.consents')), h('dd', {}, consents.length ? consents : '–'),
+  ];
 }
 
 const short = (d) => (typeof d === 'string' ? `${d.slice(0, 10)}…` : '–');

@@ -9,6 +9,7 @@ mod support;
 mod auth;
 mod bundle;
 mod edges;
+mod events;
 mod privacy;
 mod runner;
 mod sandbox;
