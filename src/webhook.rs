@@ -47,12 +47,22 @@ const MAX_TRACKED: usize = 4096;
 /// Entries one sweep reads.
 const SWEEP_BATCH: usize = 512;
 
-/// The notification body for a final case.
+/// The notification body for a final case, or for a case that asks the customer a
+/// question (`status: waiting`, `waiting.kind: answer`): the reply is then the question, and
+/// `reference` what the customer quotes when answering on any channel.
 pub fn body(rec: &CaseRecord, personal: Option<&PersonalRecord>) -> Value {
+    let waiting = rec.state.as_ref().and_then(|s| match &s.waiting {
+        Some(casegraph_engine::exec::Waiting::Answer { node, due, .. }) => {
+            Some(json!({ "kind": "answer", "node": node, "due": due }))
+        }
+        _ => None,
+    });
     json!({
         "case_id": rec.id,
+        "reference": casegraph_engine::reference::of(&rec.id),
         "status": rec.status.as_str(),
         "outcome": rec.state.as_ref().and_then(|s| s.outcome.clone()),
+        "waiting": waiting,
         "reply": personal.and_then(|p| p.reply_text.clone()),
         "updated_at": rec.updated_at,
     })
@@ -168,8 +178,10 @@ struct Sender {
 
 /// What became of one attempt.
 enum Outcome {
-    /// 2xx, a definitive refusal, or nothing left to send: the entry is deleted.
-    Done,
+    /// 2xx, a definitive refusal, or nothing left to send: the entry is deleted, unless a
+    /// newer one (stored at another time, e.g. the final state after a question) took its
+    /// place meanwhile. `None`: whatever entry is there goes.
+    Done(Option<jiff::Timestamp>),
     /// Try again later; the entry stays.
     Retry,
 }
@@ -258,11 +270,11 @@ impl Sender {
     /// One attempt at a notification; reschedules it or forgets it.
     fn attempt(&mut self, id: String) {
         let outcome = self.deliver(&id);
-        if matches!(outcome, Outcome::Done) {
+        if let Outcome::Done(since) = outcome {
             let done = self
                 .runner
                 .upgrade()
-                .map(|r| r.notification_done(&id).map_err(|e| e.to_string()));
+                .map(|r| r.notification_sent(&id, since).map_err(|e| e.to_string()));
             match done {
                 Some(Ok(())) | None => {
                     self.failures.remove(&id);
@@ -286,9 +298,9 @@ impl Sender {
         let Some(runner) = self.runner.upgrade() else {
             return Outcome::Retry;
         };
-        let (url, body) = match prepare(&runner, &self.policy, id) {
+        let (url, body, key, since) = match prepare(&runner, &self.policy, id) {
             Ok(Some(job)) => job,
-            Ok(None) => return Outcome::Done,
+            Ok(None) => return Outcome::Done(None),
             Err(e) => {
                 tracing::error!(case = %id, "cannot read the notification: {e}");
                 return Outcome::Retry;
@@ -300,16 +312,16 @@ impl Sender {
             .agent
             .post(&url)
             .header("Content-Type", "application/json")
-            .header("Idempotency-Key", id)
+            .header("Idempotency-Key", &key)
             .send(body.to_string().as_bytes());
         match result {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(case = %id, "requester notified");
-                Outcome::Done
+                Outcome::Done(Some(since))
             }
             Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
                 tracing::warn!(case = %id, status = r.status().as_u16(), "reply_to refused the notification; not sent again");
-                Outcome::Done
+                Outcome::Done(Some(since))
             }
             Ok(r) => {
                 tracing::warn!(case = %id, status = r.status().as_u16(), "reply_to failed");
@@ -323,14 +335,15 @@ impl Sender {
     }
 }
 
-/// The URL and body of a stored notification; `None` when there is nothing to send (no
+/// The URL, body, idempotency key and stored time of a stored notification: the key is
+/// the case id for a final case (as always), `<case id>:q<millis>` for a question; `None` when there is nothing to send (no
 /// entry any more, the case is gone or erased, the host is no longer allowed or no longer
 /// resolves to an address the box may call).
 fn prepare(
     runner: &Runner,
     policy: &Policy,
     id: &str,
-) -> Result<Option<(String, Value)>, casegraph_engine::runner::Error> {
+) -> Result<Option<(String, Value, String, jiff::Timestamp)>, casegraph_engine::runner::Error> {
     let Some(n) = runner.notification(id)? else {
         return Ok(None);
     };
@@ -349,7 +362,12 @@ fn prepare(
             return Ok(None);
         }
     }
-    Ok(Some((n.url, body(&rec, personal.as_ref()))))
+    let key = if rec.status.is_final() {
+        id.to_string()
+    } else {
+        format!("{id}:q{}", n.since.as_millisecond())
+    };
+    Ok(Some((n.url, body(&rec, personal.as_ref()), key, n.since)))
 }
 
 /// The sender's HTTP client: no redirects (a redirect could lead anywhere), no proxy from

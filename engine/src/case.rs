@@ -67,6 +67,16 @@ pub enum Waiting {
         /// The call attempt to make when the timer fires (retry backoff); `None` for `wait`.
         retry_attempt: Option<u32>,
     },
+    /// The customer's answer to the question an `ask` node sent, or its timeout.
+    Answer {
+        node: String,
+        /// When the question was sent.
+        asked_at: Timestamp,
+        /// When the case takes the node's `on_timeout` edge if nobody answered.
+        due: Timestamp,
+        /// The case reference the question printed.
+        reference: String,
+    },
 }
 
 impl Waiting {
@@ -74,9 +84,27 @@ impl Waiting {
     pub fn due(&self) -> Option<Timestamp> {
         match self {
             Waiting::Task { sla_due, .. } => *sla_due,
-            Waiting::Timer { due, .. } => Some(*due),
+            Waiting::Timer { due, .. } | Waiting::Answer { due, .. } => Some(*due),
         }
     }
+}
+
+/// A customer's answer to an `ask` node, as the case keeps it at `case.answers.<node>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The stored message the answer came as.
+    pub message_id: String,
+    /// Normalized text (OCR'd letters arrive cleaned like a request).
+    pub text: String,
+    /// `form`, `letter` or `chat`: the channel the answer came back on.
+    pub channel: String,
+    #[serde(default)]
+    pub fields: serde_json::Map<String, Value>,
+    pub language: Option<String>,
+    pub received_at: Timestamp,
+    /// The model's reading of the answer (intent, confidence, signals), for rules.
+    #[serde(default)]
+    pub classification: Value,
 }
 
 /// The reply the case produced for the customer.

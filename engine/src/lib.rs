@@ -24,6 +24,7 @@ pub mod files;
 pub mod fixture;
 pub mod intake;
 pub mod pipeline;
+pub mod reference;
 pub mod routing;
 pub mod rules;
 pub mod runner;

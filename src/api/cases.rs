@@ -61,6 +61,15 @@ pub struct CaseView {
     pub masked: bool,
     /// The customer's personal data was erased.
     pub erased: bool,
+    /// The printed case reference (`CG-7K3F-9Q2D`) the customer quotes when answering.
+    pub reference: String,
+    /// The earlier, finished case whose reference the request quoted.
+    pub linked_case: Option<String>,
+    /// The conversation in order: the questions the case sent (`out`) and the customer's
+    /// messages (`in`, with `node` once an `ask` node took it as its answer). `text` and
+    /// `fields` are masked for auditors and gone once erased.
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
 }
 
 /// A case's audit records and whether the box's chain verifies.
@@ -115,6 +124,15 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
             };
             Some(json!({ "kind": "timer", "node": node, "due": due, "reason": reason }))
         }
+        Some(Waiting::Answer {
+            node,
+            due,
+            reference,
+            asked_at,
+        }) => Some(
+            json!({ "kind": "answer", "node": node, "due": due, "reference": reference,
+            "asked_at": asked_at, "reason": { "code": "ask_node", "node": node } }),
+        ),
         None => rec.queue_task.as_ref().map(|t| {
             let queue = match (&rec.route, &rec.queue_reason) {
                 (_, Some(QueueReason::InputInvalid { .. })) => Some(runner::TRIAGE_QUEUE.into()),
@@ -152,7 +170,25 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
         (Some(p), false) => (Some(p.request.clone()), Some(p.data.clone())),
         _ => (None, None),
     };
+    let messages = personal
+        .as_ref()
+        .map(|p| {
+            p.messages
+                .iter()
+                .map(|m| {
+                    json!({ "message_id": m.message_id, "direction": m.direction,
+                        "channel": m.channel, "language": m.language, "at": m.at,
+                        "node": m.node, "via": m.via,
+                        "text": if masked { None } else { Some(&m.text) },
+                        "fields": if masked { None } else { Some(&m.fields) } })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     CaseView {
+        reference: casegraph_engine::reference::of(&rec.id),
+        linked_case: rec.linked_case.clone(),
+        messages,
         case_id: rec.id.clone(),
         status: rec.status.as_str().into(),
         channel: rec.channel.clone(),

@@ -11,6 +11,7 @@ mod console;
 mod consents;
 mod events;
 mod error;
+mod messages;
 mod openapi;
 pub mod requests;
 mod shedding;
@@ -101,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/cases/{id}", get(cases::show))
         .route("/v1/cases/{id}/audit", get(cases::audit))
+        .route("/v1/cases/{id}/messages", post(messages::post))
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route(

@@ -17,6 +17,7 @@ use super::Json;
         super::consents::list,
         super::cases::show,
         super::cases::audit,
+        super::messages::post,
         super::tasks::list,
         super::tasks::complete,
         super::workflows::list,

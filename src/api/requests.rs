@@ -55,6 +55,12 @@ pub struct RequestBody {
     /// URL notified when the case ends; its host and port must be in
     /// `webhooks.allowed_hosts` and resolve to addresses the box may call.
     pub reply_to: Option<String>,
+    /// The case reference (`CG-7K3F-9Q2D`) of a question this request answers. A request
+    /// whose `in_reply_to` or text quotes the reference of a live case of the same
+    /// submitter and customer goes to that case as a message (`attached: true`); one of a
+    /// finished case starts a new case linked to it.
+    #[schema(max_length = 64)]
+    pub in_reply_to: Option<String>,
     /// Free-form context from the sending system. A known `intent` (and `confidence`)
     /// decides the classification only for tokens with the `state_intent` capability;
     /// from others it is kept as `intent_hint` and the model decides.
@@ -70,6 +76,11 @@ pub struct AcceptedBody {
     pub status: String,
     /// The idempotency key was used before with the same body: this is that case.
     pub duplicate: bool,
+    /// The request quoted the reference of a live case of this submitter and customer and
+    /// went to it as a message (`message_id`) instead of starting a new case.
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     #[schema(value_type = Object)]
     pub links: Value,
 }
@@ -115,6 +126,15 @@ impl RequestBody {
         if let Some(url) = &self.reply_to {
             limits::reply_to(url)?;
         }
+        if let Some(r) = &self.in_reply_to
+            && (r.is_empty() || r.len() > 64)
+        {
+            return Err(bad(
+                "in_reply_to",
+                "`in_reply_to` must be a case reference such as CG-7K3F-9Q2D (1–64 characters)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -151,6 +171,7 @@ impl RequestBody {
             fields: self.fields.clone(),
             customer_id: self.customer_id.clone(),
             reply_to: self.reply_to.clone(),
+            in_reply_to: self.in_reply_to.clone(),
             metadata: self.metadata.clone(),
         };
         let language =
@@ -196,7 +217,7 @@ fn stated_intent(state: &AppState, request: &Request) -> Result<(), AppError> {
     Ok(())
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -286,7 +307,7 @@ pub async fn create(
         let r = runner.accept(new);
         drop(permit);
         if let Ok(a) = &r
-            && !a.duplicate
+            && a.run
         {
             slot.send(a.case_id.clone());
         }
@@ -306,7 +327,8 @@ pub async fn create(
         .accept_duration
         .observe(started.elapsed().as_secs_f64());
     if !accepted.duplicate {
-        tracing::info!(case = %accepted.case_id, by = %who.name, "request accepted");
+        tracing::info!(case = %accepted.case_id, by = %who.name,
+            attached = accepted.message_id.is_some(), "request accepted");
     }
     let links = json!({ "case": format!("/v1/cases/{}", accepted.case_id) });
     Ok((
@@ -315,6 +337,8 @@ pub async fn create(
             case_id: accepted.case_id,
             status: "accepted".into(),
             duplicate: accepted.duplicate,
+            attached: accepted.message_id.is_some(),
+            message_id: accepted.message_id,
             links,
         }),
     ))

@@ -31,7 +31,15 @@ fn adds_work(method: &Method, path: &str) -> bool {
                 | "/v1/workflows"
                 | "/v1/console/workflows/check"
                 | "/v1/console/dry-run"
-        ) || (path.starts_with("/v1/console/workflows/") && path.ends_with("/fixtures")))
+        ) || (path.starts_with("/v1/console/workflows/") && path.ends_with("/fixtures"))
+            || is_message(path))
+}
+
+/// `/v1/cases/{id}/messages`: a customer's message adds a case's work like a request.
+fn is_message(path: &str) -> bool {
+    path.strip_prefix("/v1/cases/")
+        .and_then(|rest| rest.strip_suffix("/messages"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// Requests that write to the disk, and which mark refuses them (see [`crate::storage`]).
@@ -40,6 +48,7 @@ fn adds_work(method: &Method, path: &str) -> bool {
 fn writes(method: &Method, path: &str) -> Option<Write> {
     match (method, path) {
         (&Method::POST, "/v1/requests" | "/v1/events") => Some(Write::Intake),
+        (&Method::POST, p) if is_message(p) => Some(Write::Intake),
         (&Method::POST, "/v1/workflows" | "/v1/tokens") => Some(Write::Other),
         _ => None,
     }

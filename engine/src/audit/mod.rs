@@ -35,6 +35,9 @@ pub enum Kind {
     Erased,
     /// The case was resumed after a restart.
     Recovered,
+    /// A message of the conversation: the customer's (`in`: channel, language, text digest,
+    /// how it arrived) or a question the case sent (`out`).
+    Message,
     /// A customer's consent for a purpose changed (pseudonym, purpose, granted, source).
     /// Recorded under `customer:<pseudonym>`.
     ConsentChanged,

@@ -22,7 +22,7 @@ use serde_json::Value;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use run::Executor;
 
-pub use crate::case::{Case, Failure, Reply, Status, Waiting, digest, lookup};
+pub use crate::case::{Answer, Case, Failure, Reply, Status, Waiting, digest, lookup};
 pub use crate::workflow::nodes::{CallError, CallRequest, Connector};
 
 /// Something that moves a waiting case on.
@@ -30,8 +30,10 @@ pub use crate::workflow::nodes::{CallError, CallRequest, Connector};
 pub enum Event {
     /// A reviewer completed the task the case waits for.
     TaskCompleted(TaskCompletion),
-    /// The clock reached the case's due time (timer or SLA).
+    /// The clock reached the case's due time (timer, SLA or an unanswered question).
     TimerFired,
+    /// The customer answered the question the case waits on.
+    Answered(Answer),
 }
 
 /// A reviewer's answer to a human task.

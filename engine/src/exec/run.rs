@@ -229,12 +229,21 @@ impl<'a> Executor<'a> {
                     }
                 })
             }
+            (Waiting::Answer { node, .. }, Event::Answered(answer)) => {
+                Ok(answered(case, node, answer))
+            }
+            (Waiting::Answer { node, due, .. }, Event::TimerFired) => {
+                self.check_due(case, *due, now)?;
+                let detail = json!({ "event": "answer_timeout", "due": due });
+                Ok(Resumption::along(node, Edge::Timeout, detail))
+            }
             (waiting, event) => Err(Error::UnexpectedEvent {
                 case_id: case.id.clone(),
                 waiting: describe(waiting),
                 event: match event {
                     Event::TaskCompleted(t) => format!("a completion of task `{}`", t.task_id),
                     Event::TimerFired => "a timer".into(),
+                    Event::Answered(a) => format!("the answer `{}`", a.message_id),
                 },
             }),
         }
@@ -396,6 +405,29 @@ fn task_completed(case: &mut Case, node: &str, task_id: &str, done: TaskCompleti
     Resumption::along(node, Edge::Decision(decision), detail)
 }
 
+/// Keeps the customer's answer at `case.answers.<node>` (the last answer to a node that
+/// asked twice) and goes along the node's `answer` edge. The step record keeps digests and
+/// the channel, never the text.
+fn answered(case: &mut Case, node: &str, answer: crate::case::Answer) -> Resumption {
+    let detail = json!({
+        "event": "answered", "message_id": answer.message_id, "channel": answer.channel,
+        "text_digest": digest(&json!(answer.text)),
+        "intent": answer.classification.get("intent"),
+    });
+    let answers = case.data.as_object_mut().and_then(|m| {
+        m.entry("answers")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+    });
+    if let Some(answers) = answers {
+        answers.insert(
+            node.to_string(),
+            serde_json::to_value(&answer).unwrap_or(Value::Null),
+        );
+    }
+    Resumption::along(node, Edge::Answer, detail)
+}
+
 /// Counts a node execution against the segment's time budget and the workflow's step
 /// bound, and a first attempt (not a call's retry) as a visit against the node's bound and
 /// on the case's path.
@@ -495,5 +527,6 @@ fn describe(w: &Waiting) -> String {
     match w {
         Waiting::Task { task_id, .. } => format!("task `{task_id}`"),
         Waiting::Timer { due, .. } => format!("a timer due {due}"),
+        Waiting::Answer { node, .. } => format!("the customer's answer to `{node}`"),
     }
 }

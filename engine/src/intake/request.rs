@@ -32,6 +32,10 @@ pub struct Request {
     /// URL notified when the case ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The case reference (`CG-7K3F-9Q2D`) of the question this request answers: the
+    /// request then goes to that case as a message (a reference in the text does too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
     /// Free-form context from the sending system; `intent` (and `confidence`) state a
     /// classification, `intent_hint` records one the sender may not decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +52,7 @@ impl Request {
             fields: Map::new(),
             customer_id: None,
             reply_to: None,
+            in_reply_to: None,
             metadata: None,
         }
     }

@@ -210,6 +210,7 @@ mod tests {
                     data: Value::Null,
                     reply_text: Some("Dear customer".into()),
                     error: None,
+                    messages: Vec::new(),
                 },
             )
             .put_raw(Table::CustomerCases, key(&[&customer, "c-1"]), Vec::new())
@@ -257,6 +258,7 @@ mod tests {
             updated_at: at,
             submitted_by: None,
             reply_to: None,
+            linked_case: None,
         }
     }
 

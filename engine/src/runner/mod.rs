@@ -19,6 +19,7 @@
 
 mod erase;
 mod fail;
+mod message;
 mod notify;
 mod outbox;
 mod proactive;
@@ -55,6 +56,7 @@ use crate::workflow::{Catalog, Workflow};
 pub use consent::{Change as ConsentChange, MAX_HISTORY, MAX_PURPOSES, is_purpose};
 pub use erase::{Erasure, erase_archived, erase_customer};
 pub use event::{CONSENT_CHANGED, EventAccepted, NewEvent};
+pub use message::{MAX_MESSAGES, NewMessage, Posted};
 pub use schedule::GRACE as SCHEDULE_GRACE;
 pub use triage::{TRIAGE_QUEUE, is_intent_label};
 
@@ -97,6 +99,11 @@ pub enum Error {
     InvalidCorrection { task_id: String, reason: String },
     #[error("case `{0}` is busy with earlier work; try again")]
     Busy(String),
+    /// A message for a case that has ended: the customer starts a new request.
+    #[error("case `{case_id}` has ended ({}); a new message starts a new request", status.as_str())]
+    CaseFinished { case_id: String, status: CaseStatus },
+    #[error("case `{case_id}` already holds {limit} messages from the customer")]
+    TooManyMessages { case_id: String, limit: usize },
     /// A business event's `(source, id)` was accepted before with another body.
     #[error("event `{id}` from `{event_source}` was already accepted with a different body")]
     EventReused { event_source: String, id: String },
@@ -131,6 +138,12 @@ pub struct Accepted {
     pub case_id: String,
     /// The idempotency key was seen before with the same request: this is that case.
     pub duplicate: bool,
+    /// The request quoted the reference of a live case and went to it as this message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The case must be run (queued to the workers): a new case, or a message that is the
+    /// answer the case waited for.
+    pub run: bool,
 }
 
 /// Drives cases through workflows, durably.
@@ -216,8 +229,39 @@ impl Runner {
     }
 
     /// Stores the request durably and returns its case id. The case is not run here:
-    /// call [`Runner::process`] (the service's workers do) or [`Runner::recover`].
+    /// call [`Runner::process`] (the service's workers do) or [`Runner::recover`] when
+    /// [`Accepted::run`]. A request that quotes the reference of a live case of the same
+    /// submitter and customer goes to that case as a message (see `message.rs`).
     pub fn accept(&self, new: NewRequest) -> Result<Accepted, Error> {
+        let linked = match self.attach(&new)? {
+            Some(message::Attach::To(case_id)) => {
+                let r = &new.request;
+                let posted = self.post_message(
+                    &case_id,
+                    NewMessage {
+                        channel: r.channel,
+                        text: r.text.clone().unwrap_or_default(),
+                        fields: r.fields.clone(),
+                        language: r.language.clone(),
+                        idempotency_key: new.idempotency_key.clone(),
+                        by: new.submitted_by.clone(),
+                        via: "reference",
+                    },
+                )?;
+                return Ok(Accepted {
+                    case_id,
+                    duplicate: posted.duplicate,
+                    message_id: Some(posted.message_id),
+                    run: posted.triggered,
+                });
+            }
+            Some(message::Attach::Link(case_id)) => Some(case_id),
+            None => None,
+        };
+        self.accept_new(new, linked)
+    }
+
+    fn accept_new(&self, new: NewRequest, linked_case: Option<String>) -> Result<Accepted, Error> {
         let request = new.request.to_json();
         let request_digest = digest(&request);
         let _key_lock = new.idempotency_key.as_deref().map(|k| self.lock(k));
@@ -232,6 +276,8 @@ impl Runner {
                 return Ok(Accepted {
                     case_id: seen.case_id,
                     duplicate: true,
+                    message_id: None,
+                    run: false,
                 });
             }
             return Err(Error::KeyReused {
@@ -269,6 +315,7 @@ impl Runner {
             updated_at: now,
             submitted_by: new.submitted_by.clone(),
             reply_to: new.request.reply_to.clone(),
+            linked_case: linked_case.clone(),
         };
         let mut batch = Batch::new();
         batch
@@ -281,9 +328,11 @@ impl Runner {
                     data: Value::Null,
                     reply_text: None,
                     error: None,
+                    messages: Vec::new(),
                 },
             )
-            .put_raw(Table::Pending, case_id.as_bytes(), Vec::new());
+            .put_raw(Table::Pending, case_id.as_bytes(), Vec::new())
+            .put_reference(&case_id);
         if let Some(c) = &customer {
             batch.put_raw(Table::CustomerCases, key(&[c, &case_id]), Vec::new());
         }
@@ -308,12 +357,15 @@ impl Runner {
                 "customer": customer,
                 "submitted_by": new.submitted_by,
                 "idempotency_key_digest": new.idempotency_key.as_ref().map(|k| digest(&json!(k))),
+                "linked_case": linked_case,
             }),
         ));
         self.store.commit(batch)?;
         Ok(Accepted {
             case_id,
             duplicate: false,
+            message_id: None,
+            run: true,
         })
     }
 
@@ -359,12 +411,30 @@ impl Runner {
     /// the case's status afterwards. Each trigger is handled in its own file; a new trigger
     /// is one more arm here.
     pub fn process(&self, case_id: &str) -> Result<CaseStatus, Error> {
-        self.segment(case_id, |seg, trigger| match trigger {
-            Trigger::Start => self.on_start(seg),
-            Trigger::Task { completion } => self.on_task(seg, completion),
-            Trigger::Timer => self.on_timer(seg),
-            Trigger::Proactive { workflow } => self.on_proactive(seg, &workflow),
-        })
+        // A segment that leaves the case waiting for an answer the customer already sent
+        // stores that message as the next trigger; run it too (bounded: each takes one
+        // message, and a case keeps at most `MAX_MESSAGES`).
+        let mut status;
+        let mut rounds = 0;
+        loop {
+            status = self.segment(case_id, |seg, trigger| match trigger {
+                Trigger::Start => self.on_start(seg),
+                Trigger::Task { completion } => self.on_task(seg, completion),
+                Trigger::Timer => self.on_timer(seg),
+                Trigger::Message { message_id } => self.on_message(seg, &message_id),
+                Trigger::Proactive { workflow } => self.on_proactive(seg, &workflow),
+            })?;
+            rounds += 1;
+            let more = status == CaseStatus::Running
+                && rounds <= MAX_MESSAGES
+                && self
+                    .store
+                    .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
+                    .is_some_and(|r| r.pending.is_some());
+            if !more {
+                return Ok(status);
+            }
+        }
     }
 
     /// Runs the stored work of every case that has some: after a restart, every accepted

@@ -26,6 +26,28 @@ impl Runner {
         Ok(self.store.notifications().count()?)
     }
 
+    /// Forgets a case's notification once the one stored at `since` was delivered (or
+    /// refused for good): under the case's lock, so a newer notification a segment stored
+    /// meanwhile (a case that asked a question, then ended) stays to be sent. `None`
+    /// forgets whatever is stored.
+    pub fn notification_sent(
+        &self,
+        case_id: &str,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<(), Error> {
+        let _lock = self.lock(case_id);
+        if let Some(since) = since
+            && self
+                .store
+                .notifications()
+                .get(case_id)?
+                .is_some_and(|n| n.since != since)
+        {
+            return Ok(());
+        }
+        self.notification_done(case_id)
+    }
+
     /// Forgets a case's notification: delivered, or refused for good.
     pub fn notification_done(&self, case_id: &str) -> Result<(), Error> {
         let mut batch = Batch::new();

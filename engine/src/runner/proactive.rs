@@ -110,6 +110,7 @@ impl Runner {
             updated_at: now,
             submitted_by: Some(by.to_string()),
             reply_to: None,
+            linked_case: None,
         };
         let batch = &mut starting.batch;
         batch
@@ -122,6 +123,7 @@ impl Runner {
                     data: Value::Null,
                     reply_text: None,
                     error: None,
+                    messages: Vec::new(),
                 },
             )
             .mark_pending(&case_id)

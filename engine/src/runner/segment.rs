@@ -74,12 +74,7 @@ impl Runner {
         let personal = self
             .store
             .get_json::<PersonalRecord>(Table::Personal, case_id.as_bytes(), "personal data")?
-            .unwrap_or(PersonalRecord {
-                request: Value::Null,
-                data: Value::Null,
-                reply_text: None,
-                error: None,
-            });
+            .unwrap_or_else(PersonalRecord::empty);
         let clock = ManualClock::new(pending.at);
         let outbox = Outbox {
             store: &self.store,
@@ -116,6 +111,7 @@ impl Runner {
             let what = match event {
                 Event::TaskCompleted(_) => "a task completion",
                 Event::TimerFired => "a timer",
+                Event::Answered(_) => "a customer's answer",
             };
             return Ok(Err(Failure::public(format!(
                 "the stored case is inconsistent: {what} is stored for it, but it has no {missing} to resume"
@@ -146,6 +142,7 @@ impl Runner {
             record_contact(&mut seg);
         }
         follow_waiting(&mut seg);
+        let asked = converse(&mut seg);
         let calls =
             std::mem::take(&mut *seg.outbox.audit.lock().unwrap_or_else(|e| e.into_inner()));
         seg.entries.extend(calls);
@@ -170,12 +167,31 @@ impl Runner {
         for e in entries {
             batch.audit(e);
         }
-        rec.pending = None;
         rec.updated_at = at;
+        // A case that now waits for an answer the customer already sent takes it at once:
+        // the message becomes the next trigger, in this commit (see `message.rs`).
+        rec.pending = match (&rec.state, personal.unanswered_message()) {
+            (Some(state), Some(m))
+                if rec.status == CaseStatus::Waiting
+                    && matches!(state.waiting, Some(Waiting::Answer { .. })) =>
+            {
+                rec.status = CaseStatus::Running;
+                Some(crate::store::Pending {
+                    trigger: Trigger::Message {
+                        message_id: m.message_id.clone(),
+                    },
+                    at,
+                })
+            }
+            _ => None,
+        };
         // Only the segment that makes a case final gets here with a final status (a final
         // case has no stored work), so the notification is stored exactly once, in the same
         // commit: a final case with `reply_to` has either this entry or has been notified.
-        if rec.status.is_final()
+        // A question to the customer is sent the same way (the same entry: a case has one
+        // notification pending at most, and the later one carries the newer state).
+        let asks = asked && rec.pending.is_none();
+        if (rec.status.is_final() || asks)
             && let Some(url) = &rec.reply_to
         {
             batch.put(
@@ -187,8 +203,10 @@ impl Runner {
                 },
             );
         }
+        if rec.pending.is_none() {
+            batch.delete(Table::Pending, case_id.as_bytes());
+        }
         batch
-            .delete(Table::Pending, case_id.as_bytes())
             .put(Table::Personal, case_id.as_bytes(), &personal)
             .put(Table::Cases, case_id.as_bytes(), &rec);
         self.store.commit(batch)?;
@@ -272,6 +290,25 @@ fn record_failure(seg: &mut Segment<'_>, Failure { message, reason }: Failure) {
         state.reason = Some(reason);
         state.waiting = None;
     }
+}
+
+/// The question a case sent in this segment joins its conversation, with its audit record
+/// (the text is in the personal record; the step record of the `ask` node has its digest).
+fn converse(seg: &mut Segment<'_>) -> bool {
+    let Some(q) = super::message::question(seg.waited.as_ref(), &seg.rec, &seg.personal) else {
+        return false;
+    };
+    seg.entries.push(audit::Entry::new(
+        seg.case_id,
+        audit::Kind::Message,
+        q.at,
+        json!({ "direction": "out", "message_id": q.message_id, "node": q.node,
+            "channel": q.channel, "language": q.language,
+            "text_digest": digest(&json!(q.text)), "via": q.via,
+            "reference": crate::reference::of(seg.case_id) }),
+    ));
+    seg.personal.messages.push(q);
+    true
 }
 
 /// Tasks and timers follow the case's new waiting state: the rows of what it waited on go,

@@ -71,6 +71,8 @@ pub enum Table {
     /// case id → [`Notification`]: a final case's `reply_to` notification not yet delivered.
     /// Written in the commit that makes the case final; deleted once delivered or refused.
     Notifications,
+    /// `case reference \0 case id` → empty: the case a quoted reference names.
+    References,
     /// `source \0 id` of a business event → [`EventEntry`]: what the event started.
     Events,
     /// `workflow \0 customer pseudonym \0 once key` → case id: a proactive case already
@@ -85,7 +87,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 19] = [
         Table::Cases,
         Table::Personal,
         Table::CustomerCases,
@@ -99,6 +101,7 @@ impl Table {
         Table::AuditByCase,
         Table::Meta,
         Table::Notifications,
+        Table::References,
         Table::Events,
         Table::Starts,
         Table::Consents,
@@ -121,6 +124,7 @@ impl Table {
             Table::AuditByCase => "audit_by_case",
             Table::Meta => "meta",
             Table::Notifications => "notifications",
+            Table::References => "references",
             Table::Events => "events",
             Table::Starts => "starts",
             Table::Consents => "consents",

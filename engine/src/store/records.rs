@@ -72,6 +72,8 @@ pub enum Trigger {
     Task { completion: TaskCompletion },
     /// The case's timer or SLA came due.
     Timer,
+    /// A customer's message arrived for the question the case waits on.
+    Message { message_id: String },
     /// Start `workflow` for a business event or a schedule occurrence (no classification,
     /// no routing: the workflow's trigger chose it).
     Proactive { workflow: String },
@@ -126,6 +128,9 @@ pub struct CaseRecord {
     pub submitted_by: Option<String>,
     /// Webhook for the outcome, if the submitter gave one.
     pub reply_to: Option<String>,
+    /// The earlier, finished case whose reference the request quoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_case: Option<String>,
 }
 
 /// A case's personal data: the request and the case data scripts work on. Erasable.
@@ -140,6 +145,48 @@ pub struct PersonalRecord {
     /// here, where erasure reaches, and never in the case record or the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The conversation: the questions the case sent and the customer's messages, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Message>,
+}
+
+/// One message of a case's conversation: a question the case sent (`out`) or what the
+/// customer wrote (`in`). Personal data: it lives in the [`PersonalRecord`], so erasure and
+/// archives cover it; the audit trail keeps its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub message_id: String,
+    pub direction: Direction,
+    /// `form`, `letter` or `chat` (`in`); the reply channel (`out`).
+    pub channel: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, Value>,
+    pub language: Option<String>,
+    pub at: Timestamp,
+    /// The `ask` node that asked (`out`) or took the answer (`in`); `None` for a message
+    /// not yet handed to a question.
+    pub node: Option<String>,
+    /// How it arrived: `api` (`POST /v1/cases/{id}/messages`), `reference` (a request
+    /// that quoted the case reference), `question` (sent by the case).
+    pub via: String,
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl PersonalRecord {
+    /// The first customer message no question has taken yet.
+    pub fn unanswered_message(&self) -> Option<&Message> {
+        self.messages
+            .iter()
+            .find(|m| m.direction == Direction::In && m.node.is_none())
+    }
 }
 
 /// Why a case waits in a queue without a workflow. Names rules, workflows and field paths,

@@ -56,6 +56,12 @@ impl Store {
         Outbox(self)
     }
 
+    /// Which cases a printed case reference names (a reference is derived from its case
+    /// id, so two cases may rarely share one).
+    pub fn references(&self) -> References<'_> {
+        References(self)
+    }
+
     /// The submitters' idempotency keys and the cases they point at.
     pub fn idempotency(&self) -> Idempotency<'_> {
         Idempotency(self)
@@ -339,8 +345,48 @@ impl Idempotency<'_> {
     }
 }
 
+/// The `references` table: (case reference, case id) → nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct References<'a>(&'a Store);
+
+impl References<'_> {
+    /// The ids of the cases printed with `reference`, in id order (at most a few).
+    pub fn cases(&self, reference: &str) -> Result<Vec<String>, Error> {
+        let mut prefix = key(&[reference]);
+        prefix.push(0);
+        Ok(self
+            .0
+            .backend
+            .range(Table::References, &prefix, Some(&prefix_end(&prefix)), 16)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// The writes the runner makes by record rather than by table and key.
 impl Batch {
+    /// Indexes case `case_id` under its printed reference.
+    pub fn put_reference(&mut self, case_id: &str) -> &mut Self {
+        let reference = crate::reference::of(case_id);
+        self.put_raw(Table::References, key(&[&reference, case_id]), Vec::new())
+    }
+
+    /// Drops the reference index of case `case_id` (the case left the live store).
+    pub fn delete_reference(&mut self, case_id: &str) -> &mut Self {
+        let reference = crate::reference::of(case_id);
+        self.delete(Table::References, key(&[&reference, case_id]))
+    }
+
     /// Deletes a row a listing found.
     pub fn remove(&mut self, row: Row) -> &mut Self {
         self.delete(row.table, row.key)
@@ -407,6 +453,7 @@ mod tests {
             updated_at: Timestamp::UNIX_EPOCH,
             submitted_by: None,
             reply_to: None,
+            linked_case: None,
         }
     }
 

@@ -147,8 +147,14 @@ pub struct NodeDef {
     pub assert: Option<Spanned<String>>,
     /// checkpoint: case-data paths whose values are recorded (as digests) as evidence.
     pub evidence: Option<Vec<Spanned<String>>>,
-    /// reply: template name from `replies`.
+    /// reply, ask: template name from `replies`.
     pub template: Option<Spanned<String>>,
+    /// ask: the node taken when the customer answers.
+    pub answer: Option<Spanned<String>>,
+    /// ask: how long to wait for the answer (`14d`).
+    pub timeout: Option<Spanned<String>>,
+    /// ask: the node taken when nobody answered in time.
+    pub on_timeout: Option<Spanned<String>>,
     /// end: the outcome of the case.
     pub outcome: Option<Spanned<String>>,
     /// end: final status, `completed` (default) or `escalated`.
@@ -193,6 +199,9 @@ impl NodeDef {
         field!(name);
         field!(assert);
         field!(template);
+        field!(answer);
+        field!(timeout);
+        field!(on_timeout);
         field!(outcome);
         field!(status);
         if let Some(b) = &self.branches {

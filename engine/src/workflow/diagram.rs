@@ -67,7 +67,7 @@ impl Workflow {
         for n in self.nodes() {
             for (edge, to) in self.edges_from(&n.id) {
                 let label = edge_label(edge).replace('"', "#quot;");
-                let arrow = if matches!(edge, Edge::Failure | Edge::Escalation) {
+                let arrow = if matches!(edge, Edge::Failure | Edge::Escalation | Edge::Timeout) {
                     "-.->"
                 } else {
                     "-->"
@@ -95,7 +95,7 @@ impl Workflow {
         }
         for n in self.nodes() {
             for (edge, to) in self.edges_from(&n.id) {
-                let style = if matches!(edge, Edge::Failure | Edge::Escalation) {
+                let style = if matches!(edge, Edge::Failure | Edge::Escalation | Edge::Timeout) {
                     ", style=dashed"
                 } else {
                     ""
@@ -121,5 +121,7 @@ fn edge_label(edge: &Edge) -> String {
         Edge::Failure => "failure".into(),
         Edge::Decision(d) => d.clone(),
         Edge::Escalation => "SLA passed".into(),
+        Edge::Answer => "answered".into(),
+        Edge::Timeout => "no answer".into(),
     }
 }

@@ -91,6 +91,10 @@ pub enum Edge {
     Decision(String),
     /// A human task whose SLA passed.
     Escalation,
+    /// The customer answered an `ask` node's question.
+    Answer,
+    /// Nobody answered an `ask` node's question in time.
+    Timeout,
 }
 
 impl Edge {
@@ -103,6 +107,8 @@ impl Edge {
             Edge::Failure => "on_failure".into(),
             Edge::Decision(d) => format!("decision {d}"),
             Edge::Escalation => "escalate".into(),
+            Edge::Answer => "answer".into(),
+            Edge::Timeout => "on_timeout".into(),
         }
     }
 }

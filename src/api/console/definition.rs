@@ -89,6 +89,8 @@ fn edge_kind(e: &Edge) -> &'static str {
         Edge::Failure => "failure",
         Edge::Decision(_) => "decision",
         Edge::Escalation => "escalation",
+        Edge::Answer => "answer",
+        Edge::Timeout => "timeout",
     }
 }
 

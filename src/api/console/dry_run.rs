@@ -87,6 +87,12 @@ pub enum WaitingView {
         node: String,
         due: String,
     },
+    /// The customer's answer to the question of an `ask` node.
+    Answer {
+        node: String,
+        due: String,
+        reference: String,
+    },
 }
 
 /// The reply the case would send.
@@ -116,6 +122,16 @@ impl RunView {
                 Waiting::Timer { node, due, .. } => WaitingView::Timer {
                     node: node.clone(),
                     due: due.to_string(),
+                },
+                Waiting::Answer {
+                    node,
+                    due,
+                    reference,
+                    ..
+                } => WaitingView::Answer {
+                    node: node.clone(),
+                    due: due.to_string(),
+                    reference: reference.clone(),
                 },
             }),
             outcome: case.outcome.clone(),

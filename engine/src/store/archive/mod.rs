@@ -345,7 +345,8 @@ fn remove_case(store: &Store, r: &Removal, anchor: &audit::Head) -> Result<bool,
     batch
         .delete(Table::Cases, id)
         .delete(Table::Personal, id)
-        .delete(Table::Notifications, id);
+        .delete(Table::Notifications, id)
+        .delete_reference(&r.case.id);
     if let Some(customer) = &r.case.customer {
         batch.delete(Table::CustomerCases, key(&[customer, &r.case.id]));
     }

@@ -36,6 +36,7 @@ fn finished(store: &Store, id: &str, customer: &str, second: i64) {
                 data: json!({ "customer_id": customer }),
                 reply_text: Some("Dear customer".into()),
                 error: None,
+                messages: Vec::new(),
             },
         )
         .put_raw(Table::CustomerCases, key(&[&pseudonym, id]), Vec::new())

@@ -14,6 +14,7 @@
 //! the case (`crate::case`); it never reaches into the executor (`crate::exec`), which sits
 //! above and calls [`Step::run`] once per node execution.
 
+mod ask;
 mod call;
 mod checkpoint;
 mod decision;
@@ -39,6 +40,7 @@ use crate::case::{Case, Failure, Waiting};
 use crate::rules::{Context, Rules, Script};
 use crate::yaml::line_of;
 
+pub use ask::AskDetails;
 pub use call::{CallDetails, CallError, CallRequest, Connector};
 pub use checkpoint::CheckpointDetails;
 pub use end::EndDetails;
@@ -78,6 +80,11 @@ pub enum Step {
     Reply {
         template: String,
     },
+    /// A question to the customer; the answer and the timeout are edges.
+    Ask {
+        template: String,
+        timeout: Duration,
+    },
     End {
         outcome: String,
         escalated: bool,
@@ -99,6 +106,7 @@ pub enum StepDetails {
     WaitUntil(WaitUntilDetails),
     Checkpoint(CheckpointDetails),
     Reply(ReplyDetails),
+    Ask(AskDetails),
     End(EndDetails),
     None(NoDetails),
 }
@@ -139,6 +147,7 @@ pub const KINDS: &[&Kind] = &[
     &wait::KIND,
     &checkpoint::KIND,
     &reply::KIND,
+    &ask::KIND,
     &end::KIND,
 ];
 
@@ -176,6 +185,7 @@ impl Step {
             Step::Wait(_) => &wait::KIND,
             Step::Checkpoint { .. } => &checkpoint::KIND,
             Step::Reply { .. } => &reply::KIND,
+            Step::Ask { .. } => &ask::KIND,
             Step::End { .. } => &end::KIND,
         }
     }
@@ -222,6 +232,7 @@ impl Step {
                 evidence,
             } => checkpoint::run(run, name, assert, evidence),
             Step::Reply { template } => reply::run(run, template),
+            Step::Ask { template, timeout } => ask::run(run, template, *timeout),
             Step::End { outcome, escalated } => end::run(outcome, *escalated),
         }
     }
@@ -240,6 +251,7 @@ impl Step {
             Step::Wait(_) => wait::label(),
             Step::Checkpoint { name, .. } => checkpoint::label(name),
             Step::Reply { template } => reply::label(template),
+            Step::Ask { template, .. } => ask::label(template),
             Step::End { outcome, .. } => end::label(outcome),
         }
     }
@@ -267,6 +279,7 @@ impl Step {
             Step::Wait(wait_for) => wait::details(wait_for),
             Step::Checkpoint { name, evidence, .. } => checkpoint::details(name, evidence),
             Step::Reply { template } => reply::details(template),
+            Step::Ask { template, timeout } => ask::details(template, *timeout),
             Step::End { outcome, escalated } => end::details(outcome, *escalated),
         }
     }
@@ -283,6 +296,7 @@ impl Step {
             | Step::Human { .. }
             | Step::Wait(WaitFor::Duration(_))
             | Step::Reply { .. }
+            | Step::Ask { .. }
             | Step::End { .. } => None,
         }
     }
@@ -504,7 +518,7 @@ mod tests {
         let names = |f: fn(&Kind) -> bool| -> Vec<&str> {
             KINDS.iter().filter(|k| f(k)).map(|k| k.name).collect()
         };
-        assert_eq!(names(|k| k.waits), ["human", "wait"]);
+        assert_eq!(names(|k| k.waits), ["human", "wait", "ask"]);
         assert_eq!(names(|k| k.ends), ["end"]);
     }
 }

@@ -39,21 +39,37 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
 
 /// Renders the reply into `case.reply`; the step record keeps only the text's digest.
 pub(super) fn run(run: &mut Run<'_>, template: &str) -> (Outcome, Option<String>) {
+    match render(run, template) {
+        Ok(detail) => (run.next(Edge::Next, detail), None),
+        Err(failure) => {
+            let detail = Value::Null;
+            (Outcome::Fail { failure, detail }, None)
+        }
+    }
+}
+
+/// Renders `template` in the request's language into `case.reply`, with the case
+/// reference printed below it (what the customer quotes when they answer, on any channel).
+/// Returns the step detail (template, language, the text's digest), or the failure.
+pub(super) fn render(run: &mut Run<'_>, template: &str) -> Result<Value, Failure> {
     let case = &mut *run.case;
     let language = lookup(&case.data, "request.language")
         .and_then(Value::as_str)
         .unwrap_or("en")
         .to_string();
-    let context = json!({ "case": case.data, "case_id": case.id });
+    let reference = crate::reference::of(&case.id);
+    let context = json!({ "case": case.data, "case_id": case.id, "reference": reference });
     match run.wf.render_reply(template, &language, &context) {
         Ok((language, text)) => {
-            let detail = json!({ "template": template, "language": language, "text_digest": digest(&json!(text)) });
+            let text = with_reference(text, &language, &reference);
+            let detail = json!({ "template": template, "language": language,
+                "text_digest": digest(&json!(text)), "reference": reference });
             case.reply = Some(Reply {
                 template: template.to_string(),
                 language,
                 text,
             });
-            (run.next(Edge::Next, detail), None)
+            Ok(detail)
         }
         Err(e) => {
             let at = format!(
@@ -63,17 +79,29 @@ pub(super) fn run(run: &mut Run<'_>, template: &str) -> (Outcome, Option<String>
                 case.id
             );
             // The template engine's message may quote case data; its kind does not.
-            let failure = Failure {
+            Err(Failure {
                 message: format!("{at}: {e}"),
                 reason: format!("{at}: {}", e.kind()),
-            };
-            let outcome = Outcome::Fail {
-                failure,
-                detail: Value::Null,
-            };
-            (outcome, None)
+            })
         }
     }
+}
+
+/// The text with the case reference line below it, unless the template printed it.
+fn with_reference(mut text: String, language: &str, reference: &str) -> String {
+    if text.contains(reference) {
+        return text;
+    }
+    let line = match language {
+        "de" => format!("Vorgangsnummer: {reference} (bitte bei Antworten angeben)"),
+        _ => format!("Case reference: {reference} (please quote it when you reply)"),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&line);
+    text.push('\n');
+    text
 }
 
 pub(super) fn label(template: &str) -> String {
