@@ -868,11 +868,23 @@ fn a_warranty_event_reminds_the_customer_who_consented_and_no_one_else() {
     let done_a = s.wait_case(&case_a, is_final);
     let done_b = s.wait_case(&case_b, is_final);
     assert_eq!(done_a["outcome"], "reminded", "{done_a}");
-    assert!(done_a["reply"]["text"].as_str().unwrap().contains("2027-01-05"), "{done_a}");
+    assert!(
+        done_a["reply"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("2027-01-05"),
+        "{done_a}"
+    );
     assert_eq!(done_b["outcome"], "no_consent", "{done_b}");
-    assert!(done_b["reply"].is_null(), "nothing is sent without consent: {done_b}");
+    assert!(
+        done_b["reply"].is_null(),
+        "nothing is sent without consent: {done_b}"
+    );
     // The case shows the event that started it.
-    assert_eq!(done_a["request"]["event"]["type"], "warranty.expiring", "{done_a}");
+    assert_eq!(
+        done_a["request"]["event"]["type"], "warranty.expiring",
+        "{done_a}"
+    );
 
     // The same event again: the same answer, no new case.
     let again = s.post_event(&crm, &warranty_event("w-1", "K-A", "P-1", "en"));
@@ -883,10 +895,19 @@ fn a_warranty_event_reminds_the_customer_who_consented_and_no_one_else() {
     broken["time"] = json!("yesterday");
     let r = s.post_event(&crm, &broken);
     r.assert_error(422, "invalid_event");
-    assert_eq!(r.json["error"]["details"]["attribute"], "time", "{}", r.text);
+    assert_eq!(
+        r.json["error"]["details"]["attribute"], "time",
+        "{}",
+        r.text
+    );
 
     // The consent with its history, as a reviewer sees it.
-    let consents = s.call("GET", "/v1/customers/K-A/consents", Some(Role::Reviewer), None);
+    let consents = s.call(
+        "GET",
+        "/v1/customers/K-A/consents",
+        Some(Role::Reviewer),
+        None,
+    );
     assert_eq!(consents.status, 200, "{}", consents.text);
     assert_eq!(consents.json["consents"][0]["purpose"], "marketing");
     assert_eq!(consents.json["consents"][0]["current"]["source"], "branch");

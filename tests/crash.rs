@@ -591,7 +591,10 @@ fn a_sigkill_during_a_burst_of_events_loses_no_acknowledged_event() {
             .unwrap();
         assert_eq!(resp.status(), 202);
         let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        assert_eq!(&body["cases"], cases, "event {i} was acknowledged, then lost or changed");
+        assert_eq!(
+            &body["cases"], cases,
+            "event {i} was acknowledged, then lost or changed"
+        );
         let id = cases[0].as_str().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -600,14 +603,21 @@ fn a_sigkill_during_a_burst_of_events_loses_no_acknowledged_event() {
                 .header("Authorization", &format!("Bearer {token}"))
                 .call()
                 .unwrap();
-            assert_eq!(resp.status(), 200, "the case of acknowledged event {i} is missing");
+            assert_eq!(
+                resp.status(),
+                200,
+                "the case of acknowledged event {i} is missing"
+            );
             let case: Value =
                 serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
             if case["status"] == "completed" {
                 assert_eq!(case["outcome"], "no_consent", "{case}");
                 break;
             }
-            assert!(Instant::now() < deadline, "case {id} did not finish: {case}");
+            assert!(
+                Instant::now() < deadline,
+                "case {id} did not finish: {case}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -140,24 +140,43 @@ fn an_event_reminds_only_the_customer_who_consented_and_starts_nothing_twice() {
     assert_eq!(again.cases, a.cases);
     // The same id with another body is refused.
     let other = runner.accept_event(warranty("ev-a", "K-A", "P-9"));
-    assert!(matches!(other, Err(runner::Error::EventReused { .. })), "{other:?}");
+    assert!(
+        matches!(other, Err(runner::Error::EventReused { .. })),
+        "{other:?}"
+    );
     // Another event about the same product starts no second reminder (`once_per`).
-    let same_product = runner.accept_event(warranty("ev-a2", "K-A", "P-1")).unwrap();
+    let same_product = runner
+        .accept_event(warranty("ev-a2", "K-A", "P-1"))
+        .unwrap();
     assert!(same_product.cases.is_empty());
 
     // The reminder was a marketing contact: the next case's snapshot counts it.
-    let next = runner.accept_event(warranty("ev-a3", "K-A", "P-3")).unwrap();
+    let next = runner
+        .accept_event(warranty("ev-a3", "K-A", "P-3"))
+        .unwrap();
     let (_, personal) = runner.case(&next.cases[0]).unwrap().unwrap();
     let contacts = &personal.unwrap().request["customer"]["contacts"]["marketing"];
     assert_eq!(contacts.as_array().map(Vec::len), Some(1), "{contacts}");
 
     // A customer who withdraws consent is not contacted again.
     grant(&runner, "K-A", "marketing", false);
-    let withdrawn = runner.accept_event(warranty("ev-a4", "K-A", "P-4")).unwrap();
+    let withdrawn = runner
+        .accept_event(warranty("ev-a4", "K-A", "P-4"))
+        .unwrap();
     let ran = run(&runner, &withdrawn.cases);
     assert_eq!(ran[0].1.as_deref(), Some("no_consent"));
     let consents = runner.consents("K-A").unwrap();
     assert_eq!(consents[0].history.len(), 1, "the earlier grant is kept");
+
+    // Erasure deletes the customer's consents and contacts; the chain keeps the changes,
+    // pseudonymous.
+    runner.erase_customer("K-A", "dpo").unwrap();
+    assert!(runner.consents("K-A").unwrap().is_empty());
+    let pseudonym = runner.store().pseudonym("K-A");
+    assert!(runner.store().contacts().of(&pseudonym).unwrap().is_empty());
+    let changes = runner.case_audit(&format!("customer:{pseudonym}")).unwrap();
+    assert!(changes.len() >= 2, "{changes:?}");
+    assert!(!serde_json::to_string(&changes).unwrap().contains("K-A"));
 }
 
 #[test]
@@ -174,7 +193,13 @@ fn a_consent_changed_event_changes_the_consent_and_an_event_without_subject_is_n
         data: json!({ "purpose": "marketing", "granted": true }),
         sent_by: "crm".into(),
     };
-    assert!(runner.accept_event(changed.clone()).unwrap().cases.is_empty());
+    assert!(
+        runner
+            .accept_event(changed.clone())
+            .unwrap()
+            .cases
+            .is_empty()
+    );
     assert!(runner.consents("K-C").unwrap()[0].current.granted);
     let bad = runner.accept_event(NewEvent {
         id: "c-2".into(),
@@ -222,20 +247,29 @@ fn a_schedule_fires_at_its_occurrence_and_catches_up_once_after_the_box_was_off(
     let clock = Arc::new(ManualClock::new(ts("2026-12-30T07:00:00Z")));
     let runner = open(dir.path(), crm.clone(), clock.clone());
     grant(&runner, "K-2001", "marketing", true);
-    assert!(runner.fire_schedules().unwrap().is_empty(), "publishing does not fire the past");
+    assert!(
+        runner.fire_schedules().unwrap().is_empty(),
+        "publishing does not fire the past"
+    );
 
     // 09:00:20 Berlin: the occurrence fires once for each customer the CRM names.
     clock.advance_to(ts("2026-12-30T08:00:20Z"));
     let cases = runner.fire_schedules().unwrap();
     assert_eq!(cases.len(), 2);
-    assert_eq!(crm.payloads.lock().unwrap()[0], json!({ "date": "2026-12-30" }));
+    assert_eq!(
+        crm.payloads.lock().unwrap()[0],
+        json!({ "date": "2026-12-30" })
+    );
     let ran = run(&runner, &cases);
     assert_eq!(ran[0].1.as_deref(), Some("greeted"));
     assert!(ran[0].2.as_deref().unwrap().contains("Dear Alex"));
     assert_eq!(ran[1].1.as_deref(), Some("no_consent"));
     assert_eq!(ran[1].2, None);
     clock.advance(SignedDuration::from_mins(1));
-    assert!(runner.fire_schedules().unwrap().is_empty(), "an occurrence runs once");
+    assert!(
+        runner.fire_schedules().unwrap().is_empty(),
+        "an occurrence runs once"
+    );
 
     // The next day's occurrence: still 2026, so nobody is greeted twice (`once_per: year`).
     clock.advance_to(ts("2026-12-31T08:00:05Z"));
@@ -247,7 +281,11 @@ fn a_schedule_fires_at_its_occurrence_and_catches_up_once_after_the_box_was_off(
     clock.advance_to(ts("2027-01-02T15:00:00Z"));
     let runner = open(dir.path(), crm.clone(), clock.clone());
     let caught_up = runner.fire_schedules().unwrap();
-    assert_eq!(crm.queries.load(Ordering::SeqCst), 3, "one catch-up, not one per occurrence");
+    assert_eq!(
+        crm.queries.load(Ordering::SeqCst),
+        3,
+        "one catch-up, not one per occurrence"
+    );
     assert_eq!(caught_up.len(), 2, "a new year: both customers again");
     let (_, personal) = runner.case(&caught_up[0]).unwrap().unwrap();
     assert_eq!(

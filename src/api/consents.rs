@@ -86,10 +86,10 @@ fn customer_id(id: &str) -> Result<(), AppError> {
     if ok {
         Ok(())
     } else {
-        Err(AppError::invalid(
-            "the customer number must be 1–64 letters, digits, `-`, `_` and `.`",
+        Err(
+            AppError::invalid("the customer number must be 1–64 letters, digits, `-`, `_` and `.`")
+                .details(json!({ "field": "id" })),
         )
-        .details(json!({ "field": "id" })))
     }
 }
 

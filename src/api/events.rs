@@ -35,7 +35,10 @@ pub struct EventAcceptedBody {
 
 /// A CloudEvents 1.0 event, structured JSON mode.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-#[allow(dead_code, reason = "documents the body for openapi.json; the handler reads JSON")]
+#[allow(
+    dead_code,
+    reason = "documents the body for openapi.json; the handler reads JSON"
+)]
 pub struct EventBody {
     /// `1.0`.
     pub specversion: String,
@@ -97,7 +100,11 @@ fn parse(headers: &HeaderMap, body: &[u8], sent_by: &str) -> Result<NewEvent, Ap
         )
     })?;
     let Value::Object(map) = &value else {
-        return Err(bad(StatusCode::BAD_REQUEST, "(event)", "an event is a JSON object"));
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "(event)",
+            "an event is a JSON object",
+        ));
     };
     let text = |name: &str, max: usize| -> Result<Option<&str>, AppError> {
         match map.get(name) {

@@ -127,9 +127,9 @@ impl Capability {
     /// The roles the capability means something for.
     pub fn roles(self) -> &'static [Role] {
         match self {
-            Capability::StateIntent
-            | Capability::SendEvents
-            | Capability::ManageConsents => &[Role::Submitter, Role::Admin],
+            Capability::StateIntent | Capability::SendEvents | Capability::ManageConsents => {
+                &[Role::Submitter, Role::Admin]
+            }
         }
     }
 }
@@ -141,7 +141,9 @@ impl std::str::FromStr for Capability {
             .into_iter()
             .find(|c| c.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown capability `{s}`; use state_intent, send_events or manage_consents")
+                format!(
+                    "unknown capability `{s}`; use state_intent, send_events or manage_consents"
+                )
             })
     }
 }

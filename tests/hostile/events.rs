@@ -24,13 +24,17 @@ fn only_tokens_allowed_to_send_events_may_post_them() {
     assert_eq!(r.json["error"]["details"]["capability"], "send_events");
     for role in [Role::Reviewer, Role::Author, Role::Auditor] {
         let token = s.token(role).to_string();
-        s.post_event(&token, &event("e-1")).assert_error(403, "forbidden");
+        s.post_event(&token, &event("e-1"))
+            .assert_error(403, "forbidden");
     }
     let r = s.raw(
         "POST",
         "/v1/events",
         None,
-        Some(("application/cloudevents+json", event("e-1").to_string().into_bytes())),
+        Some((
+            "application/cloudevents+json",
+            event("e-1").to_string().into_bytes(),
+        )),
         &[],
     );
     r.assert_error(401, "unauthorized");
@@ -38,7 +42,12 @@ fn only_tokens_allowed_to_send_events_may_post_them() {
     let sender = s.token_with("products", &["send_events"]);
     let r = s.post_event(&sender, &event("e-1"));
     assert_eq!(r.status, 202, "{}", r.text);
-    assert_eq!(r.json["cases"].as_array().map(Vec::len), Some(1), "{}", r.text);
+    assert_eq!(
+        r.json["cases"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        r.text
+    );
 }
 
 #[test]
@@ -66,14 +75,31 @@ fn malformed_events_are_refused_naming_the_attribute() {
         }
         let r = s.post_event(&sender, &e);
         assert_eq!(r.status, status, "{attribute}: {}", r.text);
-        assert_eq!(r.json["error"]["details"]["attribute"], named, "{attribute}: {}", r.text);
+        assert_eq!(
+            r.json["error"]["details"]["attribute"], named,
+            "{attribute}: {}",
+            r.text
+        );
     }
     // Not JSON, the wrong media type, too large.
-    let r = s.raw("POST", "/v1/events", Some(&sender),
-        Some(("application/cloudevents+json", b"{\"specversion\":".to_vec())), &[]);
+    let r = s.raw(
+        "POST",
+        "/v1/events",
+        Some(&sender),
+        Some((
+            "application/cloudevents+json",
+            b"{\"specversion\":".to_vec(),
+        )),
+        &[],
+    );
     r.assert_error(400, "malformed_json");
-    let r = s.raw("POST", "/v1/events", Some(&sender),
-        Some(("text/plain", event("e-2").to_string().into_bytes())), &[]);
+    let r = s.raw(
+        "POST",
+        "/v1/events",
+        Some(&sender),
+        Some(("text/plain", event("e-2").to_string().into_bytes())),
+        &[],
+    );
     r.assert_error(415, "unsupported_media_type");
     let mut big = event("e-3");
     big["data"]["padding"] = json!("x".repeat(70 * 1024));
@@ -84,7 +110,8 @@ fn malformed_events_are_refused_naming_the_attribute() {
     assert_eq!(first.status, 202, "{}", first.text);
     let mut changed = event("e-4");
     changed["data"]["product_id"] = json!("P-2");
-    s.post_event(&sender, &changed).assert_error(409, "event_reused");
+    s.post_event(&sender, &changed)
+        .assert_error(409, "event_reused");
 }
 
 #[test]
@@ -92,27 +119,62 @@ fn consents_are_recorded_by_allowed_tokens_only_and_masked_for_auditors() {
     let s = Server::start();
     let body = br#"{"granted": true, "source": "app"}"#.to_vec();
     let put = |token: Option<&str>, path: &str, body: &[u8]| {
-        s.raw("PUT", path, token, Some(("application/json", body.to_vec())), &[])
+        s.raw(
+            "PUT",
+            path,
+            token,
+            Some(("application/json", body.to_vec())),
+            &[],
+        )
     };
     let plain = s.token(Role::Submitter).to_string();
     put(Some(&plain), "/v1/customers/K-1/consents/marketing", &body).assert_error(403, "forbidden");
     let reviewer = s.token(Role::Reviewer).to_string();
-    put(Some(&reviewer), "/v1/customers/K-1/consents/marketing", &body).assert_error(403, "forbidden");
+    put(
+        Some(&reviewer),
+        "/v1/customers/K-1/consents/marketing",
+        &body,
+    )
+    .assert_error(403, "forbidden");
     put(None, "/v1/customers/K-1/consents/marketing", &body).assert_error(401, "unauthorized");
     let crm = s.token_with("crm", &["manage_consents"]);
-    put(Some(&crm), "/v1/customers/K-1/consents/Marketing!", &body).assert_error(422, "invalid_request");
-    put(Some(&crm), "/v1/customers/K%201/consents/marketing", &body).assert_error(422, "invalid_request");
-    put(Some(&crm), "/v1/customers/K-1/consents/marketing", br#"{"granted": "yes", "source": "app"}"#)
+    put(Some(&crm), "/v1/customers/K-1/consents/Marketing!", &body)
         .assert_error(422, "invalid_request");
+    put(Some(&crm), "/v1/customers/K%201/consents/marketing", &body)
+        .assert_error(422, "invalid_request");
+    put(
+        Some(&crm),
+        "/v1/customers/K-1/consents/marketing",
+        br#"{"granted": "yes", "source": "app"}"#,
+    )
+    .assert_error(422, "invalid_request");
     let ok = put(Some(&crm), "/v1/customers/K-1/consents/marketing", &body);
     assert_eq!(ok.status, 200, "{}", ok.text);
     // Reading: not for submitters; auditors see states and times, not sources.
-    s.call("GET", "/v1/customers/K-1/consents", Some(Role::Submitter), None)
-        .assert_error(403, "forbidden");
-    let seen = s.call("GET", "/v1/customers/K-1/consents", Some(Role::Auditor), None);
+    s.call(
+        "GET",
+        "/v1/customers/K-1/consents",
+        Some(Role::Submitter),
+        None,
+    )
+    .assert_error(403, "forbidden");
+    let seen = s.call(
+        "GET",
+        "/v1/customers/K-1/consents",
+        Some(Role::Auditor),
+        None,
+    );
     assert_eq!(seen.status, 200, "{}", seen.text);
     assert_eq!(seen.json["masked"], true);
     assert_eq!(seen.json["consents"][0]["granted"], true);
-    assert!(seen.json["consents"][0]["current"]["source"].is_null(), "{}", seen.text);
-    assert!(seen.json["consents"][0]["current"]["by"].is_null(), "{}", seen.text);
+    assert!(
+        seen.json["consents"][0]["current"]["source"].is_null(),
+        "{}",
+        seen.text
+    );
+    assert!(
+        seen.json["consents"][0]["current"]["by"].is_null(),
+        "{}",
+        seen.text
+    );
 }

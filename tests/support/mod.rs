@@ -239,7 +239,8 @@ impl Server {
 
     /// Creates a submitter token with `capabilities` (as admin) and returns its secret.
     pub fn token_with(&self, name: &str, capabilities: &[&str]) -> String {
-        let body = serde_json::json!({ "role": "submitter", "name": name, "capabilities": capabilities });
+        let body =
+            serde_json::json!({ "role": "submitter", "name": name, "capabilities": capabilities });
         let r = self.call("POST", "/v1/tokens", Some(Role::Admin), Some(&body));
         assert_eq!(r.status, 201, "{}", r.text);
         r.json["token"].as_str().unwrap().to_string()

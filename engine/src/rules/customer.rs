@@ -45,7 +45,10 @@ fn consent(purpose: &str) -> bool {
 
 /// How often the customer was contacted for `purpose` in the `days` before now.
 fn contacts(purpose: &str, days: i64, now: Option<Timestamp>) -> i64 {
-    let Some(since) = now.and_then(|n| n.checked_sub(SignedDuration::from_hours(days.max(0).saturating_mul(24))).ok()) else {
+    let Some(since) = now.and_then(|n| {
+        n.checked_sub(SignedDuration::from_hours(days.max(0).saturating_mul(24)))
+            .ok()
+    }) else {
         return 0;
     };
     CUSTOMER.with(|c| {

@@ -45,7 +45,11 @@ pub fn is_purpose(s: &str) -> bool {
 
 impl Runner {
     /// Records a consent change durably and returns the consent as it now stands.
-    pub fn change_consent(&self, customer_id: &str, change: &Change) -> Result<ConsentRecord, Error> {
+    pub fn change_consent(
+        &self,
+        customer_id: &str,
+        change: &Change,
+    ) -> Result<ConsentRecord, Error> {
         let customer = self.store.pseudonym(customer_id);
         let _lock = self.lock(&format!("consent\0{customer}"));
         let mut batch = Batch::new();
@@ -90,19 +94,21 @@ impl Runner {
                 history: Vec::new(),
             },
         };
-        batch.put_consent(&customer, &record).audit(audit::Entry::new(
-            format!("customer:{customer}"),
-            audit::Kind::ConsentChanged,
-            now,
-            json!({
-                "customer": customer,
-                "purpose": record.purpose,
-                "granted": record.current.granted,
-                "source": record.current.source,
-                "at": record.current.at,
-                "by": record.current.by,
-            }),
-        ));
+        batch
+            .put_consent(&customer, &record)
+            .audit(audit::Entry::new(
+                format!("customer:{customer}"),
+                audit::Kind::ConsentChanged,
+                now,
+                json!({
+                    "customer": customer,
+                    "purpose": record.purpose,
+                    "granted": record.current.granted,
+                    "source": record.current.source,
+                    "at": record.current.at,
+                    "by": record.current.by,
+                }),
+            ));
         Ok(record)
     }
 

@@ -89,12 +89,7 @@ impl Runner {
         let mut starting = Starting::new();
         if event.event_type == CONSENT_CHANGED {
             let subject = subject(&event)?;
-            self.change_consent_in(
-                &mut starting.batch,
-                subject,
-                &consent_change(&event)?,
-                now,
-            )?;
+            self.change_consent_in(&mut starting.batch, subject, &consent_change(&event)?, now)?;
         }
         let catalog = self.catalog();
         let triggered: Vec<_> = catalog
@@ -161,7 +156,12 @@ fn consent_change(event: &NewEvent) -> Result<super::consent::Change, Error> {
         .get("purpose")
         .and_then(Value::as_str)
         .filter(|p| super::consent::is_purpose(p))
-        .ok_or_else(|| bad("purpose", "must be a purpose such as `marketing` (lower_snake_case, 1–64 characters)"))?;
+        .ok_or_else(|| {
+            bad(
+                "purpose",
+                "must be a purpose such as `marketing` (lower_snake_case, 1–64 characters)",
+            )
+        })?;
     let granted = event
         .data
         .get("granted")

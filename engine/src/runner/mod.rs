@@ -17,14 +17,14 @@
 //!
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 
+mod consent;
 mod erase;
+mod event;
 mod fail;
 mod message;
 mod notify;
 mod outbox;
 mod proactive;
-mod consent;
-mod event;
 mod schedule;
 mod segment;
 mod start;

@@ -69,7 +69,8 @@ impl Runner {
         now: Timestamp,
     ) -> Result<Option<String>, Error> {
         let customer = self.store.pseudonym(customer_id);
-        let once = once_key(wf, origin);
+        // Stored as a digest: a `once_per` value (a product number) stays out of the keys.
+        let once = exec::digest(&json!(once_key(wf, origin)));
         if !starting.seen.insert(key(&[&wf.id, &customer, &once]))
             || self.store.starts().get(&wf.id, &customer, &once)?.is_some()
         {
@@ -145,7 +146,7 @@ impl Runner {
                     "submitted_by": by,
                     "workflow": wf.id,
                     "started_by": started_by(origin),
-                    "once_key_digest": exec::digest(&json!(once)),
+                    "once_key_digest": once,
                 }),
             ));
         starting.cases.push(case_id.clone());
@@ -205,7 +206,11 @@ impl Runner {
             Err(exec::Error::InvalidInput { workflow, errors }) => {
                 let reason = format!(
                     "the start does not fit the input schema of workflow `{workflow}`: {}",
-                    errors.iter().map(|e| e.reason()).collect::<Vec<_>>().join(", ")
+                    errors
+                        .iter()
+                        .map(|e| e.reason())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 let message = exec::Error::InvalidInput { workflow, errors }.to_string();
                 Err(Failure { message, reason })

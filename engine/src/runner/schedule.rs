@@ -61,7 +61,9 @@ impl Runner {
         let Some(mark) = mark.filter(|m| m.pattern == pattern) else {
             // A schedule seen for the first time (or changed) starts from now: publishing
             // it does not fire the occurrences of the past.
-            starting.batch.put_schedule_mark(&wf.id, &ScheduleMark { pattern, last: now });
+            starting
+                .batch
+                .put_schedule_mark(&wf.id, &ScheduleMark { pattern, last: now });
             self.store.commit(starting.batch)?;
             return Ok(Vec::new());
         };
@@ -197,9 +199,8 @@ struct Subject {
 /// `case.schedule` without the customer's data: the occurrence, its date and year in the
 /// schedule's time zone.
 fn occurrence_origin(schedule: &Schedule, occurrence: Timestamp) -> Origin {
-    let local = occurrence.to_zoned(
-        jiff::tz::TimeZone::get(&schedule.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
-    );
+    let local = occurrence
+        .to_zoned(jiff::tz::TimeZone::get(&schedule.timezone).unwrap_or(jiff::tz::TimeZone::UTC));
     Origin {
         kind: "schedule",
         value: json!({

@@ -260,7 +260,8 @@ fn record_contact(seg: &mut Segment<'_>) {
     ) else {
         return;
     };
-    seg.batch.put_contact(customer, purpose, seg.at, seg.case_id);
+    seg.batch
+        .put_contact(customer, purpose, seg.at, seg.case_id);
     seg.entries.push(audit::Entry::new(
         seg.case_id,
         audit::Kind::Contacted,

@@ -11,11 +11,11 @@
 pub mod archive;
 mod chain;
 mod group;
+mod proactive;
 pub mod records;
 mod redb;
 mod rewrite;
 mod sled;
-mod proactive;
 mod tables;
 
 use std::path::{Path, PathBuf};

@@ -196,7 +196,13 @@ impl Batch {
         self.put(Table::Events, event_key(source, id), entry)
     }
 
-    pub fn put_start(&mut self, workflow: &str, customer: &str, once: &str, case_id: &str) -> &mut Self {
+    pub fn put_start(
+        &mut self,
+        workflow: &str,
+        customer: &str,
+        once: &str,
+        case_id: &str,
+    ) -> &mut Self {
         self.put(Table::Starts, start_key(workflow, customer, once), &case_id)
     }
 
@@ -208,9 +214,19 @@ impl Batch {
         )
     }
 
-    pub fn put_contact(&mut self, customer: &str, purpose: &str, at: Timestamp, case_id: &str) -> &mut Self {
+    pub fn put_contact(
+        &mut self,
+        customer: &str,
+        purpose: &str,
+        at: Timestamp,
+        case_id: &str,
+    ) -> &mut Self {
         let at = at.to_string();
-        self.put_raw(Table::Contacts, key(&[customer, purpose, &at, case_id]), Vec::new())
+        self.put_raw(
+            Table::Contacts,
+            key(&[customer, purpose, &at, case_id]),
+            Vec::new(),
+        )
     }
 
     pub fn put_schedule_mark(&mut self, workflow: &str, mark: &ScheduleMark) -> &mut Self {

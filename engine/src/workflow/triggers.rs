@@ -128,14 +128,18 @@ impl Schedule {
 fn is_consent_check(condition: &str) -> bool {
     static CALL: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"\bconsent\s*\(").expect("pattern compiles"));
-    static NEGATED: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"(!|\bnot\b)\s*\(?\s*consent\s*\(").expect("pattern compiles"));
+    static NEGATED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(!|\bnot\b)\s*\(?\s*consent\s*\(").expect("pattern compiles")
+    });
     CALL.is_match(condition) && !NEGATED.is_match(condition)
 }
 
 /// The shortest path from `start` to a contacting node that passes no consent check, as
 /// node ids, if there is one.
-pub(super) fn unconsented_path(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Option<Vec<String>> {
+pub(super) fn unconsented_path(
+    graph: &DiGraph<Node, Edge>,
+    start: NodeIndex,
+) -> Option<Vec<String>> {
     let mut parent: HashMap<NodeIndex, Option<NodeIndex>> = HashMap::from([(start, None)]);
     let mut queue = VecDeque::from([start]);
     while let Some(ix) = queue.pop_front() {
@@ -189,7 +193,10 @@ impl Compiler<'_> {
         if let Some(p) = &def.purpose
             && !super::compile::is_identifier(p)
         {
-            let msg = format!("`triggers.purpose` `{}` must be lower_snake_case", p.as_str());
+            let msg = format!(
+                "`triggers.purpose` `{}` must be lower_snake_case",
+                p.as_str()
+            );
             self.diag(Code::InvalidValue, line_of(p), msg);
         }
         if let Some(o) = &def.once_per
@@ -261,7 +268,12 @@ impl Compiler<'_> {
     }
 
     /// The consent rule of a triggered workflow, reported at the `triggers` line.
-    pub(super) fn check_consent(&mut self, graph: &DiGraph<Node, Edge>, start: NodeIndex, line: usize) {
+    pub(super) fn check_consent(
+        &mut self,
+        graph: &DiGraph<Node, Edge>,
+        start: NodeIndex,
+        line: usize,
+    ) {
         if let Some(path) = unconsented_path(graph, start) {
             let last = path.last().cloned().unwrap_or_default();
             let msg = format!(
@@ -341,11 +353,19 @@ mod tests {
         let grace = jiff::SignedDuration::from_mins(5);
         let daily = schedule("0 9 * * *", true);
         // On time: the one occurrence runs.
-        let due = daily.due(ts("2026-12-01T07:59:00Z"), ts("2026-12-01T08:00:30Z"), grace);
+        let due = daily.due(
+            ts("2026-12-01T07:59:00Z"),
+            ts("2026-12-01T08:00:30Z"),
+            grace,
+        );
         assert_eq!(due.run, vec![ts("2026-12-01T08:00:00Z")]);
         assert!(due.skipped.is_empty());
         // Off across three occurrences: the latest runs once, the others are skipped.
-        let due = daily.due(ts("2026-12-01T08:00:00Z"), ts("2026-12-04T12:00:00Z"), grace);
+        let due = daily.due(
+            ts("2026-12-01T08:00:00Z"),
+            ts("2026-12-04T12:00:00Z"),
+            grace,
+        );
         assert_eq!(due.run, vec![ts("2026-12-04T08:00:00Z")]);
         assert_eq!(
             due.skipped,
@@ -353,11 +373,19 @@ mod tests {
         );
         // Without catch-up nothing missed runs.
         let strict = schedule("0 9 * * *", false);
-        let due = strict.due(ts("2026-12-01T08:00:00Z"), ts("2026-12-04T12:00:00Z"), grace);
+        let due = strict.due(
+            ts("2026-12-01T08:00:00Z"),
+            ts("2026-12-04T12:00:00Z"),
+            grace,
+        );
         assert!(due.run.is_empty());
         assert_eq!(due.skipped.len(), 3);
         // Nothing due.
-        let due = daily.due(ts("2026-12-01T08:00:00Z"), ts("2026-12-01T09:00:00Z"), grace);
+        let due = daily.due(
+            ts("2026-12-01T08:00:00Z"),
+            ts("2026-12-01T09:00:00Z"),
+            grace,
+        );
         assert_eq!(due, Due::default());
     }
 }
