@@ -86,7 +86,7 @@ impl Runner {
             });
         }
         let now = self.clock.now();
-        let mut starting = Starting::new();
+        let mut starting = Starting::new(&event.sent_by, now);
         if event.event_type == CONSENT_CHANGED {
             let subject = subject(&event)?;
             self.change_consent_in(&mut starting.batch, subject, &consent_change(&event)?, now)?;
@@ -94,7 +94,7 @@ impl Runner {
         let catalog = self.catalog();
         let triggered: Vec<_> = catalog
             .workflows()
-            .filter(|wf| wf.triggers.events.iter().any(|t| *t == event.event_type))
+            .filter(|wf| wf.triggers.events.contains(&event.event_type))
             .cloned()
             .collect();
         if !triggered.is_empty() {
@@ -105,15 +105,7 @@ impl Runner {
                 default_once: format!("event:{}:{}", event.source, event.id),
             };
             for wf in &triggered {
-                self.start_proactive(
-                    &mut starting,
-                    wf,
-                    customer,
-                    event.language(),
-                    &origin,
-                    &event.sent_by,
-                    now,
-                )?;
+                self.start_proactive(&mut starting, wf, customer, event.language(), &origin)?;
             }
         }
         let entry = EventEntry {

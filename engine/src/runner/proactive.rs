@@ -43,14 +43,19 @@ pub(super) struct Starting {
     pub batch: Batch,
     pub cases: Vec<String>,
     seen: HashSet<Vec<u8>>,
+    /// Who starts them (the event's sender, or `schedule`), and when.
+    by: String,
+    now: Timestamp,
 }
 
 impl Starting {
-    pub fn new() -> Self {
+    pub fn new(by: &str, now: Timestamp) -> Self {
         Starting {
             batch: Batch::new(),
             cases: Vec::new(),
             seen: HashSet::new(),
+            by: by.to_string(),
+            now,
         }
     }
 }
@@ -65,9 +70,8 @@ impl Runner {
         customer_id: &str,
         language: &str,
         origin: &Origin,
-        by: &str,
-        now: Timestamp,
     ) -> Result<Option<String>, Error> {
+        let (by, now) = (starting.by.clone(), starting.now);
         let customer = self.store.pseudonym(customer_id);
         // Stored as a digest: a `once_per` value (a product number) stays out of the keys.
         let once = exec::digest(&json!(once_key(wf, origin)));
@@ -109,7 +113,7 @@ impl Runner {
             erased: false,
             accepted_at: now,
             updated_at: now,
-            submitted_by: Some(by.to_string()),
+            submitted_by: Some(by.clone()),
             reply_to: None,
             linked_case: None,
         };

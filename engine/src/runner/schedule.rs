@@ -57,7 +57,7 @@ impl Runner {
         let _lock = self.lock(&format!("schedule\0{}", wf.id));
         let pattern = format!("{} {}", schedule.pattern, schedule.timezone);
         let mark = self.store.schedules().get(&wf.id)?;
-        let mut starting = Starting::new();
+        let mut starting = Starting::new("schedule", now);
         let Some(mark) = mark.filter(|m| m.pattern == pattern) else {
             // A schedule seen for the first time (or changed) starts from now: publishing
             // it does not fire the occurrences of the past.
@@ -85,8 +85,6 @@ impl Runner {
                         value: with_data(&origin.value, s.data),
                         ..origin.clone()
                     },
-                    "schedule",
-                    occurrence,
                 )?;
             }
             ran.push(occurrence);

@@ -159,8 +159,8 @@ pub(super) fn unconsented_path(
             {
                 continue;
             }
-            if !parent.contains_key(&e.target()) {
-                parent.insert(e.target(), Some(ix));
+            if let std::collections::hash_map::Entry::Vacant(v) = parent.entry(e.target()) {
+                v.insert(Some(ix));
                 queue.push_back(e.target());
             }
         }
