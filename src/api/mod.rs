@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use casegraph_engine::classify::Service as ClassifyService;
 use casegraph_engine::runner::Runner;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -96,10 +96,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/requests", post(requests::create))
         .route("/v1/events", post(events::create))
         .route("/v1/customers/{id}/consents", get(consents::list))
-        .route(
-            "/v1/customers/{id}/consents/{purpose}",
-            axum::routing::put(consents::put),
-        )
+        .route("/v1/customers/{id}/consents/{purpose}", put(consents::put))
         .route("/v1/cases/{id}", get(cases::show))
         .route("/v1/cases/{id}/audit", get(cases::audit))
         .route("/v1/cases/{id}/messages", post(messages::post))
