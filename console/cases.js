@@ -90,8 +90,12 @@ async function caseDetail(view, id) {
       h('dt', {}, t('cases.waiting')), h('dd', {}, c.waiting ? `${c.waiting.kind}${c.waiting.queue ? ` · ${c.waiting.queue}` : ''}` : '–'),
       h('dt', {}, t('cases.outcome')), h('dd', {}, c.outcome || '–'),
       h('dt', {}, t('inbox.pathsofar')), h('dd', {}, (c.path || []).map((p) => h('span', { class: 'chip' }, p))),
+      h('dt', {}, t('cases.reference')), h('dd', {}, h('code', { 'data-testid': 'case-reference' }, c.reference || '–')),
+      c.linked_case ? h('dt', {}, t('cases.linked')) : null,
+      c.linked_case ? h('dd', {}, h('a', { href: `#/cases/${encodeURIComponent(c.linked_case)}` }, c.linked_case)) : null,
       h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at)),
       ...proactive(c)),
+    conversation(c.messages),
     c.reply ? h('div', {}, h('h3', {}, `${t('cases.reply')} (${c.reply.template}, ${c.reply.language})`),
       h('pre', { class: 'wrap', 'data-testid': 'reply-text' }, c.reply.text ?? t('cases.masked'))) : null,
     c.request ? h('details', {}, h('summary', {}, t('inbox.request')), h('pre', { 'data-testid': 'request-json' }, JSON.stringify(c.request, null, 2))) : null);
@@ -115,6 +119,19 @@ function proactive(c) {
     h('dt', {}, t('cases.startedby')), h('dd', { 'data-testid': 'started-by' }, started || t('cases.masked')),
     h('dt', {}, t('cases.consents')), h('dd', {}, consents.length ? consents : '–'),
   ];
+}
+
+// The conversation: the questions the case sent and what the customer wrote, on which
+// channel; a customer message no question has taken yet is marked for the reviewer.
+export function conversation(messages) {
+  if (!messages || !messages.length) return null;
+  return h('div', {}, h('h3', {}, t('cases.conversation')),
+    h('ol', { class: 'timeline', 'data-testid': 'conversation' }, messages.map((m) =>
+      h('li', { class: m.direction === 'in' ? 'human' : 'step', 'data-testid': 'message', 'data-direction': m.direction },
+        h('div', { class: 'head' }, `${m.direction === 'in' ? t('cases.msg.in') : t('cases.msg.out')} · ${m.channel}`,
+          h('span', { class: 'muted' }, ` · ${fmtTime(m.at)}${m.node ? ` · ${m.node}` : ''}`),
+          m.direction === 'in' && !m.node ? h('span', { class: 'badge warn', 'data-testid': 'message-pending' }, ` ${t('cases.msg.pending')}`) : null),
+        h('pre', { class: 'wrap' }, m.text ?? t('cases.masked'))))));
 }
 
 const short = (d) => (typeof d === 'string' ? `${d.slice(0, 10)}…` : '–');
@@ -142,6 +159,9 @@ function record(r) {
       break;
     case 'outcome':
       line = `${b.status ?? ''} · ${b.outcome ?? ''}`;
+      break;
+    case 'message':
+      line = `${b.direction === 'in' ? t('cases.msg.in') : t('cases.msg.out')} · ${b.channel ?? ''} · ${b.via ?? ''}${b.node ? ` · ${b.node}` : ''}`;
       break;
     default:
       // Digests and keys are long; the full record is under Detail.

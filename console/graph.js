@@ -12,6 +12,7 @@ export const KINDS = {
   wait: { fill: '#ece4fb', stroke: '#6a45b5' },
   checkpoint: { fill: '#d9f2f4', stroke: '#1f7a83' },
   reply: { fill: '#f1f1f1', stroke: '#666' },
+  ask: { fill: '#fdf0e3', stroke: '#b5651d' },
   end: { fill: '#2f3747', stroke: '#2f3747' },
 };
 
@@ -22,6 +23,8 @@ const EDGE_STYLE = {
   failure: { stroke: '#b3261e', dash: '4 3' },
   decision: { stroke: '#7b4fd0', dash: null },
   escalation: { stroke: '#c56a00', dash: '2 3' },
+  answer: { stroke: '#b5651d', dash: null },
+  timeout: { stroke: '#c56a00', dash: '2 3' },
 };
 
 const RANK_GAP = 130;
@@ -83,6 +86,7 @@ function layout(def) {
 function subtitle(n) {
   if (n.kind === 'end') return `end: ${n.details.outcome}`;
   if (n.kind === 'human') return `human · ${n.details.queue}`;
+  if (n.kind === 'ask') return `ask · ${n.details.question}`;
   return n.kind;
 }
 
@@ -106,6 +110,9 @@ function shape(n, w) {
       return s('polygon', { ...common, points: `${-hw + 12},${-hh} ${hw - 12},${-hh} ${hw},0 ${hw - 12},${hh} ${-hw + 12},${hh} ${-hw},0` });
     case 'reply':
       return s('polygon', { ...common, points: `${-hw + 10},${-hh} ${hw},${-hh} ${hw - 10},${hh} ${-hw},${hh}` });
+    case 'ask':
+      // a speech bubble: the question goes out, the case waits for the answer
+      return s('path', { ...common, d: `M${-hw + 10},${-hh} H${hw - 10} Q${hw},${-hh} ${hw},${-hh + 10} V${hh - 10} Q${hw},${hh} ${hw - 10},${hh} H${-hw + 30} L${-hw + 14},${hh + 10} L${-hw + 18},${hh} H${-hw + 10} Q${-hw},${hh} ${-hw},${hh - 10} V${-hh + 10} Q${-hw},${-hh} ${-hw + 10},${-hh} Z` });
     case 'call':
       return s('g', {},
         s('rect', { ...common, x: -hw, y: -hh, width: w, height: NODE_H, rx: 4 }),
@@ -125,6 +132,8 @@ function edgeLabel(e) {
     case 'next': return '';
     case 'failure': return 'on failure';
     case 'escalation': return 'SLA passed';
+    case 'answer': return 'answered';
+    case 'timeout': return 'no answer';
     default: return e.label;
   }
 }

@@ -5,6 +5,7 @@ import { get, post } from './api.js';
 import { h, clear, fmtTime } from './dom.js';
 import { t } from './i18n.js';
 import { showError } from './app.js';
+import { conversation } from './cases.js';
 
 let chosenQueue = '';
 
@@ -102,6 +103,7 @@ async function openTask(box, task, reload) {
       h('dt', {}, t('try.route')), h('dd', {}, c.route ? `${c.route.workflow || c.route.queue} (${c.route.rule})` : '–'),
       h('dt', {}, t('inbox.pathsofar')), h('dd', {}, (c.path || []).map((p) => h('span', { class: 'chip' }, p)))),
     h('h3', {}, t('inbox.text')), h('pre', { class: 'wrap', 'data-testid': 'task-text' }, c.masked ? t('cases.masked') : (req.text || JSON.stringify(req.fields || {}, null, 2))),
+    conversation(c.messages),
     h('details', {}, h('summary', {}, t('inbox.data')), h('pre', {}, JSON.stringify(c.data, null, 2))),
     form));
 }

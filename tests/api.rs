@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use casegraph::auth::Role;
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, read_request, request_body};
 
 fn refund_letter(amount: &str) -> Value {
     json!({
@@ -706,42 +706,6 @@ fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
     assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
     drop(s);
     let _ = held.join();
-}
-
-/// Reads one HTTP request (headers and a `Content-Length` body) from a connection.
-fn read_request(conn: &mut std::net::TcpStream) -> String {
-    use std::io::Read;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut chunk).unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text
-                .lines()
-                .find_map(|l| {
-                    l.to_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                break;
-            }
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&buf).to_string()
-}
-
-/// The JSON body of a request read by [`read_request`].
-fn request_body(request: &str) -> Value {
-    serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap()
 }
 
 /// `request` is a `reply_to` notification of case `id`: posted to the hook, keyed by the case.

@@ -322,3 +322,56 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn the_question_and_then_the_outcome_reach_reply_to() {
+    use std::io::Write;
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hook.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = hook.accept().unwrap();
+            let request = support::read_request(&mut conn);
+            conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            tx.send(request).unwrap();
+        }
+    });
+    let allowed = addr.clone();
+    let s = Server::start_with(move |c| c.webhooks.allowed_hosts = vec![allowed]);
+    let mut body = letter_without_amount("C-1002320");
+    body["reply_to"] = json!(format!("http://{addr}/hooks/case"));
+    let id = s.submit(&body);
+    let wait = std::time::Duration::from_secs(30);
+    // The question arrives while the case waits, keyed apart from the final notification.
+    let question = rx.recv_timeout(wait).expect("the question was sent");
+    let q = support::request_body(&question);
+    assert_eq!(q["case_id"], id.as_str(), "{q}");
+    assert_eq!(q["status"], "waiting", "{q}");
+    assert_eq!(q["waiting"]["kind"], "answer", "{q}");
+    let reference = q["reference"].as_str().unwrap();
+    assert!(q["reply"].as_str().unwrap().contains(reference), "{q}");
+    assert!(
+        question
+            .to_lowercase()
+            .contains(&format!("idempotency-key: {id}:q")),
+        "{question}"
+    );
+    let r = post_message(
+        &s,
+        &id,
+        Role::Submitter,
+        &json!({"channel": "chat", "text": "Es waren 12,00 EUR"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let end = rx.recv_timeout(wait).expect("the outcome was sent");
+    let e = support::request_body(&end);
+    assert_eq!(e["status"], "completed", "{e}");
+    assert_eq!(e["outcome"], "refunded", "{e}");
+    assert!(
+        end.to_lowercase()
+            .contains(&format!("idempotency-key: {id}\r\n")),
+        "{end}"
+    );
+}

@@ -519,6 +519,175 @@ fn reply_to_notifications_survive_a_sigkill_before_the_receiver_answers() {
     }
 }
 
+/// A refund request that names no amount: the case asks for it and waits.
+fn request_without_amount(i: u64) -> Value {
+    json!({
+        "channel": "chat", "language": "en", "customer_id": format!("C-{:06}", 400_000 + i),
+        "text": "I would like a refund for my cancelled order, please.", "fields": {},
+        "metadata": { "intent": "request_refund", "confidence": 0.97 }
+    })
+}
+
+/// Posts `body` to `path` with a key until the box answers (it may be down between kills);
+/// returns the answer's status and JSON, or `None` once `stop` is set.
+fn post_until(url: &str, path: &str, token: &str, key: &str, body: &Value) -> Option<(u16, Value)> {
+    let agent = agent();
+    let resp = agent
+        .post(&format!("{url}{path}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Idempotency-Key", key)
+        .header("Content-Type", "application/json")
+        .send(body.to_string());
+    let mut resp = resp.ok()?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+#[test]
+fn acknowledged_answers_reach_their_case_exactly_once_across_sigkills() {
+    let kills: usize = std::env::var("CASEGRAPH_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(|k: usize| k.min(100))
+        .unwrap_or(8);
+    let receiver = Receiver::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data: PathBuf = tmp.path().join("data");
+    // Cases that wait for the customer's answer.
+    let server = start_server(&data, "redb", &receiver.url);
+    let token = token(&data);
+    let cases: Vec<String> = (0..40u64)
+        .map(|i| {
+            let (status, body) = post_until(
+                &server.url,
+                "/v1/requests",
+                &token,
+                &format!("req-{i}"),
+                &request_without_amount(i),
+            )
+            .unwrap();
+            assert_eq!(status, 202, "{body}");
+            body["case_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let agent = agent();
+    for id in &cases {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = get_json(&agent, &format!("{}/v1/cases/{id}", server.url), &token);
+            assert_eq!(status, 200);
+            let case: Value = serde_json::from_str(&body).unwrap();
+            if case["waiting"]["kind"] == "answer" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "case {id} never asked: {case}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(server);
+
+    // Answers stream in (two clients race on each one with the same key) while the box is
+    // killed; an answer counts as acknowledged once a 202 reached a client.
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let mut moments = Moments(7);
+    for round in 0..kills {
+        let mut server = start_server(&data, "redb", &receiver.url);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..2)
+            .map(|c| {
+                let (url, token, stop, acked) = (
+                    server.url.clone(),
+                    token.clone(),
+                    stop.clone(),
+                    acked.clone(),
+                );
+                let cases = cases.clone();
+                std::thread::spawn(move || {
+                    for (i, id) in cases.iter().enumerate().skip((round * 5 + c) % cases.len()) {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let body = json!({"channel": "form", "text": "",
+                            "fields": {"amount": format!("{}.00", 10 + i)}});
+                        let path = format!("/v1/cases/{id}/messages");
+                        let Some((status, answer)) =
+                            post_until(&url, &path, &token, &format!("answer-{id}"), &body)
+                        else {
+                            return;
+                        };
+                        if status == 202 {
+                            let m = answer["message_id"].as_str().unwrap().to_string();
+                            let mut acked = acked.lock().unwrap();
+                            let seen = acked.entry(id.clone()).or_insert_with(|| m.clone());
+                            assert_eq!(*seen, m, "one key, one message id");
+                        } else {
+                            // Nothing else may answer a message than 202, or the box being busy.
+                            assert!(matches!(status, 429 | 503), "{status}: {answer}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(moments.next_ms(20, 300)));
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "answers were accepted between the kills");
+
+    // After a last restart every acknowledged answer has reached its case exactly once.
+    let server = start_server(&data, "redb", &receiver.url);
+    for (id, message_id) in &acked {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let case = loop {
+            let (status, body) = get_json(&agent, &format!("{}/v1/cases/{id}", server.url), &token);
+            assert_eq!(status, 200, "case {id} is missing");
+            let case: Value = serde_json::from_str(&body).unwrap();
+            if case["status"] == "completed" {
+                break case;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "case {id} did not take its acknowledged answer: {case}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(case["outcome"], "refunded", "{case}");
+        let answers: Vec<&Value> = case["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "in")
+            .collect();
+        assert_eq!(answers.len(), 1, "case {id}: one answer stored: {case}");
+        assert_eq!(answers[0]["message_id"], message_id.as_str());
+        assert_eq!(answers[0]["node"], "ask_amount");
+        assert_eq!(
+            case["data"]["answers"]["ask_amount"]["message_id"],
+            message_id.as_str()
+        );
+        let booked = receiver
+            .ledger
+            .calls
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(&format!("{id}:")))
+            .count();
+        assert_eq!(booked, 1, "case {id}: the refund was booked once");
+    }
+    eprintln!(
+        "answers: {kills} kills, {} of {} answers acknowledged, each reached its case once",
+        acked.len(),
+        cases.len()
+    );
+}
+
 /// A warranty event about customer `i`; nobody consented, so each case ends `no_consent`.
 fn warranty_event(i: u64) -> Value {
     json!({

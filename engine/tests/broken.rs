@@ -330,6 +330,45 @@ fn the_same_cycle_through_a_human_compiles() {
 }
 
 #[test]
+fn the_same_cycle_through_a_question_compiles() {
+    compiles(
+        &cycle(
+            "  again: {kind: ask, template: done, answer: route, timeout: 14d, on_timeout: rejected}\n",
+        ),
+        &[],
+    );
+}
+
+#[test]
+fn a_question_without_its_answer_edge_timeout_or_template_names_each() {
+    let yaml = cycle("  again: {kind: ask, template: nothing_like_it, timeout: soon}\n");
+    let (_tmp, dir, diags) = broken(&yaml, &[]);
+    let file = dir.join("workflow.yaml");
+    let at = line(&yaml, "  again:");
+    let missing: Vec<String> = diags
+        .iter()
+        .filter(|d| d.code.as_str() == "missing_field" && d.node.as_deref() == Some("again"))
+        .map(|d| d.message.clone())
+        .collect();
+    assert!(
+        missing.iter().any(|m| m.contains("`answer`")),
+        "{missing:?}"
+    );
+    assert!(
+        missing.iter().any(|m| m.contains("`on_timeout`")),
+        "{missing:?}"
+    );
+    assert!(diags.iter().all(|d| d.file == file), "{diags:?}");
+    assert!(diags.iter().any(|d| d.line == at), "{diags:?}");
+    let all: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains("`soon`") || all.contains("soon"),
+        "the bad timeout is named: {all}"
+    );
+}
+
+#[test]
 fn rhai_script_file_that_does_not_compile() {
     let script = "let amount = 10;\ncase.amount = amount +;\n";
     let (_tmp, dir, diags) = broken(BASE, &[("extract.rhai", script)]);

@@ -152,7 +152,14 @@ fn small_refund_waits_a_day_retries_the_call_and_replies() {
     );
     let reply = case.reply.as_ref().unwrap();
     assert_eq!(reply.language, "de");
-    assert_eq!(reply.text, "Erstattung von 40 gebucht als R-9.");
+    // The printed case reference follows the template's text, in the reply's language.
+    assert_eq!(
+        reply.text,
+        format!(
+            "Erstattung von 40 gebucht als R-9.\nVorgangsnummer: {} (bitte bei Antworten angeben)\n",
+            casegraph_engine::reference::of(&case.id)
+        )
+    );
     let seen = answers.seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(

@@ -97,6 +97,12 @@ struct Args {
     /// a quarter. 0 polls at the fixed interval.
     #[arg(long, default_value_t = 25.0)]
     poll_age_percent: f64,
+    /// Share of the customer questions (cases waiting for an answer of an `ask` node) that
+    /// the customer answers, percent: a poller posts the answer to
+    /// `/v1/cases/{id}/messages` and follows the case on; the rest stay waiting for the
+    /// customer and are no longer followed.
+    #[arg(long, default_value_t = 100.0)]
+    answer_percent: f64,
     /// Server process to read RSS from (`/proc/<pid>/status`).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -132,6 +138,11 @@ struct Shared {
     tasks: AtomicU64,
     /// Accepted cases waiting on a durable timer (not followed further).
     parked: AtomicU64,
+    /// Answers to customer questions posted, and their `202` latency.
+    answers: AtomicU64,
+    answer_accept: Mutex<Latencies>,
+    /// Questions left unanswered (`--answer-percent`; not followed further).
+    unanswered: AtomicU64,
     sending_done: AtomicBool,
     stop: AtomicBool,
     pending: Mutex<Pending>,
@@ -230,7 +241,66 @@ fn next_poll(seen: Instant, accepted: Instant, every: Duration, age_share: f64) 
     seen + every.max((seen - accepted).mul_f64(age_share))
 }
 
-fn poller(shared: &Shared, base: &str, auth: &str, every: Duration, age_share: f64) {
+/// What the customer answers to a shipped question, by the `ask` node that asked.
+fn customer_answer(node: &str, language: &str) -> Value {
+    let de = language == "de";
+    match node {
+        "ask_amount" => json!({"channel": "chat",
+            "text": if de { "Es waren 42,50 EUR" } else { "It was 42.50 EUR" }}),
+        "ask_details" => json!({"channel": "form", "text": "",
+            "fields": {"email": "new.address@example.com"}}),
+        "ask_customer_number" => json!({"channel": "chat", "text": "Kundennummer C-2003457"}),
+        _ => json!({"channel": "chat", "text": if de { "Ja, danke" } else { "Yes, thank you" }}),
+    }
+}
+
+/// Posts the customer's answer to the question case `id` waits on; `false` when the box
+/// did not take it (the case is then polled again).
+fn answer_question(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    base: &str,
+    auth: &str,
+    id: &str,
+    case: &Value,
+) -> bool {
+    let waiting = &case["waiting"];
+    let body = customer_answer(
+        waiting["node"].as_str().unwrap_or(""),
+        case["language"].as_str().unwrap_or("en"),
+    );
+    let key = format!("answer-{id}-{}", waiting["asked_at"].as_str().unwrap_or(""));
+    let sent = Instant::now();
+    let r = agent
+        .post(&format!("{base}/v1/cases/{id}/messages"))
+        .header("Authorization", auth)
+        .header("Idempotency-Key", &key)
+        .header("Content-Type", "application/json")
+        .send(body.to_string());
+    let ok = r.is_ok_and(|resp| resp.status().as_u16() == 202);
+    if ok {
+        lock(&shared.answer_accept).record(sent.elapsed());
+        shared.answers.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+/// Whether the customer of case `id` answers its questions (`percent` of cases, by id).
+fn answers(id: &str, percent: f64) -> bool {
+    let h = id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    ((h % 10_000) as f64) < percent * 100.0
+}
+
+fn poller(
+    shared: &Shared,
+    base: &str,
+    auth: &str,
+    every: Duration,
+    age_share: f64,
+    answer_percent: f64,
+) {
     let agent = agent();
     loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -284,6 +354,16 @@ fn poller(shared: &Shared, base: &str, auth: &str, every: Duration, age_share: f
                     v["outcome"].as_str().unwrap_or("-")
                 );
                 *lock(&shared.outcomes).entry(outcome).or_default() += 1;
+            }
+            // A question to the customer: answered (and followed on), or left waiting.
+            Some(v) if v["status"] == "waiting" && v["waiting"]["kind"] == "answer" => {
+                if !answers(&case.id, answer_percent) {
+                    shared.unanswered.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                answer_question(shared, &agent, base, auth, &case.id, &v);
+                case.next_poll = next_poll(seen, case.accepted, every, age_share);
+                lock(&shared.pending).push(Reverse(case));
             }
             // A durable timer (e.g. days of a retention offer) outlasts any run: the case
             // is counted as parked and no longer followed.
@@ -442,8 +522,9 @@ fn main() -> anyhow::Result<()> {
             let (s, b, a) = (shared.clone(), base.clone(), reviewer_auth.clone());
             let every = Duration::from_millis(args.poll_ms.max(1));
             let age_share = args.poll_age_percent.clamp(0.0, 100.0) / 100.0;
+            let answer_percent = args.answer_percent.clamp(0.0, 100.0);
             followers.push(std::thread::spawn(move || {
-                poller(&s, &b, &a, every, age_share)
+                poller(&s, &b, &a, every, age_share, answer_percent)
             }));
         }
         let seed = args.seed;
@@ -626,6 +707,18 @@ fn main() -> anyhow::Result<()> {
     };
     report["duration_s"] = json!(args.duration);
     report["mix"] = json!(*lock(&shared.kinds));
+    let mut answer_accept = std::mem::take(&mut *lock(&shared.answer_accept));
+    report["customer_answers"] = json!({
+        "posted": shared.answers.load(Ordering::Relaxed),
+        "left_unanswered": shared.unanswered.load(Ordering::Relaxed),
+        "answer_percent": args.answer_percent,
+        "accept_ms": {
+            "p50": answer_accept.quantile_ms(0.5),
+            "p95": answer_accept.quantile_ms(0.95),
+            "p99": answer_accept.quantile_ms(0.99),
+            "max": answer_accept.quantile_ms(1.0),
+        },
+    });
     report["completion_resolution_ms"] = json!(args.poll_ms);
     report["completion_resolution_age_percent"] = json!(args.poll_age_percent);
     println!("{}", stats::table(&report));

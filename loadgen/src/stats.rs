@@ -173,6 +173,26 @@ pub fn table(report: &Value) -> String {
         );
     }
     row(&mut t, "answers by status/code", lines(&report["answers"]));
+    let c = &report["customer_answers"];
+    if !c.is_null() {
+        let a = &c["accept_ms"];
+        row(
+            &mut t,
+            "customer answers posted / left unanswered",
+            format!("{} / {}", s(&c["posted"]), s(&c["left_unanswered"])),
+        );
+        row(
+            &mut t,
+            "customer answer ms p50 / p95 / p99 / max",
+            format!(
+                "{} / {} / {} / {}",
+                s(&a["p50"]),
+                s(&a["p95"]),
+                s(&a["p99"]),
+                s(&a["max"])
+            ),
+        );
+    }
     row(
         &mut t,
         "outcomes (status:outcome)",

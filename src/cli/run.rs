@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use casegraph_engine::classify::{Classification, Service as _, Source};
-use casegraph_engine::exec::{Clock, Executor, ManualClock, SystemClock, Waiting};
+use casegraph_engine::exec::{Answer, Clock, Event, Executor, ManualClock, SystemClock, Waiting};
+use casegraph_engine::intake::Channel;
 use casegraph_engine::pipeline::{self, Pipeline, Received, Start};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Deserialize;
@@ -48,6 +49,26 @@ pub struct Args {
 struct RequestLine {
     body: RequestBody,
     given: Option<Given>,
+    /// The customer's later answers, one per question the case asks, in order.
+    answers: Vec<LineAnswer>,
+}
+
+/// One later answer of the customer on a request line: its text (on the request's
+/// channel), or `{"channel", "text", "fields", "language"}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LineAnswer {
+    Text(String),
+    Message {
+        #[serde(default)]
+        channel: Option<Channel>,
+        #[serde(default)]
+        text: String,
+        #[serde(default)]
+        fields: Map<String, Value>,
+        #[serde(default)]
+        language: Option<String>,
+    },
 }
 
 /// A classification the line states (`intent`, optional `confidence` and `out_of_scope`).
@@ -73,6 +94,14 @@ impl RequestLine {
             .into_iter()
             .filter_map(|k| map.remove_entry(k))
             .collect();
+        let answers: Vec<LineAnswer> = match map.remove("answers") {
+            Some(a) => serde_json::from_value(a).map_err(|e| {
+                format!(
+                    "`answers` must be a list of texts or {{channel, text, fields, language}}: {e}"
+                )
+            })?,
+            None => Vec::new(),
+        };
         let body: RequestBody =
             serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())?;
         body.validate().map_err(|e| e.message)?;
@@ -89,7 +118,11 @@ impl RequestLine {
             }
             Some(g)
         };
-        Ok(RequestLine { body, given })
+        Ok(RequestLine {
+            body,
+            given,
+            answers,
+        })
     }
 
     /// The line's own classification, if it carries one.
@@ -102,6 +135,9 @@ impl RequestLine {
         })
     }
 }
+
+/// How a row's detail starts when its case waits for the customer's answer.
+const FOR_CUSTOMER: &str = "waits for the customer's";
 
 /// What happened to one request.
 struct Row {
@@ -230,12 +266,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         workflow, mut case, ..
                     } => {
                         row.route = workflow.id.clone();
-                        // Timers are fast-forwarded: waits and retry backoffs fire at once.
+                        // Timers are fast-forwarded: waits and retry backoffs fire at once; the
+                        // line's answers answer the case's questions in turn.
                         pipeline::fast_forward(&exec, &clock, &workflow, &mut case, usize::MAX);
+                        let mut answers = line.answers.iter();
+                        while let Some(Waiting::Answer { .. }) = &case.waiting {
+                            let Some(a) = answers.next() else { break };
+                            let answer = customer_answer(a, request, &model, &clock);
+                            if exec
+                                .resume(&workflow, &mut case, Event::Answered(answer))
+                                .is_err()
+                            {
+                                break;
+                            }
+                            pipeline::fast_forward(&exec, &clock, &workflow, &mut case, usize::MAX);
+                        }
                         row.status = case.status.as_str().into();
                         row.detail = match (&case.waiting, &case.outcome, &case.error) {
                             (Some(Waiting::Task { queue, .. }), _, _) => {
                                 format!("waits for a reviewer in `{queue}` at `{}`", case.current)
+                            }
+                            (
+                                Some(Waiting::Answer {
+                                    node, reference, ..
+                                }),
+                                _,
+                                _,
+                            ) => {
+                                format!("{FOR_CUSTOMER} answer to `{node}` ({reference})")
                             }
                             (_, Some(outcome), _) => format!("outcome `{outcome}`"),
                             (_, _, Some(error)) => error.clone(),
@@ -259,6 +317,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A line's answer as the case receives it: classified by the model like a request.
+fn customer_answer(
+    a: &LineAnswer,
+    request: &casegraph_engine::intake::Request,
+    model: &dyn casegraph_engine::classify::Service,
+    clock: &ManualClock,
+) -> Answer {
+    let (channel, text, fields, language) = match a {
+        LineAnswer::Text(t) => (request.channel, t.clone(), Map::new(), None),
+        LineAnswer::Message {
+            channel,
+            text,
+            fields,
+            language,
+        } => (
+            channel.unwrap_or(request.channel),
+            text.clone(),
+            fields.clone(),
+            language.clone(),
+        ),
+    };
+    let mut r = casegraph_engine::intake::Request::text(channel, text);
+    r.fields = fields;
+    r.language = language.or_else(|| request.language.clone());
+    let received = Received::new(r);
+    let classification = model
+        .classify(&received)
+        .map(|c| c.to_json())
+        .unwrap_or(Value::Null);
+    Answer {
+        message_id: format!("line-answer-{}", clock.now().as_millisecond()),
+        text: received.intake.text.clone(),
+        channel: channel.as_str().into(),
+        fields: received.request.fields.clone(),
+        language: received.request.language.clone(),
+        received_at: clock.now(),
+        classification,
+    }
 }
 
 fn print_report(rows: &[Row], rejected: usize, verbose: bool) {
@@ -292,6 +390,8 @@ fn print_report(rows: &[Row], rejected: usize, verbose: bool) {
     for r in rows {
         let key = if r.status == "completed" || r.status == "escalated" {
             format!("{}: {}", r.status, r.detail.trim_start_matches("outcome "))
+        } else if r.status == "waiting" && r.detail.starts_with(FOR_CUSTOMER) {
+            "waiting for the customer".to_string()
         } else if r.status == "waiting" {
             "waiting".to_string()
         } else {
@@ -313,12 +413,17 @@ fn print_report(rows: &[Row], rejected: usize, verbose: bool) {
     }
     println!("{table}");
     let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
+    let for_customer = rows
+        .iter()
+        .filter(|r| r.status == "waiting" && r.detail.starts_with(FOR_CUSTOMER))
+        .count();
     println!(
-        "{} request(s): {} completed, {} escalated, {} waiting for a reviewer, {} failed, {} rejected",
+        "{} request(s): {} completed, {} escalated, {} waiting for a reviewer, {} waiting for the customer, {} failed, {} rejected",
         rows.len() + rejected,
         count("completed"),
         count("escalated"),
-        count("waiting"),
+        count("waiting") - for_customer,
+        for_customer,
         count("failed"),
         rejected + count("rejected"),
     );

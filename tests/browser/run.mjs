@@ -129,9 +129,10 @@ step('workflow graph: node kinds drawn distinctly, edge conditions shown, node d
   const graph = page.getByTestId('graph');
   await graph.waitFor();
   const kinds = await graph.locator('.node').evaluateAll((ns) => [...new Set(ns.map((n) => n.dataset.kind))].sort());
-  assert.deepEqual(kinds, ['call', 'checkpoint', 'decision', 'end', 'human', 'reply', 'rule']);
+  assert.deepEqual(kinds, ['ask', 'call', 'checkpoint', 'decision', 'end', 'human', 'reply', 'rule']);
   const labels = await graph.getByTestId('edge-label').evaluateAll((ls) => ls.map((l) => l.textContent));
   assert.ok(labels.some((l) => l.includes('case.amount <= 50.00')), `edge labels: ${labels}`);
+  assert.ok(labels.some((l) => l.includes('answered')) && labels.some((l) => l.includes('no answer')), `the question's edges: ${labels}`);
   assert.ok(labels.some((l) => l.includes('decision approve')), `edge labels: ${labels}`);
   await graph.locator('[data-node="extract"]').click();
   await page.getByTestId('node-title').filter({ hasText: 'extract' }).waitFor();
@@ -284,6 +285,38 @@ step('cases: an auditor finds the case, opens its timeline, sees the chain verif
   const body = await page.locator('main').innerText();
   assert.ok(!body.includes('Erika') && !body.includes('DE89'), 'no personal data on the page');
   await shot(page, '11-case-timeline');
+});
+
+step('conversation: the case asks, the answer comes back on another channel, the case shows both', async ({ page }) => {
+  const { case_id: id } = await call(ctx.base, ctx.tokens.admin, 'POST', '/v1/requests', {
+    channel: 'letter',
+    language: 'de',
+    customer_id: 'C-1002346',
+    text: 'Sehr geehrte Damen und Herren,\nich möchte eine Rückerstattung für meine stornierte Bestellung.\nMit freundlichen Grüßen\nErika Mustermann',
+    fields: {},
+    metadata: { intent: 'request_refund', confidence: 0.92 },
+  });
+  const until = async (done) => {
+    for (let i = 0; i < 400; i++) {
+      const c = await call(ctx.base, ctx.tokens.admin, 'GET', `/v1/cases/${id}`);
+      if (done(c)) return c;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`case ${id} did not get there`);
+  };
+  const waiting = await until((c) => c.waiting && c.waiting.kind === 'answer');
+  await call(ctx.base, ctx.tokens.admin, 'POST', `/v1/cases/${id}/messages`, { channel: 'chat', text: 'Es waren 42,50 EUR' });
+  await until((c) => c.status === 'completed');
+  await signIn(page, ctx.tokens.admin);
+  await page.goto(`${ctx.base}/console/#/cases/${id}`);
+  await page.getByTestId('conversation').waitFor();
+  const directions = await page.getByTestId('message').evaluateAll((ms) => ms.map((m) => m.dataset.direction));
+  assert.deepEqual(directions, ['out', 'in']);
+  assert.equal(await page.getByTestId('case-reference').innerText(), waiting.reference);
+  assert.match(await page.getByTestId('conversation').innerText(), /42,50 EUR/);
+  const kinds = await page.getByTestId('timeline-record').evaluateAll((rs) => rs.map((r) => r.dataset.kind));
+  assert.equal(kinds.filter((k) => k === 'message').length, 2, `the timeline has the question and the answer: ${kinds}`);
+  await shot(page, '12-conversation');
 });
 
 step('box status: an admin sees throughput, queues, cases by status and the confidence chart', async ({ page }) => {

@@ -10,6 +10,7 @@ mod auth;
 mod bundle;
 mod edges;
 mod events;
+mod messages;
 mod privacy;
 mod runner;
 mod sandbox;

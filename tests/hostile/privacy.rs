@@ -21,6 +21,8 @@ const NAME: &str = "Wilhelmine Zaunkoenig";
 const IBAN_WRITTEN: &str = "DE44 5001 0517 5407 3249 31";
 const IBAN: &str = "DE44500105175407324931";
 const SNIPPET: &str = "Quittung vom Gartencenter";
+/// What the customer answers when a case asks for the amount.
+const ANSWER: &str = "Rechnung Nummer Zitronenfalter";
 /// Another customer, whose data must survive the erasure untouched.
 const OTHER: &str = "C-55501234";
 const OTHER_NAME: &str = "Bartholomaeus Krummbein";
@@ -135,6 +137,21 @@ fn erase_leaves_no_byte_of_the_customer(backend: Kind) {
             assert_eq!(r.status, 202, "{}", r.text);
             erased.push(r.json["case_id"].as_str().unwrap().to_string());
         }
+        // A conversation: the case asks for the amount and the customer's answer, on
+        // another channel, holds personal data of its own.
+        let asking = s.submit(&json!({"channel": "letter", "language": "de",
+            "customer_id": CUSTOMER,
+            "text": format!("Sehr geehrte Damen und Herren,\nich möchte eine Rückerstattung für meine stornierte Bestellung.\nMit freundlichen Grüßen\n{NAME}"),
+            "metadata": {"intent": "request_refund", "confidence": 0.9}}));
+        s.wait_case(&asking, |c| c["waiting"]["kind"] == "answer");
+        let r = s.call(
+            "POST",
+            &format!("/v1/cases/{asking}/messages"),
+            Some(Role::Submitter),
+            Some(&json!({"channel": "chat", "text": format!("Es waren 17,35 EUR, {ANSWER}")})),
+        );
+        assert_eq!(r.status, 202, "{}", r.text);
+        erased.push(asking);
         let kept = s.submit(&letter(OTHER, OTHER_NAME));
         for id in erased.iter().chain([&kept]) {
             let case = s.wait_case(id, is_final);
@@ -145,7 +162,7 @@ fn erase_leaves_no_byte_of_the_customer(backend: Kind) {
         (erased, kept)
     };
     // Before: the data directory holds the customer everywhere.
-    let needles = [CUSTOMER, NAME, IBAN, SNIPPET];
+    let needles = [CUSTOMER, NAME, IBAN, SNIPPET, ANSWER];
     assert!(!grep(dir.path(), &needles).is_empty());
 
     let data = dir.path().to_str().unwrap();

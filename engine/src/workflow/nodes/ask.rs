@@ -8,9 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Build, Code, Edge, Kind, Outcome, Run, Step, StepDetails, reply, signed};
+use super::{Build, Edge, Kind, Outcome, Run, Step, StepDetails, reply, signed};
 use crate::case::Waiting;
-use crate::yaml::line_of;
 
 pub(super) const KIND: Kind = Kind {
     name: "ask",
@@ -26,27 +25,17 @@ pub(super) const KIND: Kind = Kind {
 /// question nobody answers must not hold a case for ever.
 fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
     let def = b.def;
-    let template = b.required("template", &def.template);
     b.required("answer", &def.answer);
     b.edge(&def.answer, Edge::Answer);
     b.required("on_timeout", &def.on_timeout);
     b.edge(&def.on_timeout, Edge::Timeout);
-    let timeout = b.required("timeout", &def.timeout);
-    let timeout = match timeout {
-        Some(t) => Some(b.duration(t)?),
+    let timeout = match b.required("timeout", &def.timeout) {
+        Some(t) => b.duration(t),
         None => None,
     };
-    let template = template?;
-    if !b.templates.contains(template.as_str()) {
-        let msg = format!(
-            "reply template `{}` is not defined under `replies`",
-            template.as_str()
-        );
-        b.problem(Code::Template, line_of(template), msg);
-        return None;
-    }
+    let template = reply::template(b)?;
     Some(Step::Ask {
-        template: template.to_string(),
+        template,
         timeout: timeout?,
     })
 }

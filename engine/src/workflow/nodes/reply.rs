@@ -21,8 +21,16 @@ pub(super) const KIND: Kind = Kind {
 
 /// `template` names a template under `replies` (which compiled on its own).
 fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
-    let def = b.def;
     b.next();
+    Some(Step::Reply {
+        template: template(b)?,
+    })
+}
+
+/// The node's `template`, which must name a template under `replies` (a `reply`'s text, an
+/// `ask`'s question); `None` once a problem was reported.
+pub(super) fn template(b: &mut Build<'_, '_>) -> Option<String> {
+    let def = b.def;
     let template = b.required("template", &def.template)?;
     if !b.templates.contains(template.as_str()) {
         let msg = format!(
@@ -32,9 +40,7 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
         b.problem(Code::Template, line_of(template), msg);
         return None;
     }
-    Some(Step::Reply {
-        template: template.to_string(),
-    })
+    Some(template.to_string())
 }
 
 /// Renders the reply into `case.reply`; the step record keeps only the text's digest.
