@@ -6,6 +6,7 @@ import { get, session } from './api.js';
 import { h, clear, fmtTime } from './dom.js';
 import { t } from './i18n.js';
 import { go, showError } from './app.js';
+import { whyPanel } from './why.js';
 
 const STATUSES = ['accepted', 'running', 'waiting', 'completed', 'failed', 'escalated'];
 const search = { id: '', status: '', intent: '', from: '', to: '' };
@@ -96,6 +97,7 @@ async function caseDetail(view, id) {
       h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at)),
       ...proactive(c)),
     conversation(c.messages),
+    h('h3', {}, t('why.title')), whyPanel(c.why),
     c.reply ? h('div', {}, h('h3', {}, `${t('cases.reply')} (${c.reply.template}, ${c.reply.language})`),
       h('pre', { class: 'wrap', 'data-testid': 'reply-text' }, c.reply.text ?? t('cases.masked'))) : null,
     c.request ? h('details', {}, h('summary', {}, t('inbox.request')), h('pre', { 'data-testid': 'request-json' }, JSON.stringify(c.request, null, 2))) : null);
@@ -149,7 +151,7 @@ function record(r) {
       line = `${b.intent ?? '–'} · ${typeof b.confidence === 'number' ? (b.confidence * 100).toFixed(1) : '–'} %${b.out_of_scope ? ' · out of scope' : ''} · ${b.model ?? ''}${b.stage ? ` · ${t(`cases.stage.${b.stage}`)}` : ''}`;
       break;
     case 'routed':
-      line = `rule ${b.rule} → ${b.route ? b.route.workflow || b.route.queue : '–'} (policy v${b.policy_version})`;
+      line = `rule ${b.rule} → ${b.route ? b.route.workflow || b.route.queue : '–'} (policy v${b.policy_version})${b.priority === 'high' ? ` · ${t('why.priority.high')}` : ''}`;
       break;
     case 'step':
       line = `${b.node ?? ''} [${b.kind ?? ''}]${b.edge ? ` —${b.edge}→ ${b.to ?? ''}` : ''} · in ${short(b.input_digest)} out ${short(b.output_digest)}${b.script_digest ? ` · script ${short(b.script_digest)}` : ''}`;

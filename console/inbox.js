@@ -1,11 +1,13 @@
-// Inbox (reviewers): open tasks by queue, SLA-critical and oldest first (the API's order),
-// the case behind a task, and completing it with a decision and a comment.
+// Inbox (reviewers): open tasks by queue, high priority first, then SLA-critical and oldest
+// (the API's order), the case behind a task with why routing sent it there, and completing
+// it with a decision and a comment (on a triage task also the customer's mood).
 
 import { get, post } from './api.js';
 import { h, clear, fmtTime } from './dom.js';
 import { t } from './i18n.js';
 import { showError } from './app.js';
 import { conversation } from './cases.js';
+import { priorityBadge, whyPanel } from './why.js';
 
 let chosenQueue = '';
 
@@ -31,12 +33,13 @@ export async function render(view) {
     const body = h('tbody');
     for (const task of tasks) {
       const overdue = task.sla_due && new Date(task.sla_due).getTime() < now;
-      body.append(h('tr', { class: 'clickable', 'data-testid': 'task-row', 'data-task': task.task_id, 'data-case': task.case_id,
+      body.append(h('tr', { class: 'clickable', 'data-testid': 'task-row', 'data-task': task.task_id, 'data-case': task.case_id, 'data-priority': task.priority,
         onclick: (ev) => {
           for (const r of body.children) r.classList.toggle('selected', r === ev.currentTarget);
           openTask(caseBox, task, load).catch((e) => showError(caseBox, e));
         } },
-      h('td', {}, h('strong', {}, task.title || task.node), h('div', { class: 'muted' }, h('code', {}, task.queue))),
+      h('td', {}, h('strong', {}, task.title || task.node), h('div', { class: 'muted' }, h('code', {}, task.queue),
+        task.priority === 'high' ? [' ', priorityBadge(task.priority)] : null)),
       h('td', {}, h('code', {}, task.case_id)),
       h('td', {}, fmtTime(task.created_at)),
       h('td', {}, task.sla_due ? h('span', { class: `badge ${overdue ? 'bad' : 'warn'}`, title: fmtTime(task.sla_due) },
@@ -67,11 +70,20 @@ async function openTask(box, task, reload) {
   const req = c.request || {};
   const decision = h('select', { 'data-testid': 'decision' }, task.decisions.map((d) => h('option', { value: d }, d)));
   const comment = h('textarea', { rows: 3, 'data-testid': 'comment' });
+  // A triage task may also record the reviewer's reading of the customer's mood.
+  const triage = task.node === 'triage';
+  const sentiment = h('select', { 'data-testid': 'mood-sentiment' }, h('option', { value: '' }, t('inbox.mood.unset')),
+    ['negative', 'neutral', 'positive'].map((l) => h('option', { value: l }, l)));
+  const frustrated = h('select', { 'data-testid': 'mood-frustrated' }, h('option', { value: '' }, t('inbox.mood.unset')),
+    h('option', { value: 'true' }, t('why.flagged')), h('option', { value: 'false' }, t('why.notflagged')));
   const result = h('div', { 'data-testid': 'complete-result' });
   const complete = h('button', { type: 'submit', 'data-testid': 'complete' }, t('inbox.complete'));
   const form = h('form', {},
     h('label', {}, t('inbox.decision')), decision,
     h('label', {}, t('inbox.comment')), comment,
+    triage ? h('fieldset', {}, h('legend', {}, t('inbox.mood')),
+      h('label', {}, t('inbox.mood.sentiment')), sentiment,
+      h('label', {}, t('inbox.mood.frustrated')), frustrated) : null,
     h('p', {}, complete), result);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -80,6 +92,11 @@ async function openTask(box, task, reload) {
     try {
       const body = { decision: decision.value };
       if (comment.value.trim()) body.comment = comment.value.trim();
+      if (triage && (sentiment.value || frustrated.value)) {
+        body.data = {};
+        if (sentiment.value) body.data.sentiment = sentiment.value;
+        if (frustrated.value) body.data.frustrated = frustrated.value === 'true';
+      }
       const r = await post(`/v1/tasks/${encodeURIComponent(task.task_id)}/complete`, body);
       let after = await get(`/v1/cases/${encodeURIComponent(r.case_id)}`);
       result.append(h('div', { class: 'msg ok', 'data-testid': 'completed' },
@@ -102,6 +119,7 @@ async function openTask(box, task, reload) {
       h('dt', {}, t('try.intent')), h('dd', {}, `${cls.intent || '–'} (${typeof cls.confidence === 'number' ? (cls.confidence * 100).toFixed(1) : '–'} %)${cls.out_of_scope ? ` · ${t('try.oos')}` : ''}`),
       h('dt', {}, t('try.route')), h('dd', {}, c.route ? `${c.route.workflow || c.route.queue} (${c.route.rule})` : '–'),
       h('dt', {}, t('inbox.pathsofar')), h('dd', {}, (c.path || []).map((p) => h('span', { class: 'chip' }, p)))),
+    h('h3', {}, t('why.title')), whyPanel(task.why || c.why),
     h('h3', {}, t('inbox.text')), h('pre', { class: 'wrap', 'data-testid': 'task-text' }, c.masked ? t('cases.masked') : (req.text || JSON.stringify(req.fields || {}, null, 2))),
     conversation(c.messages),
     h('details', {}, h('summary', {}, t('inbox.data')), h('pre', {}, JSON.stringify(c.data, null, 2))),

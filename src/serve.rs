@@ -153,6 +153,7 @@ impl Service {
             classifier: classifier.clone(),
             clock: Arc::new(SystemClock),
             versions_dir: config.data_dir.join("versions"),
+            priority_sla: config.tasks.priority_sla,
         }));
         // After a failed write the disk guard asks again with one small write a sample.
         // Weak: the guard must not keep the store open past shutdown.

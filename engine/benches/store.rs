@@ -76,6 +76,7 @@ fn runner(dir: &Path, kind: store::Kind) -> Runner {
         classifier: Arc::new(NoModel),
         clock: Arc::new(SystemClock),
         versions_dir: dir.join("versions"),
+        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
     })
 }
 

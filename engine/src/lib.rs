@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod case;
 pub mod classify;
+pub mod customer;
 pub mod diagnostic;
 pub mod exec;
 pub mod files;

@@ -3,7 +3,13 @@
 //! Routing is a rhai script (`<workflows>/routing/routing.rhai`), versioned and tested like a
 //! workflow. It sees the request and its classification as `request` and the intent →
 //! workflow map as `workflows`, and returns `#{workflow: "..", rule: ".."}` or
-//! `#{queue: "..", rule: ".."}`; `rule` names what fired, for the audit trail.
+//! `#{queue: "..", rule: ".."}`; `rule` names what fired, for the audit trail. It may add
+//! `priority: "high"` (the case's tasks go first in the inbox) and `scores: #{name: number}`
+//! (what the rule computed, e.g. a churn risk), both recorded with the decision.
+//!
+//! Every decision is explainable: [`Why`] is what the case and its audit record keep, the
+//! rule that fired and the signals the policy was given (intent, confidence, sentiment,
+//! frustration, the customer's history), never the text.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +50,72 @@ pub enum Route {
     Queue { queue: String, rule: String },
 }
 
+/// How urgent a case's human tasks are. The inbox lists `high` first.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// What the policy answered: the route, and what it adds to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub route: Route,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Numbers the rule computed on its way (a churn risk), by name.
+    #[serde(default)]
+    pub scores: BTreeMap<String, f64>,
+}
+
+/// Why a case went where it went: kept on the case and in its `routed` audit record, and
+/// shown as "why this route" in the console. Holds labels and numbers only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Why {
+    pub policy_version: u32,
+    /// The rule that fired.
+    pub rule: String,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<String, f64>,
+    /// The signals the policy decided on.
+    pub signals: Signals,
+}
+
+/// The signals routing is given beside the request, as [`Why`] records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    pub intent: Option<String>,
+    pub confidence: Option<f64>,
+    pub out_of_scope: bool,
+    /// `{label, confidence}`; absent when the model gave none (older models, stored cases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentiment: Option<Value>,
+    /// `{score, flagged}`; absent when the model gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frustration: Option<Value>,
+    pub customer: crate::customer::History,
+}
+
 impl Route {
     /// The rule of the policy that fired.
     pub fn rule(&self) -> &str {
@@ -60,7 +132,7 @@ pub enum Error {
     #[error(transparent)]
     Script(#[from] crate::rules::Error),
     #[error(
-        "{file}: routing returned {value}, expected #{{workflow: \"..\", rule: \"..\"}} or #{{queue: \"..\", rule: \"..\"}}"
+        "{file}: routing returned {value}, expected #{{workflow: \"..\", rule: \"..\"}} or #{{queue: \"..\", rule: \"..\"}} (with `priority: \"high\"` or `\"normal\"` and `scores: #{{name: number}}` optional)"
     )]
     NotARoute { file: String, value: String },
     #[error("{file}: routing chose workflow `{workflow}`, which does not exist")]
@@ -131,7 +203,7 @@ impl Routing {
         ctx: &Context<'_>,
         request: &Value,
         workflows: &BTreeMap<String, String>,
-    ) -> Result<Route, Error> {
+    ) -> Result<Decision, Error> {
         let map = serde_json::to_value(workflows).unwrap_or_default();
         let out = rules.eval(
             &self.script,
@@ -139,11 +211,12 @@ impl Routing {
             &[("request", request), ("workflows", &map)],
         )?;
         let file = self.script.origin.file.display().to_string();
-        let route: Route = serde_json::from_value(out.clone()).map_err(|_| Error::NotARoute {
-            file: file.clone(),
-            value: out.to_string(),
-        })?;
-        if let Route::Workflow { workflow, .. } = &route
+        let decision: Decision =
+            serde_json::from_value(out.clone()).map_err(|_| Error::NotARoute {
+                file: file.clone(),
+                value: out.to_string(),
+            })?;
+        if let Route::Workflow { workflow, .. } = &decision.route
             && !workflows.values().any(|w| w == workflow)
         {
             return Err(Error::UnknownWorkflow {
@@ -151,6 +224,6 @@ impl Routing {
                 workflow: workflow.clone(),
             });
         }
-        Ok(route)
+        Ok(decision)
     }
 }

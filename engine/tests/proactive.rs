@@ -69,6 +69,7 @@ fn open(dir: &Path, crm: Arc<Crm>, clock: Arc<ManualClock>) -> Runner {
         classifier: Arc::new(NoModel),
         clock,
         versions_dir: dir.join("versions"),
+        priority_sla: runner::DEFAULT_PRIORITY_SLA,
     })
 }
 

@@ -118,6 +118,7 @@ fn open(dir: &Path, receiver: Arc<Receiver>, clock: Arc<ManualClock>, kind: stor
         classifier: Arc::new(Given),
         clock,
         versions_dir: dir.join("versions"),
+        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
     })
 }
 
@@ -417,6 +418,47 @@ fn erasure_removes_personal_data_and_the_chain_still_verifies() {
     );
     assert!(b.runner.store().audit_verify().unwrap().is_ok());
     let _ = b.receiver.seen.load(Ordering::SeqCst);
+}
+
+#[test]
+fn routing_and_the_workflow_see_the_customers_history_and_erasure_forgets_it() {
+    let b = new_box(store::Kind::Redb);
+    let run = |customer: &str| {
+        let id = b.runner.accept(refund("20.00", customer)).unwrap().case_id;
+        assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Completed);
+        let (rec, personal) = b.runner.case(&id).unwrap().unwrap();
+        let why = rec.why.expect("the decision says why");
+        (why, personal.unwrap().data)
+    };
+    let (first, _) = run("C-100300");
+    assert!(first.signals.customer.known);
+    assert_eq!(first.signals.customer.contacts_30d, 0);
+    assert_eq!(first.signals.customer.days_since_last_contact, None);
+    b.clock.advance_to(
+        b.clock
+            .now()
+            .checked_add(SignedDuration::from_hours(50))
+            .unwrap(),
+    );
+    let (second, data) = run("C-100300");
+    assert_eq!(second.rule, "intent_has_workflow");
+    assert_eq!(second.signals.customer.contacts_30d, 1);
+    assert_eq!(second.signals.customer.days_since_last_contact, Some(2));
+    assert_eq!(data["customer"]["contacts_30d"], 1, "case.customer: {data}");
+    let (anonymous, _) = run("C-100301");
+    assert_eq!(
+        anonymous.signals.customer.contacts_30d, 0,
+        "another customer's cases"
+    );
+
+    let erasure = b.runner.erase_customer("C-100300", "dpo").unwrap();
+    assert_eq!(erasure.erased.len(), 2);
+    let (after, _) = run("C-100300");
+    assert_eq!(
+        after.signals.customer.contacts_30d, 0,
+        "erased cases no longer count"
+    );
+    assert_eq!(after.signals.customer.days_since_last_contact, None);
 }
 
 /// Waits at the refund's approval task; returns the case and task ids.

@@ -31,6 +31,11 @@ pub struct CaseView {
     /// Where routing sent the case and the rule that fired.
     #[schema(value_type = Object, nullable = true)]
     pub route: Option<Value>,
+    /// Why this route: `{policy_version, rule, priority, scores, signals: {intent,
+    /// confidence, out_of_scope, sentiment, frustration, customer}}` (labels and counts,
+    /// never text). Absent on cases routed before it was recorded.
+    #[schema(value_type = Object, nullable = true)]
+    pub why: Option<Value>,
     /// `{id, version, digest}` of the workflow version the case runs on.
     #[schema(value_type = Object, nullable = true)]
     pub workflow: Option<Value>,
@@ -199,6 +204,7 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
             .route
             .as_ref()
             .and_then(|r| serde_json::to_value(r).ok()),
+        why: rec.why.as_ref().and_then(|w| serde_json::to_value(w).ok()),
         workflow: rec
             .workflow
             .as_ref()

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use casegraph_engine::classify;
 use casegraph_engine::intake::Request;
 use casegraph_engine::runner::{self, NewRequest};
 use serde::{Deserialize, Serialize};
@@ -213,6 +214,15 @@ fn stated_intent(state: &AppState, request: &Request) -> Result<(), AppError> {
         return Err(bad(
             "is not an intent of the model or of the routing policy (see GET /v1/workflows)",
         ));
+    }
+    // A stated mood joins the stated intent in the audit chain: its shape is checked too.
+    for signal in [classify::SENTIMENT, classify::FRUSTRATION] {
+        if let Some(v) = request.metadata(signal).filter(|v| !v.is_null()) {
+            classify::check_stated_signal(signal, v).map_err(|why| {
+                AppError::invalid(format!("`metadata.{signal}`: {why}"))
+                    .details(json!({ "field": format!("metadata.{signal}") }))
+            })?;
+        }
     }
     Ok(())
 }

@@ -21,7 +21,8 @@ use crate::auth::Role;
 pub struct TaskQuery {
     /// Only this queue's tasks.
     pub queue: Option<String>,
-    /// At most this many (1–10000), the soonest due first; all when absent.
+    /// At most this many (1–10000): high priority first, then the soonest due; all when
+    /// absent.
     pub limit: Option<usize>,
 }
 
@@ -44,6 +45,13 @@ pub struct TaskView {
     /// paths and schema keywords, never values). Absent on a workflow's own tasks.
     #[schema(value_type = Object, nullable = true)]
     pub reason: Option<Value>,
+    /// `high` or `normal`, as routing gave the case; the inbox lists `high` first.
+    pub priority: String,
+    /// Why this route: `{policy_version, rule, priority, scores, signals: {intent,
+    /// confidence, out_of_scope, sentiment, frustration, customer}}` (labels and counts,
+    /// never text). Absent on cases routed before it was recorded.
+    #[schema(value_type = Object, nullable = true)]
+    pub why: Option<Value>,
 }
 
 impl From<TaskEntry> for TaskView {
@@ -58,6 +66,8 @@ impl From<TaskEntry> for TaskView {
             created_at: t.created_at.to_string(),
             sla_due: t.sla_due.map(|d| d.to_string()),
             reason: t.reason.and_then(|r| serde_json::to_value(r).ok()),
+            priority: t.priority.as_str().into(),
+            why: t.why.and_then(|w| serde_json::to_value(w).ok()),
         }
     }
 }
@@ -69,9 +79,11 @@ pub struct Completion {
     /// One of the task's `decisions`.
     pub decision: String,
     /// Data the reviewer adds to the case (available to the workflow). On a triage task:
-    /// `intent` (the true intent, a training label) and `request` (corrections of
-    /// `customer_id`, `language` and `fields` before the chosen workflow starts; anything
-    /// else is refused with `422 invalid_correction`).
+    /// `intent` (the true intent, a training label), `sentiment` (`negative`, `neutral`,
+    /// `positive`) and `frustrated` (true/false), the reviewer's reading of the customer's
+    /// mood (training labels too), and `request` (corrections of `customer_id`, `language`
+    /// and `fields` before the chosen workflow starts; anything else, or a mood that is not
+    /// one of those values, is refused with `422 invalid_correction`).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub data: Value,

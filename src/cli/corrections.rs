@@ -1,6 +1,11 @@
 //! `casegraph corrections export --data DIR`: the reviewers' triage decisions as labelled
 //! training examples (JSON lines), so the intent model can learn from the box's own traffic.
 //!
+//! A reviewer may also read the customer's mood on the triage task (`data.sentiment`,
+//! `data.frustrated`): the example then carries those labels beside the model's own
+//! `model_sentiment` and `model_frustration`, for the sentiment and frustration heads. A
+//! decision with a mood but no usable intent label is still exported, with `intent: null`.
+//!
 //! A correction is the completion of a case's `<case>.triage` task, as the audit trail
 //! records it. Its label is the reviewer's `data.intent` when given (checked against the
 //! model's labels), else the one intent the chosen workflow serves; a `close` without
@@ -58,8 +63,16 @@ struct Example<'a> {
     text: String,
     channel: &'a str,
     language: &'a str,
-    /// The label: an intent of the model, or `oos`.
-    intent: String,
+    /// The label: an intent of the model, or `oos`; `null` when only the mood was labelled.
+    intent: Option<String>,
+    /// The reviewer's sentiment label (`negative`, `neutral`, `positive`), if given.
+    sentiment: Option<&'a str>,
+    /// The reviewer's frustration label, if given.
+    frustrated: Option<bool>,
+    /// What the model read: `{label, confidence}` and `{score, flagged}` (null when the model
+    /// gave none).
+    model_sentiment: &'a Value,
+    model_frustration: &'a Value,
     /// What the model said (null when it gave no intent).
     model_intent: &'a Value,
     model_confidence: &'a Value,
@@ -187,8 +200,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             (_, Value::Bool(true)) => Some(Err(())),
             _ => None,
         };
+        let sentiment = record.body["sentiment"].as_str();
+        let frustrated = record.body["frustrated"].as_bool();
+        let mood = sentiment.is_some() || frustrated.is_some();
         let intent = match label(decision, given, &labels, &intents_of) {
-            Ok(l) => l,
+            Ok(l) => Some(l),
+            // The mood is a label of its own: the example still teaches the mood heads.
+            Err(_) if mood => None,
             Err(why) => {
                 *skipped.entry(why).or_default() += 1;
                 continue;
@@ -220,6 +238,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             channel: &case.channel,
             language: &case.language,
             intent,
+            sentiment,
+            frustrated,
+            model_sentiment: &classification["sentiment"],
+            model_frustration: &classification["frustration"],
             model_intent: &classification["intent"],
             model_confidence: &classification["confidence"],
             model_out_of_scope: &classification["out_of_scope"],

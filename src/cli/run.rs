@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use casegraph_engine::classify::{Classification, Service as _, Source};
 use casegraph_engine::exec::{Answer, Clock, Event, Executor, ManualClock, SystemClock, Waiting};
 use casegraph_engine::intake::Channel;
-use casegraph_engine::pipeline::{self, Pipeline, Received, Start};
+use casegraph_engine::pipeline::{self, History, Pipeline, Received, Start, Subject};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -240,14 +240,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             catalog: &catalog,
             rules: &rules,
         };
-        match pipeline.start(&exec, &case_id, request, &classification) {
+        // Offline, the customer's history is unknown: every count is 0.
+        let customer = History::default();
+        let subject = Subject {
+            request,
+            classification: &classification,
+            customer: &customer,
+        };
+        match pipeline.start(&exec, &case_id, subject) {
             Err(e) => {
                 row.route = "error".into();
                 row.status = "failed".into();
                 row.detail = e.to_string();
             }
-            Ok((route, start)) => {
-                record["route"] = serde_json::to_value(&route)?;
+            Ok((decision, start)) => {
+                record["route"] = serde_json::to_value(&decision.route)?;
                 match start {
                     Start::Queued { queue, rule } => {
                         row.route = format!("queue {queue}");

@@ -23,7 +23,7 @@ mod roots;
 pub use error::Error;
 pub use options::{
     ConnectorOptions, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions,
-    ServerOptions, StorageOptions, TlsOptions, Variant, WebhookOptions,
+    ServerOptions, StorageOptions, TaskOptions, TlsOptions, Variant, WebhookOptions,
 };
 pub use retention::RetentionOptions;
 pub use roots::Roots;
@@ -62,6 +62,8 @@ pub struct Config {
     pub log: LogOptions,
     /// Which finished cases move to archive files, and when (off by default).
     pub retention: RetentionOptions,
+    /// Human tasks: how soon a high-priority case must be looked at.
+    pub tasks: TaskOptions,
     /// The firmware profile this configuration was built on (`--profile`); not a key of
     /// any file, it is reported with the effective settings.
     #[serde(skip)]
@@ -86,6 +88,7 @@ impl Default for Config {
             storage: StorageOptions::default(),
             log: LogOptions::default(),
             retention: RetentionOptions::default(),
+            tasks: TaskOptions::default(),
             profile: None,
         }
     }
@@ -127,6 +130,7 @@ const SECTIONS: &[&str] = &[
     "memory",
     "storage",
     "retention",
+    "tasks",
     "log",
 ];
 
@@ -232,6 +236,9 @@ impl Config {
         }
         if let Some((field, message)) = self.retention.problem() {
             return bad(field, message);
+        }
+        if self.tasks.priority_sla.is_zero() {
+            return bad("tasks.priority_sla", "must be positive");
         }
         if self.store.max_group == 0 {
             return bad("store.max_group", "must be at least 1");

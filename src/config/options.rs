@@ -354,6 +354,25 @@ impl InferenceOptions {
     }
 }
 
+/// Human tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskOptions {
+    /// How soon the queue task of a case routing marked `priority: "high"` (a frustrated
+    /// repeat customer, a churn risk) is due after it opens; the inbox lists such tasks
+    /// first. Queue tasks of other cases have no SLA. Default one hour.
+    #[serde(with = "duration")]
+    pub priority_sla: Duration,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
+        }
+    }
+}
+
 /// Durations as humane strings (`"30s"`, `"2m"`, `"1h 30m"`).
 pub(super) mod duration {
     use std::time::Duration;

@@ -353,6 +353,7 @@ mod tests {
             classifier: Arc::new(Refund),
             clock: Arc::new(SystemClock),
             versions_dir: dir.join("versions"),
+            priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
         }));
         let cases = CaseRunner {
             runner: runner.clone(),

@@ -280,11 +280,54 @@ step('cases: an auditor finds the case, opens its timeline, sees the chain verif
   assert.equal(await decision.count(), 1, 'the reviewer\'s decision is on the timeline');
   assert.match(await decision.innerText(), /console-reviewer/);
   assert.equal(await page.getByTestId('chain-badge').getAttribute('data-verified'), 'true');
+  assert.equal(await page.getByTestId('why').getAttribute('data-rule'), 'intent_has_workflow', 'why this route is shown');
   await page.getByTestId('masked').waitFor();
   assert.equal(await page.getByTestId('request-json').count(), 0, 'no request shown to an auditor');
   const body = await page.locator('main').innerText();
   assert.ok(!body.includes('Erika') && !body.includes('DE89'), 'no personal data on the page');
   await shot(page, '11-case-timeline');
+});
+
+step('inbox: a frustrated repeat customer is listed first, says why, and the reviewer records the mood', async ({ page }) => {
+  // Stated by the admin token, as the refund above: the mood signals are stated with the
+  // intent until the model gives them.
+  const send = (text, metadata) => call(ctx.base, ctx.tokens.admin, 'POST', '/v1/requests', {
+    channel: 'chat', language: 'en', customer_id: 'C-1002366', fields: {}, text, metadata,
+  });
+  const { case_id: earlier } = await send('What exchange rate do you use for USD?', { intent: 'exchange_rate', confidence: 0.9 });
+  await until('the first contact to wait in a queue', async () => {
+    const tasks = await call(ctx.base, ctx.tokens.reviewer, 'GET', '/v1/tasks');
+    return tasks.find((x) => x.case_id === earlier);
+  });
+  const { case_id: caseId } = await send('Third time I ask for my 40 euros back. Nobody answers.', {
+    intent: 'request_refund', confidence: 0.95,
+    sentiment: { label: 'negative', confidence: 0.93 }, frustration: { score: 0.91, flagged: true },
+  });
+  await until('the frustrated repeat contact to wait in the priority queue', async () => {
+    const tasks = await call(ctx.base, ctx.tokens.reviewer, 'GET', '/v1/tasks');
+    return tasks.find((x) => x.case_id === caseId && x.queue === 'priority');
+  });
+  await signIn(page, ctx.tokens.reviewer);
+  const first = page.getByTestId('task-row').first();
+  await first.waitFor();
+  assert.equal(await first.getAttribute('data-case'), caseId, 'the priority task is listed first');
+  assert.equal(await first.getAttribute('data-priority'), 'high');
+  await first.click();
+  const why = page.getByTestId('task-detail').getByTestId('why');
+  await why.waitFor();
+  assert.equal(await why.getAttribute('data-rule'), 'frustrated_repeat_contact');
+  assert.match(await page.getByTestId('why-customer').innerText(), /1 contact/);
+  assert.match(await page.getByTestId('why-frustration').innerText(), /frustrated/);
+  await page.getByTestId('decision').selectOption('close');
+  await page.getByTestId('mood-sentiment').selectOption('negative');
+  await page.getByTestId('mood-frustrated').selectOption('true');
+  await shot(page, '11b-inbox-priority-why');
+  await page.getByTestId('complete').click();
+  await page.getByTestId('completed').waitFor();
+  const audit = await call(ctx.base, ctx.tokens.auditor, 'GET', `/v1/cases/${caseId}/audit`);
+  const decided = audit.records.find((r) => r.kind === 'task_completed');
+  assert.equal(decided.body.sentiment, 'negative');
+  assert.equal(decided.body.frustrated, true);
 });
 
 step('conversation: the case asks, the answer comes back on another channel, the case shows both', async ({ page }) => {

@@ -267,6 +267,7 @@ fn offline(dir: &Path) -> Runner {
         classifier: Arc::new(Refund),
         clock: Arc::new(SystemClock),
         versions_dir: dir.join("versions"),
+        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
     })
 }
 

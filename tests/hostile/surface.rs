@@ -1,9 +1,9 @@
-//! Hostile input: the rest of the surface (classify, console, path and query parameters, TLS, stated intents).
+//! Hostile input: the rest of the surface (classify, console, path and query parameters, TLS, stated intents and moods).
 //!
 //! A second attacker's round over what the other modules leave: author work that costs a
 //! compile (checks, fixture runs, publishes) and model calls asked for over HTTP are
 //! admitted a few at a time; TLS handshakes count against the connection limit; a stated
-//! intent is a label, not free text; failed authentications are counted; nothing an
+//! intent is a label, not free text, and a stated mood has exactly the agreed shape; failed authentications are counted; nothing an
 //! outsider sends becomes a metrics label; odd path and query parameters are answered.
 
 use std::io::{Read, Write};
@@ -250,6 +250,49 @@ fn surface_a_stated_intent_must_be_an_intent_label() {
         Some(&stated("Anna Schmidt")),
     );
     assert_eq!(r.status, 202, "{}", r.text);
+}
+
+#[test]
+fn surface_a_stated_mood_must_have_the_agreed_shape() {
+    let s = Server::start();
+    for (signal, value) in [
+        ("frustration", json!({"score": 3, "flagged": true})),
+        ("frustration", json!({"score": 0.5, "flagged": "yes"})),
+        (
+            "sentiment",
+            json!({"label": "Kundin ist wütend", "confidence": 0.9}),
+        ),
+        (
+            "sentiment",
+            json!({"label": "negative", "confidence": 0.9, "note": "x"}),
+        ),
+        ("sentiment", json!("negative")),
+    ] {
+        let r = s.call(
+            "POST",
+            "/v1/requests",
+            Some(Role::Admin),
+            Some(&json!({"channel": "chat", "text": "refund please",
+                         "metadata": {"intent": "request_refund", signal: value}})),
+        );
+        r.assert_error(422, "invalid_request");
+        assert!(r.text.contains(&format!("metadata.{signal}")), "{}", r.text);
+    }
+    // A sender who may not state the classification cannot state the mood either: the
+    // model decides, and routing never sees the sender's word for it.
+    let id = s.submit(
+        &json!({"channel": "chat", "language": "en", "customer_id": "C-1002377",
+        "text": "refund my 40 euros",
+        "metadata": {"frustration": {"score": 1.0, "flagged": true}}}),
+    );
+    let case = s.wait_case(&id, |c| {
+        c["status"] != "accepted" && c["status"] != "running"
+    });
+    assert!(
+        case["why"]["signals"]["frustration"].is_null()
+            || case["why"]["signals"]["frustration"]["score"] != 1.0,
+        "{case}"
+    );
 }
 
 #[test]

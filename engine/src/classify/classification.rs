@@ -20,6 +20,53 @@ pub const METADATA_MODEL: &str = "request-metadata";
 /// What a classification reports as its model when the service failed.
 pub const UNAVAILABLE_MODEL: &str = "unavailable";
 
+/// The signal of the customer's sentiment in [`Classification::signals`]:
+/// `{"label": "negative" | "neutral" | "positive", "confidence": 0..1}`.
+pub const SENTIMENT: &str = "sentiment";
+
+/// The signal of the customer's frustration in [`Classification::signals`]:
+/// `{"score": 0..1, "flagged": bool}`.
+pub const FRUSTRATION: &str = "frustration";
+
+/// Checks a stated [`SENTIMENT`] or [`FRUSTRATION`] signal (a back-office system that may
+/// state a request's classification may state these too): exactly the agreed keys, a known
+/// label, numbers between 0 and 1. The classification goes into the audit chain, which
+/// erasure cannot change, so nothing else may pass. `Err` says what is wrong.
+pub fn check_stated_signal(name: &str, value: &Value) -> Result<(), String> {
+    let unit = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .is_some_and(|x| (0.0..=1.0).contains(&x))
+    };
+    let Value::Object(m) = value else {
+        return Err(format!("`{name}` must be an object"));
+    };
+    let fits = match name {
+        SENTIMENT => {
+            m.len() == 2
+                && matches!(
+                    m.get("label").and_then(Value::as_str),
+                    Some("negative" | "neutral" | "positive")
+                )
+                && unit(m.get("confidence"))
+        }
+        FRUSTRATION => {
+            m.len() == 2 && unit(m.get("score")) && m.get("flagged").is_some_and(Value::is_boolean)
+        }
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else if name == SENTIMENT {
+        Err(format!(
+            "`{name}` must be {{\"label\": \"negative\" | \"neutral\" | \"positive\", \"confidence\": 0..1}}"
+        ))
+    } else {
+        Err(format!(
+            "`{name}` must be {{\"score\": 0..1, \"flagged\": true | false}}"
+        ))
+    }
+}
+
 /// The answer for one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Classification {
@@ -210,6 +257,30 @@ mod tests {
         ] {
             let c: Classification = serde_json::from_value(stored.clone()).expect("reads");
             assert_eq!(c.to_json(), stored);
+        }
+    }
+
+    #[test]
+    fn a_stated_mood_has_exactly_the_agreed_shape() {
+        for ok in [
+            (SENTIMENT, json!({"label": "neutral", "confidence": 0.5})),
+            (FRUSTRATION, json!({"score": 0.0, "flagged": false})),
+        ] {
+            assert_eq!(check_stated_signal(ok.0, &ok.1), Ok(()), "{}", ok.1);
+        }
+        for bad in [
+            (SENTIMENT, json!({"label": "angry", "confidence": 0.5})),
+            (SENTIMENT, json!({"label": "neutral"})),
+            (SENTIMENT, json!({"label": "neutral", "confidence": 1.5})),
+            (FRUSTRATION, json!({"score": 0.5, "flagged": 1})),
+            (
+                FRUSTRATION,
+                json!({"score": 0.5, "flagged": true, "why": "Herr M."}),
+            ),
+            (FRUSTRATION, json!(true)),
+            ("mood", json!({"score": 0.5, "flagged": true})),
+        ] {
+            assert!(check_stated_signal(bad.0, &bad.1).is_err(), "{}", bad.1);
         }
     }
 

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 pub use calibrate::{Calibration, Cascade};
 pub use card::ModelCard;
 pub use classification::{
-    Alternative, Classification, Correction, Hint, METADATA_MODEL, Service, Source,
-    UNAVAILABLE_MODEL,
+    Alternative, Classification, Correction, FRUSTRATION, Hint, METADATA_MODEL, SENTIMENT, Service,
+    Source, UNAVAILABLE_MODEL, check_stated_signal,
 };
 
 /// One intent with its calibrated confidence.

@@ -13,7 +13,10 @@
 use std::sync::Arc;
 
 use super::batch::{BatchOptions, Batcher};
-use super::classification::{Alternative, Classification, Hint, METADATA_MODEL, Source};
+use super::classification::{
+    Alternative, Classification, FRUSTRATION, Hint, METADATA_MODEL, SENTIMENT, Source,
+    check_stated_signal,
+};
 use super::{Classifier, Error};
 use crate::intake::{HINT_KEY, Received, Request};
 
@@ -108,7 +111,7 @@ fn from_metadata(request: &Request, language: &str) -> Option<Classification> {
         .and_then(serde_json::Value::as_f64)
         .filter(|c| (0.0..=1.0).contains(c))
         .unwrap_or(1.0);
-    Some(Classification {
+    let mut stated = Classification {
         top: Some(vec![Alternative {
             intent: intent.to_string(),
             confidence,
@@ -117,7 +120,17 @@ fn from_metadata(request: &Request, language: &str) -> Option<Classification> {
         model: Some(METADATA_MODEL.into()),
         source: Some(Source::Metadata),
         ..Classification::new(Some(intent.to_string()), confidence)
-    })
+    };
+    // The sender may state the customer's mood too; only the agreed shapes are kept.
+    for signal in [SENTIMENT, FRUSTRATION] {
+        if let Some(v) = request
+            .metadata(signal)
+            .filter(|v| check_stated_signal(signal, v).is_ok())
+        {
+            stated.signals.insert(signal.into(), v.clone());
+        }
+    }
+    Some(stated)
 }
 
 /// The hint a request carries, as the classification records it. Only a label of the

@@ -47,17 +47,29 @@ impl<'a> Executor<'a> {
         request: Value,
         classification: Value,
     ) -> Result<(Case, Vec<StepRecord>), Error> {
-        self.start_with(
-            workflow,
-            case_id,
-            request,
-            classification,
-            serde_json::Map::new(),
-        )
+        self.start_with_customer(workflow, case_id, request, classification, Value::Null)
     }
 
-    /// [`Executor::start`] with more case data beside `request` and `classification`: what
-    /// started a proactive case (`event` or `schedule`) and the `customer` snapshot.
+    /// [`Executor::start`] with the customer's history as `case.customer` (left out when
+    /// `null`).
+    pub fn start_with_customer(
+        &self,
+        workflow: &Workflow,
+        case_id: &str,
+        request: Value,
+        classification: Value,
+        customer: Value,
+    ) -> Result<(Case, Vec<StepRecord>), Error> {
+        let mut extra = serde_json::Map::new();
+        if !customer.is_null() {
+            extra.insert("customer".into(), customer);
+        }
+        self.start_with(workflow, case_id, request, classification, extra)
+    }
+
+    /// [`Executor::start`] with more case data beside `request` and `classification`: the
+    /// customer's history, or what started a proactive case (`event` or `schedule`) and
+    /// its `customer` snapshot of consents and contacts.
     pub fn start_with(
         &self,
         workflow: &Workflow,
@@ -73,19 +85,18 @@ impl<'a> Executor<'a> {
                 errors,
             })?;
         let now = self.clock.now();
+        let mut data = extra;
+        data.insert("request".into(), request);
+        data.insert("classification".into(), classification);
+        data.insert("tasks".into(), json!({}));
+        let data = Value::Object(data);
         let mut case = Case {
             id: case_id.to_string(),
             workflow: workflow.id.clone(),
             workflow_version: workflow.version,
             workflow_digest: workflow.digest.clone(),
             status: Status::Running,
-            data: {
-                let mut data = extra;
-                data.insert("request".into(), request);
-                data.insert("classification".into(), classification);
-                data.insert("tasks".into(), json!({}));
-                Value::Object(data)
-            },
+            data,
             current: workflow.start().id.clone(),
             waiting: None,
             visits: BTreeMap::new(),

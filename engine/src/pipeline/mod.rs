@@ -1,6 +1,7 @@
 //! The one corridor from a request to a case: a [`Request`] arrives (the HTTP intake, a
 //! line of `casegraph run`, the console's dry run, a workflow fixture), its intake is made
-//! once ([`Received`]), a [`Service`] answers its [`Classification`], the
+//! once ([`Received`]), a [`Service`] answers its [`Classification`], the customer's
+//! [`History`] is brought by the caller (the runner reads it from the store), the
 //! catalog's routing policy picks a [`Route`], and [`Pipeline::start`] starts the workflow
 //! routing chose (or says which queue waits for it). Every entry point calls this; none
 //! routes or starts a case by itself.
@@ -17,9 +18,45 @@ use crate::exec::{self, Case, Event, Executor, ManualClock, Status, StepRecord, 
 use crate::rules::{Context, Rules};
 use crate::workflow::{Catalog, Workflow};
 
-pub use crate::classify::{Classification, Service};
+pub use crate::classify::{Classification, FRUSTRATION, SENTIMENT, Service};
+pub use crate::customer::History;
 pub use crate::intake::{Channel, Received, Request};
-pub use crate::routing::Route;
+pub use crate::routing::{Decision, Priority, Route, Signals, Why};
+
+/// What routing and the workflow know about a request: what it says, what the model read in
+/// it, and the customer's history.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub request: &'a Request,
+    pub classification: &'a Classification,
+    pub customer: &'a History,
+}
+
+impl Subject<'_> {
+    /// The signals routing decides on, as the decision's [`Why`] records them.
+    pub fn signals(&self) -> Signals {
+        let c = self.classification;
+        Signals {
+            intent: c.intent.clone(),
+            confidence: c.confidence,
+            out_of_scope: c.out_of_scope,
+            sentiment: c.signals.get(SENTIMENT).cloned(),
+            frustration: c.signals.get(FRUSTRATION).cloned(),
+            customer: self.customer.clone(),
+        }
+    }
+
+    /// Why `decision` was taken by policy `policy_version`.
+    pub fn why(&self, policy_version: u32, decision: &Decision) -> Why {
+        Why {
+            policy_version,
+            rule: decision.route.rule().to_string(),
+            priority: decision.priority,
+            scores: decision.scores.clone(),
+            signals: self.signals(),
+        }
+    }
+}
 
 /// What routing and starting need: the served catalog and the rules sandbox.
 #[derive(Debug, Clone, Copy)]
@@ -55,20 +92,16 @@ impl Pipeline<'_> {
         &self,
         case_id: &str,
         now: jiff::Timestamp,
-        request: &Request,
-        classification: &Classification,
-    ) -> Result<Route, crate::routing::Error> {
+        subject: Subject<'_>,
+    ) -> Result<Decision, crate::routing::Error> {
         let ctx = Context {
             case_id,
             node: "routing",
             now,
         };
-        self.catalog.routing.route(
-            self.rules,
-            &ctx,
-            &input(request, classification),
-            self.catalog.intent_map(),
-        )
+        self.catalog
+            .routing
+            .route(self.rules, &ctx, &input(subject), self.catalog.intent_map())
     }
 
     /// Routes the classified request and starts what routing chose, on `exec` (whose
@@ -78,11 +111,10 @@ impl Pipeline<'_> {
         &self,
         exec: &Executor<'_>,
         case_id: &str,
-        request: &Request,
-        classification: &Classification,
-    ) -> Result<(Route, Start), crate::routing::Error> {
-        let route = self.route(case_id, exec.clock.now(), request, classification)?;
-        let start = match &route {
+        subject: Subject<'_>,
+    ) -> Result<(Decision, Start), crate::routing::Error> {
+        let decision = self.route(case_id, exec.clock.now(), subject)?;
+        let start = match &decision.route {
             Route::Queue { queue, rule } => Start::Queued {
                 queue: queue.clone(),
                 rule: rule.clone(),
@@ -91,7 +123,7 @@ impl Pipeline<'_> {
                 None => Start::NotLoaded {
                     workflow: workflow.clone(),
                 },
-                Some(wf) => match begin(exec, wf, case_id, request, classification) {
+                Some(wf) => match begin(exec, wf, case_id, subject) {
                     Ok((case, steps)) => Start::Started {
                         workflow: wf.clone(),
                         case: Box::new(case),
@@ -104,32 +136,38 @@ impl Pipeline<'_> {
                 },
             },
         };
-        Ok((route, start))
+        Ok((decision, start))
     }
 }
 
 /// Starts `workflow` on the request: where every case begins (after routing, after a
 /// reviewer's triage decision, in a fixture). The request becomes `case.request`, the
-/// classification `case.classification`.
+/// classification `case.classification`, the customer's history `case.customer`.
 pub fn begin(
     exec: &Executor<'_>,
     workflow: &Workflow,
     case_id: &str,
-    request: &Request,
-    classification: &Classification,
+    subject: Subject<'_>,
 ) -> Result<(Case, Vec<StepRecord>), exec::Error> {
-    exec.start(
+    exec.start_with_customer(
         workflow,
         case_id,
-        request.to_json(),
-        classification.to_json(),
+        subject.request.to_json(),
+        subject.classification.to_json(),
+        subject.customer.to_json(),
     )
 }
 
 /// What the routing policy sees as `request`: the request's fields with the
-/// classification's `intent`, `confidence` and `out_of_scope` beside them (the
-/// classifier's win over fields of the same name).
-pub fn input(request: &Request, classification: &Classification) -> Value {
+/// classification's `intent`, `confidence`, `out_of_scope`, `sentiment` and `frustration`
+/// and the customer's history (`customer`) beside them (these win over fields of the same
+/// name). A signal the model did not give is `()`.
+pub fn input(subject: Subject<'_>) -> Value {
+    let Subject {
+        request,
+        classification,
+        customer,
+    } = subject;
     let mut merged = match request.to_json() {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
@@ -146,6 +184,11 @@ pub fn input(request: &Request, classification: &Classification) -> Value {
         classification.confidence.map_or(Value::Null, Value::from),
     );
     merged.insert("out_of_scope".into(), classification.out_of_scope.into());
+    for signal in [SENTIMENT, FRUSTRATION] {
+        let given = classification.signals.get(signal).cloned();
+        merged.insert(signal.into(), given.unwrap_or(Value::Null));
+    }
+    merged.insert("customer".into(), customer.to_json());
     Value::Object(merged)
 }
 
@@ -181,8 +224,19 @@ mod tests {
     fn routing_sees_the_classification_beside_the_request() {
         let mut r = Request::text(Channel::Chat, "hi");
         r.metadata = json!({"intent": "spoofed"}).as_object().cloned();
-        let c = Classification::new(Some("card_arrival".into()), 0.8);
-        let input = input(&r, &c);
+        let mut c = Classification::new(Some("card_arrival".into()), 0.8);
+        c.signals
+            .insert(FRUSTRATION.into(), json!({"score": 0.9, "flagged": true}));
+        let customer = History {
+            known: true,
+            contacts_30d: 2,
+            ..History::default()
+        };
+        let input = input(Subject {
+            request: &r,
+            classification: &c,
+            customer: &customer,
+        });
         assert_eq!(
             input["intent"], "card_arrival",
             "the classifier's intent wins"
@@ -191,5 +245,8 @@ mod tests {
         assert_eq!(input["out_of_scope"], false);
         assert_eq!(input["text"], "hi");
         assert_eq!(input["metadata"]["intent"], "spoofed");
+        assert_eq!(input["frustration"]["flagged"], true);
+        assert_eq!(input["sentiment"], Value::Null, "absent, not missing");
+        assert_eq!(input["customer"]["contacts_30d"], 2);
     }
 }

@@ -247,6 +247,7 @@ mod tests {
             request_digest: String::new(),
             classification: None,
             route: None,
+            why: None,
             workflow: None,
             state: None,
             queue_task: None,

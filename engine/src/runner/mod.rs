@@ -58,7 +58,7 @@ pub use erase::{Erasure, erase_archived, erase_customer};
 pub use event::{CONSENT_CHANGED, EventAccepted, NewEvent};
 pub use message::{MAX_MESSAGES, NewMessage, Posted};
 pub use schedule::GRACE as SCHEDULE_GRACE;
-pub use triage::{TRIAGE_QUEUE, is_intent_label};
+pub use triage::{SENTIMENT_LABELS, TRIAGE_QUEUE, is_intent_label};
 
 /// A request refused or a failure while handling it.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +162,8 @@ pub struct Runner {
     stored_versions: Mutex<std::collections::HashSet<String>>,
     /// Striped per-case (and per-idempotency-key) locks: one segment per case at a time.
     locks: Vec<Mutex<()>>,
+    /// How soon the queue task of a high-priority case is due.
+    priority_sla: std::time::Duration,
 }
 
 impl std::fmt::Debug for Runner {
@@ -183,7 +185,13 @@ pub struct Parts {
     pub classifier: Arc<dyn classify::Service>,
     pub clock: Arc<dyn Clock>,
     pub versions_dir: PathBuf,
+    /// How soon the queue task of a case routed with `priority: "high"` is due (the
+    /// configuration's `tasks.priority_sla`); other queue tasks have no SLA.
+    pub priority_sla: std::time::Duration,
 }
+
+/// The default of [`Parts::priority_sla`]: one hour.
+pub const DEFAULT_PRIORITY_SLA: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Runner {
     pub fn new(parts: Parts) -> Runner {
@@ -198,6 +206,7 @@ impl Runner {
             versions: Mutex::new(HashMap::new()),
             stored_versions: Mutex::new(std::collections::HashSet::new()),
             locks: (0..64).map(|_| Mutex::new(())).collect(),
+            priority_sla: parts.priority_sla,
         }
     }
 
@@ -301,6 +310,7 @@ impl Runner {
             request_digest: request_digest.clone(),
             classification: None,
             route: None,
+            why: None,
             workflow: None,
             state: None,
             queue_task: None,
@@ -388,7 +398,8 @@ impl Runner {
         Ok(Some((rec, personal)))
     }
 
-    /// Open tasks, oldest first; only `queue`'s if given.
+    /// Open tasks, high priority first, then the soonest due, then the oldest; only
+    /// `queue`'s if given.
     pub fn tasks(&self, queue: Option<&str>) -> Result<Vec<TaskEntry>, Error> {
         let mut tasks: Vec<TaskEntry> = self
             .store
@@ -398,11 +409,18 @@ impl Runner {
             .filter(|t| queue.is_none_or(|q| t.queue == q))
             .collect();
         tasks.sort_by(|a, b| {
-            (a.sla_due.is_none(), a.sla_due, a.created_at).cmp(&(
-                b.sla_due.is_none(),
-                b.sla_due,
-                b.created_at,
-            ))
+            (
+                std::cmp::Reverse(a.priority),
+                a.sla_due.is_none(),
+                a.sla_due,
+                a.created_at,
+            )
+                .cmp(&(
+                    std::cmp::Reverse(b.priority),
+                    b.sla_due.is_none(),
+                    b.sla_due,
+                    b.created_at,
+                ))
         });
         Ok(tasks)
     }

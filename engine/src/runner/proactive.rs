@@ -116,6 +116,7 @@ impl Runner {
             submitted_by: Some(by.clone()),
             reply_to: None,
             linked_case: None,
+            why: None,
         };
         let batch = &mut starting.batch;
         batch

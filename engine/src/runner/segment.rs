@@ -357,6 +357,8 @@ fn follow_waiting(seg: &mut Segment<'_>) {
                 created_at: *created_at,
                 sla_due: *sla_due,
                 reason: None,
+                priority: seg.rec.why.as_ref().map(|w| w.priority).unwrap_or_default(),
+                why: seg.rec.why.clone(),
             },
         );
     }

@@ -5,9 +5,13 @@
 //! does not fit the chosen workflow's input schema waits in the triage queue for a
 //! reviewer to correct ([`Runner::started`]).
 //!
+//! Routing also reads the customer's history, counted from their earlier case records in
+//! the store by pseudonym ([`crate::customer`]; erased cases do not count).
+//!
 //! It may not fail the case for a classifier that is down, and it records the
-//! classification and the route (with the rule that chose it) on the case and in its
-//! audit trail; like every trigger it writes only through its [`Segment`].
+//! classification and the route with why it was chosen (the rule, the priority and the
+//! signals it read) on the case and in its audit trail; like every trigger it writes only
+//! through its [`Segment`].
 
 use std::sync::Arc;
 
@@ -17,8 +21,11 @@ use super::segment::{Outcome, Segment};
 use super::triage::TRIAGE_QUEUE;
 use super::{Error, Runner};
 use crate::audit;
+use crate::customer::History;
 use crate::exec::{self, Case, Failure, StepRecord};
-use crate::pipeline::{self, Classification, Pipeline, Received, Request, Route, Start};
+use crate::pipeline::{
+    self, Classification, Decision, Pipeline, Received, Request, Start, Subject,
+};
 use crate::routing;
 use crate::store::{QueueReason, WorkflowRef};
 use crate::workflow::{Catalog, Workflow};
@@ -32,17 +39,22 @@ impl Runner {
         };
         let received = Received::new(request);
         let classification = self.classification(seg, &received);
+        let customer = self.customer_history(seg)?;
         let catalog = self.catalog();
         let pipeline = Pipeline {
             catalog: &catalog,
             rules: &self.rules,
         };
-        let started = pipeline.start(&seg.exec, seg.case_id, &received.request, &classification);
-        let (route, start) = match started {
+        let subject = Subject {
+            request: &received.request,
+            classification: &classification,
+            customer: &customer,
+        };
+        let (decision, start) = match pipeline.start(&seg.exec, seg.case_id, subject) {
             Ok(routed) => routed,
             Err(e) => return Ok(Err(routing_failure(&e))),
         };
-        record_route(seg, &catalog, route);
+        record_route(seg, &catalog, subject, decision);
         Ok(match start {
             Start::Queued { queue, rule } => {
                 let reason = QueueReason::Routed { rule };
@@ -78,6 +90,19 @@ impl Runner {
         classification
     }
 
+    /// The history of the case's customer at the segment's time, from their earlier case
+    /// records (the newest [`HISTORY_CASES`]); an anonymous request has none.
+    pub(super) fn customer_history(&self, seg: &Segment<'_>) -> Result<History, Error> {
+        let Some(customer) = &seg.rec.customer else {
+            return Ok(History::default());
+        };
+        let records = self
+            .store
+            .customer_cases()
+            .newest_records(customer, HISTORY_CASES)?;
+        Ok(History::from_records(&records, seg.at, seg.case_id))
+    }
+
     /// Starts `wf` on the case's request (for a reviewer's triage decision).
     pub(super) fn start_workflow(
         &self,
@@ -85,9 +110,15 @@ impl Runner {
         wf: &Arc<Workflow>,
         request: &Request,
         classification: &Classification,
-    ) -> Outcome {
-        let begun = pipeline::begin(&seg.exec, wf, &seg.rec.id, request, classification);
-        self.started(seg, wf, begun)
+    ) -> Result<Outcome, Error> {
+        let customer = self.customer_history(seg)?;
+        let subject = Subject {
+            request,
+            classification,
+            customer: &customer,
+        };
+        let begun = pipeline::begin(&seg.exec, wf, &seg.rec.id, subject);
+        Ok(self.started(seg, wf, begun))
     }
 
     /// What starting `wf` came to. A request that does not fit the workflow's input schema
@@ -141,15 +172,28 @@ pub(super) fn stored_request(seg: &Segment<'_>) -> Result<Request, Failure> {
     })
 }
 
-/// Records the route routing chose, by which rule of which policy version.
-fn record_route(seg: &mut Segment<'_>, catalog: &Catalog, route: Route) {
+/// How many of a customer's newest cases their history is counted from: enough for any
+/// 30-day window a person produces, and a bound on the reads a case's start makes.
+pub(super) const HISTORY_CASES: usize = 500;
+
+/// Records the route routing chose, by which rule of which policy version, and why: the
+/// priority and scores it gave and the signals it read (labels and counts, no text).
+fn record_route(
+    seg: &mut Segment<'_>,
+    catalog: &Catalog,
+    subject: Subject<'_>,
+    decision: Decision,
+) {
+    let why = subject.why(catalog.routing.version, &decision);
     seg.entries.push(audit::Entry::new(
         seg.case_id,
         audit::Kind::Routed,
         seg.at,
-        json!({ "policy_version": catalog.routing.version, "rule": route.rule(), "route": route }),
+        json!({ "policy_version": why.policy_version, "rule": why.rule, "route": decision.route,
+                "priority": why.priority, "scores": why.scores, "signals": why.signals }),
     ));
-    seg.rec.route = Some(route);
+    seg.rec.route = Some(decision.route);
+    seg.rec.why = Some(why);
 }
 
 /// A routing failure: the policy's script may have thrown or returned case data.

@@ -23,6 +23,7 @@ use super::{CASE_ID_LEN, Error, Runner};
 use crate::audit;
 use crate::classify::{Classification, Correction};
 use crate::exec::{Event, Failure, TaskCompletion, Waiting, digest};
+use crate::pipeline::{FRUSTRATION, SENTIMENT};
 use crate::routing::Route;
 use crate::store::{Batch, CaseRecord, CaseStatus, Pending, Table, TaskEntry, Trigger};
 
@@ -147,12 +148,12 @@ impl Runner {
                 // a triage task: the reviewer's intent becomes a training label, and the
                 // reviewer may correct the request's fields before a workflow starts
                 self.check_reviewed_intent(&completion)?;
-                triage::check_corrections(&completion.data).map_err(|reason| {
-                    Error::InvalidCorrection {
+                triage::check_corrections(&completion.data)
+                    .and(triage::reviewed_mood(&completion.data).map(|_| ()))
+                    .map_err(|reason| Error::InvalidCorrection {
                         task_id: completion.task_id.clone(),
                         reason,
-                    }
-                })?;
+                    })?;
             }
             let now = self.clock.now();
             rec.pending = Some(Pending {
@@ -208,11 +209,15 @@ impl Runner {
         if seg.rec.state.is_some() {
             return self.resume(seg, Event::TaskCompleted(completion));
         }
-        Ok(self.on_triage_decision(seg, completion))
+        self.on_triage_decision(seg, completion)
     }
 
     /// A case routed to a queue: the reviewer picks a workflow or closes it.
-    fn on_triage_decision(&self, seg: &mut Segment<'_>, completion: TaskCompletion) -> Outcome {
+    fn on_triage_decision(
+        &self,
+        seg: &mut Segment<'_>,
+        completion: TaskCompletion,
+    ) -> Result<Outcome, Error> {
         let mut body = decision_record(&completion);
         let corrected = if completion.decision == CLOSE {
             Vec::new()
@@ -240,19 +245,41 @@ impl Runner {
                 seg.at,
                 json!({ "status": "completed", "outcome": "closed_by_reviewer" }),
             ));
-            return Ok(None);
+            return Ok(Ok(None));
         }
         let Some(wf) = self.catalog().get(&completion.decision).cloned() else {
-            return Err(Failure::public(format!(
+            return Ok(Err(Failure::public(format!(
                 "the reviewer chose workflow `{}`, which is no longer published",
                 completion.decision
-            )));
+            ))));
         };
-        let request = super::start::stored_request(seg)?;
+        let request = match super::start::stored_request(seg) {
+            Ok(r) => r,
+            Err(failure) => return Ok(Err(failure)),
+        };
         let stored = seg.rec.classification.clone().unwrap_or(Value::Null);
-        let mut classification: Classification = serde_json::from_value(stored).map_err(|e| {
-            Failure::public(format!("the stored classification cannot be read: {e}"))
-        })?;
+        let mut classification: Classification = match serde_json::from_value(stored) {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Err(Failure::public(format!(
+                    "the stored classification cannot be read: {e}"
+                ))));
+            }
+        };
+        // The workflow sees the mood the reviewer read, not the model's.
+        let mood = triage::reviewed_mood(&completion.data).unwrap_or_default();
+        if let Some(label) = mood.sentiment {
+            classification.signals.insert(
+                SENTIMENT.into(),
+                json!({ "label": label, "confidence": 1.0, "corrected": true }),
+            );
+        }
+        if let Some(flagged) = mood.frustrated {
+            classification.signals.insert(
+                FRUSTRATION.into(),
+                json!({ "score": if flagged { 1.0 } else { 0.0 }, "flagged": flagged, "corrected": true }),
+            );
+        }
         classification.corrected_by_reviewer = Some(Correction {
             workflow: wf.id.clone(),
             intents: wf.intents.clone(),
@@ -278,6 +305,16 @@ fn decision_record(completion: &TaskCompletion) -> Value {
             Ok(label) => m.insert("intent".into(), json!(label)),
             Err(()) => m.insert("intent_refused".into(), json!(true)),
         };
+    }
+    // Checked when the completion was accepted: labels and a boolean, no personal datum.
+    let mood = triage::reviewed_mood(&completion.data).unwrap_or_default();
+    if let Value::Object(m) = &mut body {
+        if let Some(label) = mood.sentiment {
+            m.insert("sentiment".into(), json!(label));
+        }
+        if let Some(flagged) = mood.frustrated {
+            m.insert("frustrated".into(), json!(flagged));
+        }
     }
     body
 }

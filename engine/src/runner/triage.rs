@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::Runner;
+use crate::routing::Priority;
 use crate::store::{
     Batch, CaseRecord, CaseStatus, PersonalRecord, QueueReason, Table, TaskEntry, key,
 };
@@ -49,6 +50,13 @@ impl Runner {
         let task_id = format!("{}.triage", rec.id);
         let mut decisions: Vec<String> = self.catalog().workflows().map(|w| w.id.clone()).collect();
         decisions.push(CLOSE.to_string());
+        let why = rec.why.clone();
+        let priority = why.as_ref().map(|w| w.priority).unwrap_or_default();
+        // A high-priority case must be seen sooner: its queue task is due within the
+        // configured priority SLA. Other queue tasks have no SLA.
+        let sla_due = (priority == Priority::High)
+            .then(|| at.checked_add(self.priority_sla).ok())
+            .flatten();
         let title = match &reason {
             QueueReason::InputInvalid { .. } => {
                 "Check this request: its fields do not fit the workflow; correct them and choose a workflow, or close it"
@@ -66,8 +74,10 @@ impl Runner {
                 title: Some(title.into()),
                 decisions,
                 created_at: at,
-                sla_due: None,
+                sla_due,
                 reason: Some(reason.clone()),
+                priority,
+                why,
             },
         );
         rec.queue_task = Some(task_id);
@@ -127,6 +137,43 @@ impl Runner {
     }
 }
 
+/// The sentiment labels a reviewer may give (`data.sentiment`), as the model's head has them.
+pub const SENTIMENT_LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+
+/// A reviewer's reading of the customer's mood on a triage task: `data.sentiment` (one of
+/// [`SENTIMENT_LABELS`]) and `data.frustrated` (a boolean), each optional. They are
+/// training labels for the model's sentiment and frustration heads, kept in the audit
+/// trail (labels only) for `casegraph corrections export`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ReviewedMood {
+    pub sentiment: Option<&'static str>,
+    pub frustrated: Option<bool>,
+}
+
+/// The reviewer's [`ReviewedMood`] in `data`, or what is wrong with it.
+pub(super) fn reviewed_mood(data: &Value) -> Result<ReviewedMood, String> {
+    let mut mood = ReviewedMood::default();
+    if let Some(given) = data.get("sentiment").filter(|v| !v.is_null()) {
+        let label = given
+            .as_str()
+            .and_then(|s| SENTIMENT_LABELS.iter().find(|l| **l == s));
+        mood.sentiment = Some(*label.ok_or_else(|| {
+            format!(
+                "`data.sentiment` must be one of {}",
+                SENTIMENT_LABELS.join(", ")
+            )
+        })?);
+    }
+    if let Some(given) = data.get("frustrated").filter(|v| !v.is_null()) {
+        mood.frustrated = Some(
+            given
+                .as_bool()
+                .ok_or("`data.frustrated` must be true or false")?,
+        );
+    }
+    Ok(mood)
+}
+
 /// Which keys of `data.request` a reviewer may correct on a triage task, and their shapes:
 /// the customer number, the language and the form fields. Anything else (channel, text,
 /// reply address, metadata) is what the customer sent and stays as it was.
@@ -157,6 +204,26 @@ pub(super) fn check_corrections(data: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reviewers_mood_is_a_label_and_a_boolean_or_refused() {
+        assert_eq!(reviewed_mood(&json!({})), Ok(ReviewedMood::default()));
+        assert_eq!(
+            reviewed_mood(&json!({"sentiment": "negative", "frustrated": true})),
+            Ok(ReviewedMood {
+                sentiment: Some("negative"),
+                frustrated: Some(true)
+            })
+        );
+        for refused in [
+            json!({"sentiment": "furious"}),
+            json!({"sentiment": 1}),
+            json!({"sentiment": "Frau Muster ist sauer"}),
+            json!({"frustrated": "yes"}),
+        ] {
+            assert!(reviewed_mood(&refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn only_a_label_shaped_reviewed_intent_is_kept() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::exec::{Case, TaskCompletion};
-use crate::routing::Route;
+use crate::routing::{Priority, Route, Why};
 
 /// Where a case stands, as users see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +102,10 @@ pub struct CaseRecord {
     pub classification: Option<Value>,
     /// Where routing sent the case and which rule fired.
     pub route: Option<Route>,
+    /// Why routing chose the route: the rule, its priority and scores, and the signals it
+    /// decided on. Absent on cases routed before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<Why>,
     pub workflow: Option<WorkflowRef>,
     /// The executor's state after the last checkpoint; its `data` and reply text are kept in
     /// [`PersonalRecord`] and are `null`/empty here.
@@ -218,6 +222,13 @@ pub struct TaskEntry {
     /// Why a triage task was opened (absent on a workflow's own human tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<QueueReason>,
+    /// The case's priority, as routing gave it: the inbox lists `high` first.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+    /// Why the case was routed where it was (the case's [`CaseRecord::why`]), so the inbox
+    /// can say it without reading every case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<Why>,
 }
 
 /// An idempotency key's case.

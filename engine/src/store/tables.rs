@@ -46,7 +46,8 @@ impl Store {
         Notifications(self)
     }
 
-    /// Which cases belong to a customer (by pseudonym), for erasure.
+    /// Which cases belong to a customer (by pseudonym), for erasure and for the customer's
+    /// history that routing reads ([`crate::customer::History`]).
     pub fn customer_cases(&self) -> CustomerCases<'_> {
         CustomerCases(self)
     }
@@ -302,6 +303,22 @@ impl CustomerCases<'_> {
             .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             .collect())
     }
+
+    /// The records of the customer's newest `limit` cases, oldest first: what their history
+    /// is counted from. A case id without a readable record (archived between the two
+    /// reads, damaged) is passed over.
+    pub fn newest_records(&self, pseudonym: &str, limit: usize) -> Result<Vec<CaseRecord>, Error> {
+        let ids = self.of(pseudonym)?;
+        let mut out = Vec::new();
+        for id in &ids[ids.len().saturating_sub(limit)..] {
+            match self.0.cases().get(id) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The `outbox` table: `<case id>:<node>:<visit>` → the recorded call and its answer.
@@ -442,6 +459,7 @@ mod tests {
             request_digest: "d".into(),
             classification: None,
             route: None,
+            why: None,
             workflow: None,
             state: None,
             queue_task: None,
@@ -581,6 +599,17 @@ mod tests {
             "due at or before the time, earliest first"
         );
         assert_eq!(store.customer_cases().of("cust-a").unwrap(), ["c1", "c2"]);
+        let mut batch = Batch::new();
+        for id in ["c1", "c2", "c3"] {
+            batch.put_case(&case(id));
+        }
+        store.commit(batch).unwrap();
+        let newest = |limit| -> Vec<String> {
+            let records = store.customer_cases().newest_records("cust-a", limit);
+            records.unwrap().into_iter().map(|r| r.id).collect()
+        };
+        assert_eq!(newest(10), ["c1", "c2"], "not `cust-ab`'s case");
+        assert_eq!(newest(1), ["c2"], "the newest, when bounded");
         let notes = store.notifications().after(Some("c1"), 10).unwrap();
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].0, "c2");

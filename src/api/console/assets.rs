@@ -68,6 +68,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../console/inbox.js"),
     ),
     (
+        "why.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../console/why.js"),
+    ),
+    (
         "cases.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../console/cases.js"),

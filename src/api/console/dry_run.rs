@@ -7,7 +7,7 @@ use axum::extract::State;
 use casegraph_engine::exec::{
     CallError, CallRequest, Case, Connector, Executor, ManualClock, Waiting,
 };
-use casegraph_engine::pipeline::{self, Pipeline, Received, Request, Start};
+use casegraph_engine::pipeline::{self, History, Pipeline, Received, Request, Start, Subject};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -216,15 +216,21 @@ pub async fn dry_run(
             catalog: &catalog,
             rules: &rules,
         };
-        let (route, start) =
-            match pipeline.start(&exec, "dry-run", &received.request, &classification) {
-                Ok(routed) => routed,
-                Err(e) => {
-                    answer.route_error = Some(e.to_string());
-                    return Ok(Json(answer));
-                }
-            };
-        answer.route = Some(serde_json::to_value(&route).unwrap_or(Value::Null));
+        // A dry run is of no customer: the history is unknown, every count 0.
+        let customer = History::default();
+        let subject = Subject {
+            request: &received.request,
+            classification: &classification,
+            customer: &customer,
+        };
+        let (decision, start) = match pipeline.start(&exec, "dry-run", subject) {
+            Ok(routed) => routed,
+            Err(e) => {
+                answer.route_error = Some(e.to_string());
+                return Ok(Json(answer));
+            }
+        };
+        answer.route = Some(serde_json::to_value(&decision.route).unwrap_or(Value::Null));
         let (wf, mut case) = match start {
             Start::Queued { .. } | Start::NotLoaded { .. } => return Ok(Json(answer)),
             Start::Refused { workflow, error } => {
