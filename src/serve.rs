@@ -95,6 +95,12 @@ pub async fn run(
         .transpose()?;
     let service = Service::build(&config)?;
     service.recover()?;
+    // Schedules new to this store start from now; written before the first connection,
+    // so an idle box commits nothing once it serves (ADR 0014).
+    service
+        .runner
+        .mark_new_schedules()
+        .context("cannot store the marks of new schedules")?;
     let jobs = Jobs::spawn(&config, &service);
     serve(&config, listener, tls, service.state.clone(), shutdown).await?;
     jobs.stop().await;

@@ -248,6 +248,12 @@ fn a_schedule_fires_at_its_occurrence_and_catches_up_once_after_the_box_was_off(
     let clock = Arc::new(ManualClock::new(ts("2026-12-30T07:00:00Z")));
     let runner = open(dir.path(), crm.clone(), clock.clone());
     grant(&runner, "K-2001", "marketing", true);
+    assert_eq!(
+        runner.mark_new_schedules().unwrap(),
+        1,
+        "a new schedule starts from now"
+    );
+    assert_eq!(runner.mark_new_schedules().unwrap(), 0);
     assert!(
         runner.fire_schedules().unwrap().is_empty(),
         "publishing does not fire the past"

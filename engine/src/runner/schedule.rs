@@ -48,6 +48,31 @@ impl Runner {
         Ok(started)
     }
 
+    /// Stores a mark at now for every schedule the store has none for (or one reckoned under
+    /// another pattern), in one commit: a box calls it at start, before it serves, so the
+    /// first tick only fires and catches up, and an idle box writes nothing after start.
+    /// Returns how many schedules it marked.
+    pub fn mark_new_schedules(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let mut batch = crate::store::Batch::new();
+        let mut marked = 0;
+        for wf in self.catalog().workflows() {
+            let Some(schedule) = &wf.triggers.schedule else {
+                continue;
+            };
+            let pattern = mark_pattern(schedule);
+            let known = self.store.schedules().get(&wf.id)?;
+            if known.is_none_or(|m| m.pattern != pattern) {
+                batch.put_schedule_mark(&wf.id, &ScheduleMark { pattern, last: now });
+                marked += 1;
+            }
+        }
+        if marked > 0 {
+            self.store.commit(batch)?;
+        }
+        Ok(marked)
+    }
+
     fn fire_schedule(
         &self,
         wf: &Workflow,
@@ -55,7 +80,7 @@ impl Runner {
         now: Timestamp,
     ) -> Result<Vec<String>, Error> {
         let _lock = self.lock(&format!("schedule\0{}", wf.id));
-        let pattern = format!("{} {}", schedule.pattern, schedule.timezone);
+        let pattern = mark_pattern(schedule);
         let mark = self.store.schedules().get(&wf.id)?;
         let mut starting = Starting::new("schedule", now);
         let Some(mark) = mark.filter(|m| m.pattern == pattern) else {
@@ -185,6 +210,11 @@ impl Runner {
             .map(|s| s.upcoming(self.clock.now(), n))
             .unwrap_or_default()
     }
+}
+
+/// What a mark was reckoned under: the pattern and the time zone.
+fn mark_pattern(schedule: &Schedule) -> String {
+    format!("{} {}", schedule.pattern, schedule.timezone)
 }
 
 /// A customer an occurrence is for.
