@@ -94,7 +94,8 @@ async function caseDetail(view, id) {
       h('dt', {}, t('cases.reference')), h('dd', {}, h('code', { 'data-testid': 'case-reference' }, c.reference || '–')),
       c.linked_case ? h('dt', {}, t('cases.linked')) : null,
       c.linked_case ? h('dd', {}, h('a', { href: `#/cases/${encodeURIComponent(c.linked_case)}` }, c.linked_case)) : null,
-      h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at))),
+      h('dt', {}, t('cases.accepted')), h('dd', {}, fmtTime(c.accepted_at)),
+      ...proactive(c)),
     conversation(c.messages),
     h('h3', {}, t('why.title')), whyPanel(c.why),
     c.reply ? h('div', {}, h('h3', {}, `${t('cases.reply')} (${c.reply.template}, ${c.reply.language})`),
@@ -104,6 +105,22 @@ async function caseDetail(view, id) {
   if (!audit) timeline.append(h('p', { class: 'muted' }, t('cases.notimeline')));
   else timeline.append(h('ol', { class: 'timeline', 'data-testid': 'timeline' }, audit.records.map(record)));
   view.append(h('div', { class: 'grid2' }, timeline, summary));
+}
+
+// A case an event or a schedule started: what started it, and the consents it decided on
+// (from the snapshot in its request, so masked for auditors like other personal data).
+function proactive(c) {
+  const r = c.request || {};
+  const started = r.event ? `${r.event.type} · ${r.event.source} · ${r.event.id}`
+    : r.schedule ? `${t('cases.schedule')} ${fmtTime(r.schedule.occurrence)}` : null;
+  if (!started && !['event', 'schedule'].includes(c.channel)) return [];
+  const consents = r.customer && r.customer.consents
+    ? Object.entries(r.customer.consents).map(([p, g]) => h('span', { class: `chip ${g ? 'ok' : 'bad'}`, 'data-testid': 'consent' }, `${p}: ${g ? '✓' : '✗'}`))
+    : [t('cases.masked')];
+  return [
+    h('dt', {}, t('cases.startedby')), h('dd', { 'data-testid': 'started-by' }, started || t('cases.masked')),
+    h('dt', {}, t('cases.consents')), h('dd', {}, consents.length ? consents : '–'),
+  ];
 }
 
 // The conversation: the questions the case sent and what the customer wrote, on which

@@ -25,7 +25,9 @@ async function list(view) {
     body.append(h('tr', { class: 'clickable', 'data-testid': `wf-${w.id}`, onclick: () => go(`workflows/${w.id}`) },
       h('td', {}, h('a', { href: `#/workflows/${w.id}` }, w.id), w.title ? h('div', { class: 'muted' }, w.title) : null),
       h('td', {}, versions.map((v) => h('span', { class: `chip${v.current ? ' current' : ''}`, title: v.current ? t('wf.compare.source.current') : '' }, `v${v.version}`))),
-      h('td', {}, w.intents.map((i) => h('span', { class: 'chip' }, i))),
+      h('td', {}, w.intents.map((i) => h('span', { class: 'chip' }, i)),
+        (w.triggers ? w.triggers.events : []).map((e) => h('span', { class: 'chip', title: t('wf.trigger.event') }, `⚡ ${e}`)),
+        w.triggers && w.triggers.schedule ? h('span', { class: 'chip', title: t('wf.trigger.schedule') }, `⏰ ${w.triggers.schedule.cron}`) : null),
       h('td', {}, w.languages.join(', '))));
   }
   view.append(h('div', { class: 'panel' }, h('table', { 'data-testid': 'workflow-list' },
@@ -48,6 +50,18 @@ export function yamlBlock(yaml, line) {
   return out.join('\n').trimEnd();
 }
 
+/** What starts a workflow besides intents: its events, its schedule and next occurrences. */
+function triggers(tr) {
+  if (!tr) return null;
+  const s = tr.schedule;
+  return h('div', { class: 'panel', 'data-testid': 'wf-triggers' }, h('h2', {}, t('wf.triggers')),
+    h('dl', { class: 'kv' },
+      h('dt', {}, t('wf.trigger.event')), h('dd', {}, tr.events.length ? tr.events.map((e) => h('span', { class: 'chip' }, e)) : '–'),
+      h('dt', {}, t('wf.trigger.purpose')), h('dd', {}, tr.purpose || '–'),
+      h('dt', {}, t('wf.trigger.schedule')), h('dd', {}, s ? `${s.cron} (${s.timezone}) · ${s.subjects}${s.catch_up ? '' : ' · no catch-up'}` : '–'),
+      ...(s ? [h('dt', {}, t('wf.trigger.next')), h('dd', { 'data-testid': 'wf-next' }, s.next.map((n) => h('span', { class: 'chip' }, n)))] : [])));
+}
+
 async function detail(view, id) {
   const [def, info] = await Promise.all([
     get(`/v1/console/workflows/${encodeURIComponent(id)}/definition`),
@@ -57,6 +71,7 @@ async function detail(view, id) {
     h('p', {}, h('a', { href: '#/workflows' }, t('wf.back'))),
     h('h1', { 'data-testid': 'wf-title' }, `${def.title || def.id} `, h('span', { class: 'muted' }, `${def.id} · v${def.version}`)),
     h('p', {}, def.intents.map((i) => h('span', { class: 'chip' }, i)), ' ', h('span', { class: 'muted' }, `${def.languages.join(', ')} · ${def.digest.slice(0, 19)}…`)),
+    triggers(info.triggers),
   );
   const panes = {
     graph: h('section', { 'data-testid': 'pane-graph' }),

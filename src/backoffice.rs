@@ -18,6 +18,11 @@
 //! - `fraud.open_case` → `{fraud_case_id, priority}`
 //! - `accounts.close_account` → `{closed, closing_date_offset_days}`
 //! - `accounts.retention_offer` → `{offer, monthly_fee_waived_months}`
+//! - `crm.warranties_expiring` → `{subjects: [{customer_id, language, data: {product_id,
+//!   product, expires_on}}]}`: two fixed customers (`K-1001` en, `K-1002` de)
+//! - `crm.birthdays_today` → `{subjects: [{customer_id, language, data: {first_name}}]}`:
+//!   two fixed customers (`K-2001` en, `K-2002` de)
+//! - `crm.report_missing_items` → `{ticket_id, status: "opened"}`
 //!
 //! Any other connector or operation is a non-retryable error naming it.
 
@@ -97,6 +102,19 @@ impl Connector for SimulatedBackOffice {
                 "updated": true,
                 "fields": p.get("changes").and_then(Value::as_object).map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
             }),
+            ("crm", "warranties_expiring") => json!({ "subjects": [
+                { "customer_id": "K-1001", "language": "en",
+                  "data": { "product_id": "P-100", "product": "washing machine", "expires_on": "2027-01-05" } },
+                { "customer_id": "K-1002", "language": "de",
+                  "data": { "product_id": "P-200", "product": "Geschirrspüler", "expires_on": "2027-01-05" } },
+            ]}),
+            ("crm", "birthdays_today") => json!({ "subjects": [
+                { "customer_id": "K-2001", "language": "en", "data": { "first_name": "Alex" } },
+                { "customer_id": "K-2002", "language": "de", "data": { "first_name": "Erika" } },
+            ]}),
+            ("crm", "report_missing_items") => {
+                json!({ "ticket_id": id("MIS", key), "status": "opened" })
+            }
             ("fraud", "open_case") => {
                 let score = p.get("score").and_then(Value::as_f64).unwrap_or(0.0);
                 json!({ "fraud_case_id": id("FRD", key), "priority": if score >= 70.0 { "high" } else { "normal" } })

@@ -95,6 +95,12 @@ pub async fn run(
         .transpose()?;
     let service = Service::build(&config)?;
     service.recover()?;
+    // Schedules new to this store start from now; written before the first connection,
+    // so an idle box commits nothing once it serves (ADR 0018).
+    service
+        .runner
+        .mark_new_schedules()
+        .context("cannot store the marks of new schedules")?;
     let jobs = Jobs::spawn(&config, &service);
     serve(&config, listener, tls, service.state.clone(), shutdown).await?;
     jobs.stop().await;
@@ -447,5 +453,17 @@ fn fire_due(cases: &CaseRunner) {
             }
         }
         Err(e) => tracing::error!("timers could not fire: {e}"),
+    }
+    // Workflow schedules on the same tick: the first tick after a start catches up on
+    // occurrences missed while the box was off (ADR 0018).
+    match runner.fire_schedules() {
+        Ok(started) => {
+            for id in started {
+                if let Some(status) = cases.process(&id) {
+                    tracing::info!(case = %id, status = status.as_str(), "scheduled case ran");
+                }
+            }
+        }
+        Err(e) => tracing::error!("schedules could not fire: {e}"),
     }
 }

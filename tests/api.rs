@@ -845,3 +845,82 @@ fn a_receiver_that_is_down_at_first_still_gets_the_notification() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn warranty_event(id: &str, customer: &str, product: &str, language: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": id, "source": "/products/warranty", "type": "warranty.expiring",
+        "subject": customer, "time": "2026-12-06T08:00:00Z", "datacontenttype": "application/json",
+        "data": { "product_id": product, "product": "washing machine", "expires_on": "2027-01-05",
+                  "language": language }
+    })
+}
+
+#[test]
+fn a_warranty_event_reminds_the_customer_who_consented_and_no_one_else() {
+    let s = Server::start();
+    let crm = s.token_with("crm", &["send_events", "manage_consents"]);
+    let granted = s.raw(
+        "PUT",
+        "/v1/customers/K-A/consents/marketing",
+        Some(&crm),
+        Some((
+            "application/json",
+            br#"{"granted": true, "source": "branch"}"#.to_vec(),
+        )),
+        &[],
+    );
+    assert_eq!(granted.status, 200, "{}", granted.text);
+
+    let a = s.post_event(&crm, &warranty_event("w-1", "K-A", "P-1", "en"));
+    let b = s.post_event(&crm, &warranty_event("w-2", "K-B", "P-2", "de"));
+    assert_eq!((a.status, b.status), (202, 202), "{} {}", a.text, b.text);
+    assert_eq!(a.json["event_id"], "w-1");
+    let case_a = a.json["cases"][0].as_str().unwrap().to_string();
+    let case_b = b.json["cases"][0].as_str().unwrap().to_string();
+    let done_a = s.wait_case(&case_a, is_final);
+    let done_b = s.wait_case(&case_b, is_final);
+    assert_eq!(done_a["outcome"], "reminded", "{done_a}");
+    assert!(
+        done_a["reply"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("2027-01-05"),
+        "{done_a}"
+    );
+    assert_eq!(done_b["outcome"], "no_consent", "{done_b}");
+    assert!(
+        done_b["reply"].is_null(),
+        "nothing is sent without consent: {done_b}"
+    );
+    // The case shows the event that started it.
+    assert_eq!(
+        done_a["request"]["event"]["type"], "warranty.expiring",
+        "{done_a}"
+    );
+
+    // The same event again: the same answer, no new case.
+    let again = s.post_event(&crm, &warranty_event("w-1", "K-A", "P-1", "en"));
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json, a.json);
+    // A malformed event is refused, naming the attribute.
+    let mut broken = warranty_event("w-3", "K-A", "P-3", "en");
+    broken["time"] = json!("yesterday");
+    let r = s.post_event(&crm, &broken);
+    r.assert_error(422, "invalid_event");
+    assert_eq!(
+        r.json["error"]["details"]["attribute"], "time",
+        "{}",
+        r.text
+    );
+
+    // The consent with its history, as a reviewer sees it.
+    let consents = s.call(
+        "GET",
+        "/v1/customers/K-A/consents",
+        Some(Role::Reviewer),
+        None,
+    );
+    assert_eq!(consents.status, 200, "{}", consents.text);
+    assert_eq!(consents.json["consents"][0]["purpose"], "marketing");
+    assert_eq!(consents.json["consents"][0]["current"]["source"], "branch");
+}

@@ -687,3 +687,108 @@ fn acknowledged_answers_reach_their_case_exactly_once_across_sigkills() {
         cases.len()
     );
 }
+
+/// A warranty event about customer `i`; nobody consented, so each case ends `no_consent`.
+fn warranty_event(i: u64) -> Value {
+    json!({
+        "specversion": "1.0", "id": format!("ev-{i}"), "source": "/products", "type": "warranty.expiring",
+        "subject": format!("K-{i}"), "data": { "product_id": format!("P-{i}"), "product": "dryer",
+        "expires_on": "2027-01-05" }
+    })
+}
+
+/// Posts events until told to stop; returns `(event number, cases)` of every `202`.
+fn event_client(url: String, token: String, seed: u64, stop: Arc<AtomicBool>) -> Vec<(u64, Value)> {
+    let agent = agent();
+    let mut acked = Vec::new();
+    let mut i = seed * 1_000_000;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let resp = agent
+            .post(&format!("{url}/v1/events"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/cloudevents+json")
+            .send(warranty_event(i).to_string());
+        let Ok(mut resp) = resp else { break };
+        if resp.status() == 202 {
+            let Ok(text) = resp.body_mut().read_to_string() else {
+                break;
+            };
+            let body: Value = serde_json::from_str(&text).unwrap();
+            acked.push((i, body["cases"].clone()));
+        }
+    }
+    acked
+}
+
+#[test]
+fn a_sigkill_during_a_burst_of_events_loses_no_acknowledged_event() {
+    let receiver = Receiver::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data: PathBuf = tmp.path().join("data");
+    let mut moments = Moments(23);
+    let mut acked: Vec<(u64, Value)> = Vec::new();
+    for round in 0..6 {
+        let mut server = start_server(&data, "redb", &receiver.url);
+        let token = token(&data);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (url, token, stop) = (server.url.clone(), token.clone(), stop.clone());
+                std::thread::spawn(move || event_client(url, token, round * 10 + c + 1, stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(moments.next_ms(50, 400)));
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            acked.extend(c.join().unwrap());
+        }
+    }
+    assert!(acked.len() > 6, "events were accepted between the kills");
+    let server = start_server(&data, "redb", &receiver.url);
+    let token = token(&data);
+    let agent = agent();
+    for (i, cases) in &acked {
+        // The event is stored: posting it again answers the cases it started then.
+        let mut resp = agent
+            .post(&format!("{}/v1/events", server.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/cloudevents+json")
+            .send(warranty_event(*i).to_string())
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(
+            &body["cases"], cases,
+            "event {i} was acknowledged, then lost or changed"
+        );
+        let id = cases[0].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut resp = agent
+                .get(&format!("{}/v1/cases/{id}", server.url))
+                .header("Authorization", &format!("Bearer {token}"))
+                .call()
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                200,
+                "the case of acknowledged event {i} is missing"
+            );
+            let case: Value =
+                serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+            if case["status"] == "completed" {
+                assert_eq!(case["outcome"], "no_consent", "{case}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "case {id} did not finish: {case}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    eprintln!("events: 6 kills, {} acknowledged, all found", acked.len());
+}

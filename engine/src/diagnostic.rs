@@ -44,6 +44,9 @@ pub enum Code {
     OutsideBundle,
     /// A file larger, or nested deeper, than the compiler reads.
     Limit,
+    /// A workflow started by events or a schedule can contact the customer without
+    /// passing a consent check.
+    NoConsentCheck,
 }
 
 impl Code {
@@ -67,6 +70,7 @@ impl Code {
             Code::DuplicateWorkflow => "duplicate_workflow",
             Code::OutsideBundle => "path_outside_workflow",
             Code::Limit => "limit_exceeded",
+            Code::NoConsentCheck => "no_consent_check",
         }
     }
 }

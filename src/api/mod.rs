@@ -7,8 +7,10 @@ mod admin;
 mod auth;
 mod cases;
 mod classify;
+mod consents;
 mod console;
 mod error;
+mod events;
 mod messages;
 mod openapi;
 pub mod requests;
@@ -26,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use casegraph_engine::classify::Service as ClassifyService;
 use casegraph_engine::runner::Runner;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -92,6 +94,9 @@ pub type AppState = Arc<Inner>;
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/requests", post(requests::create))
+        .route("/v1/events", post(events::create))
+        .route("/v1/customers/{id}/consents", get(consents::list))
+        .route("/v1/customers/{id}/consents/{purpose}", put(consents::put))
         .route("/v1/cases/{id}", get(cases::show))
         .route("/v1/cases/{id}/audit", get(cases::audit))
         .route("/v1/cases/{id}/messages", post(messages::post))

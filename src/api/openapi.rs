@@ -12,6 +12,9 @@ use super::Json;
     info(title = "casegraph", description = "Customer-care workflow engine: intake, cases, human tasks, workflows, and what the web console needs beyond them (`/v1/console/…`)."),
     paths(
         super::requests::create,
+        super::events::create,
+        super::consents::put,
+        super::consents::list,
         super::cases::show,
         super::cases::audit,
         super::messages::post,

@@ -26,6 +26,7 @@ fn adds_work(method: &Method, path: &str) -> bool {
         && (matches!(
             path,
             "/v1/requests"
+                | "/v1/events"
                 | "/v1/classify"
                 | "/v1/workflows"
                 | "/v1/console/workflows/check"
@@ -46,7 +47,7 @@ fn is_message(path: &str) -> bool {
 /// or secure what is already there, and fail only if the disk itself refuses them.
 fn writes(method: &Method, path: &str) -> Option<Write> {
     match (method, path) {
-        (&Method::POST, "/v1/requests") => Some(Write::Intake),
+        (&Method::POST, "/v1/requests" | "/v1/events") => Some(Write::Intake),
         (&Method::POST, p) if is_message(p) => Some(Write::Intake),
         (&Method::POST, "/v1/workflows" | "/v1/tokens") => Some(Write::Other),
         _ => None,

@@ -22,8 +22,9 @@ pub struct NewToken {
     /// Unique client name; defaults to the token id.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: Option<String>,
-    /// What the token may do beyond its role: `state_intent` (submitter tokens) lets it
-    /// state a request's classification in `metadata.intent`.
+    /// What the token may do beyond its role (submitter tokens): `state_intent` lets it
+    /// state a request's classification in `metadata.intent`; `send_events` lets it post
+    /// business events; `manage_consents` lets it record customers' consents.
     #[serde(default)]
     pub capabilities: Vec<Capability>,
 }

@@ -28,6 +28,30 @@ pub struct WorkflowSummary {
     /// The version of the workflow's knowledge base, when it answers from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knowledge_version: Option<u32>,
+    /// What starts the workflow besides intents (absent when only routing does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<TriggersView>,
+}
+
+/// A workflow's events and schedule, with the schedule's next occurrences.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TriggersView {
+    pub events: Vec<String>,
+    /// The consent purpose its replies are contacts for.
+    pub purpose: Option<String>,
+    pub once_per: Option<String>,
+    pub schedule: Option<ScheduleView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScheduleView {
+    pub cron: String,
+    pub timezone: String,
+    pub catch_up: bool,
+    /// `connector.operation` of the subjects query.
+    pub subjects: String,
+    /// The next five occurrences (RFC 3339, UTC).
+    pub next: Vec<String>,
 }
 
 /// A workflow and the versions the box knows.
@@ -73,6 +97,24 @@ pub enum GraphFormat {
 }
 
 fn summary(w: &Workflow) -> WorkflowSummary {
+    summary_at(w, jiff::Timestamp::now())
+}
+
+/// The summary with the schedule's occurrences after `now`.
+fn summary_at(w: &Workflow, now: jiff::Timestamp) -> WorkflowSummary {
+    let t = &w.triggers;
+    let triggers = (!t.is_empty()).then(|| TriggersView {
+        events: t.events.clone(),
+        purpose: t.purpose.clone(),
+        once_per: t.once_per.clone(),
+        schedule: t.schedule.as_ref().map(|s| ScheduleView {
+            cron: s.pattern.clone(),
+            timezone: s.timezone.clone(),
+            catch_up: s.catch_up,
+            subjects: format!("{}.{}", s.connector, s.operation),
+            next: s.upcoming(now, 5).iter().map(ToString::to_string).collect(),
+        }),
+    });
     WorkflowSummary {
         id: w.id.clone(),
         version: w.version,
@@ -82,6 +124,7 @@ fn summary(w: &Workflow) -> WorkflowSummary {
         languages: w.languages.clone(),
         risk: w.risk,
         knowledge_version: w.knowledge.as_ref().map(|k| k.version),
+        triggers,
     }
 }
 
@@ -106,7 +149,7 @@ pub async fn list(
             .runner
             .catalog()
             .workflows()
-            .map(|w| summary(w))
+            .map(|w| summary_at(w, state.runner.now()))
             .collect(),
     ))
 }
@@ -148,7 +191,7 @@ pub async fn show(
     });
     versions.sort_by_key(|v| v.version);
     Ok(Json(WorkflowDetail {
-        current: summary(&wf),
+        current: summary_at(&wf, state.runner.now()),
         nodes: wf.nodes().map(|n| n.id.clone()).collect(),
         versions,
     }))

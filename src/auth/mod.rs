@@ -101,21 +101,35 @@ pub enum Capability {
     /// that already knows it); the model is then not asked. Without it a stated intent is
     /// only a hint. For submitter tokens (admins may do it anyway).
     StateIntent,
+    /// May post business events (`POST /v1/events`), which start proactive cases and
+    /// change consents. For submitter tokens of the systems that send them.
+    SendEvents,
+    /// May record a customer's consents (`PUT /v1/customers/{id}/consents/{purpose}`).
+    /// For submitter tokens of the systems that collect them.
+    ManageConsents,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 1] = [Capability::StateIntent];
+    pub const ALL: [Capability; 3] = [
+        Capability::StateIntent,
+        Capability::SendEvents,
+        Capability::ManageConsents,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Capability::StateIntent => "state_intent",
+            Capability::SendEvents => "send_events",
+            Capability::ManageConsents => "manage_consents",
         }
     }
 
     /// The roles the capability means something for.
     pub fn roles(self) -> &'static [Role] {
         match self {
-            Capability::StateIntent => &[Role::Submitter, Role::Admin],
+            Capability::StateIntent | Capability::SendEvents | Capability::ManageConsents => {
+                &[Role::Submitter, Role::Admin]
+            }
         }
     }
 }
@@ -126,7 +140,11 @@ impl std::str::FromStr for Capability {
         Capability::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown capability `{s}`; use state_intent"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown capability `{s}`; use state_intent, send_events or manage_consents"
+                )
+            })
     }
 }
 

@@ -9,6 +9,7 @@ mod support;
 mod auth;
 mod bundle;
 mod edges;
+mod events;
 mod knowledge;
 mod messages;
 mod privacy;

@@ -237,6 +237,29 @@ impl Server {
         }
     }
 
+    /// Creates a submitter token with `capabilities` (as admin) and returns its secret.
+    pub fn token_with(&self, name: &str, capabilities: &[&str]) -> String {
+        let body =
+            serde_json::json!({ "role": "submitter", "name": name, "capabilities": capabilities });
+        let r = self.call("POST", "/v1/tokens", Some(Role::Admin), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json["token"].as_str().unwrap().to_string()
+    }
+
+    /// Posts a CloudEvent in structured mode with `token`.
+    pub fn post_event(&self, token: &str, event: &Value) -> Response {
+        self.raw(
+            "POST",
+            "/v1/events",
+            Some(token),
+            Some((
+                "application/cloudevents+json",
+                event.to_string().into_bytes(),
+            )),
+            &[],
+        )
+    }
+
     /// Posts a request as the submitter and returns the case id.
     pub fn submit(&self, body: &Value) -> String {
         let r = self.call("POST", "/v1/requests", Some(Role::Submitter), Some(body));

@@ -38,6 +38,14 @@ pub enum Kind {
     /// A message of the conversation: the customer's (`in`: channel, language, text digest,
     /// how it arrived) or a question the case sent (`out`).
     Message,
+    /// A customer's consent for a purpose changed (pseudonym, purpose, granted, source).
+    /// Recorded under `customer:<pseudonym>`.
+    ConsentChanged,
+    /// A proactive case contacted the customer (pseudonym, purpose, reply digest).
+    Contacted,
+    /// A schedule handled its occurrences (which ran, which were skipped, cases started).
+    /// Recorded under `schedule:<workflow>`.
+    Scheduled,
 }
 
 /// An audit record before it has its place in the chain.

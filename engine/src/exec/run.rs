@@ -60,6 +60,24 @@ impl<'a> Executor<'a> {
         classification: Value,
         customer: Value,
     ) -> Result<(Case, Vec<StepRecord>), Error> {
+        let mut extra = serde_json::Map::new();
+        if !customer.is_null() {
+            extra.insert("customer".into(), customer);
+        }
+        self.start_with(workflow, case_id, request, classification, extra)
+    }
+
+    /// [`Executor::start`] with more case data beside `request` and `classification`: the
+    /// customer's history, or what started a proactive case (`event` or `schedule`) and
+    /// its `customer` snapshot of consents and contacts.
+    pub fn start_with(
+        &self,
+        workflow: &Workflow,
+        case_id: &str,
+        request: Value,
+        classification: Value,
+        extra: serde_json::Map<String, Value>,
+    ) -> Result<(Case, Vec<StepRecord>), Error> {
         workflow
             .validate_input(&request)
             .map_err(|errors| Error::InvalidInput {
@@ -67,10 +85,11 @@ impl<'a> Executor<'a> {
                 errors,
             })?;
         let now = self.clock.now();
-        let mut data = json!({ "request": request, "classification": classification, "tasks": {} });
-        if let (Value::Object(m), false) = (&mut data, customer.is_null()) {
-            m.insert("customer".into(), customer);
-        }
+        let mut data = extra;
+        data.insert("request".into(), request);
+        data.insert("classification".into(), classification);
+        data.insert("tasks".into(), json!({}));
+        let data = Value::Object(data);
         let mut case = Case {
             id: case_id.to_string(),
             workflow: workflow.id.clone(),

@@ -29,6 +29,11 @@ impl Drop for NowGuard {
     }
 }
 
+/// "Now" of the script running on this thread, if one runs.
+pub(super) fn current_now() -> Option<Timestamp> {
+    NOW.with(Cell::get)
+}
+
 fn now() -> Result<Timestamp, Box<EvalAltResult>> {
     NOW.with(Cell::get)
         .ok_or_else(|| "now() and today() are only available while a case runs".into())

@@ -9,6 +9,7 @@
 //! [`Origin`].
 
 mod check;
+mod customer;
 mod dates;
 mod extract;
 mod limits;
@@ -278,6 +279,7 @@ impl Rules {
         dates::register(&mut engine);
         extract::register(&mut engine);
         text::register(&mut engine);
+        customer::register(&mut engine);
         check::register_bounded(&mut engine, &limits);
         let functions = check::function_names(&engine);
         Rules {
@@ -350,6 +352,7 @@ impl Rules {
         data: &mut Value,
     ) -> Result<Value, Error> {
         let _guard = RunGuard::enter(ctx, &self.limits);
+        let _customer = customer::CustomerGuard::set(Some(data));
         let mut scope = rhai::Scope::new();
         let case =
             rhai::serde::to_dynamic(&*data).map_err(|e| self.runtime_error(&e, script, ctx))?;
@@ -394,6 +397,8 @@ impl Rules {
         bindings: &[(&str, &Value)],
     ) -> Result<rhai::Dynamic, Error> {
         let _guard = RunGuard::enter(ctx, &self.limits);
+        let case = bindings.iter().find(|(n, _)| *n == "case").map(|(_, v)| *v);
+        let _customer = customer::CustomerGuard::set(case);
         let mut scope = rhai::Scope::new();
         for (name, value) in bindings {
             let v =

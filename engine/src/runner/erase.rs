@@ -54,6 +54,23 @@ pub fn erase_customer(
 ) -> Result<Erasure, Error> {
     let customer = store.pseudonym(customer_id);
     let case_ids = store.customer_cases().of(&customer)?;
+    // The customer's consents and contacts go first, in one commit: they are personal data
+    // of the customer, not of a case; the audit chain keeps the pseudonymous changes.
+    let mut rows = store.consents().rows_of(&customer)?;
+    rows.extend(store.contacts().rows_of(&customer)?);
+    if !rows.is_empty() {
+        let mut batch = Batch::new();
+        for row in rows {
+            batch.remove(row);
+        }
+        batch.audit(audit::Entry::new(
+            format!("customer:{customer}"),
+            audit::Kind::Erased,
+            now,
+            json!({ "customer": customer, "by": by, "what": ["consents", "contacts"] }),
+        ));
+        store.commit(batch)?;
+    }
     let mut result = Erasure {
         customer: customer.clone(),
         erased: Vec::new(),

@@ -17,11 +17,15 @@
 //!
 //! This module knows the store and the executor, not HTTP: the service and the CLI drive it.
 
+mod consent;
 mod erase;
+mod event;
 mod fail;
 mod message;
 mod notify;
 mod outbox;
+mod proactive;
+mod schedule;
 mod segment;
 mod start;
 mod task;
@@ -49,8 +53,11 @@ use crate::store::{
 };
 use crate::workflow::{Catalog, Workflow};
 
+pub use consent::{Change as ConsentChange, MAX_HISTORY, MAX_PURPOSES, is_purpose};
 pub use erase::{Erasure, erase_archived, erase_customer};
+pub use event::{CONSENT_CHANGED, EventAccepted, NewEvent};
 pub use message::{MAX_MESSAGES, NewMessage, Posted};
+pub use schedule::GRACE as SCHEDULE_GRACE;
 pub use triage::{SENTIMENT_LABELS, TRIAGE_QUEUE, is_intent_label};
 
 /// A request refused or a failure while handling it.
@@ -97,6 +104,17 @@ pub enum Error {
     CaseFinished { case_id: String, status: CaseStatus },
     #[error("case `{case_id}` already holds {limit} messages from the customer")]
     TooManyMessages { case_id: String, limit: usize },
+    /// A business event's `(source, id)` was accepted before with another body.
+    #[error("event `{id}` from `{event_source}` was already accepted with a different body")]
+    EventReused { event_source: String, id: String },
+    /// A business event that is well-formed but does not mean anything here.
+    #[error("`{attribute}`: {message}")]
+    InvalidEvent { attribute: String, message: String },
+    #[error("{0}")]
+    InvalidConsent(String),
+    /// A schedule's occurrence could not be handled (its subjects query failed).
+    #[error("{0}")]
+    Schedule(String),
     #[error("workflow version {digest} of case `{case_id}` cannot be loaded: {message}")]
     WorkflowVersion {
         case_id: String,
@@ -422,6 +440,7 @@ impl Runner {
                 Trigger::Task { completion } => self.on_task(seg, completion),
                 Trigger::Timer => self.on_timer(seg),
                 Trigger::Message { message_id } => self.on_message(seg, &message_id),
+                Trigger::Proactive { workflow } => self.on_proactive(seg, &workflow),
             })?;
             rounds += 1;
             let more = status == CaseStatus::Running

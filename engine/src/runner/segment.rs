@@ -132,10 +132,14 @@ impl Runner {
     /// Commits the segment: the outcome, the tasks and timers that follow it, the audit
     /// records, the notification of a final case, and the stored trigger cleared.
     fn commit(&self, mut seg: Segment<'_>, outcome: Outcome) -> Result<CaseStatus, Error> {
+        let had_reply = seg.rec.state.as_ref().is_some_and(|c| c.reply.is_some());
         match outcome {
             Ok(Some((case, steps))) => checkpoint(&mut seg, case, steps),
             Ok(None) => {}
             Err(failure) => record_failure(&mut seg, failure),
+        }
+        if !had_reply && seg.rec.state.as_ref().is_some_and(|c| c.reply.is_some()) {
+            record_contact(&mut seg);
         }
         follow_waiting(&mut seg);
         let asked = converse(&mut seg);
@@ -243,6 +247,28 @@ fn checkpoint(seg: &mut Segment<'_>, mut case: Case, steps: Vec<StepRecord>) {
     personal.error = case.error.take();
     case.error = case.reason.clone();
     rec.state = Some(case);
+}
+
+/// A proactive case's first reply is a contact for its workflow's purpose: counted by
+/// `contacts(purpose, days)` in later cases of the customer, and recorded in the audit
+/// trail. A case the customer started is no contact of this kind.
+fn record_contact(seg: &mut Segment<'_>) {
+    let purpose = seg.personal.request["purpose"].as_str().unwrap_or_default();
+    let (Some(customer), true) = (
+        seg.rec.customer.as_deref(),
+        matches!(seg.rec.channel.as_str(), "event" | "schedule") && !purpose.is_empty(),
+    ) else {
+        return;
+    };
+    seg.batch
+        .put_contact(customer, purpose, seg.at, seg.case_id);
+    seg.entries.push(audit::Entry::new(
+        seg.case_id,
+        audit::Kind::Contacted,
+        seg.at,
+        json!({ "customer": customer, "purpose": purpose,
+                "reply_digest": seg.personal.reply_text.as_ref().map(|t| digest(&json!(t))) }),
+    ));
 }
 
 /// Fails the case. The case record, the log and the audit trail get the reason; the

@@ -124,7 +124,7 @@ impl Runner {
     /// What starting `wf` came to. A request that does not fit the workflow's input schema
     /// is not a failure of the case but of its data: it goes to the triage queue, where a
     /// reviewer can correct it (see [`Runner::correct`]) and choose a workflow again.
-    fn started(
+    pub(super) fn started(
         &self,
         seg: &mut Segment<'_>,
         wf: &Arc<Workflow>,

@@ -11,6 +11,7 @@
 pub mod archive;
 mod chain;
 mod group;
+mod proactive;
 pub mod records;
 mod redb;
 mod rewrite;
@@ -28,6 +29,10 @@ pub use self::sled::SledBackend;
 use crate::audit;
 pub use chain::AuditRecords;
 pub use group::CommitStats;
+pub use proactive::{
+    ConsentChange, ConsentRecord, Consents, Contacts, EventEntry, Events, ScheduleMark, Schedules,
+    Starts,
+};
 pub use records::*;
 pub use rewrite::{Rewritten, rewrite};
 pub use tables::{
@@ -68,10 +73,21 @@ pub enum Table {
     Notifications,
     /// `case reference \0 case id` → empty: the case a quoted reference names.
     References,
+    /// `source \0 id` of a business event → [`EventEntry`]: what the event started.
+    Events,
+    /// `workflow \0 customer pseudonym \0 once key` → case id: a proactive case already
+    /// started for that customer, so the same event or occurrence starts no second one.
+    Starts,
+    /// `customer pseudonym \0 purpose` → [`ConsentRecord`] with its history. Erasable.
+    Consents,
+    /// `customer pseudonym \0 purpose \0 time \0 case id` → empty: a proactive contact.
+    Contacts,
+    /// workflow id → [`ScheduleMark`]: the last occurrence its schedule handled.
+    Schedules,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 19] = [
         Table::Cases,
         Table::Personal,
         Table::CustomerCases,
@@ -86,6 +102,11 @@ impl Table {
         Table::Meta,
         Table::Notifications,
         Table::References,
+        Table::Events,
+        Table::Starts,
+        Table::Consents,
+        Table::Contacts,
+        Table::Schedules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +125,11 @@ impl Table {
             Table::Meta => "meta",
             Table::Notifications => "notifications",
             Table::References => "references",
+            Table::Events => "events",
+            Table::Starts => "starts",
+            Table::Consents => "consents",
+            Table::Contacts => "contacts",
+            Table::Schedules => "schedules",
         }
     }
 }

@@ -74,6 +74,9 @@ pub enum Trigger {
     Timer,
     /// A customer's message arrived for the question the case waits on.
     Message { message_id: String },
+    /// Start `workflow` for a business event or a schedule occurrence (no classification,
+    /// no routing: the workflow's trigger chose it).
+    Proactive { workflow: String },
 }
 
 /// A trigger and the clock time its segment runs at. Replaying a segment after a crash uses

@@ -207,8 +207,8 @@ impl WorkflowVersions<'_> {
 /// naming its table or key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    table: Table,
-    key: Vec<u8>,
+    pub(super) table: Table,
+    pub(super) key: Vec<u8>,
 }
 
 /// The `timers` table: (due time, case id) → nothing; a case has a row while it waits on a

@@ -12,7 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use sha2::Digest as _;
 
 use super::compiler::Compiler;
-use super::def::{self, LimitsDef, NodeDef, Replies};
+use super::def::{self, LimitsDef, NodeDef, Replies, TriggersDef};
 use super::{
     Code, Diagnostic, Edge, Node, Risk, Step, Workflow, check, knowledge, nodes, template_key,
 };
@@ -43,6 +43,8 @@ struct Top {
     version: Option<Spanned<u32>>,
     title: Option<String>,
     intents: Vec<Spanned<String>>,
+    /// `triggers:` and the line it starts on.
+    triggers: Option<(TriggersDef, usize)>,
     languages: Vec<Spanned<String>>,
     input_schema: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
@@ -110,7 +112,11 @@ impl Compiler<'_> {
         {
             let problems = check::graph(&graph, start, &self.file);
             self.diags.extend(problems);
+            if let Some((_, line)) = &top.triggers {
+                self.check_consent(&graph, start, *line);
+            }
         }
+        let triggers = self.triggers(top.triggers.as_ref().map(|(t, _)| t));
         let max_steps = self.max_steps(&top);
 
         let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
@@ -120,6 +126,7 @@ impl Compiler<'_> {
             title: top.title,
             digest,
             intents: top.intents.iter().map(|i| i.to_string()).collect(),
+            triggers,
             languages,
             risk,
             knowledge,
@@ -155,11 +162,11 @@ impl Compiler<'_> {
                 self.diag(Code::InvalidValue, line_of(id), msg);
             }
         }
-        if top.intents.is_empty() && top.id.is_some() {
+        if top.intents.is_empty() && top.triggers.is_none() && top.id.is_some() {
             self.diag(
                 Code::MissingField,
                 1,
-                "`intents` must name at least one intent",
+                "`intents` must name at least one intent (or `triggers` what starts the workflow)",
             );
         }
         let mut seen_intents = HashSet::new();
@@ -251,6 +258,7 @@ impl Compiler<'_> {
                     let _: Option<String> = read!("`description`");
                 }
                 "intents" => top.intents = read!("`intents`").unwrap_or_default(),
+                "triggers" => top.triggers = read!("`triggers`").map(|t| (t, line)),
                 "languages" => top.languages = read!("`languages`").unwrap_or_default(),
                 "input_schema" => top.input_schema = read!("`input_schema`"),
                 "start" => top.start = read!("`start`"),
@@ -291,7 +299,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        for required in ["id", "version", "intents", "start", "nodes"] {
+        for required in ["id", "version", "start", "nodes"] {
             if map.get_node(required).is_none() {
                 self.diag(Code::MissingField, 1, format!("missing field `{required}`"));
             }
@@ -489,7 +497,7 @@ fn templates_names(replies: &Replies) -> HashSet<&str> {
     replies.keys().map(|k| k.as_str()).collect()
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

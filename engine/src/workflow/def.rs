@@ -17,6 +17,7 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "title",
     "description",
     "intents",
+    "triggers",
     "languages",
     "input_schema",
     "start",
@@ -33,6 +34,50 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
 pub struct LimitsDef {
     /// Upper bound on node executions per case; a case that exceeds it fails.
     pub max_steps: Option<Spanned<u32>>,
+}
+
+/// What starts a workflow besides the intents routing maps to it: business events and a
+/// schedule. A workflow with triggers may contact a customer on its own, so its paths to a
+/// `reply` must pass a consent check (see `workflow::consent`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggersDef {
+    /// CloudEvent types (`warranty.expiring`) that start a case for the event's subject.
+    #[serde(default)]
+    pub events: Vec<Spanned<String>>,
+    pub schedule: Option<ScheduleDef>,
+    /// The consent purpose the workflow contacts customers for (`marketing`, `service`);
+    /// its replies count as contacts for that purpose (`contacts(purpose, days)`).
+    pub purpose: Option<Spanned<String>>,
+    /// A path into what started the case (`event.data.product_id`, `schedule.year`) whose
+    /// value starts at most one case per customer; default: every event or occurrence.
+    pub once_per: Option<Spanned<String>>,
+}
+
+/// A schedule: when it fires, and which customers each occurrence is for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDef {
+    /// A five-field cron pattern (`0 9 * * MON-FRI`), read in `timezone`.
+    pub cron: Spanned<String>,
+    /// An IANA time zone (`Europe/Berlin`); default `UTC`.
+    pub timezone: Option<Spanned<String>>,
+    /// The back-office query that names the customers of an occurrence.
+    pub subjects: SubjectsDef,
+    /// Occurrences missed while the box was off run once at start (`true`, the default)
+    /// or are skipped (`false`); either way the audit trail records them.
+    pub catch_up: Option<Spanned<bool>>,
+}
+
+/// The connector call that lists an occurrence's customers: it answers
+/// `{"subjects": [{"customer_id": "…", "data": {…}}, …]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsDef {
+    pub connector: Spanned<String>,
+    pub operation: Spanned<String>,
+    /// rhai expression giving the request payload (a map); it sees `schedule`.
+    pub payload: Option<Spanned<String>>,
 }
 
 /// One conditional edge of a `decision` node.

@@ -15,6 +15,7 @@ pub mod def;
 mod diagram;
 pub mod knowledge;
 pub mod nodes;
+mod triggers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub use compile::compile_dir;
 pub use diagram::Format;
 pub use knowledge::Knowledge;
 pub use nodes::{Step, StepDetails, WaitFor};
+pub use triggers::{CONTACTING_KINDS, Due, Schedule, Triggers, is_event_type};
 
 /// A compiled, runnable workflow version.
 #[derive(Debug)]
@@ -44,6 +46,8 @@ pub struct Workflow {
     /// sha256 over every file the workflow consists of; identifies the exact version.
     pub digest: String,
     pub intents: Vec<String>,
+    /// Events and the schedule that start the workflow besides its intents.
+    pub triggers: Triggers,
     pub languages: Vec<String>,
     /// What a wrong start could do to a customer; routing asks for more confidence the
     /// higher it is.
