@@ -74,7 +74,8 @@ fn a_frustrated_repeat_customer_reaches_the_priority_queue_first_and_the_case_sa
                 "metadata": {"intent": "exchange_rate", "confidence": 0.9}}),
     );
     let earlier = s.wait_case(&earlier, |c| c["status"] == "waiting");
-    assert_eq!(earlier["route"]["queue"], "customer_care", "{earlier}");
+    // A question below the 0.95 an answer from the knowledge base needs: a person looks.
+    assert_eq!(earlier["route"]["queue"], "triage", "{earlier}");
 
     // The same customer again, now fed up.
     let id = submit_stated(&s, &frustrated_refund(CUSTOMER));
