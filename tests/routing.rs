@@ -84,7 +84,7 @@ fn a_frustrated_repeat_customer_reaches_the_priority_queue_first_and_the_case_sa
     let why = &case["why"];
     assert_eq!(why["rule"], "frustrated_repeat_contact", "{case}");
     assert_eq!(why["priority"], "high");
-    assert_eq!(why["policy_version"], 2);
+    assert_eq!(why["policy_version"], 3);
     assert_eq!(why["signals"]["frustration"]["flagged"], true);
     assert_eq!(why["signals"]["sentiment"]["label"], "negative");
     assert_eq!(why["signals"]["customer"]["contacts_30d"], 1, "{case}");
