@@ -163,7 +163,9 @@ impl CaseRunner {
             })
             .inc();
         tracing::debug!(case = %case_id, status = status.as_str(), "segment done");
-        if status.is_final() {
+        // A final case, or one that asked the customer a question: its notification (if
+        // the segment stored one) goes out now, not at the sender's next sweep.
+        if status.is_final() || status == CaseStatus::Waiting {
             self.notify(case_id);
         }
     }
