@@ -300,47 +300,6 @@ impl Runner {
     }
 }
 
-impl PersonalRecord {
-    /// The personal record of a case whose record is missing (erased while running).
-    pub(super) fn empty() -> PersonalRecord {
-        PersonalRecord {
-            request: Value::Null,
-            data: Value::Null,
-            reply_text: None,
-            error: None,
-            messages: Vec::new(),
-        }
-    }
-}
-
-/// The question the segment's case just sent, as a message of the conversation: when the
-/// case waits on an `ask` node it did not wait on before (or asks it again).
-pub(super) fn question(
-    seg_waited: Option<&Waiting>,
-    rec: &CaseRecord,
-    personal: &PersonalRecord,
-) -> Option<Message> {
-    let Some(Waiting::Answer { node, asked_at, .. }) = rec.state.as_ref()?.waiting.as_ref() else {
-        return None;
-    };
-    if matches!(seg_waited, Some(Waiting::Answer { asked_at: before, node: n, .. }) if before == asked_at && n == node)
-    {
-        return None;
-    }
-    let reply = rec.state.as_ref()?.reply.as_ref()?;
-    Some(Message {
-        message_id: format!("q-{}-{}", node, asked_at.as_millisecond()),
-        direction: Direction::Out,
-        channel: rec.channel.clone(),
-        text: personal.reply_text.clone().unwrap_or_default(),
-        fields: Map::new(),
-        language: Some(reply.language.clone()),
-        at: *asked_at,
-        node: Some(node.clone()),
-        via: "question".into(),
-    })
-}
-
 /// A message id fixed by its idempotency key, so a retry answers the same id.
 fn keyed_id(key: &str) -> String {
     format!("m-{}", &digest(&json!(key))[..20])

@@ -22,8 +22,8 @@ use crate::exec::{
     Case, Event, Executor, Failure, ManualClock, Status, StepRecord, Waiting, digest,
 };
 use crate::store::{
-    Batch, CaseRecord, CaseStatus, Notification, PersonalRecord, Table, TaskEntry, Trigger,
-    timer_key,
+    Batch, CaseRecord, CaseStatus, Direction, Message, Notification, PersonalRecord, Table,
+    TaskEntry, Trigger, timer_key,
 };
 
 /// The working parts of one segment, handed to the trigger that runs it.
@@ -296,7 +296,7 @@ fn record_failure(seg: &mut Segment<'_>, Failure { message, reason }: Failure) {
 /// The question a case sent in this segment joins its conversation, with its audit record
 /// (the text is in the personal record; the step record of the `ask` node has its digest).
 fn converse(seg: &mut Segment<'_>) -> bool {
-    let Some(q) = super::message::question(seg.waited.as_ref(), &seg.rec, &seg.personal) else {
+    let Some(q) = question(seg.waited.as_ref(), &seg.rec, &seg.personal) else {
         return false;
     };
     seg.entries.push(audit::Entry::new(
@@ -365,4 +365,32 @@ fn follow_waiting(seg: &mut Segment<'_>) {
     if let Some(due) = w.due() {
         batch.put_raw(Table::Timers, timer_key(due, case_id), Vec::new());
     }
+}
+
+/// The question the segment's case just sent, as a message of the conversation: when the
+/// case waits on an `ask` node it did not wait on before (or asks it again).
+fn question(
+    seg_waited: Option<&Waiting>,
+    rec: &CaseRecord,
+    personal: &PersonalRecord,
+) -> Option<Message> {
+    let Some(Waiting::Answer { node, asked_at, .. }) = rec.state.as_ref()?.waiting.as_ref() else {
+        return None;
+    };
+    if matches!(seg_waited, Some(Waiting::Answer { asked_at: before, node: n, .. }) if before == asked_at && n == node)
+    {
+        return None;
+    }
+    let reply = rec.state.as_ref()?.reply.as_ref()?;
+    Some(Message {
+        message_id: format!("q-{}-{}", node, asked_at.as_millisecond()),
+        direction: Direction::Out,
+        channel: rec.channel.clone(),
+        text: personal.reply_text.clone().unwrap_or_default(),
+        fields: serde_json::Map::new(),
+        language: Some(reply.language.clone()),
+        at: *asked_at,
+        node: Some(node.clone()),
+        via: "question".into(),
+    })
 }

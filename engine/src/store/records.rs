@@ -185,6 +185,17 @@ pub enum Direction {
 }
 
 impl PersonalRecord {
+    /// The personal record of a case whose record is missing (erased while running).
+    pub fn empty() -> PersonalRecord {
+        PersonalRecord {
+            request: Value::Null,
+            data: Value::Null,
+            reply_text: None,
+            error: None,
+            messages: Vec::new(),
+        }
+    }
+
     /// The first customer message no question has taken yet.
     pub fn unanswered_message(&self) -> Option<&Message> {
         self.messages
