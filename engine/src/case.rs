@@ -72,10 +72,9 @@ pub enum Waiting {
         node: String,
         /// When the question was sent.
         asked_at: Timestamp,
-        /// When the case takes the node's `on_timeout` edge if nobody answered.
+        /// When the case takes the node's `on_timeout` edge if nobody answered. (The
+        /// case reference the question printed is `crate::reference::of` the case id.)
         due: Timestamp,
-        /// The case reference the question printed.
-        reference: String,
     },
 }
 

@@ -132,12 +132,10 @@ pub fn view(rec: CaseRecord, personal: Option<PersonalRecord>, masked: bool) -> 
         Some(Waiting::Answer {
             node,
             due,
-            reference,
             asked_at,
-        }) => Some(
-            json!({ "kind": "answer", "node": node, "due": due, "reference": reference,
-            "asked_at": asked_at, "reason": { "code": "ask_node", "node": node } }),
-        ),
+        }) => Some(json!({ "kind": "answer", "node": node, "due": due,
+            "reference": casegraph_engine::reference::of(&rec.id),
+            "asked_at": asked_at, "reason": { "code": "ask_node", "node": node } })),
         None => rec.queue_task.as_ref().map(|t| {
             let queue = match (&rec.route, &rec.queue_reason) {
                 (_, Some(QueueReason::InputInvalid { .. })) => Some(runner::TRIAGE_QUEUE.into()),

@@ -324,13 +324,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             (Some(Waiting::Task { queue, .. }), _, _) => {
                                 format!("waits for a reviewer in `{queue}` at `{}`", case.current)
                             }
-                            (
-                                Some(Waiting::Answer {
-                                    node, reference, ..
-                                }),
-                                _,
-                                _,
-                            ) => {
+                            (Some(Waiting::Answer { node, .. }), _, _) => {
+                                let reference = casegraph_engine::reference::of(&case.id);
                                 format!("{FOR_CUSTOMER} answer to `{node}` ({reference})")
                             }
                             (_, Some(outcome), _) => format!("outcome `{outcome}`"),

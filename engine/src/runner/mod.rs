@@ -443,13 +443,9 @@ impl Runner {
                 Trigger::Proactive { workflow } => self.on_proactive(seg, &workflow),
             })?;
             rounds += 1;
-            let more = status == CaseStatus::Running
-                && rounds <= MAX_MESSAGES
-                && self
-                    .store
-                    .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
-                    .is_some_and(|r| r.pending.is_some());
-            if !more {
+            // A segment leaves a case `running` only when it stored the next trigger (a
+            // segment with none to run answers at once, after one read of the record).
+            if status != CaseStatus::Running || rounds > MAX_MESSAGES {
                 return Ok(status);
             }
         }

@@ -123,15 +123,10 @@ impl RunView {
                     node: node.clone(),
                     due: due.to_string(),
                 },
-                Waiting::Answer {
-                    node,
-                    due,
-                    reference,
-                    ..
-                } => WaitingView::Answer {
+                Waiting::Answer { node, due, .. } => WaitingView::Answer {
                     node: node.clone(),
                     due: due.to_string(),
-                    reference: reference.clone(),
+                    reference: casegraph_engine::reference::of(&case.id),
                 },
             }),
             outcome: case.outcome.clone(),

@@ -56,7 +56,6 @@ pub(super) fn run(
     };
     let now = run.now;
     let due = now.saturating_add(signed(timeout)).unwrap_or(now);
-    let reference = crate::reference::of(&run.case.id);
     if let Value::Object(m) = &mut detail {
         m.insert("due".into(), serde_json::json!(due));
         m.insert("question".into(), Value::Bool(true));
@@ -65,7 +64,6 @@ pub(super) fn run(
         node: run.node.id.clone(),
         asked_at: now,
         due,
-        reference,
     };
     (Outcome::Wait { waiting, detail }, None)
 }
