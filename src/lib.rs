@@ -14,6 +14,7 @@ pub mod classifier;
 pub mod config;
 pub mod connector;
 pub mod data_dir;
+pub mod fleet;
 pub mod http;
 pub mod incident;
 pub mod library;

@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod error;
+mod fleet;
 mod options;
 mod retention;
 mod roots;
 
 pub use error::Error;
+pub use fleet::FleetOptions;
 pub use options::{
     ConnectorOptions, InferenceOptions, LimitsOptions, LogOptions, MemoryOptions, RuntimeOptions,
     ServerOptions, StorageOptions, TaskOptions, TlsOptions, Variant, WebhookOptions,
@@ -64,6 +66,8 @@ pub struct Config {
     pub retention: RetentionOptions,
     /// Human tasks: how soon a high-priority case must be looked at.
     pub tasks: TaskOptions,
+    /// The fleet: NATS JetStream relay and signed rollouts (off by default).
+    pub fleet: FleetOptions,
     /// The firmware profile this configuration was built on (`--profile`); not a key of
     /// any file, it is reported with the effective settings.
     #[serde(skip)]
@@ -89,6 +93,7 @@ impl Default for Config {
             log: LogOptions::default(),
             retention: RetentionOptions::default(),
             tasks: TaskOptions::default(),
+            fleet: FleetOptions::default(),
             profile: None,
         }
     }
@@ -131,6 +136,7 @@ const SECTIONS: &[&str] = &[
     "storage",
     "retention",
     "tasks",
+    "fleet",
     "log",
 ];
 
@@ -206,6 +212,16 @@ impl Config {
         };
         if self.limits.workers == 0 {
             return bad("limits.workers", "must be at least 1");
+        }
+        if self.fleet.enabled() {
+            match &self.fleet.branch {
+                None => return bad("fleet.branch", "is required when fleet.nats_url is set"),
+                Some(b) => {
+                    if let Err(e) = crate::fleet::wire::check_branch(b) {
+                        return bad("fleet.branch", &e);
+                    }
+                }
+            }
         }
         if self.limits.max_compiles == 0 || self.limits.max_classify == 0 {
             return bad("limits", "max_compiles and max_classify must be at least 1");
