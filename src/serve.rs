@@ -160,6 +160,7 @@ impl Service {
             clock: Arc::new(SystemClock),
             versions_dir: config.data_dir.join("versions"),
             priority_sla: config.tasks.priority_sla,
+            quiet_hours: config.contact.quiet_hours.clone(),
         }));
         // After a failed write the disk guard asks again with one small write a sample.
         // Weak: the guard must not keep the store open past shutdown.

@@ -846,6 +846,50 @@ fn a_receiver_that_is_down_at_first_still_gets_the_notification() {
     }
 }
 
+#[test]
+fn quiet_hours_from_the_configuration_hold_a_reminder_back() {
+    // A quiet window around the present, in UTC: the reminder must wait for its end.
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let hhmm = |z: jiff::Zoned| z.strftime("%H:%M").to_string();
+    let from = hhmm(
+        now.checked_sub(jiff::SignedDuration::from_hours(1))
+            .unwrap(),
+    );
+    let until = hhmm(
+        now.checked_add(jiff::SignedDuration::from_hours(2))
+            .unwrap(),
+    );
+    let s = Server::start_with(move |c| {
+        c.contact.quiet_hours = Some(casegraph_engine::rules::QuietHours {
+            from,
+            until,
+            timezone: "UTC".into(),
+            days: Vec::new(),
+        });
+    });
+    let crm = s.token_with("crm", &["send_events", "manage_consents"]);
+    let granted = s.raw(
+        "PUT",
+        "/v1/customers/K-Q/consents/marketing",
+        Some(&crm),
+        Some((
+            "application/json",
+            br#"{"granted": true, "source": "branch"}"#.to_vec(),
+        )),
+        &[],
+    );
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    let a = s.post_event(&crm, &warranty_event("q-1", "K-Q", "P-1", "en"));
+    assert_eq!(a.status, 202, "{}", a.text);
+    let case = a.json["cases"][0].as_str().unwrap().to_string();
+    let waiting = s.wait_case(&case, |c| c["status"] == "waiting");
+    assert!(
+        waiting["reply"].is_null(),
+        "nothing is sent in quiet hours: {waiting}"
+    );
+    assert_eq!(waiting["waiting"]["node"], "wait_quiet", "{waiting}");
+}
+
 fn warranty_event(id: &str, customer: &str, product: &str, language: &str) -> Value {
     json!({
         "specversion": "1.0", "id": id, "source": "/products/warranty", "type": "warranty.expiring",

@@ -77,6 +77,7 @@ fn runner(dir: &Path, kind: store::Kind) -> Runner {
         clock: Arc::new(SystemClock),
         versions_dir: dir.join("versions"),
         priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
+        quiet_hours: None,
     })
 }
 

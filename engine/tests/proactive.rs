@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use casegraph_engine::classify::{self, Classification};
 use casegraph_engine::exec::{CallError, CallRequest, Connector, ManualClock};
 use casegraph_engine::intake::Received;
-use casegraph_engine::rules::Rules;
+use casegraph_engine::rules::{QuietHours, Rules};
 use casegraph_engine::runner::{self, ConsentChange, NewEvent, Parts, Runner};
 use casegraph_engine::store::{self, CaseStatus, Store};
 use casegraph_engine::workflow::{Catalog, compile_dir};
@@ -58,6 +58,15 @@ impl classify::Service for NoModel {
 }
 
 fn open(dir: &Path, crm: Arc<Crm>, clock: Arc<ManualClock>) -> Runner {
+    open_with(dir, crm, clock, None)
+}
+
+fn open_with(
+    dir: &Path,
+    crm: Arc<Crm>,
+    clock: Arc<ManualClock>,
+    quiet_hours: Option<QuietHours>,
+) -> Runner {
     let rules = Arc::new(Rules::default());
     let catalog = Arc::new(Catalog::load(&shipped(), &rules).expect("shipped workflows load"));
     let store = Store::open(dir, &store::Options::default()).unwrap();
@@ -70,6 +79,7 @@ fn open(dir: &Path, crm: Arc<Crm>, clock: Arc<ManualClock>) -> Runner {
         clock,
         versions_dir: dir.join("versions"),
         priority_sla: runner::DEFAULT_PRIORITY_SLA,
+        quiet_hours,
     })
 }
 
@@ -241,6 +251,72 @@ fn the_same_event_posted_twice_at_once_starts_one_set_of_cases() {
 }
 
 #[test]
+fn different_events_for_the_same_product_at_once_start_one_reminder() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(ts("2026-12-06T09:00:00Z")));
+    let runner = Arc::new(open(dir.path(), Arc::default(), clock));
+    grant(&runner, "K-S", "marketing", true);
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let r = runner.clone();
+                s.spawn(move || {
+                    r.accept_event(warranty(&format!("ev-same-{i}"), "K-S", "P-9"))
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().all(|a| !a.duplicate),
+        "eight different events"
+    );
+    let started: Vec<_> = answers.iter().flat_map(|a| a.cases.clone()).collect();
+    assert_eq!(started.len(), 1, "once per product: {answers:?}");
+    assert_eq!(runner.pending().unwrap().len(), 1);
+}
+
+#[test]
+fn quiet_hours_hold_a_reminder_until_the_morning() {
+    let dir = tempfile::tempdir().unwrap();
+    // 22:30 in Berlin on a Monday.
+    let clock = Arc::new(ManualClock::new(ts("2026-12-07T21:30:00Z")));
+    let quiet = QuietHours {
+        from: "20:00".into(),
+        until: "08:00".into(),
+        timezone: "Europe/Berlin".into(),
+        days: vec!["sunday".into()],
+    };
+    let runner = open_with(dir.path(), Arc::default(), clock.clone(), Some(quiet));
+    grant(&runner, "K-Q", "marketing", true);
+    let accepted = runner
+        .accept_event(warranty("ev-night", "K-Q", "P-7"))
+        .unwrap();
+    let [(status, outcome, reply)] = &run(&runner, &accepted.cases)[..] else {
+        panic!("one case: {accepted:?}");
+    };
+    assert_eq!(*status, CaseStatus::Waiting, "{outcome:?}");
+    assert!(reply.is_none(), "nothing is sent at night");
+    clock.advance(SignedDuration::from_hours(9));
+    // 07:30 in Berlin: still quiet.
+    assert!(runner.fire_due(runner.now()).unwrap().is_empty());
+    clock.advance(SignedDuration::from_mins(30));
+    assert_eq!(runner.fire_due(runner.now()).unwrap(), accepted.cases);
+    let (rec, personal) = runner.case(&accepted.cases[0]).unwrap().unwrap();
+    assert_eq!(rec.status, CaseStatus::Completed);
+    assert_eq!(
+        rec.state.and_then(|s| s.outcome).as_deref(),
+        Some("reminded")
+    );
+    assert!(
+        personal
+            .and_then(|p| p.reply_text)
+            .is_some_and(|t| t.contains("washing machine"))
+    );
+}
+
+#[test]
 fn a_schedule_fires_at_its_occurrence_and_catches_up_once_after_the_box_was_off() {
     let dir = tempfile::tempdir().unwrap();
     let crm = Arc::new(Crm::default());
@@ -332,7 +408,7 @@ fn a_triggered_workflow_that_can_reply_without_a_consent_check_does_not_publish(
         .find(|d| d.code.as_str() == "no_consent_check")
         .unwrap_or_else(|| panic!("{errors:?}"));
     assert!(
-        e.message.contains("`consent` → `reply_reminder`"),
+        e.message.contains("`consent` → `quiet` → `reply_reminder`"),
         "the path is named: {}",
         e.message
     );

@@ -119,6 +119,7 @@ fn open(dir: &Path, receiver: Arc<Receiver>, clock: Arc<ManualClock>, kind: stor
         clock,
         versions_dir: dir.join("versions"),
         priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
+        quiet_hours: None,
     })
 }
 

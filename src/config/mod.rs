@@ -15,12 +15,14 @@ use casegraph_engine::store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod contact;
 mod error;
 mod fleet;
 mod options;
 mod retention;
 mod roots;
 
+pub use contact::ContactOptions;
 pub use error::Error;
 pub use fleet::FleetOptions;
 pub use options::{
@@ -66,6 +68,8 @@ pub struct Config {
     pub retention: RetentionOptions,
     /// Human tasks: how soon a high-priority case must be looked at.
     pub tasks: TaskOptions,
+    /// Rules for contacting customers proactively (quiet hours).
+    pub contact: ContactOptions,
     /// The fleet: NATS JetStream relay and signed rollouts (off by default).
     pub fleet: FleetOptions,
     /// The firmware profile this configuration was built on (`--profile`); not a key of
@@ -93,6 +97,7 @@ impl Default for Config {
             log: LogOptions::default(),
             retention: RetentionOptions::default(),
             tasks: TaskOptions::default(),
+            contact: ContactOptions::default(),
             fleet: FleetOptions::default(),
             profile: None,
         }
@@ -136,6 +141,7 @@ const SECTIONS: &[&str] = &[
     "storage",
     "retention",
     "tasks",
+    "contact",
     "fleet",
     "log",
 ];
@@ -212,6 +218,11 @@ impl Config {
         };
         if self.limits.workers == 0 {
             return bad("limits.workers", "must be at least 1");
+        }
+        if let Some(q) = &self.contact.quiet_hours
+            && let Err(e) = q.check()
+        {
+            return bad("contact.quiet_hours", &e);
         }
         if self.fleet.enabled() {
             match &self.fleet.branch {
@@ -461,6 +472,21 @@ mod tests {
         )
         .expect_err("hard mark not below the soft one");
         assert!(e.to_string().contains("storage.hard_free_mib"), "{e}");
+        std::fs::write(
+            &file,
+            "[contact]\nquiet_hours = { from = \"20:00\", until = \"8\", timezone = \"Europe/Berlin\" }\n",
+        )
+        .expect("write");
+        let e = Config::load(None, Some(&file), env(&[]), &Overrides::default())
+            .expect_err("bad quiet hours");
+        assert!(
+            e.to_string().contains("contact.quiet_hours") && e.to_string().contains("until"),
+            "{e}"
+        );
+        std::fs::write(&file, "[fleet]\nnats_url = \"nats://127.0.0.1:4222\"\n").expect("write");
+        let e = Config::load(None, Some(&file), env(&[]), &Overrides::default())
+            .expect_err("a fleet without a branch");
+        assert!(e.to_string().contains("fleet.branch"), "{e}");
     }
 
     #[test]

@@ -356,6 +356,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             versions_dir: dir.join("versions"),
             priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
+            quiet_hours: None,
         }));
         let cases = CaseRunner {
             runner: runner.clone(),

@@ -268,6 +268,7 @@ fn offline(dir: &Path) -> Runner {
         clock: Arc::new(SystemClock),
         versions_dir: dir.join("versions"),
         priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
+        quiet_hours: None,
     })
 }
 

@@ -14,10 +14,12 @@ mod dates;
 mod extract;
 mod limits;
 mod money;
+mod quiet;
 pub mod template;
 mod text;
 
 pub use limits::Limits;
+pub use quiet::QuietHours;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -50,8 +50,8 @@ impl Runner {
         customer_id: &str,
         change: &Change,
     ) -> Result<ConsentRecord, Error> {
-        let customer = self.store.pseudonym(customer_id);
-        let _lock = self.lock(&format!("consent\0{customer}"));
+        // The same lock as event intake: a PUT and a `consent.changed` event keep their order.
+        let _starts = self.starts_lock();
         let mut batch = Batch::new();
         let record = self.change_consent_in(&mut batch, customer_id, change, self.clock.now())?;
         self.store.commit(batch)?;

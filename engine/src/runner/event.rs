@@ -85,6 +85,7 @@ impl Runner {
                 duplicate: true,
             });
         }
+        let _starts = self.starts_lock();
         let now = self.clock.now();
         let mut starting = Starting::new(&event.sent_by, now);
         if event.event_type == CONSENT_CHANGED {

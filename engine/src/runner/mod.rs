@@ -164,6 +164,11 @@ pub struct Runner {
     locks: Vec<Mutex<()>>,
     /// How soon the queue task of a high-priority case is due.
     priority_sla: std::time::Duration,
+    /// The box's quiet hours, written into every proactive case's customer snapshot.
+    quiet_hours: Option<crate::rules::QuietHours>,
+    /// Held while proactive starts check their start keys and commit: two events (or an
+    /// event and a schedule) sharing a `once_per` value must not both start a case.
+    starts: Mutex<()>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -188,6 +193,9 @@ pub struct Parts {
     /// How soon the queue task of a case routed with `priority: "high"` is due (the
     /// configuration's `tasks.priority_sla`); other queue tasks have no SLA.
     pub priority_sla: std::time::Duration,
+    /// When proactive cases must not contact customers (the configuration's
+    /// `contact.quiet_hours`); `None`: no quiet hours.
+    pub quiet_hours: Option<crate::rules::QuietHours>,
 }
 
 /// The default of [`Parts::priority_sla`]: one hour.
@@ -207,6 +215,8 @@ impl Runner {
             stored_versions: Mutex::new(std::collections::HashSet::new()),
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             priority_sla: parts.priority_sla,
+            quiet_hours: parts.quiet_hours,
+            starts: Mutex::new(()),
         }
     }
 
@@ -228,6 +238,12 @@ impl Runner {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The lock of proactive starts and consent changes (see `starts`): held from reading
+    /// start keys and consents to the commit, never across a connector call.
+    fn starts_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.starts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {

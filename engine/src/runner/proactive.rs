@@ -158,7 +158,8 @@ impl Runner {
         Ok(Some(case_id))
     }
 
-    /// The customer's consents and recent contacts, as `consent()`/`contacts()` read them.
+    /// The customer's consents and recent contacts, as `consent()`/`contacts()` read them,
+    /// and the box's quiet hours (`quiet_hours()`).
     fn snapshot(&self, customer: &str) -> Result<Value, Error> {
         let consents: Map<String, Value> = self
             .store
@@ -175,7 +176,11 @@ impl Runner {
             let extra = times.len().saturating_sub(SNAPSHOT_CONTACTS);
             times.drain(..extra);
         }
-        Ok(json!({ "consents": consents, "contacts": contacts }))
+        let mut snapshot = json!({ "consents": consents, "contacts": contacts });
+        if let Some(q) = &self.quiet_hours {
+            snapshot["quiet_hours"] = json!(q);
+        }
+        Ok(snapshot)
     }
 
     /// Starts the workflow a proactive case was accepted for, on its stored snapshot.

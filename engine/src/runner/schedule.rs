@@ -96,23 +96,28 @@ impl Runner {
         let Some(last) = due.run.iter().chain(&due.skipped).max().copied() else {
             return Ok(Vec::new());
         };
+        // The back office is asked first: the start lock is never held across a call.
         let mut ran = Vec::new();
+        let mut wanted = Vec::new();
         for &occurrence in &due.run {
             let origin = occurrence_origin(schedule, occurrence);
-            let subjects = self.subjects(wf, schedule, &origin.value, occurrence)?;
-            for s in subjects {
-                self.start_proactive(
-                    &mut starting,
-                    wf,
-                    &s.customer_id,
-                    &s.language,
-                    &Origin {
-                        value: with_data(&origin.value, s.data),
-                        ..origin.clone()
-                    },
-                )?;
+            for s in self.subjects(wf, schedule, &origin.value, occurrence)? {
+                wanted.push((s, origin.clone()));
             }
             ran.push(occurrence);
+        }
+        let _starts = self.starts_lock();
+        for (s, origin) in wanted {
+            self.start_proactive(
+                &mut starting,
+                wf,
+                &s.customer_id,
+                &s.language,
+                &Origin {
+                    value: with_data(&origin.value, s.data),
+                    ..origin
+                },
+            )?;
         }
         let Starting {
             mut batch, cases, ..
