@@ -847,6 +847,61 @@ fn a_receiver_that_is_down_at_first_still_gets_the_notification() {
 }
 
 #[test]
+fn an_event_with_replyto_sends_the_reminder_there_and_a_foreign_host_is_refused() {
+    use std::io::Write;
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hook.local_addr().unwrap().to_string();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = hook.accept().unwrap();
+        let request = read_request(&mut conn);
+        conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        request
+    });
+    let allowed = addr.clone();
+    let s = Server::start_with(move |c| c.webhooks.allowed_hosts = vec![allowed]);
+    let crm = s.token_with("crm", &["send_events", "manage_consents"]);
+    let granted = s.raw(
+        "PUT",
+        "/v1/customers/K-H/consents/marketing",
+        Some(&crm),
+        Some((
+            "application/json",
+            br#"{"granted": true, "source": "branch"}"#.to_vec(),
+        )),
+        &[],
+    );
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    let mut foreign = warranty_event("h-0", "K-H", "P-0", "en");
+    foreign["replyto"] = json!("http://elsewhere.example/hooks/case");
+    let r = s.post_event(&crm, &foreign);
+    r.assert_error(422, "invalid_event");
+    assert_eq!(
+        r.json["error"]["details"]["attribute"], "replyto",
+        "{}",
+        r.text
+    );
+
+    let mut event = warranty_event("h-1", "K-H", "P-1", "en");
+    event["replyto"] = json!(format!("http://{addr}/hooks/case"));
+    let a = s.post_event(&crm, &event);
+    assert_eq!(a.status, 202, "{}", a.text);
+    let case = a.json["cases"][0].as_str().unwrap().to_string();
+    s.wait_case(&case, is_final);
+    let request = received.join().unwrap();
+    assert_is_notification_of(&request, &case);
+    let v = request_body(&request);
+    assert_eq!(v["outcome"], "reminded", "{v}");
+    assert!(
+        v["reply"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2027-01-05"),
+        "{v}"
+    );
+}
+
+#[test]
 fn quiet_hours_from_the_configuration_hold_a_reminder_back() {
     // A quiet window around the present, in UTC: the reminder must wait for its end.
     let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);

@@ -111,6 +111,7 @@ fn warranty(id: &str, customer: &str, product: &str) -> NewEvent {
         time: Some(ts("2026-12-06T08:00:00Z")),
         data: json!({ "product_id": product, "product": "washing machine",
                       "expires_on": "2027-01-05", "language": "en" }),
+        reply_to: None,
         sent_by: "products".into(),
     }
 }
@@ -202,6 +203,7 @@ fn a_consent_changed_event_changes_the_consent_and_an_event_without_subject_is_n
         subject: Some("K-C".into()),
         time: None,
         data: json!({ "purpose": "marketing", "granted": true }),
+        reply_to: None,
         sent_by: "crm".into(),
     };
     assert!(

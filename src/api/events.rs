@@ -180,6 +180,19 @@ fn parse(headers: &HeaderMap, body: &[u8], sent_by: &str) -> Result<NewEvent, Ap
             "`datacontenttype` must be `application/json`: the box reads `data` as JSON",
         ));
     }
+    // The extension `replyto`: where the cases this event starts send their replies and
+    // questions, checked like a request's `reply_to` (and, in `create`, against the box's
+    // allowed hosts).
+    let reply_to = text("replyto", 4096)?.map(str::to_string);
+    if let Some(url) = &reply_to
+        && let Err(e) = super::requests::limits::reply_to(url)
+    {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "replyto",
+            e.message.replace("`reply_to`", "`replyto`"),
+        ));
+    }
     if map.contains_key("data_base64") {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -214,6 +227,7 @@ fn parse(headers: &HeaderMap, body: &[u8], sent_by: &str) -> Result<NewEvent, Ap
         subject,
         time,
         data,
+        reply_to,
         sent_by: sent_by.to_string(),
     })
 }
@@ -244,6 +258,19 @@ pub async fn create(
         .details(json!({ "capability": "send_events" })));
     }
     let event = parse(&headers, &body, &who.name)?;
+    if let Some(url) = event.reply_to.clone() {
+        let notifier = state.notifier.clone();
+        blocking("replyto check", move || {
+            notifier.check(&url).map_err(|why| {
+                bad(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "replyto",
+                    format!("`replyto`: {why}; this box may not call it"),
+                )
+            })
+        })
+        .await?;
+    }
     let Ok(permit) = state.intake.clone().try_acquire_owned() else {
         return Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,

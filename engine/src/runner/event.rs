@@ -31,6 +31,9 @@ pub struct NewEvent {
     pub subject: Option<String>,
     pub time: Option<Timestamp>,
     pub data: Value,
+    /// Where the cases it starts send their replies and questions (the CloudEvents
+    /// extension `replyto`, checked by the API like a request's `reply_to`).
+    pub reply_to: Option<String>,
     /// The token that sent it.
     pub sent_by: String,
 }
@@ -70,7 +73,12 @@ impl Runner {
     /// not run here: the caller queues them ([`Runner::process`]).
     pub fn accept_event(&self, event: NewEvent) -> Result<EventAccepted, Error> {
         let body = event.as_case_data();
-        let event_digest = digest(&json!({ "event": body, "subject": event.subject }));
+        let mut digested = json!({ "event": body, "subject": event.subject });
+        // Only when given: events stored before `replyto` existed keep their digest.
+        if let Some(url) = &event.reply_to {
+            digested["reply_to"] = json!(url);
+        }
+        let event_digest = digest(&digested);
         let _lock = self.lock(&format!("event\0{}\0{}", event.source, event.id));
         if let Some(seen) = self.store.events().get(&event.source, &event.id)? {
             if seen.digest != event_digest {
@@ -104,6 +112,7 @@ impl Runner {
                 kind: "event",
                 value: body,
                 default_once: format!("event:{}:{}", event.source, event.id),
+                reply_to: event.reply_to.clone(),
             };
             for wf in &triggered {
                 self.start_proactive(&mut starting, wf, customer, event.language(), &origin)?;

@@ -36,6 +36,8 @@ pub(super) struct Origin {
     pub value: Value,
     /// The once key when the workflow declares no `once_per`.
     pub default_once: String,
+    /// Where the case's replies and questions go (an event's `replyto`).
+    pub reply_to: Option<String>,
 }
 
 /// The proactive cases one commit starts: the batch, and the start keys already in it.
@@ -114,7 +116,7 @@ impl Runner {
             accepted_at: now,
             updated_at: now,
             submitted_by: Some(by.clone()),
-            reply_to: None,
+            reply_to: origin.reply_to.clone(),
             linked_case: None,
             why: None,
         };

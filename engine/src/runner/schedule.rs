@@ -243,6 +243,7 @@ fn occurrence_origin(schedule: &Schedule, occurrence: Timestamp) -> Origin {
             "timezone": schedule.timezone,
         }),
         default_once: format!("schedule:{occurrence}"),
+        reply_to: None,
     }
 }
 
