@@ -65,6 +65,21 @@ fn malformed_events_are_refused_naming_the_attribute() {
         ("datacontenttype", json!("text/xml"), 422, "datacontenttype"),
         ("data_base64", json!("AAAA"), 422, "data_base64"),
         ("subject", Value::Null, 422, "subject"),
+        // `replyto` may not point the box at itself, its network or anything unlisted.
+        ("replyto", json!("http://127.0.0.1:9/admin"), 422, "replyto"),
+        (
+            "replyto",
+            json!("http://169.254.169.254/latest/meta-data"),
+            422,
+            "replyto",
+        ),
+        ("replyto", json!("file:///etc/passwd"), 422, "replyto"),
+        (
+            "replyto",
+            json!(format!("https://x.example/{}", "a".repeat(5000))),
+            422,
+            "replyto",
+        ),
     ];
     for (attribute, value, status, named) in cases {
         let mut e = event("e-bad");
