@@ -308,6 +308,9 @@ impl<'a> Executor<'a> {
         // `max_steps` of them in a row would hold the worker for as many deadlines.
         let began = Instant::now();
         let budget = self.rules.limits().segment_time();
+        // A step's output digest is the next step's input digest: nothing changes the case
+        // data between two steps of one segment, so it is computed once.
+        let mut carried: Option<String> = None;
         while case.status == Status::Running {
             let node = wf
                 .node(&case.current)
@@ -319,7 +322,7 @@ impl<'a> Executor<'a> {
             }
             case.steps += 1;
             let now = self.clock.now();
-            let before = digest(&case.data);
+            let before = carried.take().unwrap_or_else(|| digest(&case.data));
             let started = Instant::now();
             let (outcome, script_digest) = self.execute(wf, node, case, now, attempt.unwrap_or(1));
             let mut record = StepRecord {
@@ -341,6 +344,7 @@ impl<'a> Executor<'a> {
             record.output_digest = digest(&case.data);
             record.elapsed_us = elapsed_us(started);
             tracing::debug!(case = %case.id, node = %node.id, kind = node.step.kind(), "step");
+            carried = Some(record.output_digest.clone());
             records.push(record);
         }
     }
