@@ -209,3 +209,18 @@ fn every_banking77_intent_is_served_or_goes_to_a_person_by_choice() {
         "intents with neither workflow nor reason: {unserved:?}"
     );
 }
+
+#[test]
+fn the_durable_benchmark_workflows_validate_and_their_fixtures_pass() {
+    let rules = Rules::default();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../loadgen/durable/workflows");
+    let catalog = Catalog::load(&dir, &rules).unwrap_or_else(|d| panic!("{d}"));
+    let outcomes = fixture::run_all(&catalog, &rules);
+    let failed: Vec<&fixture::Outcome> = outcomes.iter().filter(|o| !o.passed()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        outcomes.len(),
+        5,
+        "three workflow fixtures and two routing ones"
+    );
+}

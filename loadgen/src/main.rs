@@ -70,6 +70,10 @@ struct Args {
     /// Sample requests (JSON lines); the shipped ones by default.
     #[arg(long, default_value = "workflows/samples/requests.jsonl")]
     mix: PathBuf,
+    /// Post the samples' `metadata` (a stated intent: the token needs `state_intent`);
+    /// without it the metadata is dropped and the box's model classifies every request.
+    #[arg(long)]
+    keep_metadata: bool,
     /// Share of off-topic requests, percent.
     #[arg(long, default_value_t = 10.0)]
     off_topic: f64,
@@ -103,6 +107,10 @@ struct Args {
     /// customer and are no longer followed.
     #[arg(long, default_value_t = 100.0)]
     answer_percent: f64,
+    /// Closed loop: a sender told `429`/`503` sends again at once instead of waiting for
+    /// `Retry-After` (a client that ignores back-pressure: what a rejection costs the box).
+    #[arg(long)]
+    ignore_retry_after: bool,
     /// Server process to read RSS from (`/proc/<pid>/status`).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -501,7 +509,9 @@ fn main() -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(|| auth.clone(), |t| format!("Bearer {t}"));
     let base = args.url.trim_end_matches('/').to_string();
-    let mix = Arc::new(Mix::load(&args.mix, args.off_topic, args.ocr_noise)?);
+    let mut mix = Mix::load(&args.mix, args.off_topic, args.ocr_noise)?;
+    mix.keep_metadata = args.keep_metadata;
+    let mix = Arc::new(mix);
     let ready = agent().get(&format!("{base}/readyz")).call();
     anyhow::ensure!(
         ready.as_ref().is_ok_and(|r| r.status().as_u16() == 200),
@@ -551,6 +561,7 @@ fn main() -> anyhow::Result<()> {
     };
     let ticket = Arc::new(AtomicU64::new(0));
     let follow_percent = args.follow.clamp(0.0, 100.0);
+    let ignore_retry_after = args.ignore_retry_after;
     let mut senders = Vec::new();
     for t in 0..threads {
         let (s, mix, url, auth, ticket) = (
@@ -596,6 +607,7 @@ fn main() -> anyhow::Result<()> {
                 // it waits as long as asked (never past the end of the run). The open
                 // loop keeps its schedule: it measures what an impatient crowd does.
                 if rate.is_none()
+                    && !ignore_retry_after
                     && let Some(wait) = retry_after
                 {
                     std::thread::sleep(

@@ -88,6 +88,9 @@ pub struct Mix {
     samples: Vec<Value>,
     off_topic_percent: f64,
     ocr_percent: f64,
+    /// Post each sample's `metadata` too (a stated intent, for a token with the
+    /// `state_intent` capability); by default it is dropped and the model classifies.
+    pub keep_metadata: bool,
 }
 
 /// One request of the mix, ready to send.
@@ -114,6 +117,7 @@ impl Mix {
             samples,
             off_topic_percent,
             ocr_percent,
+            keep_metadata: false,
         })
     }
 
@@ -144,6 +148,11 @@ impl Mix {
         }
         if let Some(f) = s.get("fields").filter(|f| f.is_object()) {
             body.insert("fields".into(), f.clone());
+        }
+        if self.keep_metadata
+            && let Some(m) = s.get("metadata").filter(|m| m.is_object())
+        {
+            body.insert("metadata".into(), m.clone());
         }
         body.insert("customer_id".into(), json!(customer));
         Drawn {
