@@ -9,5 +9,6 @@
 
 pub mod connect;
 pub mod publish;
+pub mod rollout;
 pub mod sign;
 pub mod wire;
