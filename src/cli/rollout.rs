@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 
 use casegraph::fleet::connect::Endpoint;
-use casegraph::fleet::{publish, sign};
+use casegraph::fleet::{auth, publish, sign};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -22,6 +22,17 @@ pub enum Command {
     },
     /// Sign a workflow folder and publish it to the named branches; prints the rollout id.
     Publish(PublishArgs),
+    /// Print a nats-server `authorization` block: one user per branch, allowed its own
+    /// subjects, stream, rollout consumer and inbox only, and the hub's user. Passwords
+    /// come from the variables `$CG_<BRANCH>_PASSWORD` and `$CG_HUB_PASSWORD`.
+    NatsAuth {
+        /// Branches, comma-separated.
+        #[arg(long)]
+        branches: String,
+        /// The hub's JetStream domain (where `CG_ROLLOUT` lives).
+        #[arg(long, default_value = "hub")]
+        hub_domain: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +77,22 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Publish(args) => publish(args),
+        Command::NatsAuth {
+            branches,
+            hub_domain,
+        } => {
+            let branches = publish::parse_branches(&branches)?;
+            print!(
+                "{}",
+                auth::authorization(
+                    &branches,
+                    &hub_domain,
+                    "$CG_HUB_PASSWORD",
+                    auth::password_variable
+                )
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

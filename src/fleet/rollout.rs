@@ -107,7 +107,7 @@ pub fn spawn(
 /// Reads and applies rollouts forever, reconnecting as long as it takes.
 async fn run(options: Options, state: AppState) {
     let client = loop {
-        match options.endpoint.connect().await {
+        match connect(&options).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::error!(branch = %options.branch, "rollouts: {e}");
@@ -131,6 +131,23 @@ async fn run(options: Options, state: AppState) {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(BACKOFF.1);
     }
+}
+
+/// The box's connection for rollouts: replies come to the branch's own inbox prefix, the
+/// only one its NATS user may subscribe to (`fleet::auth`).
+async fn connect(options: &Options) -> Result<async_nats::Client, super::connect::Error> {
+    let url = &options.endpoint.url;
+    options
+        .endpoint
+        .options()
+        .await?
+        .custom_inbox_prefix(super::auth::inbox_prefix(&options.branch))
+        .connect(url.as_str())
+        .await
+        .map_err(|e| super::connect::Error::Connect {
+            url: url.clone(),
+            message: e.to_string(),
+        })
 }
 
 /// One life of the consumer: created (or found) and read until its message stream ends.
