@@ -129,3 +129,39 @@ fn a_box_cut_off_from_nats_takes_the_rollout_when_the_server_is_back() {
     assert_eq!(served_version(&east, "request_refund"), 2);
     east.stop().unwrap();
 }
+
+#[test]
+fn a_box_behind_its_own_leaf_node_reads_rollouts_in_the_hub_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Nats::hub(&tmp.path().join("hub"), "");
+    let leaf = Nats::leaf(
+        &tmp.path().join("leaf"),
+        "north",
+        hub.leaf_port.unwrap(),
+        "",
+    );
+    let rt = runtime();
+    // The branch stream lives in the leaf's own domain, as the relay makes it.
+    let local = rt.block_on(async {
+        let js = jetstream::new(async_nats::connect(leaf.url()).await.unwrap());
+        branch_stream(&js, "north").await;
+        js
+    });
+    let (key_dir, hub_key) = keygen(tmp.path());
+    let (url, key) = (leaf.url(), hub_key.clone());
+    let north = support::Server::start_with(move |c| {
+        c.fleet.nats_url = Some(url);
+        c.fleet.branch = Some("north".into());
+        c.fleet.domain = Some("north".into());
+        c.fleet.hub_key = Some(key);
+    });
+    let v2 = refund_folder(tmp.path(), 2, |y| y);
+    let id = publish_cli(&hub.url(), &key_dir, "north", &v2, &[]);
+    let report = rt.block_on(wait_report(&local, "north", |r| r.rollout_id == id));
+    assert!(
+        matches!(report.result, RolloutResult::Applied { version: 2, .. }),
+        "{report:?}"
+    );
+    assert_eq!(served_version(&north, "request_refund"), 2);
+    north.stop().unwrap();
+}
