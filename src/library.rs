@@ -164,6 +164,35 @@ impl Library {
         &self.rules
     }
 
+    /// Whether `files` are exactly the published version of `id` (a rollout delivered
+    /// again after it was applied is recognised by its content, not only its version).
+    pub fn is_published(&self, id: &str, files: &BTreeMap<String, String>) -> bool {
+        if check_id(id).is_err() {
+            return false;
+        }
+        let dir = self.data_dir.join("published").join(id);
+        let mut found = 0;
+        for (name, content) in files {
+            if check_file_name(name).is_err()
+                || std::fs::read_to_string(dir.join(name)).ok().as_ref() != Some(content)
+            {
+                return false;
+            }
+            found += 1;
+        }
+        let count = |d: &Path| {
+            std::fs::read_dir(d)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        found == count(&dir) + count(&dir.join("tests"))
+    }
+
     /// Compiles `files` as workflow `id` in a copy of the served catalog and runs its
     /// fixtures; on success keeps it as the published version and returns the new catalog.
     /// Callers serialize publishes (the API holds a lock).

@@ -93,6 +93,8 @@ pub async fn run(
         .as_ref()
         .map(crate::tls::server_config)
         .transpose()?;
+    // A malformed hub key stops the start: a box must not run believing it takes rollouts.
+    let rollouts = crate::fleet::rollout::Options::from_config(&config)?;
     let service = Service::build(&config)?;
     service.recover()?;
     // Schedules new to this store start from now; written before the first connection,
@@ -101,7 +103,7 @@ pub async fn run(
         .runner
         .mark_new_schedules()
         .context("cannot store the marks of new schedules")?;
-    let jobs = Jobs::spawn(&config, &service);
+    let jobs = Jobs::spawn(&config, &service, rollouts);
     serve(&config, listener, tls, service.state.clone(), shutdown).await?;
     jobs.stop().await;
     service.stop().await
@@ -347,10 +349,16 @@ struct Jobs {
     stop: watch::Sender<bool>,
     timers: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    /// Signed rollouts from the hub (`[fleet]` with a `hub_key`).
+    rollouts: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Jobs {
-    fn spawn(config: &Config, service: &Service) -> Jobs {
+    fn spawn(
+        config: &Config,
+        service: &Service,
+        rollouts: Option<crate::fleet::rollout::Options>,
+    ) -> Jobs {
         let (stop, stop_rx) = watch::channel(false);
         let timers = spawn_timers(service.cases.clone(), config.server.timer_interval, stop_rx);
         // Retention: finished cases to archive files when the box is idle (if configured).
@@ -361,10 +369,14 @@ impl Jobs {
             service.state.metrics.retention.clone(),
             stop.subscribe(),
         );
+        let rollouts = rollouts.map(|options| {
+            crate::fleet::rollout::spawn(options, service.state.clone(), stop.subscribe())
+        });
         Jobs {
             stop,
             timers,
             retention,
+            rollouts,
         }
     }
 
@@ -374,6 +386,9 @@ impl Jobs {
         let _ = self.timers.await;
         if let Some(retention) = self.retention {
             let _ = retention.await;
+        }
+        if let Some(rollouts) = self.rollouts {
+            let _ = rollouts.await;
         }
     }
 }

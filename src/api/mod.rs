@@ -18,7 +18,7 @@ mod shedding;
 mod system;
 mod tasks;
 mod tokens;
-mod workflows;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

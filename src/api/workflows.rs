@@ -236,27 +236,67 @@ pub async fn publish(
     Json(body): Json<PublishBody>,
 ) -> Result<(StatusCode, Json<WorkflowSummary>), AppError> {
     let who = caller.require(&[Role::Author])?.clone();
-    let compile = state.admit_compile()?;
+    let wf = publish_version(&state, body.id, body.files).await?;
+    tracing::info!(workflow = %wf.id, version = wf.version, by = %who.name, "workflow published");
+    Ok((StatusCode::CREATED, Json(summary(&wf))))
+}
+
+/// Why a new version was not published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// `limits.max_compiles` compiles are running; nothing was looked at.
+    #[error("workflow compiles are busy (limits.max_compiles); try again in {retry_after_secs}s")]
+    Busy { retry_after_secs: u64 },
+    /// Validation, fixtures or the version rule refused it, or the compiler failed.
+    #[error(transparent)]
+    Publish(#[from] library::Error),
+}
+
+impl From<Refusal> for AppError {
+    fn from(r: Refusal) -> AppError {
+        match r {
+            Refusal::Busy { retry_after_secs } => {
+                AppError::busy("workflow compiles", retry_after_secs)
+            }
+            Refusal::Publish(e) => e.into(),
+        }
+    }
+}
+
+/// Publishes a new version of workflow `id`: the one path for `POST /v1/workflows` and a
+/// fleet rollout (`fleet::rollout`). A place among `limits.max_compiles`, one publish at a
+/// time, compile + fixtures + version rule in [`library::Library::publish`], then the
+/// served catalog is swapped. Returns the served workflow.
+pub async fn publish_version(
+    state: &AppState,
+    id: String,
+    files: BTreeMap<String, String>,
+) -> Result<Arc<Workflow>, Refusal> {
+    let compile = state
+        .compiles
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Busy {
+            retry_after_secs: state.retry_after_secs,
+        })?;
     let _one_at_a_time = state.publish_lock.lock().await;
     let library = state.library.clone();
     let runner = state.runner.clone();
-    let id = body.id.clone();
-    let published = blocking("publish", move || {
+    let published = tokio::task::spawn_blocking(move || {
         let _compile = compile;
         let current = runner.catalog();
-        let files = body.files;
-        let id = body.id.clone();
+        let wanted = id.clone();
         let catalog = library::isolated("publish", move || library.publish(&id, &files, &current))
             .and_then(|published| published)?;
         let catalog = Arc::new(catalog);
-        let wf = catalog
-            .get(&body.id)
-            .cloned()
-            .ok_or_else(|| AppError::internal("publish", "published workflow missing"))?;
+        let wf = catalog.get(&wanted).cloned().ok_or_else(|| {
+            library::Error::Panicked(format!("published workflow `{wanted}` missing"))
+        })?;
         runner.set_catalog(catalog);
-        Ok(summary(&wf))
+        Ok::<_, library::Error>(wf)
     })
-    .await?;
-    tracing::info!(workflow = %id, version = published.version, by = %who.name, "workflow published");
-    Ok((StatusCode::CREATED, Json(published)))
+    .await
+    .map_err(|e| library::Error::Panicked(format!("publish: {e}")))??;
+    Ok(published)
 }

@@ -10,6 +10,7 @@ mod graph;
 mod health;
 mod profile;
 mod report;
+mod rollout;
 mod run;
 mod serve;
 mod test;
@@ -85,6 +86,9 @@ pub enum Command {
     Profile(profile::Command),
     /// Classify requests (JSON lines): intent, confidence, top intents, out-of-scope, language.
     Classify(classify::Args),
+    /// The hub's rollout key, and publishing a signed workflow version to branches.
+    #[command(subcommand)]
+    Rollout(rollout::Command),
 }
 
 impl Command {
@@ -104,6 +108,7 @@ impl Command {
             Command::Profile(c) => profile::run(c),
             Command::Health(a) => health::run(a),
             Command::Classify(a) => classify::run(a),
+            Command::Rollout(c) => rollout::run(c),
         }
     }
 }

@@ -7,5 +7,9 @@
 //! [`wire`] is the contract between the two sides: subjects, streams, message ids and the
 //! JSON messages. [`connect`] opens a NATS connection from the `[fleet]` options.
 
+pub mod auth;
 pub mod connect;
+pub mod publish;
+pub mod rollout;
+pub mod sign;
 pub mod wire;

@@ -112,6 +112,12 @@ pub fn rollout_consumer(branch: &str) -> String {
     format!("rollout_{}", branch.replace('-', "_"))
 }
 
+/// The `Nats-Msg-Id` of a rollout's message to one branch: publishing the same rollout
+/// again (a retry of the hub's command) is dropped by JetStream.
+pub fn rollout_msg_id(rollout_id: &str, branch: &str) -> String {
+    format!("{rollout_id}:{branch}")
+}
+
 /// The `Nats-Msg-Id` of a message: branch, kind and the message's own key (the audit
 /// sequence for audit records and case summaries, the snapshot's time for health, the
 /// rollout id for reports), so a re-publish after a crash is dropped by JetStream.

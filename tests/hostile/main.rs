@@ -10,6 +10,7 @@ mod auth;
 mod bundle;
 mod edges;
 mod events;
+mod fleet;
 mod knowledge;
 mod messages;
 mod privacy;

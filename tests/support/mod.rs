@@ -11,6 +11,7 @@ use serde_json::Value;
 
 pub mod nats;
 pub mod process;
+pub mod rollout;
 
 /// A running server; stopped (gracefully) on drop.
 pub struct Server {
