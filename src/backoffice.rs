@@ -305,17 +305,24 @@ mod tests {
         let b = SimulatedBackOffice;
         let look = |payload: Value| b.call(&request("payments", "transaction_status", payload));
         let a = look(json!({"customer_id": "C-1002345", "kind": "transfer"})).unwrap();
-        assert_eq!(a, look(json!({"customer_id": "C-1002345", "kind": "transfer"})).unwrap());
+        assert_eq!(
+            a,
+            look(json!({"customer_id": "C-1002345", "kind": "transfer"})).unwrap()
+        );
         assert_eq!(a["found"], true);
         assert_eq!(a["simulated"], true);
         assert!(["pending", "completed"].contains(&a["status"].as_str().unwrap()));
         assert!(a["reference"].as_str().unwrap().starts_with("TX-"));
         let none = look(json!({"customer_id": "C-4041234", "kind": "top_up"})).unwrap();
         assert_eq!(none["found"], false);
-        let by_ref = look(json!({"customer_id": "C-4041234", "kind": "top_up", "reference": "TX-77"}));
+        let by_ref =
+            look(json!({"customer_id": "C-4041234", "kind": "top_up", "reference": "TX-77"}));
         assert_eq!(by_ref.unwrap()["reference"], "TX-77");
         let e = look(json!({"customer_id": "C-1002345", "kind": "lottery"})).unwrap_err();
-        assert!(!e.retryable && e.message.contains("`kind` is `lottery`"), "{e}");
+        assert!(
+            !e.retryable && e.message.contains("`kind` is `lottery`"),
+            "{e}"
+        );
         let e = look(json!({"customer_id": "C-5031234", "kind": "transfer"})).unwrap_err();
         assert!(e.retryable, "an outage may pass");
     }

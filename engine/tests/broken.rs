@@ -801,7 +801,10 @@ fn an_irreversible_call_without_confirmation_or_reviewer_is_refused_naming_the_p
         d.message.contains("`extract` → `route` → `book`"),
         "the path is named: {d}"
     );
-    assert!(d.message.contains("payments.refund"), "the call is named: {d}");
+    assert!(
+        d.message.contains("payments.refund"),
+        "the call is named: {d}"
+    );
 
     // A negated confirmation is no confirmation.
     let yaml = refund_workflow(
@@ -835,8 +838,10 @@ fn an_irreversible_call_without_confirmation_or_reviewer_is_refused_naming_the_p
     // A reversible workflow, or a call marked as a look-up, is not bound by the rule (the
     // question nobody reaches is this workflow's only problem).
     let reversible = refund_workflow("reversible", "book", "true");
-    let read = refund_workflow("irreversible", "book", "true")
-        .replace("    operation: refund\n", "    operation: refund\n    effect: read\n");
+    let read = refund_workflow("irreversible", "book", "true").replace(
+        "    operation: refund\n",
+        "    operation: refund\n    effect: read\n",
+    );
     for yaml in [reversible, read] {
         let (_tmp, _dir, diags) = broken(&yaml, &[]);
         assert_eq!(
@@ -849,8 +854,10 @@ fn an_irreversible_call_without_confirmation_or_reviewer_is_refused_naming_the_p
 
 #[test]
 fn an_unknown_call_effect_is_refused_where_it_is_written() {
-    let yaml = refund_workflow("reversible", "book", "true")
-        .replace("    operation: refund\n", "    operation: refund\n    effect: maybe\n");
+    let yaml = refund_workflow("reversible", "book", "true").replace(
+        "    operation: refund\n",
+        "    operation: refund\n    effect: maybe\n",
+    );
     let (_tmp, dir, diags) = broken(&yaml, &[]);
     let d = expect(
         &diags,

@@ -40,22 +40,8 @@ const YES: &[&str] = &[
 
 /// Words that say no, or take a yes back, in English or German.
 const NO: &[&str] = &[
-    "no",
-    "nope",
-    "not",
-    "don t",
-    "dont",
-    "do not",
-    "never",
-    "stop",
-    "wait",
-    "nein",
-    "nicht",
-    "kein",
-    "keine",
-    "niemals",
-    "warten",
-    "halt",
+    "no", "nope", "not", "don t", "dont", "do not", "never", "stop", "wait", "nein", "nicht",
+    "kein", "keine", "niemals", "warten", "halt",
 ];
 
 /// `yes`, `no` or `unclear` for an answer map (`fields.confirm`, else `text`) or `()`.
@@ -111,7 +97,13 @@ mod tests {
 
     #[test]
     fn a_clear_yes_confirms_and_any_no_declines() {
-        for yes in ["Yes", "ja, bitte", "Ich bestätige.", "OK go ahead", "yes please do"] {
+        for yes in [
+            "Yes",
+            "ja, bitte",
+            "Ich bestätige.",
+            "OK go ahead",
+            "yes please do",
+        ] {
             assert_eq!(reading(&answer(yes)), "yes", "{yes}");
         }
         for no in [

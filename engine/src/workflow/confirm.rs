@@ -49,10 +49,13 @@ pub(super) fn unconfirmed_path(
     let mut parent: HashMap<NodeIndex, Option<NodeIndex>> = HashMap::from([(start, None)]);
     let mut queue = VecDeque::from([start]);
     while let Some(ix) = queue.pop_front() {
-        if matches!(graph[ix].step, Step::Call {
+        if matches!(
+            graph[ix].step,
+            Step::Call {
                 acts_irreversibly: true,
                 ..
-            }) {
+            }
+        ) {
             let mut path = vec![graph[ix].id.clone()];
             let mut at = parent[&ix];
             while let Some(p) = at {
