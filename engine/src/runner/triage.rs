@@ -230,9 +230,9 @@ mod tests {
     fn the_case_intent_is_the_reviewers_then_the_classified_then_the_only_one() {
         let many = ["card_acceptance".to_string(), "fees".to_string()];
         let one = ["terminate_account".to_string()];
-        let pick = |served: &[String], r: Option<&str>, c: Option<&str>| {
+        fn pick<'a>(served: &'a [String], r: Option<&str>, c: Option<&str>) -> Option<&'a str> {
             case_intent(served, r, c).map(String::as_str)
-        };
+        }
         assert_eq!(
             pick(&many, Some("fees"), Some("card_acceptance")),
             Some("fees")
