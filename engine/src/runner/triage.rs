@@ -43,10 +43,11 @@ pub(super) fn case_intent<'a>(
         // The reviewer's word wins; one the workflow does not serve names no intent of it.
         return find(reviewed);
     }
-    find(classified).or_else(|| match served {
+    let only = match served {
         [only] => Some(only),
         _ => None,
-    })
+    };
+    find(classified).or(only)
 }
 
 /// Whether `s` is shaped like an intent label: 1–64 ASCII letters, digits and `_-?`, and
