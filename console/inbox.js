@@ -76,11 +76,13 @@ async function openTask(box, task, reload) {
     ['negative', 'neutral', 'positive'].map((l) => h('option', { value: l }, l)));
   const frustrated = h('select', { 'data-testid': 'mood-frustrated' }, h('option', { value: '' }, t('inbox.mood.unset')),
     h('option', { value: 'true' }, t('why.flagged')), h('option', { value: 'false' }, t('why.notflagged')));
+  const intent = h('input', { type: 'text', placeholder: cls.intent || 'card_acceptance', 'data-testid': 'reviewed-intent' });
   const result = h('div', { 'data-testid': 'complete-result' });
   const complete = h('button', { type: 'submit', 'data-testid': 'complete' }, t('inbox.complete'));
   const form = h('form', {},
     h('label', {}, t('inbox.decision')), decision,
     h('label', {}, t('inbox.comment')), comment,
+    triage ? h('label', {}, t('inbox.intent')) : null, triage ? intent : null,
     triage ? h('fieldset', {}, h('legend', {}, t('inbox.mood')),
       h('label', {}, t('inbox.mood.sentiment')), sentiment,
       h('label', {}, t('inbox.mood.frustrated')), frustrated) : null,
@@ -97,6 +99,7 @@ async function openTask(box, task, reload) {
         if (sentiment.value) body.data.sentiment = sentiment.value;
         if (frustrated.value) body.data.frustrated = frustrated.value === 'true';
       }
+      if (triage && intent.value.trim()) body.data = { ...(body.data || {}), intent: intent.value.trim() };
       const r = await post(`/v1/tasks/${encodeURIComponent(task.task_id)}/complete`, body);
       let after = await get(`/v1/cases/${encodeURIComponent(r.case_id)}`);
       result.append(h('div', { class: 'msg ok', 'data-testid': 'completed' },

@@ -11,7 +11,9 @@ customer_id, text, fields, label):
 - en-validation.jsonl / en-holdout.jsonl: English chat requests;
 - de-validation.jsonl / de-holdout.jsonl: German requests in their own channel;
 - letters-holdout.jsonl: the English hold-out as OCR'd letters (models/training/ocr.py
-  `noise`, seed fixed).
+  `noise`, seed fixed);
+- letters-validation.jsonl: the English validation half as OCR'd letters (its own seed),
+  what the letter channel's thresholds are calibrated on.
 
     python3 scripts/banking_splits.py [../shared/data/banking77]
 """
@@ -71,6 +73,11 @@ def main():
     write(
         "letters-holdout.jsonl",
         [line("letter", "en", noise(t, ocr), i, n) for n, (t, i) in enumerate(holdout)],
+    )
+    ocr_validation = random.Random(1920)
+    write(
+        "letters-validation.jsonl",
+        [line("letter", "en", noise(t, ocr_validation), i, n) for n, (t, i) in enumerate(validation)],
     )
     german, seen = [], {}
     with open(ROOT / "models" / "training" / "data" / "german.tsv", encoding="utf-8") as f:

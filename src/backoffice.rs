@@ -23,6 +23,16 @@
 //! - `crm.birthdays_today` → `{subjects: [{customer_id, language, data: {first_name}}]}`:
 //!   two fixed customers (`K-2001` en, `K-2002` de)
 //! - `crm.report_missing_items` → `{ticket_id, status: "opened"}`
+//! - `payments.transaction_status` (`customer_id`, `kind`, optional `reference`) →
+//!   `{found, kind, reference, status: "pending" | "completed", amount, currency,
+//!   business_days_left | booked_business_days_ago}` for the customer's latest transaction
+//!   of that kind (`transfer`, `incoming_transfer`, `top_up`, `card_payment`,
+//!   `cash_withdrawal`, `deposit`); status, amount and days derive from the ids. Nothing is
+//!   found for customer numbers starting `C-404` (unless a reference is given) or for a
+//!   reference ending in 0; customer numbers starting `C-503` get a retryable outage.
+//! - `payments.cancel_transfer` (`customer_id`, `reference`) → `{cancelled, reference,
+//!   cancellation_id}`; a reference ending in 0 is refused (no such transfer), `C-503…`
+//!   is a retryable outage
 //!
 //! Any other connector or operation is a non-retryable error naming it.
 
@@ -45,6 +55,93 @@ fn customer(payload: &Value) -> &str {
         .get("customer_id")
         .and_then(Value::as_str)
         .unwrap_or("")
+}
+
+/// The transaction kinds `payments.transaction_status` knows.
+const KINDS: &[&str] = &[
+    "transfer",
+    "incoming_transfer",
+    "top_up",
+    "card_payment",
+    "cash_withdrawal",
+    "deposit",
+];
+
+fn text<'p>(payload: &'p Value, field: &str) -> Option<&'p str> {
+    payload
+        .get(field)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The outage a customer number starting `C-503` simulates, so fixtures and demos can walk
+/// the failure path.
+fn outage(operation: &str, customer: &str) -> Result<(), CallError> {
+    if customer.starts_with("C-503") {
+        return Err(CallError {
+            retryable: true,
+            message: format!("{operation}: payments system unavailable (simulated outage)"),
+        });
+    }
+    Ok(())
+}
+
+/// The customer's latest transaction of a kind: deterministic from the ids.
+fn transaction_status(p: &Value) -> Result<Value, CallError> {
+    let c = customer(p);
+    outage("payments.transaction_status", c)?;
+    let kind = text(p, "kind").unwrap_or("");
+    if !KINDS.contains(&kind) {
+        return Err(refused(format!(
+            "payments.transaction_status: `kind` is `{kind}`; expected one of {}",
+            KINDS.join(", ")
+        )));
+    }
+    let reference = text(p, "reference");
+    let found = match reference {
+        Some(r) => !r.ends_with('0'),
+        None => !c.is_empty() && !c.starts_with("C-404"),
+    };
+    if !found {
+        return Ok(json!({ "found": false, "kind": kind, "reference": reference }));
+    }
+    let seed = format!("{c}|{kind}|{}", reference.unwrap_or(""));
+    let h = sha2::Sha256::digest(seed.as_bytes());
+    let cents = (u32::from(h[2]) * 256 + u32::from(h[3])) % 50_000 + 500;
+    let days = 1 + u32::from(h[1] % 3);
+    let mut answer = json!({
+        "found": true,
+        "kind": kind,
+        "reference": reference.map_or_else(|| id("TX", &seed), str::to_owned),
+        "amount": format!("{}.{:02}", cents / 100, cents % 100),
+        "currency": "EUR",
+    });
+    if h[0] % 4 == 0 {
+        answer["status"] = json!("completed");
+        answer["booked_business_days_ago"] = json!(days);
+    } else {
+        answer["status"] = json!("pending");
+        answer["business_days_left"] = json!(days);
+    }
+    Ok(answer)
+}
+
+/// Stops a pending transfer; the workflow checked it is pending and the customer confirmed.
+fn cancel_transfer(p: &Value, key: &str) -> Result<Value, CallError> {
+    outage("payments.cancel_transfer", customer(p))?;
+    let Some(reference) = text(p, "reference") else {
+        return Err(refused(
+            "payments.cancel_transfer: `reference` names the transfer to cancel and is missing"
+                .into(),
+        ));
+    };
+    if reference.ends_with('0') {
+        return Err(refused(format!(
+            "payments.cancel_transfer: no pending transfer {reference}"
+        )));
+    }
+    Ok(json!({ "cancelled": true, "reference": reference, "cancellation_id": id("CXL", key) }))
 }
 
 fn refused(message: String) -> CallError {
@@ -88,6 +185,8 @@ impl Connector for SimulatedBackOffice {
                 }
                 json!({ "refund_id": id("R", key), "status": "booked", "amount": amount })
             }
+            ("payments", "transaction_status") => transaction_status(p)?,
+            ("payments", "cancel_transfer") => cancel_transfer(p, key)?,
             ("payments", "dispute") => json!({ "dispute_id": id("DSP", key), "status": "opened" }),
             ("crm", "get_customer") => {
                 let c = customer(p);
@@ -199,5 +298,45 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(unverified["verified"], false);
+    }
+
+    #[test]
+    fn transaction_look_ups_derive_from_the_ids_and_say_when_nothing_is_found() {
+        let b = SimulatedBackOffice;
+        let look = |payload: Value| b.call(&request("payments", "transaction_status", payload));
+        let a = look(json!({"customer_id": "C-1002345", "kind": "transfer"})).unwrap();
+        assert_eq!(
+            a,
+            look(json!({"customer_id": "C-1002345", "kind": "transfer"})).unwrap()
+        );
+        assert_eq!(a["found"], true);
+        assert_eq!(a["simulated"], true);
+        assert!(["pending", "completed"].contains(&a["status"].as_str().unwrap()));
+        assert!(a["reference"].as_str().unwrap().starts_with("TX-"));
+        let none = look(json!({"customer_id": "C-4041234", "kind": "top_up"})).unwrap();
+        assert_eq!(none["found"], false);
+        let by_ref =
+            look(json!({"customer_id": "C-4041234", "kind": "top_up", "reference": "TX-77"}));
+        assert_eq!(by_ref.unwrap()["reference"], "TX-77");
+        let e = look(json!({"customer_id": "C-1002345", "kind": "lottery"})).unwrap_err();
+        assert!(
+            !e.retryable && e.message.contains("`kind` is `lottery`"),
+            "{e}"
+        );
+        let e = look(json!({"customer_id": "C-5031234", "kind": "transfer"})).unwrap_err();
+        assert!(e.retryable, "an outage may pass");
+    }
+
+    #[test]
+    fn a_cancellation_needs_a_reference_of_a_known_transfer() {
+        let b = SimulatedBackOffice;
+        let cancel = |payload: Value| b.call(&request("payments", "cancel_transfer", payload));
+        let ok = cancel(json!({"customer_id": "C-1002345", "reference": "TX-1"})).unwrap();
+        assert_eq!(ok["cancelled"], true);
+        assert!(ok["cancellation_id"].as_str().unwrap().starts_with("CXL-"));
+        let e = cancel(json!({"customer_id": "C-1002345"})).unwrap_err();
+        assert!(e.message.contains("`reference`"), "{e}");
+        let e = cancel(json!({"customer_id": "C-1002345", "reference": "TX-10"})).unwrap_err();
+        assert!(!e.retryable && e.message.contains("TX-10"), "{e}");
     }
 }

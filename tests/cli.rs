@@ -147,7 +147,8 @@ fn run_report_counts_what_the_box_finished_and_every_irreversible_action_on_a_wr
             "activate_my_card",
             0.99,
         ),
-        // Misread with full confidence: the irreversible workflow blocks a card.
+        // Misread with full confidence: the irreversible workflow asks the customer to
+        // confirm the block before it acts, so nothing is blocked.
         line(
             "activate my card please",
             "activate_my_card",
@@ -171,7 +172,7 @@ fn run_report_counts_what_the_box_finished_and_every_irreversible_action_on_a_wr
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("3 labelled request(s): 2 finished without a person (66.7 %), 1 of them by another intent's workflow; 1 irreversible action(s) on a wrong intent"),
+        stdout.contains("3 labelled request(s): 1 finished without a person (33.3 %), 0 of them by another intent's workflow; 0 irreversible action(s) on a wrong intent"),
         "{stdout}"
     );
     let activate = stdout
@@ -179,7 +180,7 @@ fn run_report_counts_what_the_box_finished_and_every_irreversible_action_on_a_wr
         .find(|l| l.contains("activate_my_card"))
         .unwrap();
     assert!(
-        activate.contains("100.0 %") && activate.contains("50.0 % (1)"),
+        activate.contains("50.0 %") && activate.contains("0.0 % (0)"),
         "{activate}"
     );
 

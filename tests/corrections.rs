@@ -205,3 +205,53 @@ fn reviewed_triage_decisions_are_exported_as_redacted_labelled_examples() {
     assert!(later.stdout.is_empty());
     assert!(String::from_utf8_lossy(&later.stderr).contains("exported 0 correction(s)"));
 }
+
+#[test]
+fn a_reviewer_who_starts_answer_question_for_another_intent_gets_that_intent_answered() {
+    let s = Server::start();
+    let request = json!({"channel": "chat", "language": "en", "text": "hello, about the thing from the other day"});
+    let id = s.submit(&request);
+    let case = s.wait_case(&id, |c| c["status"] == "waiting");
+    assert_eq!(case["route"]["queue"], "triage", "{case}");
+    let classified = case["classification"]["intent"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_ne!(classified, "card_acceptance", "{case}");
+    let complete = |body: Value| {
+        s.call(
+            "POST",
+            &format!("/v1/tasks/{id}.triage/complete"),
+            Some(Role::Reviewer),
+            Some(&body),
+        )
+    };
+    // Naming an intent the workflow does not answer is refused with the ones it does, and
+    // the task stays open.
+    let refused =
+        complete(json!({"decision": "answer_question", "data": {"intent": "request_refund"}}));
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(
+        refused.json["error"]["code"], "invalid_intent",
+        "{}",
+        refused.text
+    );
+    assert!(refused.text.contains("data.intent"), "{}", refused.text);
+    // The reviewer's intent is the one the case is answered for; the model's reading stays.
+    let done =
+        complete(json!({"decision": "answer_question", "data": {"intent": "card_acceptance"}}));
+    assert_eq!(done.status, 200, "{}", done.text);
+    let case = s.wait_case(&id, |c| {
+        ["completed", "failed", "escalated"].contains(&c["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(case["status"], "completed", "{case}");
+    assert_eq!(case["outcome"], "answered", "{case}");
+    let reply = case["reply"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reply.contains("Mastercard"),
+        "the card_acceptance answer: {case}"
+    );
+}

@@ -202,7 +202,15 @@ fn accepted_cases_run_to_their_end_while_new_work_is_shed() {
     // A reviewer can still complete a task under pressure.
     let (_, _, tasks) = call(&base, "GET", "/v1/tasks", &token, None);
     if let Some(t) = tasks.as_array().and_then(|t| t.first()) {
-        let decision = &t["decisions"][0];
+        // `close` ends a triage task whatever the request is about; a workflow that answers
+        // per intent may refuse one it does not serve.
+        let decisions = t["decisions"].as_array().unwrap();
+        let close = json!("close");
+        let decision = if decisions.contains(&close) {
+            &close
+        } else {
+            &decisions[0]
+        };
         let (code, _, v) = call(
             &base,
             "POST",

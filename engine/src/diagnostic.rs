@@ -47,6 +47,9 @@ pub enum Code {
     /// A workflow started by events or a schedule can contact the customer without
     /// passing a consent check.
     NoConsentCheck,
+    /// An irreversible workflow can reach a call that acts without the customer's
+    /// confirmation or a reviewer's decision.
+    NoConfirmation,
 }
 
 impl Code {
@@ -71,6 +74,7 @@ impl Code {
             Code::OutsideBundle => "path_outside_workflow",
             Code::Limit => "limit_exceeded",
             Code::NoConsentCheck => "no_consent_check",
+            Code::NoConfirmation => "no_confirmation",
         }
     }
 }

@@ -732,3 +732,139 @@ fn an_unknown_risk_class_is_refused_and_a_missing_one_is_the_strictest() {
     let wf = compile_dir(&dir, &Rules::default()).unwrap();
     assert_eq!(wf.risk, casegraph_engine::workflow::Risk::Irreversible);
 }
+
+/// An irreversible workflow that books a refund: the reviewer's approval is one way to the
+/// call; `route` adds a second one that passes no confirmation unless `confirming` says so.
+fn refund_workflow(risk: &str, small: &str, confirming: &str) -> String {
+    format!(
+        r#"id: demo
+version: 1
+risk: {risk}
+intents: [request_refund]
+start: extract
+replies:
+  done: {{en: "Done.", de: "Erledigt."}}
+  confirm: {{en: "Shall we book it?", de: "Sollen wir buchen?"}}
+nodes:
+  extract: {{kind: rule, script: extract.rhai, next: route}}
+  route:
+    kind: decision
+    branches:
+      - when: "case.amount > 100"
+        to: approval
+    otherwise: {small}
+  approval:
+    kind: human
+    queue: refunds
+    decisions: {{approve: book, reject: rejected}}
+  ask_confirm:
+    kind: ask
+    template: confirm
+    answer: confirmation
+    timeout: 7d
+    on_timeout: rejected
+  confirmation:
+    kind: decision
+    branches:
+      - when: "{confirming}"
+        to: book
+    otherwise: rejected
+  book:
+    kind: call
+    connector: payments
+    operation: refund
+    next: reply
+  reply: {{kind: reply, template: done, next: done}}
+  done: {{kind: end, outcome: done}}
+  rejected: {{kind: end, outcome: rejected}}
+"#
+    )
+}
+
+#[test]
+fn an_irreversible_call_without_confirmation_or_reviewer_is_refused_naming_the_path() {
+    // The small refund goes straight to the booking: refused, naming the path and the call.
+    let yaml = refund_workflow(
+        "irreversible",
+        "book",
+        "confirmed(case.answers?.ask_confirm)",
+    );
+    let (_tmp, dir, diags) = broken(&yaml, &[]);
+    let d = expect(
+        &diags,
+        "no_confirmation",
+        &dir.join("workflow.yaml"),
+        line(&yaml, "  book:"),
+        Some("book"),
+    );
+    assert!(
+        d.message.contains("`extract` → `route` → `book`"),
+        "the path is named: {d}"
+    );
+    assert!(
+        d.message.contains("payments.refund"),
+        "the call is named: {d}"
+    );
+
+    // A negated confirmation is no confirmation.
+    let yaml = refund_workflow(
+        "irreversible",
+        "ask_confirm",
+        "!confirmed(case.answers?.ask_confirm)",
+    );
+    let (_tmp, dir, diags) = broken(&yaml, &[]);
+    let d = expect(
+        &diags,
+        "no_confirmation",
+        &dir.join("workflow.yaml"),
+        line(&yaml, "  book:"),
+        Some("book"),
+    );
+    assert!(
+        d.message
+            .contains("`extract` → `route` → `ask_confirm` → `confirmation` → `book`"),
+        "{d}"
+    );
+
+    // The customer's yes, or a reviewer's decision, on every path: it publishes.
+    compiles(
+        &refund_workflow(
+            "irreversible",
+            "ask_confirm",
+            "confirmed(case.answers?.ask_confirm)",
+        ),
+        &[],
+    );
+    // A reversible workflow, or a call marked as a look-up, is not bound by the rule (the
+    // question nobody reaches is this workflow's only problem).
+    let reversible = refund_workflow("reversible", "book", "true");
+    let read = refund_workflow("irreversible", "book", "true").replace(
+        "    operation: refund\n",
+        "    operation: refund\n    effect: read\n",
+    );
+    for yaml in [reversible, read] {
+        let (_tmp, _dir, diags) = broken(&yaml, &[]);
+        assert_eq!(
+            codes(&diags),
+            ["unreachable_node", "unreachable_node"],
+            "{diags:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_call_effect_is_refused_where_it_is_written() {
+    let yaml = refund_workflow("reversible", "book", "true").replace(
+        "    operation: refund\n",
+        "    operation: refund\n    effect: maybe\n",
+    );
+    let (_tmp, dir, diags) = broken(&yaml, &[]);
+    let d = expect(
+        &diags,
+        "invalid_value",
+        &dir.join("workflow.yaml"),
+        line(&yaml, "effect: maybe"),
+        Some("book"),
+    );
+    assert!(d.message.contains("`read`"), "{d}");
+}

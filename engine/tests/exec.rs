@@ -48,6 +48,7 @@ nodes:
     kind: call
     connector: payments
     operation: refund
+    effect: reversible
     payload: "#{ amount: case.amount }"
     result: refund
     retry: {max_attempts: 3, backoff: 30s}

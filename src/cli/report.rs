@@ -4,7 +4,8 @@
 //! report counts what became of the requests: finished without a person, handed to a person
 //! (a queue, a reviewer's task, an escalation, a failure or a refusal), waiting for the
 //! customer, and, among the finished ones, those a workflow of a *different* intent
-//! finished. It also counts the worst mistake on its own: a back-office action taken by an
+//! finished. It also counts the worst mistake on its own: an irreversible back-office call
+//! (one not marked `effect: read` or `reversible`) made by an
 //! `irreversible` workflow that does not serve the request's intent.
 
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ pub struct Entry {
     pub fate: Fate,
     /// Finished by a workflow that does not serve `label`.
     pub wrong_workflow: bool,
-    /// An irreversible workflow that does not serve `label` took a back-office action.
+    /// An irreversible workflow that does not serve `label` made an irreversible call.
     pub irreversible_wrong: bool,
 }
 
@@ -63,9 +64,15 @@ impl Entry {
         let other_intent = !workflow.intents.iter().any(|i| i == label)
             || (workflow.knowledge.is_some() && classified != Some(label));
         let acted = case.path.iter().any(|id| {
-            workflow
-                .node(id)
-                .is_some_and(|n| matches!(n.step, Step::Call { .. }))
+            workflow.node(id).is_some_and(|n| {
+                matches!(
+                    n.step,
+                    Step::Call {
+                        acts_irreversibly: true,
+                        ..
+                    }
+                )
+            })
         });
         Entry {
             label: label.into(),

@@ -157,6 +157,10 @@ pub struct Correction {
     pub workflow: String,
     pub intents: Vec<String>,
     pub by: String,
+    /// The intent the model read; the classification's `intent` is then the one the
+    /// reviewer's choice means (their `data.intent`, else the workflow's only intent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_intent: Option<String>,
 }
 
 impl Classification {

@@ -9,6 +9,7 @@
 //! [`Origin`].
 
 mod check;
+mod confirm;
 mod customer;
 mod dates;
 mod extract;
@@ -282,6 +283,7 @@ impl Rules {
         extract::register(&mut engine);
         text::register(&mut engine);
         customer::register(&mut engine);
+        confirm::register(&mut engine);
         check::register_bounded(&mut engine, &limits);
         let functions = check::function_names(&engine);
         Rules {

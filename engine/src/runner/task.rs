@@ -148,6 +148,7 @@ impl Runner {
                 // a triage task: the reviewer's intent becomes a training label, and the
                 // reviewer may correct the request's fields before a workflow starts
                 self.check_reviewed_intent(&completion)?;
+                self.check_intent_served(&rec, &completion)?;
                 triage::check_corrections(&completion.data)
                     .and(triage::reviewed_mood(&completion.data).map(|_| ()))
                     .map_err(|reason| Error::InvalidCorrection {
@@ -196,6 +197,42 @@ impl Runner {
                 _ => Ok(()),
             },
         }
+    }
+}
+
+impl Runner {
+    /// Refuses a triage completion that starts a workflow answering per intent from a
+    /// knowledge base for an intent it does not serve (the reviewer's `data.intent`, else
+    /// the classified one): the case would have no answer to give.
+    fn check_intent_served(
+        &self,
+        rec: &CaseRecord,
+        completion: &TaskCompletion,
+    ) -> Result<(), Error> {
+        let Some(wf) = self.catalog().get(&completion.decision).cloned() else {
+            return Ok(());
+        };
+        if wf.knowledge.is_none() {
+            return Ok(());
+        }
+        let reviewed = triage::reviewed_intent(&completion.data).and_then(Result::ok);
+        let classified = rec
+            .classification
+            .as_ref()
+            .and_then(|c| c.get("intent"))
+            .and_then(Value::as_str);
+        if triage::case_intent(&wf.intents, reviewed, classified).is_some() {
+            return Ok(());
+        }
+        let named = reviewed.or(classified).unwrap_or("none");
+        Err(Error::InvalidIntent {
+            task_id: completion.task_id.clone(),
+            reason: format!(
+                "workflow `{}` answers per intent and does not serve `{named}`; name the intent the request is about, one of the workflow's, in `data.intent`",
+                wf.id
+            ),
+            allowed: wf.intents.clone(),
+        })
     }
 }
 
@@ -280,10 +317,18 @@ impl Runner {
                 json!({ "score": if flagged { 1.0 } else { 0.0 }, "flagged": flagged, "corrected": true }),
             );
         }
+        // The case is about the intent the reviewer's choice means, so a workflow that
+        // answers per intent answers that one; what the model read stays beside it.
+        let reviewed = triage::reviewed_intent(&completion.data).and_then(Result::ok);
+        let model_intent = classification.intent.clone();
+        if let Some(intent) = triage::case_intent(&wf.intents, reviewed, model_intent.as_deref()) {
+            classification.intent = Some(intent.clone());
+        }
         classification.corrected_by_reviewer = Some(Correction {
             workflow: wf.id.clone(),
             intents: wf.intents.clone(),
             by: completion.by.clone(),
+            model_intent,
         });
         seg.rec.route = Some(Route::Workflow {
             workflow: wf.id.clone(),

@@ -28,6 +28,28 @@ pub(super) fn reviewed_intent(data: &Value) -> Option<Result<&str, ()>> {
     Some(label.ok_or(()))
 }
 
+/// The intent a case started from triage is about, among those the chosen workflow
+/// serves: the reviewer's `data.intent` when given, else the classified intent, else the
+/// workflow's only intent. `None` when that names none of the workflow's intents —
+/// a workflow that answers per intent (a knowledge base) could not answer such a case, so
+/// [`Runner::complete_task`] refuses the completion.
+pub(super) fn case_intent<'a>(
+    served: &'a [String],
+    reviewed: Option<&str>,
+    classified: Option<&str>,
+) -> Option<&'a String> {
+    let find = |i: Option<&str>| served.iter().find(|s| Some(s.as_str()) == i);
+    if reviewed.is_some() {
+        // The reviewer's word wins; one the workflow does not serve names no intent of it.
+        return find(reviewed);
+    }
+    let only = match served {
+        [only] => Some(only),
+        _ => None,
+    };
+    find(classified).or(only)
+}
+
 /// Whether `s` is shaped like an intent label: 1–64 ASCII letters, digits and `_-?`, and
 /// nothing the intake's personal-data finder recognizes. Every intent the box writes into
 /// the audit chain (a reviewer's correction, a sender's stated intent) passes it first.
@@ -204,6 +226,27 @@ pub(super) fn check_corrections(data: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_case_intent_is_the_reviewers_then_the_classified_then_the_only_one() {
+        let many = ["card_acceptance".to_string(), "fees".to_string()];
+        let one = ["terminate_account".to_string()];
+        fn pick<'a>(served: &'a [String], r: Option<&str>, c: Option<&str>) -> Option<&'a str> {
+            case_intent(served, r, c).map(String::as_str)
+        }
+        assert_eq!(
+            pick(&many, Some("fees"), Some("card_acceptance")),
+            Some("fees")
+        );
+        assert_eq!(
+            pick(&many, None, Some("card_acceptance")),
+            Some("card_acceptance")
+        );
+        assert_eq!(pick(&many, Some("request_refund"), Some("fees")), None);
+        assert_eq!(pick(&many, None, Some("request_refund")), None);
+        assert_eq!(pick(&one, None, Some("fees")), Some("terminate_account"));
+        assert_eq!(pick(&one, Some("fees"), None), None);
+    }
 
     #[test]
     fn a_reviewers_mood_is_a_label_and_a_boolean_or_refused() {

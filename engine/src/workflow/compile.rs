@@ -115,6 +115,9 @@ impl Compiler<'_> {
             if let Some((_, line)) = &top.triggers {
                 self.check_consent(&graph, start, *line);
             }
+            if risk == Risk::Irreversible {
+                self.check_confirmation(&graph, start);
+            }
         }
         let triggers = self.triggers(top.triggers.as_ref().map(|(t, _)| t));
         let max_steps = self.max_steps(&top);

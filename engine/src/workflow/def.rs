@@ -129,6 +129,10 @@ pub struct NodeDef {
     pub retry: Option<RetryDef>,
     /// call: node taken when the call fails for good.
     pub on_failure: Option<Spanned<String>>,
+    /// call: `read` (a look-up), `reversible` or `irreversible` (default). An irreversible
+    /// workflow reaches an irreversible call only past the customer's confirmation or a
+    /// reviewer's decision.
+    pub effect: Option<Spanned<String>>,
     /// human: the task queue.
     pub queue: Option<Spanned<String>>,
     /// human: what the reviewer is asked.
@@ -192,6 +196,7 @@ impl NodeDef {
         field!(payload);
         field!(result);
         field!(on_failure);
+        field!(effect);
         field!(queue);
         field!(task);
         field!(sla);

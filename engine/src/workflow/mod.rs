@@ -11,6 +11,7 @@ mod catalog;
 mod check;
 mod compile;
 mod compiler;
+mod confirm;
 pub mod def;
 mod diagram;
 pub mod knowledge;

@@ -23,6 +23,7 @@ pub(super) const KIND: Kind = Kind {
         "retry",
         "next",
         "on_failure",
+        "effect",
     ],
     compile,
     waits: false,
@@ -84,6 +85,17 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
         }
         None => (1, Duration::ZERO),
     };
+    let acts_irreversibly = match def.effect.as_ref().map(|e| (e, e.as_str())) {
+        None | Some((_, "irreversible")) => true,
+        Some((_, "read" | "reversible")) => false,
+        Some((e, other)) => {
+            let msg = format!(
+                "`effect` is `{other}`; expected `read` (a look-up), `reversible` or `irreversible`"
+            );
+            b.problem(Code::InvalidValue, line_of(e), msg);
+            true
+        }
+    };
     Some(Step::Call {
         connector: connector?.to_string(),
         operation: operation?.to_string(),
@@ -91,6 +103,7 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
         result: def.result.as_ref().map(|r| r.to_string()),
         max_attempts,
         backoff,
+        acts_irreversibly,
     })
 }
 

@@ -63,6 +63,9 @@ pub enum Step {
         result: Option<String>,
         max_attempts: u32,
         backoff: Duration,
+        /// Unless `effect` says `read` or `reversible`: the call blocks, closes or moves
+        /// money, so an irreversible workflow reaches it only past a confirmation.
+        acts_irreversibly: bool,
     },
     Human {
         queue: String,
@@ -208,6 +211,7 @@ impl Step {
                 result,
                 max_attempts,
                 backoff,
+                ..
             } => {
                 let call = call::Call {
                     connector,
