@@ -340,12 +340,15 @@ fn resume_when_writes_succeed(
     });
 }
 
-/// The background jobs beside the workers: the timer loop, and retention if configured.
+/// The background jobs beside the workers: the timer loop, and retention and the fleet
+/// relay if configured.
 struct Jobs {
     /// Tells every job to stop.
     stop: watch::Sender<bool>,
     timers: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    /// The fleet relay, if `[fleet]` is set.
+    relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Jobs {
@@ -360,10 +363,14 @@ impl Jobs {
             service.state.metrics.retention.clone(),
             stop.subscribe(),
         );
+        // The fleet relay: what the box commits, into its branch stream (if configured).
+        let relay =
+            crate::fleet::relay::spawn(&config.fleet, service.state.clone(), stop.subscribe());
         Jobs {
             stop,
             timers,
             retention,
+            relay,
         }
     }
 
@@ -373,6 +380,9 @@ impl Jobs {
         let _ = self.timers.await;
         if let Some(retention) = self.retention {
             let _ = retention.await;
+        }
+        if let Some(relay) = self.relay {
+            let _ = relay.await;
         }
     }
 }

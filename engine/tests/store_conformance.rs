@@ -352,13 +352,21 @@ fn the_relay_cursor_survives_and_stays_out_of_the_chain(kind: store::Kind) {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path(), &opts(kind)).unwrap();
-        assert_eq!(store.relay_cursor().get().unwrap(), 0, "nothing relayed yet");
+        assert_eq!(
+            store.relay_cursor().get().unwrap(),
+            0,
+            "nothing relayed yet"
+        );
         assert_eq!(store.audit_head().unwrap(), audit::Head::genesis());
         append(&store, 0, 5);
         let before = store.stats();
         store.relay_cursor().set(3).unwrap();
         let after = store.stats();
-        assert_eq!(after.commits, before.commits + 1, "one small commit of its own");
+        assert_eq!(
+            after.commits,
+            before.commits + 1,
+            "one small commit of its own"
+        );
         assert_eq!(after.audit_records, before.audit_records, "no audit record");
         assert_eq!(store.relay_cursor().get().unwrap(), 3);
     }

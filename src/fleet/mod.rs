@@ -8,4 +8,6 @@
 //! JSON messages. [`connect`] opens a NATS connection from the `[fleet]` options.
 
 pub mod connect;
+pub mod health;
+pub mod relay;
 pub mod wire;
