@@ -35,7 +35,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     let recovery_pending = state.workers.recovery_pending();
     let workflows = state.runner.catalog().workflows().count();
     let runner = state.runner.clone();
-    let readable = blocking("readyz", move || Ok(runner.store().probe().is_ok())).await?;
+    let fleet_metrics = state.metrics.fleet.clone();
+    let readable = blocking("readyz", move || {
+        fleet_metrics.refresh(runner.store());
+        Ok(runner.store().probe().is_ok())
+    })
+    .await?;
     let storage = state.storage.level();
     let store_ok = readable && storage.writable();
     // The fleet relay never makes the box unready: it works on while NATS is away.
@@ -84,6 +89,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         m.resident_bytes.set(s.memory.resident() as i64);
         m.memory_budget_bytes.set(s.memory.budget() as i64);
         s.storage.export(&m.storage);
+        m.fleet.refresh(s.runner.store());
         m.fleet.sample();
         if let Ok(pending) = s.runner.pending() {
             m.pending_cases.set(pending.len() as i64);

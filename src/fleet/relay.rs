@@ -153,14 +153,7 @@ impl Relay {
             }
             let connected = client.connection_state() == async_nats::connection::State::Connected;
             self.metrics.connected.set(i64::from(connected));
-            let now_appended = self.store.stats().audit_records;
-            if now_appended != appended {
-                appended = now_appended;
-                if let Ok(head) = self.store.audit_head() {
-                    self.head = head.seq;
-                }
-            }
-            self.show_backlog();
+            self.refresh_head(&mut appended);
             if health_due && connected && stream_ready {
                 self.publish_health(&js, &state).await;
             }
@@ -182,7 +175,7 @@ impl Relay {
                     r = step => r,
                     _ = stop.changed() => return,
                 };
-                self.show_backlog();
+                self.refresh_head(&mut appended);
                 match result {
                     Ok(()) => backoff = MIN_BACKOFF,
                     Err(e) => {
@@ -198,6 +191,19 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Reads the audit head again if records were appended since `appended` was counted.
+    fn refresh_head(&mut self, appended: &mut u64) {
+        let now = self.store.stats().audit_records;
+        if now != *appended {
+            *appended = now;
+            match self.store.audit_head() {
+                Ok(head) => self.head = head.seq,
+                Err(e) => tracing::warn!("fleet relay: cannot read the audit head: {e}"),
+            }
+        }
+        self.show_backlog();
     }
 
     /// Reads the stored cursor and the audit head.
@@ -564,6 +570,18 @@ impl Metrics {
     fn progress(&self) {
         self.last_progress
             .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+    }
+
+    /// Sets the backlog from the store itself (head minus cursor), so a scrape right after
+    /// a commit counts it even before the relay looked.
+    pub fn refresh(&self, store: &Store) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        if let (Ok(head), Ok(cursor)) = (store.audit_head(), store.relay_cursor().get()) {
+            let backlog = head.seq.saturating_sub(cursor);
+            self.backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
     }
 
     /// Seconds since the relay last made progress; also sets the gauge.
