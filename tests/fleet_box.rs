@@ -346,3 +346,20 @@ fn a_wrong_fleet_setting_stops_the_start_naming_the_key() {
             .starts_with("fleet.batch")
     );
 }
+
+/// The shipped box example is a valid configuration; a setting that is wrong there stops
+/// the start with the key named.
+#[test]
+fn the_shipped_fleet_example_loads_and_a_wrong_key_is_named() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/casegraph-fleet.toml");
+    let flags = casegraph::config::Overrides::default();
+    let c = casegraph::config::Config::load(None, Some(&example), Vec::new(), &flags).unwrap();
+    assert_eq!(c.fleet.branch.as_deref(), Some("b1"));
+    assert_eq!(c.fleet.domain.as_deref(), Some("b1"));
+    assert_eq!(c.fleet.stream_max_age, Duration::from_secs(30 * 24 * 3600));
+    let env = vec![("CASEGRAPH_FLEET__BATCH".to_string(), "20000".to_string())];
+    let e = casegraph::config::Config::load(None, Some(&example), env, &flags)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fleet.batch") && e.contains("20000"), "{e}");
+}
