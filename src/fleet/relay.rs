@@ -609,3 +609,34 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_check_degrades_and_never_fails() {
+        let m = Metrics::register(&mut Registry::default());
+        assert_eq!(m.check(), ("off", None), "no fleet configured");
+        m.enabled.store(true, Ordering::Relaxed);
+        assert_eq!(m.check().0, "degraded", "not connected yet");
+        m.connected.set(1);
+        m.backlog.set(5);
+        assert_eq!(m.check(), ("ok", None), "a backlog that moves is fine");
+        let long_ago = Timestamp::now().as_millisecond() - 31_000;
+        m.last_progress.store(long_ago, Ordering::Relaxed);
+        assert_eq!(
+            m.check(),
+            ("degraded", Some("the backlog is not acknowledged"))
+        );
+        assert!(m.last_ack_age.get() >= 31);
+        m.backlog.set(0);
+        assert_eq!(m.check(), ("ok", None), "nothing to relay is never stalled");
+    }
+
+    #[test]
+    fn only_records_that_change_a_case_bring_a_summary() {
+        assert!(changes_case(audit::Kind::Outcome) && changes_case(audit::Kind::Routed));
+        assert!(!changes_case(audit::Kind::Call) && !changes_case(audit::Kind::Scheduled));
+    }
+}
