@@ -152,6 +152,12 @@ impl Relay {
                 _ = health.tick() => health_due = true,
             }
             let connected = client.connection_state() == async_nats::connection::State::Connected;
+            tracing::trace!(
+                connected,
+                head = self.head,
+                cursor = self.cursor,
+                "fleet relay: tick"
+            );
             self.metrics.connected.set(i64::from(connected));
             self.refresh_head(&mut appended);
             if health_due && connected && stream_ready {
@@ -252,6 +258,7 @@ impl Relay {
             .get_or_create_stream(config)
             .await
             .map_err(|e| format!("cannot open the branch stream {name}: {e}"))?;
+        tracing::debug!(stream = name, "fleet relay: branch stream ready");
         let subject = wire::branch_subject(&self.branch, Kind::Audit);
         let last = match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(m) => serde_json::from_slice::<wire::AuditRecord>(&m.payload)
@@ -298,6 +305,12 @@ impl Relay {
             tokio::task::spawn_blocking(move || read_batch(&store, &branch, after, batch))
                 .await
                 .map_err(|e| e.to_string())??;
+        tracing::debug!(
+            after,
+            last,
+            messages = messages.len(),
+            "fleet relay: publishing a batch"
+        );
         if messages.is_empty() {
             // Nothing after the cursor (an archive cut took it): the head is all there is.
             self.head = self.cursor;
@@ -320,8 +333,15 @@ impl Relay {
                 }
             }
         }
+        // Awaited together: each waits up to ACK_TIMEOUT from when it is awaited, so one
+        // after the other a lost connection would cost the batch's length times that.
+        let mut acks = tokio::task::JoinSet::new();
         for (kind, position, ack) in pending {
-            match ack.await {
+            acks.spawn(async move { (kind, position, ack.await) });
+        }
+        while let Some(joined) = acks.join_next().await {
+            let (kind, position, result) = joined.map_err(|e| e.to_string())?;
+            match result {
                 Ok(_) => self.metrics.published(kind),
                 Err(e) => {
                     if failed.as_ref().is_none_or(|(p, _)| position < *p) {
@@ -334,6 +354,11 @@ impl Relay {
             Some((position, _)) => position.saturating_sub(1).max(self.cursor),
             None => last,
         };
+        tracing::debug!(
+            acked_to,
+            failed = failed.is_some(),
+            "fleet relay: batch acknowledged"
+        );
         if acked_to > self.cursor {
             self.store_cursor(acked_to).await?;
             self.metrics.progress();
