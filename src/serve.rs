@@ -361,6 +361,7 @@ impl Jobs {
             &config.data_dir,
             service.runner.store().clone(),
             service.state.metrics.retention.clone(),
+            config.fleet.enabled(),
             stop.subscribe(),
         );
         // The fleet relay: what the box commits, into its branch stream (if configured).

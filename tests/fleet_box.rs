@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use casegraph::auth::Role;
 use casegraph::fleet::wire;
 use casegraph_engine::store::{Options, Store};
 use serde_json::Value;
@@ -362,4 +363,54 @@ fn the_shipped_fleet_example_loads_and_a_wrong_key_is_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("fleet.batch") && e.contains("20000"), "{e}");
+}
+
+/// Retention archives nothing the hub has not had: with NATS away a finished case past its
+/// age stays in the live store; once the relay caught up it is archived, and every record
+/// was relayed before.
+#[test]
+fn retention_waits_for_the_relay() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let archives = tempfile::tempdir().unwrap();
+    let dir = archives.path().to_path_buf();
+    let mut server = Server::start_with(|c| {
+        fleet(c, &url, 64);
+        c.retention.enabled = true;
+        c.retention.completed = Duration::from_millis(200);
+        c.retention.failed = Duration::from_millis(200);
+        c.retention.escalated = Duration::from_millis(200);
+        c.retention.idle_after = Duration::from_millis(300);
+        c.retention.directory = Some(dir);
+    });
+    let id = server.submit(&support::sample_request(0));
+    let case = server.wait_case(&id, settled);
+    assert!(
+        matches!(
+            case["status"].as_str(),
+            Some("completed" | "failed" | "escalated")
+        ),
+        "the first sample finishes on its own: {case}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let r = server.call("GET", &format!("/v1/cases/{id}"), Some(Role::Admin), None);
+    assert_eq!(r.status, 200, "archived before it was relayed");
+
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(nats_dir.path(), port, None, BRANCH, "");
+    wait_for("the case to be archived once relayed", 60, || {
+        server
+            .call("GET", &format!("/v1/cases/{id}"), Some(Role::Admin), None)
+            .status
+            == 404
+    });
+    let data = server.data.path().to_path_buf();
+    let keep = std::mem::replace(&mut server.data, tempfile::tempdir().unwrap());
+    server.stop().unwrap();
+    let stream = read_stream(&nats.url(), None);
+    assert!(stream.cases.iter().any(|c| c.case_id == id));
+    // The live chain goes on from the archive's anchor: everything up to it was relayed.
+    let head = head_of(&data);
+    assert_exactly_once(&stream, head);
+    drop(keep);
 }
