@@ -8,12 +8,17 @@
 #
 #   cargo build --release --locked -p casegraph -p casegraph-loadgen
 #   scripts/setup.sh test            # installs .local/nats/nats-server
-#   scripts/bench-fleet-relay.sh     # RATE=20 SECONDS_PER_RUN=30 CPUS=0,1 by default
+#   scripts/bench-fleet-relay.sh     # RATE=20 SECONDS_PER_RUN=30 REPEAT=3 CPUS=0,1 by default
+#
+# The two boxes run alternately REPEAT times (fresh data directories each time) and the
+# medians are compared: on a shared machine one pair of runs differs by more than the
+# relay costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATE=${RATE:-20}
 RUN=${SECONDS_PER_RUN:-30}
+REPEAT=${REPEAT:-3}
 CPUS=${CPUS:-0,1}
 PORT=${PORT:-18281}
 NATS_PORT=${NATS_PORT:-18222}
@@ -52,6 +57,7 @@ start() {
 stop() { kill -TERM "$PID"; wait "$PID" || true; PID=; }
 
 # run NAME [ENV=VALUE...]: one box, one load; prints and records box (and nats) CPU per case.
+# A NAME starting with `fleet` waits for the relay's backlog to drain before reading CPU.
 run() {
     local name=$1; shift
     local data=$OUT/$name
@@ -62,7 +68,7 @@ run() {
     taskset -c "$CPUS" "$LOADGEN" --url "$URL" --token-file "$data/admin.token" --server-pid "$PID" \
         --quiet --rate "$RATE" --connections 16 --follow 10 --duration "$RUN" --drain 120 \
         --json "$OUT/$name.json"
-    if [ "$name" = fleet ]; then
+    if [[ $name == fleet* ]]; then
         until [ "$(metric "$data" casegraph_fleet_backlog_records)" = 0 ]; do sleep 0.1; done
     fi
     cpu1=$(cpu_s "$PID")
@@ -79,16 +85,12 @@ r = {"run": name, "cases": cases, "box_cpu_s": round(box, 3),
 print(json.dumps(r))
 json.dump(r, open(out, "w"))
 PY
-    if [ "$name" = fleet ]; then
+    if [[ $name == fleet* ]]; then
         echo "published: $(curl -s -H "Authorization: Bearer $(cat "$data/admin.token")" "$URL/metrics" | grep '^casegraph_fleet_published_total' | tr '\n' ' ')"
     fi
     stop
 }
 
-say "without [fleet]: open loop $RATE/s for ${RUN}s"
-run plain
-
-say "with [fleet] into a local nats-server (leaf topology): open loop $RATE/s for ${RUN}s"
 mkdir -p "$OUT/nats"
 cat >"$OUT/nats/nats.conf" <<CONF
 host: 127.0.0.1
@@ -96,20 +98,31 @@ port: $NATS_PORT
 server_name: b1
 jetstream { store_dir: "$PWD/$OUT/nats/js", domain: b1 }
 CONF
-taskset -c "$CPUS" "$NATS" -c "$OUT/nats/nats.conf" -l "$OUT/nats/nats.log" &
-NATS_PID=$!
-sleep 1
-run fleet CASEGRAPH_FLEET__NATS_URL="nats://127.0.0.1:$NATS_PORT" CASEGRAPH_FLEET__BRANCH=b1 \
-    CASEGRAPH_FLEET__DOMAIN=b1 CASEGRAPH_FLEET__HEALTH_INTERVAL=30s
-kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true; NATS_PID=
 
-say "relay cost"
-python3 - "$OUT" <<'PY'
-import json, sys
-d = sys.argv[1]
-p = json.load(open(f"{d}/plain.cpu.json")); f = json.load(open(f"{d}/fleet.cpu.json"))
-added = f["box_cpu_ms_per_case"] - p["box_cpu_ms_per_case"]
-print(f"box CPU per finished case: {p['box_cpu_ms_per_case']} ms without, {f['box_cpu_ms_per_case']} ms with the relay "
-      f"(+{added:.3f} ms, ratio {f['box_cpu_ms_per_case'] / p['box_cpu_ms_per_case']:.3f}); "
-      f"nats-server: {f['nats_cpu_ms_per_case']} ms per case")
+for i in $(seq 1 "$REPEAT"); do
+    say "run $i/$REPEAT without [fleet]: open loop $RATE/s for ${RUN}s"
+    run "plain-$i"
+
+    say "run $i/$REPEAT with [fleet] into a local nats-server (leaf topology): open loop $RATE/s for ${RUN}s"
+    rm -rf "$OUT/nats/js"
+    taskset -c "$CPUS" "$NATS" -c "$OUT/nats/nats.conf" -l "$OUT/nats/nats.log" &
+    NATS_PID=$!
+    sleep 1
+    run "fleet-$i" CASEGRAPH_FLEET__NATS_URL="nats://127.0.0.1:$NATS_PORT" CASEGRAPH_FLEET__BRANCH=b1 \
+        CASEGRAPH_FLEET__DOMAIN=b1 CASEGRAPH_FLEET__HEALTH_INTERVAL=30s
+    kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true; NATS_PID=
+done
+
+say "relay cost (medians of $REPEAT runs each)"
+python3 - "$OUT" "$REPEAT" <<'PY'
+import json, statistics, sys
+d, n = sys.argv[1], int(sys.argv[2])
+load = lambda name: [json.load(open(f"{d}/{name}-{i}.cpu.json")) for i in range(1, n + 1)]
+p, f = load("plain"), load("fleet")
+med = lambda runs, key: statistics.median(r[key] for r in runs)
+pb, fb, fn = med(p, "box_cpu_ms_per_case"), med(f, "box_cpu_ms_per_case"), med(f, "nats_cpu_ms_per_case")
+print("box CPU ms per finished case, without:", [r["box_cpu_ms_per_case"] for r in p])
+print("box CPU ms per finished case, with:   ", [r["box_cpu_ms_per_case"] for r in f])
+print(f"median: {pb:.3f} ms without, {fb:.3f} ms with the relay ({fb - pb:+.3f} ms, ratio {fb / pb:.3f}); "
+      f"nats-server on the box: {fn:.3f} ms per case")
 PY
