@@ -414,3 +414,91 @@ fn retention_waits_for_the_relay() {
     assert_exactly_once(&stream, head);
     drop(keep);
 }
+
+/// Hostile: someone who may publish on the branch's subjects plants an audit record in the
+/// stream while the box is away. The box does not take it for its own position: it relays
+/// every record it committed, and the planted one stays what it is.
+#[test]
+fn a_record_planted_in_the_stream_does_not_move_the_cursor() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let env = [
+        ("CASEGRAPH_FLEET__NATS_URL", url.as_str()),
+        ("CASEGRAPH_FLEET__BRANCH", BRANCH),
+    ];
+    let mut box1 = Process::start_with_env(data.path(), &env);
+    let admin = box1.admin.clone();
+    for i in 0..3 {
+        let (status, body) = box1
+            .call("/v1/requests", &admin, Some(&support::sample_request(i)))
+            .unwrap();
+        assert_eq!(status, 202, "{body}");
+    }
+    wait_for("a backlog", 30, || {
+        box1.metric(&admin, "casegraph_fleet_backlog_records") >= 3.0
+    });
+    box1.kill();
+    let head = head_of(data.path());
+    assert!(head >= 3);
+
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(nats_dir.path(), port, None, BRANCH, "");
+    let forged_seq = head;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: wire::branch_stream(BRANCH),
+            subjects: vec![wire::branch_subjects(BRANCH)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut forged = casegraph_engine::audit::Head::genesis();
+        let record = forged.append(casegraph_engine::audit::Entry::new(
+            "forged",
+            casegraph_engine::audit::Kind::Accepted,
+            jiff::Timestamp::now(),
+            serde_json::json!({}),
+        ));
+        let record = casegraph_engine::audit::Record {
+            seq: forged_seq,
+            ..record
+        };
+        let record = casegraph_engine::audit::Record {
+            hash: record.computed_hash(),
+            ..record
+        };
+        let message = wire::AuditRecord {
+            branch: BRANCH.into(),
+            record,
+        };
+        js.publish(
+            wire::branch_subject(BRANCH, wire::Kind::Audit),
+            serde_json::to_vec(&message).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    });
+
+    let mut box2 = Process::start_with_env(data.path(), &env);
+    let admin = box2.admin.clone();
+    wait_for("the backlog to drain", 60, || {
+        box2.metric(&admin, "casegraph_fleet_connected") == 1.0
+            && box2.metric(&admin, "casegraph_fleet_backlog_records") == 0.0
+    });
+    box2.kill();
+    let stream = read_stream(&nats.url(), None);
+    let mut expected = vec![forged_seq];
+    expected.extend(1..=head_of(data.path()));
+    assert_eq!(
+        stream.audit, expected,
+        "the planted record, then every record the box committed"
+    );
+}

@@ -9,8 +9,8 @@
 //! - Every message carries `Nats-Msg-Id` ([`wire::msg_id`]), so what is published again
 //!   after a crash between an acknowledgement and the cursor write is dropped by the
 //!   stream's duplicate window; at start the relay also moves its cursor past the last
-//!   audit record the stream already holds, so a restart after a longer outage re-sends
-//!   nothing either.
+//!   audit record the stream already holds if it is the box's own (seq and hash), so a
+//!   restart after a longer outage re-sends nothing either.
 //! - The relay never holds up the box: case commits do not wait for it, and with NATS
 //!   unreachable it only backs off and counts the backlog (bounded by the store's disk).
 //!
@@ -266,15 +266,28 @@ impl Relay {
         let subject = wire::branch_subject(&self.branch, Kind::Audit);
         let last = match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(m) => serde_json::from_slice::<wire::AuditRecord>(&m.payload)
-                .map(|r| r.record.seq)
+                .map(|r| (r.record.seq, r.record.hash))
                 .ok(),
             // No audit message yet (or none kept): nothing to skip.
             Err(_) => None,
         };
-        if let Some(last) = last
+        if let Some((last, hash)) = last
             && last > self.cursor
             && last <= self.head
         {
+            // Anyone who may publish on the branch's subjects could plant a record there;
+            // only one this box committed, with its hash, moves the cursor.
+            let store = self.store.clone();
+            let own = tokio::task::spawn_blocking(move || own_hash(&store, last))
+                .await
+                .map_err(|e| e.to_string())?;
+            if own.as_deref() != Some(hash.as_str()) {
+                tracing::warn!(
+                    seq = last,
+                    "fleet relay: the branch stream's last audit record is not the one this box committed at that seq; relaying from the cursor"
+                );
+                return Ok(());
+            }
             tracing::info!(
                 stream_holds = last,
                 cursor = self.cursor,
@@ -406,6 +419,13 @@ impl Relay {
             Err(e) => tracing::debug!("fleet relay: health snapshot not published: {e}"),
         }
     }
+}
+
+/// The hash of the box's own audit record `seq`, if it is stored and readable.
+fn own_hash(store: &Store, seq: u64) -> Option<String> {
+    let (_, bytes) = store.audit_records_after(seq.checked_sub(1)?).next()?;
+    let record: audit::Record = serde_json::from_slice(&bytes).ok()?;
+    (record.seq == seq).then_some(record.hash)
 }
 
 /// Reads up to `batch` records after `after` and builds their messages: each record, and
