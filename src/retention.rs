@@ -29,12 +29,15 @@ use tokio::sync::watch;
 use crate::config::RetentionOptions;
 
 /// Starts the job if `options` enable it; it ends when `stop` turns true (after the run in
-/// progress, if any).
+/// progress, if any). With `wait_for_relay` (the box is part of a fleet) a run waits until
+/// the fleet relay has every audit record acknowledged: archiving takes records out of the
+/// live chain, and the hub must have them first.
 pub fn spawn(
     options: &RetentionOptions,
     data_dir: &Path,
     store: Store,
     metrics: Metrics,
+    wait_for_relay: bool,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !options.enabled {
@@ -67,6 +70,13 @@ pub fn spawn(
             }
             let due = last_run.is_none_or(|t| t.elapsed() >= options.interval);
             if quiet_since.elapsed() < options.idle_after || !due {
+                continue;
+            }
+            if wait_for_relay && relay_behind(&store) {
+                tracing::info!(
+                    "retention: waiting for the fleet relay to send every audit record first"
+                );
+                quiet_since = Instant::now();
                 continue;
             }
             let (s, o, d) = (store.clone(), options.clone(), dir.clone());
@@ -119,6 +129,15 @@ pub fn spawn(
             last_run = Some(Instant::now());
         }
     }))
+}
+
+/// Whether audit records are committed that the fleet relay has not had acknowledged.
+fn relay_behind(store: &Store) -> bool {
+    match (store.audit_head(), store.relay_cursor().get()) {
+        (Ok(head), Ok(cursor)) => cursor < head.seq,
+        // Unknown: archive nothing rather than records the hub may not have.
+        _ => true,
+    }
 }
 
 /// Whether an idle run compacts the store: after it removed cases, at the first run since the

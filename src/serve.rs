@@ -343,7 +343,8 @@ fn resume_when_writes_succeed(
     });
 }
 
-/// The background jobs beside the workers: the timer loop, and retention if configured.
+/// The background jobs beside the workers: the timer loop, and retention and the fleet
+/// relay if configured.
 struct Jobs {
     /// Tells every job to stop.
     stop: watch::Sender<bool>,
@@ -351,6 +352,8 @@ struct Jobs {
     retention: Option<tokio::task::JoinHandle<()>>,
     /// Signed rollouts from the hub (`[fleet]` with a `hub_key`).
     rollouts: Option<tokio::task::JoinHandle<()>>,
+    /// The fleet relay, if `[fleet]` is set.
+    relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Jobs {
@@ -367,16 +370,21 @@ impl Jobs {
             &config.data_dir,
             service.runner.store().clone(),
             service.state.metrics.retention.clone(),
+            config.fleet.enabled(),
             stop.subscribe(),
         );
         let rollouts = rollouts.map(|options| {
             crate::fleet::rollout::spawn(options, service.state.clone(), stop.subscribe())
         });
+        // The fleet relay: what the box commits, into its branch stream (if configured).
+        let relay =
+            crate::fleet::relay::spawn(&config.fleet, service.state.clone(), stop.subscribe());
         Jobs {
             stop,
             timers,
             retention,
             rollouts,
+            relay,
         }
     }
 
@@ -389,6 +397,9 @@ impl Jobs {
         }
         if let Some(rollouts) = self.rollouts {
             let _ = rollouts.await;
+        }
+        if let Some(relay) = self.relay {
+            let _ = relay.await;
         }
     }
 }

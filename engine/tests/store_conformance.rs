@@ -346,6 +346,42 @@ fn records_before_the_mark_are_left_to_the_full_verification(kind: store::Kind) 
     );
 }
 
+/// The fleet relay's cursor: 0 on a fresh store, durable across reopening, and a write of
+/// its own that adds nothing to the audit chain (relaying never changes what it relays).
+fn the_relay_cursor_survives_and_stays_out_of_the_chain(kind: store::Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &opts(kind)).unwrap();
+        assert_eq!(
+            store.relay_cursor().get().unwrap(),
+            0,
+            "nothing relayed yet"
+        );
+        assert_eq!(store.audit_head().unwrap(), audit::Head::genesis());
+        append(&store, 0, 5);
+        let before = store.stats();
+        store.relay_cursor().set(3).unwrap();
+        let after = store.stats();
+        assert_eq!(
+            after.commits,
+            before.commits + 1,
+            "one small commit of its own"
+        );
+        assert_eq!(after.audit_records, before.audit_records, "no audit record");
+        assert_eq!(store.relay_cursor().get().unwrap(), 3);
+    }
+    let store = Store::open(dir.path(), &opts(kind)).unwrap();
+    assert_eq!(store.relay_cursor().get().unwrap(), 3, "durable");
+    let head = store.audit_head().unwrap();
+    assert_eq!(head.seq, 5);
+    assert_eq!(store.audit_verify().unwrap().unwrap().head, head.hash);
+    let after: Vec<u64> = store
+        .audit_records_after(3)
+        .map(|(_, v)| serde_json::from_slice::<audit::Record>(&v).unwrap().seq)
+        .collect();
+    assert_eq!(after, [4, 5], "what is left to relay");
+}
+
 macro_rules! conformance {
     ($($backend:ident => $kind:expr),*) => {
         $(mod $backend {
@@ -361,6 +397,7 @@ macro_rules! conformance {
             #[test] fn pseudonyms_are_stable_per_box() { super::pseudonyms_are_stable_per_box($kind) }
             #[test] fn incremental_verification_checks_only_the_tail() { super::incremental_verification_checks_only_the_tail($kind) }
             #[test] fn records_before_the_mark_are_left_to_the_full_verification() { super::records_before_the_mark_are_left_to_the_full_verification($kind) }
+            #[test] fn the_relay_cursor_survives_and_stays_out_of_the_chain() { super::the_relay_cursor_survives_and_stays_out_of_the_chain($kind) }
         })*
     };
 }

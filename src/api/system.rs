@@ -23,6 +23,10 @@ pub async fn healthz() -> Json<Value> {
 /// While the disk refuses writes (below the hard storage mark, or after a failed write
 /// until one succeeds) `checks.store` is `false` and the box is not ready; below the soft
 /// mark it stays ready (reads and task completions work) with `checks.storage: "pressure"`.
+/// With `[fleet]` set, `checks.fleet` is `degraded` (the box stays ready) while NATS is
+/// unreachable or the relay's backlog has not been acknowledged for a while
+/// (`checks.fleet_problem` says which, `checks.fleet_backlog` counts the records); `off`
+/// without a fleet.
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, description = "Ready", body = Object),
         (status = 503, description = "Not ready yet", body = super::error::ErrorBody)))]
@@ -31,9 +35,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     let recovery_pending = state.workers.recovery_pending();
     let workflows = state.runner.catalog().workflows().count();
     let runner = state.runner.clone();
-    let readable = blocking("readyz", move || Ok(runner.store().probe().is_ok())).await?;
+    let fleet_metrics = state.metrics.fleet.clone();
+    let readable = blocking("readyz", move || {
+        fleet_metrics.refresh(runner.store());
+        Ok(runner.store().probe().is_ok())
+    })
+    .await?;
     let storage = state.storage.level();
     let store_ok = readable && storage.writable();
+    // The fleet relay never makes the box unready: it works on while NATS is away.
+    let (fleet, fleet_problem) = state.metrics.fleet.check();
     let checks = json!({
         "store": store_ok,
         "storage": storage.as_str(),
@@ -43,6 +54,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
         "recovery_pending": recovery_pending,
         "model": state.model,
         "simulated_backoffice": state.simulated_backoffice,
+        "fleet": fleet,
+        "fleet_problem": fleet_problem,
+        "fleet_backlog": state.metrics.fleet.backlog.get(),
     });
     if store_ok && workers > 0 && workflows > 0 {
         Ok(Json(json!({ "status": "ready", "checks": checks })))
@@ -75,6 +89,8 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         m.resident_bytes.set(s.memory.resident() as i64);
         m.memory_budget_bytes.set(s.memory.budget() as i64);
         s.storage.export(&m.storage);
+        m.fleet.refresh(s.runner.store());
+        m.fleet.sample();
         if let Ok(pending) = s.runner.pending() {
             m.pending_cases.set(pending.len() as i64);
         }

@@ -108,6 +108,7 @@ fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         user: args.user,
         password_file: args.password_file,
         tls_ca: args.tls_ca,
+        inbox_prefix: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -224,15 +224,8 @@ impl Config {
         {
             return bad("contact.quiet_hours", &e);
         }
-        if self.fleet.enabled() {
-            match &self.fleet.branch {
-                None => return bad("fleet.branch", "is required when fleet.nats_url is set"),
-                Some(b) => {
-                    if let Err(e) = crate::fleet::wire::check_branch(b) {
-                        return bad("fleet.branch", &e);
-                    }
-                }
-            }
+        if let Err((key, message)) = self.fleet.validate() {
+            return bad(&key, &message);
         }
         if self.limits.max_compiles == 0 || self.limits.max_classify == 0 {
             return bad("limits", "max_compiles and max_classify must be at least 1");

@@ -17,6 +17,9 @@ pub struct Endpoint {
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    /// The inbox prefix replies come to (`fleet::auth::inbox_prefix` for a box, so its
+    /// NATS user may subscribe to its own replies only); `None`: NATS's `_INBOX`.
+    pub inbox_prefix: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,9 @@ impl Endpoint {
             }
             (None, None) => {}
             _ => return Err(Error::UserWithoutPassword),
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            o = o.custom_inbox_prefix(prefix);
         }
         if let Some(ca) = &self.tls_ca {
             o = o.add_root_certificates(ca.clone()).require_tls(true);

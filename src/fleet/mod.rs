@@ -9,7 +9,9 @@
 
 pub mod auth;
 pub mod connect;
+pub mod health;
 pub mod publish;
+pub mod relay;
 pub mod rollout;
 pub mod sign;
 pub mod wire;

@@ -75,6 +75,7 @@ impl Options {
                 user: fleet.user.clone(),
                 password_file: fleet.password_file.clone(),
                 tls_ca: fleet.tls_ca.clone(),
+                inbox_prefix: Some(super::auth::inbox_prefix(branch)),
             },
             branch: branch.clone(),
             hub_domain,
@@ -134,20 +135,9 @@ async fn run(options: Options, state: AppState) {
 }
 
 /// The box's connection for rollouts: replies come to the branch's own inbox prefix, the
-/// only one its NATS user may subscribe to (`fleet::auth`).
+/// only one its NATS user may subscribe to (`fleet::auth`, set on the endpoint).
 async fn connect(options: &Options) -> Result<async_nats::Client, super::connect::Error> {
-    let url = &options.endpoint.url;
-    options
-        .endpoint
-        .options()
-        .await?
-        .custom_inbox_prefix(super::auth::inbox_prefix(&options.branch))
-        .connect(url.as_str())
-        .await
-        .map_err(|e| super::connect::Error::Connect {
-            url: url.clone(),
-            message: e.to_string(),
-        })
+    options.endpoint.connect().await
 }
 
 /// One life of the consumer: created (or found) and read until its message stream ends.

@@ -28,12 +28,19 @@ impl Drop for Process {
 impl Process {
     /// Starts `casegraph serve` on `data` and waits until it is ready.
     pub fn start(data: &Path) -> Process {
+        Process::start_with_env(data, &[])
+    }
+
+    /// Starts `casegraph serve` on `data` with configuration from `env`
+    /// (`CASEGRAPH_<SECTION>__<KEY>`) and waits until it is ready.
+    pub fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--workflows")
             .arg(super::workflows())
             .env("CASEGRAPH_LOG", "error")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -95,6 +102,31 @@ impl Process {
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A metric's value from `/metrics` (first sample whose line starts with `name`; 0 when
+    /// absent), read with `token`.
+    pub fn metric(&self, token: &str, name: &str) -> f64 {
+        let Ok(mut resp) = self
+            .agent
+            .get(&format!("{}/metrics", self.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+        else {
+            return 0.0;
+        };
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The process runs and answers `/healthz`.

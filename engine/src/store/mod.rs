@@ -36,8 +36,8 @@ pub use proactive::{
 pub use records::*;
 pub use rewrite::{Rewritten, rewrite};
 pub use tables::{
-    Cases, CustomerCases, DueTimer, Idempotency, Listed, Notifications, Outbox, Personal, Row,
-    Timers, WorkflowVersions,
+    Cases, CustomerCases, DueTimer, Idempotency, Listed, Notifications, Outbox, Personal,
+    RelayCursor, Row, Timers, WorkflowVersions,
 };
 
 /// The tables of the store. Keys are ordered bytes; values are JSON.

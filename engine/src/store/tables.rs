@@ -68,6 +68,18 @@ impl Store {
         Idempotency(self)
     }
 
+    /// How far the fleet relay got: the last audit seq its JetStream stream acknowledged.
+    pub fn relay_cursor(&self) -> RelayCursor<'_> {
+        RelayCursor(self)
+    }
+
+    /// The head of the audit chain: the last record's seq and hash (the genesis when the
+    /// store holds none, the archive anchor after a cut that took every record).
+    pub fn audit_head(&self) -> Result<crate::audit::Head, Error> {
+        Ok(super::group::stored_head(self.backend.as_ref())?
+            .unwrap_or_else(crate::audit::Head::genesis))
+    }
+
     /// Reads one record of the box-wide settings: `Ok` when the store answers reads.
     pub fn probe(&self) -> Result<(), Error> {
         self.backend.get(Table::Meta, b"salt").map(|_| ())
@@ -133,6 +145,32 @@ impl Cases<'_> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The fleet relay's cursor, one row of `meta`: the audit seq up to which every record was
+/// acknowledged by the branch stream. Its own small commit, never part of a case's batch,
+/// so relaying adds no write to a case's commit and a case commit never waits for NATS.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayCursor<'a>(&'a Store);
+
+/// The key of the relay cursor in `Table::Meta`.
+const RELAY_CURSOR: &[u8] = b"fleet_relay_cursor";
+
+impl RelayCursor<'_> {
+    /// The last acknowledged audit seq (0: nothing relayed yet).
+    pub fn get(&self) -> Result<u64, Error> {
+        Ok(self
+            .0
+            .get_json::<u64>(Table::Meta, RELAY_CURSOR, "fleet relay cursor")?
+            .unwrap_or(0))
+    }
+
+    /// Records that every audit record up to `seq` was acknowledged; durable on return.
+    pub fn set(&self, seq: u64) -> Result<(), Error> {
+        let mut batch = Batch::new();
+        batch.put(Table::Meta, RELAY_CURSOR, &seq);
+        self.0.commit(batch)
     }
 }
 
