@@ -8,6 +8,7 @@ mod corrections;
 mod erase;
 mod graph;
 mod health;
+mod hub;
 mod profile;
 mod report;
 mod run;
@@ -85,6 +86,8 @@ pub enum Command {
     Profile(profile::Command),
     /// Classify requests (JSON lines): intent, confidence, top intents, out-of-scope, language.
     Classify(classify::Args),
+    /// The fleet hub: sources every branch stream, verifies their audit chains, serves the view.
+    Hub(hub::Args),
 }
 
 impl Command {
@@ -104,6 +107,7 @@ impl Command {
             Command::Profile(c) => profile::run(c),
             Command::Health(a) => health::run(a),
             Command::Classify(a) => classify::run(a),
+            Command::Hub(a) => hub::run(a),
         }
     }
 }

@@ -8,4 +8,5 @@
 //! JSON messages. [`connect`] opens a NATS connection from the `[fleet]` options.
 
 pub mod connect;
+pub mod hub;
 pub mod wire;

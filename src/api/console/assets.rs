@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use super::super::{AppError, AppState, Path};
+use super::super::{AppError, Path};
 
 /// Every file of the console: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -85,7 +85,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 /// `/console`, `/console/` and `/console/{file}`.
-pub(super) fn routes() -> Router<AppState> {
+/// Generic over the state: the fleet hub serves the same pages.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/console",
