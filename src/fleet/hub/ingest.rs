@@ -33,6 +33,8 @@ pub const MAX_STATUSES: usize = 32;
 /// One message as it came off the fleet stream.
 #[derive(Debug, Clone)]
 pub struct Incoming {
+    /// Its sequence in `CG_FLEET`.
+    pub seq: u64,
     pub subject: String,
     pub payload: Vec<u8>,
 }
@@ -47,14 +49,20 @@ pub struct Applied {
     pub unattributed: u64,
 }
 
-/// Applies `messages` in order within one transaction; `now` is the hub's clock.
+/// Applies `messages` in order within one transaction and moves the cursor past them
+/// (those at or before the cursor were applied already and are skipped); `now` is the
+/// hub's clock.
 pub fn apply(
     batch: &mut Batch<'_>,
     messages: &[Incoming],
     now: Timestamp,
 ) -> Result<Applied, Error> {
     let mut applied = Applied::default();
-    for m in messages {
+    let cursor = batch.cursor()?;
+    if let Some(last) = messages.iter().map(|m| m.seq).max().filter(|l| *l > cursor) {
+        batch.set_cursor(last)?;
+    }
+    for m in messages.iter().filter(|m| m.seq > cursor) {
         let Some((branch, kind)) = wire::parse_branch_subject(&m.subject) else {
             tracing::warn!(subject = %m.subject.escape_debug(), "fleet message on a subject of no branch; skipped");
             applied.unattributed += 1;
@@ -396,6 +404,7 @@ mod tests {
 
     fn audit(branch: &str, r: &audit::Record) -> Incoming {
         Incoming {
+            seq: next_seq(),
             subject: wire::branch_subject(branch, Kind::Audit),
             payload: serde_json::to_vec(&AuditRecord {
                 branch: branch.into(),
@@ -425,9 +434,27 @@ mod tests {
             chain_problem: None,
         };
         Incoming {
+            seq: next_seq(),
             subject: wire::branch_subject(branch, Kind::Health),
             payload: serde_json::to_vec(&h).unwrap(),
         }
+    }
+
+    /// Stream sequences as JetStream gives them: increasing.
+    fn next_seq() -> u64 {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Every message applied: as if each came again under a new stream sequence.
+    fn again(messages: &[Incoming]) -> Vec<Incoming> {
+        messages
+            .iter()
+            .map(|m| Incoming {
+                seq: next_seq(),
+                ..m.clone()
+            })
+            .collect()
     }
 
     fn run(store: &Store, messages: &[Incoming]) -> Applied {
@@ -443,7 +470,12 @@ mod tests {
         let records = chain(5);
         let msgs: Vec<Incoming> = records.iter().map(|r| audit("b1", r)).collect();
         assert_eq!(run(&store, &msgs).records.len(), 5);
-        assert_eq!(run(&store, &msgs).records.len(), 0, "applied again");
+        assert_eq!(run(&store, &msgs).records.len(), 0, "read again");
+        assert_eq!(
+            run(&store, &again(&msgs)).records.len(),
+            0,
+            "published again"
+        );
         let s = store.branch("b1").unwrap().unwrap();
         assert_eq!((s.applied, s.records), (5, 5));
         assert!(s.problems.is_empty(), "{:?}", s.problems);

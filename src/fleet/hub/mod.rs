@@ -9,6 +9,7 @@
 pub mod api;
 pub mod branches;
 pub mod ingest;
+pub mod simulate;
 pub mod store;
 pub mod stream;
 

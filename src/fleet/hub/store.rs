@@ -3,8 +3,9 @@
 //! snapshots and rollout reports; nobody outside this file names a table or builds a key.
 //!
 //! One [`Batch`] is one write transaction: the ingest applies a batch of messages through
-//! it and commits once, and only then are the messages acknowledged to JetStream, so a
-//! crash before the commit redelivers them and the ingest (idempotent) applies them once.
+//! it and moves the hub's cursor on `CG_FLEET` (the stream sequence of the last message
+//! applied) in the same commit, so a crash before the commit reads them again and a crash
+//! after it never does.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +26,11 @@ const CASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("cases"
 const HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("health");
 /// (branch, rollout id) → the branch's [`RolloutReport`] (JSON).
 const ROLLOUTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rollouts");
+
+/// What the hub keeps about itself: [`CURSOR`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The `CG_FLEET` stream sequence of the last message applied.
+const CURSOR: &str = "fleet_cursor";
 
 /// The file in the hub's data directory.
 pub const FILE_NAME: &str = "hub.redb";
@@ -121,6 +127,7 @@ impl Store {
         txn.open_table(CASES).map_err(err)?;
         txn.open_table(HEALTH).map_err(err)?;
         txn.open_table(ROLLOUTS).map_err(err)?;
+        txn.open_table(META).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(Store { db })
     }
@@ -135,6 +142,7 @@ impl Store {
                 cases: txn.open_table(CASES).map_err(err)?,
                 health: txn.open_table(HEALTH).map_err(err)?,
                 rollouts: txn.open_table(ROLLOUTS).map_err(err)?,
+                meta: txn.open_table(META).map_err(err)?,
             };
             f(&mut batch)?
         };
@@ -161,6 +169,13 @@ impl Store {
             out.push((k.value().to_string(), decode("branch state", v.value())?));
         }
         Ok(out)
+    }
+
+    /// The `CG_FLEET` sequence of the last message applied (0: none yet).
+    pub fn cursor(&self) -> Result<u64, Error> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(META).map_err(err)?;
+        Ok(t.get(CURSOR).map_err(err)?.map_or(0, |v| v.value()))
     }
 
     pub fn branch(&self, name: &str) -> Result<Option<BranchState>, Error> {
@@ -226,6 +241,7 @@ pub struct Batch<'txn> {
     cases: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
     health: redb::Table<'txn, &'static str, &'static [u8]>,
     rollouts: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    meta: redb::Table<'txn, &'static str, u64>,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -235,6 +251,16 @@ impl std::fmt::Debug for Batch<'_> {
 }
 
 impl Batch<'_> {
+    pub fn cursor(&self) -> Result<u64, Error> {
+        Ok(self.meta.get(CURSOR).map_err(err)?.map_or(0, |v| v.value()))
+    }
+
+    /// Moves the cursor: committed with the effects of the messages up to it.
+    pub fn set_cursor(&mut self, seq: u64) -> Result<(), Error> {
+        self.meta.insert(CURSOR, seq).map_err(err)?;
+        Ok(())
+    }
+
     pub fn branch(&self, name: &str) -> Result<BranchState, Error> {
         Ok(match self.branches.get(name).map_err(err)? {
             Some(v) => decode("branch state", v.value())?,

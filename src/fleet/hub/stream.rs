@@ -1,10 +1,16 @@
 //! The hub's side of JetStream: it makes sure `CG_FLEET` sources every listed branch
 //! stream (across domains through `$JS.<domain>.API`, locally when the branch stream is
-//! in the hub's own domain) and `CG_ROLLOUT` exists, then drains `CG_FLEET` with one
-//! durable pull consumer. What is ready is applied in one store transaction and only then
-//! acknowledged (ack-all on the last message), so a crash redelivers and the idempotent
-//! ingest applies it once. A batch the store refuses is tried again, never skipped: with
-//! ack-all, acknowledging a later message would drop it.
+//! in the hub's own domain) and `CG_ROLLOUT` exists, then reads `CG_FLEET` in order from
+//! its own cursor. What is ready is applied in one store transaction that also moves the
+//! cursor (the stream sequence of the last message applied): the commit is the
+//! acknowledgement. A batch the store refuses is tried again, never skipped.
+//!
+//! Why not a durable consumer with acks: a message delivered to a hub that was then
+//! killed is redelivered only after the ack wait, while later messages flow on, so the
+//! hub saw record 12 before record 11 and flagged a gap that was not there (the test
+//! `a_hub_stopped_while_branches_publish_catches_up_exactly_once` did). An ordered
+//! consumer from the hub's cursor delivers in stream order, also across reconnects (it
+//! recreates itself from the last sequence it delivered).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +25,6 @@ use super::branches::Branches;
 use super::ingest::{self, Incoming};
 use super::store::Store;
 use crate::fleet::wire;
-
-/// The hub's durable consumer on `CG_FLEET`.
-pub const CONSUMER: &str = "hub";
 
 /// Waits between attempts while NATS or the store is not there.
 const RETRY: Duration = Duration::from_secs(1);
@@ -89,13 +92,12 @@ pub fn sources(branches: &Branches, hub_domain: &str) -> Vec<stream::Source> {
         .collect()
 }
 
-/// Creates or updates `CG_FLEET` (with the branch list's sources) and `CG_ROLLOUT`, and
-/// the hub's durable consumer.
+/// Creates or updates `CG_FLEET` (with the branch list's sources) and `CG_ROLLOUT`.
 pub async fn ensure(
     js: &jetstream::Context,
     branches: &Branches,
     hub_domain: &str,
-) -> Result<consumer::PullConsumer, String> {
+) -> Result<stream::Stream, String> {
     let fleet = stream::Config {
         name: wire::FLEET_STREAM.to_string(),
         description: Some("casegraph fleet: sources every branch stream".into()),
@@ -117,30 +119,12 @@ pub async fn ensure(
     js.create_or_update_stream(rollout)
         .await
         .map_err(|e| format!("creating stream {}: {e}", wire::ROLLOUT_STREAM))?;
-    let stream = js
-        .get_stream(wire::FLEET_STREAM)
+    js.get_stream(wire::FLEET_STREAM)
         .await
-        .map_err(|e| format!("opening stream {}: {e}", wire::FLEET_STREAM))?;
-    stream
-        .get_or_create_consumer(
-            CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_string()),
-                ack_policy: consumer::AckPolicy::All,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "creating consumer {CONSUMER} on {}: {e}",
-                wire::FLEET_STREAM
-            )
-        })
+        .map_err(|e| format!("opening stream {}: {e}", wire::FLEET_STREAM))
 }
 
-/// Drains `CG_FLEET` into the store until `stop` turns true.
+/// Reads `CG_FLEET` into the store until `stop` turns true.
 pub async fn run(
     js: jetstream::Context,
     store: Arc<Store>,
@@ -151,23 +135,12 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
-        let consumer = match ensure(&js, &branches, &hub_domain).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("fleet hub: {e}; trying again");
-                if pause(&mut stop).await {
-                    return;
-                }
-                continue;
-            }
+        let result = match ensure(&js, &branches, &hub_domain).await {
+            Ok(mut fleet) => drain(&mut fleet, &store, batch, &stats, &mut stop).await,
+            Err(e) => Err(e),
         };
-        tracing::info!(
-            branches = branches.0.len(),
-            "fleet hub: consuming {}",
-            wire::FLEET_STREAM
-        );
-        if let Err(e) = drain(&consumer, &store, batch, &stats, &mut stop).await {
-            tracing::warn!("fleet hub: {e}; reconnecting the consumer");
+        if let Err(e) = result {
+            tracing::warn!("fleet hub: {e}; trying again");
             if pause(&mut stop).await {
                 return;
             }
@@ -183,20 +156,55 @@ async fn pause(stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     }
 }
 
+/// Where to start: after the cursor, or from the first message when the stream holds
+/// fewer than the hub applied (made anew after its server's store was lost; what the hub
+/// holds already is applied as nothing).
+async fn start(fleet: &mut stream::Stream, store: &Arc<Store>) -> Result<u64, String> {
+    let s = store.clone();
+    let cursor = tokio::task::spawn_blocking(move || s.cursor())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let last = fleet
+        .info()
+        .await
+        .map_err(|e| format!("reading {}'s state: {e}", wire::FLEET_STREAM))?
+        .state
+        .last_sequence;
+    if last < cursor {
+        tracing::error!(
+            cursor,
+            last,
+            "fleet hub: {} holds fewer messages than the hub applied; reading it from the start",
+            wire::FLEET_STREAM
+        );
+        return Ok(1);
+    }
+    Ok(cursor + 1)
+}
+
 async fn drain(
-    consumer: &consumer::PullConsumer,
+    fleet: &mut stream::Stream,
     store: &Arc<Store>,
     batch: usize,
     stats: &Stats,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let from = start(fleet, store).await?;
+    let consumer = fleet
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating a consumer on {}: {e}", wire::FLEET_STREAM))?;
+    tracing::info!(from, "fleet hub: reading {}", wire::FLEET_STREAM);
     let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .heartbeat(Duration::from_secs(5))
         .messages()
         .await
-        .map_err(|e| format!("pulling from {}: {e}", wire::FLEET_STREAM))?;
+        .map_err(|e| format!("reading {}: {e}", wire::FLEET_STREAM))?;
     loop {
         let first = tokio::select! {
             m = messages.next() => m,
@@ -214,15 +222,24 @@ async fn drain(
                 _ => break,
             }
         }
-        let incoming: Arc<Vec<Incoming>> = Arc::new(
-            ready
-                .iter()
-                .map(|m| Incoming {
-                    subject: m.subject.to_string(),
-                    payload: m.payload.to_vec(),
-                })
-                .collect(),
-        );
+        let mut incoming = Vec::with_capacity(ready.len());
+        for m in &ready {
+            let seq = m
+                .info()
+                .map_err(|e| {
+                    format!(
+                        "a message of {} without its sequence: {e}",
+                        wire::FLEET_STREAM
+                    )
+                })?
+                .stream_sequence;
+            incoming.push(Incoming {
+                seq,
+                subject: m.subject.to_string(),
+                payload: m.payload.to_vec(),
+            });
+        }
+        let incoming = Arc::new(incoming);
         loop {
             let (s, inc) = (store.clone(), incoming.clone());
             let result = tokio::task::spawn_blocking(move || {
@@ -239,15 +256,8 @@ async fn drain(
                 Err(e) => tracing::error!("fleet hub: the ingest task failed: {e}; trying again"),
             }
             if pause(stop).await {
-                // Not acknowledged: redelivered to the next start.
+                // Not committed: read again from the cursor at the next start.
                 return Ok(());
-            }
-        }
-        if let Some(last) = ready.last() {
-            // Ack-all: acknowledges every message of the batch. A lost ack redelivers
-            // them, which the ingest applies as nothing.
-            if let Err(e) = last.ack().await {
-                tracing::warn!("fleet hub: acknowledging a batch: {e}");
             }
         }
     }
