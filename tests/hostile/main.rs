@@ -10,6 +10,7 @@ mod auth;
 mod bundle;
 mod edges;
 mod events;
+mod fleet_hub;
 mod knowledge;
 mod messages;
 mod privacy;

@@ -71,8 +71,8 @@ pub fn apply(
         let mut state = batch.branch(branch)?;
         let rejected = if m.payload.len() > MAX_MESSAGE_BYTES {
             Some(format!(
-                "a {} message of {} bytes is larger than the hub reads ({MAX_MESSAGE_BYTES})",
-                kind.as_str(),
+                "{} message of {} bytes is larger than the hub reads ({MAX_MESSAGE_BYTES})",
+                a(kind),
                 m.payload.len()
             ))
         } else {
@@ -116,11 +116,11 @@ fn read<T: DeserializeOwned + Message>(
     payload: &[u8],
 ) -> Result<T, String> {
     let m: T = serde_json::from_slice(payload)
-        .map_err(|e| format!("a {} message is not readable: {e}", kind.as_str()))?;
+        .map_err(|e| format!("{} message is not readable: {e}", a(kind)))?;
     if m.branch() != branch {
         return Err(format!(
-            "a {} message on branch {branch}'s subject names branch `{}`",
-            kind.as_str(),
+            "{} message on branch {branch}'s subject names branch `{}`",
+            a(kind),
             m.branch()
                 .chars()
                 .take(MAX_NAME)
@@ -128,9 +128,18 @@ fn read<T: DeserializeOwned + Message>(
                 .escape_debug()
         ));
     }
-    m.check()
-        .map_err(|e| format!("a {} message {e}", kind.as_str()))?;
+    m.check().map_err(|e| format!("{} message {e}", a(kind)))?;
     Ok(m)
+}
+
+/// "an audit", "a case", … for messages about a message.
+fn a(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Audit => "an audit",
+        Kind::Case => "a case",
+        Kind::Health => "a health",
+        Kind::Rollout => "a rollout",
+    }
 }
 
 /// What the hub checks of every message beyond its shape.
