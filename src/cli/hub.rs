@@ -9,13 +9,16 @@ use anyhow::Context as _;
 use casegraph::fleet::hub::{self, Options};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The hub site's NATS server, e.g. nats://127.0.0.1:4222.
-    #[arg(long)]
-    pub nats: String,
+    #[arg(long, required = true)]
+    pub nats: Option<String>,
     /// Data directory: the hub's store, its tokens, `branches.toml`.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required = true)]
+    pub data: Option<PathBuf>,
     /// Address the API and the console listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
@@ -48,9 +51,22 @@ pub struct Args {
     pub no_bootstrap_token: bool,
 }
 
+/// What else the hub command does besides running the hub.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Simulated branches publishing chained records, summaries and health (benchmark, demo).
+    Simulate(super::hub_simulate::Args),
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(Command::Simulate(a)) => return super::hub_simulate::run(a),
+        None => {}
+    }
     crate::init_tracing("info");
-    let mut options = Options::new(&args.nats, args.data);
+    let nats = args.nats.context("--nats is required")?;
+    let data = args.data.context("--data is required")?;
+    let mut options = Options::new(&nats, data);
     options.endpoint.credentials = args.credentials;
     options.endpoint.user = args.user;
     options.endpoint.password_file = args.password_file;

@@ -9,6 +9,7 @@ mod erase;
 mod graph;
 mod health;
 mod hub;
+mod hub_simulate;
 mod profile;
 mod report;
 mod run;
@@ -87,7 +88,7 @@ pub enum Command {
     /// Classify requests (JSON lines): intent, confidence, top intents, out-of-scope, language.
     Classify(classify::Args),
     /// The fleet hub: sources every branch stream, verifies their audit chains, serves the view.
-    Hub(hub::Args),
+    Hub(Box<hub::Args>),
 }
 
 impl Command {
@@ -107,7 +108,7 @@ impl Command {
             Command::Profile(c) => profile::run(c),
             Command::Health(a) => health::run(a),
             Command::Classify(a) => classify::run(a),
-            Command::Hub(a) => hub::run(a),
+            Command::Hub(a) => hub::run(*a),
         }
     }
 }

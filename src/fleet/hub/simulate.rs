@@ -49,6 +49,38 @@ pub async fn ensure_stream(js: &jetstream::Context, branch: &str) -> Result<(), 
     })
 }
 
+/// A branch that goes on from the last audit record its stream holds (a new chain when it
+/// holds none), so a simulator run after another continues the same chain.
+pub async fn resume(js: &jetstream::Context, branch: &str) -> Result<Branch, Error> {
+    ensure_stream(js, branch).await?;
+    let fail = |message: String| Error {
+        subject: wire::branch_subject(branch, Kind::Audit),
+        message,
+    };
+    let stream = js
+        .get_stream(wire::branch_stream(branch))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut b = Branch::new(branch);
+    match stream
+        .get_last_raw_message_by_subject(&wire::branch_subject(branch, Kind::Audit))
+        .await
+    {
+        Ok(m) => {
+            let last: AuditRecord = serde_json::from_slice(&m.payload)
+                .map_err(|e| fail(format!("the last record is not readable: {e}")))?;
+            b.head = Head {
+                seq: last.record.seq,
+                hash: last.record.hash,
+            };
+            b.cases = last.record.seq;
+        }
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    Ok(b)
+}
+
 /// What one publish returns: JetStream's acknowledgement, awaited by [`ack`].
 pub type Pending = jetstream::context::PublishAckFuture;
 
