@@ -82,6 +82,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../console/status.js"),
     ),
+    (
+        "fleet.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../console/fleet.js"),
+    ),
 ];
 
 /// `/console`, `/console/` and `/console/{file}`.
