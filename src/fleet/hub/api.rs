@@ -362,3 +362,42 @@ async fn me(caller: Caller) -> Json<Me> {
         hub: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn beyond_the_requests_in_flight_the_hub_answers_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Arc::new(Tokens::open(dir.path()).unwrap());
+        let (_, admin) = tokens.create(Role::Admin, Some("admin")).unwrap();
+        let hub = Arc::new(Hub {
+            store: Arc::new(Store::open(dir.path()).unwrap()),
+            tokens,
+            branches: Arc::new(Branches::default()),
+            stats: Arc::new(Stats::default()),
+            lag_alert: 1000,
+            // Every place taken.
+            in_flight: Arc::new(Semaphore::new(0)),
+            auth_failures: AtomicU64::new(0),
+        });
+        let resp = app(hub)
+            .oneshot(
+                Request::get("/v1/fleet/branches")
+                    .header("Authorization", format!("Bearer {admin}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "1");
+    }
+}
