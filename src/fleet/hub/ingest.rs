@@ -14,6 +14,9 @@
 //! only after the commit) or a re-publish beyond JetStream's duplicate window is harmless.
 //! No I/O here beyond the store's transaction.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 
@@ -62,13 +65,17 @@ pub fn apply(
     if let Some(last) = messages.iter().map(|m| m.seq).max().filter(|l| *l > cursor) {
         batch.set_cursor(last)?;
     }
+    let mut states: HashMap<String, BranchState> = HashMap::new();
     for m in messages.iter().filter(|m| m.seq > cursor) {
         let Some((branch, kind)) = wire::parse_branch_subject(&m.subject) else {
             tracing::warn!(subject = %m.subject.escape_debug(), "fleet message on a subject of no branch; skipped");
             applied.unattributed += 1;
             continue;
         };
-        let mut state = batch.branch(branch)?;
+        let state = match states.entry(branch.to_string()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(batch.branch(branch)?),
+        };
         let rejected = if m.payload.len() > MAX_MESSAGE_BYTES {
             Some(format!(
                 "{} message of {} bytes is larger than the hub reads ({MAX_MESSAGE_BYTES})",
@@ -77,7 +84,7 @@ pub fn apply(
             ))
         } else {
             let p = &m.payload;
-            let s = &mut state;
+            let s = &mut *state;
             match kind {
                 Kind::Audit => match read::<AuditRecord>(branch, kind, p) {
                     Ok(r) => record(batch, branch, s, &r.record, now, &mut applied)?,
@@ -100,7 +107,10 @@ pub fn apply(
         if let Some(reason) = rejected {
             state.reject(format!("branch {branch}: {reason}"));
         }
-        batch.put_branch(branch, &state)?;
+    }
+    // Each branch's state once per batch, not once per message.
+    for (branch, state) in &states {
+        batch.put_branch(branch, state)?;
     }
     Ok(applied)
 }
