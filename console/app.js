@@ -9,19 +9,23 @@ import * as tryit from './tryit.js';
 import * as inbox from './inbox.js';
 import * as cases from './cases.js';
 import * as status from './status.js';
+import * as fleet from './fleet.js';
 
-/** Screens, the roles that may open them (admins open all) and their modules. */
+/** Screens, the roles that may open them (admins open all) and their modules. A fleet
+ * hub (`me.hub`) serves the fleet screen only; a box serves every other. */
 const SCREENS = [
   { id: 'workflows', label: 'nav.workflows', roles: ['author'], module: workflows },
   { id: 'try', label: 'nav.try', roles: ['author'], module: tryit },
   { id: 'inbox', label: 'nav.inbox', roles: ['reviewer'], module: inbox },
   { id: 'cases', label: 'nav.cases', roles: ['auditor'], module: cases },
   { id: 'status', label: 'nav.status', roles: [], module: status },
+  { id: 'fleet', label: 'nav.fleet', roles: ['auditor'], module: fleet, hub: true },
 ];
 
 function allowed(screen) {
   const role = session.me && session.me.role;
-  return role === 'admin' || screen.roles.includes(role);
+  const here = Boolean(session.me && session.me.hub) === Boolean(screen.hub);
+  return here && (role === 'admin' || screen.roles.includes(role));
 }
 
 function parseHash() {

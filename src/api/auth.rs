@@ -6,7 +6,23 @@ use axum::http::{StatusCode, header, request::Parts};
 use serde_json::json;
 
 use super::{AppError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, Tokens};
+
+/// What the [`Caller`] extractor needs of a server's state: the token file, and where a
+/// failed attempt is counted. The box's API and the fleet hub's both authenticate so.
+pub trait Authority {
+    fn tokens(&self) -> &Tokens;
+    fn auth_failed(&self);
+}
+
+impl Authority for AppState {
+    fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+    fn auth_failed(&self) {
+        self.metrics.auth_failures.inc();
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -37,7 +53,7 @@ impl Caller {
 /// much longer is refused before it is hashed or copied.
 const MAX_AUTHORIZATION: usize = 256;
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Authority + Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = AppError;
 
     /// Never echoes what was presented: a wrong token may be a right token of another box,
@@ -46,9 +62,9 @@ impl FromRequestParts<AppState> for Caller {
     /// Failed attempts are not slowed down per peer: a token has 192 random bits, so
     /// guessing is hopeless at any rate, and a per-address limit would lock out honest
     /// clients behind the same proxy. A failure costs one `stat` and one sha256.
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let unauthorized = |m: &str| {
-            state.metrics.auth_failures.inc();
+            state.auth_failed();
             AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
         };
         let value = parts
@@ -73,7 +89,7 @@ impl FromRequestParts<AppState> for Caller {
         // only after it changed, cost less than a hop to the blocking pool (which may be
         // queued behind store commits).
         state
-            .tokens
+            .tokens()
             .authenticate(token)
             .map(Caller)
             .ok_or_else(|| unauthorized("the token is not valid (unknown or revoked)"))

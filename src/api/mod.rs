@@ -33,8 +33,11 @@ use casegraph_engine::classify::Service as ClassifyService;
 use casegraph_engine::runner::Runner;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use auth::Caller;
+pub use auth::{Authority, Caller};
+/// The console's pages, for the fleet hub too.
+pub(crate) use console::pages as console_pages;
 pub use error::{AppError, Json, Path, Query};
+pub(crate) use error::{method_not_allowed, not_found};
 pub use openapi::ApiDoc;
 
 use crate::auth::Tokens;

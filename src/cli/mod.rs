@@ -8,6 +8,8 @@ mod corrections;
 mod erase;
 mod graph;
 mod health;
+mod hub;
+mod hub_simulate;
 mod profile;
 mod report;
 mod rollout;
@@ -89,6 +91,8 @@ pub enum Command {
     /// The hub's rollout key, and publishing a signed workflow version to branches.
     #[command(subcommand)]
     Rollout(rollout::Command),
+    /// The fleet hub: sources every branch stream, verifies their audit chains, serves the view.
+    Hub(Box<hub::Args>),
 }
 
 impl Command {
@@ -109,6 +113,7 @@ impl Command {
             Command::Health(a) => health::run(a),
             Command::Classify(a) => classify::run(a),
             Command::Rollout(c) => rollout::run(c),
+            Command::Hub(a) => hub::run(*a),
         }
     }
 }

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Completes on ctrl-c or SIGTERM.
-async fn signal() {
+pub(super) async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

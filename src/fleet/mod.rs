@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod connect;
 pub mod health;
+pub mod hub;
 pub mod publish;
 pub mod relay;
 pub mod rollout;

@@ -11,6 +11,7 @@ mod bundle;
 mod edges;
 mod events;
 mod fleet;
+mod fleet_hub;
 mod knowledge;
 mod messages;
 mod privacy;

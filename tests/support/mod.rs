@@ -9,6 +9,7 @@ use casegraph::auth::{Role, Tokens};
 use casegraph::config::Config;
 use serde_json::Value;
 
+pub mod hub;
 pub mod nats;
 pub mod process;
 pub mod rollout;

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use super::super::{AppError, AppState, Path};
+use super::super::{AppError, Path};
 
 /// Every file of the console: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -82,10 +82,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../console/status.js"),
     ),
+    (
+        "fleet.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../console/fleet.js"),
+    ),
 ];
 
 /// `/console`, `/console/` and `/console/{file}`.
-pub(super) fn routes() -> Router<AppState> {
+/// Generic over the state: the fleet hub serves the same pages.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/console",

@@ -16,6 +16,7 @@
 //! store, bodies too large).
 
 mod assets;
+pub(crate) use assets::routes as pages;
 pub(super) mod cases;
 pub(super) mod check;
 pub(super) mod definition;
