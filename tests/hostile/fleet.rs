@@ -218,6 +218,22 @@ fn a_branch_user_reaches_only_its_own_subjects_stream_and_rollout_consumer() {
         "{report:?}"
     );
     assert_eq!(served_version(&north_box, "request_refund"), 2);
+    // Its relay works under the same permissions: a case's records reach its stream and
+    // are acknowledged (a denied publish or inbox would leave them in the backlog).
+    let case = north_box.submit(&crate::support::sample_request(0));
+    north_box.wait_case(&case, |c| {
+        c["status"] != "accepted" && c["status"] != "running"
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(north_box.metric("casegraph_fleet_backlog_records") == 0.0
+        && north_box.metric("casegraph_fleet_published_total{kind=\"audit\"}") > 0.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "north's relay could not publish under its permissions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     north_box.stop().unwrap();
 }
 
