@@ -11,24 +11,18 @@
 //! workflows. The rule reads the graph, not the scripts' meaning: `!confirmed(...)` is no
 //! confirmation, and a rule script that sets `case.confirmed = true` is not one either.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::LazyLock;
 
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::EdgeRef;
-use regex::Regex;
 
 use super::compiler::Compiler;
+use super::guard::{Call, unguarded_path};
 use super::{Code, Edge, Node, Step};
 
 /// A decision condition that reads a confirmation: it calls `confirmed(` and never negates it.
 fn is_confirmation(condition: &str) -> bool {
-    static CALL: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"\bconfirmed\s*\(").expect("pattern compiles"));
-    static NEGATED: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(!|\bnot\b)\s*\(?\s*confirmed\s*\(").expect("pattern compiles")
-    });
-    CALL.is_match(condition) && !NEGATED.is_match(condition)
+    static CALL: LazyLock<Call> = LazyLock::new(|| Call::new("confirmed"));
+    CALL.unnegated_in(condition)
 }
 
 /// Whether following `edge` means the customer confirmed or a reviewer decided.
@@ -40,42 +34,26 @@ fn confirms(edge: &Edge) -> bool {
     }
 }
 
-/// The shortest path from `start` to an irreversibly acting `call` that passes no confirmation, as node
-/// ids, if there is one.
+/// The shortest path from `start` to an irreversibly acting `call` that passes no
+/// confirmation, as node ids, if there is one.
 pub(super) fn unconfirmed_path(
     graph: &DiGraph<Node, Edge>,
     start: NodeIndex,
 ) -> Option<Vec<String>> {
-    let mut parent: HashMap<NodeIndex, Option<NodeIndex>> = HashMap::from([(start, None)]);
-    let mut queue = VecDeque::from([start]);
-    while let Some(ix) = queue.pop_front() {
-        if matches!(
-            graph[ix].step,
-            Step::Call {
-                acts_irreversibly: true,
-                ..
-            }
-        ) {
-            let mut path = vec![graph[ix].id.clone()];
-            let mut at = parent[&ix];
-            while let Some(p) = at {
-                path.push(graph[p].id.clone());
-                at = parent[&p];
-            }
-            path.reverse();
-            return Some(path);
-        }
-        for e in graph.edges(ix) {
-            if confirms(e.weight()) {
-                continue;
-            }
-            if let std::collections::hash_map::Entry::Vacant(v) = parent.entry(e.target()) {
-                v.insert(Some(ix));
-                queue.push_back(e.target());
-            }
-        }
-    }
-    None
+    unguarded_path(
+        graph,
+        start,
+        |node| {
+            matches!(
+                node.step,
+                Step::Call {
+                    acts_irreversibly: true,
+                    ..
+                }
+            )
+        },
+        confirms,
+    )
 }
 
 impl Compiler<'_> {

@@ -14,6 +14,7 @@ mod compiler;
 mod confirm;
 pub mod def;
 mod diagram;
+mod guard;
 pub mod knowledge;
 pub mod nodes;
 mod triggers;

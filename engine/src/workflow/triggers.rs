@@ -9,18 +9,16 @@
 //! meaning: `when: consent("marketing") && contacts("marketing", 365) == 0` is a check,
 //! `when: !consent("marketing")` is not, and a rule script that sets data is not either.
 
-use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::EdgeRef;
-use regex::Regex;
 
 use super::compiler::Compiler;
 use super::def::TriggersDef;
+use super::guard::{Call, unguarded_path};
 use super::{Code, Edge, Node};
 use crate::yaml::line_of;
 
@@ -126,12 +124,8 @@ impl Schedule {
 
 /// A decision condition that checks consent: it calls `consent(` and never negates it.
 fn is_consent_check(condition: &str) -> bool {
-    static CALL: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"\bconsent\s*\(").expect("pattern compiles"));
-    static NEGATED: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(!|\bnot\b)\s*\(?\s*consent\s*\(").expect("pattern compiles")
-    });
-    CALL.is_match(condition) && !NEGATED.is_match(condition)
+    static CALL: LazyLock<Call> = LazyLock::new(|| Call::new("consent"));
+    CALL.unnegated_in(condition)
 }
 
 /// The shortest path from `start` to a contacting node that passes no consent check, as
@@ -140,32 +134,12 @@ pub(super) fn unconsented_path(
     graph: &DiGraph<Node, Edge>,
     start: NodeIndex,
 ) -> Option<Vec<String>> {
-    let mut parent: HashMap<NodeIndex, Option<NodeIndex>> = HashMap::from([(start, None)]);
-    let mut queue = VecDeque::from([start]);
-    while let Some(ix) = queue.pop_front() {
-        if CONTACTING_KINDS.contains(&graph[ix].step.kind()) {
-            let mut path = vec![graph[ix].id.clone()];
-            let mut at = parent[&ix];
-            while let Some(p) = at {
-                path.push(graph[p].id.clone());
-                at = parent[&p];
-            }
-            path.reverse();
-            return Some(path);
-        }
-        for e in graph.edges(ix) {
-            if let Edge::When { source, .. } = e.weight()
-                && is_consent_check(source)
-            {
-                continue;
-            }
-            if let std::collections::hash_map::Entry::Vacant(v) = parent.entry(e.target()) {
-                v.insert(Some(ix));
-                queue.push_back(e.target());
-            }
-        }
-    }
-    None
+    unguarded_path(
+        graph,
+        start,
+        |node| CONTACTING_KINDS.contains(&node.step.kind()),
+        |edge| matches!(edge, Edge::When { source, .. } if is_consent_check(source)),
+    )
 }
 
 impl Compiler<'_> {
