@@ -34,18 +34,8 @@ pub struct Args {
     /// Flag a branch further behind than this many records.
     #[arg(long, default_value_t = 1000)]
     pub lag_alert: u64,
-    /// NATS credentials file (nkey + JWT).
-    #[arg(long)]
-    pub credentials: Option<PathBuf>,
-    /// NATS user (with --password-file).
-    #[arg(long)]
-    pub user: Option<String>,
-    /// File whose first line is the NATS password.
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
-    /// CA certificate for TLS to NATS (TLS is then required).
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: super::nats_auth::NatsAuth,
     /// Do not create an admin token when the hub has none.
     #[arg(long)]
     pub no_bootstrap_token: bool,
@@ -67,10 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let nats = args.nats.context("--nats is required")?;
     let data = args.data.context("--data is required")?;
     let mut options = Options::new(&nats, data);
-    options.endpoint.credentials = args.credentials;
-    options.endpoint.user = args.user;
-    options.endpoint.password_file = args.password_file;
-    options.endpoint.tls_ca = args.tls_ca;
+    args.auth.apply(&mut options.endpoint);
     options.branches_file = args.branches;
     options.domain = args.domain;
     options.batch = args.batch;

@@ -10,6 +10,7 @@ mod graph;
 mod health;
 mod hub;
 mod hub_simulate;
+mod nats_auth;
 mod profile;
 mod report;
 mod rollout;

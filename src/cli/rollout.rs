@@ -43,17 +43,9 @@ pub struct PublishArgs {
     /// The JetStream domain of `CG_ROLLOUT` when the server is not in it (a leaf node).
     #[arg(long)]
     pub domain: Option<String>,
-    /// NATS credentials file of the hub's user.
-    #[arg(long)]
-    pub credentials: Option<PathBuf>,
-    /// NATS user (with --password-file).
-    #[arg(long)]
-    pub user: Option<String>,
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
-    /// CA certificate (PEM) of the NATS server.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
+    /// The hub's NATS user.
+    #[command(flatten)]
+    pub auth: super::nats_auth::NatsAuth,
     /// The hub's secret key (`hub.key` from `casegraph rollout keygen`).
     #[arg(long)]
     pub key: PathBuf,
@@ -101,15 +93,12 @@ fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let key_id = key.public().key_id();
     let branches = publish::parse_branches(&args.branches)?;
     let bundle = publish::read_workflow(&args.workflow)?;
-    let endpoint = Endpoint {
+    let mut endpoint = Endpoint {
         url: args.nats.clone(),
         name: "casegraph-hub-rollout".into(),
-        credentials: args.credentials,
-        user: args.user,
-        password_file: args.password_file,
-        tls_ca: args.tls_ca,
-        inbox_prefix: None,
+        ..Endpoint::default()
     };
+    args.auth.apply(&mut endpoint);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
