@@ -100,7 +100,7 @@ pub struct Metrics {
     /// Archived cases, the last archive run and compaction (`casegraph_retention_*`).
     pub retention: crate::retention::Metrics,
     /// The fleet relay's backlog, connection and acknowledgements (`casegraph_fleet_*`).
-    pub fleet: crate::fleet::relay::Metrics,
+    pub fleet: crate::fleet::metrics::Metrics,
 }
 
 /// The label of an HTTP method: the ones the API answers by name, everything else `other`.
@@ -270,7 +270,7 @@ impl Metrics {
         );
         let storage = crate::storage::Metrics::register(&mut r);
         let retention = crate::retention::Metrics::register(&mut r);
-        let fleet = crate::fleet::relay::Metrics::register(&mut r);
+        let fleet = crate::fleet::metrics::Metrics::register(&mut r);
         Metrics {
             fleet,
             storage,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod connect;
 pub mod health;
 pub mod hub;
+pub mod metrics;
 pub mod publish;
 pub mod relay;
 pub mod rollout;
