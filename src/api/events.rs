@@ -259,15 +259,12 @@ pub async fn create(
     }
     let event = parse(&headers, &body, &who.name)?;
     if let Some(url) = event.reply_to.clone() {
-        let notifier = state.notifier.clone();
-        blocking("replyto check", move || {
-            notifier.check(&url).map_err(|why| {
-                bad(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "replyto",
-                    format!("`replyto`: {why}; this box may not call it"),
-                )
-            })
+        super::requests::check_callable(&state, url, |why| {
+            bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "replyto",
+                format!("`replyto`: {why}; this box may not call it"),
+            )
         })
         .await?;
     }

@@ -36,6 +36,22 @@ impl Language {
     }
 }
 
+/// Whether this box may call `url` (its host and port listed in `webhooks.allowed_hosts`,
+/// resolving to addresses the box may connect to): the notifier's check, a DNS lookup, on
+/// the blocking pool. A refusal becomes `refused(why)`. A request's `reply_to` and an
+/// event's `replyto` both go through it.
+pub(super) async fn check_callable(
+    state: &AppState,
+    url: String,
+    refused: impl FnOnce(String) -> AppError + Send + 'static,
+) -> Result<(), AppError> {
+    let notifier = state.notifier.clone();
+    blocking("reply_to check", move || {
+        notifier.check(&url).map_err(|why| refused(why.to_string()))
+    })
+    .await
+}
+
 /// A customer's request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -144,16 +160,13 @@ impl RequestBody {
     async fn check(&self, state: &AppState) -> Result<(), AppError> {
         self.validate()?;
         if let Some(url) = self.reply_to.clone() {
-            let notifier = state.notifier.clone();
-            blocking("reply_to check", move || {
-                notifier.check(&url).map_err(|why| {
-                    AppError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "reply_to_not_allowed",
-                        format!("{why}; this box may not call it"),
-                    )
-                    .details(json!({ "field": "reply_to" }))
-                })
+            check_callable(state, url, |why| {
+                AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "reply_to_not_allowed",
+                    format!("{why}; this box may not call it"),
+                )
+                .details(json!({ "field": "reply_to" }))
             })
             .await?;
         }

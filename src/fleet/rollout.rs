@@ -108,7 +108,7 @@ pub fn spawn(
 /// Reads and applies rollouts forever, reconnecting as long as it takes.
 async fn run(options: Options, state: AppState) {
     let client = loop {
-        match connect(&options).await {
+        match options.endpoint.connect().await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::error!(branch = %options.branch, "rollouts: {e}");
@@ -132,12 +132,6 @@ async fn run(options: Options, state: AppState) {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(BACKOFF.1);
     }
-}
-
-/// The box's connection for rollouts: replies come to the branch's own inbox prefix, the
-/// only one its NATS user may subscribe to (`fleet::auth`, set on the endpoint).
-async fn connect(options: &Options) -> Result<async_nats::Client, super::connect::Error> {
-    options.endpoint.connect().await
 }
 
 /// One life of the consumer: created (or found) and read until its message stream ends.

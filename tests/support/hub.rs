@@ -1,7 +1,6 @@
 //! The real `casegraph hub` binary as a child process against a real `nats-server`, and
 //! simulated branches publishing into their branch streams (`fleet::hub::simulate`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,50 +37,19 @@ pub fn write_branches(data: &Path, branches: &[(&str, &str)]) {
 impl Hub {
     /// Starts `casegraph hub` on `data` against `nats_url` and waits until it answers.
     pub fn start(data: &Path, nats_url: &str) -> Hub {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
-            .args([
-                "hub",
-                "--listen",
-                "127.0.0.1:0",
-                "--nats",
-                nats_url,
-                "--data",
-            ])
-            .arg(data)
-            .env("CASEGRAPH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the hub prints its address")
-                .expect("a line");
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .max_idle_connections(0)
-            .build()
-            .into();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let token = data.join("admin.token");
-        while !(agent
-            .get(&format!("{url}/healthz"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-            && token.is_file())
-        {
-            assert!(Instant::now() < deadline, "the hub did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let admin = std::fs::read_to_string(token).unwrap().trim().to_string();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_casegraph"));
+        cmd.args([
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--nats",
+            nats_url,
+            "--data",
+        ])
+        .arg(data)
+        .env("CASEGRAPH_LOG", "warn")
+        .stderr(Stdio::inherit());
+        let (child, url, admin, agent) = super::process::spawn_listening(cmd, data, "/healthz");
         Hub {
             child,
             url,

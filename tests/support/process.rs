@@ -8,6 +8,57 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Spawns `cmd`, a `casegraph` command that listens on `127.0.0.1:0` and prints `listening on
+/// URL`, and waits until `ready` (a path) answers 200 and `<data>/admin.token` exists. Returns
+/// the child, its URL, the bootstrap admin token and an agent that never treats a status as
+/// an error. `casegraph serve` and `casegraph hub` both start this way.
+pub fn spawn_listening(
+    mut cmd: Command,
+    data: &Path,
+    ready: &str,
+) -> (Child, String, String, ureq::Agent) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the process prints its address")
+            .expect("a line");
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .build()
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let token = data.join("admin.token");
+    while !(agent
+        .get(&format!("{url}{ready}"))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+        && token.is_file())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the process did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let admin = std::fs::read_to_string(token)
+        .expect("admin token")
+        .trim()
+        .to_string();
+    (child, url, admin, agent)
+}
+
 /// A spawned server on `127.0.0.1:0` with the shipped workflows and its bootstrap admin
 /// token; killed on drop, so a failing test leaves no server behind.
 pub struct Process {
@@ -34,49 +85,15 @@ impl Process {
     /// Starts `casegraph serve` on `data` with configuration from `env`
     /// (`CASEGRAPH_<SECTION>__<KEY>`) and waits until it is ready.
     pub fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_casegraph"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--workflows")
             .arg(super::workflows())
             .env("CASEGRAPH_LOG", "error")
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .expect("a line");
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .max_idle_connections(0)
-            .build()
-            .into();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let token = data.join("admin.token");
-        while !(agent
-            .get(&format!("{url}/readyz"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-            && token.is_file())
-        {
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let admin = std::fs::read_to_string(token)
-            .expect("admin token")
-            .trim()
-            .to_string();
+            .stderr(Stdio::null());
+        let (child, url, admin, agent) = spawn_listening(cmd, data, "/readyz");
         Process {
             child,
             url,
