@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use async_nats::ConnectOptions;
 
+use crate::config::FleetOptions;
+
 /// How to reach and authenticate to a NATS server.
 #[derive(Debug, Clone, Default)]
 pub struct Endpoint {
@@ -42,9 +44,24 @@ pub enum Error {
 }
 
 impl Endpoint {
+    /// A box's connection to `url` as branch `branch`, with the `[fleet]` credentials and CA,
+    /// replies on the branch's own inbox prefix: its NATS user may subscribe to nothing else
+    /// (`fleet::auth`, packaging/nats/auth.conf). The relay and the rollout reader use it.
+    pub fn of_box(fleet: &FleetOptions, url: &str, branch: &str, name: String) -> Endpoint {
+        Endpoint {
+            url: url.to_string(),
+            name,
+            credentials: fleet.credentials.clone(),
+            user: fleet.user.clone(),
+            password_file: fleet.password_file.clone(),
+            tls_ca: fleet.tls_ca.clone(),
+            inbox_prefix: Some(super::auth::inbox_prefix(branch)),
+        }
+    }
+
     /// The connect options: never-ending reconnects, a short connect timeout, the server
     /// may be down at start (the connection is retried in the background).
-    pub async fn options(&self) -> Result<ConnectOptions, Error> {
+    async fn options(&self) -> Result<ConnectOptions, Error> {
         let mut o = ConnectOptions::new()
             .name(&self.name)
             .retry_on_initial_connect()

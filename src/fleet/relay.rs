@@ -54,16 +54,7 @@ pub fn spawn(
     let (Some(url), Some(branch)) = (&options.nats_url, &options.branch) else {
         return None;
     };
-    let endpoint = Endpoint {
-        url: url.clone(),
-        name: format!("casegraph-box-{branch}"),
-        credentials: options.credentials.clone(),
-        user: options.user.clone(),
-        password_file: options.password_file.clone(),
-        tls_ca: options.tls_ca.clone(),
-        // A branch's NATS user may subscribe to its own inbox only (packaging/nats/auth.conf).
-        inbox_prefix: Some(super::auth::inbox_prefix(branch)),
-    };
+    let endpoint = Endpoint::of_box(options, url, branch, format!("casegraph-box-{branch}"));
     state.metrics.fleet.enabled.store(true, Ordering::Relaxed);
     let relay = Relay {
         branch: branch.clone(),

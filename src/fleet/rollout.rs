@@ -68,15 +68,12 @@ impl Options {
             _ => None,
         };
         Ok(Some(Options {
-            endpoint: Endpoint {
-                url: url.clone(),
-                name: format!("casegraph-box-{branch}-rollout"),
-                credentials: fleet.credentials.clone(),
-                user: fleet.user.clone(),
-                password_file: fleet.password_file.clone(),
-                tls_ca: fleet.tls_ca.clone(),
-                inbox_prefix: Some(super::auth::inbox_prefix(branch)),
-            },
+            endpoint: Endpoint::of_box(
+                fleet,
+                url,
+                branch,
+                format!("casegraph-box-{branch}-rollout"),
+            ),
             branch: branch.clone(),
             hub_domain,
             hub_key: PublicKey::from_hex(key)?,
