@@ -251,6 +251,7 @@ mod tests {
             payload,
             idempotency_key: "c1:n:1".into(),
             attempt: 1,
+            effect: Default::default(),
         }
     }
 

@@ -199,6 +199,7 @@ impl Service {
             model_calls: Arc::new(Semaphore::new(config.limits.max_classify)),
             metrics,
             retry_after_secs: config.limits.retry_after_secs,
+            queue_wait: config.limits.queue_wait,
             request_timeout: config.server.request_timeout,
             body_limit_bytes: config.limits.body_limit_bytes,
             simulated_backoffice: simulated,

@@ -712,15 +712,15 @@ fn health_readiness_metrics_and_the_openapi_document() {
     }
 }
 
-#[test]
-fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
-    // A back office that accepts connections and never answers keeps the one worker busy.
+/// A back office that accepts connections and never answers, for `secs` seconds: a call
+/// to it holds a worker until the connector's timeout.
+fn hanging_back_office(secs: u64) -> (String, std::thread::JoinHandle<()>) {
     let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", hang.local_addr().unwrap());
     hang.set_nonblocking(true).unwrap();
     let held = std::thread::spawn(move || {
         let mut conns = Vec::new();
-        let until = std::time::Instant::now() + Duration::from_secs(6);
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
         while std::time::Instant::now() < until {
             if let Ok(c) = hang.accept() {
                 conns.push(c);
@@ -728,32 +728,85 @@ fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
             std::thread::sleep(Duration::from_millis(20));
         }
     });
+    (url, held)
+}
+
+/// A refund letter of customer `C-10024nn`: requests of different customers never wait
+/// for each other's cases.
+fn letter_of(n: usize) -> Value {
+    let mut r = refund_letter("42,50");
+    r["customer_id"] = json!(format!("C-100240{n}"));
+    r
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
+    // Three requests for one worker and one queue place: the worker hangs on the back
+    // office, the second case takes the place, the third is held for one
+    // (limits.queue_wait) and then refused.
+    let (url, held) = hanging_back_office(6);
     let s = Server::start_with(|c| {
         c.limits.workers = 1;
         c.limits.queue_depth = 1;
+        c.limits.queue_wait = Duration::from_millis(300);
         c.connectors.base_url = Some(url);
-        c.connectors.timeout = Duration::from_secs(3);
+        c.connectors.timeout = Duration::from_secs(5);
     });
     let mut statuses = Vec::new();
-    for _ in 0..6 {
+    for n in 0..3 {
+        let sent = std::time::Instant::now();
         let r = s.call(
             "POST",
             "/v1/requests",
             Some(Role::Submitter),
-            Some(&refund_letter("42,50")),
+            Some(&letter_of(n)),
         );
         if r.status == 429 {
             r.assert_error(429, "queue_full");
             assert!(r.headers.contains_key("retry-after"));
+            assert!(
+                sent.elapsed() >= Duration::from_millis(300),
+                "held for a queue place first"
+            );
         }
         statuses.push(r.status);
-        std::thread::sleep(Duration::from_millis(100));
+        // The worker takes the first case before the next request arrives.
+        std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(statuses[0], 202);
-    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses, vec![202, 202, 429]);
     assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
     drop(s);
     let _ = held.join();
+}
+
+#[test]
+fn a_request_held_for_a_queue_place_is_accepted_when_one_frees_up() {
+    // As above, but the first case's call times out after a second, which frees the
+    // worker: held long enough, the third request gets the place; not held, it is refused.
+    for (wait, third) in [(Duration::from_secs(10), 202), (Duration::ZERO, 429)] {
+        let (url, held) = hanging_back_office(4);
+        let s = Server::start_with(|c| {
+            c.limits.workers = 1;
+            c.limits.queue_depth = 1;
+            c.limits.queue_wait = wait;
+            c.connectors.base_url = Some(url);
+            c.connectors.timeout = Duration::from_secs(1);
+        });
+        let mut statuses = Vec::new();
+        for n in 0..3 {
+            let r = s.call(
+                "POST",
+                "/v1/requests",
+                Some(Role::Submitter),
+                Some(&letter_of(n)),
+            );
+            statuses.push(r.status);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(statuses, vec![202, 202, third], "queue_wait {wait:?}");
+        drop(s);
+        let _ = held.join();
+    }
 }
 
 /// `request` is a `reply_to` notification of case `id`: posted to the hook, keyed by the case.

@@ -135,6 +135,7 @@ fn call_request() -> CallRequest {
         payload: serde_json::json!({}),
         idempotency_key: "c-tls:lookup:1".into(),
         attempt: 1,
+        effect: casegraph_engine::exec::Effect::Read,
     }
 }
 

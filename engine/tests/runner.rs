@@ -100,8 +100,19 @@ struct Box_ {
 }
 
 fn open(dir: &Path, receiver: Arc<Receiver>, clock: Arc<ManualClock>, kind: store::Kind) -> Runner {
+    open_with(dir, &shipped(), receiver, clock, kind)
+}
+
+/// A box serving the workflows of `workflows`.
+fn open_with(
+    dir: &Path,
+    workflows: &Path,
+    receiver: Arc<Receiver>,
+    clock: Arc<ManualClock>,
+    kind: store::Kind,
+) -> Runner {
     let rules = Arc::new(Rules::default());
-    let catalog = Arc::new(Catalog::load(&shipped(), &rules).expect("shipped workflows load"));
+    let catalog = Arc::new(Catalog::load(workflows, &rules).expect("the workflows load"));
     let store = Store::open(
         dir,
         &store::Options {
@@ -369,6 +380,87 @@ fn a_crash_after_a_call_was_applied_replays_without_applying_it_again() {
             receiver.seen.load(Ordering::SeqCst),
             2,
             "sent twice, same key"
+        );
+        assert!(runner.store().audit_verify().unwrap().is_ok());
+    }
+}
+
+/// The durable benchmark's order: its only call is a customer look-up (`effect: read`).
+fn order(customer: &str) -> NewRequest {
+    NewRequest {
+        request: serde_json::from_value(json!({
+            "channel": "form", "language": "en", "customer_id": customer, "text": "",
+            "fields": { "amount_cents": "4990", "items": "2" },
+            "metadata": { "intent": "durable_order", "confidence": 1.0 }
+        }))
+        .unwrap(),
+        idempotency_key: None,
+        submitted_by: Some("crm".into()),
+    }
+}
+
+#[test]
+fn a_look_up_is_stored_with_the_checkpoint_and_asked_again_after_a_crash() {
+    let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadgen/durable/workflows");
+    for kind in [store::Kind::Redb, store::Kind::Sled] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap()));
+        let receiver = Arc::new(Receiver::default());
+        let crashed_id = {
+            let runner = open_with(
+                dir.path(),
+                &workflows,
+                receiver.clone(),
+                clock.clone(),
+                kind,
+            );
+            // A case that never waits: accepted, then finished, two commits in all.
+            let before = runner.store().stats().commits;
+            let id = runner.accept(order("C-1002345")).unwrap().case_id;
+            assert_eq!(runner.process(&id).unwrap(), CaseStatus::Completed);
+            assert_eq!(
+                runner.store().stats().commits - before,
+                2,
+                "{kind:?}: the look-up has no commit of its own"
+            );
+            let outbox = runner
+                .store()
+                .backend()
+                .range(Table::Outbox, b"", None, 10)
+                .unwrap();
+            assert_eq!(outbox.len(), 1, "its answer is stored with the checkpoint");
+            let entry: store::OutboxEntry = serde_json::from_slice(&outbox[0].1).unwrap();
+            assert!(matches!(entry.state, OutboxState::Done { .. }), "{entry:?}");
+
+            let id = runner.accept(order("C-1002346")).unwrap().case_id;
+            *receiver.crash_after.lock().unwrap() = Some("get_customer".into());
+            let crashed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.process(&id)));
+            assert!(crashed.is_err(), "the box crashed inside the segment");
+            id
+        };
+        // Nothing of the crashed segment was stored: the look-up is asked again.
+        let runner = open_with(
+            dir.path(),
+            &workflows,
+            receiver.clone(),
+            clock.clone(),
+            kind,
+        );
+        assert_eq!(runner.pending().unwrap(), vec![crashed_id.clone()]);
+        let outbox = runner
+            .store()
+            .backend()
+            .range(Table::Outbox, b"", None, 10)
+            .unwrap();
+        assert_eq!(outbox.len(), 1, "{kind:?}: no record before a look-up");
+        assert_eq!(runner.recover().unwrap(), 1);
+        let (rec, _) = runner.case(&crashed_id).unwrap().unwrap();
+        assert_eq!(rec.status, CaseStatus::Completed, "{kind:?}: {rec:?}");
+        assert_eq!(
+            receiver.seen.load(Ordering::SeqCst),
+            3,
+            "asked again, same key"
         );
         assert!(runner.store().audit_verify().unwrap().is_ok());
     }

@@ -69,6 +69,8 @@ pub struct Inner {
     pub model_calls: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     pub retry_after_secs: u64,
+    /// How long intake holds a request for a queue place (`limits.queue_wait`).
+    pub queue_wait: Duration,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
     /// Connectors go to the built-in simulated back office (shipped defaults).

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode};
 use casegraph_engine::classify;
 use casegraph_engine::intake::Request;
@@ -271,22 +271,14 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Json(body): Json<RequestBody>,
+    req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<AcceptedBody>), AppError> {
     let who = caller.require(&[Role::Submitter])?.clone();
     let key = idempotency_key(&headers)?;
-    body.check(&state).await?;
-    let mut request = body.normalized();
-    // Only a token allowed to state a classification skips the model; for the others the
-    // stated intent is a recorded hint (see `Request::demote_stated_intent`).
-    if who.may(Capability::StateIntent) {
-        stated_intent(&state, &request)?;
-    } else {
-        request.demote_stated_intent();
-    }
-    // Back-pressure before anything is stored: a queue place for the case, then a permit
-    // to write it.
-    let Some(slot) = state.workers.admit() else {
+    // Back-pressure before anything is read or stored: a queue place for the case (held
+    // for one up to `limits.queue_wait`), so a refusal costs the box no body to parse;
+    // then a permit to write it.
+    let Some(slot) = state.workers.admit_within(state.queue_wait).await else {
         state
             .metrics
             .intake_rejected
@@ -301,6 +293,16 @@ pub async fn create(
         )
         .retry_after(state.retry_after_secs));
     };
+    let Json(body) = Json::<RequestBody>::from_request(req, &state).await?;
+    body.check(&state).await?;
+    let mut request = body.normalized();
+    // Only a token allowed to state a classification skips the model; for the others the
+    // stated intent is a recorded hint (see `Request::demote_stated_intent`).
+    if who.may(Capability::StateIntent) {
+        stated_intent(&state, &request)?;
+    } else {
+        request.demote_stated_intent();
+    }
     let Ok(permit) = state.intake.clone().try_acquire_owned() else {
         state
             .metrics

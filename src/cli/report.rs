@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use casegraph_engine::exec::{Case, Status, Waiting};
+use casegraph_engine::exec::{Case, Effect, Status, Waiting};
 use casegraph_engine::workflow::{Risk, Step, Workflow};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
@@ -68,7 +68,7 @@ impl Entry {
                 matches!(
                     n.step,
                     Step::Call {
-                        acts_irreversibly: true,
+                        effect: Effect::Irreversible,
                         ..
                     }
                 )

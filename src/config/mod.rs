@@ -242,6 +242,12 @@ impl Config {
                 "request_timeout and timer_interval must be positive",
             );
         }
+        if self.limits.queue_wait >= self.server.request_timeout {
+            return bad(
+                "limits.queue_wait",
+                "must be shorter than server.request_timeout (a held request would time out)",
+            );
+        }
         if self.server.header_read_timeout.is_zero() {
             return bad("server.header_read_timeout", "must be positive");
         }
@@ -465,6 +471,14 @@ mod tests {
         )
         .expect_err("hard mark not below the soft one");
         assert!(e.to_string().contains("storage.hard_free_mib"), "{e}");
+        let e = Config::load(
+            None,
+            None,
+            env(&[("CASEGRAPH_LIMITS__QUEUE_WAIT", "30s")]),
+            &Overrides::default(),
+        )
+        .expect_err("a hold as long as the request timeout");
+        assert!(e.to_string().contains("limits.queue_wait"), "{e}");
         std::fs::write(
             &file,
             "[contact]\nquiet_hours = { from = \"20:00\", until = \"8\", timezone = \"Europe/Berlin\" }\n",

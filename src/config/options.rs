@@ -90,6 +90,12 @@ pub struct LimitsOptions {
     pub workers: usize,
     /// Seconds a client is told to wait in `Retry-After`.
     pub retry_after_secs: u64,
+    /// How long intake holds a request for a queue place when the queue is full, before it
+    /// answers `429`: a client that sends again at once is slowed to the workers' pace
+    /// instead of drawing a storm of refusals. At most `queue_depth` requests are held;
+    /// `0s` answers at once.
+    #[serde(with = "duration")]
+    pub queue_wait: Duration,
     /// Author work that compiles a bundle at once: console checks and fixture runs and
     /// publishes together. Each copies the catalog and runs on a compile thread of its
     /// own; beyond it they answer `503 busy` + Retry-After.
@@ -108,6 +114,7 @@ impl Default for LimitsOptions {
             queue_depth: 4096,
             workers: 16,
             retry_after_secs: 1,
+            queue_wait: Duration::from_secs(1),
             max_compiles: 2,
             max_classify: 4,
         }

@@ -43,6 +43,10 @@ pub struct Workers {
     tx: Mutex<mpsc::Sender<Job>>,
     queued: AtomicUsize,
     depth: usize,
+    /// Signalled whenever a queue place frees up, for the requests held for one.
+    freed: tokio::sync::Notify,
+    /// Requests held for a queue place ([`Workers::admit_within`]), at most `depth`.
+    holding: Arc<tokio::sync::Semaphore>,
     stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Worker threads running; a panic in a job never ends one.
@@ -82,7 +86,7 @@ impl Slot {
         if sent.is_err() {
             // The workers are gone (shutting down): the case's work is stored and recovery
             // resumes it at the next start.
-            self.workers.queued.fetch_sub(1, Ordering::Relaxed);
+            self.workers.release();
             tracing::info!(case = %case_id, "workers stopped; the case resumes at the next start");
         }
     }
@@ -91,7 +95,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if !self.used {
-            self.workers.queued.fetch_sub(1, Ordering::Relaxed);
+            self.workers.release();
         }
     }
 }
@@ -192,6 +196,8 @@ impl Workers {
             tx: Mutex::new(tx),
             queued: AtomicUsize::new(0),
             depth,
+            freed: tokio::sync::Notify::new(),
+            holding: Arc::new(tokio::sync::Semaphore::new(depth)),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             alive: Arc::new(AtomicUsize::new(0)),
@@ -234,7 +240,7 @@ impl Workers {
     fn run(&self, cases: &CaseRunner, job: Job) {
         match job {
             Job::Case(id) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.release();
                 if !self.stopping.load(Ordering::Relaxed) {
                     cases.process(&id);
                 } // else: resumed by recovery next start
@@ -260,15 +266,50 @@ impl Workers {
     /// Reserves a queue place, or `None` when the queue is full.
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
         let before = self.queued.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot {
-            workers: self.clone(),
-            used: false,
-        };
         if before >= self.depth || self.stopping.load(Ordering::Relaxed) {
-            drop(slot);
+            // No place was taken, so none frees up: the held requests are not woken.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(slot)
+        Some(Slot {
+            workers: self.clone(),
+            used: false,
+        })
+    }
+
+    /// Reserves a queue place, holding the caller up to `wait` for one when the queue is
+    /// full (at most `depth` callers are held; the others get `None` at once). A client
+    /// that sends again as soon as it is refused is slowed to the pace at which the workers
+    /// take cases, instead of costing the box a refusal each time.
+    pub async fn admit_within(self: &Arc<Self>, wait: std::time::Duration) -> Option<Slot> {
+        if let Some(slot) = self.admit() {
+            return Some(slot);
+        }
+        if wait.is_zero() {
+            return None;
+        }
+        let _held = self.holding.clone().try_acquire_owned().ok()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.admit() {
+                return Some(slot);
+            }
+            if self.stopping.load(Ordering::Relaxed) {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.admit();
+            }
+        }
+    }
+
+    /// A queue place frees up: one held request may take it.
+    fn release(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
     }
 
     /// Cases waiting for a worker.

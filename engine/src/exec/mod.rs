@@ -23,7 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use run::Executor;
 
 pub use crate::case::{Answer, Case, Failure, Reply, Status, Waiting, digest, lookup};
-pub use crate::workflow::nodes::{CallError, CallRequest, Connector};
+pub use crate::workflow::nodes::{CallError, CallRequest, Connector, Effect};
 
 /// Something that moves a waiting case on.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,8 +5,9 @@
 //! checkpoint commit: the new case state, its tasks and timers, and its audit records. If
 //! the box dies inside a segment, [`Runner::recover`] runs the segment again from its
 //! trigger with the same clock time, so it takes the same path; connector calls go through
-//! the outbox ([`outbox`]), which is written durably *before* a call is sent and answers a
-//! replayed call from its record, so no side effect is applied twice.
+//! the outbox ([`outbox`]), which records a call that changes the back office durably
+//! *before* it is sent and answers a replayed call from its record, so a side effect is
+//! sent again only with the same idempotency key.
 //!
 //! Each trigger has its own file: `start.rs` (classify, route, start the workflow or open
 //! a triage task), `task.rs` (accept a completion; resume the case, or route a triage

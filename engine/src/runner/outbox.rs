@@ -1,7 +1,11 @@
-//! The outbox: every connector call is recorded durably before it is sent, and its answer
-//! after. A replayed segment gets recorded answers back instead of calling again; a call
-//! that was sent but never answered (the box died) is sent again with the same
-//! idempotency key, which the back-office system uses to deduplicate.
+//! The outbox: a call that changes the back office (`effect` reversible or irreversible)
+//! is recorded durably before it is sent; every call's answer is recorded with the
+//! segment's checkpoint, in the same commit. A replayed segment gets recorded answers back
+//! instead of calling again; a call that was sent but never answered (the box died before
+//! its checkpoint) is sent again with the same idempotency key, which the back-office
+//! system uses to deduplicate. A look-up (`effect: read`) has no record before it is sent:
+//! sending it again changes nothing, and it saves the case a sync of its own
+//! (`docs/adr/0023-look-ups-without-a-write-ahead-record.md`).
 
 use std::sync::Mutex;
 
@@ -18,6 +22,8 @@ pub(super) struct Outbox<'a> {
     pub at: Timestamp,
     /// Audit entries for the calls made, committed with the segment's checkpoint.
     pub audit: Mutex<Vec<audit::Entry>>,
+    /// The answered calls' outbox entries, committed with the segment's checkpoint.
+    pub answered: Mutex<Vec<OutboxEntry>>,
 }
 
 impl Outbox<'_> {
@@ -100,7 +106,9 @@ impl Connector for Outbox<'_> {
             state: OutboxState::Pending,
             updated_at: self.at,
         };
-        self.record(&entry)?;
+        if r.effect.writes() {
+            self.record(&entry)?;
+        }
         let result = self.inner.call(r);
         entry.state = match &result {
             Ok(answer) => OutboxState::Done {
@@ -111,10 +119,12 @@ impl Connector for Outbox<'_> {
                 message: e.message.clone(),
             },
         };
-        // If this record is lost, a replay re-sends with the same key: safe, only slower.
-        if let Err(e) = self.record(&entry) {
-            tracing::warn!(case = %r.case_id, "call answer not recorded: {}", e.message);
-        }
+        // Committed with the checkpoint: if that commit is lost, the replay sends again
+        // with the same key (safe, only slower).
+        self.answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
         self.note(r, &result, false);
         result
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::proactive::{Origin, Starting};
 use super::{Error, Runner};
 use crate::audit;
-use crate::exec::CallRequest;
+use crate::exec::{CallRequest, Effect};
 use crate::rules::Context;
 use crate::store::ScheduleMark;
 use crate::workflow::{Schedule, Workflow};
@@ -175,6 +175,7 @@ impl Runner {
                 payload,
                 idempotency_key: format!("{case_id}:{occurrence}"),
                 attempt: 1,
+                effect: Effect::Read,
             })
             .map_err(|e| Error::Schedule(format!("the subjects query failed: {e}")))?;
         let Some(list) = answer.get("subjects").and_then(Value::as_array) else {

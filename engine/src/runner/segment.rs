@@ -9,8 +9,8 @@
 //!
 //! A trigger works on its [`Segment`] only. It writes nothing to the store itself: its
 //! writes go into [`Segment::batch`], committed here with the rest, so a crash leaves the
-//! trigger stored and none of its work (only the outbox records connector calls as they
-//! are made, so a replay answers them from the record). Its "now" is [`Segment::at`],
+//! trigger stored and none of its work (only the outbox records a call that changes the
+//! back office before it is sent, so a replay sends it again with the same key). Its "now" is [`Segment::at`],
 //! never the runner's clock, so a replay takes the same path.
 
 use serde_json::{Value, json};
@@ -81,6 +81,7 @@ impl Runner {
             inner: self.connector.as_ref(),
             at: pending.at,
             audit: std::sync::Mutex::new(Vec::new()),
+            answered: std::sync::Mutex::new(Vec::new()),
         };
         let mut seg = Segment {
             case_id,
@@ -146,6 +147,16 @@ impl Runner {
         let calls =
             std::mem::take(&mut *seg.outbox.audit.lock().unwrap_or_else(|e| e.into_inner()));
         seg.entries.extend(calls);
+        let answered = std::mem::take(
+            &mut *seg
+                .outbox
+                .answered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for entry in &answered {
+            seg.batch.put(Table::Outbox, entry.key.as_bytes(), entry);
+        }
         // Classification and routing first; then the segment's calls in the order they
         // happened, then its steps (which refer to the calls by idempotency key); the
         // outcome last. The sort is stable, so each group keeps its own order.

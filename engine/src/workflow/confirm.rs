@@ -17,6 +17,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::compiler::Compiler;
 use super::guard::{Call, unguarded_path};
+use super::nodes::Effect;
 use super::{Code, Edge, Node, Step};
 
 /// A decision condition that reads a confirmation: it calls `confirmed(` and never negates it.
@@ -47,7 +48,7 @@ pub(super) fn unconfirmed_path(
             matches!(
                 node.step,
                 Step::Call {
-                    acts_irreversibly: true,
+                    effect: Effect::Irreversible,
                     ..
                 }
             )

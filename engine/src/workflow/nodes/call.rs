@@ -50,6 +50,30 @@ pub struct CallRequest {
     pub idempotency_key: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// What the call does to the back office (the node's `effect`).
+    #[serde(default)]
+    pub effect: Effect,
+}
+
+/// What a call does to the back-office system, as its node declares it (`effect`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// A look-up: sending it twice changes nothing, so it needs no record before it is sent.
+    Read,
+    /// A change the back office can undo (a refund, a booking).
+    Reversible,
+    /// Blocks, closes or moves money: an irreversible workflow reaches it only past a
+    /// confirmation. What a call without `effect` is taken to be.
+    #[default]
+    Irreversible,
+}
+
+impl Effect {
+    /// Whether the call changes anything in the back office.
+    pub fn writes(self) -> bool {
+        self != Effect::Read
+    }
 }
 
 /// A failed call attempt.
@@ -85,15 +109,16 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
         }
         None => (1, Duration::ZERO),
     };
-    let acts_irreversibly = match def.effect.as_ref().map(|e| (e, e.as_str())) {
-        None | Some((_, "irreversible")) => true,
-        Some((_, "read" | "reversible")) => false,
+    let effect = match def.effect.as_ref().map(|e| (e, e.as_str())) {
+        None | Some((_, "irreversible")) => Effect::Irreversible,
+        Some((_, "read")) => Effect::Read,
+        Some((_, "reversible")) => Effect::Reversible,
         Some((e, other)) => {
             let msg = format!(
                 "`effect` is `{other}`; expected `read` (a look-up), `reversible` or `irreversible`"
             );
             b.problem(Code::InvalidValue, line_of(e), msg);
-            true
+            Effect::Irreversible
         }
     };
     Some(Step::Call {
@@ -103,7 +128,7 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
         result: def.result.as_ref().map(|r| r.to_string()),
         max_attempts,
         backoff,
-        acts_irreversibly,
+        effect,
     })
 }
 
@@ -115,6 +140,7 @@ pub(super) struct Call<'s> {
     pub result: Option<&'s String>,
     pub max_attempts: u32,
     pub backoff: Duration,
+    pub effect: Effect,
 }
 
 impl Call<'_> {
@@ -176,6 +202,7 @@ impl Call<'_> {
             idempotency_key: format!("{}:{}:{}", case.id, node, run.visit()),
             payload,
             attempt: run.attempt,
+            effect: self.effect,
         })
     }
 

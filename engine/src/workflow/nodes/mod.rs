@@ -41,7 +41,7 @@ use crate::rules::{Context, Rules, Script};
 use crate::yaml::line_of;
 
 pub use ask::AskDetails;
-pub use call::{CallDetails, CallError, CallRequest, Connector};
+pub use call::{CallDetails, CallError, CallRequest, Connector, Effect};
 pub use checkpoint::CheckpointDetails;
 pub use end::EndDetails;
 pub use human::HumanDetails;
@@ -63,9 +63,8 @@ pub enum Step {
         result: Option<String>,
         max_attempts: u32,
         backoff: Duration,
-        /// Unless `effect` says `read` or `reversible`: the call blocks, closes or moves
-        /// money, so an irreversible workflow reaches it only past a confirmation.
-        acts_irreversibly: bool,
+        /// What the call does to the back office (`effect`; irreversible unless said).
+        effect: Effect,
     },
     Human {
         queue: String,
@@ -211,7 +210,7 @@ impl Step {
                 result,
                 max_attempts,
                 backoff,
-                ..
+                effect,
             } => {
                 let call = call::Call {
                     connector,
@@ -220,6 +219,7 @@ impl Step {
                     result: result.as_ref(),
                     max_attempts: *max_attempts,
                     backoff: *backoff,
+                    effect: *effect,
                 };
                 call.run(run)
             }
