@@ -12,7 +12,10 @@
 # server's own count), acceptance p50/p99, 429/503 answers, and the server's CPU time per
 # finished case (utime + stime from /proc). The last run repeats the highest concurrency
 # with a client that ignores Retry-After and sends again at once: what rejections cost.
-# SERVER_ENV adds CASEGRAPH_* settings to every start (e.g. CASEGRAPH_LIMITS__WORKERS=16).
+# SERVER_ENV adds CASEGRAPH_* settings to every start (e.g. CASEGRAPH_LIMITS__QUEUE_WAIT=0s
+# answers 429 at once, as before the queue wait); WORKFLOWS serves another copy of the
+# workflow (e.g. one whose look-up has no `effect: read`, to see the write-ahead record's
+# cost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,7 @@ LOADGEN=${LOADGEN:-target/release/casegraph-loadgen}
 OUT=target/bench-durable
 URL=http://127.0.0.1:$PORT
 SERVER_ENV=${SERVER_ENV:-}
+WORKFLOWS=${WORKFLOWS:-loadgen/durable/workflows}
 PID=
 
 [ -x "$BIN" ] && [ -x "$LOADGEN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -46,7 +50,7 @@ run() {
         --capability state_intent >"$data.token" 2>/dev/null
     # shellcheck disable=SC2086
     env $SERVER_ENV CASEGRAPH_LOG=warn taskset -c "$CPUS" "$BIN" serve --data "$data" \
-        --workflows loadgen/durable/workflows --listen "127.0.0.1:$PORT" \
+        --workflows "$WORKFLOWS" --listen "127.0.0.1:$PORT" \
         >"$data.out" 2>"$data.log" &
     PID=$!
     until "$BIN" health --url "$URL/readyz" >/dev/null 2>&1; do sleep 0.01; done
