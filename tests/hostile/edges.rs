@@ -186,7 +186,10 @@ fn a_client_trickling_its_headers_is_cut_off() {
 
 #[test]
 fn a_body_that_never_finishes_is_answered_within_the_request_timeout() {
-    let s = Server::start_with(|c| c.server.request_timeout = Duration::from_secs(1));
+    let s = Server::start_with(|c| {
+        c.server.request_timeout = Duration::from_secs(1);
+        c.limits.queue_wait = Duration::from_millis(500);
+    });
     let mut conn = connect(&s);
     let head = format!(
         "POST /v1/requests HTTP/1.1\r\nHost: box\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"channel\":",

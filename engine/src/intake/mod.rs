@@ -64,6 +64,17 @@ pub const MAX_CHARS: usize = 32_768;
 
 /// Normalizes a request. `fields` are a form's labelled values (ignored for other channels).
 pub fn normalize(channel: Channel, text: &str, fields: &BTreeMap<String, String>) -> Normalized {
+    normalize_in(channel, text, fields, None)
+}
+
+/// Normalizes a request whose sender may have stated its language: a stated language is
+/// taken as it is, and only an unstated one is detected in the text.
+pub(crate) fn normalize_in(
+    channel: Channel,
+    text: &str,
+    fields: &BTreeMap<String, String>,
+    stated_language: Option<&str>,
+) -> Normalized {
     let (body, subject) = match channel {
         Channel::Letter => {
             let l = letter::body(text);
@@ -78,7 +89,10 @@ pub fn normalize(channel: Channel, text: &str, fields: &BTreeMap<String, String>
         .to_string();
     let pii = pii::find(&text);
     let redacted = pii::redact(&text, &pii);
-    let language = language::detect(&text).to_string();
+    let language = match stated_language {
+        Some(l) => l.to_string(),
+        None => language::detect(&text).to_string(),
+    };
     Normalized {
         channel,
         text,

@@ -58,7 +58,8 @@ impl Request {
     }
 
     /// The request made ready for the model by its channel's intake. Form values that are
-    /// not strings are read as their JSON text (`null` as empty).
+    /// not strings are read as their JSON text (`null` as empty). A stated language is
+    /// taken as it is; only an unstated one is detected in the text.
     pub fn normalize(&self) -> Normalized {
         let fields = self
             .fields
@@ -72,7 +73,12 @@ impl Request {
                 (k.clone(), v)
             })
             .collect();
-        super::normalize(self.channel, self.text.as_deref().unwrap_or(""), &fields)
+        super::normalize_in(
+            self.channel,
+            self.text.as_deref().unwrap_or(""),
+            &fields,
+            self.stated_language(),
+        )
     }
 
     /// The stated language, if any (an empty one is none).
@@ -175,6 +181,15 @@ mod tests {
             n.intake.text
         );
         assert!(n.intake.text.contains("amount: 12"), "{}", n.intake.text);
+    }
+
+    #[test]
+    fn a_stated_language_is_taken_and_only_an_unstated_one_is_detected() {
+        let mut r = Request::text(Channel::Chat, "My card still hasn't arrived");
+        assert_eq!(r.normalize().language, "en");
+        r.language = Some("de".into());
+        assert_eq!(r.normalize().language, "de");
+        assert_eq!(Received::new(r).language(), "de");
     }
 
     #[test]
