@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use half::f16;
 use ort::session::Session;
@@ -160,7 +161,12 @@ fn ort_err(e: impl std::fmt::Display) -> Error {
 impl OnnxClassifier {
     /// Verifies `dir` against its model card, loads ONNX Runtime and builds the sessions.
     pub fn load(dir: &Path, options: &Options) -> Result<OnnxClassifier, Error> {
+        let started = Instant::now();
         let verified = ModelCard::load_verified(dir)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "model files verified against the card"
+        );
         Self::from_verified(verified, options)
     }
 
@@ -170,9 +176,11 @@ impl OnnxClassifier {
             dir: v.dir.display().to_string(),
             reason: e,
         };
+        let started = Instant::now();
         let graph = v.card.graph_file();
         let bytes =
             read_graph(&v.dir.join(graph)).map_err(|e| model_err(format!("{graph}: {e}")))?;
+        let read_ms = started.elapsed().as_millis() as u64;
         let ngrams = if v.card.files.contains_key("ngrams.json") {
             Some(Ngrams::load(&v.dir.join("ngrams.json"))?)
         } else {
@@ -221,6 +229,7 @@ impl OnnxClassifier {
             _ => None,
         };
         let shared = heads.shared;
+        let heads_ms = started.elapsed().as_millis() as u64 - read_ms;
         let mut sessions = Vec::new();
         for _ in 0..options.sessions.max(1) {
             let mut builder = Session::builder(env)
@@ -246,11 +255,19 @@ impl OnnxClassifier {
             sessions.push(Mutex::new(session));
         }
         drop(bytes);
+        let sessions_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms;
         let encoder = TextEncoder::from_file(
             &v.dir.join("tokenizer.json"),
             &v.card.model.prefix,
             v.card.model.max_tokens,
         )?;
+        tracing::debug!(
+            read_ms,
+            heads_ms,
+            sessions_ms,
+            tokenizer_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms - sessions_ms,
+            "model loaded: graph read, lexical heads, sessions, tokenizer"
+        );
         if let (Some(s), Some(session)) = (&signals, sessions.first()) {
             let session = session
                 .lock()
