@@ -135,53 +135,6 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Most threads that hash a model's files at once.
-const HASHERS: usize = 4;
-
-/// sha256 of `dir/<file>` for every file, in order. The files are hashed on up to
-/// [`HASHERS`] threads (at most one per core), the largest first, so that verifying a model
-/// takes about as long as its largest file.
-fn sha256_files(dir: &Path, files: &[&String]) -> Vec<std::io::Result<String>> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    let size = |i: &usize| {
-        std::fs::metadata(dir.join(files[*i]))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
-    order.sort_by_key(|i| std::cmp::Reverse(size(i)));
-    let sums: Vec<Mutex<Option<std::io::Result<String>>>> =
-        files.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(HASHERS)
-        .min(files.len());
-    let work = || {
-        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let sum = sha256_file(&dir.join(files[i]));
-            if let Ok(mut slot) = sums[i].lock() {
-                *slot = Some(sum);
-            }
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..workers {
-            scope.spawn(work);
-        }
-        work();
-    });
-    sums.into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| Err(std::io::Error::other("the file was not hashed")))
-        })
-        .collect()
-}
-
 impl ModelCard {
     pub fn parse(text: &str) -> Result<ModelCard, String> {
         let card: ModelCard = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -246,10 +199,10 @@ impl ModelCard {
         let card =
             ModelCard::parse(&text).map_err(|e| model_err(dir, format!("model.toml: {e}")))?;
         let mut model_sha = String::new();
-        let sums = sha256_files(dir, &card.files.keys().collect::<Vec<_>>());
-        for ((file, expected), actual) in card.files.iter().zip(sums) {
+        for (file, expected) in &card.files {
             let path = dir.join(file);
-            let actual = actual.map_err(|e| model_err(dir, format!("cannot read {file}: {e}")))?;
+            let actual = sha256_file(&path)
+                .map_err(|e| model_err(dir, format!("cannot read {file}: {e}")))?;
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(Error::Checksum {
                     file: path.display().to_string(),
@@ -356,28 +309,6 @@ out_of_scope_threshold = 0.3
         match ModelCard::load_verified(d.path()) {
             Err(Error::Checksum { file, .. }) => assert!(file.ends_with("labels.json")),
             other => panic!("expected a checksum error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_listed_file_is_checked_whichever_thread_hashes_it() {
-        let d = model_dir();
-        let v = ModelCard::load_verified(d.path()).expect("verifies");
-        assert_eq!(v.card.files.len(), 3);
-        // each file in turn changed: the error names that file, and only that one
-        for name in ["model.onnx", "tokenizer.json", "labels.json"] {
-            let d = model_dir();
-            std::fs::write(d.path().join(name), b"changed").expect("write");
-            match ModelCard::load_verified(d.path()) {
-                Err(Error::Checksum { file, .. }) => assert!(file.ends_with(name), "{file}"),
-                other => panic!("{name}: expected a checksum error, got {other:?}"),
-            }
-            std::fs::remove_file(d.path().join(name)).expect("remove");
-            let err = ModelCard::load_verified(d.path()).expect_err("missing");
-            assert!(
-                err.to_string().contains(&format!("cannot read {name}")),
-                "{err}"
-            );
         }
     }
 

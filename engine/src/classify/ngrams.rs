@@ -248,7 +248,7 @@ impl LexicalHead {
     /// which has the same numbers): [grams, labels] row-major, and one bias per label.
     pub fn with_weights(weights: Box<dyn Weights>, bias: Vec<f32>) -> Result<LexicalHead, String> {
         let labels = bias.len();
-        if labels == 0 || !weights.values().len().is_multiple_of(labels) {
+        if labels == 0 || weights.values().len() % labels != 0 {
             return Err(format!(
                 "{} weights do not make rows of {labels} labels",
                 weights.values().len()
@@ -293,19 +293,10 @@ fn read(
         ));
     }
     let mut weights = Vec::with_capacity(grams * labels);
-    // in pieces of an even length, so that no weight is split between two
-    let mut piece = vec![0u8; 1 << 16];
-    let mut left = grams * labels * 2;
-    while left > 0 {
-        let n = left.min(piece.len());
-        from.read_exact(&mut piece[..n])
-            .map_err(|e| e.to_string())?;
-        weights.extend(
-            piece[..n]
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
-        );
-        left -= n;
+    let mut two = [0u8; 2];
+    for _ in 0..grams * labels {
+        from.read_exact(&mut two).map_err(|e| e.to_string())?;
+        weights.push(half::f16::from_le_bytes(two));
     }
     let mut bias = Vec::with_capacity(labels);
     let mut four = [0u8; 4];

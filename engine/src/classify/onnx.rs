@@ -171,35 +171,6 @@ impl OnnxClassifier {
     }
 
     pub fn from_verified(v: Verified, options: &Options) -> Result<OnnxClassifier, Error> {
-        let path = v.dir.join("tokenizer.json");
-        let (prefix, max_tokens) = (v.card.model.prefix.clone(), v.card.model.max_tokens);
-        let dir = v.dir.display().to_string();
-        let failed = move |reason: String| Error::Model {
-            dir: dir.clone(),
-            reason,
-        };
-        std::thread::scope(|scope| {
-            // The tokenizer loads beside the graph and its sessions, which need nothing of it.
-            let tokenizer = std::thread::Builder::new()
-                .name("tokenizer-load".into())
-                .spawn_scoped(scope, move || {
-                    TextEncoder::from_file(&path, &prefix, max_tokens)
-                })
-                .map_err(|e| failed(format!("cannot start a thread to load the tokenizer: {e}")))?;
-            let panicked = failed("loading the tokenizer panicked".into());
-            Self::assemble(v, options, move || {
-                tokenizer.join().map_err(|_| panicked)?
-            })
-        })
-    }
-
-    /// [`OnnxClassifier::from_verified`] with the tokenizer from `encoder`, which waits
-    /// for it to load.
-    fn assemble(
-        v: Verified,
-        options: &Options,
-        encoder: impl FnOnce() -> Result<TextEncoder, Error>,
-    ) -> Result<OnnxClassifier, Error> {
         let env = runtime::environment()?;
         let model_err = |e: String| Error::Model {
             dir: v.dir.display().to_string(),
@@ -285,14 +256,17 @@ impl OnnxClassifier {
         }
         drop(bytes);
         let sessions_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms;
-        let encoder = encoder()?;
+        let encoder = TextEncoder::from_file(
+            &v.dir.join("tokenizer.json"),
+            &v.card.model.prefix,
+            v.card.model.max_tokens,
+        )?;
         tracing::debug!(
             read_ms,
             heads_ms,
             sessions_ms,
-            tokenizer_wait_ms =
-                started.elapsed().as_millis() as u64 - read_ms - heads_ms - sessions_ms,
-            "model loaded: graph read, lexical heads, sessions, then waited for the tokenizer"
+            tokenizer_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms - sessions_ms,
+            "model loaded: graph read, lexical heads, sessions, tokenizer"
         );
         if let (Some(s), Some(session)) = (&signals, sessions.first()) {
             let session = session
