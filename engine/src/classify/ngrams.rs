@@ -248,7 +248,7 @@ impl LexicalHead {
     /// which has the same numbers): [grams, labels] row-major, and one bias per label.
     pub fn with_weights(weights: Box<dyn Weights>, bias: Vec<f32>) -> Result<LexicalHead, String> {
         let labels = bias.len();
-        if labels == 0 || weights.values().len() % labels != 0 {
+        if labels == 0 || !weights.values().len().is_multiple_of(labels) {
             return Err(format!(
                 "{} weights do not make rows of {labels} labels",
                 weights.values().len()
