@@ -127,6 +127,30 @@ impl Service {
         // Before anything is written: the directory 0700, its contents private, umask 077.
         crate::data_dir::prepare(&config.data_dir)?;
         let metrics = Arc::new(Metrics::new());
+        // The intent model loads on a thread of its own while the store opens and the
+        // workflows compile: the longest parts of a start, and neither needs the other.
+        std::thread::scope(|scope| {
+            let loading = std::thread::Builder::new()
+                .name("model-load".into())
+                .spawn_scoped(scope, || load_model(config, &metrics))
+                .context("cannot start a thread to load the intent model")?;
+            Service::build_with(config, &metrics, move || {
+                loading
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("loading the intent model panicked"))?
+            })
+        })
+    }
+
+    /// [`Service::build`] after the data directory is prepared; `model` waits for the
+    /// intent model loading beside it.
+    fn build_with(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        model: impl FnOnce() -> anyhow::Result<(Arc<dyn classify::Service>, String)>,
+    ) -> anyhow::Result<Service> {
+        let metrics = metrics.clone();
+        let started = std::time::Instant::now();
         // The profile was validated when the configuration was built; it is read again for
         // the effective settings and how it fits this machine (logged, shown to admins).
         let profile = config
@@ -151,7 +175,11 @@ impl Service {
                     )
                 },
             )?;
-        let (classifier, model_version) = load_model(config, &metrics)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "store, tokens and workflows ready"
+        );
+        let (classifier, model_version) = model()?;
         let (connector, simulated) = connector(config)?;
         let runner = Arc::new(Runner::new(Parts {
             store,

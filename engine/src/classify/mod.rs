@@ -15,6 +15,7 @@ pub mod batch;
 pub mod calibrate;
 pub mod card;
 mod classification;
+pub mod graph;
 pub mod ngrams;
 #[cfg(feature = "onnx")]
 pub mod onnx;

@@ -26,11 +26,22 @@ struct File {
     idf: Vec<f32>,
 }
 
-/// The vocabulary and idf weights of `ngrams.json`.
+/// The vocabulary and idf weights of `ngrams.json`, packed: a hundred thousand grams as
+/// one string and three arrays take about a third of the memory of a map of strings.
 #[derive(Debug)]
 pub struct Ngrams {
-    index: HashMap<String, (i64, f32)>,
+    /// Every gram, one after another, in vocabulary order.
+    text: String,
+    /// Where gram `i` ends in `text`; it starts where gram `i - 1` ends.
+    ends: Vec<u32>,
+    idf: Vec<f32>,
+    /// Open-addressing hash table of vocabulary indexes ([`EMPTY`] where free), a power of
+    /// two at least twice the vocabulary, so that a probe soon meets a free slot.
+    slots: Vec<u32>,
 }
+
+/// A free slot of [`Ngrams::slots`].
+const EMPTY: u32 = u32::MAX;
 
 /// One text's sparse features: (vocabulary index, value), sorted by index.
 pub type Sparse = Vec<(i64, f32)>;
@@ -78,28 +89,76 @@ impl Ngrams {
                 idf.len()
             ));
         }
-        let index = grams
-            .into_iter()
-            .zip(idf)
-            .enumerate()
-            .map(|(i, (g, w))| (g, (i as i64, w)))
-            .collect();
-        Ok(Ngrams { index })
+        let bytes: usize = grams.iter().map(String::len).sum();
+        if u32::try_from(bytes).is_err() || u32::try_from(grams.len()).is_err() {
+            return Err(format!(
+                "{} grams of {bytes} bytes are more than the index holds",
+                grams.len()
+            ));
+        }
+        let mut text = String::with_capacity(bytes);
+        let mut ends = Vec::with_capacity(grams.len());
+        for g in &grams {
+            text.push_str(g);
+            ends.push(text.len() as u32);
+        }
+        let mut ngrams = Ngrams {
+            text,
+            ends,
+            idf,
+            slots: vec![EMPTY; (grams.len() * 2).next_power_of_two().max(2)],
+        };
+        for (i, g) in grams.iter().enumerate() {
+            // a gram listed twice keeps its last index, as a map built in order would
+            let slot = ngrams.probe(g);
+            ngrams.slots[slot] = i as u32;
+        }
+        Ok(ngrams)
+    }
+
+    /// Gram `i` of the vocabulary.
+    fn gram(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// The slot that holds `gram`, or the free slot where it would go. Ends: the table
+    /// always has free slots (it is at least twice the vocabulary).
+    fn probe(&self, gram: &str) -> usize {
+        use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+        let mask = self.slots.len() - 1;
+        let mut slot =
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(gram) as usize & mask;
+        loop {
+            match self.slots[slot] {
+                EMPTY => return slot,
+                i if self.gram(i as usize) == gram => return slot,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
+    /// The vocabulary index and idf weight of `gram`, if it is in the vocabulary.
+    fn get(&self, gram: &str) -> Option<(i64, f32)> {
+        match self.slots[self.probe(gram)] {
+            EMPTY => None,
+            i => Some((i64::from(i), self.idf[i as usize])),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.ends.is_empty()
     }
 
     /// The L2-normalized TF-IDF vector of `text`.
     pub fn features(&self, text: &str) -> Sparse {
         let mut counts: HashMap<i64, (u32, f32)> = HashMap::new();
         for g in analyze(text) {
-            if let Some(&(i, idf)) = self.index.get(&g) {
+            if let Some((i, idf)) = self.get(&g) {
                 counts.entry(i).or_insert((0, idf)).0 += 1;
             }
         }
@@ -135,14 +194,41 @@ impl Ngrams {
 /// the graph holds, so that a confident request can be decided without the encoder.
 #[derive(Debug)]
 pub struct LexicalHead {
-    weights: Vec<half::f16>,
+    weights: Box<dyn Weights>,
     bias: Vec<f32>,
     labels: usize,
+}
+
+/// Where a head's float16 weights are held: its own buffer, or one it shares with the
+/// model's session (the graph's initializer of the same numbers, so that they are held once).
+pub trait Weights: std::fmt::Debug + Send + Sync {
+    /// The weights, [grams, labels] row-major.
+    fn values(&self) -> &[half::f16];
+}
+
+impl Weights for Vec<half::f16> {
+    fn values(&self) -> &[half::f16] {
+        self
+    }
 }
 
 impl LexicalHead {
     /// Reads `path`, which must hold exactly `grams × labels` weights and `labels` biases.
     pub fn load(path: &Path, grams: usize, labels: usize) -> Result<LexicalHead, Error> {
+        let (weights, bias) = LexicalHead::read_file(path, grams, labels)?;
+        LexicalHead::with_weights(Box::new(weights), bias).map_err(|reason| Error::Model {
+            dir: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// The weights and biases in `path`, which must hold exactly `grams × labels` weights
+    /// and `labels` biases.
+    pub fn read_file(
+        path: &Path,
+        grams: usize,
+        labels: usize,
+    ) -> Result<(Vec<half::f16>, Vec<f32>), Error> {
         let err = |reason: String| Error::Model {
             dir: path.display().to_string(),
             reason,
@@ -150,37 +236,23 @@ impl LexicalHead {
         let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
         // read in pieces: a 15 MB read buffer would stay resident beside the weights
-        LexicalHead::read(std::io::BufReader::new(file), len, grams, labels).map_err(err)
+        read(std::io::BufReader::new(file), len, grams, labels).map_err(err)
     }
 
     pub fn from_bytes(bytes: &[u8], grams: usize, labels: usize) -> Result<LexicalHead, String> {
-        LexicalHead::read(bytes, bytes.len() as u64, grams, labels)
+        let (weights, bias) = read(bytes, bytes.len() as u64, grams, labels)?;
+        LexicalHead::with_weights(Box::new(weights), bias)
     }
 
-    fn read(
-        mut from: impl std::io::Read,
-        len: u64,
-        grams: usize,
-        labels: usize,
-    ) -> Result<LexicalHead, String> {
-        let expected = grams * labels * 2 + labels * 4;
-        if labels == 0 || len != expected as u64 {
+    /// The head with its weights held by `weights` (its own buffer, or the model's session,
+    /// which has the same numbers): [grams, labels] row-major, and one bias per label.
+    pub fn with_weights(weights: Box<dyn Weights>, bias: Vec<f32>) -> Result<LexicalHead, String> {
+        let labels = bias.len();
+        if labels == 0 || !weights.values().len().is_multiple_of(labels) {
             return Err(format!(
-                "{len} bytes, expected {expected} ({grams} grams × {labels} labels as float16, \
-                 then {labels} float32 biases)"
+                "{} weights do not make rows of {labels} labels",
+                weights.values().len()
             ));
-        }
-        let mut weights = Vec::with_capacity(grams * labels);
-        let mut two = [0u8; 2];
-        for _ in 0..grams * labels {
-            from.read_exact(&mut two).map_err(|e| e.to_string())?;
-            weights.push(half::f16::from_le_bytes(two));
-        }
-        let mut bias = Vec::with_capacity(labels);
-        let mut four = [0u8; 4];
-        for _ in 0..labels {
-            from.read_exact(&mut four).map_err(|e| e.to_string())?;
-            bias.push(f32::from_le_bytes(four));
         }
         Ok(LexicalHead {
             weights,
@@ -192,9 +264,10 @@ impl LexicalHead {
     /// The head's logits for one text's features (grams outside the head are ignored).
     pub fn logits(&self, features: &Sparse) -> Vec<f32> {
         let mut z = self.bias.clone();
+        let weights = self.weights.values();
         for &(i, x) in features {
             let Ok(i) = usize::try_from(i) else { continue };
-            let Some(row) = self.weights.get(i * self.labels..(i + 1) * self.labels) else {
+            let Some(row) = weights.get(i * self.labels..(i + 1) * self.labels) else {
                 continue;
             };
             for (zj, w) in z.iter_mut().zip(row) {
@@ -203,6 +276,35 @@ impl LexicalHead {
         }
         z
     }
+}
+
+/// Float16 weights [grams, labels], then float32 biases [labels], little-endian.
+fn read(
+    mut from: impl std::io::Read,
+    len: u64,
+    grams: usize,
+    labels: usize,
+) -> Result<(Vec<half::f16>, Vec<f32>), String> {
+    let expected = grams * labels * 2 + labels * 4;
+    if labels == 0 || len != expected as u64 {
+        return Err(format!(
+            "{len} bytes, expected {expected} ({grams} grams × {labels} labels as float16, \
+             then {labels} float32 biases)"
+        ));
+    }
+    let mut weights = Vec::with_capacity(grams * labels);
+    let mut two = [0u8; 2];
+    for _ in 0..grams * labels {
+        from.read_exact(&mut two).map_err(|e| e.to_string())?;
+        weights.push(half::f16::from_le_bytes(two));
+    }
+    let mut bias = Vec::with_capacity(labels);
+    let mut four = [0u8; 4];
+    for _ in 0..labels {
+        from.read_exact(&mut four).map_err(|e| e.to_string())?;
+        bias.push(f32::from_le_bytes(four));
+    }
+    Ok((weights, bias))
 }
 
 #[cfg(test)]
@@ -240,6 +342,41 @@ mod tests {
         assert_eq!(w, 2);
         assert_eq!(ids, [0, 1, 0, 0]);
         assert_eq!(vals[2..], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn every_gram_of_the_shipped_vocabulary_is_found_at_its_index() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/intent-e5-de-en/ngrams.json");
+        let file: File =
+            serde_json::from_slice(&std::fs::read(&path).expect("shipped ngrams.json"))
+                .expect("ngrams.json");
+        let n = Ngrams::new(file.grams.clone(), file.idf.clone()).expect("vocabulary");
+        assert_eq!(n.len(), file.grams.len());
+        for (i, g) in file.grams.iter().enumerate() {
+            assert_eq!(n.get(g), Some((i as i64, file.idf[i])), "{g:?}");
+        }
+        for absent in ["", "\u{1}no such word here", "zzzzz", "\u{1}"] {
+            if !file.grams.iter().any(|g| g == absent) {
+                assert_eq!(n.get(absent), None, "{absent:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_gram_listed_twice_keeps_its_last_index_and_an_empty_vocabulary_finds_nothing() {
+        let n = Ngrams::new(
+            vec!["ab".into(), "cd".into(), "ab".into()],
+            vec![1.0, 2.0, 3.0],
+        )
+        .expect("vocabulary");
+        assert_eq!(n.get("ab"), Some((2, 3.0)));
+        assert_eq!(n.get("cd"), Some((1, 2.0)));
+        assert_eq!(n.get("abcd"), None);
+        let empty = Ngrams::new(Vec::new(), Vec::new()).expect("empty");
+        assert!(empty.is_empty());
+        assert_eq!(empty.get("ab"), None);
+        assert!(empty.features("any text at all").is_empty());
     }
 
     #[test]

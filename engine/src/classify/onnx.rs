@@ -8,17 +8,20 @@
 //! [`super::batch::Batcher`]).
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use half::f16;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::Tensor;
+use ort::value::{DynValue, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use super::card::{LEXICAL_HEAD_FILE, ModelCard, SignalsSection, Verified};
-use super::ngrams::{LexicalHead, Ngrams, Sparse};
+use super::graph;
+use super::ngrams::{LexicalHead, Ngrams, Sparse, Weights};
 use super::signals::{LexicalSignals, Reading, Signals};
 use super::{Calibration, Cascade, Classifier, Error, Prediction, Prepared, runtime};
 
@@ -147,6 +150,8 @@ pub struct OnnxClassifier {
     labels: Vec<String>,
     calibration: Calibration,
     version: String,
+    /// Names of the graph's initializers the sessions take from a lexical head's buffer.
+    shared_weights: Vec<String>,
 }
 
 fn ort_err(e: impl std::fmt::Display) -> Error {
@@ -156,7 +161,12 @@ fn ort_err(e: impl std::fmt::Display) -> Error {
 impl OnnxClassifier {
     /// Verifies `dir` against its model card, loads ONNX Runtime and builds the sessions.
     pub fn load(dir: &Path, options: &Options) -> Result<OnnxClassifier, Error> {
+        let started = Instant::now();
         let verified = ModelCard::load_verified(dir)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "model files verified against the card"
+        );
         Self::from_verified(verified, options)
     }
 
@@ -166,38 +176,11 @@ impl OnnxClassifier {
             dir: v.dir.display().to_string(),
             reason: e,
         };
-        let mut sessions = Vec::new();
+        let started = Instant::now();
         let graph = v.card.graph_file();
-        let packed = if graph.ends_with(".zst") {
-            Some(unpack(&v.dir.join(graph)).map_err(|e| model_err(format!("{graph}: {e}")))?)
-        } else {
-            None
-        };
-        for _ in 0..options.sessions.max(1) {
-            let mut builder = Session::builder(env)
-                .map_err(|e| model_err(e.to_string()))?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .map_err(|e| model_err(e.to_string()))?
-                .with_intra_threads(options.intra_threads.max(1))
-                .map_err(|e| model_err(e.to_string()))?
-                // the box's cores are shared with HTTP, case workers and commits: threads
-                // waiting for the next operator sleep instead of spinning
-                .with_intra_op_spinning(false)
-                .map_err(|e| model_err(e.to_string()))?
-                .with_inter_threads(1)
-                .map_err(|e| model_err(e.to_string()))?;
-            let session = match &packed {
-                Some(bytes) => builder.commit_from_memory(bytes),
-                None => builder.commit_from_file(v.dir.join(graph)),
-            }
-            .map_err(|e| model_err(format!("{graph}: {e}")))?;
-            sessions.push(Mutex::new(session));
-        }
-        let encoder = TextEncoder::from_file(
-            &v.dir.join("tokenizer.json"),
-            &v.card.model.prefix,
-            v.card.model.max_tokens,
-        )?;
+        let bytes =
+            read_graph(&v.dir.join(graph)).map_err(|e| model_err(format!("{graph}: {e}")))?;
+        let read_ms = started.elapsed().as_millis() as u64;
         let ngrams = if v.card.files.contains_key("ngrams.json") {
             Some(Ngrams::load(&v.dir.join("ngrams.json"))?)
         } else {
@@ -210,26 +193,16 @@ impl OnnxClassifier {
             .as_ref()
             .map(|s| signal_outputs(s).map_err(&model_err))
             .transpose()?;
-        if let (Some(s), Some(session)) = (&signals, sessions.first()) {
-            let session = session
-                .lock()
-                .map_err(|_| model_err("session lock poisoned".into()))?;
-            for name in [&s.sentiment, &s.frustration] {
-                if !session.outputs().iter().any(|o| o.name() == name.as_str()) {
-                    return Err(model_err(format!(
-                        "model.toml [signals] names the output {name:?}, but model.onnx has no \
-                         such output"
-                    )));
-                }
-            }
-        }
+        // The lexical heads hold numbers the graph holds too; where the graph has them as
+        // they are, the sessions use the heads' buffers instead of a copy of their own.
+        let mut heads = Heads::new(&bytes);
         let lexical_signals = match (&v.card.signals, &signals, &ngrams) {
             (Some(section), Some(outputs), Some(n)) => section
                 .lexical_head
                 .as_ref()
                 .map(|file| {
                     Ok::<_, Error>(LexicalSignals {
-                        head: LexicalHead::load(&v.dir.join(file), n.len(), 4)?,
+                        head: heads.load(&v.dir.join(file), n.len(), 4)?,
                         reading: outputs.reading.clone(),
                         guard: section.lexical_guard.unwrap_or(1.0),
                     })
@@ -244,11 +217,7 @@ impl OnnxClassifier {
                 if options.cascade && (signals.is_none() || lexical_signals.is_some()) =>
             {
                 Some(Cascade {
-                    head: LexicalHead::load(
-                        &v.dir.join(LEXICAL_HEAD_FILE),
-                        n.len(),
-                        v.labels.len(),
-                    )?,
+                    head: heads.load(&v.dir.join(LEXICAL_HEAD_FILE), n.len(), v.labels.len())?,
                     exit: c.lexical_exit,
                     calibration: Calibration {
                         temperature: 1.0,
@@ -259,6 +228,59 @@ impl OnnxClassifier {
             }
             _ => None,
         };
+        let shared = heads.shared;
+        let heads_ms = started.elapsed().as_millis() as u64 - read_ms;
+        let mut sessions = Vec::new();
+        for _ in 0..options.sessions.max(1) {
+            let mut builder = Session::builder(env)
+                .map_err(|e| model_err(e.to_string()))?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(|e| model_err(e.to_string()))?
+                .with_intra_threads(options.intra_threads.max(1))
+                .map_err(|e| model_err(e.to_string()))?
+                // the box's cores are shared with HTTP, case workers and commits: threads
+                // waiting for the next operator sleep instead of spinning
+                .with_intra_op_spinning(false)
+                .map_err(|e| model_err(e.to_string()))?
+                .with_inter_threads(1)
+                .map_err(|e| model_err(e.to_string()))?;
+            for (name, value) in &shared {
+                builder = builder
+                    .with_initializer(name, value.clone())
+                    .map_err(|e| model_err(format!("{graph}: sharing {name}: {e}")))?;
+            }
+            let session = builder
+                .commit_from_memory(&bytes)
+                .map_err(|e| model_err(format!("{graph}: {e}")))?;
+            sessions.push(Mutex::new(session));
+        }
+        drop(bytes);
+        let sessions_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms;
+        let encoder = TextEncoder::from_file(
+            &v.dir.join("tokenizer.json"),
+            &v.card.model.prefix,
+            v.card.model.max_tokens,
+        )?;
+        tracing::debug!(
+            read_ms,
+            heads_ms,
+            sessions_ms,
+            tokenizer_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms - sessions_ms,
+            "model loaded: graph read, lexical heads, sessions, tokenizer"
+        );
+        if let (Some(s), Some(session)) = (&signals, sessions.first()) {
+            let session = session
+                .lock()
+                .map_err(|_| model_err("session lock poisoned".into()))?;
+            for name in [&s.sentiment, &s.frustration] {
+                if !session.outputs().iter().any(|o| o.name() == name.as_str()) {
+                    return Err(model_err(format!(
+                        "model.toml [signals] names the output {name:?}, but model.onnx has no \
+                         such output"
+                    )));
+                }
+            }
+        }
         Ok(OnnxClassifier {
             sessions,
             next: AtomicUsize::new(0),
@@ -269,7 +291,14 @@ impl OnnxClassifier {
             calibration,
             labels: v.labels,
             version: v.version,
+            shared_weights: shared.iter().map(|(name, _)| name.clone()).collect(),
         })
+    }
+
+    /// The graph's initializers whose numbers the sessions share with a lexical head
+    /// (held once, not twice).
+    pub fn shared_weights(&self) -> &[String] {
+        &self.shared_weights
     }
 
     pub fn labels(&self) -> &[String] {
@@ -489,12 +518,32 @@ impl Classifier for OnnxClassifier {
 /// (its checksum matched a card someone wrote) cannot fill the memory.
 const MAX_GRAPH_BYTES: u64 = 512 << 20;
 
-/// The graph of a zstd-compressed model file, in memory.
-fn unpack(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+/// The bytes of the graph file `path`, unpacked when it is compressed with zstd (`.zst`).
+fn read_graph(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    if path.extension().is_none_or(|e| e != "zst") {
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if len > MAX_GRAPH_BYTES {
+            return Err(format!("larger than {} MiB", MAX_GRAPH_BYTES >> 20));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        return Ok(bytes);
+    }
+    // The frame header says how large the graph is (when the packer wrote it): one buffer
+    // of that size, not one that doubles past it while it fills.
+    // ZSTD_FRAMEHEADERSIZE_MAX: the longest a frame header can be
+    let mut header = [0u8; 18];
+    let read = file.read(&mut header).map_err(|e| e.to_string())?;
+    let size = zstd::zstd_safe::get_frame_content_size(&header[..read])
+        .ok()
+        .flatten()
+        .filter(|&n| n <= MAX_GRAPH_BYTES);
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| e.to_string())?;
     let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(size.unwrap_or(0) as usize);
     decoder
         .take(MAX_GRAPH_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -506,6 +555,75 @@ fn unpack(path: &std::path::Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// A lexical head's weights held in a tensor that a session takes as the graph's
+/// initializer of the same numbers.
+#[derive(Debug)]
+struct SessionWeights(Arc<DynValue>);
+
+impl Weights for SessionWeights {
+    fn values(&self) -> &[f16] {
+        // made from a float16 tensor (`Heads::load`), so the extraction cannot fail
+        self.0.try_extract_tensor::<f16>().map_or(&[], |(_, v)| v)
+    }
+}
+
+/// Loads the lexical heads, sharing each one's weights with the sessions where the graph
+/// holds the same numbers (same element type, shape and bytes) as an initializer.
+struct Heads<'a> {
+    initializers: Vec<graph::Initializer<'a>>,
+    /// (initializer name, the tensor the sessions take for it)
+    shared: Vec<(String, Arc<DynValue>)>,
+}
+
+impl<'a> Heads<'a> {
+    fn new(bytes: &'a [u8]) -> Heads<'a> {
+        // A graph this reader does not understand shares nothing; ONNX Runtime judges it.
+        let initializers = graph::initializers(bytes).unwrap_or_else(|e| {
+            tracing::warn!("{e}: the lexical heads keep their own weights");
+            Vec::new()
+        });
+        Heads {
+            initializers,
+            shared: Vec::new(),
+        }
+    }
+
+    fn load(&mut self, path: &Path, grams: usize, labels: usize) -> Result<LexicalHead, Error> {
+        let err = |reason: String| Error::Model {
+            dir: path.display().to_string(),
+            reason,
+        };
+        let (weights, bias) = LexicalHead::read_file(path, grams, labels)?;
+        let dims = [grams as i64, labels as i64];
+        let same = self.initializers.iter().find(|i| {
+            i.data_type == graph::FLOAT16
+                && i.dims == dims
+                && i.raw.len() == weights.len() * 2
+                && i.raw
+                    .chunks_exact(2)
+                    .zip(&weights)
+                    .all(|(b, w)| *b == w.to_le_bytes())
+        });
+        let Some(initializer) = same else {
+            return LexicalHead::with_weights(Box::new(weights), bias).map_err(err);
+        };
+        let tensor =
+            Tensor::from_array(([grams, labels], weights)).map_err(|e| err(e.to_string()))?;
+        let value = Arc::new(tensor.into_dyn());
+        let shared = SessionWeights(value.clone());
+        if shared.values().len() != grams * labels {
+            return Err(err("the shared weights lost their shape".into()));
+        }
+        tracing::debug!(
+            head = %path.display(),
+            initializer = initializer.name,
+            "the lexical head and the graph hold the same weights: held once"
+        );
+        self.shared.push((initializer.name.to_string(), value));
+        LexicalHead::with_weights(Box::new(shared), bias).map_err(err)
+    }
 }
 
 #[cfg(test)]
@@ -543,6 +661,111 @@ mod tests {
             let ids = t.encode(text).expect("ids");
             assert!(!ids.0.iter().any(|i| Some(*i) == unk), "{text}: {ids:?}");
         }
+    }
+
+    fn shipped_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/intent-e5-de-en")
+    }
+
+    /// A copy of the shipped model whose graph is stored plain (`model.onnx`), after
+    /// `edit` has had its way with the graph's bytes; the card lists the new checksum.
+    fn plain_copy(edit: impl FnOnce(&mut Vec<u8>)) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(shipped_dir()).expect("shipped model") {
+            let path = entry.expect("entry").path();
+            if path.file_name().is_some_and(|n| n != "model.onnx.zst") {
+                std::fs::copy(&path, dir.path().join(path.file_name().expect("name")))
+                    .expect("copy");
+            }
+        }
+        let mut bytes = read_graph(&shipped_dir().join("model.onnx.zst")).expect("graph");
+        edit(&mut bytes);
+        std::fs::write(dir.path().join("model.onnx"), &bytes).expect("write graph");
+        let sha = super::super::card::sha256_file(&dir.path().join("model.onnx")).expect("sha");
+        let card = std::fs::read_to_string(dir.path().join("model.toml")).expect("card");
+        let card: String = card
+            .lines()
+            .map(|l| {
+                if l.starts_with("\"model.onnx.zst\"") {
+                    format!("\"model.onnx\" = \"{sha}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.path().join("model.toml"), card).expect("write card");
+        dir
+    }
+
+    const TEXT: &str = "My card has not arrived yet, where is it?";
+
+    fn close(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .all(|(x, y)| (x - y).abs() < 1e-3)
+    }
+
+    #[test]
+    fn the_n_gram_head_is_held_once_and_answers_do_not_change() {
+        let shipped = OnnxClassifier::load(&shipped_dir(), &Options::default()).expect("loads");
+        assert_eq!(
+            shipped.shared_weights(),
+            ["ngram_w"],
+            "the graph's n-gram weights"
+        );
+        let plain = plain_copy(|_| {});
+        let copy = OnnxClassifier::load(plain.path(), &Options::default()).expect("loads");
+        assert_eq!(
+            copy.shared_weights(),
+            ["ngram_w"],
+            "a plain graph shares too"
+        );
+        // ONNX Runtime's results move in the last bits from one run to the next
+        assert!(close(
+            &shipped.logits(&[TEXT]).expect("logits"),
+            &copy.logits(&[TEXT]).expect("logits")
+        ));
+        let p = shipped.prepare_text(TEXT).expect("prepared");
+        assert!(shipped.decide_early(&p) == copy.decide_early(&p));
+    }
+
+    #[test]
+    fn a_graph_whose_numbers_differ_from_the_head_keeps_its_own() {
+        let shipped = OnnxClassifier::load(&shipped_dir(), &Options::default()).expect("loads");
+        let features = shipped
+            .prepare_text(TEXT)
+            .expect("prepared")
+            .ngrams
+            .expect("n-grams");
+        let labels = shipped.labels().len();
+        // the graph's weights of the text's first gram, for its first label, made large
+        let changed = plain_copy(|bytes| {
+            let base = bytes.as_ptr() as usize;
+            let at = graph::initializers(bytes)
+                .expect("graph")
+                .iter()
+                .find(|i| i.name == "ngram_w")
+                .map(|i| i.raw.as_ptr() as usize - base)
+                .expect("ngram_w");
+            let row = at + features[0].0 as usize * labels * 2;
+            bytes[row..row + 2].copy_from_slice(&f16::from_f32(8.0).to_le_bytes());
+        });
+        let copy = OnnxClassifier::load(changed.path(), &Options::default()).expect("loads");
+        assert!(
+            copy.shared_weights().is_empty(),
+            "{:?}",
+            copy.shared_weights()
+        );
+        assert!(
+            !close(
+                &shipped.logits(&[TEXT]).expect("logits"),
+                &copy.logits(&[TEXT]).expect("logits")
+            ),
+            "the graph computes with its own numbers"
+        );
     }
 
     #[test]
