@@ -1,6 +1,6 @@
 //! An ONNX graph file (protobuf) read just far enough to find its initializers: name, element
 //! type, shape and raw bytes, borrowed from the file's bytes. The adapter uses it to find the
-//! numbers the graph shares with a lexical head, so that they are held once (ADR 0023F).
+//! numbers the graph shares with a lexical head, so that they are held once (ADR 0025).
 //!
 //! Only `ModelProto.graph` (field 7) → `GraphProto.initializer` (field 5) → `TensorProto`
 //! `dims` (1), `data_type` (2), `name` (8) and `raw_data` (9) are read; every other field is
