@@ -364,13 +364,8 @@ fn a_crash_after_a_call_was_applied_replays_without_applying_it_again() {
         // as sent but unanswered.
         let runner = open(dir.path(), receiver.clone(), clock.clone(), kind);
         assert_eq!(runner.pending().unwrap(), vec![id.clone()]);
-        let outbox = runner
-            .store()
-            .backend()
-            .range(Table::Outbox, b"", None, 10)
-            .unwrap();
-        let entry: store::OutboxEntry = serde_json::from_slice(&outbox[0].1).unwrap();
-        assert_eq!(entry.state, OutboxState::Pending);
+        let outbox = outbox(&runner);
+        assert_eq!(outbox[0].state, OutboxState::Pending);
         assert_eq!(runner.recover().unwrap(), 1);
         let (rec, _) = runner.case(&id).unwrap().unwrap();
         assert_eq!(rec.status, CaseStatus::Completed, "{kind:?}: {rec:?}");
@@ -383,6 +378,18 @@ fn a_crash_after_a_call_was_applied_replays_without_applying_it_again() {
         );
         assert!(runner.store().audit_verify().unwrap().is_ok());
     }
+}
+
+/// The box's outbox entries, in key order.
+fn outbox(runner: &Runner) -> Vec<store::OutboxEntry> {
+    let rows = runner
+        .store()
+        .backend()
+        .range(Table::Outbox, b"", None, 100)
+        .unwrap();
+    rows.iter()
+        .map(|(_, v)| serde_json::from_slice(v).unwrap())
+        .collect()
 }
 
 /// The durable benchmark's order: its only call is a customer look-up (`effect: read`).
@@ -423,14 +430,12 @@ fn a_look_up_is_stored_with_the_checkpoint_and_asked_again_after_a_crash() {
                 2,
                 "{kind:?}: the look-up has no commit of its own"
             );
-            let outbox = runner
-                .store()
-                .backend()
-                .range(Table::Outbox, b"", None, 10)
-                .unwrap();
+            let outbox = outbox(&runner);
             assert_eq!(outbox.len(), 1, "its answer is stored with the checkpoint");
-            let entry: store::OutboxEntry = serde_json::from_slice(&outbox[0].1).unwrap();
-            assert!(matches!(entry.state, OutboxState::Done { .. }), "{entry:?}");
+            assert!(
+                matches!(outbox[0].state, OutboxState::Done { .. }),
+                "{outbox:?}"
+            );
 
             let id = runner.accept(order("C-1002346")).unwrap().case_id;
             *receiver.crash_after.lock().unwrap() = Some("get_customer".into());
@@ -448,12 +453,11 @@ fn a_look_up_is_stored_with_the_checkpoint_and_asked_again_after_a_crash() {
             kind,
         );
         assert_eq!(runner.pending().unwrap(), vec![crashed_id.clone()]);
-        let outbox = runner
-            .store()
-            .backend()
-            .range(Table::Outbox, b"", None, 10)
-            .unwrap();
-        assert_eq!(outbox.len(), 1, "{kind:?}: no record before a look-up");
+        assert_eq!(
+            outbox(&runner).len(),
+            1,
+            "{kind:?}: no record before a look-up"
+        );
         assert_eq!(runner.recover().unwrap(), 1);
         let (rec, _) = runner.case(&crashed_id).unwrap().unwrap();
         assert_eq!(rec.status, CaseStatus::Completed, "{kind:?}: {rec:?}");
