@@ -507,8 +507,11 @@ fn a_record_planted_in_the_stream_does_not_move_the_cursor() {
 
     let mut box2 = Process::start_with_env(data.path(), &env);
     let admin = box2.admin.clone();
-    wait_for("the backlog to drain", 60, || {
-        box2.metric(&admin, "casegraph_fleet_connected") == 1.0
+    // The cases box1 left unfinished run again and add records: wait for them before the
+    // backlog (the relay may drain it before recovery has run).
+    wait_for("recovery and the backlog to drain", 60, || {
+        box2.metric(&admin, "casegraph_pending_cases") == 0.0
+            && box2.metric(&admin, "casegraph_fleet_connected") == 1.0
             && box2.metric(&admin, "casegraph_fleet_backlog_records") == 0.0
     });
     box2.kill();
