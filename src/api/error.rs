@@ -91,6 +91,16 @@ impl AppError {
         .retry_after(retry_after_secs)
     }
 
+    /// `429 queue_full`: the workers' queue has no place for another case.
+    pub fn queue_full(retry_after_secs: u64) -> AppError {
+        AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            "the box has too many cases waiting to run; try again shortly",
+        )
+        .retry_after(retry_after_secs)
+    }
+
     /// A failure that is not the client's: logged in full, answered with an incident id.
     pub fn internal(context: &str, e: impl std::fmt::Display) -> AppError {
         let incident = crate::incident::id();

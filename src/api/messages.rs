@@ -75,12 +75,7 @@ pub async fn post(
     }
     limits::text_and_fields(&body.text, &body.fields)?;
     let Some(slot) = state.workers.admit() else {
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            "the box has too many cases waiting to run; try again shortly",
-        )
-        .retry_after(state.retry_after_secs));
+        return Err(AppError::queue_full(state.retry_after_secs));
     };
     let runner = state.runner.clone();
     let admin = who.role == Role::Admin;

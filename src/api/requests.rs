@@ -286,12 +286,7 @@ pub async fn create(
                 status: "429".into(),
             })
             .inc();
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            "the box has too many cases waiting to run; try again shortly",
-        )
-        .retry_after(state.retry_after_secs));
+        return Err(AppError::queue_full(state.retry_after_secs));
     };
     let Json(body) = Json::<RequestBody>::from_request(req, &state).await?;
     body.check(&state).await?;

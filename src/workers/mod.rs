@@ -46,7 +46,7 @@ pub struct Workers {
     /// Signalled whenever a queue place frees up, for the requests held for one.
     freed: tokio::sync::Notify,
     /// Requests held for a queue place ([`Workers::admit_within`]), at most `depth`.
-    holding: Arc<tokio::sync::Semaphore>,
+    holding: tokio::sync::Semaphore,
     stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Worker threads running; a panic in a job never ends one.
@@ -197,7 +197,7 @@ impl Workers {
             queued: AtomicUsize::new(0),
             depth,
             freed: tokio::sync::Notify::new(),
-            holding: Arc::new(tokio::sync::Semaphore::new(depth)),
+            holding: tokio::sync::Semaphore::new(depth),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             alive: Arc::new(AtomicUsize::new(0)),
@@ -288,7 +288,7 @@ impl Workers {
         if wait.is_zero() {
             return None;
         }
-        let _held = self.holding.clone().try_acquire_owned().ok()?;
+        let _held = self.holding.try_acquire().ok()?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let freed = self.freed.notified();

@@ -10,8 +10,8 @@
 //! A trigger works on its [`Segment`] only. It writes nothing to the store itself: its
 //! writes go into [`Segment::batch`], committed here with the rest, so a crash leaves the
 //! trigger stored and none of its work (only the outbox records a call that changes the
-//! back office before it is sent, so a replay sends it again with the same key). Its "now" is [`Segment::at`],
-//! never the runner's clock, so a replay takes the same path.
+//! back office before it is sent, so a replay sends it again with the same key). Its "now"
+//! is [`Segment::at`], never the runner's clock, so a replay takes the same path.
 
 use serde_json::{Value, json};
 
