@@ -15,7 +15,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,24 +92,8 @@ impl SmallDisk {
                 .strip_prefix("/")
                 .expect("the temporary directory is absolute"),
         );
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            // A refusal answered before the body is read closes its connection.
-            .max_idle_connections(0)
-            .build()
-            .into();
+        let url = support::process::listening_url(&mut child);
+        let agent = support::agent();
         let token = disk.join("data/admin.token");
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut d = SmallDisk {

@@ -57,6 +57,18 @@ pub fn sample_request(i: usize) -> Value {
 }
 
 /// The configuration tests start from: shipped workflows, fast timers, no bootstrap token.
+/// An HTTP client for a test server: a status is never an error, and a fresh connection
+/// per request (the server may close one after answering early — a 401 or a refusal
+/// before reading a body — and a pooled POST would then fail).
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .build()
+        .into()
+}
+
 pub fn config(data: &Path) -> Config {
     let mut c = Config {
         data_dir: data.to_path_buf(),
@@ -123,14 +135,7 @@ impl Server {
             tokens,
             stop: Some(tx),
             thread: Some(thread),
-            // A fresh connection per request: the server may close one after answering
-            // early (401 before reading a body), and a pooled POST would then fail.
-            agent: ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(30)))
-                .http_status_as_error(false)
-                .max_idle_connections(0)
-                .build()
-                .into(),
+            agent: agent(),
         }
     }
 

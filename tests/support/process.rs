@@ -8,6 +8,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The URL a spawned `casegraph` process prints as `listening on URL` on its piped stdout;
+/// the rest of its output is drained on a thread of its own.
+pub fn listening_url(child: &mut Child) -> String {
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the process prints its address")
+            .expect("a line");
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    url
+}
+
 /// Spawns `cmd`, a `casegraph` command that listens on `127.0.0.1:0` and prints `listening on
 /// URL`, and waits until `ready` (a path) answers 200 and `<data>/admin.token` exists. Returns
 /// the child, its URL, the bootstrap admin token and an agent that never treats a status as
@@ -21,23 +38,8 @@ pub fn spawn_listening(
         .stdout(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the process prints its address")
-            .expect("a line");
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .build()
-        .into();
+    let url = listening_url(&mut child);
+    let agent = super::agent();
     let deadline = Instant::now() + Duration::from_secs(60);
     let token = data.join("admin.token");
     while !(agent
