@@ -809,6 +809,62 @@ fn a_request_held_for_a_queue_place_is_accepted_when_one_frees_up() {
     }
 }
 
+#[test]
+fn an_answer_to_a_waiting_case_is_held_for_a_queue_place_like_a_request() {
+    // A case waits for the customer's answer; then the worker hangs on the back office and
+    // the queue's one place is taken. The answer is held for a place (limits.queue_wait)
+    // and stored when the first call times out; not held, it is refused and nothing of it
+    // is stored, so the client can send it again.
+    for (wait, status) in [(Duration::from_secs(10), 202), (Duration::ZERO, 429)] {
+        let (url, held) = hanging_back_office(4);
+        let s = Server::start_with(|c| {
+            c.limits.workers = 1;
+            c.limits.queue_depth = 1;
+            c.limits.queue_wait = wait;
+            c.connectors.base_url = Some(url);
+            c.connectors.timeout = Duration::from_secs(1);
+        });
+        let mut asking = letter_of(9);
+        asking["text"] = json!(
+            "Sehr geehrte Damen und Herren,\nich möchte eine Rückerstattung für meine stornierte Bestellung. Bitte überweisen Sie das Geld zurück.\nMit freundlichen Grüßen\nErika Mustermann"
+        );
+        let id = s.submit(&asking);
+        s.wait_case(&id, |c| c["waiting"]["kind"] == "answer");
+        for n in 0..2 {
+            let r = s.call(
+                "POST",
+                "/v1/requests",
+                Some(Role::Submitter),
+                Some(&letter_of(n)),
+            );
+            assert_eq!(r.status, 202, "{}", r.text);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let answer = json!({ "channel": "chat", "text": "Es waren 42,50 EUR" });
+        let path = format!("/v1/cases/{id}/messages");
+        let r = s.call("POST", &path, Some(Role::Submitter), Some(&answer));
+        assert_eq!(r.status, status, "queue_wait {wait:?}: {}", r.text);
+        if status == 429 {
+            r.assert_error(429, "queue_full");
+            let case = s.call(
+                "GET",
+                &format!("/v1/cases/{id}"),
+                Some(Role::Submitter),
+                None,
+            );
+            assert_eq!(
+                case.json["messages"].as_array().unwrap().len(),
+                1,
+                "{}",
+                case.text
+            );
+            assert_eq!(case.json["waiting"]["kind"], "answer", "{}", case.text);
+        }
+        drop(s);
+        let _ = held.join();
+    }
+}
+
 /// `request` is a `reply_to` notification of case `id`: posted to the hook, keyed by the case.
 fn assert_is_notification_of(request: &str, id: &str) {
     assert!(request.starts_with("POST /hooks/case"), "{request}");

@@ -323,32 +323,50 @@ fn missing_onnx_runtime_says_how_to_install_it() {
 
 #[test]
 fn a_tampered_model_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Each file is checked against the card: the small ones before loading, the graph and
+    // the lexical heads as they are read, and a head the loader does not read (cascade
+    // off) all the same.
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/intent-e5-de-en");
-    for f in std::fs::read_dir(&shipped).expect("model dir") {
-        let f = f.expect("entry").path();
-        std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+    let swap_labels = |path: &std::path::Path| {
+        let mut labels: Vec<String> =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("labels")).expect("json");
+        labels.swap(0, 1);
+        std::fs::write(path, serde_json::to_string(&labels).expect("json")).expect("write");
+    };
+    // one byte changed in the middle: the file still has its size and shape
+    let flip_a_byte = |path: &std::path::Path| {
+        let mut bytes = std::fs::read(path).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(path, bytes).expect("write");
+    };
+    type Tamper<'a> = &'a dyn Fn(&std::path::Path);
+    let cases: [(&str, Tamper, &[&str]); 4] = [
+        ("labels.json", &swap_labels, &[]),
+        ("model.onnx.zst", &flip_a_byte, &[]),
+        ("ngram_head.bin", &flip_a_byte, &[]),
+        ("ngram_head.bin", &flip_a_byte, &["--no-cascade"]),
+    ];
+    for (file, tamper, flags) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in std::fs::read_dir(&shipped).expect("model dir") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+        }
+        tamper(&dir.path().join(file));
+        let model = dir.path().to_str().expect("utf-8 path");
+        let mut args = vec!["classify", "--model", model, "--input", LABELLED];
+        args.extend(flags);
+        let out = casegraph(&args, None, &[]);
+        assert_eq!(out.status.code(), Some(2), "{file} {flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(file) && stderr.contains("sha256"),
+            "{file} {flags:?}: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{file} {flags:?}: nothing classified"
+        );
     }
-    let mut labels: Vec<String> = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("labels.json")).expect("labels"),
-    )
-    .expect("labels json");
-    labels.swap(0, 1);
-    std::fs::write(
-        dir.path().join("labels.json"),
-        serde_json::to_string(&labels).expect("json"),
-    )
-    .expect("write");
-    let model = dir.path().to_str().expect("utf-8 path");
-    let out = casegraph(
-        &["classify", "--model", model, "--input", LABELLED],
-        None,
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("labels.json") && stderr.contains("sha256"),
-        "{stderr}"
-    );
 }

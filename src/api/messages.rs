@@ -8,7 +8,7 @@
 //! keeps the message for its next question and shows it to the reviewer; a finished case
 //! answers `409 case_finished`.
 
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode};
 use casegraph_engine::intake::Channel;
 use casegraph_engine::runner::{self, NewMessage};
@@ -65,18 +65,18 @@ pub async fn post(
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<MessageBody>,
+    req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<PostedBody>), AppError> {
     let who = caller.require(&[Role::Submitter])?.clone();
     let key = idempotency_key(&headers)?;
+    // As intake does: a queue place before the body is read, held up to `limits.queue_wait`.
+    let slot = state.admit_case().await?;
+    let Json(body) = Json::<MessageBody>::from_request(req, &state).await?;
     if body.text.trim().is_empty() && body.fields.is_empty() {
         return Err(AppError::invalid("a message needs `text` or `fields`")
             .details(json!({ "field": "text" })));
     }
     limits::text_and_fields(&body.text, &body.fields)?;
-    let Some(slot) = state.workers.admit() else {
-        return Err(AppError::queue_full(state.retry_after_secs));
-    };
     let runner = state.runner.clone();
     let admin = who.role == Role::Admin;
     let name = who.name.clone();

@@ -188,6 +188,23 @@ impl Inner {
             .map_err(|_| AppError::busy("workflow compiles", self.retry_after_secs))
     }
 
+    /// A queue place for the case a request or message will run, taken before its body is
+    /// read and held for one up to `limits.queue_wait`; then `429 queue_full`, counted.
+    pub async fn admit_case(&self) -> Result<crate::workers::Slot, AppError> {
+        match self.workers.admit_within(self.queue_wait).await {
+            Some(slot) => Ok(slot),
+            None => {
+                self.metrics
+                    .intake_rejected
+                    .get_or_create(&crate::metrics::StatusLabels {
+                        status: "429".into(),
+                    })
+                    .inc();
+                Err(AppError::queue_full(self.retry_after_secs))
+            }
+        }
+    }
+
     /// A place for one model call asked for over HTTP; `503 busy` beyond
     /// `limits.max_classify`.
     pub fn admit_model_call(&self) -> Result<OwnedSemaphorePermit, AppError> {

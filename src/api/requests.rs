@@ -278,16 +278,7 @@ pub async fn create(
     // Back-pressure before anything is read or stored: a queue place for the case (held
     // for one up to `limits.queue_wait`), so a refusal costs the box no body to parse;
     // then a permit to write it.
-    let Some(slot) = state.workers.admit_within(state.queue_wait).await else {
-        state
-            .metrics
-            .intake_rejected
-            .get_or_create(&crate::metrics::StatusLabels {
-                status: "429".into(),
-            })
-            .inc();
-        return Err(AppError::queue_full(state.retry_after_secs));
-    };
+    let slot = state.admit_case().await?;
     let Json(body) = Json::<RequestBody>::from_request(req, &state).await?;
     body.check(&state).await?;
     let mut request = body.normalized();

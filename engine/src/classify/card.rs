@@ -104,6 +104,10 @@ pub struct Verified {
     pub labels: Vec<String>,
     /// `name@version+sha256:<first 12 hex of the graph file (model.onnx or model.onnx.zst)>`.
     pub version: String,
+    /// The large files the loader reads whole (the graph, the lexical heads): each one's
+    /// checksum is checked as it is read ([`Verified::open`]) instead of in a read of its
+    /// own before; [`Verified::check_unread`] checks those the loader did not need.
+    unread: BTreeMap<String, String>,
 }
 
 fn model_err(dir: &Path, reason: impl Into<String>) -> Error {
@@ -127,11 +131,16 @@ impl ModelCard {
     }
 }
 
+/// How much of a model file one read takes.
+pub(super) const READ_PIECE: usize = 1 << 20;
+
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    // streamed: a model file is tens of MB, and a buffer that size would stay resident
+    // streamed: a model file is tens of MB, and a buffer that size would stay resident;
+    // pieces of a MiB, not std's 8 KiB, so reading costs thousands fewer system calls
     let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    let mut file = std::io::BufReader::with_capacity(READ_PIECE, std::fs::File::open(path)?);
+    std::io::copy(&mut file, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -192,28 +201,29 @@ impl ModelCard {
         Ok(card)
     }
 
-    /// Reads `dir/model.toml`, checks every listed file's sha256 and reads the labels.
+    /// Reads `dir/model.toml`, checks the sha256 of every listed file but the large ones
+    /// the loader reads whole (those are checked as they are read: [`Verified::open`]) and
+    /// reads the labels.
     pub fn load_verified(dir: &Path) -> Result<Verified, Error> {
         let text = std::fs::read_to_string(dir.join("model.toml"))
             .map_err(|e| model_err(dir, format!("cannot read model.toml: {e}")))?;
         let card =
             ModelCard::parse(&text).map_err(|e| model_err(dir, format!("model.toml: {e}")))?;
-        let mut model_sha = String::new();
+        let read_whole = card.files_read_whole();
+        let mut unread = BTreeMap::new();
         for (file, expected) in &card.files {
+            if read_whole.contains(&file.as_str()) {
+                unread.insert(file.clone(), expected.clone());
+                continue;
+            }
             let path = dir.join(file);
             let actual = sha256_file(&path)
                 .map_err(|e| model_err(dir, format!("cannot read {file}: {e}")))?;
-            if !actual.eq_ignore_ascii_case(expected) {
-                return Err(Error::Checksum {
-                    file: path.display().to_string(),
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-            if GRAPH_FILES.contains(&file.as_str()) {
-                model_sha = actual;
-            }
+            check(&path, expected, actual)?;
         }
+        // The graph's own checksum names the model; a graph that does not match it is
+        // refused when it is read, before the model answers anything.
+        let model_sha = card.files[card.graph_file()].to_ascii_lowercase();
         let labels: Vec<String> = serde_json::from_slice(
             &std::fs::read(dir.join("labels.json"))
                 .map_err(|e| model_err(dir, format!("cannot read labels.json: {e}")))?,
@@ -233,7 +243,109 @@ impl ModelCard {
             card,
             labels,
             version,
+            unread,
         })
+    }
+
+    /// The files the loader reads whole: the graph and the lexical heads.
+    fn files_read_whole(&self) -> Vec<&str> {
+        let mut files = vec![self.graph_file(), LEXICAL_HEAD_FILE];
+        if let Some(head) = self
+            .signals
+            .as_ref()
+            .and_then(|s| s.lexical_head.as_deref())
+        {
+            files.push(head);
+        }
+        files
+    }
+}
+
+fn check(path: &Path, expected: &str, actual: String) -> Result<(), Error> {
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(Error::Checksum {
+            file: path.display().to_string(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}
+
+impl Verified {
+    /// One of the large files the card lists, its sha256 checked as it is read: the reader
+    /// says whether the bytes matched only at [`Checked::finish`], so nothing read from it
+    /// may be used before that returned `Ok`.
+    pub fn open(&mut self, file: &str) -> Result<Checked, Error> {
+        let path = self.dir.join(file);
+        let Some(expected) = self.unread.remove(file) else {
+            return Err(model_err(
+                &self.dir,
+                format!("{file} is not a file of the model card read as it is checked"),
+            ));
+        };
+        let opened = std::fs::File::open(&path)
+            .and_then(|f| Ok((f.metadata()?.len(), f)))
+            .map_err(|e| model_err(&self.dir, format!("cannot read {file}: {e}")))?;
+        Ok(Checked {
+            len: opened.0,
+            file: opened.1,
+            hasher: Sha256::new(),
+            path,
+            expected,
+        })
+    }
+
+    /// Checks the large files the loader did not read (a lexical head when the cascade is
+    /// switched off): every file the card lists is checked before the model answers.
+    pub fn check_unread(&mut self) -> Result<(), Error> {
+        for (file, expected) in std::mem::take(&mut self.unread) {
+            let path = self.dir.join(&file);
+            let actual = sha256_file(&path)
+                .map_err(|e| model_err(&self.dir, format!("cannot read {file}: {e}")))?;
+            check(&path, &expected, actual)?;
+        }
+        Ok(())
+    }
+}
+
+/// A model file being read, hashed as it goes ([`Verified::open`]).
+#[derive(Debug)]
+pub struct Checked {
+    /// The file's length when it was opened.
+    pub len: u64,
+    file: std::fs::File,
+    hasher: Sha256,
+    path: PathBuf,
+    expected: String,
+}
+
+impl std::io::Read for Checked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Checked {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads what the loader left unread and compares the file's sha256 with the card's.
+    pub fn finish(mut self) -> Result<(), Error> {
+        std::io::copy(
+            &mut std::io::BufReader::with_capacity(READ_PIECE, &mut self),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| Error::Model {
+            dir: self.path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let actual = hex::encode(self.hasher.finalize());
+        check(&self.path, &self.expected, actual)
     }
 }
 

@@ -235,12 +235,11 @@ impl LexicalHead {
         };
         let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
-        // read in pieces: a 15 MB read buffer would stay resident beside the weights
-        read(std::io::BufReader::new(file), len, grams, labels).map_err(err)
+        read_head(file, len, grams, labels).map_err(err)
     }
 
     pub fn from_bytes(bytes: &[u8], grams: usize, labels: usize) -> Result<LexicalHead, String> {
-        let (weights, bias) = read(bytes, bytes.len() as u64, grams, labels)?;
+        let (weights, bias) = read_head(bytes, bytes.len() as u64, grams, labels)?;
         LexicalHead::with_weights(Box::new(weights), bias)
     }
 
@@ -278,8 +277,9 @@ impl LexicalHead {
     }
 }
 
-/// Float16 weights [grams, labels], then float32 biases [labels], little-endian.
-fn read(
+/// A lexical head's file, `len` bytes from `from`: float16 weights [grams, labels], then
+/// float32 biases [labels], little-endian.
+pub(super) fn read_head(
     mut from: impl std::io::Read,
     len: u64,
     grams: usize,
@@ -292,11 +292,18 @@ fn read(
              then {labels} float32 biases)"
         ));
     }
+    // read in pieces: a 15 MB read buffer would stay resident beside the weights
+    let mut piece = vec![0u8; super::card::READ_PIECE];
     let mut weights = Vec::with_capacity(grams * labels);
-    let mut two = [0u8; 2];
-    for _ in 0..grams * labels {
-        from.read_exact(&mut two).map_err(|e| e.to_string())?;
-        weights.push(half::f16::from_le_bytes(two));
+    while weights.len() < grams * labels {
+        let n = (grams * labels - weights.len()).min(piece.len() / 2);
+        let bytes = &mut piece[..n * 2];
+        from.read_exact(bytes).map_err(|e| e.to_string())?;
+        weights.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
+        );
     }
     let mut bias = Vec::with_capacity(labels);
     let mut four = [0u8; 4];

@@ -19,7 +19,7 @@ use ort::value::{DynValue, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::card::{LEXICAL_HEAD_FILE, ModelCard, SignalsSection, Verified};
+use super::card::{Checked, LEXICAL_HEAD_FILE, ModelCard, SignalsSection, Verified};
 use super::graph;
 use super::ngrams::{LexicalHead, Ngrams, Sparse, Weights};
 use super::signals::{LexicalSignals, Reading, Signals};
@@ -170,16 +170,20 @@ impl OnnxClassifier {
         Self::from_verified(verified, options)
     }
 
-    pub fn from_verified(v: Verified, options: &Options) -> Result<OnnxClassifier, Error> {
+    pub fn from_verified(mut v: Verified, options: &Options) -> Result<OnnxClassifier, Error> {
         let env = runtime::environment()?;
+        let dir = v.dir.display().to_string();
         let model_err = |e: String| Error::Model {
-            dir: v.dir.display().to_string(),
+            dir: dir.clone(),
             reason: e,
         };
         let started = Instant::now();
-        let graph = v.card.graph_file();
-        let bytes =
-            read_graph(&v.dir.join(graph)).map_err(|e| model_err(format!("{graph}: {e}")))?;
+        let graph = v.card.graph_file().to_string();
+        let mut file = v.open(&graph)?;
+        let read = read_graph(&mut file, graph.ends_with(".zst"));
+        // a file that is not the one the card lists is named as such, not as a bad graph
+        file.finish()?;
+        let bytes = read.map_err(|e| model_err(format!("{graph}: {e}")))?;
         let read_ms = started.elapsed().as_millis() as u64;
         let ngrams = if v.card.files.contains_key("ngrams.json") {
             Some(Ngrams::load(&v.dir.join("ngrams.json"))?)
@@ -196,13 +200,13 @@ impl OnnxClassifier {
         // The lexical heads hold numbers the graph holds too; where the graph has them as
         // they are, the sessions use the heads' buffers instead of a copy of their own.
         let mut heads = Heads::new(&bytes);
-        let lexical_signals = match (&v.card.signals, &signals, &ngrams) {
+        let lexical_signals = match (&v.card.signals.clone(), &signals, &ngrams) {
             (Some(section), Some(outputs), Some(n)) => section
                 .lexical_head
                 .as_ref()
                 .map(|file| {
                     Ok::<_, Error>(LexicalSignals {
-                        head: heads.load(&v.dir.join(file), n.len(), 4)?,
+                        head: heads.load(v.open(file)?, n.len(), 4)?,
                         reading: outputs.reading.clone(),
                         guard: section.lexical_guard.unwrap_or(1.0),
                     })
@@ -210,14 +214,15 @@ impl OnnxClassifier {
                 .transpose()?,
             _ => None,
         };
-        let cascade = match (&v.card.cascade, &ngrams) {
+        let labels = v.labels.len();
+        let cascade = match (&v.card.cascade.clone(), &ngrams) {
             // a model with signals but no n-gram twin for them runs the encoder for every
             // request, so that every request gets its signals
             (Some(c), Some(n))
                 if options.cascade && (signals.is_none() || lexical_signals.is_some()) =>
             {
                 Some(Cascade {
-                    head: heads.load(&v.dir.join(LEXICAL_HEAD_FILE), n.len(), v.labels.len())?,
+                    head: heads.load(v.open(LEXICAL_HEAD_FILE)?, n.len(), labels)?,
                     exit: c.lexical_exit,
                     calibration: Calibration {
                         temperature: 1.0,
@@ -229,6 +234,7 @@ impl OnnxClassifier {
             _ => None,
         };
         let shared = heads.shared;
+        v.check_unread()?;
         let heads_ms = started.elapsed().as_millis() as u64 - read_ms;
         let mut sessions = Vec::new();
         for _ in 0..options.sessions.max(1) {
@@ -518,31 +524,26 @@ impl Classifier for OnnxClassifier {
 /// (its checksum matched a card someone wrote) cannot fill the memory.
 const MAX_GRAPH_BYTES: u64 = 512 << 20;
 
-/// The bytes of the graph file `path`, unpacked when it is compressed with zstd (`.zst`).
-fn read_graph(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::{Read as _, Seek as _};
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    if path.extension().is_none_or(|e| e != "zst") {
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
-        if len > MAX_GRAPH_BYTES {
+/// The bytes of a graph file read from `file`, unpacked when it is compressed with zstd.
+fn read_graph(file: &mut Checked, compressed: bool) -> Result<Vec<u8>, String> {
+    use std::io::{BufRead as _, Read as _};
+    if !compressed {
+        if file.len > MAX_GRAPH_BYTES {
             return Err(format!("larger than {} MiB", MAX_GRAPH_BYTES >> 20));
         }
-        let mut bytes = Vec::with_capacity(len as usize);
+        let mut bytes = Vec::with_capacity(file.len as usize);
         file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
         return Ok(bytes);
     }
+    let mut input = std::io::BufReader::with_capacity(super::card::READ_PIECE, file);
     // The frame header says how large the graph is (when the packer wrote it): one buffer
     // of that size, not one that doubles past it while it fills.
-    // ZSTD_FRAMEHEADERSIZE_MAX: the longest a frame header can be
-    let mut header = [0u8; 18];
-    let read = file.read(&mut header).map_err(|e| e.to_string())?;
-    let size = zstd::zstd_safe::get_frame_content_size(&header[..read])
-        .ok()
-        .flatten()
-        .filter(|&n| n <= MAX_GRAPH_BYTES);
-    file.seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| e.to_string())?;
-    let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| e.to_string())?;
+    let size =
+        zstd::zstd_safe::get_frame_content_size(input.fill_buf().map_err(|e| e.to_string())?)
+            .ok()
+            .flatten()
+            .filter(|&n| n <= MAX_GRAPH_BYTES);
+    let decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| e.to_string())?;
     let mut bytes = Vec::with_capacity(size.unwrap_or(0) as usize);
     decoder
         .take(MAX_GRAPH_BYTES + 1)
@@ -590,12 +591,21 @@ impl<'a> Heads<'a> {
         }
     }
 
-    fn load(&mut self, path: &Path, grams: usize, labels: usize) -> Result<LexicalHead, Error> {
+    fn load(
+        &mut self,
+        mut file: Checked,
+        grams: usize,
+        labels: usize,
+    ) -> Result<LexicalHead, Error> {
+        let path = file.path().to_path_buf();
         let err = |reason: String| Error::Model {
             dir: path.display().to_string(),
             reason,
         };
-        let (weights, bias) = LexicalHead::read_file(path, grams, labels)?;
+        let len = file.len;
+        let read = super::ngrams::read_head(&mut file, len, grams, labels);
+        file.finish()?;
+        let (weights, bias) = read.map_err(err)?;
         let dims = [grams as i64, labels as i64];
         let same = self.initializers.iter().find(|i| {
             i.data_type == graph::FLOAT16
@@ -678,7 +688,10 @@ mod tests {
                     .expect("copy");
             }
         }
-        let mut bytes = read_graph(&shipped_dir().join("model.onnx.zst")).expect("graph");
+        let mut shipped = ModelCard::load_verified(&shipped_dir()).expect("shipped card");
+        let mut file = shipped.open("model.onnx.zst").expect("graph");
+        let mut bytes = read_graph(&mut file, true).expect("graph");
+        file.finish().expect("the shipped graph matches its card");
         edit(&mut bytes);
         std::fs::write(dir.path().join("model.onnx"), &bytes).expect("write graph");
         let sha = super::super::card::sha256_file(&dir.path().join("model.onnx")).expect("sha");
