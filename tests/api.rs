@@ -779,19 +779,26 @@ fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
     let _ = held.join();
 }
 
+/// A server with one case worker and one queue place, holding requests up to `wait` for
+/// a place, whose back office never answers: each case's call times out after a second.
+fn one_worker_one_place(wait: Duration) -> (Server, std::thread::JoinHandle<()>) {
+    let (url, held) = hanging_back_office(4);
+    let s = Server::start_with(|c| {
+        c.limits.workers = 1;
+        c.limits.queue_depth = 1;
+        c.limits.queue_wait = wait;
+        c.connectors.base_url = Some(url);
+        c.connectors.timeout = Duration::from_secs(1);
+    });
+    (s, held)
+}
+
 #[test]
 fn a_request_held_for_a_queue_place_is_accepted_when_one_frees_up() {
     // As above, but the first case's call times out after a second, which frees the
     // worker: held long enough, the third request gets the place; not held, it is refused.
     for (wait, third) in [(Duration::from_secs(10), 202), (Duration::ZERO, 429)] {
-        let (url, held) = hanging_back_office(4);
-        let s = Server::start_with(|c| {
-            c.limits.workers = 1;
-            c.limits.queue_depth = 1;
-            c.limits.queue_wait = wait;
-            c.connectors.base_url = Some(url);
-            c.connectors.timeout = Duration::from_secs(1);
-        });
+        let (s, held) = one_worker_one_place(wait);
         let mut statuses = Vec::new();
         for n in 0..3 {
             let r = s.call(
@@ -816,14 +823,7 @@ fn an_answer_to_a_waiting_case_is_held_for_a_queue_place_like_a_request() {
     // and stored when the first call times out; not held, it is refused and nothing of it
     // is stored, so the client can send it again.
     for (wait, status) in [(Duration::from_secs(10), 202), (Duration::ZERO, 429)] {
-        let (url, held) = hanging_back_office(4);
-        let s = Server::start_with(|c| {
-            c.limits.workers = 1;
-            c.limits.queue_depth = 1;
-            c.limits.queue_wait = wait;
-            c.connectors.base_url = Some(url);
-            c.connectors.timeout = Duration::from_secs(1);
-        });
+        let (s, held) = one_worker_one_place(wait);
         let mut asking = letter_of(9);
         asking["text"] = json!(
             "Sehr geehrte Damen und Herren,\nich möchte eine Rückerstattung für meine stornierte Bestellung. Bitte überweisen Sie das Geld zurück.\nMit freundlichen Grüßen\nErika Mustermann"
