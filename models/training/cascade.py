@@ -109,10 +109,10 @@ def card_section(tau: float | None, report: dict) -> list[str]:
 
 # --- adding the cascade to a trained model directory ---------------------------------
 
-def _update_card(card: Path, version: str, section: list[str], head_sha: str) -> None:
+def _update_card(card: Path, section: list[str], head_sha: str) -> None:
+    # the card keeps its version: the model's numbers are the ones train.py/sentiment.py made
     text = card.read_text()
     text = re.sub(r"\n\[cascade\]\n.*?\n\n", "\n", text, flags=re.S)
-    text = re.sub(r'^version = ".*"$', f'version = "{version}"', text, count=1, flags=re.M)
     text = re.sub(rf'^"{re.escape(HEAD_FILE)}" = ".*"\n', "", text, flags=re.M)
     text = text.replace("\n[files]\n", "\n" + "".join(line + "\n" for line in section) + "[files]\n", 1)
     text = re.sub(r"(\n\[files\]\n(?:.+\n)*)", lambda m: m.group(1) + f'"{HEAD_FILE}" = "{head_sha}"\n', text, count=1)
@@ -169,7 +169,7 @@ def main() -> None:
     print(json.dumps(report, indent=1), flush=True)
     write_head(model / HEAD_FILE, inits["ngram_w"], inits["ngram_b"])
     sha = hashlib.sha256((model / HEAD_FILE).read_bytes()).hexdigest()
-    _update_card(model / "model.toml", train.VERSION, card_section(tau, report), sha)
+    _update_card(model / "model.toml", card_section(tau, report), sha)
     pack.pack(model)
     print(f"lexical_exit = {tau}", flush=True)
 
