@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::signals::Tone;
-use super::{Calibration, Error};
+use super::{Calibration, Error, READ_PIECE};
 
 /// The parts of `model.toml` the engine reads (the card carries more for people: metrics,
 /// sources, training data).
@@ -131,13 +131,9 @@ impl ModelCard {
     }
 }
 
-/// How much of a model file one read takes.
-pub(super) const READ_PIECE: usize = 1 << 20;
-
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    // streamed: a model file is tens of MB, and a buffer that size would stay resident;
-    // pieces of a MiB, not std's 8 KiB, so reading costs thousands fewer system calls
+    // streamed in pieces: a model file is tens of MB
     let mut hasher = Sha256::new();
     let mut file = std::io::BufReader::with_capacity(READ_PIECE, std::fs::File::open(path)?);
     std::io::copy(&mut file, &mut hasher)?;

@@ -293,7 +293,7 @@ pub(super) fn read_head(
         ));
     }
     // read in pieces: a 15 MB read buffer would stay resident beside the weights
-    let mut piece = vec![0u8; super::card::READ_PIECE];
+    let mut piece = vec![0u8; super::READ_PIECE];
     let mut weights = Vec::with_capacity(grams * labels);
     while weights.len() < grams * labels {
         let n = (grams * labels - weights.len()).min(piece.len() / 2);

@@ -535,7 +535,7 @@ fn read_graph(file: &mut Checked, compressed: bool) -> Result<Vec<u8>, String> {
         file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
         return Ok(bytes);
     }
-    let mut input = std::io::BufReader::with_capacity(super::card::READ_PIECE, file);
+    let mut input = std::io::BufReader::with_capacity(super::READ_PIECE, file);
     // The frame header says how large the graph is (when the packer wrote it): one buffer
     // of that size, not one that doubles past it while it fills.
     let size =
