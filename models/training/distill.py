@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads for the teacher")
     ap.add_argument("--init", default="", help="start from an earlier student (.npz of this script) instead of e5-small's layers")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (timing runs)")
+    ap.add_argument("--german-repeat", type=int, default=1, help="each German intent text (and its OCR copies) is seen this many times per epoch")
     args = ap.parse_args()
     pooled_at = [int(x) for x in args.pooled.split(",")]
     if len(pooled_at) != len(TEACHER_LAYERS) or not all(1 <= x <= args.layers for x in pooled_at):
@@ -166,6 +167,7 @@ def main() -> None:
     data = train.load_data(random.Random(train.SEED))
     data.pop("_labels")
     texts = {"train": [t for t, _, _ in data["train"]] + sentiment_train_texts()}
+    german = [i for i, (_, _, origin) in enumerate(data["train"]) if origin.startswith("team-de")]
     texts.update({k: [t for t, _, _ in data[k]] for k in VAL_SPLITS})
     work = Path(args.out).parent
     work.mkdir(parents=True, exist_ok=True)
@@ -277,7 +279,10 @@ def main() -> None:
         return (args.cos_weight * cos.mean(-1) + kl).mean()
 
     ids_tr, y_tr = ids["train"], teach["train"]
-    steps_per_epoch = math.ceil(len(ids_tr) / args.batch)
+    # an epoch draws from every training text once and the German ones --german-repeat times
+    pool = np.concatenate([np.arange(len(ids_tr))] + [np.array(german, dtype=np.int64)] * max(0, args.german_repeat - 1))
+    print(f"{len(german)} German intent texts, each {args.german_repeat}× an epoch", flush=True)
+    steps_per_epoch = math.ceil(len(pool) / args.batch)
     total = int(steps_per_epoch * args.epochs)
     if args.max_steps:
         total = min(total, args.max_steps)
@@ -314,6 +319,7 @@ def main() -> None:
         out = {f"l{i}.{k}": np.asarray(lp[k], np.float32) for i, lp in enumerate(p["layers"]) for k in finetune.LAYER_KEYS}
         meta = {
             "layers": args.layers, "tune_from": 0, "epochs": round(prior + done / steps_per_epoch, 2), "lr": args.lr, "steps": done,
+            "german_repeat": args.german_repeat,
             "summary": f"{args.layers} layers distilled from the 12-layer 1.4.0 encoder (layers {pooled_at} taught its layers {TEACHER_LAYERS}) for {prior + done / steps_per_epoch:.1f} epochs at lr {args.lr}",
         }
         np.savez(args.out, meta=np.array(json.dumps(meta)), **{k.replace(".", "__"): v for k, v in out.items()})
@@ -324,7 +330,7 @@ def main() -> None:
     half = max(1, steps_per_epoch // 2)
     print(f"{total} steps of {args.batch}", flush=True)
     while done < total:
-        perm = nrng.permutation(len(ids_tr))
+        perm = pool[nrng.permutation(len(pool))]
         chunks = [perm[i : i + args.batch * 50] for i in range(0, len(perm), args.batch * 50)]
         batches = []
         for c in chunks:
