@@ -212,10 +212,7 @@ impl ModelCard {
                 unread.insert(file.clone(), expected.clone());
                 continue;
             }
-            let path = dir.join(file);
-            let actual = sha256_file(&path)
-                .map_err(|e| model_err(dir, format!("cannot read {file}: {e}")))?;
-            check(&path, expected, actual)?;
+            verify_file(dir, file, expected)?;
         }
         // The graph's own checksum names the model; a graph that does not match it is
         // refused when it is read, before the model answers anything.
@@ -257,6 +254,14 @@ impl ModelCard {
     }
 }
 
+/// Hashes `dir/file` in a read of its own and compares it with the card's sum.
+fn verify_file(dir: &Path, file: &str, expected: &str) -> Result<(), Error> {
+    let path = dir.join(file);
+    let actual =
+        sha256_file(&path).map_err(|e| model_err(dir, format!("cannot read {file}: {e}")))?;
+    check(&path, expected, actual)
+}
+
 fn check(path: &Path, expected: &str, actual: String) -> Result<(), Error> {
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
@@ -281,12 +286,13 @@ impl Verified {
                 format!("{file} is not a file of the model card read as it is checked"),
             ));
         };
-        let opened = std::fs::File::open(&path)
-            .and_then(|f| Ok((f.metadata()?.len(), f)))
-            .map_err(|e| model_err(&self.dir, format!("cannot read {file}: {e}")))?;
+        let cannot_read =
+            |e: std::io::Error| model_err(&self.dir, format!("cannot read {file}: {e}"));
+        let opened = std::fs::File::open(&path).map_err(cannot_read)?;
+        let len = opened.metadata().map_err(cannot_read)?.len();
         Ok(Checked {
-            len: opened.0,
-            file: opened.1,
+            len,
+            file: opened,
             hasher: Sha256::new(),
             path,
             expected,
@@ -297,10 +303,7 @@ impl Verified {
     /// switched off): every file the card lists is checked before the model answers.
     pub fn check_unread(&mut self) -> Result<(), Error> {
         for (file, expected) in std::mem::take(&mut self.unread) {
-            let path = self.dir.join(&file);
-            let actual = sha256_file(&path)
-                .map_err(|e| model_err(&self.dir, format!("cannot read {file}: {e}")))?;
-            check(&path, &expected, actual)?;
+            verify_file(&self.dir, &file, &expected)?;
         }
         Ok(())
     }
