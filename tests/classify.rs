@@ -244,6 +244,62 @@ fn model_copy(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     dir
 }
 
+/// The card with `temperature_by_language` set to `by_language` (none when empty).
+fn with_language_temperatures(card: String, by_language: &str) -> String {
+    let kept: Vec<&str> = card
+        .lines()
+        .filter(|l| !l.starts_with("temperature_by_language"))
+        .collect();
+    let card = kept.join("\n") + "\n";
+    if by_language.is_empty() {
+        return card;
+    }
+    card.replacen(
+        "[calibration]\n",
+        &format!("[calibration]\ntemperature_by_language = {by_language}\n"),
+        1,
+    )
+}
+
+#[test]
+fn a_language_with_its_own_temperature_is_calibrated_apart_from_the_others() {
+    let shared = model_copy(|card| with_language_temperatures(card, ""));
+    let german_sharp = model_copy(|card| with_language_temperatures(card, "{ de = 0.5 }"));
+    let texts = [
+        "Meine Karte ist immer noch nicht angekommen, was ist da los?",
+        "I ordered a new card two weeks ago and it still has not arrived.",
+    ];
+    let answers = |dir: &tempfile::TempDir| {
+        let model = dir.path().to_str().expect("utf-8 path");
+        // the whole model: the lexical exit reads the n-gram half's own probabilities
+        let args = ["classify", "--model", model, "--input", "-", "--no-cascade"];
+        let out = casegraph(&args, Some(&requests(&texts)), &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines(&out)
+    };
+    let (before, after) = (answers(&shared), answers(&german_sharp));
+    assert_eq!(before[0]["language"], "de");
+    assert_eq!(
+        before[0]["intent"], after[0]["intent"],
+        "calibration never changes the ranking"
+    );
+    let confidence = |v: &Value| v["confidence"].as_f64().expect("confidence");
+    assert!(
+        confidence(&after[0]) > confidence(&before[0]),
+        "a German request is read at German's temperature: {} vs {}",
+        after[0],
+        before[0]
+    );
+    assert_eq!(
+        before[1], after[1],
+        "an English request keeps the shared temperature"
+    );
+}
+
 #[test]
 fn a_model_without_signal_heads_still_classifies_without_signals() {
     let dir = model_copy(|card| {

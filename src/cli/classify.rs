@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use casegraph_engine::classify::Scored;
 use casegraph_engine::classify::onnx::{OnnxClassifier, Options};
 use casegraph_engine::classify::signals::Signals;
-use casegraph_engine::classify::{Classifier, Scored};
 use casegraph_engine::intake::{self, Channel, Request};
 use serde::{Deserialize, Serialize};
 
@@ -138,11 +138,10 @@ fn flush(
     input: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<usize> {
-    let texts: Vec<&str> = chunk
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok().map(|n| n.text.as_str()))
-        .collect();
-    let mut predictions = classifier.classify_batch(&texts)?.into_iter();
+    let good = || chunk.iter().filter_map(|(_, r)| r.as_ref().ok());
+    let texts: Vec<&str> = good().map(|n| n.text.as_str()).collect();
+    let languages: Vec<&str> = good().map(|n| n.language.as_str()).collect();
+    let mut predictions = classifier.classify_in(&texts, &languages)?.into_iter();
     let mut failed = 0;
     for (n, r) in chunk.drain(..) {
         match r {

@@ -87,14 +87,18 @@ impl Batcher {
         })
     }
 
-    /// Classifies one text, batched with whatever else is waiting. Blocks.
-    pub fn classify(&self, text: &str) -> Result<Prediction, Error> {
+    /// Classifies one text in `language` (stated or detected; it picks the calibration),
+    /// batched with whatever else is waiting. Blocks.
+    pub fn classify(&self, text: &str, language: Option<&str>) -> Result<Prediction, Error> {
         let (reply, answer) = sync_channel(1);
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| Error::Inference("the batcher is shut down".into()))?;
-        let prepared = self.classifier.prepare(text)?;
+        let prepared = Prepared {
+            language: language.map(str::to_string),
+            ..self.classifier.prepare(text)?
+        };
         if let Some(sure) = self.classifier.decide_early(&prepared) {
             return Ok(sure);
         }
@@ -232,7 +236,7 @@ mod tests {
                 let b = Arc::clone(&batcher);
                 std::thread::spawn(move || {
                     let text = "x".repeat(i + 1);
-                    (i + 1, b.classify(&text).expect("answer").intent)
+                    (i + 1, b.classify(&text, None).expect("answer").intent)
                 })
             })
             .collect();
@@ -270,7 +274,7 @@ mod tests {
             Ok(Prepared {
                 text: text.to_string(),
                 token_ids: vec![i64::try_from(text.len()).expect("short")],
-                ngrams: None,
+                ..Prepared::default()
             })
         }
 
@@ -281,7 +285,10 @@ mod tests {
                 .push(std::thread::current().id());
             Ok(batch
                 .iter()
-                .map(|p| sure(p.token_ids[0].to_string(), "prepares"))
+                .map(|p| {
+                    let language = p.language.as_deref().unwrap_or("-");
+                    sure(format!("{}:{language}", p.token_ids[0]), "prepares")
+                })
                 .collect())
         }
 
@@ -291,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_prepared_on_the_callers_thread_and_only_run_on_the_workers() {
+    fn requests_are_prepared_on_the_callers_thread_and_only_run_on_the_workers_in_their_language() {
         let classifier = Arc::new(Prepares::default());
         let batcher = started(classifier.clone(), 4, 5);
         let handles: Vec<_> = (0..8)
@@ -299,7 +306,8 @@ mod tests {
                 let b = Arc::clone(&batcher);
                 std::thread::spawn(move || {
                     let text = "y".repeat(i + 1);
-                    let intent = b.classify(&text).expect("answer").intent;
+                    let language = ["de", "en"][i % 2];
+                    let intent = b.classify(&text, Some(language)).expect("answer").intent;
                     (i + 1, intent, std::thread::current().id())
                 })
             })
@@ -307,7 +315,12 @@ mod tests {
         let mut callers = Vec::new();
         for h in handles {
             let (len, intent, caller) = h.join().expect("thread");
-            assert_eq!(intent, len.to_string(), "each caller gets its own answer");
+            let language = ["de", "en"][(len - 1) % 2];
+            assert_eq!(
+                intent,
+                format!("{len}:{language}"),
+                "each caller gets its own answer, decided in its language"
+            );
             callers.push(caller);
         }
         let prepared_on = classifier.prepared_on.lock().expect("lock").clone();

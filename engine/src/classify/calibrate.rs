@@ -13,6 +13,10 @@ use super::{Prediction, Scored, Stage};
 pub struct Calibration {
     /// Softmax temperature fitted on validation (negative log-likelihood); > 0.
     pub temperature: f32,
+    /// Temperatures fitted on one language's validation requests alone, for languages
+    /// whose confidence the shared temperature leaves off (model card
+    /// `temperature_by_language`); any other language uses `temperature`.
+    pub by_language: Vec<(String, f32)>,
     /// Below this confidence the best intent is not trusted: out of scope.
     pub threshold: f32,
     /// Index of the `oos` class among the labels, if the model has one.
@@ -31,9 +35,22 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
 }
 
 impl Calibration {
-    /// Turns one row of logits (one per label) into a prediction.
-    pub fn decide(&self, logits: &[f32], labels: &[String], model: &str) -> Prediction {
-        let probs = softmax(logits, self.temperature);
+    /// The temperature for a request in `language` (its own when the card fitted one).
+    pub fn temperature_for(&self, language: Option<&str>) -> f32 {
+        language
+            .and_then(|l| self.by_language.iter().find(|(code, _)| code == l))
+            .map_or(self.temperature, |&(_, t)| t)
+    }
+
+    /// Turns one row of logits (one per label) of a request in `language` into a prediction.
+    pub fn decide(
+        &self,
+        logits: &[f32],
+        language: Option<&str>,
+        labels: &[String],
+        model: &str,
+    ) -> Prediction {
+        let probs = softmax(logits, self.temperature_for(language));
         let argmax = probs
             .iter()
             .enumerate()
@@ -100,7 +117,7 @@ impl Cascade {
         Some(Prediction {
             stage: Stage::Lexical,
             signals,
-            ..self.calibration.decide(&logits, labels, model)
+            ..self.calibration.decide(&logits, None, labels, model)
         })
     }
 }
@@ -119,6 +136,7 @@ mod tests {
     fn cal(t: f32, th: f32) -> Calibration {
         Calibration {
             temperature: t,
+            by_language: Vec::new(),
             threshold: th,
             oos_index: Some(2),
             top_k: 2,
@@ -137,9 +155,9 @@ mod tests {
 
     #[test]
     fn higher_temperature_lowers_confidence() {
-        let sharp = cal(0.5, 0.0).decide(&[3.0, 1.0, 0.0], &labels(), "m");
-        let plain = cal(1.0, 0.0).decide(&[3.0, 1.0, 0.0], &labels(), "m");
-        let soft = cal(2.0, 0.0).decide(&[3.0, 1.0, 0.0], &labels(), "m");
+        let sharp = cal(0.5, 0.0).decide(&[3.0, 1.0, 0.0], None, &labels(), "m");
+        let plain = cal(1.0, 0.0).decide(&[3.0, 1.0, 0.0], None, &labels(), "m");
+        let soft = cal(2.0, 0.0).decide(&[3.0, 1.0, 0.0], None, &labels(), "m");
         assert!(sharp.confidence > plain.confidence && plain.confidence > soft.confidence);
         assert_eq!(plain.intent, "card_arrival");
         // exact value: e^3 / (e^3 + e^1 + e^0)
@@ -149,8 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn a_language_with_its_own_temperature_uses_it_and_others_the_shared_one() {
+        let c = Calibration {
+            by_language: vec![("de".into(), 0.5)],
+            ..cal(1.0, 0.0)
+        };
+        let logits = [3.0, 1.0, 0.0];
+        let shared = cal(1.0, 0.0).decide(&logits, None, &labels(), "m");
+        let german = c.decide(&logits, Some("de"), &labels(), "m");
+        assert!(german.confidence > shared.confidence, "0.5 sharpens");
+        assert_eq!(german.intent, shared.intent, "the ranking never changes");
+        for other in [None, Some("en"), Some("und")] {
+            assert_eq!(c.decide(&logits, other, &labels(), "m"), shared);
+        }
+    }
+
+    #[test]
     fn top_k_lists_in_scope_intents_only() {
-        let p = cal(1.0, 0.0).decide(&[1.0, 2.0, 5.0], &labels(), "m");
+        let p = cal(1.0, 0.0).decide(&[1.0, 2.0, 5.0], None, &labels(), "m");
         assert_eq!(p.top.len(), 2);
         assert_eq!(p.top[0].intent, "change_pin");
         assert_eq!(p.top[1].intent, "card_arrival");
@@ -161,8 +195,16 @@ mod tests {
     #[test]
     fn low_confidence_is_out_of_scope() {
         let logits = [1.0, 0.9, 0.0];
-        assert!(cal(1.0, 0.6).decide(&logits, &labels(), "m").out_of_scope);
-        assert!(!cal(1.0, 0.3).decide(&logits, &labels(), "m").out_of_scope);
+        assert!(
+            cal(1.0, 0.6)
+                .decide(&logits, None, &labels(), "m")
+                .out_of_scope
+        );
+        assert!(
+            !cal(1.0, 0.3)
+                .decide(&logits, None, &labels(), "m")
+                .out_of_scope
+        );
     }
 
     #[test]

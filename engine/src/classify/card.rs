@@ -43,6 +43,10 @@ pub struct Model {
 pub struct CalibrationSection {
     pub temperature: f32,
     pub out_of_scope_threshold: f32,
+    /// A temperature fitted on one language's validation requests, by language code
+    /// (`de`), for a language the shared one leaves under- or over-confident.
+    #[serde(default)]
+    pub temperature_by_language: BTreeMap<String, f32>,
 }
 
 /// `[cascade]`: the n-gram half decides alone when its own probability for its best class
@@ -143,8 +147,23 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 impl ModelCard {
     pub fn parse(text: &str) -> Result<ModelCard, String> {
         let card: ModelCard = toml::from_str(text).map_err(|e| e.to_string())?;
-        if card.calibration.temperature.is_nan() || card.calibration.temperature <= 0.0 {
-            return Err("calibration.temperature must be > 0".into());
+        let usable = |t: f32| t.is_finite() && t > 0.0;
+        if !usable(card.calibration.temperature) {
+            return Err("calibration.temperature must be a number > 0".into());
+        }
+        for (language, &t) in &card.calibration.temperature_by_language {
+            let code = (2..=3).contains(&language.len())
+                && language.bytes().all(|b| b.is_ascii_lowercase());
+            if !code {
+                return Err(format!(
+                    "calibration.temperature_by_language: `{language}` is not a language code (two or three lower-case letters)"
+                ));
+            }
+            if !usable(t) {
+                return Err(format!(
+                    "calibration.temperature_by_language.{language} must be a number > 0"
+                ));
+            }
         }
         if !(0.0..1.0).contains(&card.calibration.out_of_scope_threshold) {
             return Err("calibration.out_of_scope_threshold must be in [0, 1)".into());
@@ -352,6 +371,13 @@ impl Verified {
     pub fn calibration(&self, top_k: usize) -> Calibration {
         Calibration {
             temperature: self.card.calibration.temperature,
+            by_language: self
+                .card
+                .calibration
+                .temperature_by_language
+                .iter()
+                .map(|(l, &t)| (l.clone(), t))
+                .collect(),
             threshold: self.card.calibration.out_of_scope_threshold,
             oos_index: self
                 .labels
@@ -411,6 +437,16 @@ out_of_scope_threshold = 0.3
         let c = v.calibration(5);
         assert_eq!(c.oos_index, Some(2));
         assert_eq!(c.temperature, 1.5);
+        assert!(
+            c.by_language.is_empty(),
+            "a card without the field keeps one temperature"
+        );
+        let german = ModelCard::parse(&CARD.replace(
+            "out_of_scope_threshold = 0.3",
+            "out_of_scope_threshold = 0.3\ntemperature_by_language = { de = 0.8 }",
+        ))
+        .expect("parses");
+        assert_eq!(german.calibration.temperature_by_language["de"], 0.8);
     }
 
     #[test]
@@ -427,6 +463,21 @@ out_of_scope_threshold = 0.3
     fn nonsense_calibration_is_rejected() {
         let bad = CARD.replace("temperature = 1.5", "temperature = 0.0");
         assert!(ModelCard::parse(&bad).is_err());
+        let infinite = CARD.replace("temperature = 1.5", "temperature = inf");
+        assert!(ModelCard::parse(&infinite).is_err());
+        for (by_language, names) in [
+            ("{ de = 0.0 }", "temperature_by_language.de"),
+            ("{ de = nan }", "temperature_by_language.de"),
+            ("{ \"../x\" = 0.8 }", "`../x` is not a language code"),
+            ("{ German = 0.8 }", "`German` is not a language code"),
+        ] {
+            let card = CARD.replace(
+                "out_of_scope_threshold = 0.3",
+                &format!("out_of_scope_threshold = 0.3\ntemperature_by_language = {by_language}"),
+            );
+            let err = ModelCard::parse(&card).expect_err(by_language);
+            assert!(err.contains(names), "{by_language}: {err}");
+        }
         let cascade = CARD.replace("[files]", "[cascade]\nlexical_exit = 0.9\n\n[files]");
         let err = ModelCard::parse(&cascade).expect_err("no head file");
         assert!(err.contains("ngrams.json"), "{err}");

@@ -97,6 +97,8 @@ pub struct Prepared {
     pub token_ids: Vec<i64>,
     /// The text's n-gram features, when the model has a lexical half.
     pub ngrams: Option<ngrams::Sparse>,
+    /// The request's language (stated or detected), for a calibration fitted per language.
+    pub language: Option<String>,
 }
 
 /// Classifies request texts. Implementations are thread-safe; a batch is answered in order.

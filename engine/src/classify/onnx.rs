@@ -321,6 +321,7 @@ impl OnnxClassifier {
             text: text.to_string(),
             token_ids: self.encoder.encode(text)?.0,
             ngrams: self.ngrams.as_ref().map(|n| n.features(text)),
+            language: None,
         })
     }
 
@@ -366,11 +367,15 @@ impl OnnxClassifier {
         Ok(self
             .outputs_prepared(batch)?
             .into_iter()
-            .map(|o| Prediction {
+            .zip(batch)
+            .map(|(o, p)| Prediction {
                 signals: o.signals,
-                ..self
-                    .calibration
-                    .decide(&o.logits, &self.labels, &self.version)
+                ..self.calibration.decide(
+                    &o.logits,
+                    p.language.as_deref(),
+                    &self.labels,
+                    &self.version,
+                )
             })
             .collect())
     }
@@ -482,9 +487,22 @@ fn output_rows<'a>(
     Ok(data)
 }
 
-impl Classifier for OnnxClassifier {
-    fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
-        let prepared = self.prepare_all(texts)?;
+impl OnnxClassifier {
+    /// Predictions for texts, each with its request's language (which picks the
+    /// calibration, as the server's classifier does), in order.
+    pub fn classify_in(
+        &self,
+        texts: &[&str],
+        languages: &[&str],
+    ) -> Result<Vec<Prediction>, Error> {
+        let mut prepared = self.prepare_all(texts)?;
+        for (p, language) in prepared.iter_mut().zip(languages) {
+            p.language = Some(language.to_string());
+        }
+        self.classify_all(prepared)
+    }
+
+    fn classify_all(&self, prepared: Vec<Prepared>) -> Result<Vec<Prediction>, Error> {
         let mut answers: Vec<Option<Prediction>> =
             prepared.iter().map(|p| self.decide_early(p)).collect();
         let rest: Vec<&Prepared> = prepared
@@ -500,6 +518,12 @@ impl Classifier for OnnxClassifier {
             .into_iter()
             .map(|a| a.ok_or_else(|| Error::Inference("the model returned too few rows".into())))
             .collect()
+    }
+}
+
+impl Classifier for OnnxClassifier {
+    fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, Error> {
+        self.classify_all(self.prepare_all(texts)?)
     }
 
     fn prepare(&self, text: &str) -> Result<Prepared, Error> {

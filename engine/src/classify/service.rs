@@ -79,7 +79,7 @@ impl Model {
                 ..Classification::new(None, 0.0)
             });
         }
-        let p = self.batcher.classify(text)?;
+        let p = self.batcher.classify(text, Some(language))?;
         Ok(Classification::predicted(p, language))
     }
 }
