@@ -294,9 +294,13 @@ fn a_language_with_its_own_temperature_is_calibrated_apart_from_the_others() {
         after[0],
         before[0]
     );
-    assert_eq!(
-        before[1], after[1],
-        "an English request keeps the shared temperature"
+    // (the last float digits may differ between two runs of the graph)
+    assert_eq!(before[1]["intent"], after[1]["intent"]);
+    assert!(
+        (confidence(&before[1]) - confidence(&after[1])).abs() < 1e-5,
+        "an English request keeps the shared temperature: {} vs {}",
+        after[1],
+        before[1]
     );
 }
 

@@ -28,7 +28,7 @@ logits of the grafted graph are bit-for-bit those of the graph before (checked h
    suspects; reported: how many lexical exits of BANKING77 requests the guard keeps, and
    how many frustrated validation messages would still exit unflagged;
 5. the graft: `sentiment_logits` [batch, 3] and `frustration_logit` [batch, 1] added to
-   `model.onnx` as outputs; the card gains `[signals]` and the checksums, version 1.4.0.
+   `model.onnx` as outputs; the card gains `[signals]` and the checksums, version 1.5.0 (the distilled encoder of ADR 0024; 1.4.0 was the twelve-layer one).
 
 Fixed seeds; one command; about five minutes on 2 cores (the embeddings are cached in
 `models/training/.work/` keyed by the texts and the graph). Writes
@@ -63,7 +63,7 @@ import ocr  # noqa: E402
 ROOT = HERE.parent.parent
 DATA = ROOT.parent / "shared" / "data" / "sentiment"
 SEED = 20261206
-VERSION = "1.4.0"
+VERSION = "1.5.0"
 SENTIMENTS = ["negative", "neutral", "positive"]
 HEAD_FILE = "signals_head.bin"
 FLAG_AT = 0.5

@@ -592,7 +592,10 @@ def write_card(out: Path, labels, m, T, th, nvocab, C, data, layers, tuned, corr
     command = "python models/training/train.py"
     if tuned and "distilled" in tuned:  # the student of distill.py
         pooled = ",".join(map(str, layers))
-        command = f"python models/training/distill.py && {command} --encoder-weights models/training/.work/distilled.npz --layers {pooled} && python models/training/sentiment.py"
+        # the distillation schedule (epochs, learning rates, German repeats) is in ADR 0024
+        command = (f"python models/training/distill.py (schedule: docs/adr/0024-distilled-encoder.md) && {command} "
+                   f"--encoder-weights models/training/.work/distilled.npz --layers {pooled} && python models/training/sentiment.py "
+                   "&& python models/training/cascade.py")
     encoder_text = tuned or "12 layers, frozen"
     pooled_text = ("layers " + " and ".join(map(str, layers))) if len(layers) > 1 else f"layer {layers[0]}"
     extra = list(csv.DictReader(open(HERE / "data" / "german_extra.tsv", encoding="utf-8"), delimiter="\t"))
