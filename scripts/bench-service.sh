@@ -11,7 +11,8 @@
 # repository's disk, never a tmpfs). Runs, each on the profile as shipped unless said:
 #   intake     closed loop, 64 senders, with limits.queue_depth raised so that the case
 #              workers cannot stop intake: what durable acceptance alone sustains
-#   saturation closed loop, 16 senders: the whole pipeline (accept, run, reviewer tasks)
+#   saturation closed loop, 16 senders: the whole pipeline (accept, run, reviewer tasks,
+#              every customer question answered)
 #   half       open loop at half the pipeline's saturation rate: latency in steady state
 #   overload   open loop at twice the saturation rate for OVERLOAD_SECONDS (60 by
 #              default): only 202/429/503, RSS against the budget, every accepted case runs
@@ -108,13 +109,16 @@ TOKEN_FILE=$OUT/data/admin.token
 sleep 2
 echo "idle RSS: $(rss_mib "$PID") MiB"
 
-say "saturation: closed loop, 16 senders, ${RUN}s (10% of cases followed for latency)"
-lg --concurrency 16 --follow 10 --poll-ms 250 --duration "$RUN" --drain 120 --json "$OUT/saturation.json"
+# Every case is followed, so that every question a case asks its customer (a confirmation
+# before an irreversible action, a missing detail) is answered: a case left waiting for its
+# customer never finishes, and with only a tenth followed about half the mix would not.
+say "saturation: closed loop, 16 senders, ${RUN}s (every case followed and its questions answered)"
+lg --concurrency 16 --follow 100 --poll-ms 250 --duration "$RUN" --drain 120 --json "$OUT/saturation.json"
 SAT=$(field "$OUT/saturation.json" server_finished_per_s)
 
 HALF=$(python3 -c "print(max(1, round($SAT / 2)))")
 say "half load: open loop at $HALF/s (half of $SAT finished cases/s), ${RUN}s"
-lg --rate "$HALF" --connections 32 --follow 10 --duration "$RUN" --drain 120 --json "$OUT/half.json"
+lg --rate "$HALF" --connections 32 --follow 100 --duration "$RUN" --drain 120 --json "$OUT/half.json"
 
 INTAKE=$(field "$OUT/intake.json" accepted_per_s)
 HALF_INTAKE=$(python3 -c "print(max(1, round($INTAKE / 2)))")
