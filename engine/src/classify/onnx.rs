@@ -180,16 +180,39 @@ impl OnnxClassifier {
         let started = Instant::now();
         let graph = v.card.graph_file().to_string();
         let mut file = v.open(&graph)?;
-        let read = read_graph(&mut file, graph.ends_with(".zst"));
-        // a file that is not the one the card lists is named as such, not as a bad graph
-        file.finish()?;
-        let bytes = read.map_err(|e| model_err(format!("{graph}: {e}")))?;
-        let read_ms = started.elapsed().as_millis() as u64;
+        // The graph is read and unpacked on a thread of its own while this one loads the
+        // tokenizer and the n-gram vocabulary (both checked with the small files before
+        // this): none needs the others. (This thread keeps the long-lived allocations: a
+        // second thread's malloc arena would keep what their parsing freed.)
+        let compressed = graph.ends_with(".zst");
+        let reader = std::thread::Builder::new()
+            .name("read-graph".into())
+            .spawn(move || {
+                let read = read_graph(&mut file, compressed);
+                // a file that is not the one the card lists is named as such, not as a bad
+                // graph
+                file.finish()
+                    .map(|()| (read, started.elapsed().as_millis() as u64))
+            })
+            .map_err(|e| model_err(format!("cannot start the graph's reader: {e}")))?;
+        let encoder = TextEncoder::from_file(
+            &v.dir.join("tokenizer.json"),
+            &v.card.model.prefix,
+            v.card.model.max_tokens,
+        );
+        let tokenizer_ms = started.elapsed().as_millis() as u64;
         let ngrams = if v.card.files.contains_key("ngrams.json") {
-            Some(Ngrams::load(&v.dir.join("ngrams.json"))?)
+            Some(Ngrams::load(&v.dir.join("ngrams.json")))
         } else {
             None
         };
+        let vocabulary_ms = started.elapsed().as_millis() as u64 - tokenizer_ms;
+        let (read, read_ms) = reader
+            .join()
+            .map_err(|_| model_err("the graph's reader panicked".into()))??;
+        let bytes = read.map_err(|e| model_err(format!("{graph}: {e}")))?;
+        let (encoder, ngrams) = (encoder?, ngrams.transpose()?);
+        let beside_ms = started.elapsed().as_millis() as u64;
         let calibration = v.calibration(options.top_k);
         let signals = v
             .card
@@ -235,7 +258,7 @@ impl OnnxClassifier {
         };
         let shared = heads.shared;
         v.check_unread()?;
-        let heads_ms = started.elapsed().as_millis() as u64 - read_ms;
+        let heads_ms = started.elapsed().as_millis() as u64 - beside_ms;
         let mut sessions = Vec::new();
         for _ in 0..options.sessions.max(1) {
             let mut builder = Session::builder(env)
@@ -261,18 +284,15 @@ impl OnnxClassifier {
             sessions.push(Mutex::new(session));
         }
         drop(bytes);
-        let sessions_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms;
-        let encoder = TextEncoder::from_file(
-            &v.dir.join("tokenizer.json"),
-            &v.card.model.prefix,
-            v.card.model.max_tokens,
-        )?;
+        let sessions_ms = started.elapsed().as_millis() as u64 - beside_ms - heads_ms;
         tracing::debug!(
             read_ms,
+            tokenizer_ms,
+            vocabulary_ms,
             heads_ms,
             sessions_ms,
-            tokenizer_ms = started.elapsed().as_millis() as u64 - read_ms - heads_ms - sessions_ms,
-            "model loaded: graph read, lexical heads, sessions, tokenizer"
+            "model loaded: graph read beside tokenizer and n-gram vocabulary, then lexical \
+             heads, sessions"
         );
         if let (Some(s), Some(session)) = (&signals, sessions.first()) {
             let session = session
