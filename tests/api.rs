@@ -140,6 +140,9 @@ fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
     let case = s.wait_case(&id, |c| c["status"] == "waiting");
     assert_eq!(case["waiting"]["kind"], "task", "{case}");
     assert_eq!(case["waiting"]["queue"], "refunds");
+    // the operator's gauge counts it in its queue
+    let open_refunds = "casegraph_open_tasks{queue=\"refunds\"}";
+    assert_eq!(s.metric(open_refunds), 1.0);
     let tasks = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
     assert_eq!(tasks.status, 200, "{}", tasks.text);
     let first = s.call("GET", "/v1/tasks?limit=1", Some(Role::Reviewer), None);
@@ -179,6 +182,11 @@ fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
     assert_eq!(done.json["status"], "completed");
     let case = s.wait_case(&id, is_final);
     assert_eq!(case["outcome"], "refunded", "{case}");
+    assert_eq!(
+        s.metric(open_refunds),
+        0.0,
+        "a completed task is no longer open"
+    );
 
     let again = s.call(
         "POST",

@@ -91,18 +91,19 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         s.storage.export(&m.storage);
         m.fleet.refresh(s.runner.store());
         m.fleet.sample();
-        if let Ok(pending) = s.runner.pending() {
-            m.pending_cases.set(pending.len() as i64);
+        if let Ok(pending) = s.runner.pending_count() {
+            m.pending_cases.set(pending as i64);
         }
         if let Ok(n) = s.runner.notifications_pending() {
             m.pending_notifications.set(n as i64);
         }
-        if let Ok(tasks) = s.runner.tasks(None) {
+        // counted a chunk at a time: a scrape holds no list of every open task
+        if let Ok(by_queue) = s.runner.open_tasks_by_queue() {
             m.open_tasks.clear();
-            for t in tasks {
+            for (queue, n) in by_queue {
                 m.open_tasks
-                    .get_or_create(&QueueLabels { queue: t.queue })
-                    .inc();
+                    .get_or_create(&QueueLabels { queue })
+                    .set(n as i64);
             }
         }
         Ok(m.encode())

@@ -484,6 +484,25 @@ impl Runner {
     }
 
     /// Cases with stored work not yet done.
+    /// Open tasks per queue, the tasks read a chunk at a time and only their queue decoded:
+    /// what `/metrics` shows on every scrape, without a list of every open task.
+    pub fn open_tasks_by_queue(&self) -> Result<std::collections::BTreeMap<String, usize>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Queue {
+            queue: String,
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        self.store.each_json::<Queue>(Table::Tasks, "task", |t| {
+            *counts.entry(t.queue).or_insert(0) += 1
+        })?;
+        Ok(counts)
+    }
+
+    /// How many cases wait for a worker (a count, without their ids).
+    pub fn pending_count(&self) -> Result<usize, Error> {
+        Ok(self.store.count_rows(Table::Pending)?)
+    }
+
     pub fn pending(&self) -> Result<Vec<String>, Error> {
         Ok(self
             .store
