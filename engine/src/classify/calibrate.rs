@@ -16,7 +16,7 @@ pub struct Calibration {
     /// Temperatures fitted on one language's validation requests alone, for languages
     /// whose confidence the shared temperature leaves off (model card
     /// `temperature_by_language`); any other language uses `temperature`.
-    pub by_language: Vec<(String, f32)>,
+    pub by_language: std::collections::BTreeMap<String, f32>,
     /// Below this confidence the best intent is not trusted: out of scope.
     pub threshold: f32,
     /// Index of the `oos` class among the labels, if the model has one.
@@ -38,8 +38,9 @@ impl Calibration {
     /// The temperature for a request in `language` (its own when the card fitted one).
     pub fn temperature_for(&self, language: Option<&str>) -> f32 {
         language
-            .and_then(|l| self.by_language.iter().find(|(code, _)| code == l))
-            .map_or(self.temperature, |&(_, t)| t)
+            .and_then(|l| self.by_language.get(l))
+            .copied()
+            .unwrap_or(self.temperature)
     }
 
     /// Turns one row of logits (one per label) of a request in `language` into a prediction.
@@ -136,7 +137,7 @@ mod tests {
     fn cal(t: f32, th: f32) -> Calibration {
         Calibration {
             temperature: t,
-            by_language: Vec::new(),
+            by_language: Default::default(),
             threshold: th,
             oos_index: Some(2),
             top_k: 2,
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn a_language_with_its_own_temperature_uses_it_and_others_the_shared_one() {
         let c = Calibration {
-            by_language: vec![("de".into(), 0.5)],
+            by_language: [("de".to_string(), 0.5)].into(),
             ..cal(1.0, 0.0)
         };
         let logits = [3.0, 1.0, 0.0];

@@ -371,13 +371,7 @@ impl Verified {
     pub fn calibration(&self, top_k: usize) -> Calibration {
         Calibration {
             temperature: self.card.calibration.temperature,
-            by_language: self
-                .card
-                .calibration
-                .temperature_by_language
-                .iter()
-                .map(|(l, &t)| (l.clone(), t))
-                .collect(),
+            by_language: self.card.calibration.temperature_by_language.clone(),
             threshold: self.card.calibration.out_of_scope_threshold,
             oos_index: self
                 .labels

@@ -483,7 +483,6 @@ impl Runner {
         Ok(n)
     }
 
-    /// Cases with stored work not yet done.
     /// Open tasks per queue, the tasks read a chunk at a time and only their queue decoded:
     /// what `/metrics` shows on every scrape, without a list of every open task.
     pub fn open_tasks_by_queue(&self) -> Result<std::collections::BTreeMap<String, usize>, Error> {
@@ -503,6 +502,7 @@ impl Runner {
         Ok(self.store.count_rows(Table::Pending)?)
     }
 
+    /// Cases with stored work not yet done.
     pub fn pending(&self) -> Result<Vec<String>, Error> {
         Ok(self
             .store

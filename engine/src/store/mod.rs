@@ -512,49 +512,54 @@ impl Store {
             .collect()
     }
 
-    /// Hands every row of `table` to `f`, decoded, reading [`EACH_CHUNK`] rows at a time:
-    /// for a count or a tally that need not hold every row at once (a large table scanned
-    /// whole leaves its size behind in the reading thread's malloc arena).
-    pub(crate) fn each_json<T: DeserializeOwned>(
+    /// Hands `table` to `f` in key order, at most `size` rows at a time: for a walk over a
+    /// whole table that need not hold every row at once (a large table read whole leaves
+    /// its size behind in the reading thread's malloc arena).
+    pub(crate) fn each_chunk(
         &self,
         table: Table,
-        what: &'static str,
-        mut f: impl FnMut(T),
+        size: usize,
+        mut f: impl FnMut(Vec<Entry>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let mut from: Vec<u8> = Vec::new();
         loop {
-            let chunk = self.backend.range(table, &from, None, EACH_CHUNK)?;
-            let full = chunk.len() == EACH_CHUNK;
-            let Some((last, _)) = chunk.last() else {
-                return Ok(());
-            };
-            // the smallest key after `last`
-            from = last.clone();
-            from.push(0);
-            for (k, v) in &chunk {
-                f(decode(what, k, v)?);
+            let chunk = self.backend.range(table, &from, None, size)?;
+            let full = chunk.len() == size;
+            if let Some((last, _)) = chunk.last() {
+                // the smallest key after `last`
+                from = last.clone();
+                from.push(0);
             }
+            f(chunk)?;
             if !full {
                 return Ok(());
             }
         }
     }
 
-    /// How many rows `table` has, counted [`EACH_CHUNK`] keys at a time.
-    pub(crate) fn count_rows(&self, table: Table) -> Result<usize, Error> {
-        let mut from: Vec<u8> = Vec::new();
-        let mut n = 0;
-        loop {
-            let chunk = self.backend.range(table, &from, None, EACH_CHUNK)?;
-            n += chunk.len();
-            match chunk.last() {
-                Some((last, _)) if chunk.len() == EACH_CHUNK => {
-                    from = last.clone();
-                    from.push(0);
-                }
-                _ => return Ok(n),
+    /// Hands every row of `table` to `f`, decoded, [`EACH_CHUNK`] rows at a time.
+    pub(crate) fn each_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        what: &'static str,
+        mut f: impl FnMut(T),
+    ) -> Result<(), Error> {
+        self.each_chunk(table, EACH_CHUNK, |chunk| {
+            for (k, v) in &chunk {
+                f(decode(what, k, v)?);
             }
-        }
+            Ok(())
+        })
+    }
+
+    /// How many rows `table` has, counted [`EACH_CHUNK`] rows at a time.
+    pub(crate) fn count_rows(&self, table: Table) -> Result<usize, Error> {
+        let mut n = 0;
+        self.each_chunk(table, EACH_CHUNK, |chunk| {
+            n += chunk.len();
+            Ok(())
+        })?;
+        Ok(n)
     }
 
     pub(crate) fn scan_keys(&self, table: Table, prefix: &[u8]) -> Result<Vec<Vec<u8>>, Error> {

@@ -125,26 +125,15 @@ impl Cases<'_> {
     /// them. A record that is not readable is logged and skipped: one damaged case does not
     /// hide the others.
     pub fn for_each(&self, mut f: impl FnMut(CaseRecord)) -> Result<(), Error> {
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let chunk = self.0.backend.range(Table::Cases, &from, None, CHUNK)?;
-            let full = chunk.len() == CHUNK;
-            let Some((last, _)) = chunk.last() else {
-                return Ok(());
-            };
-            // The smallest key after `last`.
-            from = last.clone();
-            from.push(0);
+        self.0.each_chunk(Table::Cases, CHUNK, |chunk| {
             for (k, v) in chunk {
                 match decode::<CaseRecord>("case", &k, &v) {
                     Ok(r) => f(r),
                     Err(e) => tracing::warn!("{e}"),
                 }
             }
-            if !full {
-                return Ok(());
-            }
-        }
+            Ok(())
+        })
     }
 }
 
@@ -218,14 +207,7 @@ impl WorkflowVersions<'_> {
     /// readable is logged and skipped (the others still show).
     pub fn of(&self, id: &str) -> Result<Vec<WorkflowBundle>, Error> {
         let mut found = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let chunk = self.0.backend.range(Table::Workflows, &from, None, CHUNK)?;
-            let full = chunk.len() == CHUNK;
-            if let Some((last, _)) = chunk.last() {
-                from = last.clone();
-                from.push(0);
-            }
+        self.0.each_chunk(Table::Workflows, CHUNK, |chunk| {
             for (k, v) in chunk {
                 match decode::<WorkflowBundle>("workflow version", &k, &v) {
                     Ok(b) if b.id == id => found.push(b),
@@ -233,11 +215,10 @@ impl WorkflowVersions<'_> {
                     Err(e) => tracing::warn!("{e}"),
                 }
             }
-            if !full {
-                found.sort_by_key(|b| b.version);
-                return Ok(found);
-            }
-        }
+            Ok(())
+        })?;
+        found.sort_by_key(|b| b.version);
+        Ok(found)
     }
 }
 
