@@ -305,6 +305,29 @@ fn a_language_with_its_own_temperature_is_calibrated_apart_from_the_others() {
 }
 
 #[test]
+fn a_card_with_a_bad_language_temperature_is_refused_at_load_naming_it() {
+    for (by_language, named) in [
+        ("{ \"../etc\" = 0.8 }", "`../etc` is not a language code"),
+        ("{ de = -1.0 }", "temperature_by_language.de"),
+    ] {
+        let dir = model_copy(|card| with_language_temperatures(card, by_language));
+        let model = dir.path().to_str().expect("utf-8 path");
+        let out = casegraph(
+            &["classify", "--model", model, "--input", "-"],
+            Some(&requests(&["Meine Karte ist nicht angekommen"])),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{by_language}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{by_language}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing is classified with a refused card"
+        );
+    }
+}
+
+#[test]
 fn a_model_without_signal_heads_still_classifies_without_signals() {
     let dir = model_copy(|card| {
         let start = card
