@@ -275,6 +275,49 @@ fn a_reviewer_completes_a_task_and_the_case_moves_on() {
 }
 
 #[test]
+fn a_page_of_the_inbox_is_the_head_of_the_whole_inbox_in_its_order() {
+    let b = new_box(store::Kind::Redb);
+    // Refund tasks (with a due time) and triage tasks (unsure requests), created a minute
+    // apart in an interleaved order, so the page must sort rather than follow the table.
+    for i in 0..12 {
+        let mut r = refund("900.00", &format!("C-1002{i:02}"));
+        if i % 3 == 0 {
+            set_metadata(&mut r, "confidence", json!(0.2));
+        }
+        let id = b.runner.accept(r).unwrap().case_id;
+        assert_eq!(b.runner.process(&id).unwrap(), CaseStatus::Waiting);
+        b.clock.advance(SignedDuration::from_secs(60));
+    }
+    let all = b.runner.tasks(None).unwrap();
+    assert_eq!(all.len(), 12);
+    let ids = |ts: &[store::TaskEntry]| ts.iter().map(|t| t.task_id.clone()).collect::<Vec<_>>();
+    for limit in [1, 2, 5, 11, 12, 50] {
+        let page = b.runner.tasks_page(None, limit).unwrap();
+        assert_eq!(ids(&page), ids(&all[..limit.min(12)]), "limit {limit}");
+    }
+    let refunds = b.runner.tasks(Some("refunds")).unwrap();
+    assert_eq!(refunds.len(), 8);
+    assert!(
+        refunds
+            .windows(2)
+            .all(|w| (w[0].sla_due, w[0].created_at) <= (w[1].sla_due, w[1].created_at))
+    );
+    assert_eq!(
+        ids(&b.runner.tasks_page(Some("refunds"), 3).unwrap()),
+        ids(&refunds[..3])
+    );
+    assert!(b.runner.tasks_page(Some("nobody's"), 3).unwrap().is_empty());
+    // the counts per queue agree with the list
+    let queues = b.runner.open_tasks_by_queue().unwrap();
+    assert_eq!(queues["refunds"].open, 8);
+    assert_eq!(queues.values().map(|q| q.open).sum::<usize>(), 12);
+    assert_eq!(
+        queues["refunds"].oldest,
+        refunds.iter().map(|t| t.created_at).min().unwrap()
+    );
+}
+
+#[test]
 fn an_unsure_request_waits_in_triage_until_a_reviewer_routes_it() {
     let b = new_box(store::Kind::Redb);
     let mut r = refund("20.00", "C-100003");

@@ -100,10 +100,10 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         // counted a chunk at a time: a scrape holds no list of every open task
         if let Ok(by_queue) = s.runner.open_tasks_by_queue() {
             m.open_tasks.clear();
-            for (queue, n) in by_queue {
+            for (queue, q) in by_queue {
                 m.open_tasks
                     .get_or_create(&QueueLabels { queue })
-                    .set(n as i64);
+                    .set(q.open as i64);
             }
         }
         Ok(m.encode())

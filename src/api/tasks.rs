@@ -121,13 +121,11 @@ pub async fn list(
     let runner = state.runner.clone();
     let tasks = blocking("tasks", move || {
         runner
-            .tasks(q.queue.as_deref())
+            .tasks_page(q.queue.as_deref(), limit)
             .map_err(|e| AppError::runner("tasks read", e))
     })
     .await?;
-    Ok(Json(
-        tasks.into_iter().take(limit).map(TaskView::from).collect(),
-    ))
+    Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),

@@ -21,10 +21,10 @@ pub fn snapshot(state: &AppState, branch: &str, backlog: u64) -> wire::Health {
         .map(|w| (w.id.clone(), w.version))
         .collect();
     let mut open_tasks = BTreeMap::new();
-    match runner.tasks(None) {
-        Ok(tasks) => {
-            for t in tasks {
-                *open_tasks.entry(t.queue).or_insert(0) += 1;
+    match runner.open_tasks_by_queue() {
+        Ok(queues) => {
+            for (queue, q) in queues {
+                open_tasks.insert(queue, q.open as u64);
             }
         }
         Err(e) => tracing::warn!("fleet health: cannot list the open tasks: {e}"),

@@ -418,28 +418,55 @@ impl Runner {
     /// Open tasks, high priority first, then the soonest due, then the oldest; only
     /// `queue`'s if given.
     pub fn tasks(&self, queue: Option<&str>) -> Result<Vec<TaskEntry>, Error> {
-        let mut tasks: Vec<TaskEntry> = self
-            .store
-            .scan_json::<TaskEntry>(Table::Tasks, b"", "task")?
-            .into_iter()
-            .map(|(_, t)| t)
-            .filter(|t| queue.is_none_or(|q| t.queue == q))
-            .collect();
-        tasks.sort_by(|a, b| {
-            (
-                std::cmp::Reverse(a.priority),
-                a.sla_due.is_none(),
-                a.sla_due,
-                a.created_at,
-            )
-                .cmp(&(
-                    std::cmp::Reverse(b.priority),
-                    b.sla_due.is_none(),
-                    b.sla_due,
-                    b.created_at,
-                ))
-        });
-        Ok(tasks)
+        self.tasks_page(queue, usize::MAX)
+    }
+
+    /// The first `limit` open tasks in the inbox's order ([`Runner::tasks`]). The tasks are
+    /// read a chunk at a time and only the best `limit` kept, so a reviewer's page costs
+    /// memory for the page, not for every open task (a night's backlog can be thousands).
+    pub fn tasks_page(&self, queue: Option<&str>, limit: usize) -> Result<Vec<TaskEntry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A max-heap: its top is the kept task that would be listed last.
+        let mut kept = std::collections::BinaryHeap::new();
+        self.store
+            .each_json::<TaskEntry>(Table::Tasks, "task", |t| {
+                if queue.is_some_and(|q| t.queue != q) {
+                    return;
+                }
+                let t = InboxOrder(t);
+                if kept.len() < limit {
+                    kept.push(t);
+                } else if kept.peek().is_some_and(|last| t < *last) {
+                    kept.pop();
+                    kept.push(t);
+                }
+            })?;
+        Ok(kept.into_sorted_vec().into_iter().map(|t| t.0).collect())
+    }
+
+    /// Open tasks per queue and when each queue's oldest was created, the tasks read a
+    /// chunk at a time and only those two fields decoded: what `/metrics`, the console and
+    /// the fleet's health show, without a list of every open task.
+    pub fn open_tasks_by_queue(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, OpenQueue>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            queue: String,
+            created_at: Timestamp,
+        }
+        let mut queues = std::collections::BTreeMap::<String, OpenQueue>::new();
+        self.store.each_json::<Row>(Table::Tasks, "task", |t| {
+            let q = queues.entry(t.queue).or_insert(OpenQueue {
+                open: 0,
+                oldest: t.created_at,
+            });
+            q.open += 1;
+            q.oldest = q.oldest.min(t.created_at);
+        })?;
+        Ok(queues)
     }
 
     /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
@@ -481,20 +508,6 @@ impl Runner {
             }
         }
         Ok(n)
-    }
-
-    /// Open tasks per queue, the tasks read a chunk at a time and only their queue decoded:
-    /// what `/metrics` shows on every scrape, without a list of every open task.
-    pub fn open_tasks_by_queue(&self) -> Result<std::collections::BTreeMap<String, usize>, Error> {
-        #[derive(serde::Deserialize)]
-        struct Queue {
-            queue: String,
-        }
-        let mut counts = std::collections::BTreeMap::new();
-        self.store.each_json::<Queue>(Table::Tasks, "task", |t| {
-            *counts.entry(t.queue).or_insert(0) += 1
-        })?;
-        Ok(counts)
     }
 
     /// How many cases wait for a worker (a count, without their ids).
@@ -545,4 +558,56 @@ fn new_case_id(now: Timestamp) -> Result<String, Error> {
         now.as_millisecond().max(0),
         hex::encode(r)
     ))
+}
+
+/// A queue's open tasks: how many, and when the oldest was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenQueue {
+    pub open: usize,
+    pub oldest: Timestamp,
+}
+
+/// A task in the inbox's order: high priority first, then the soonest due (a task without
+/// a due time after those with one), then the oldest, then by id (the table's order).
+struct InboxOrder(TaskEntry);
+
+impl InboxOrder {
+    fn key(
+        &self,
+    ) -> (
+        std::cmp::Reverse<crate::routing::Priority>,
+        bool,
+        Option<Timestamp>,
+        Timestamp,
+        &str,
+    ) {
+        let t = &self.0;
+        (
+            std::cmp::Reverse(t.priority),
+            t.sla_due.is_none(),
+            t.sla_due,
+            t.created_at,
+            &t.task_id,
+        )
+    }
+}
+
+impl PartialEq for InboxOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for InboxOrder {}
+
+impl PartialOrd for InboxOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InboxOrder {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }

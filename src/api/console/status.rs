@@ -167,24 +167,19 @@ pub async fn status(
                 }
             })
             .map_err(|e| AppError::internal("case scan", e))?;
-        let mut queues: BTreeMap<String, QueueFigures> = BTreeMap::new();
-        let tasks = s
+        let queues: BTreeMap<String, QueueFigures> = s
             .runner
-            .tasks(None)
-            .map_err(|e| AppError::runner("tasks read", e))?;
-        for t in &tasks {
-            let created = t.created_at.to_string();
-            let q = queues
-                .entry(t.queue.clone())
-                .or_insert_with(|| QueueFigures {
-                    open: 0,
-                    oldest: created.clone(),
-                });
-            q.open += 1;
-            if created < q.oldest {
-                q.oldest = created;
-            }
-        }
+            .open_tasks_by_queue()
+            .map_err(|e| AppError::runner("tasks read", e))?
+            .into_iter()
+            .map(|(queue, q)| {
+                let figures = QueueFigures {
+                    open: q.open as u64,
+                    oldest: q.oldest.to_string(),
+                };
+                (queue, figures)
+            })
+            .collect();
         let catalog = s.runner.catalog();
         Ok(Json(BoxStatus {
             cases,
