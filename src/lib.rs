@@ -20,6 +20,7 @@ pub mod incident;
 pub mod library;
 pub mod memory;
 pub mod metrics;
+pub mod priority;
 pub mod profile;
 pub mod retention;
 pub mod serve;

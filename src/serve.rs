@@ -132,7 +132,12 @@ impl Service {
         std::thread::scope(|scope| {
             let loading = std::thread::Builder::new()
                 .name("model-load".into())
-                .spawn_scoped(scope, || load_model(config, &metrics))
+                .spawn_scoped(scope, || {
+                    // The model's threads (batching, ONNX Runtime's) start from this one
+                    // and inherit its priority: below intake's, like the case workers.
+                    crate::priority::lower_this_thread(config.runtime.background_nice);
+                    load_model(config, &metrics)
+                })
                 .context("cannot start a thread to load the intent model")?;
             Service::build_with(config, &metrics, move || {
                 loading
@@ -210,6 +215,7 @@ impl Service {
         let workers = Workers::start(
             config.limits.workers,
             config.limits.queue_depth,
+            config.runtime.background_nice,
             cases.clone(),
         )?;
         resume_when_writes_succeed(&storage, &runner, &workers);

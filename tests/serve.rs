@@ -16,6 +16,11 @@ use support::casegraph;
 /// Starts `casegraph serve --data DIR --listen 127.0.0.1:0` in the repository (so the
 /// default `./workflows` is the shipped one) and returns it with its base URL.
 fn serve(data: &Path) -> (Child, String) {
+    serve_with(data, &[])
+}
+
+/// [`serve`] with more environment variables (settings).
+fn serve_with(data: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_casegraph"))
         .args([
             "serve",
@@ -26,6 +31,7 @@ fn serve(data: &Path) -> (Child, String) {
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CASEGRAPH_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -220,4 +226,70 @@ fn serve_does_not_start_without_a_sound_model_and_says_what_is_wrong() {
     // A variant the shipped model does not have.
     let err = refused_start(&data, &[], &[("CASEGRAPH_INFERENCE__VARIANT", "fp32")]);
     assert!(err.contains("int8"), "{err}");
+}
+
+/// Each thread of process `pid` by name, with its nice value (`/proc/PID/task/TID/stat`).
+fn thread_nice(pid: u32) -> Vec<(String, i32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // the fields after the parenthesised name: state is field 3, nice field 19
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            Some((name.trim().to_string(), fields[16].parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_background_nice_cases_and_the_model_run_below_intake_and_still_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (mut child, base) = serve_with(&data, &[("CASEGRAPH_RUNTIME__BACKGROUND_NICE", "7")]);
+    wait_ready(&base);
+    let threads = thread_nice(child.id());
+    let of = |prefix: &str| {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect::<Vec<_>>()
+    };
+    let (workers, model, http) = (of("case-worker-"), of("inference-"), of("http"));
+    assert!(
+        !workers.is_empty() && !model.is_empty() && !http.is_empty(),
+        "{threads:?}"
+    );
+    assert!(workers.iter().chain(&model).all(|n| *n == 7), "{threads:?}");
+    assert!(
+        http.iter().all(|n| *n == 0),
+        "intake keeps its priority: {threads:?}"
+    );
+    // the lowered workers still run cases to their end
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let body = json!({"channel": "chat", "language": "en", "text": "I was charged twice, please refund €20",
+        "metadata": {"intent": "request_refund", "confidence": 0.9}});
+    let mut r = agent()
+        .post(&format!("{base}/v1/requests"))
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let id = accepted["case_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, case) = get(&base, &format!("/v1/cases/{id}"), token.trim());
+        if ["completed", "waiting", "escalated", "failed"]
+            .contains(&case["status"].as_str().unwrap_or(""))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the case never ran: {case}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sigterm(&mut child).success());
 }

@@ -277,6 +277,9 @@ impl Config {
         if self.runtime.blocking_threads == 0 {
             return bad("runtime.blocking_threads", "must be at least 1");
         }
+        if self.runtime.background_nice > crate::priority::MAX_NICE {
+            return bad("runtime.background_nice", "must be 0 to 19");
+        }
         let i = &self.inference;
         if i.threads == 0 || i.sessions == 0 || i.batch_size == 0 {
             return bad(
@@ -479,6 +482,14 @@ mod tests {
         )
         .expect_err("a hold as long as the request timeout");
         assert!(e.to_string().contains("limits.queue_wait"), "{e}");
+        let e = Config::load(
+            None,
+            None,
+            env(&[("CASEGRAPH_RUNTIME__BACKGROUND_NICE", "20")]),
+            &Overrides::default(),
+        )
+        .expect_err("a nice value Linux does not have");
+        assert!(e.to_string().contains("runtime.background_nice"), "{e}");
         std::fs::write(
             &file,
             "[contact]\nquiet_hours = { from = \"20:00\", until = \"8\", timezone = \"Europe/Berlin\" }\n",

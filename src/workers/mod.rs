@@ -188,8 +188,14 @@ impl CaseRunner {
 }
 
 impl Workers {
-    /// Starts `threads` workers with a queue of `depth` cases.
-    pub fn start(threads: usize, depth: usize, cases: CaseRunner) -> std::io::Result<Arc<Workers>> {
+    /// Starts `threads` workers with a queue of `depth` cases, each running `nice` steps
+    /// below the threads that start them (see [`crate::priority`]).
+    pub fn start(
+        threads: usize,
+        depth: usize,
+        nice: u8,
+        cases: CaseRunner,
+    ) -> std::io::Result<Arc<Workers>> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let workers = Arc::new(Workers {
@@ -216,6 +222,7 @@ impl Workers {
                     .name(format!("case-worker-{i}"))
                     .spawn(move || {
                         let _alive = alive;
+                        crate::priority::lower_this_thread(nice);
                         loop {
                             let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                             let job = match job {
@@ -408,7 +415,7 @@ mod tests {
                 &runner,
             ),
         };
-        (Workers::start(threads, 64, cases).unwrap(), runner)
+        (Workers::start(threads, 64, 0, cases).unwrap(), runner)
     }
 
     fn accept(runner: &Runner, text: &str) -> String {
