@@ -138,11 +138,26 @@ fn serve_runs_on_the_defaults_stops_on_sigterm_and_finds_its_cases_after_a_resta
     wait_ready(&base);
     let (code, case) = get(&base, &format!("/v1/cases/{id}"), &token);
     assert_eq!(code, 200, "{case}");
+    // recovery runs it on the workers, beside new requests: it ends soon after the start
+    let case = wait_case_moved_on(&base, &id, &token);
     assert!(
         ["completed", "waiting", "escalated"].contains(&case["status"].as_str().unwrap()),
         "{case}"
     );
     assert!(sigterm(&mut child).success());
+}
+
+/// The case once it is neither `accepted` nor `running` (at most 30 s).
+fn wait_case_moved_on(base: &str, id: &str, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, case) = get(base, &format!("/v1/cases/{id}"), token);
+        if !["accepted", "running"].contains(&case["status"].as_str().unwrap_or("")) {
+            return case;
+        }
+        assert!(Instant::now() < deadline, "the case never ran: {case}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub mod onnx;
 pub mod runtime;
 pub mod service;
 pub mod signals;
+#[cfg(feature = "onnx")]
+pub mod unigram;
 
 use serde::{Deserialize, Serialize};
 

@@ -17,12 +17,12 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor};
 use serde::Deserialize;
-use tokenizers::Tokenizer;
 
 use super::card::{Checked, LEXICAL_HEAD_FILE, ModelCard, SignalsSection, Verified};
 use super::graph;
 use super::ngrams::{LexicalHead, Ngrams, Sparse, Weights};
 use super::signals::{LexicalSignals, Reading, Signals};
+use super::unigram::{PackedTokenizer, PackedUnigram};
 use super::{Calibration, Cascade, Classifier, Error, Prediction, Prepared, runtime};
 
 /// How the model runs on this box (a firmware profile sets these).
@@ -58,7 +58,7 @@ pub struct Encoded(pub Vec<i64>);
 /// The model's tokenizer with the card's prefix and length limit.
 #[derive(Debug)]
 pub struct TextEncoder {
-    tokenizer: Tokenizer,
+    tokenizer: PackedTokenizer,
     prefix: String,
     max_tokens: usize,
     pad_id: i64,
@@ -66,7 +66,7 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     pub fn from_file(path: &Path, prefix: &str, max_tokens: usize) -> Result<TextEncoder, Error> {
-        let tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Model {
+        let tokenizer = PackedUnigram::tokenizer_from_file(path).map_err(|e| Error::Model {
             dir: path.display().to_string(),
             reason: format!("tokenizer: {e}"),
         })?;
