@@ -455,41 +455,30 @@ mod tests {
         let e = Config::load(None, Some(&file), env(&[]), &Overrides::default())
             .expect_err("unknown key");
         assert!(e.to_string().contains("workerz"), "{e}");
-        let e = Config::load(
-            None,
-            None,
-            env(&[("CASEGRAPH_LIMITS__WORKERS", "0")]),
-            &Overrides::default(),
-        )
-        .expect_err("zero workers");
-        assert!(e.to_string().contains("limits.workers"), "{e}");
-        let e = Config::load(
-            None,
-            None,
-            env(&[
-                ("CASEGRAPH_STORAGE__SOFT_FREE_MIB", "100"),
-                ("CASEGRAPH_STORAGE__HARD_FREE_MIB", "100"),
-            ]),
-            &Overrides::default(),
-        )
-        .expect_err("hard mark not below the soft one");
-        assert!(e.to_string().contains("storage.hard_free_mib"), "{e}");
-        let e = Config::load(
-            None,
-            None,
-            env(&[("CASEGRAPH_LIMITS__QUEUE_WAIT", "30s")]),
-            &Overrides::default(),
-        )
-        .expect_err("a hold as long as the request timeout");
-        assert!(e.to_string().contains("limits.queue_wait"), "{e}");
-        let e = Config::load(
-            None,
-            None,
-            env(&[("CASEGRAPH_RUNTIME__BACKGROUND_NICE", "20")]),
-            &Overrides::default(),
-        )
-        .expect_err("a nice value Linux does not have");
-        assert!(e.to_string().contains("runtime.background_nice"), "{e}");
+        // (settings from the environment, the key the error must name)
+        for (vars, key) in [
+            (&[("CASEGRAPH_LIMITS__WORKERS", "0")][..], "limits.workers"),
+            (
+                &[
+                    ("CASEGRAPH_STORAGE__SOFT_FREE_MIB", "100"),
+                    ("CASEGRAPH_STORAGE__HARD_FREE_MIB", "100"),
+                ][..],
+                "storage.hard_free_mib",
+            ),
+            // a hold as long as the request timeout
+            (
+                &[("CASEGRAPH_LIMITS__QUEUE_WAIT", "30s")][..],
+                "limits.queue_wait",
+            ),
+            // a nice value Linux does not have
+            (
+                &[("CASEGRAPH_RUNTIME__BACKGROUND_NICE", "20")][..],
+                "runtime.background_nice",
+            ),
+        ] {
+            let e = Config::load(None, None, env(vars), &Overrides::default()).expect_err(key);
+            assert!(e.to_string().contains(key), "{e}");
+        }
         std::fs::write(
             &file,
             "[contact]\nquiet_hours = { from = \"20:00\", until = \"8\", timezone = \"Europe/Berlin\" }\n",
