@@ -118,22 +118,16 @@ impl PackedUnigram {
             text,
             starts,
             scores,
-            sorted: (0..n).collect(),
+            sorted: Vec::new(),
             unk_id: unk_id as u32,
             min_score,
         };
-        let mut sorted = std::mem::take(&mut model.sorted);
-        // stable: equal pieces keep id order, and the last of them is the one kept
-        sorted.sort_by(|a, b| model.piece(*a).cmp(model.piece(*b)));
-        let mut kept: Vec<u32> = Vec::with_capacity(sorted.len());
-        for id in sorted {
-            match kept.last_mut() {
-                Some(last) if model.piece(*last) == model.piece(id) => *last = id,
-                _ => kept.push(id),
-            }
-        }
-        kept.shrink_to_fit();
-        model.sorted = kept;
+        // by bytes; of equal pieces the highest id first, the one kept (as `tokenizers` does)
+        let mut sorted: Vec<u32> = (0..n).collect();
+        sorted.sort_by(|a, b| model.piece(*a).cmp(model.piece(*b)).then(b.cmp(a)));
+        sorted.dedup_by(|later, kept| model.piece(*later) == model.piece(*kept));
+        sorted.shrink_to_fit();
+        model.sorted = sorted;
         Ok(model)
     }
 
