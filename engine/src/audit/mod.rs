@@ -125,6 +125,32 @@ impl Record {
     }
 }
 
+/// An entry written as JSON ahead of its place in the chain, where the entry is made: the
+/// chain's single writer (the store's commit thread) then only frames it with `seq`, `prev`
+/// and `hash` ([`Head::append_written`]) instead of serializing the body twice (once for the
+/// hash, once to store it). The bytes it gives are exactly `serde_json::to_vec` of the
+/// [`Record`] that [`Head::append`] makes of the same entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    case_id: String,
+    /// `{"case_id":…,"kind":…,"at":…,"body":…}`: the fields of [`Hashed`] between `seq` and
+    /// `prev`, in its order.
+    json: Vec<u8>,
+}
+
+impl Written {
+    pub fn new(entry: &Entry) -> Written {
+        Written {
+            case_id: entry.case_id.clone(),
+            json: serde_json::to_vec(entry).expect("audit entries serialize"),
+        }
+    }
+
+    pub fn case_id(&self) -> &str {
+        &self.case_id
+    }
+}
+
 /// The end of the chain: the last record's seq and hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
@@ -165,6 +191,35 @@ impl Head {
         };
         self.seq = seq;
         record
+    }
+
+    /// [`Head::append`] of an entry already written: moves the head to it and returns its
+    /// seq and the record's stored bytes. The hash is taken over the same bytes as
+    /// [`Record::computed_hash`] takes (the record without `hash`), framed here rather than
+    /// serialized again.
+    pub fn append_written(&mut self, entry: &Written) -> (u64, Vec<u8>) {
+        let seq = self.seq + 1;
+        // `{"case_id":…}` without its braces goes between `"seq":n,` and `,"prev":…`.
+        let inner = &entry.json[1..entry.json.len() - 1];
+        let mut bytes = Vec::with_capacity(inner.len() + 180);
+        bytes.extend_from_slice(b"{\"seq\":");
+        bytes.extend_from_slice(seq.to_string().as_bytes());
+        bytes.push(b',');
+        bytes.extend_from_slice(inner);
+        bytes.extend_from_slice(b",\"prev\":");
+        serde_json::to_writer(&mut bytes, &self.hash).expect("a string serializes");
+        bytes.push(b'}');
+        let mut h = Sha256::new();
+        h.update(self.hash.as_bytes());
+        h.update(&bytes);
+        let hash = hex::encode(h.finalize());
+        bytes.pop();
+        bytes.extend_from_slice(b",\"hash\":\"");
+        bytes.extend_from_slice(hash.as_bytes());
+        bytes.extend_from_slice(b"\"}");
+        self.seq = seq;
+        self.hash = hash;
+        (seq, bytes)
     }
 }
 
@@ -297,6 +352,35 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn an_entry_written_ahead_gives_the_record_append_gives_byte_for_byte() {
+        let entries = [
+            Entry::new("case-1", Kind::Accepted, Timestamp::UNIX_EPOCH, json!(null)),
+            Entry::new(
+                "customer:\"quoted\" \u{e9}\u{1F600}\n",
+                Kind::ConsentChanged,
+                "2026-12-07T06:30:00.123456789Z".parse().expect("time"),
+                json!({ "text": "line\nbreak \\ \u{0}", "n": [1, 2.5, -3], "nested": { "a": {} } }),
+            ),
+            Entry::new("", Kind::Step, Timestamp::MAX, json!("")),
+        ];
+        let mut framed = Head::genesis();
+        let mut serialized = Head::genesis();
+        for (i, entry) in entries.iter().cycle().take(7).enumerate() {
+            let (seq, bytes) = framed.append_written(&Written::new(entry));
+            let record = serialized.append(entry.clone());
+            assert_eq!(seq, record.seq);
+            assert_eq!(
+                String::from_utf8(bytes.clone()).expect("utf-8"),
+                serde_json::to_string(&record).expect("json"),
+                "entry {i}"
+            );
+            assert_eq!(framed, serialized);
+            let read: Record = serde_json::from_slice(&bytes).expect("stored bytes parse");
+            assert_eq!(read.computed_hash(), read.hash);
+        }
     }
 
     #[test]

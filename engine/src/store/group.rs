@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 
-use super::{Backend, Batch, Error, Op, Table, encode};
+use super::{Backend, Batch, Error, Op, Table};
 use crate::audit;
 
 /// Commit counters since the store opened.
@@ -148,16 +148,16 @@ fn run(
             let Job { batch, done } = job;
             let mut ops = batch.ops;
             for entry in batch.audit {
-                let record = next.append(entry);
+                let (seq, record) = next.append_written(&entry);
                 ops.push(Op {
                     table: Table::AuditByCase,
-                    key: audit::case_key(&record.case_id, record.seq),
+                    key: audit::case_key(entry.case_id(), seq),
                     value: Some(Vec::new()),
                 });
                 ops.push(Op {
                     table: Table::Audit,
-                    key: record.seq.to_be_bytes().to_vec(),
-                    value: Some(encode(&record)),
+                    key: seq.to_be_bytes().to_vec(),
+                    value: Some(record),
                 });
                 appended += 1;
             }

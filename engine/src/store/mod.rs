@@ -611,7 +611,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub(crate) ops: Vec<Op>,
-    pub(crate) audit: Vec<audit::Entry>,
+    /// Written as JSON here, in the caller's thread; the commit thread only chains them.
+    pub(crate) audit: Vec<audit::Written>,
 }
 
 impl Batch {
@@ -652,7 +653,7 @@ impl Batch {
 
     /// Appends an audit entry; the committer gives it its place in the chain.
     pub fn audit(&mut self, entry: audit::Entry) -> &mut Self {
-        self.audit.push(entry);
+        self.audit.push(audit::Written::new(&entry));
         self
     }
 
