@@ -515,6 +515,15 @@ impl OnnxClassifier {
         texts: &[&str],
         languages: &[&str],
     ) -> Result<Vec<Prediction>, Error> {
+        // Zipping unequal lists would leave the last texts without their language (and
+        // their calibration) without a word.
+        if texts.len() != languages.len() {
+            return Err(Error::Inference(format!(
+                "{} texts but {} languages: each text needs its language",
+                texts.len(),
+                languages.len()
+            )));
+        }
         let mut prepared = self.prepare_all(texts)?;
         for (p, language) in prepared.iter_mut().zip(languages) {
             p.language = Some(language.to_string());
@@ -763,6 +772,17 @@ mod tests {
                 .flatten()
                 .zip(b.iter().flatten())
                 .all(|(x, y)| (x - y).abs() < 1e-3)
+    }
+
+    #[test]
+    fn texts_and_languages_of_different_lengths_are_refused() {
+        let model = OnnxClassifier::load(&shipped_dir(), &Options::default()).expect("loads");
+        let err = model
+            .classify_in(&[TEXT, TEXT], &["en"])
+            .expect_err("one language for two texts");
+        assert!(err.to_string().contains("2 texts but 1 languages"), "{err}");
+        let answers = model.classify_in(&[TEXT], &["en"]).expect("one each");
+        assert_eq!(answers.len(), 1);
     }
 
     #[test]

@@ -5,20 +5,17 @@
 //! through its typed methods below. Key layouts stay in this module and in
 //! [`records`](super::records).
 //!
-//! Every listing here is bounded per store call ([`CHUNK`]), so memory stays at one chunk
-//! however many records the box holds.
+//! Every listing here is bounded per store call (`EACH_CHUNK` rows, the store's one chunk
+//! size), so memory stays at one chunk however many records the box holds.
 
 use std::collections::HashMap;
 
 use jiff::Timestamp;
 
 use super::{
-    Batch, CaseRecord, Error, IdempotencyEntry, Notification, PersonalRecord, Store, Table,
-    WorkflowBundle, decode, key, timer_bound, timer_case,
+    Batch, CaseRecord, EACH_CHUNK, Error, IdempotencyEntry, Notification, PersonalRecord, Store,
+    Table, WorkflowBundle, decode, key, timer_bound, timer_case,
 };
-
-/// Records read per backend call by the listings below.
-const CHUNK: usize = 512;
 
 impl Store {
     /// The cases (without personal data), by case id.
@@ -125,7 +122,7 @@ impl Cases<'_> {
     /// them. A record that is not readable is logged and skipped: one damaged case does not
     /// hide the others.
     pub fn for_each(&self, mut f: impl FnMut(CaseRecord)) -> Result<(), Error> {
-        self.0.each_chunk(Table::Cases, CHUNK, |chunk| {
+        self.0.each_chunk(Table::Cases, EACH_CHUNK, |chunk| {
             for (k, v) in chunk {
                 match decode::<CaseRecord>("case", &k, &v) {
                     Ok(r) => f(r),
@@ -207,7 +204,7 @@ impl WorkflowVersions<'_> {
     /// readable is logged and skipped (the others still show).
     pub fn of(&self, id: &str) -> Result<Vec<WorkflowBundle>, Error> {
         let mut found = Vec::new();
-        self.0.each_chunk(Table::Workflows, CHUNK, |chunk| {
+        self.0.each_chunk(Table::Workflows, EACH_CHUNK, |chunk| {
             for (k, v) in chunk {
                 match decode::<WorkflowBundle>("workflow version", &k, &v) {
                     Ok(b) if b.id == id => found.push(b),
@@ -466,7 +463,7 @@ mod tests {
         Batch, CaseStatus, IdempotencyEntry, Kind, Notification, Options, Store, Table,
         WorkflowBundle, key, timer_key,
     };
-    use super::{CHUNK, CaseRecord};
+    use super::{CaseRecord, EACH_CHUNK};
 
     fn case(id: &str) -> CaseRecord {
         CaseRecord {
@@ -508,7 +505,7 @@ mod tests {
         let (_dir, store) = store(kind);
         let mut batch = Batch::new();
         // More than one chunk, so `for_each` has to go on from where a chunk ended.
-        let n = CHUNK + 3;
+        let n = EACH_CHUNK + 3;
         for i in 0..n {
             let id = format!("c{i:05}");
             batch.put(Table::Cases, id.clone(), &case(&id));
