@@ -123,6 +123,9 @@ fn small_refund_waits_a_day_retries_the_call_and_replies() {
         records[0].input_digest, records[0].output_digest,
         "the rule changed the data"
     );
+    // A decision only reads the data: its step keeps the digest the rule's step ended with.
+    assert_eq!(records[1].input_digest, records[0].output_digest);
+    assert_eq!(records[1].output_digest, records[1].input_digest);
 
     // A timer that is not due yet is refused and leaves the case alone.
     let before = case.clone();

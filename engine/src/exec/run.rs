@@ -111,7 +111,7 @@ impl<'a> Executor<'a> {
             updated_at: now,
         };
         let mut records = Vec::new();
-        self.advance(workflow, &mut case, None, &mut records);
+        self.advance(workflow, &mut case, None, &mut records, None);
         Ok((case, records))
     }
 
@@ -149,6 +149,8 @@ impl<'a> Executor<'a> {
         case.waiting = None;
         case.status = Status::Running;
         case.updated_at = now;
+        // The digest of the data as the resumption left it, when its step computed one.
+        let mut carried = None;
         if let Some((edge, detail)) = resumption.edge {
             // The resumption itself is a step of the waiting node: who decided, or the timer.
             let node = workflow
@@ -163,7 +165,7 @@ impl<'a> Executor<'a> {
                 at: now,
                 elapsed_us: elapsed_us(started),
                 input_digest: before,
-                output_digest: digest(&case.data),
+                output_digest: carried.insert(digest(&case.data)).clone(),
                 script_digest: None,
                 edge: Some(edge.label()),
                 to: to.clone(),
@@ -179,7 +181,7 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        self.advance(workflow, case, resumption.retry, &mut records);
+        self.advance(workflow, case, resumption.retry, &mut records, carried);
         Ok(records)
     }
 
@@ -296,13 +298,15 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs nodes until the case waits, ends or fails. `retry` is the call attempt to make
-    /// at the current node when resuming after a backoff.
+    /// at the current node when resuming after a backoff; `carried`, the digest of the case
+    /// data as it is now, if the caller has it.
     fn advance(
         &self,
         wf: &Workflow,
         case: &mut Case,
         mut retry: Option<u32>,
         records: &mut Vec<StepRecord>,
+        mut carried: Option<String>,
     ) {
         // Wall-clock bound of this segment: each node is bounded by the rule deadline, but
         // `max_steps` of them in a row would hold the worker for as many deadlines.
@@ -310,7 +314,6 @@ impl<'a> Executor<'a> {
         let budget = self.rules.limits().segment_time();
         // A step's output digest is the next step's input digest: nothing changes the case
         // data between two steps of one segment, so it is computed once.
-        let mut carried: Option<String> = None;
         while case.status == Status::Running {
             let node = wf
                 .node(&case.current)
@@ -341,7 +344,17 @@ impl<'a> Executor<'a> {
             };
             case.updated_at = now;
             settle(case, &mut record, outcome);
-            record.output_digest = digest(&case.data);
+            record.output_digest = if node.step.may_change_data() {
+                digest(&case.data)
+            } else {
+                debug_assert_eq!(
+                    record.input_digest,
+                    digest(&case.data),
+                    "a {} step changed the case data",
+                    node.step.kind()
+                );
+                record.input_digest.clone()
+            };
             record.elapsed_us = elapsed_us(started);
             tracing::debug!(case = %case.id, node = %node.id, kind = node.step.kind(), "step");
             carried = Some(record.output_digest.clone());

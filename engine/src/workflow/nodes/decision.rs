@@ -53,7 +53,8 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
 /// The first branch whose condition holds, else `otherwise`.
 pub(super) fn run(run: &mut Run<'_>) -> (Outcome, Option<String>) {
     let (wf, node, rules) = (run.wf, run.node, run.rules);
-    let (ctx, data) = run.sandbox();
+    // Read-only: `Step::may_change_data` counts on it.
+    let (ctx, data) = run.sandbox_read();
     for (edge, to) in wf.edges_from(&node.id) {
         let Edge::When {
             order, condition, ..

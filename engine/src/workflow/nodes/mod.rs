@@ -241,6 +241,13 @@ impl Step {
         }
     }
 
+    /// Whether running a node of this kind may change the case data. A decision only reads
+    /// it (its conditions get `&Value`) and an end does not see it, so their steps keep
+    /// their input digest as their output digest instead of serializing the data again.
+    pub(crate) fn may_change_data(&self) -> bool {
+        !matches!(self, Step::Decision | Step::End { .. })
+    }
+
     /// The second line of the node's box in a diagram.
     pub(super) fn label(&self) -> String {
         match self {
@@ -457,6 +464,16 @@ pub(crate) struct Run<'a> {
 
 impl Run<'_> {
     /// Where a script runs (for its errors and `now()`), and the case data it reads.
+    /// The script context and the case data, read-only.
+    fn sandbox_read(&self) -> (Context<'_>, &Value) {
+        let ctx = Context {
+            case_id: &self.case.id,
+            node: &self.node.id,
+            now: self.now,
+        };
+        (ctx, &self.case.data)
+    }
+
     fn sandbox(&mut self) -> (Context<'_>, &mut Value) {
         let ctx = Context {
             case_id: &self.case.id,
