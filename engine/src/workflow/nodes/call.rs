@@ -189,7 +189,7 @@ impl Call<'_> {
             Some(p) => {
                 let rules = run.rules;
                 let (ctx, data) = run.sandbox();
-                rules.eval(p, &ctx, &[("case", &*data)])?
+                rules.eval(p, &ctx, &[("case", data)])?
             }
             None => json!({}),
         };

@@ -54,7 +54,7 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
 pub(super) fn run(run: &mut Run<'_>) -> (Outcome, Option<String>) {
     let (wf, node, rules) = (run.wf, run.node, run.rules);
     // Read-only: `Step::may_change_data` counts on it.
-    let (ctx, data) = run.sandbox_read();
+    let (ctx, data) = run.sandbox();
     for (edge, to) in wf.edges_from(&node.id) {
         let Edge::When {
             order, condition, ..

@@ -464,8 +464,7 @@ pub(crate) struct Run<'a> {
 
 impl Run<'_> {
     /// Where a script runs (for its errors and `now()`), and the case data it reads.
-    /// The script context and the case data, read-only.
-    fn sandbox_read(&self) -> (Context<'_>, &Value) {
+    fn sandbox(&self) -> (Context<'_>, &Value) {
         let ctx = Context {
             case_id: &self.case.id,
             node: &self.node.id,
@@ -474,7 +473,8 @@ impl Run<'_> {
         (ctx, &self.case.data)
     }
 
-    fn sandbox(&mut self) -> (Context<'_>, &mut Value) {
+    /// [`Run::sandbox`] for a script that may change the case data (a rule's).
+    fn sandbox_mut(&mut self) -> (Context<'_>, &mut Value) {
         let ctx = Context {
             case_id: &self.case.id,
             node: &self.node.id,

@@ -37,7 +37,7 @@ fn compile(b: &mut Build<'_, '_>) -> Option<Step> {
 pub(super) fn run(run: &mut Run<'_>, script: &Arc<Script>) -> (Outcome, Option<String>) {
     let digest = Some(script.digest.clone());
     let rules = run.rules;
-    let (ctx, data) = run.sandbox();
+    let (ctx, data) = run.sandbox_mut();
     match rules.run(script, &ctx, data) {
         Ok(_) => (run.next(Edge::Next, Value::Null), digest),
         Err(e) => (Outcome::script_failed(e), digest),

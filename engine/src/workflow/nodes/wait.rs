@@ -81,7 +81,7 @@ fn until(run: &mut Run<'_>, expr: &Script) -> Result<Timestamp, Failure> {
     let rules = run.rules;
     let (ctx, data) = run.sandbox();
     let v = rules
-        .eval(expr, &ctx, &[("case", &*data)])
+        .eval(expr, &ctx, &[("case", data)])
         .map_err(|e| Failure::script(&e))?;
     parse_due(&v).ok_or_else(|| {
         let expected = "expected an RFC 3339 timestamp or a YYYY-MM-DD date";
