@@ -243,9 +243,11 @@ pub struct InferenceOptions {
     /// Sessions that run batches side by side; each holds its own copy of the weights'
     /// working memory, so `sessions × threads` should not exceed the cores left to it.
     pub sessions: usize,
-    /// Most requests classified in one run of the model.
+    /// Most waiting requests an inference thread takes at a time (each is its own model
+    /// call, so that no answer depends on its company: ADR 0027).
     pub batch_size: usize,
-    /// How long a request may wait for others to fill its batch; zero runs at once.
+    /// How long a request may wait for others to fill its batch; zero runs at once (the
+    /// default: a batch saves no model work, so waiting only adds latency).
     #[serde(with = "duration")]
     pub batch_window: Duration,
     /// Let the model's n-gram half decide alone where the model card's `[cascade]` says
@@ -261,7 +263,7 @@ impl Default for InferenceOptions {
             threads: 1,
             sessions: 1,
             batch_size: 8,
-            batch_window: Duration::from_millis(2),
+            batch_window: Duration::ZERO,
             cascade: true,
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! A worker takes the first waiting request, then keeps collecting until it has `max_batch`
 //! requests or `max_wait` has passed since the first one, and answers all of them with one
-//! `classify_prepared`. Several workers (one per model session) run batches side by side.
+//! `classify_prepared` (the ONNX classifier then runs each text as its own model call, so
+//! that no request's answer depends on its company: ADR 0027). Several workers (one per
+//! model session) run batches side by side.
 //! The per-request work that needs no session ([`Classifier::prepare`]: tokenizing,
 //! features) runs on the caller's thread, so a worker's thread only runs the model.
 //! Callers block on their answer; async code calls [`Batcher::classify`] from a blocking

@@ -117,9 +117,6 @@ impl TextEncoder {
     }
 }
 
-/// Most texts in one model call: larger batches gain little on CPU and pad more.
-pub const SUB_BATCH: usize = 8;
-
 /// The graph's sentiment and frustration outputs and how to read them.
 #[derive(Debug)]
 struct SignalOutputs {
@@ -364,22 +361,22 @@ impl OnnxClassifier {
             .collect())
     }
 
-    /// What the graph gives for prepared texts, one each, in order. Texts of similar
-    /// length run together in sub-batches of at most [`SUB_BATCH`], so that padding stays
-    /// small.
+    /// What the graph gives for prepared texts, one each, in order. Each text is its own
+    /// model call: the graph quantizes its activations with one scale per call, so texts
+    /// that shared a call would move each other's answers (by up to ~1 in a logit), and a
+    /// request's answer would depend on what else the box was reading at the time. Alone,
+    /// a text gets the same answer in the service, in `casegraph run` and in `classify`;
+    /// and a call pads nothing, which on CPU costs less than the calls it saves (ADR 0027).
     pub fn outputs_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Output>, Error> {
-        let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by_key(|&i| batch[i].token_ids.len());
-        let mut rows: Vec<Option<Output>> = vec![None; batch.len()];
-        for chunk in order.chunks(SUB_BATCH) {
-            let sub: Vec<&Prepared> = chunk.iter().map(|&i| batch[i]).collect();
-            for (&i, row) in chunk.iter().zip(self.run(&sub)?) {
-                rows[i] = Some(row);
-            }
+        let mut rows = Vec::with_capacity(batch.len());
+        for prepared in batch {
+            let mut row = self.run(std::slice::from_ref(prepared))?;
+            rows.push(
+                row.pop()
+                    .ok_or_else(|| Error::Inference("the model returned no row".into()))?,
+            );
         }
-        rows.into_iter()
-            .map(|r| r.ok_or_else(|| Error::Inference("the model returned too few rows".into())))
-            .collect()
+        Ok(rows)
     }
 
     /// The whole model's predictions for prepared texts, in order.
@@ -843,6 +840,48 @@ mod tests {
             ),
             "the graph computes with its own numbers"
         );
+    }
+
+    #[test]
+    fn a_text_gets_the_same_answer_whatever_else_is_read_beside_it() {
+        let model = OnnxClassifier::load(&shipped_dir(), &Options::default()).expect("loads");
+        let letter = "Sehr geehrte Damen und Herren, am 3. Mai habe ich eine Überweisung über \
+                      250 EUR an meinen Vermieter veranlasst, die bis heute nicht angekommen \
+                      ist. Bitte prüfen Sie den Vorgang und teilen Sie mir mit, wo das Geld ist.";
+        let texts = [
+            letter,
+            "card",
+            TEXT,
+            "I was charged twice for the same coffee",
+            "Wo bleibt meine Karte?",
+            "hi",
+        ];
+        let alone: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| model.logits(&[t]).expect("alone").remove(0))
+            .collect();
+        // in one batch, and in another order with other company
+        let together = model.logits(&texts).expect("batch");
+        let mut reversed: Vec<&str> = texts.iter().rev().copied().collect();
+        reversed.insert(2, "Ich möchte mein Konto kündigen, sofort!");
+        let mut other = model.logits(&reversed).expect("other batch");
+        other.remove(2);
+        other.reverse();
+        // (a batch sharing one quantization scale moved these by 0.4 to 0.9; what is left
+        // is the last bit of a float)
+        let apart = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        for (i, text) in texts.iter().enumerate() {
+            assert!(apart(&together[i], &alone[i]) < 1e-4, "{text:?} in a batch");
+            assert!(
+                apart(&other[i], &alone[i]) < 1e-4,
+                "{text:?} in other company"
+            );
+        }
     }
 
     #[test]
