@@ -1,6 +1,8 @@
 //! Intent model latency: one request on one thread, and a batch of 32 on two threads, with
 //! the encoder run for every request (`cascade: false`); and one request on one thread with
-//! the lexical cascade as served (the n-gram half decides alone where it is sure).
+//! the lexical cascade as served (the n-gram half decides alone where it is sure); and the
+//! work around the encoder: a request's tokens and n-gram features (`prepare`), and the
+//! lexical half's decision on them (`lexical_decision`).
 //! Needs the shipped model and ONNX Runtime (`scripts/setup.sh`).
 //!
 //!     cargo bench -p casegraph-engine --features onnx --bench classify
@@ -59,6 +61,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % REQUESTS.len();
             cascade.classify(REQUESTS[i]).expect("prediction")
+        })
+    });
+    g.bench_function("prepare", |b| {
+        b.iter(|| {
+            i = (i + 1) % REQUESTS.len();
+            cascade.prepare(REQUESTS[i]).expect("prepared")
+        })
+    });
+    let prepared: Vec<_> = REQUESTS
+        .iter()
+        .map(|r| cascade.prepare(r).expect("prepared"))
+        .collect();
+    g.bench_function("lexical_decision", |b| {
+        b.iter(|| {
+            i = (i + 1) % prepared.len();
+            cascade.decide_early(&prepared[i])
         })
     });
     drop(cascade);

@@ -7,7 +7,6 @@
 //! value = (1 + ln count) · idf; the vector L2-normalized. Grams outside the vocabulary are
 //! dropped.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -48,26 +47,47 @@ pub type Sparse = Vec<(i64, f32)>;
 
 /// Every gram of `text`, repeated as often as it occurs.
 pub fn analyze(text: &str) -> Vec<String> {
-    let low = text.to_lowercase();
     let mut grams = Vec::new();
+    each_gram(text, |g| grams.push(g.to_string()));
+    grams
+}
+
+/// Calls `f` with every gram of `text` in [`analyze`]'s order, from one reused buffer.
+fn each_gram(text: &str, mut f: impl FnMut(&str)) {
+    let low = text.to_lowercase();
+    let mut gram = String::new();
+    let mut chars: Vec<char> = Vec::new();
     for w in low.split_whitespace() {
-        let chars: Vec<char> = std::iter::once(' ')
-            .chain(w.chars())
-            .chain(std::iter::once(' '))
-            .collect();
+        chars.clear();
+        chars.push(' ');
+        chars.extend(w.chars());
+        chars.push(' ');
         for n in 2..=5 {
             if chars.len() < n {
                 break;
             }
             for win in chars.windows(n) {
-                grams.push(win.iter().collect());
+                gram.clear();
+                gram.extend(win);
+                f(&gram);
             }
         }
     }
     let toks: Vec<&str> = WORD.find_iter(&low).map(|m| m.as_str()).collect();
-    grams.extend(toks.iter().map(|t| format!("{MARK}{t}")));
-    grams.extend(toks.windows(2).map(|p| format!("{MARK}{} {}", p[0], p[1])));
-    grams
+    for t in &toks {
+        gram.clear();
+        gram.push(MARK);
+        gram.push_str(t);
+        f(&gram);
+    }
+    for p in toks.windows(2) {
+        gram.clear();
+        gram.push(MARK);
+        gram.push_str(p[0]);
+        gram.push(' ');
+        gram.push_str(p[1]);
+        f(&gram);
+    }
 }
 
 impl Ngrams {
@@ -125,10 +145,11 @@ impl Ngrams {
     /// The slot that holds `gram`, or the free slot where it would go. Ends: the table
     /// always has free slots (it is at least twice the vocabulary).
     fn probe(&self, gram: &str) -> usize {
-        use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+        use std::hash::BuildHasher as _;
+        // A fast hash with a fixed seed: the table is built from the shipped vocabulary at
+        // load and only looked up after, so a text cannot lengthen its probe chains.
         let mask = self.slots.len() - 1;
-        let mut slot =
-            BuildHasherDefault::<DefaultHasher>::default().hash_one(gram) as usize & mask;
+        let mut slot = foldhash::fast::FixedState::with_seed(0).hash_one(gram) as usize & mask;
         loop {
             match self.slots[slot] {
                 EMPTY => return slot,
@@ -139,6 +160,7 @@ impl Ngrams {
     }
 
     /// The vocabulary index and idf weight of `gram`, if it is in the vocabulary.
+    #[cfg(test)]
     fn get(&self, gram: &str) -> Option<(i64, f32)> {
         match self.slots[self.probe(gram)] {
             EMPTY => None,
@@ -156,21 +178,27 @@ impl Ngrams {
 
     /// The L2-normalized TF-IDF vector of `text`.
     pub fn features(&self, text: &str) -> Sparse {
-        let mut counts: HashMap<i64, (u32, f32)> = HashMap::new();
-        for g in analyze(text) {
-            if let Some((i, idf)) = self.get(&g) {
-                counts.entry(i).or_insert((0, idf)).0 += 1;
+        // the vocabulary index of every gram found, counted by sorting
+        let mut found: Vec<u32> = Vec::new();
+        each_gram(text, |g| {
+            let i = self.slots[self.probe(g)];
+            if i != EMPTY {
+                found.push(i);
             }
-        }
-        let mut v: Sparse = counts
-            .into_iter()
-            .map(|(i, (c, idf))| (i, (1.0 + (c as f32).ln()) * idf))
+        });
+        found.sort_unstable();
+        let mut v: Sparse = found
+            .chunk_by(|a, b| a == b)
+            .map(|run| {
+                let i = run[0];
+                let tf = 1.0 + (run.len() as f32).ln();
+                (i64::from(i), tf * self.idf[i as usize])
+            })
             .collect();
         let norm = v.iter().map(|(_, x)| x * x).sum::<f32>().sqrt();
         if norm > 0.0 {
             v.iter_mut().for_each(|(_, x)| *x /= norm);
         }
-        v.sort_by_key(|(i, _)| *i);
         v
     }
 
@@ -262,15 +290,20 @@ impl LexicalHead {
 
     /// The head's logits for one text's features (grams outside the head are ignored).
     pub fn logits(&self, features: &Sparse) -> Vec<f32> {
+        use half::slice::HalfFloatSliceExt as _;
         let mut z = self.bias.clone();
         let weights = self.weights.values();
+        // one row at a time widened to f32 (with the CPU's conversion instructions where it
+        // has them), then added: a conversion per weight costs more than the sum
+        let mut row32 = vec![0f32; self.labels];
         for &(i, x) in features {
             let Ok(i) = usize::try_from(i) else { continue };
             let Some(row) = weights.get(i * self.labels..(i + 1) * self.labels) else {
                 continue;
             };
-            for (zj, w) in z.iter_mut().zip(row) {
-                *zj += x * w.to_f32();
+            row.convert_to_f32_slice(&mut row32);
+            for (zj, w) in z.iter_mut().zip(&row32) {
+                *zj += x * w;
             }
         }
         z
