@@ -159,13 +159,19 @@ impl Ngrams {
         }
     }
 
+    /// The vocabulary index of `gram`, if it is in the vocabulary.
+    fn index(&self, gram: &str) -> Option<u32> {
+        match self.slots[self.probe(gram)] {
+            EMPTY => None,
+            i => Some(i),
+        }
+    }
+
     /// The vocabulary index and idf weight of `gram`, if it is in the vocabulary.
     #[cfg(test)]
     fn get(&self, gram: &str) -> Option<(i64, f32)> {
-        match self.slots[self.probe(gram)] {
-            EMPTY => None,
-            i => Some((i64::from(i), self.idf[i as usize])),
-        }
+        self.index(gram)
+            .map(|i| (i64::from(i), self.idf[i as usize]))
     }
 
     pub fn len(&self) -> usize {
@@ -180,12 +186,7 @@ impl Ngrams {
     pub fn features(&self, text: &str) -> Sparse {
         // the vocabulary index of every gram found, counted by sorting
         let mut found: Vec<u32> = Vec::new();
-        each_gram(text, |g| {
-            let i = self.slots[self.probe(g)];
-            if i != EMPTY {
-                found.push(i);
-            }
-        });
+        each_gram(text, |g| found.extend(self.index(g)));
         found.sort_unstable();
         let mut v: Sparse = found
             .chunk_by(|a, b| a == b)
