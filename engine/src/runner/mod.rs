@@ -54,6 +54,7 @@ use crate::store::{
 };
 use crate::workflow::{Catalog, Workflow};
 
+pub use crate::store::OpenQueue;
 pub use consent::{Change as ConsentChange, MAX_HISTORY, MAX_PURPOSES, is_purpose};
 pub use erase::{Erasure, erase_archived, erase_customer};
 pub use event::{CONSENT_CHANGED, EventAccepted, NewEvent};
@@ -421,52 +422,19 @@ impl Runner {
         self.tasks_page(queue, usize::MAX)
     }
 
-    /// The first `limit` open tasks in the inbox's order ([`Runner::tasks`]). The tasks are
-    /// read a chunk at a time and only the best `limit` kept, so a reviewer's page costs
-    /// memory for the page, not for every open task (a night's backlog can be thousands).
+    /// The first `limit` open tasks in the inbox's order ([`Runner::tasks`]): the store
+    /// keeps that order in memory, so a reviewer's page reads the page's tasks, not every
+    /// open task (a night's backlog can be thousands).
     pub fn tasks_page(&self, queue: Option<&str>, limit: usize) -> Result<Vec<TaskEntry>, Error> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // A max-heap: its top is the kept task that would be listed last.
-        let mut kept = std::collections::BinaryHeap::new();
-        self.store
-            .each_json::<TaskEntry>(Table::Tasks, "task", |t| {
-                if queue.is_some_and(|q| t.queue != q) {
-                    return;
-                }
-                let t = InboxOrder(t);
-                if kept.len() < limit {
-                    kept.push(t);
-                } else if kept.peek().is_some_and(|last| t < *last) {
-                    kept.pop();
-                    kept.push(t);
-                }
-            })?;
-        Ok(kept.into_sorted_vec().into_iter().map(|t| t.0).collect())
+        Ok(self.store.tasks_page(queue, limit)?)
     }
 
-    /// Open tasks per queue and when each queue's oldest was created, the tasks read a
-    /// chunk at a time and only those two fields decoded: what `/metrics`, the console and
-    /// the fleet's health show, without a list of every open task.
+    /// Open tasks per queue and when each queue's oldest was created: what `/metrics`, the
+    /// console and the fleet's health show, without reading a task.
     pub fn open_tasks_by_queue(
         &self,
     ) -> Result<std::collections::BTreeMap<String, OpenQueue>, Error> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            queue: String,
-            created_at: Timestamp,
-        }
-        let mut queues = std::collections::BTreeMap::<String, OpenQueue>::new();
-        self.store.each_json::<Row>(Table::Tasks, "task", |t| {
-            let q = queues.entry(t.queue).or_insert(OpenQueue {
-                open: 0,
-                oldest: t.created_at,
-            });
-            q.open += 1;
-            q.oldest = q.oldest.min(t.created_at);
-        })?;
-        Ok(queues)
+        Ok(self.store.open_tasks_per_queue()?)
     }
 
     /// Runs the case's stored work (if any) to its next checkpoint and commits it. Returns
@@ -558,56 +526,4 @@ fn new_case_id(now: Timestamp) -> Result<String, Error> {
         now.as_millisecond().max(0),
         hex::encode(r)
     ))
-}
-
-/// A queue's open tasks: how many, and when the oldest was created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenQueue {
-    pub open: usize,
-    pub oldest: Timestamp,
-}
-
-/// A task in the inbox's order: high priority first, then the soonest due (a task without
-/// a due time after those with one), then the oldest, then by id (the table's order).
-struct InboxOrder(TaskEntry);
-
-impl InboxOrder {
-    fn key(
-        &self,
-    ) -> (
-        std::cmp::Reverse<crate::routing::Priority>,
-        bool,
-        Option<Timestamp>,
-        Timestamp,
-        &str,
-    ) {
-        let t = &self.0;
-        (
-            std::cmp::Reverse(t.priority),
-            t.sla_due.is_none(),
-            t.sla_due,
-            t.created_at,
-            &t.task_id,
-        )
-    }
-}
-
-impl PartialEq for InboxOrder {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for InboxOrder {}
-
-impl PartialOrd for InboxOrder {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for InboxOrder {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
 }

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 
+use super::inbox::Inbox;
 use super::{Backend, Batch, Error, Op, Table};
 use crate::audit;
 
@@ -51,13 +52,18 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    pub(super) fn start(backend: Arc<dyn Backend>, head: audit::Head, max_group: usize) -> Self {
+    pub(super) fn start(
+        backend: Arc<dyn Backend>,
+        head: audit::Head,
+        max_group: usize,
+        inbox: Arc<Inbox>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let thread = std::thread::Builder::new()
             .name("store-commit".into())
-            .spawn(move || run(backend, head, max_group, rx, c))
+            .spawn(move || run(backend, head, max_group, rx, c, &inbox))
             .expect("the commit thread starts");
         Committer {
             jobs: Mutex::new(Some(tx)),
@@ -130,6 +136,7 @@ fn run(
     max_group: usize,
     rx: mpsc::Receiver<Job>,
     counters: Arc<Counters>,
+    inbox: &Inbox,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -166,6 +173,9 @@ fn run(
         }
         let result = backend.write(&groups);
         if result.is_ok() {
+            // before any waiter hears of it: a reviewer who is told a task is done never
+            // finds it in the inbox afterwards
+            inbox.written(&groups);
             head = next;
             counters
                 .commits
@@ -180,7 +190,9 @@ fn run(
                 waiters.len()
             );
             // A write that failed at its final sync may still have landed: the chain goes
-            // on from the head the store holds, never from a guess.
+            // on from the head the store holds, never from a guess, and the inbox's order
+            // is read from the table again.
+            inbox.failed();
             match stored_head(backend.as_ref()) {
                 Ok(Some(stored)) => head = stored,
                 Ok(None) => {}

@@ -11,6 +11,7 @@
 pub mod archive;
 mod chain;
 mod group;
+mod inbox;
 mod proactive;
 pub mod records;
 mod redb;
@@ -29,6 +30,7 @@ pub use self::sled::SledBackend;
 use crate::audit;
 pub use chain::AuditRecords;
 pub use group::CommitStats;
+pub use inbox::{OpenQueue, Place};
 pub use proactive::{
     ConsentChange, ConsentRecord, Consents, Contacts, EventEntry, Events, ScheduleMark, Schedules,
     Starts,
@@ -137,7 +139,7 @@ impl Table {
 /// A stored key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// Rows [`Store::each_json`] and [`Store::count_rows`] read at a time.
+/// Rows [`Store::each_chunk`] callers and [`Store::count_rows`] read at a time.
 const EACH_CHUNK: usize = 256;
 
 /// One write: a put (`Some`) or a delete (`None`).
@@ -397,6 +399,8 @@ pub fn detect(dir: &Path) -> Option<Kind> {
 pub struct Store {
     backend: Arc<dyn Backend>,
     committer: Arc<group::Committer>,
+    /// The open tasks in the inbox's order, kept by the commit thread.
+    inbox: Arc<inbox::Inbox>,
     salt: Arc<[u8; 32]>,
     /// One incremental audit verification at a time: concurrent ones would check the same
     /// tail and race to move the mark.
@@ -428,10 +432,13 @@ impl Store {
                 fresh
             }
         };
-        let committer = group::Committer::start(backend.clone(), head, max_group.max(1));
+        let inbox = Arc::new(inbox::Inbox::default());
+        let committer =
+            group::Committer::start(backend.clone(), head, max_group.max(1), inbox.clone());
         Ok(Store {
             backend,
             committer: Arc::new(committer),
+            inbox,
             salt: Arc::new(salt),
             verify_lock: Arc::new(std::sync::Mutex::new(())),
         })
@@ -535,21 +542,6 @@ impl Store {
                 return Ok(());
             }
         }
-    }
-
-    /// Hands every row of `table` to `f`, decoded, [`EACH_CHUNK`] rows at a time.
-    pub(crate) fn each_json<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        what: &'static str,
-        mut f: impl FnMut(T),
-    ) -> Result<(), Error> {
-        self.each_chunk(table, EACH_CHUNK, |chunk| {
-            for (k, v) in &chunk {
-                f(decode(what, k, v)?);
-            }
-            Ok(())
-        })
     }
 
     /// How many rows `table` has, counted [`EACH_CHUNK`] rows at a time.
@@ -704,7 +696,12 @@ mod tests {
         assert_eq!(store.count_rows(Table::Pending).expect("count"), 0);
         let mut seen = Vec::new();
         store
-            .each_json::<serde_json::Value>(Table::Tasks, "task", |v| seen.push(v["n"].clone()))
+            .each_chunk(Table::Tasks, EACH_CHUNK, |chunk| {
+                for (k, v) in &chunk {
+                    seen.push(decode::<serde_json::Value>("task", k, v)?["n"].clone());
+                }
+                Ok(())
+            })
             .expect("each");
         let want: Vec<serde_json::Value> = (0..rows).map(|i| i.into()).collect();
         assert_eq!(seen, want, "every row once, in key order");
