@@ -398,6 +398,43 @@ mod tests {
         assert_pages(&store);
     }
 
+    #[test]
+    fn listings_beside_commits_never_block_them_and_end_where_the_table_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Options::default()).unwrap();
+        std::thread::scope(|s| {
+            // two writers open and close tasks while two readers list and count, the
+            // first listing building the order while commits arrive
+            for w in 0..2 {
+                let store = &store;
+                s.spawn(move || {
+                    for n in 0..200 {
+                        let id = w * 1000 + n;
+                        let queue = ["triage", "refunds"][n % 2];
+                        put(store, &[task(id, queue, "normal", None)]).unwrap();
+                        if n % 3 == 0 {
+                            delete(store, &[&format!("t{id:05}")]).unwrap();
+                        }
+                    }
+                });
+            }
+            for r in 0..2 {
+                let store = &store;
+                s.spawn(move || {
+                    for _ in 0..100 {
+                        let page = store
+                            .tasks_page(["refunds", "triage"].get(r).copied(), 20)
+                            .unwrap();
+                        assert!(page.windows(2).all(|w| w[0].place() <= w[1].place()));
+                        store.open_tasks_per_queue().unwrap();
+                    }
+                });
+            }
+        });
+        assert_pages(&store);
+        assert_eq!(truth(&store, None).len(), 2 * (200 - 67));
+    }
+
     /// A backend whose writes land and then report failure, as a write that failed at its
     /// final sync may have.
     #[derive(Debug)]
