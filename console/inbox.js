@@ -10,6 +10,8 @@ import { conversation } from './cases.js';
 import { priorityBadge, whyPanel } from './why.js';
 
 let chosenQueue = '';
+/** Tasks the inbox lists at a time (the first ones in the API's order). */
+const PAGE = 200;
 
 export async function render(view) {
   const tasksBox = h('div', { class: 'panel' });
@@ -20,10 +22,14 @@ export async function render(view) {
     h('div', { class: 'panel row' }, h('div', {}, h('label', {}, t('inbox.queue')), queue), h('div', {}, refresh)),
     h('div', { class: 'grid2' }, tasksBox, caseBox));
   const load = async () => {
-    const all = await get('/v1/tasks');
-    const queues = [...new Set(all.map((x) => x.queue))].sort();
-    clear(queue).append(h('option', { value: '' }, t('inbox.all')), queues.map((q) => h('option', { value: q, selected: q === chosenQueue }, `${q} (${all.filter((x) => x.queue === q).length})`)));
-    const tasks = chosenQueue ? all.filter((x) => x.queue === chosenQueue) : all;
+    // The first page of the chosen queue (or of all) and the count per queue beside it:
+    // a backlog of thousands is counted by the box, not sent to the browser.
+    const page = `/v1/tasks?limit=${PAGE}${chosenQueue ? `&queue=${encodeURIComponent(chosenQueue)}` : ''}`;
+    const [counts, tasks] = await Promise.all([get('/v1/tasks/queues'), get(page)]);
+    const queues = counts.queues.map((q) => [q.queue, q.open]);
+    if (chosenQueue && !queues.some(([q]) => q === chosenQueue)) queues.push([chosenQueue, 0]);
+    clear(queue).append(h('option', { value: '' }, t('inbox.all')), queues.map(([q, n]) => h('option', { value: q, selected: q === chosenQueue }, `${q} (${n})`)));
+    const open = chosenQueue ? (queues.find(([q]) => q === chosenQueue)?.[1] ?? 0) : counts.open;
     clear(tasksBox);
     if (!tasks.length) {
       tasksBox.append(h('p', { class: 'muted', 'data-testid': 'inbox-empty' }, t('inbox.empty')));
@@ -44,6 +50,9 @@ export async function render(view) {
       h('td', {}, fmtTime(task.created_at)),
       h('td', {}, task.sla_due ? h('span', { class: `badge ${overdue ? 'bad' : 'warn'}`, title: fmtTime(task.sla_due) },
         overdue ? t('inbox.overdue') : t('inbox.due', { time: until(new Date(task.sla_due).getTime() - now) })) : '–')));
+    }
+    if (open > tasks.length) {
+      tasksBox.append(h('p', { class: 'muted', 'data-testid': 'inbox-more' }, t('inbox.more', { shown: tasks.length, open })));
     }
     tasksBox.append(h('table', { 'data-testid': 'task-list' },
       h('thead', {}, h('tr', {}, h('th', {}, t('inbox.task')), h('th', {}, t('inbox.case')), h('th', {}, t('inbox.created')), h('th', {}, t('inbox.sla')))),

@@ -145,6 +145,21 @@ fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
     assert_eq!(s.metric(open_refunds), 1.0);
     let tasks = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
     assert_eq!(tasks.status, 200, "{}", tasks.text);
+    // ... and so does the reviewers' count per queue
+    let queues = s.call("GET", "/v1/tasks/queues", Some(Role::Reviewer), None);
+    assert_eq!(queues.status, 200, "{}", queues.text);
+    assert_eq!(queues.json["open"], 1, "{}", queues.text);
+    assert_eq!(
+        queues.json["queues"][0]["queue"], "refunds",
+        "{}",
+        queues.text
+    );
+    assert_eq!(queues.json["queues"][0]["open"], 1, "{}", queues.text);
+    assert_eq!(
+        queues.json["queues"][0]["oldest"], tasks.json[0]["created_at"],
+        "{}",
+        queues.text
+    );
     let first = s.call("GET", "/v1/tasks?limit=1", Some(Role::Reviewer), None);
     assert_eq!(
         first.json.as_array().map(Vec::len),
@@ -389,6 +404,7 @@ fn every_role_boundary_is_enforced() {
         ),
         ("GET", &audit, None, &[Role::Auditor]),
         ("GET", "/v1/tasks", None, &[Role::Reviewer]),
+        ("GET", "/v1/tasks/queues", None, &[Role::Reviewer]),
         (
             "POST",
             "/v1/tasks/t-none/complete",
@@ -682,6 +698,7 @@ fn health_readiness_metrics_and_the_openapi_document() {
         "/v1/cases/{id}",
         "/v1/cases/{id}/audit",
         "/v1/tasks",
+        "/v1/tasks/queues",
         "/v1/tasks/{id}/complete",
         "/v1/workflows",
         "/v1/workflows/{id}/graph",

@@ -106,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/cases/{id}/audit", get(cases::audit))
         .route("/v1/cases/{id}/messages", post(messages::post))
         .route("/v1/tasks", get(tasks::list))
+        .route("/v1/tasks/queues", get(tasks::queues))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route(
             "/v1/workflows",

@@ -19,6 +19,7 @@ use super::Json;
         super::cases::audit,
         super::messages::post,
         super::tasks::list,
+        super::tasks::queues,
         super::tasks::complete,
         super::workflows::list,
         super::workflows::show,

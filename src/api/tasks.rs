@@ -1,4 +1,5 @@
-//! The human task inbox: `GET /v1/tasks?queue=` and `POST /v1/tasks/{id}/complete`.
+//! The human task inbox: `GET /v1/tasks?queue=`, `GET /v1/tasks/queues` and `POST
+//! /v1/tasks/{id}/complete`.
 //! Completing a task stores the decision durably and runs the case on to its next
 //! checkpoint before answering.
 
@@ -126,6 +127,55 @@ pub async fn list(
     })
     .await?;
     Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
+}
+
+/// The open tasks of one queue.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueView {
+    pub queue: String,
+    pub open: usize,
+    /// When the queue's oldest open task was created.
+    pub oldest: String,
+}
+
+/// How many tasks are open, in all and per queue.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Queues {
+    pub open: usize,
+    /// By queue name.
+    pub queues: Vec<QueueView>,
+}
+
+/// The inbox's size per queue without listing a task: what a reviewer's console shows
+/// beside the first page (the store holds the counts, so a backlog of thousands costs no
+/// more than an empty inbox).
+#[utoipa::path(get, path = "/v1/tasks/queues", tag = "tasks", security(("bearer" = [])),
+    responses((status = 200, body = Queues), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody)))]
+pub async fn queues(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Queues>, AppError> {
+    caller.require(&[Role::Reviewer])?;
+    let runner = state.runner.clone();
+    let by_queue = blocking("task queues", move || {
+        runner
+            .open_tasks_by_queue()
+            .map_err(|e| AppError::runner("tasks read", e))
+    })
+    .await?;
+    let queues: Vec<QueueView> = by_queue
+        .into_iter()
+        .map(|(queue, q)| QueueView {
+            queue,
+            open: q.open,
+            oldest: q.oldest.to_string(),
+        })
+        .collect();
+    Ok(Json(Queues {
+        open: queues.iter().map(|q| q.open).sum(),
+        queues,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),

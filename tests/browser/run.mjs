@@ -392,6 +392,25 @@ step('language switch: the console speaks German', async ({ page }) => {
   await page.getByTestId('nav-cases').filter({ hasText: 'Cases' }).waitFor();
 });
 
+step('inbox: a backlog lists its first 200 tasks and says how many are open', async ({ page }) => {
+  const before = (await call(ctx.base, ctx.tokens.reviewer, 'GET', '/v1/tasks/queues')).open;
+  for (let i = 0; i < 205; i += 1) {
+    await call(ctx.base, ctx.tokens.admin, 'POST', '/v1/requests', {
+      channel: 'chat', language: 'en', fields: {}, text: `What exchange rate do you use for USD? (${i})`,
+      metadata: { intent: 'exchange_rate', confidence: 0.9 },
+    });
+  }
+  const open = await until('the backlog to wait in its queue', async () => {
+    const counts = await call(ctx.base, ctx.tokens.reviewer, 'GET', '/v1/tasks/queues');
+    return counts.open >= before + 205 && counts.open;
+  });
+  await signIn(page, ctx.tokens.reviewer);
+  await page.getByTestId('task-row').first().waitFor();
+  assert.equal(await page.getByTestId('task-row').count(), 200);
+  assert.match(await page.getByTestId('inbox-more').innerText(), new RegExp(`200 of ${open} open tasks`));
+  await shot(page, '11c-inbox-backlog');
+});
+
 step('the console loaded nothing from outside the box', async () => {
   const foreign = ctx.requests.filter((u) => !u.startsWith(ctx.base) && !u.startsWith('data:'));
   assert.deepEqual(foreign, []);
