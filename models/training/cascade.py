@@ -121,11 +121,11 @@ def _update_card(card: Path, section: list[str], head_sha: str) -> None:
 
 def main() -> None:
     import onnx
-    import onnxruntime as ort
     import tomllib
     from onnx import numpy_helper
     from tokenizers import Tokenizer
 
+    import engine
     import ngrams
     import pack
     import train
@@ -142,7 +142,7 @@ def main() -> None:
     w, b = shipped_head(inits["ngram_w"], inits["ngram_b"])
     vec = ngrams.load(model / "ngrams.json")
     tok = Tokenizer.from_file(str(model / "tokenizer.json"))
-    sess = ort.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = engine.session(str(model / "model.onnx"), threads=2)
     cal = card["calibration"]
     prefix, max_tokens = card["model"]["prefix"], card["model"]["max_tokens"]
 

@@ -56,6 +56,7 @@ from sklearn.metrics import f1_score
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import engine  # noqa: E402
 import ngrams  # noqa: E402
 import pack  # noqa: E402
 import ocr  # noqa: E402
@@ -206,10 +207,7 @@ class Runner:
     def __init__(self, model_bytes: bytes, model_dir: Path, card: dict) -> None:
         from tokenizers import Tokenizer
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 2
-        so.inter_op_num_threads = 1
-        self.sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        self.sess = engine.session(model_bytes, threads=2)
         self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.vec = ngrams.load(model_dir / "ngrams.json")
         self.prefix = card["model"]["prefix"]

@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE))
 import cascade  # noqa: E402
 import pack  # noqa: E402
 import encoder  # noqa: E402
+import engine  # noqa: E402
 import ngrams  # noqa: E402
 import ocr  # noqa: E402
 import vocab  # noqa: E402
@@ -435,7 +436,7 @@ def main() -> None:
     quantize(final_fp32, out / "model.onnx", ["head_w", "ngram_w"])
 
     # everything below is measured with the shipped graph
-    final = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    final = engine.session(str(out / "model.onnx"), threads=2)
 
     def logits_of(texts: list[str]) -> np.ndarray:
         ids = enc.encode_ids(texts)
