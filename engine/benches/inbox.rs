@@ -5,56 +5,14 @@
 //!     cargo bench -p casegraph-engine --bench inbox
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::sync::Arc;
-
-use casegraph_engine::classify::{self, Classification};
-use casegraph_engine::exec::{CallError, CallRequest, Connector, SystemClock};
-use casegraph_engine::intake::Received;
-use casegraph_engine::rules::Rules;
-use casegraph_engine::runner::{Parts, Runner};
-use casegraph_engine::store::{self, Batch, Store, Table, TaskEntry};
-use casegraph_engine::workflow::Catalog;
+use casegraph_engine::store::{self, Batch, Table, TaskEntry};
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use serde_json::json;
+
+mod support;
 
 /// Open tasks in the benchmark's inbox.
 const OPEN: usize = 10_000;
-
-struct NoCalls;
-impl Connector for NoCalls {
-    fn call(&self, _: &CallRequest) -> Result<Value, CallError> {
-        Err(CallError {
-            retryable: false,
-            message: "no calls in this benchmark".into(),
-        })
-    }
-}
-
-struct NoModel;
-impl classify::Service for NoModel {
-    fn classify(&self, _: &Received) -> Result<Classification, classify::Error> {
-        Err(classify::Error::Inference("not used".into()))
-    }
-}
-
-fn runner(dir: &Path) -> Runner {
-    let rules = Arc::new(Rules::default());
-    let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows");
-    let catalog = Arc::new(Catalog::load(&workflows, &rules).expect("shipped workflows"));
-    let store = Store::open(dir, &store::Options::default()).unwrap();
-    Runner::new(Parts {
-        store,
-        catalog,
-        rules,
-        connector: Arc::new(NoCalls),
-        classifier: Arc::new(NoModel),
-        clock: Arc::new(SystemClock),
-        versions_dir: dir.join("versions"),
-        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
-        quiet_hours: None,
-    })
-}
 
 /// A triage task as routing leaves it: nine in ten in `triage`, one in a hundred in `rare`,
 /// one in five of high priority (and so due).
@@ -88,7 +46,7 @@ fn task(n: usize) -> TaskEntry {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let runner = runner(dir.path());
+    let runner = support::runner(dir.path(), store::Kind::Redb);
     for chunk in (0..OPEN).collect::<Vec<_>>().chunks(500) {
         let mut batch = Batch::new();
         for &n in chunk {

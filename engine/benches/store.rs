@@ -15,31 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use casegraph_engine::classify::{self, Classification};
-use casegraph_engine::exec::{CallError, CallRequest, Connector, SystemClock};
-use casegraph_engine::intake::Received;
-use casegraph_engine::rules::Rules;
-use casegraph_engine::runner::{NewRequest, Parts, Runner};
-use casegraph_engine::store::{self, Store};
-use casegraph_engine::workflow::Catalog;
-use serde_json::{Value, json};
+use casegraph_engine::runner::NewRequest;
+use casegraph_engine::store;
+use serde_json::json;
 
-struct NoCalls;
-impl Connector for NoCalls {
-    fn call(&self, _: &CallRequest) -> Result<Value, CallError> {
-        Err(CallError {
-            retryable: false,
-            message: "no calls in this benchmark".into(),
-        })
-    }
-}
-
-struct NoModel;
-impl classify::Service for NoModel {
-    fn classify(&self, _: &Received) -> Result<Classification, classify::Error> {
-        Err(classify::Error::Inference("not used".into()))
-    }
-}
+mod support;
+use support::runner;
 
 /// fsyncs per second of a 4 KiB write + fsync loop in `dir`.
 fn raw_fsync_rate(dir: &Path, seconds: f64) -> f64 {
@@ -54,31 +35,6 @@ fn raw_fsync_rate(dir: &Path, seconds: f64) -> f64 {
         n += 1;
     }
     n as f64 / start.elapsed().as_secs_f64()
-}
-
-fn runner(dir: &Path, kind: store::Kind) -> Runner {
-    let rules = Arc::new(Rules::default());
-    let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows");
-    let catalog = Arc::new(Catalog::load(&workflows, &rules).expect("shipped workflows"));
-    let store = Store::open(
-        dir,
-        &store::Options {
-            backend: kind,
-            ..store::Options::default()
-        },
-    )
-    .unwrap();
-    Runner::new(Parts {
-        store,
-        catalog,
-        rules,
-        connector: Arc::new(NoCalls),
-        classifier: Arc::new(NoModel),
-        clock: Arc::new(SystemClock),
-        versions_dir: dir.join("versions"),
-        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
-        quiet_hours: None,
-    })
 }
 
 struct Row {
