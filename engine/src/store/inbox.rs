@@ -11,7 +11,6 @@
 //!
 //! Memory: about 200 bytes per open task (its id twice, the queue shared).
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
@@ -19,13 +18,13 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::{Error, Op, Store, Table, TaskEntry};
-use crate::routing::Priority;
 
 /// Where a task stands in the inbox: high priority first, then the soonest due (a task with
 /// no due time after every dated one), then the oldest, then by id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Place {
-    priority: Reverse<Priority>,
+    /// `false` for a high-priority task, so that those sort first.
+    normal: bool,
     undated: bool,
     due: Option<Timestamp>,
     created_at: Timestamp,
@@ -34,14 +33,9 @@ pub struct Place {
 
 impl Place {
     /// The place of a task with these fields.
-    pub fn new(
-        priority: Priority,
-        due: Option<Timestamp>,
-        created_at: Timestamp,
-        task_id: &str,
-    ) -> Place {
+    pub fn new(high: bool, due: Option<Timestamp>, created_at: Timestamp, task_id: &str) -> Place {
         Place {
-            priority: Reverse(priority),
+            normal: !high,
             undated: due.is_none(),
             due,
             created_at,
@@ -61,8 +55,9 @@ struct Row {
     queue: String,
     created_at: Timestamp,
     sla_due: Option<Timestamp>,
+    /// `high`, or absent for a normal one (as [`TaskEntry`] writes it).
     #[serde(default)]
-    priority: Priority,
+    priority: Option<String>,
 }
 
 /// A queue's open tasks and when its oldest was created.
@@ -96,7 +91,8 @@ impl Order {
 
     fn insert(&mut self, row: Row) {
         self.remove(&row.task_id);
-        let place = Place::new(row.priority, row.sla_due, row.created_at, &row.task_id);
+        let high = row.priority.as_deref() == Some("high");
+        let place = Place::new(high, row.sla_due, row.created_at, &row.task_id);
         let queue = self.queue(&row.queue);
         self.by_id.insert(row.task_id, place.clone());
         self.places.insert(place, queue);
@@ -266,7 +262,12 @@ impl Store {
 impl TaskEntry {
     /// Where this task stands in the inbox.
     pub fn place(&self) -> Place {
-        Place::new(self.priority, self.sla_due, self.created_at, &self.task_id)
+        Place::new(
+            !self.priority.is_normal(),
+            self.sla_due,
+            self.created_at,
+            &self.task_id,
+        )
     }
 }
 
@@ -359,11 +360,11 @@ mod tests {
     #[test]
     fn high_priority_first_then_soonest_due_then_oldest() {
         let mut places = [
-            Place::new(Priority::Normal, None, at(1), "a"),
-            Place::new(Priority::Normal, Some(at(50)), at(9), "b"),
-            Place::new(Priority::High, None, at(5), "c"),
-            Place::new(Priority::High, Some(at(90)), at(8), "d"),
-            Place::new(Priority::Normal, None, at(0), "e"),
+            Place::new(false, None, at(1), "a"),
+            Place::new(false, Some(at(50)), at(9), "b"),
+            Place::new(true, None, at(5), "c"),
+            Place::new(true, Some(at(90)), at(8), "d"),
+            Place::new(false, None, at(0), "e"),
         ];
         places.sort();
         let ids: Vec<&str> = places.iter().map(Place::task_id).collect();
