@@ -564,6 +564,8 @@ fn malformed_bodies_get_the_documented_error_and_nothing_is_stored() {
     .assert_error(400, "invalid_query");
     s.call("GET", "/v1/tasks?limit=0", Some(Role::Admin), None)
         .assert_error(400, "invalid_query");
+    s.call("GET", "/v1/tasks/queues?queue=a", Some(Role::Admin), None)
+        .assert_error(400, "invalid_query");
     assert_eq!(
         s.metric("casegraph_store_commits"),
         commits,

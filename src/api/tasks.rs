@@ -146,15 +146,22 @@ pub struct Queues {
     pub queues: Vec<QueueView>,
 }
 
+/// `GET /v1/tasks/queues` takes no parameters; any is refused (`400 invalid_query`) as on
+/// `GET /v1/tasks`, so a client's misspelt filter is not silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 /// The inbox's size per queue without listing a task: what a reviewer's console shows
 /// beside the first page (the store holds the counts, so a backlog of thousands costs no
 /// more than an empty inbox).
 #[utoipa::path(get, path = "/v1/tasks/queues", tag = "tasks", security(("bearer" = [])),
-    responses((status = 200, body = Queues), (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Queues), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn queues(
     State(state): State<AppState>,
     caller: Caller,
+    Query(NoQuery {}): Query<NoQuery>,
 ) -> Result<Json<Queues>, AppError> {
     caller.require(&[Role::Reviewer])?;
     let runner = state.runner.clone();
