@@ -170,9 +170,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A client that gives each phase of a call up to a minute. Not one global timeout: with
+/// any timeout that covers name resolution ureq resolves the host in a thread of its own,
+/// one thread started and ended per request, which cost the load generator about a third
+/// of its CPU on the cores it shares with the server.
 fn agent() -> ureq::Agent {
+    let minute = Some(Duration::from_secs(60));
     ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_send_request(minute)
+        .timeout_send_body(minute)
+        .timeout_recv_response(minute)
+        .timeout_recv_body(minute)
         .http_status_as_error(false)
         .build()
         .into()
