@@ -12,11 +12,14 @@
 //! turn verification off, and a failed handshake is a failed attempt, never a fallback
 //! to plain HTTP. The `reply_to` webhooks use the same client ([`agent_trusting`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use casegraph_engine::exec::{CallError, CallRequest, Connector};
 use serde_json::Value;
 use ureq::tls::TlsConfig;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
 
 /// The certificates an agent trusts; read with the configuration that names their file.
 pub use crate::config::Roots;
@@ -36,7 +39,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 
 /// [`agent`], trusting `roots` for HTTPS.
 pub fn agent_trusting(timeout: Duration, roots: &Roots) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
@@ -45,8 +48,51 @@ pub fn agent_trusting(timeout: Duration, roots: &Roots) -> ureq::Agent {
                 .root_certs(roots.certs().clone())
                 .build(),
         )
-        .build()
-        .into()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        Literal::default(),
+    )
+}
+
+/// A resolver that takes an address written in the URL as it is, and asks DNS (ureq's
+/// own resolver) only for a name. ureq resolves before every call, even on a pooled
+/// connection, and under a timeout its resolver starts a thread for each lookup so that
+/// it can give up: for a back office configured by address that was one thread started
+/// and ended per call, for nothing.
+#[derive(Debug, Default)]
+pub struct Literal {
+    names: DefaultResolver,
+}
+
+impl Resolver for Literal {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let ip = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .parse::<IpAddr>();
+        let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        match (ip, port) {
+            (Ok(ip), Some(port)) => {
+                let mut found = self.empty();
+                found.push(SocketAddr::new(ip, port));
+                Ok(found)
+            }
+            _ => self.names.resolve(uri, config, timeout),
+        }
+    }
 }
 
 /// [`agent_trusting`] that resolves host names with `resolver` and ignores proxies from
@@ -150,5 +196,58 @@ impl Connector for HttpConnector {
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No time left to resolve: ureq's own resolver gives up (its lookup thread cannot
+    /// answer within zero), so a literal that resolves here never went to it.
+    fn no_time() -> NextTimeout {
+        NextTimeout {
+            after: std::time::Duration::ZERO.into(),
+            reason: ureq::Timeout::Resolve,
+            per_read: None,
+            per_write: None,
+        }
+    }
+
+    fn resolve(url: &str, timeout: NextTimeout) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let uri: ureq::http::Uri = url.parse().expect("uri");
+        let found = Literal::default().resolve(&uri, &ureq::config::Config::default(), timeout)?;
+        Ok(found.iter().copied().collect())
+    }
+
+    #[test]
+    fn an_address_in_the_url_is_taken_as_it_is_without_a_lookup() {
+        let cases = [
+            ("http://10.1.2.3:8080/crm/get", "10.1.2.3:8080"),
+            ("http://192.168.0.7/crm/get", "192.168.0.7:80"),
+            ("https://203.0.113.9/hook", "203.0.113.9:443"),
+            ("https://[2001:db8::1]:8443/hook", "[2001:db8::1]:8443"),
+        ];
+        for (url, addr) in cases {
+            let found = resolve(url, no_time()).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(
+                found,
+                vec![addr.parse::<SocketAddr>().expect("addr")],
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_is_still_looked_up_within_its_timeout() {
+        let found = resolve("http://localhost:9/x", NextTimeout::default()).expect("localhost");
+        assert!(
+            !found.is_empty() && found.iter().all(|a| a.ip().is_loopback() && a.port() == 9),
+            "{found:?}"
+        );
+        assert!(
+            resolve("http://localhost:9/x", no_time()).is_err(),
+            "a name with no time left to look it up is not found"
+        );
     }
 }

@@ -16,7 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs};
+use ureq::unversioned::resolver::ResolvedSocketAddrs;
 
 /// The port an entry without one allows.
 const DEFAULT_PORT: u16 = 443;
@@ -147,7 +147,7 @@ impl Policy {
     pub fn resolver(&self) -> Resolver {
         Resolver {
             policy: self.clone(),
-            inner: DefaultResolver::default(),
+            inner: crate::connector::Literal::default(),
         }
     }
 }
@@ -156,7 +156,7 @@ impl Policy {
 #[derive(Debug)]
 pub struct Resolver {
     policy: Policy,
-    inner: DefaultResolver,
+    inner: crate::connector::Literal,
 }
 
 impl ureq::unversioned::resolver::Resolver for Resolver {
