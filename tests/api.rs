@@ -133,6 +133,63 @@ fn an_off_topic_request_is_flagged_by_the_model_and_goes_to_triage() {
     );
 }
 
+/// The `rel="next"` path of a task listing's `Link` header, if another page follows.
+fn next_page(r: &support::Response) -> Option<String> {
+    let link = r.headers.get("link")?;
+    let path = link.strip_prefix('<')?.split_once(">; rel=\"next\"")?.0;
+    Some(path.to_string())
+}
+
+#[test]
+fn a_reviewer_reads_a_backlog_page_by_page_and_a_forged_cursor_is_refused() {
+    let s = Server::start();
+    let ids: Vec<String> = ["1.249,90", "2.100,00", "3.050,10", "4.999,00", "5.400,00"]
+        .iter()
+        .map(|a| s.submit(&refund_letter(a)))
+        .collect();
+    for id in &ids {
+        s.wait_case(id, |c| c["status"] == "waiting");
+    }
+    let all = s.call("GET", "/v1/tasks?queue=refunds", Some(Role::Reviewer), None);
+    assert_eq!(all.json.as_array().map(Vec::len), Some(5), "{}", all.text);
+    assert_eq!(next_page(&all), None, "one page holds them all");
+
+    // pages of two: the Link header leads on, and the pages together are the inbox
+    let mut listed = Vec::new();
+    let mut path = Some("/v1/tasks?queue=refunds&limit=2".to_string());
+    let mut pages = 0;
+    while let Some(p) = path {
+        let page = s.call("GET", &p, Some(Role::Reviewer), None);
+        assert_eq!(page.status, 200, "{p}: {}", page.text);
+        listed.extend(page.json.as_array().unwrap().iter().cloned());
+        path = next_page(&page);
+        pages += 1;
+        if pages == 1 {
+            // the reviewer completes the first page's last task before reading on: the
+            // cursor names its place, so the next page still begins after it
+            let last = &listed[1]["task_id"];
+            let done = s.call(
+                "POST",
+                &format!("/v1/tasks/{}/complete", last.as_str().unwrap()),
+                Some(Role::Reviewer),
+                Some(&json!({"decision": "approve"})),
+            );
+            assert_eq!(done.status, 200, "{}", done.text);
+        }
+    }
+    assert_eq!(pages, 3);
+    let ids_of =
+        |tasks: &[Value]| -> Vec<Value> { tasks.iter().map(|t| t["task_id"].clone()).collect() };
+    assert_eq!(ids_of(&listed), ids_of(all.json.as_array().unwrap()));
+
+    for forged in ["zz", "787c7c317c74", &"ab".repeat(5000), "' OR 1=1 --"] {
+        let path = format!("/v1/tasks?limit=2&after={}", forged.replace(' ', "%20"));
+        let r = s.call("GET", &path, Some(Role::Reviewer), None);
+        r.assert_error(400, "invalid_query");
+        assert_eq!(r.json["error"]["details"]["field"], "after", "{}", r.text);
+    }
+}
+
 #[test]
 fn a_refund_above_the_limit_waits_for_a_reviewer_who_completes_the_task() {
     let s = Server::start();

@@ -7,10 +7,11 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::LINK;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use casegraph_engine::exec::TaskCompletion;
 use casegraph_engine::runner;
-use casegraph_engine::store::TaskEntry;
+use casegraph_engine::store::{Place, TaskEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -22,13 +23,21 @@ use crate::auth::Role;
 pub struct TaskQuery {
     /// Only this queue's tasks.
     pub queue: Option<String>,
-    /// At most this many (1–10000): high priority first, then the soonest due; all when
-    /// absent.
+    /// At most this many (1–10000, 10000 when absent): high priority first, then the
+    /// soonest due, then the oldest. When more follow, the answer's `Link` header names the
+    /// next page (`rel="next"`).
     pub limit: Option<usize>,
+    /// The cursor of the next page, as the previous page's `Link` header gives it: the
+    /// listing goes on after that page's last task (still good when that task was
+    /// completed meanwhile).
+    pub after: Option<String>,
 }
 
-/// The most tasks one `GET /v1/tasks?limit=` may ask for.
+/// The most tasks one `GET /v1/tasks` answers (`limit`, and the page when it is absent).
 pub const MAX_TASK_LIMIT: usize = 10_000;
+
+/// The longest cursor `after` may be (a place holds a task id, itself bounded).
+const MAX_CURSOR_CHARS: usize = 2_000;
 
 /// An open task.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -100,33 +109,77 @@ pub struct Completed {
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskQuery),
-    responses((status = 200, body = Vec<TaskView>), (status = 400, body = super::error::ErrorBody),
+    responses((status = 200, body = Vec<TaskView>, headers(("Link" = String,
+            description = "`</v1/tasks?limit=…&after=…>; rel=\"next\"` when more tasks follow"))),
+        (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<TaskQuery>,
-) -> Result<Json<Vec<TaskView>>, AppError> {
+) -> Result<(HeaderMap, Json<Vec<TaskView>>), AppError> {
     caller.require(&[Role::Reviewer])?;
+    let bad = |field: &str, message: String| {
+        AppError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+            .details(json!({ "field": field }))
+    };
     if let Some(limit) = q.limit
         && !(1..=MAX_TASK_LIMIT).contains(&limit)
     {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
+        return Err(bad(
+            "limit",
             format!("`limit` must be between 1 and {MAX_TASK_LIMIT}, got {limit}"),
-        )
-        .details(json!({ "field": "limit" })));
+        ));
     }
-    let limit = q.limit.unwrap_or(usize::MAX);
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(c) => Some(
+            (c.len() <= MAX_CURSOR_CHARS)
+                .then(|| Place::from_cursor(c))
+                .flatten()
+                .ok_or_else(|| {
+                    bad(
+                        "after",
+                        "`after` is not a cursor of this listing: pass the one the previous page's `Link` header gives".into(),
+                    )
+                })?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(MAX_TASK_LIMIT);
     let runner = state.runner.clone();
-    let tasks = blocking("tasks", move || {
+    let queue = q.queue.clone();
+    // one more than the page, to know whether another page follows
+    let mut tasks = blocking("tasks", move || {
         runner
-            .tasks_page(q.queue.as_deref(), limit)
+            .tasks_after(queue.as_deref(), after.as_ref(), limit + 1)
             .map_err(|e| AppError::runner("tasks read", e))
     })
     .await?;
-    Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
+    let mut headers = HeaderMap::new();
+    if tasks.len() > limit {
+        tasks.truncate(limit);
+        if let Some(last) = tasks.last() {
+            let next = next_page(q.queue.as_deref(), limit, &last.place().cursor());
+            if let Ok(link) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+                headers.insert(LINK, link);
+            }
+        }
+    }
+    Ok((
+        headers,
+        Json(tasks.into_iter().map(TaskView::from).collect()),
+    ))
+}
+
+/// The path of the page after `cursor`, with the same queue and limit.
+fn next_page(queue: Option<&str>, limit: usize, cursor: &str) -> String {
+    let limit = limit.to_string();
+    let mut params = vec![("limit", limit.as_str()), ("after", cursor)];
+    if let Some(q) = queue {
+        params.insert(0, ("queue", q));
+    }
+    let query = serde_urlencoded::to_string(params).unwrap_or_default();
+    format!("/v1/tasks?{query}")
 }
 
 /// The open tasks of one queue.

@@ -49,8 +49,8 @@ use crate::exec::{Clock, Connector, digest};
 use crate::intake::Request;
 use crate::rules::Rules;
 use crate::store::{
-    self, Batch, CaseRecord, CaseStatus, IdempotencyEntry, Pending, PersonalRecord, Store, Table,
-    TaskEntry, Trigger, key,
+    self, Batch, CaseRecord, CaseStatus, IdempotencyEntry, Pending, PersonalRecord, Place, Store,
+    Table, TaskEntry, Trigger, key,
 };
 use crate::workflow::{Catalog, Workflow};
 
@@ -427,6 +427,16 @@ impl Runner {
     /// open task (a night's backlog can be thousands).
     pub fn tasks_page(&self, queue: Option<&str>, limit: usize) -> Result<Vec<TaskEntry>, Error> {
         Ok(self.store.tasks_page(queue, limit)?)
+    }
+
+    /// [`Runner::tasks_page`] after the place `after` (see [`Store::tasks_after`](crate::store::Store::tasks_after)).
+    pub fn tasks_after(
+        &self,
+        queue: Option<&str>,
+        after: Option<&Place>,
+        limit: usize,
+    ) -> Result<Vec<TaskEntry>, Error> {
+        Ok(self.store.tasks_after(queue, after, limit)?)
     }
 
     /// Open tasks per queue and when each queue's oldest was created: what `/metrics`, the

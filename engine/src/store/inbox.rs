@@ -46,6 +46,40 @@ impl Place {
     pub fn task_id(&self) -> &str {
         &self.task_id
     }
+
+    /// This place as an opaque, URL-safe text: the cursor a listing hands out to go on
+    /// after its last task (`GET /v1/tasks?after=`). It names a place, not a task, so it
+    /// stays good when that task is completed meanwhile.
+    pub fn cursor(&self) -> String {
+        let due = self
+            .due
+            .map(|d| d.as_nanosecond().to_string())
+            .unwrap_or_default();
+        hex::encode(format!(
+            "{}|{due}|{}|{}",
+            if self.normal { "n" } else { "h" },
+            self.created_at.as_nanosecond(),
+            self.task_id
+        ))
+    }
+
+    /// The place a [`Place::cursor`] text names; `None` for any other text.
+    pub fn from_cursor(cursor: &str) -> Option<Place> {
+        let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
+        let mut parts = text.splitn(4, '|');
+        let high = match parts.next()? {
+            "h" => true,
+            "n" => false,
+            _ => return None,
+        };
+        let due = match parts.next()? {
+            "" => None,
+            n => Some(Timestamp::from_nanosecond(n.parse().ok()?).ok()?),
+        };
+        let created_at = Timestamp::from_nanosecond(parts.next()?.parse().ok()?).ok()?;
+        let task_id = parts.next().filter(|id| !id.is_empty())?;
+        Some(Place::new(high, due, created_at, task_id))
+    }
 }
 
 /// The fields of a stored task the order needs (the rest is not decoded).
@@ -228,8 +262,20 @@ impl Store {
     /// The first `limit` open tasks in the inbox's order ([`Place`]), only `queue`'s if
     /// given: the page's tasks are read, not every open one.
     pub fn tasks_page(&self, queue: Option<&str>, limit: usize) -> Result<Vec<TaskEntry>, Error> {
+        self.tasks_after(queue, None, limit)
+    }
+
+    /// [`Store::tasks_page`] that begins after the place `after` (a page's last task's),
+    /// so a client reads a backlog page by page. A task that moves while the client pages
+    /// (its priority or due time changed) is listed where it stands when its page is read.
+    pub fn tasks_after(
+        &self,
+        queue: Option<&str>,
+        after: Option<&Place>,
+        limit: usize,
+    ) -> Result<Vec<TaskEntry>, Error> {
         let mut page: Vec<TaskEntry> = Vec::new();
-        let mut last: Option<Place> = None;
+        let mut last: Option<Place> = after.cloned();
         while page.len() < limit {
             let want = limit - page.len();
             let places = self.inbox.after(self, queue, last.as_ref(), want)?;
@@ -333,6 +379,22 @@ mod tests {
         all
     }
 
+    /// Every open task, read a page at a time, each page after the cursor of the last.
+    fn page_by_page(store: &Store, queue: Option<&str>, limit: usize) -> Vec<TaskEntry> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let after = cursor.as_deref().map(|c| Place::from_cursor(c).unwrap());
+            let page = store.tasks_after(queue, after.as_ref(), limit).unwrap();
+            let full = page.len() == limit;
+            cursor = page.last().map(|t| t.place().cursor());
+            all.extend(page);
+            if !full {
+                return all;
+            }
+        }
+    }
+
     fn assert_pages(store: &Store) {
         for queue in [None, Some("refunds"), Some("triage"), Some("nobody's")] {
             let all = truth(store, queue);
@@ -342,6 +404,13 @@ mod tests {
                     ids(&page),
                     ids(&all[..limit.min(all.len())]),
                     "queue {queue:?}, limit {limit}"
+                );
+            }
+            for limit in [1, 7, 50] {
+                assert_eq!(
+                    ids(&page_by_page(store, queue, limit)),
+                    ids(&all),
+                    "queue {queue:?}, pages of {limit}"
                 );
             }
         }
@@ -355,6 +424,53 @@ mod tests {
             counts.values().map(|c| c.open).sum::<usize>(),
             truth(store, None).len()
         );
+    }
+
+    #[test]
+    fn a_cursor_names_a_place_and_nothing_else_is_one() {
+        for place in [
+            Place::new(false, None, at(1), "c-01.triage"),
+            Place::new(true, Some(at(90)), at(8), "t|with|bars"),
+        ] {
+            let cursor = place.cursor();
+            assert!(
+                cursor.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{cursor}"
+            );
+            assert_eq!(Place::from_cursor(&cursor), Some(place));
+        }
+        let forged = |text: &str| Place::from_cursor(&hex::encode(text));
+        for bad in ["", "zz", "6e7c", "not hex at all"] {
+            assert_eq!(Place::from_cursor(bad), None, "{bad}");
+        }
+        for bad in [
+            "x||1|t",
+            "n||1|",
+            "n|soon|1|t",
+            "n||yesterday|t",
+            "n||1",
+            "h|99999999999999999999999999999|1|t",
+        ] {
+            assert_eq!(forged(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_page_goes_on_after_its_cursor_when_the_last_task_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Options::default()).unwrap();
+        let tasks: Vec<TaskEntry> = (0..10)
+            .map(|n| task(n, "refunds", "normal", None))
+            .collect();
+        put(&store, &tasks).unwrap();
+        let all = truth(&store, None);
+        let first = store.tasks_page(None, 4).unwrap();
+        let cursor = first.last().unwrap().place().cursor();
+        // the reviewer completes the page's tasks before asking for the next one
+        delete(&store, &ids(&first)).unwrap();
+        let after = Place::from_cursor(&cursor).unwrap();
+        let next = store.tasks_after(None, Some(&after), 4).unwrap();
+        assert_eq!(ids(&next), ids(&all[4..8]));
     }
 
     #[test]
