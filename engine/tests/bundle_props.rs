@@ -120,18 +120,25 @@ fn apply(text: &str, e: &Edit) -> String {
     }
 }
 
-/// Whether `rel` in `dir` names a file outside `dir` (by its text, or through a link).
+/// Whether `rel` in `dir` names a file outside `dir`: by its text, by where it resolves,
+/// or, when it does not resolve, by passing the link `up` that leads out on the way. A
+/// path through `up` that comes back into the folder (`up/catalog/card_arrival/…`)
+/// resolves inside and does not leave.
 fn leaves(dir: &Path, rel: &str) -> bool {
     let by_text = rel.is_empty()
         || Path::new(rel)
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::RootDir));
     by_text
-        || Path::new(rel).components().next() == Some(Component::Normal("up".as_ref()))
-        || !dir
-            .join(rel)
-            .canonicalize()
-            .map_or(true, |real| real.starts_with(dir.canonicalize().unwrap()))
+        || match dir.join(rel).canonicalize() {
+            Ok(real) => !real.starts_with(dir.canonicalize().unwrap()),
+            Err(_) => {
+                Path::new(rel)
+                    .components()
+                    .find(|c| *c != Component::CurDir)
+                    == Some(Component::Normal("up".as_ref()))
+            }
+        }
 }
 
 /// Path pieces an author might combine to get out.
