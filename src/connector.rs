@@ -12,7 +12,7 @@
 //! turn verification off, and a failed handshake is a failed attempt, never a fallback
 //! to plain HTTP. The `reply_to` webhooks use the same client ([`agent_trusting`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use casegraph_engine::exec::{CallError, CallRequest, Connector};
@@ -73,24 +73,21 @@ impl Resolver for Literal {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().unwrap_or_default();
-        let ip = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .parse::<IpAddr>();
-        let port = uri.port_u16().or_else(|| match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
-            _ => None,
-        });
-        match (ip, port) {
-            (Ok(ip), Some(port)) => {
+        // `host:port` as ureq's resolver would look it up (the scheme's default port when
+        // none is written; an IPv6 address in brackets), which parses as an address only
+        // when it is one.
+        let literal = uri
+            .scheme()
+            .zip(uri.authority())
+            .and_then(|(scheme, authority)| DefaultResolver::host_and_port(scheme, authority))
+            .and_then(|host_port| host_port.parse::<SocketAddr>().ok());
+        match literal {
+            Some(addr) => {
                 let mut found = self.empty();
-                found.push(SocketAddr::new(ip, port));
+                found.push(addr);
                 Ok(found)
             }
-            _ => self.names.resolve(uri, config, timeout),
+            None => self.names.resolve(uri, config, timeout),
         }
     }
 }
