@@ -16,12 +16,31 @@ pub fn binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/nats/nats-server")
 }
 
-/// A free loopback port (bound and released; good enough for tests on one machine).
+/// A free loopback port for a server the test starts later (or starts again on the same
+/// port after killing it). Chosen at random below the kernel's ephemeral range
+/// (`ip_local_port_range` starts at 32768 by default), where no outgoing connection of a
+/// test running beside this one is given a port: a port taken from the ephemeral range
+/// (`bind(":0")`) and released can be handed to such a connection before `nats-server`
+/// binds it. A port is handed out at most once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    let seed = RandomState::new();
+    for attempt in 0u64..10_000 {
+        let port = 10_000 + (seed.hash_one(attempt) % 22_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between 10000 and 32000")
 }
 
 /// One running `nats-server`; killed on drop.
