@@ -353,3 +353,36 @@ fn print_in_a_loop_does_not_flood_the_log() {
     ));
     assert!(msg.contains("max_operations"), "{msg}");
 }
+
+#[test]
+fn a_decision_takes_the_first_condition_that_holds_and_names_the_one_that_failed() {
+    let rules = Rules::default();
+    let compile = |s: &str| rules.compile_expression(s, origin()).unwrap();
+    let (small, big, broken, text) = (
+        compile("case.amount < 10"),
+        compile("case.amount >= 10"),
+        compile("case.missing.len() > 1"),
+        compile("case.amount + 1"),
+    );
+    let data = json!({"amount": 12, "customer": {"consents": {}}});
+    let first = |conditions: &[&casegraph_engine::rules::Script]| {
+        rules.first_holding(conditions, &ctx(), &data)
+    };
+    // in order; what follows the one that holds is never run (the broken one would fail)
+    assert_eq!(first(&[&small, &big, &broken]).unwrap(), Some(1));
+    assert_eq!(first(&[&small]).unwrap(), None);
+    assert_eq!(first(&[]).unwrap(), None);
+    let (at, e) = first(&[&small, &broken, &big]).unwrap_err();
+    assert_eq!(at, 1);
+    assert!(matches!(e, Error::Runtime { .. }), "{e}");
+    let (at, e) = first(&[&text]).unwrap_err();
+    assert_eq!(at, 0);
+    assert!(e.to_string().contains("must be true or false"), "{e}");
+    // the same answers as one condition at a time
+    for c in [&small, &big] {
+        assert_eq!(
+            rules.eval_bool(c, &ctx(), &data).unwrap(),
+            first(&[c]).unwrap() == Some(0)
+        );
+    }
+}

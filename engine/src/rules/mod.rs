@@ -422,14 +422,52 @@ impl Rules {
         data: &Value,
     ) -> Result<bool, Error> {
         let out = self.eval_dynamic(script, ctx, &[("case", data)])?;
-        out.as_bool().map_err(|type_name| Error::Runtime {
-            file: script.origin.file.clone(),
-            line: script.origin.line,
-            node: script.origin.node.clone(),
-            case_id: ctx.case_id.to_string(),
-            message: format!("a condition must be true or false, but this one gave a value of type {type_name}: {out}"),
-        })
+        condition_value(out, script, ctx)
     }
+
+    /// The index of the first of `conditions` that holds over `case`, `None` when none
+    /// does: each is evaluated as [`Rules::eval_bool`] would (its own deadline), in order,
+    /// and `case` is converted for rhai once for all of them. On an error, the index of
+    /// the condition that failed with it.
+    pub fn first_holding(
+        &self,
+        conditions: &[&Script],
+        ctx: &Context<'_>,
+        data: &Value,
+    ) -> Result<Option<usize>, (usize, Error)> {
+        let Some(first) = conditions.first() else {
+            return Ok(None);
+        };
+        let _customer = customer::CustomerGuard::set(Some(data));
+        let case =
+            rhai::serde::to_dynamic(data).map_err(|e| (0, self.runtime_error(&e, first, ctx)))?;
+        // A constant the expressions cannot change (and, being expressions, cannot add to
+        // the scope), so one scope serves them all.
+        let mut scope = rhai::Scope::new();
+        scope.push_constant_dynamic("case", case);
+        for (i, script) in conditions.iter().enumerate() {
+            let _guard = RunGuard::enter(ctx, &self.limits);
+            let out = self
+                .engine
+                .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &script.ast)
+                .map_err(|e| (i, self.runtime_error(&e, script, ctx)))?;
+            if condition_value(out, script, ctx).map_err(|e| (i, e))? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A condition's value: true or false; anything else is the condition's error.
+fn condition_value(out: rhai::Dynamic, script: &Script, ctx: &Context<'_>) -> Result<bool, Error> {
+    out.as_bool().map_err(|type_name| Error::Runtime {
+        file: script.origin.file.clone(),
+        line: script.origin.line,
+        node: script.origin.node.clone(),
+        case_id: ctx.case_id.to_string(),
+        message: format!("a condition must be true or false, but this one gave a value of type {type_name}: {out}"),
+    })
 }
 
 fn digest(source: &str) -> String {

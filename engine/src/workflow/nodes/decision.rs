@@ -55,27 +55,33 @@ pub(super) fn run(run: &mut Run<'_>) -> (Outcome, Option<String>) {
     let (wf, node, rules) = (run.wf, run.node, run.rules);
     // Read-only: `Step::may_change_data` counts on it.
     let (ctx, data) = run.sandbox();
-    for (edge, to) in wf.edges_from(&node.id) {
-        let Edge::When {
-            order, condition, ..
-        } = edge
-        else {
-            continue;
-        };
-        match rules.eval_bool(condition, &ctx, data) {
-            Ok(true) => {
-                let outcome = Outcome::Go {
-                    edge: edge.label(),
-                    to: to.id.clone(),
-                    detail: json!({ "branch": order }),
-                };
-                return (outcome, Some(condition.digest.clone()));
-            }
-            Ok(false) => {}
-            Err(e) => return (Outcome::script_failed(e), Some(condition.digest.clone())),
+    let branches: Vec<_> = wf
+        .edges_from(&node.id)
+        .into_iter()
+        .filter_map(|(edge, to)| match edge {
+            Edge::When {
+                order, condition, ..
+            } => Some((edge, to, *order, condition)),
+            _ => None,
+        })
+        .collect();
+    let conditions: Vec<_> = branches.iter().map(|b| &**b.3).collect();
+    match rules.first_holding(&conditions, &ctx, data) {
+        Ok(Some(i)) => {
+            let (edge, to, order, condition) = &branches[i];
+            let outcome = Outcome::Go {
+                edge: edge.label(),
+                to: to.id.clone(),
+                detail: json!({ "branch": order }),
+            };
+            (outcome, Some(condition.digest.clone()))
         }
+        Ok(None) => (run.next(Edge::Otherwise, Value::Null), None),
+        Err((i, e)) => (
+            Outcome::script_failed(e),
+            Some(branches[i].3.digest.clone()),
+        ),
     }
-    (run.next(Edge::Otherwise, Value::Null), None)
 }
 
 pub(super) fn label() -> String {
