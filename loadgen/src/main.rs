@@ -436,19 +436,35 @@ fn reviewer(shared: &Shared, base: &str, auth: &str, seed: u64, me: usize, of: u
             }
             worked = true;
             let decision = &decisions[rng.below(decisions.len() as u64) as usize];
-            let body =
-                json!({ "decision": decision, "data": {}, "comment": "load generator review" });
-            let ok = agent
-                .post(&format!("{base}/v1/tasks/{id}/complete"))
-                .header("Authorization", auth)
-                .header("Content-Type", "application/json")
-                .send(body.to_string().as_bytes())
-                .is_ok_and(|mut r| {
-                    // Read to the end, or the connection cannot be reused: a new TCP
-                    // connection per task would cost both sides more than the request.
-                    let _ = r.body_mut().read_to_string();
-                    r.status().as_u16() == 200
-                });
+            let complete = |data: Value| {
+                let body = json!({ "decision": decision, "data": data, "comment": "load generator review" });
+                agent
+                    .post(&format!("{base}/v1/tasks/{id}/complete"))
+                    .header("Authorization", auth)
+                    .header("Content-Type", "application/json")
+                    .send(body.to_string().as_bytes())
+                    .ok()
+                    .map(|mut r| {
+                        // Read to the end, or the connection cannot be reused: a new TCP
+                        // connection per task would cost both sides more than the request.
+                        let text = r.body_mut().read_to_string().unwrap_or_default();
+                        (r.status().as_u16(), text)
+                    })
+            };
+            let mut answer = complete(json!({}));
+            // A triage decision that starts a workflow answering per intent needs the intent
+            // the request is about when the model's is not one of the workflow's: a reviewer
+            // reads the refusal and names one of those it lists.
+            if let Some((422, text)) = &answer
+                && let Ok(refusal) = serde_json::from_str::<Value>(text)
+                && refusal["error"]["code"] == "invalid_intent"
+                && let Some(allowed) = refusal["error"]["details"]["allowed"].as_array()
+                && !allowed.is_empty()
+            {
+                let intent = &allowed[rng.below(allowed.len() as u64) as usize];
+                answer = complete(json!({ "intent": intent }));
+            }
+            let ok = matches!(answer, Some((200, _)));
             if ok {
                 shared.tasks.fetch_add(1, Ordering::Relaxed);
             }
