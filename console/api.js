@@ -36,6 +36,17 @@ export class ApiError extends Error {
 }
 
 export async function api(method, path, body, token = session.token) {
+  return (await exchange(method, path, body, token)).data;
+}
+
+/** A listing's page and the path of the next one (its `Link: <…>; rel="next"`), if any. */
+export async function getPage(path) {
+  const { data, resp } = await exchange('GET', path, undefined, session.token);
+  const link = /<(\/v1\/[^>]*)>;\s*rel="next"/.exec(resp.headers.get('link') || '');
+  return { data, next: link ? link[1] : null };
+}
+
+async function exchange(method, path, body, token) {
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -51,7 +62,7 @@ export async function api(method, path, body, token = session.token) {
     const err = data && data.error ? data.error : {};
     throw new ApiError(resp.status, err.code || `http_${resp.status}`, err.message || String(data || resp.statusText), err.details ?? null);
   }
-  return data;
+  return { data, resp };
 }
 
 export const get = (path) => api('GET', path);

@@ -2,7 +2,7 @@
 // (the API's order), the case behind a task with why routing sent it there, and completing
 // it with a decision and a comment (on a triage task also the customer's mood).
 
-import { get, post } from './api.js';
+import { get, getPage, post } from './api.js';
 import { h, clear, fmtTime } from './dom.js';
 import { t } from './i18n.js';
 import { showError } from './app.js';
@@ -10,7 +10,7 @@ import { conversation } from './cases.js';
 import { priorityBadge, whyPanel } from './why.js';
 
 let chosenQueue = '';
-/** Tasks the inbox lists at a time (the first ones in the API's order). */
+/** Tasks the inbox lists at a time (the first ones in the API's order; more on request). */
 const PAGE = 200;
 
 export async function render(view) {
@@ -25,21 +25,35 @@ export async function render(view) {
     // The first page of the chosen queue (or of all) and the count per queue beside it:
     // a backlog of thousands is counted by the box, not sent to the browser.
     const page = `/v1/tasks?limit=${PAGE}${chosenQueue ? `&queue=${encodeURIComponent(chosenQueue)}` : ''}`;
-    const [counts, tasks] = await Promise.all([get('/v1/tasks/queues'), get(page)]);
+    const [counts, first] = await Promise.all([get('/v1/tasks/queues'), getPage(page)]);
     const queues = counts.queues.map((q) => [q.queue, q.open]);
     if (chosenQueue && !queues.some(([q]) => q === chosenQueue)) queues.push([chosenQueue, 0]);
     clear(queue).append(h('option', { value: '' }, t('inbox.all')), queues.map(([q, n]) => h('option', { value: q, selected: q === chosenQueue }, `${q} (${n})`)));
     const open = chosenQueue ? (queues.find(([q]) => q === chosenQueue)?.[1] ?? 0) : counts.open;
     clear(tasksBox);
-    if (!tasks.length) {
+    if (!first.data.length) {
       tasksBox.append(h('p', { class: 'muted', 'data-testid': 'inbox-empty' }, t('inbox.empty')));
       return;
     }
     const now = Date.now();
     const body = h('tbody');
-    for (const task of tasks) {
+    let shown = 0;
+    const more = h('p', { class: 'muted', 'data-testid': 'inbox-more' });
+    const next = h('button', { type: 'button', class: 'secondary', 'data-testid': 'inbox-next' }, t('inbox.next', { n: PAGE }));
+    // The next page continues after the last task shown, in the same order (the API's
+    // `Link` header), so tasks completed meanwhile do not shift what comes next.
+    let nextPath = null;
+    const append = (page) => {
+      for (const task of page.data) body.append(row(task));
+      shown += page.data.length;
+      nextPath = page.next;
+      more.textContent = t('inbox.more', { shown, open: Math.max(open, shown) });
+      more.hidden = !nextPath && open <= shown;
+      next.hidden = !nextPath;
+    };
+    const row = (task) => {
       const overdue = task.sla_due && new Date(task.sla_due).getTime() < now;
-      body.append(h('tr', { class: 'clickable', 'data-testid': 'task-row', 'data-task': task.task_id, 'data-case': task.case_id, 'data-priority': task.priority,
+      return h('tr', { class: 'clickable', 'data-testid': 'task-row', 'data-task': task.task_id, 'data-case': task.case_id, 'data-priority': task.priority,
         onclick: (ev) => {
           for (const r of body.children) r.classList.toggle('selected', r === ev.currentTarget);
           openTask(caseBox, task, load).catch((e) => showError(caseBox, e));
@@ -49,14 +63,23 @@ export async function render(view) {
       h('td', {}, h('code', {}, task.case_id)),
       h('td', {}, fmtTime(task.created_at)),
       h('td', {}, task.sla_due ? h('span', { class: `badge ${overdue ? 'bad' : 'warn'}`, title: fmtTime(task.sla_due) },
-        overdue ? t('inbox.overdue') : t('inbox.due', { time: until(new Date(task.sla_due).getTime() - now) })) : '–')));
-    }
-    if (open > tasks.length) {
-      tasksBox.append(h('p', { class: 'muted', 'data-testid': 'inbox-more' }, t('inbox.more', { shown: tasks.length, open })));
-    }
-    tasksBox.append(h('table', { 'data-testid': 'task-list' },
+        overdue ? t('inbox.overdue') : t('inbox.due', { time: until(new Date(task.sla_due).getTime() - now) })) : '–'));
+    };
+    next.addEventListener('click', async () => {
+      if (!nextPath) return;
+      next.disabled = true;
+      try {
+        append(await getPage(nextPath));
+      } catch (e) {
+        showError(tasksBox, e);
+      } finally {
+        next.disabled = false;
+      }
+    });
+    tasksBox.append(more, h('table', { 'data-testid': 'task-list' },
       h('thead', {}, h('tr', {}, h('th', {}, t('inbox.task')), h('th', {}, t('inbox.case')), h('th', {}, t('inbox.created')), h('th', {}, t('inbox.sla')))),
-      body));
+      body), next);
+    append(first);
   };
   queue.addEventListener('change', () => { chosenQueue = queue.value; load().catch((e) => showError(tasksBox, e)); });
   refresh.addEventListener('click', () => load().catch((e) => showError(tasksBox, e)));

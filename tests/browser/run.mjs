@@ -392,7 +392,7 @@ step('language switch: the console speaks German', async ({ page }) => {
   await page.getByTestId('nav-cases').filter({ hasText: 'Cases' }).waitFor();
 });
 
-step('inbox: a backlog lists its first 200 tasks and says how many are open', async ({ page }) => {
+step('inbox: a backlog lists its first 200 tasks, says how many are open and shows the next on request', async ({ page }) => {
   const before = (await call(ctx.base, ctx.tokens.reviewer, 'GET', '/v1/tasks/queues')).open;
   for (let i = 0; i < 205; i += 1) {
     await call(ctx.base, ctx.tokens.admin, 'POST', '/v1/requests', {
@@ -409,6 +409,26 @@ step('inbox: a backlog lists its first 200 tasks and says how many are open', as
   assert.equal(await page.getByTestId('task-row').count(), 200);
   assert.match(await page.getByTestId('inbox-more').innerText(), new RegExp(`200 of ${open} open tasks`));
   await shot(page, '11c-inbox-backlog');
+  // the next page follows the API's Link header: the rest of the backlog, in order, no task twice
+  await page.getByTestId('inbox-next').click();
+  const all = Math.min(open, 400);
+  await until('the next page to be listed', async () => (await page.getByTestId('task-row').count()) === all);
+  const ids = await page.getByTestId('task-row').evaluateAll((rows) => rows.map((r) => r.dataset.task));
+  assert.equal(new Set(ids).size, all);
+  const listed = [];
+  for (let path = '/v1/tasks?limit=200'; path && listed.length < all;) {
+    const r = await fetch(`${ctx.base}${path}`, { headers: { Authorization: `Bearer ${ctx.tokens.reviewer}` } });
+    listed.push(...(await r.json()).map((task) => task.task_id));
+    path = /<([^>]+)>;\s*rel="next"/.exec(r.headers.get('link') || '')?.[1];
+  }
+  assert.deepEqual(ids, listed.slice(0, all));
+  if (open > 400) {
+    assert.match(await page.getByTestId('inbox-more').innerText(), new RegExp(`400 of ${open} open tasks`));
+    assert.ok(await page.getByTestId('inbox-next').isVisible());
+  } else {
+    assert.ok(await page.getByTestId('inbox-more').isHidden());
+    assert.ok(await page.getByTestId('inbox-next').isHidden());
+  }
 });
 
 step('the console loaded nothing from outside the box', async () => {
