@@ -9,6 +9,8 @@
 //! approval and runs to the end (two executor calls).
 //! `digest_of_case_data`: not a run; one audit digest of the finished case's data, of which
 //! a run takes two per step.
+//! `rule_on_case_data`: not a run; one `rule` script that sets a field, on the finished
+//! case's data: what taking case data into rhai and back costs a rule step.
 //! Target (docs/benchmarks.md): ≤ 50 µs for `small_refund`.
 
 use std::hint::black_box;
@@ -92,6 +94,24 @@ fn bench(c: &mut Criterion) {
     // Every step takes two (before and after), so this shows what digests cost a run.
     group.bench_function("digest_of_case_data", |b| {
         b.iter(|| casegraph_engine::exec::digest(black_box(&case.data)))
+    });
+    let script = rules
+        .compile(
+            "case.seen = true;",
+            casegraph_engine::rules::Origin::default(),
+        )
+        .expect("compiles");
+    let ctx = casegraph_engine::rules::Context {
+        case_id: "c-1",
+        node: "bench",
+        now: "2026-03-02T09:00:00Z".parse().expect("timestamp"),
+    };
+    group.bench_function("rule_on_case_data", |b| {
+        b.iter(|| {
+            let mut data = case.data.clone();
+            rules.run(&script, &ctx, &mut data).expect("runs");
+            data
+        })
     });
     group.finish();
 }
