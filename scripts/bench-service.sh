@@ -13,7 +13,12 @@
 #              workers cannot stop intake: what durable acceptance alone sustains
 #   saturation closed loop, 16 senders: the whole pipeline (accept, run, reviewer tasks,
 #              every customer question answered)
-#   half       open loop at half the pipeline's saturation rate: latency in steady state
+#   half       open loop at half the pipeline's saturation rate: latency in steady state,
+#              with the server's own acceptance and store-write (sync) percentiles over
+#              the run beside the client's, so a tail can be told apart from the disk's
+#   half of intake  open loop at half the intake rate, acceptance only, on a server of its
+#              own with the queue raised as for intake (on the shipped one it would measure
+#              the queue's wait once the workers fall behind)
 #   overload   open loop at twice the saturation rate for OVERLOAD_SECONDS (60 by
 #              default): only 202/429/503, RSS against the budget, every accepted case runs
 # plus start-up time to /readyz (the model loaded), idle RSS, binary size, disk bytes per
@@ -45,6 +50,35 @@ trap '[ -n "$PID" ] && kill $PID 2>/dev/null || true' EXIT
 say() { printf '\n== %s\n' "$*"; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
+scrape() { curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$URL/metrics" >"$1"; }
+# percentiles BEFORE AFTER: upper bounds of the buckets that hold p50 / p95 / p99 of the
+# server's histograms over the interval between two scrapes of /metrics.
+percentiles() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+def buckets(path, name):
+    out = {}
+    for line in open(path):
+        m = re.match(name + r'_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+def bound(le):
+    return float("inf") if le == "+Inf" else float(le)
+for name, what in [("casegraph_accept_duration_seconds", "acceptance made durable"),
+                   ("casegraph_store_write_duration_seconds", "store write (one sync each)")]:
+    a, z = buckets(sys.argv[1], name), buckets(sys.argv[2], name)
+    if "+Inf" not in z:
+        continue
+    total = z["+Inf"] - a.get("+Inf", 0)
+    order = sorted(z, key=bound)
+    def upto(p):
+        for le in order:
+            if z[le] - a.get(le, 0) >= p * total:
+                return "inf" if le == "+Inf" else f"{bound(le) * 1000:g}"
+    print(f"server {what}: p50 / p95 / p99 <= {upto(.5)} / {upto(.95)} / {upto(.99)} ms ({total:.0f})")
+PY
+}
 
 # start DATA [ENV=VALUE...]: starts the server, waits for /readyz, prints the time it took.
 start() {
@@ -118,13 +152,10 @@ SAT=$(field "$OUT/saturation.json" server_finished_per_s)
 
 HALF=$(python3 -c "print(max(1, round($SAT / 2)))")
 say "half load: open loop at $HALF/s (half of $SAT finished cases/s), ${RUN}s"
+scrape "$OUT/half.before"
 lg --rate "$HALF" --connections 32 --follow 100 --duration "$RUN" --drain 120 --json "$OUT/half.json"
-
-INTAKE=$(field "$OUT/intake.json" accepted_per_s)
-HALF_INTAKE=$(python3 -c "print(max(1, round($INTAKE / 2)))")
-say "half of intake: open loop at $HALF_INTAKE/s (half of $INTAKE accepted/s), 5s, acceptance only"
-lg --rate "$HALF_INTAKE" --connections 64 --no-follow --duration 5 --json "$OUT/half-intake.json"
-sleep 10
+scrape "$OUT/half.after"
+percentiles "$OUT/half.before" "$OUT/half.after"
 
 TWICE=$(python3 -c "print(max(2, round($SAT * 2)))")
 say "overload: open loop at $TWICE/s (twice $SAT/s), ${OVERLOAD_RUN}s, 256 connections"
@@ -139,11 +170,22 @@ curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$URL/v1/admin/settings"
     | python3 -c "import json,sys; v=json.load(sys.stdin); print(json.dumps(v['memory'])); print('profile', v['profile']['name'], 'fits:', v['profile']['fits'])" || true
 stop
 
+INTAKE=$(field "$OUT/intake.json" accepted_per_s)
+HALF_INTAKE=$(python3 -c "print(max(1, round($INTAKE / 2)))")
+say "half of intake: open loop at $HALF_INTAKE/s (half of $INTAKE accepted/s), 5s, acceptance only, queue raised"
+start "$OUT/half-intake" CASEGRAPH_LIMITS__QUEUE_DEPTH=1000000
+TOKEN_FILE=$OUT/half-intake/admin.token
+scrape "$OUT/half-intake.before"
+lg --rate "$HALF_INTAKE" --connections 64 --no-follow --duration 5 --json "$OUT/half-intake.json"
+scrape "$OUT/half-intake.after"
+percentiles "$OUT/half-intake.before" "$OUT/half-intake.after"
+stop
+
 say "disk bytes per case"
 python3 - "$OUT" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-runs = [json.load(open(f"{out}/{n}.json")) for n in ("saturation", "half", "half-intake", "overload")]
+runs = [json.load(open(f"{out}/{n}.json")) for n in ("saturation", "half", "overload")]
 accepted = sum(r["accepted"] for r in runs)
 finished = sum(r.get("server_finished_cases", 0) for r in runs)
 data = f"{out}/data"
