@@ -163,8 +163,9 @@ lg --rate "$TWICE" --connections 256 --follow 10 --poll-ms 250 --duration "$OVER
 
 say "after the runs: server metrics"
 sleep 5
-curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$URL/metrics" \
-    | grep -E '^casegraph_(classifications_total|pending_cases|open_tasks|intake_rejected_total|process_resident_bytes|memory_budget_bytes|case_segments_total|store_disk_bytes)' || true
+scrape "$OUT/after.metrics" || true
+grep -E '^casegraph_(classifications_total|pending_cases|open_tasks|intake_rejected_total|process_resident_bytes|memory_budget_bytes|case_segments_total|store_disk_bytes)' \
+    "$OUT/after.metrics" || true
 say "effective memory settings and fit (GET /v1/admin/settings)"
 curl -s -H "Authorization: Bearer $(cat "$TOKEN_FILE")" "$URL/v1/admin/settings" \
     | python3 -c "import json,sys; v=json.load(sys.stdin); print(json.dumps(v['memory'])); print('profile', v['profile']['name'], 'fits:', v['profile']['fits'])" || true
