@@ -877,3 +877,178 @@ fn a_case_that_fails_in_routing_says_why() {
     let outcome = &trail.last().unwrap().body;
     assert_eq!(outcome["error"], json!(reason), "{outcome}");
 }
+
+/// A redb store whose writes that end a segment (they clear the case's stored trigger) wait
+/// at a gate the test opens, and whose writes fail while told to: a disk that is slow to
+/// sync, or refuses to. Other writes (the outbox's record before a back-office call) pass.
+struct Gated {
+    inner: Arc<dyn store::Backend>,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Gated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gated").finish_non_exhaustive()
+    }
+}
+
+impl Gated {
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.opened.notify_all();
+    }
+}
+
+impl store::Backend for Gated {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.inner.get(table, key)
+    }
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        n: usize,
+    ) -> Result<Vec<store::Entry>, store::Error> {
+        self.inner.range(t, from, to, n)
+    }
+    fn range_back(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        n: usize,
+    ) -> Result<Vec<store::Entry>, store::Error> {
+        self.inner.range_back(t, from, to, n)
+    }
+    fn last(&self, table: Table) -> Result<Option<store::Entry>, store::Error> {
+        self.inner.last(table)
+    }
+    fn write(&self, groups: &[Vec<store::Op>]) -> Result<(), store::Error> {
+        let ends_a_segment = groups
+            .iter()
+            .flatten()
+            .any(|op| op.table == Table::Pending && op.value.is_none());
+        if ends_a_segment {
+            let open = self.open.lock().unwrap();
+            drop(self.opened.wait_while(open, |open| !*open).unwrap());
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(store::Error::Io {
+                backend: "test",
+                message: "the disk refused the write".into(),
+            });
+        }
+        self.inner.write(groups)
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.inner.disk_bytes()
+    }
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+}
+
+/// A box on the shipped workflows whose disk is [`Gated`] (open at first).
+fn gated_box(dir: &Path) -> (Arc<Runner>, Arc<Gated>, Arc<Receiver>) {
+    let gated = Arc::new(Gated {
+        inner: store::open_backend(dir, &store::Options::default()).unwrap(),
+        open: Mutex::new(true),
+        opened: std::sync::Condvar::new(),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let rules = Arc::new(Rules::default());
+    let catalog = Arc::new(Catalog::load(&shipped(), &rules).expect("the workflows load"));
+    let receiver = Arc::new(Receiver::default());
+    let runner = Runner::new(Parts {
+        store: Store::with_backend(gated.clone(), 64).unwrap(),
+        catalog,
+        rules,
+        connector: receiver.clone(),
+        classifier: Arc::new(Given),
+        clock: Arc::new(ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap())),
+        versions_dir: dir.join("versions"),
+        priority_sla: casegraph_engine::runner::DEFAULT_PRIORITY_SLA,
+        quiet_hours: None,
+    });
+    (Arc::new(runner), gated, receiver)
+}
+
+#[test]
+fn a_segment_handed_to_its_commit_is_neither_seen_nor_run_again_until_it_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runner, disk, back_office) = gated_box(dir.path());
+    let id = runner.accept(refund("20.00", "C-100100")).unwrap().case_id;
+    disk.set(false);
+    let (tx, done) = std::sync::mpsc::channel();
+    runner.process_then(&id, move |r| tx.send(r).unwrap());
+    // The worker is free again, the segment's commit waits for the disk.
+    assert!(done.try_recv().is_err(), "told before the commit landed");
+    let (rec, _) = runner.case(&id).unwrap().unwrap();
+    assert_eq!(
+        rec.status,
+        CaseStatus::Accepted,
+        "a reader sees only what is durable"
+    );
+    // Whoever takes the case next waits for the commit, then finds the segment's result.
+    let (r, case) = (runner.clone(), id.clone());
+    let next = std::thread::spawn(move || r.process(&case));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !next.is_finished(),
+        "the case was taken while its commit was syncing"
+    );
+    disk.set(true);
+    let processed = done
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("told once the commit landed")
+        .unwrap();
+    assert_eq!(processed.status, CaseStatus::Completed);
+    assert!(!processed.notify, "the request named no reply_to");
+    assert_eq!(
+        next.join().unwrap().unwrap(),
+        CaseStatus::Completed,
+        "the next taker found the case finished, with nothing left to run"
+    );
+    assert!(runner.pending().unwrap().is_empty());
+    // The segment ran once: one refund sent, one outcome in the case's trail.
+    assert_eq!(back_office.seen.load(Ordering::SeqCst), 1);
+    let outcomes = runner
+        .case_audit(&id)
+        .unwrap()
+        .iter()
+        .filter(|r| serde_json::to_value(r.kind).unwrap() == json!("outcome"))
+        .count();
+    assert_eq!(outcomes, 1, "the case was run twice");
+    assert_eq!(
+        runner.store().audit_verify().unwrap().unwrap().records,
+        runner.store().stats().audit_records,
+        "the chain holds every record, each once"
+    );
+}
+
+#[test]
+fn a_segment_whose_commit_fails_keeps_its_stored_work_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runner, disk, _) = gated_box(dir.path());
+    let id = runner.accept(refund("20.00", "C-100100")).unwrap().case_id;
+    disk.fail.store(true, Ordering::SeqCst);
+    let (tx, done) = std::sync::mpsc::channel();
+    runner.process_then(&id, move |r| tx.send(r).unwrap());
+    let failed = done
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(failed.is_err(), "a refused write is reported: {failed:?}");
+    assert_eq!(
+        runner.pending().unwrap(),
+        vec![id.clone()],
+        "the trigger stays"
+    );
+    let (rec, _) = runner.case(&id).unwrap().unwrap();
+    assert_eq!(rec.status, CaseStatus::Accepted);
+    disk.fail.store(false, Ordering::SeqCst);
+    assert_eq!(runner.process(&id).unwrap(), CaseStatus::Completed);
+    assert!(runner.pending().unwrap().is_empty());
+}

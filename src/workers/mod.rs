@@ -3,9 +3,11 @@
 //! Intake reserves a queue slot *before* it makes a request durable ([`Workers::admit`]),
 //! so a full queue is answered `429` without storing anything and an accepted case always
 //! has a place in the queue. Case work is CPU (rules, templates) plus blocking connector
-//! calls, which is why it runs on its own threads, off the async runtime. On shutdown the
-//! workers finish the case in hand and stop; cases still queued keep their stored work and
-//! are resumed by recovery at the next start.
+//! calls, which is why it runs on its own threads, off the async runtime. A worker does not
+//! wait for a segment's commit to sync: it runs the next case meanwhile, and the segment is
+//! recorded once its commit is durable (ADR 0031). On shutdown the workers finish the case
+//! in hand, the commits they left syncing land, and they stop; cases still queued keep
+//! their stored work and are resumed by recovery at the next start.
 //!
 //! Recovery goes through the same pool ([`Workers::recover`]): the cases left from the last
 //! run are fed to the queue a few at a time, so they run at the pool's full throughput
@@ -17,7 +19,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -29,6 +31,12 @@ mod recovery;
 use crate::metrics::Metrics;
 use crate::webhook::Notifier;
 use recovery::{Recovery, RecoveryDone};
+
+/// How many cases each worker may leave syncing while it runs the next ones.
+const IN_FLIGHT_PER_WORKER: usize = 4;
+
+/// How long a stop waits for the commits the workers left syncing.
+const STOP_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 enum Job {
     /// An accepted case (intake holds a queue place for it).
@@ -55,6 +63,8 @@ pub struct Workers {
     /// The thread feeding recovery jobs, joined on stop.
     feeder: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+    /// Cases whose worker went on while their commit syncs.
+    in_flight: Arc<InFlight>,
 }
 
 impl std::fmt::Debug for Workers {
@@ -155,18 +165,41 @@ impl CaseRunner {
         }
     }
 
+    /// Runs the case's stored work like [`CaseRunner::process`], but returns as soon as
+    /// the segment's batch is handed to the store: the worker runs the next case while
+    /// this one's commit syncs. The segment is recorded (metrics, notification) once its
+    /// commit is durable, and `leave` is dropped then. The case's lock is held until then,
+    /// so nothing reads the case between the segment and its commit.
+    fn process_then(&self, case_id: &str, leave: Leave) {
+        let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let notifier = self.notifier.clone();
+        let id = case_id.to_string();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.runner.process_then(case_id, move |processed| {
+                let _leave = leave;
+                match processed {
+                    Ok(p) => {
+                        record_segment(&metrics, &id, p.status, started);
+                        // A final case, or one that asked the customer a question: the
+                        // notification the segment stored goes out now, not at the
+                        // sender's next sweep.
+                        if p.notify {
+                            notifier.notify(&id);
+                        }
+                    }
+                    Err(e) => tracing::error!(case = %id, "case could not be processed: {e}"),
+                }
+            })
+        }));
+        if let Err(panic) = run {
+            self.panicked(case_id, panic.as_ref(), started, &crate::incident::id());
+        }
+    }
+
     /// Records a segment that ended with `status`; notifies the requester of a final one.
     pub fn finished(&self, case_id: &str, status: CaseStatus, started: Instant) {
-        self.metrics
-            .segment_duration
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .segments
-            .get_or_create(&crate::metrics::StatusLabels {
-                status: status.as_str().to_string(),
-            })
-            .inc();
-        tracing::debug!(case = %case_id, status = status.as_str(), "segment done");
+        record_segment(&self.metrics, case_id, status, started);
         // A final case, or one that asked the customer a question: its notification (if
         // the segment stored one) goes out now, not at the sender's next sweep.
         if status.is_final() || status == CaseStatus::Waiting {
@@ -183,6 +216,89 @@ impl CaseRunner {
             Err(e) => {
                 tracing::warn!(case = %case_id, "cannot read the stored notification; the sweep sends it: {e}")
             }
+        }
+    }
+}
+
+/// Counts a segment that ended with `status` and how long it took.
+fn record_segment(metrics: &Metrics, case_id: &str, status: CaseStatus, started: Instant) {
+    metrics
+        .segment_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .segments
+        .get_or_create(&crate::metrics::StatusLabels {
+            status: status.as_str().to_string(),
+        })
+        .inc();
+    tracing::debug!(case = %case_id, status = status.as_str(), "segment done");
+}
+
+/// Cases whose last commit is still syncing after their worker went on: bounded, so a
+/// disk that stalls holds the workers instead of piling up batches, and drained at stop.
+struct InFlight {
+    state: Mutex<InFlightState>,
+    changed: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct InFlightState {
+    count: usize,
+    waiting: usize,
+}
+
+/// One case in flight; dropped when its commit is durable (or failed).
+struct Leave(Arc<InFlight>);
+
+impl InFlight {
+    fn new(limit: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            state: Mutex::new(InFlightState::default()),
+            changed: Condvar::new(),
+            limit: limit.max(1),
+        })
+    }
+
+    /// Waits for a place below the limit and takes it.
+    fn enter(self: &Arc<Self>) -> Leave {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.count >= self.limit {
+            s.waiting += 1;
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiting -= 1;
+        }
+        s.count += 1;
+        Leave(self.clone())
+    }
+
+    /// Waits until no case is in flight, at most `timeout`; whether none is.
+    fn drain(&self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s.waiting += 1;
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            s.waiting -= 1;
+        }
+        true
+    }
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.count -= 1;
+        if s.waiting > 0 {
+            self.0.changed.notify_all();
         }
     }
 }
@@ -210,6 +326,7 @@ impl Workers {
             recovery: Recovery::default(),
             feeder: Mutex::new(None),
             metrics: cases.metrics.clone(),
+            in_flight: InFlight::new(threads * IN_FLIGHT_PER_WORKER),
         });
         let mut handles = Vec::new();
         for i in 0..threads {
@@ -249,7 +366,8 @@ impl Workers {
             Job::Case(id) => {
                 self.release();
                 if !self.stopping.load(Ordering::Relaxed) {
-                    cases.process(&id);
+                    let leave = self.in_flight.enter();
+                    cases.process_then(&id, leave);
                 } // else: resumed by recovery next start
             }
             Job::Recover(id) => {
@@ -337,6 +455,12 @@ impl Workers {
         }
         for h in handles {
             let _ = h.join();
+        }
+        // The commits the workers left syncing land (or fail) before the store closes.
+        if !self.in_flight.drain(STOP_DRAIN) {
+            tracing::warn!(
+                "case commits still syncing after {STOP_DRAIN:?}; their cases resume at the next start"
+            );
         }
         self.metrics.intake_queue.set(0);
     }
@@ -442,6 +566,33 @@ mod tests {
             assert!(Instant::now() < deadline, "case {id} did not end: {rec:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn cases_left_syncing_are_bounded_and_a_stop_waits_for_them() {
+        let in_flight = InFlight::new(2);
+        let first = in_flight.enter();
+        let second = in_flight.enter();
+        let f = in_flight.clone();
+        let third = std::thread::spawn(move || drop(f.enter()));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!third.is_finished(), "a third case went in past the limit");
+        assert!(
+            !in_flight.drain(Duration::from_millis(50)),
+            "a drain reports commits still syncing when it gives up"
+        );
+        // released on another thread, as the commit thread does
+        std::thread::spawn(move || drop(first)).join().unwrap();
+        third.join().unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(second);
+        });
+        assert!(
+            in_flight.drain(Duration::from_secs(10)),
+            "the last one landed"
+        );
+        late.join().unwrap();
     }
 
     #[test]

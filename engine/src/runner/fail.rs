@@ -16,12 +16,13 @@ impl Runner {
     /// data. A case without stored work is left as it is (its status is returned).
     pub fn fail(&self, case_id: &str, reason: &str) -> Result<CaseStatus, Error> {
         let now = self.clock.now();
-        self.segment(case_id, |seg, _trigger| {
+        let segmented = self.segment(case_id, |seg, _trigger| {
             // The stored trigger is dropped unrun: the case fails now, not when the trigger
             // was stored, and with it goes its triage task, if it had one.
             seg.at = now;
             seg.rec.queue_task = None;
             Ok(Err(Failure::public(reason.to_string())))
-        })
+        })?;
+        self.settle(segmented)
     }
 }

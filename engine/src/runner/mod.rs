@@ -22,12 +22,14 @@ mod consent;
 mod erase;
 mod event;
 mod fail;
+mod locks;
 mod message;
 mod notify;
 mod outbox;
 mod proactive;
 mod schedule;
 mod segment;
+use segment::{Ready, Segmented};
 mod start;
 mod task;
 mod timer;
@@ -35,7 +37,6 @@ mod triage;
 mod version;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -148,6 +149,14 @@ pub struct Accepted {
     pub run: bool,
 }
 
+/// Where processing left a case: its status, and whether the last segment stored a
+/// notification for the case's `reply_to` (a final case, or a question to the customer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processed {
+    pub status: CaseStatus,
+    pub notify: bool,
+}
+
 /// Drives cases through workflows, durably.
 pub struct Runner {
     store: Store,
@@ -163,7 +172,7 @@ pub struct Runner {
     /// Digests whose files are known to be in the store.
     stored_versions: Mutex<std::collections::HashSet<String>>,
     /// Striped per-case (and per-idempotency-key) locks: one segment per case at a time.
-    locks: Vec<Mutex<()>>,
+    locks: Arc<locks::Locks>,
     /// How soon the queue task of a high-priority case is due.
     priority_sla: std::time::Duration,
     /// The box's quiet hours, written into every proactive case's customer snapshot.
@@ -215,7 +224,7 @@ impl Runner {
             versions_dir: parts.versions_dir,
             versions: Mutex::new(HashMap::new()),
             stored_versions: Mutex::new(std::collections::HashSet::new()),
-            locks: (0..64).map(|_| Mutex::new(())).collect(),
+            locks: locks::Locks::new(),
             priority_sla: parts.priority_sla,
             quiet_hours: parts.quiet_hours,
             starts: Mutex::new(()),
@@ -248,11 +257,8 @@ impl Runner {
         self.starts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut h);
-        let i = (h.finish() % self.locks.len() as u64) as usize;
-        self.locks[i].lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self, id: &str) -> locks::Held {
+        self.locks.hold(id)
     }
 
     /// Stores the request durably and returns its case id. The case is not run here:
@@ -451,13 +457,62 @@ impl Runner {
     /// the case's status afterwards. Each trigger is handled in its own file; a new trigger
     /// is one more arm here.
     pub fn process(&self, case_id: &str) -> Result<CaseStatus, Error> {
-        // A segment that leaves the case waiting for an answer the customer already sent
-        // stores that message as the next trigger; run it too (bounded: each takes one
-        // message, and a case keeps at most `MAX_MESSAGES`).
-        let mut status;
+        let segmented = self.segments(case_id)?;
+        self.settle(segmented)
+    }
+
+    /// Commits a concluded segment and waits for it; returns the case's status.
+    fn settle(&self, segmented: Segmented) -> Result<CaseStatus, Error> {
+        match segmented {
+            Segmented::Idle(status) => Ok(status),
+            Segmented::Ready(Ready {
+                batch,
+                processed,
+                lock,
+            }) => {
+                self.store.commit(batch)?;
+                drop(lock);
+                Ok(processed.status)
+            }
+        }
+    }
+
+    /// [`Runner::process`] without waiting for the last commit's sync: runs the segments
+    /// here, hands the last one's batch to the store and returns; `then` gets the outcome
+    /// once that batch is durable (on the commit thread, so it must be short), or at once
+    /// when nothing was to be written or the segment failed. The case's lock is held until
+    /// the batch is durable: whoever takes the case next reads what this wrote. Lets a case
+    /// worker run the next case while the last one's commit syncs.
+    pub fn process_then(
+        &self,
+        case_id: &str,
+        then: impl FnOnce(Result<Processed, Error>) + Send + 'static,
+    ) {
+        match self.segments(case_id) {
+            Err(e) => then(Err(e)),
+            Ok(Segmented::Idle(status)) => then(Ok(Processed {
+                status,
+                notify: false,
+            })),
+            Ok(Segmented::Ready(Ready {
+                batch,
+                processed,
+                lock,
+            })) => self.store.commit_then(batch, move |written| {
+                drop(lock);
+                then(written.map(|()| processed).map_err(Error::from));
+            }),
+        }
+    }
+
+    /// Runs the case's segments up to the one whose batch is committed last. A segment that
+    /// leaves the case waiting for an answer the customer already sent stores that message
+    /// as the next trigger; it is committed here and the next segment runs (bounded: each
+    /// takes one message, and a case keeps at most `MAX_MESSAGES`).
+    fn segments(&self, case_id: &str) -> Result<Segmented, Error> {
         let mut rounds = 0;
         loop {
-            status = self.segment(case_id, |seg, trigger| match trigger {
+            let segmented = self.segment(case_id, |seg, trigger| match trigger {
                 Trigger::Start => self.on_start(seg),
                 Trigger::Task { completion } => self.on_task(seg, completion),
                 Trigger::Timer => self.on_timer(seg),
@@ -467,8 +522,17 @@ impl Runner {
             rounds += 1;
             // A segment leaves a case `running` only when it stored the next trigger (a
             // segment with none to run answers at once, after one read of the record).
-            if status != CaseStatus::Running || rounds > MAX_MESSAGES {
-                return Ok(status);
+            match segmented {
+                Segmented::Ready(Ready {
+                    batch,
+                    processed,
+                    lock,
+                }) if processed.status == CaseStatus::Running && rounds <= MAX_MESSAGES => {
+                    // the next segment reads what this one wrote
+                    self.store.commit(batch)?;
+                    drop(lock);
+                }
+                last => return Ok(last),
             }
         }
     }

@@ -15,8 +15,9 @@
 
 use serde_json::{Value, json};
 
+use super::locks::Held;
 use super::outbox::Outbox;
-use super::{Error, Runner};
+use super::{Error, Processed, Runner};
 use crate::audit;
 use crate::exec::{
     Case, Event, Executor, Failure, ManualClock, Status, StepRecord, Waiting, digest,
@@ -62,14 +63,14 @@ impl Runner {
         &self,
         case_id: &str,
         run: impl FnOnce(&mut Segment<'_>, Trigger) -> Result<Outcome, Error>,
-    ) -> Result<CaseStatus, Error> {
-        let _lock = self.lock(case_id);
+    ) -> Result<Segmented, Error> {
+        let lock = self.lock(case_id);
         let rec = self
             .store
             .get_json::<CaseRecord>(Table::Cases, case_id.as_bytes(), "case")?
             .ok_or_else(|| Error::NoCase(case_id.to_string()))?;
         let Some(pending) = rec.pending.clone() else {
-            return Ok(rec.status);
+            return Ok(Segmented::Idle(rec.status));
         };
         let personal = self
             .store
@@ -96,7 +97,7 @@ impl Runner {
             outbox: &outbox,
         };
         let outcome = run(&mut seg, pending.trigger)?;
-        self.commit(seg, outcome)
+        Ok(Segmented::Ready(self.conclude(seg, outcome, lock)))
     }
 
     /// Resumes the case's workflow where it waits, on `event`. A stored case that lost its
@@ -130,9 +131,11 @@ impl Runner {
         })
     }
 
-    /// Commits the segment: the outcome, the tasks and timers that follow it, the audit
-    /// records, the notification of a final case, and the stored trigger cleared.
-    fn commit(&self, mut seg: Segment<'_>, outcome: Outcome) -> Result<CaseStatus, Error> {
+    /// Concludes the segment into the batch that commits it: the outcome, the tasks and
+    /// timers that follow it, the audit records, the notification of a final case, and the
+    /// stored trigger cleared. The case's lock goes with it, to be released once the batch
+    /// is durable.
+    fn conclude(&self, mut seg: Segment<'_>, outcome: Outcome, lock: Held) -> Ready {
         let had_reply = seg.rec.state.as_ref().is_some_and(|c| c.reply.is_some());
         match outcome {
             Ok(Some((case, steps))) => checkpoint(&mut seg, case, steps),
@@ -202,9 +205,8 @@ impl Runner {
         // A question to the customer is sent the same way (the same entry: a case has one
         // notification pending at most, and the later one carries the newer state).
         let asks = asked && rec.pending.is_none();
-        if (rec.status.is_final() || asks)
-            && let Some(url) = &rec.reply_to
-        {
+        let notify = (rec.status.is_final() || asks) && rec.reply_to.is_some();
+        if notify && let Some(url) = &rec.reply_to {
             batch.put(
                 Table::Notifications,
                 case_id.as_bytes(),
@@ -220,9 +222,31 @@ impl Runner {
         batch
             .put(Table::Personal, case_id.as_bytes(), &personal)
             .put(Table::Cases, case_id.as_bytes(), &rec);
-        self.store.commit(batch)?;
-        Ok(rec.status)
+        Ready {
+            batch,
+            processed: Processed {
+                status: rec.status,
+                notify,
+            },
+            lock,
+        }
     }
+}
+
+/// What [`Runner::segment`] came to.
+pub(super) enum Segmented {
+    /// The case had no stored work: nothing ran, nothing is to be written.
+    Idle(CaseStatus),
+    /// The segment ran; its batch is to be committed.
+    Ready(Ready),
+}
+
+/// A concluded segment: its batch, the case's lock (held until the batch is durable) and
+/// where the segment leaves the case.
+pub(super) struct Ready {
+    pub batch: Batch,
+    pub processed: Processed,
+    pub lock: Held,
 }
 
 /// Applies the executor's result to the record: state, status, audit entries.

@@ -29,7 +29,37 @@ pub struct CommitStats {
 
 struct Job {
     batch: Batch,
-    done: mpsc::SyncSender<Result<(), Error>>,
+    done: Done,
+}
+
+/// What the commit thread does once a batch's write returned.
+enum Done {
+    /// Tells the caller waiting in [`Committer::commit`].
+    Wait(mpsc::SyncSender<Result<(), Error>>),
+    /// Runs the caller's continuation ([`Committer::commit_then`]) on the commit thread.
+    Then(Then),
+}
+
+/// A continuation run on the commit thread after the write that covers its batch: it
+/// must be short (release a lock, send on a channel), as every later commit waits for it.
+pub type Then = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+impl Done {
+    fn send(self, result: Result<(), Error>) {
+        match self {
+            Done::Wait(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Then(then) => {
+                // A continuation that panics must not end the commit thread (every later
+                // commit would fail): its caller's work is stored, recovery runs it again.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(result))).is_err()
+                {
+                    tracing::error!("a commit's continuation panicked; the commit thread goes on");
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -74,14 +104,31 @@ impl Committer {
 
     pub(super) fn commit(&self, batch: Batch) -> Result<(), Error> {
         let (done, wait) = mpsc::sync_channel(1);
-        {
-            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(jobs) = jobs.as_ref() else {
-                return Err(Error::Closed);
-            };
-            jobs.send(Job { batch, done }).map_err(|_| Error::Closed)?;
-        }
+        self.submit(Job {
+            batch,
+            done: Done::Wait(done),
+        })
+        .map_err(|_| Error::Closed)?;
         wait.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Queues the batch and returns at once; `then` runs on the commit thread with the
+    /// write's result (or here with [`Error::Closed`] when the committer has stopped).
+    pub(super) fn commit_then(&self, batch: Batch, then: Then) {
+        if let Err(job) = self.submit(Job {
+            batch,
+            done: Done::Then(then),
+        }) {
+            job.done.send(Err(Error::Closed));
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Job> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        match jobs.as_ref() {
+            Some(jobs) => jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
     }
 
     pub(super) fn stats(&self) -> CommitStats {
@@ -202,7 +249,7 @@ fn run(
             }
         }
         for done in waiters {
-            let _ = done.send(result.clone());
+            done.send(result.clone());
         }
     }
 }

@@ -457,6 +457,17 @@ impl Store {
         self.committer.commit(batch)
     }
 
+    /// Queues the batch for the next group write and returns at once: `then` gets the
+    /// write's result on the commit thread, after the data is durable (or failed to be),
+    /// in commit order with every other commit. `then` must be short: later commits wait
+    /// for it. Lets a caller go on with other work while its commit syncs.
+    pub fn commit_then(&self, batch: Batch, then: impl FnOnce(Result<(), Error>) + Send + 'static) {
+        if batch.is_empty() {
+            return then(Ok(()));
+        }
+        self.committer.commit_then(batch, Box::new(then))
+    }
+
     /// Writes one small record (the time, in the `meta` table) through the committer: tells
     /// whether the disk takes writes again after a failure.
     pub fn probe_write(&self) -> Result<(), Error> {
