@@ -312,17 +312,27 @@ pub async fn create(
         idempotency_key: key.map(|k| format!("{}:{k}", who.name)),
         submitted_by: Some(who.name.clone()),
     };
-    // The case is queued inside the blocking task, so a client that goes away (or a
-    // timeout) after the commit cannot leave a stored case unqueued.
-    let accepted = blocking("accept", move || {
-        let r = runner.accept(new);
-        drop(permit);
-        if let Ok(a) = &r
-            && a.run
-        {
-            slot.send(a.case_id.clone());
-        }
-        r.map_err(|e| match e {
+    // The request is prepared on a blocking thread, which does not wait for the sync: the
+    // commit thread queues the case once it is durable, so a client that goes away (or a
+    // timeout) after the commit cannot leave a stored case unqueued, and only then answers.
+    let (answer, accepted) = tokio::sync::oneshot::channel();
+    blocking("accept", move || {
+        runner.accept_then(new, move |r| {
+            drop(permit);
+            if let Ok(a) = &r
+                && a.run
+            {
+                slot.send(a.case_id.clone());
+            }
+            let _ = answer.send(r);
+        });
+        Ok(())
+    })
+    .await?;
+    let accepted = accepted
+        .await
+        .map_err(|e| AppError::internal("accept", e))?
+        .map_err(|e| match e {
             runner::Error::KeyReused { case_id, .. } => AppError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -330,9 +340,7 @@ pub async fn create(
             )
             .details(json!({ "case_id": case_id })),
             other => AppError::runner("accept", other),
-        })
-    })
-    .await?;
+        })?;
     state
         .metrics
         .accept_duration

@@ -10,7 +10,9 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex};
 
-const STRIPES: usize = 64;
+/// Enough that the cases workers leave syncing (up to 4 per worker) seldom share a stripe
+/// with the next case a worker takes.
+const STRIPES: usize = 1024;
 
 #[derive(Default)]
 struct State {

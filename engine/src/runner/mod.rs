@@ -149,6 +149,17 @@ pub struct Accepted {
     pub run: bool,
 }
 
+/// An acceptance up to its commit: answered already (a duplicate, a message to a live
+/// case), or a batch to store, with the idempotency key's lock held until it is durable.
+enum Acceptance {
+    Done(Accepted),
+    Store {
+        batch: Batch,
+        accepted: Accepted,
+        key_lock: Option<locks::Held>,
+    },
+}
+
 /// Where processing left a case: its status, and whether the last segment stored a
 /// notification for the case's `reply_to` (a final case, or a question to the customer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +277,47 @@ impl Runner {
     /// [`Accepted::run`]. A request that quotes the reference of a live case of the same
     /// submitter and customer goes to that case as a message (see `message.rs`).
     pub fn accept(&self, new: NewRequest) -> Result<Accepted, Error> {
+        match self.prepare_accept(new)? {
+            Acceptance::Done(accepted) => Ok(accepted),
+            Acceptance::Store {
+                batch,
+                accepted,
+                key_lock,
+            } => {
+                self.store.commit(batch)?;
+                drop(key_lock);
+                Ok(accepted)
+            }
+        }
+    }
+
+    /// [`Runner::accept`] without waiting for the sync: `then` gets the result once the
+    /// request is durable (on the commit thread, so it must be short: queue the case,
+    /// answer the client), or here when there was nothing to store or it failed. A request
+    /// that goes to a live case as a message is stored before this returns. The
+    /// idempotency key stays locked until the request is durable, so a second request with
+    /// the same key finds the first.
+    pub fn accept_then(
+        &self,
+        new: NewRequest,
+        then: impl FnOnce(Result<Accepted, Error>) + Send + 'static,
+    ) {
+        match self.prepare_accept(new) {
+            Err(e) => then(Err(e)),
+            Ok(Acceptance::Done(accepted)) => then(Ok(accepted)),
+            Ok(Acceptance::Store {
+                batch,
+                accepted,
+                key_lock,
+            }) => self.store.commit_then(batch, move |written| {
+                drop(key_lock);
+                then(written.map(|()| accepted).map_err(Error::from));
+            }),
+        }
+    }
+
+    /// Everything of an acceptance up to its commit.
+    fn prepare_accept(&self, new: NewRequest) -> Result<Acceptance, Error> {
         let linked = match self.attach(&new)? {
             Some(message::Attach::To(case_id)) => {
                 let r = &new.request;
@@ -281,23 +333,27 @@ impl Runner {
                         via: "reference",
                     },
                 )?;
-                return Ok(Accepted {
+                return Ok(Acceptance::Done(Accepted {
                     case_id,
                     duplicate: posted.duplicate,
                     message_id: Some(posted.message_id),
                     run: posted.triggered,
-                });
+                }));
             }
             Some(message::Attach::Link(case_id)) => Some(case_id),
             None => None,
         };
-        self.accept_new(new, linked)
+        self.prepare_new(new, linked)
     }
 
-    fn accept_new(&self, new: NewRequest, linked_case: Option<String>) -> Result<Accepted, Error> {
+    fn prepare_new(
+        &self,
+        new: NewRequest,
+        linked_case: Option<String>,
+    ) -> Result<Acceptance, Error> {
         let request = new.request.to_json();
         let request_digest = digest(&request);
-        let _key_lock = new.idempotency_key.as_deref().map(|k| self.lock(k));
+        let key_lock = new.idempotency_key.as_deref().map(|k| self.lock(k));
         if let Some(k) = &new.idempotency_key
             && let Some(seen) = self.store.get_json::<IdempotencyEntry>(
                 Table::Idempotency,
@@ -306,12 +362,12 @@ impl Runner {
             )?
         {
             if seen.request_digest == request_digest {
-                return Ok(Accepted {
+                return Ok(Acceptance::Done(Accepted {
                     case_id: seen.case_id,
                     duplicate: true,
                     message_id: None,
                     run: false,
-                });
+                }));
             }
             return Err(Error::KeyReused {
                 key: k.clone(),
@@ -394,12 +450,15 @@ impl Runner {
                 "linked_case": linked_case,
             }),
         ));
-        self.store.commit(batch)?;
-        Ok(Accepted {
-            case_id,
-            duplicate: false,
-            message_id: None,
-            run: true,
+        Ok(Acceptance::Store {
+            batch,
+            accepted: Accepted {
+                case_id,
+                duplicate: false,
+                message_id: None,
+                run: true,
+            },
+            key_lock,
         })
     }
 
