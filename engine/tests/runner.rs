@@ -878,11 +878,12 @@ fn a_case_that_fails_in_routing_says_why() {
     assert_eq!(outcome["error"], json!(reason), "{outcome}");
 }
 
-/// A redb store whose writes that end a segment (they clear the case's stored trigger) wait
-/// at a gate the test opens, and whose writes fail while told to: a disk that is slow to
-/// sync, or refuses to. Other writes (the outbox's record before a back-office call) pass.
+/// A redb store whose writes of certain records (`holds`) wait at a gate the test opens,
+/// and whose writes fail while told to: a disk that is slow to sync, or refuses to. Other
+/// writes (the outbox's record before a back-office call) pass.
 struct Gated {
     inner: Arc<dyn store::Backend>,
+    holds: fn(&store::Op) -> bool,
     open: Mutex<bool>,
     opened: std::sync::Condvar,
     fail: std::sync::atomic::AtomicBool,
@@ -927,11 +928,7 @@ impl store::Backend for Gated {
         self.inner.last(table)
     }
     fn write(&self, groups: &[Vec<store::Op>]) -> Result<(), store::Error> {
-        let ends_a_segment = groups
-            .iter()
-            .flatten()
-            .any(|op| op.table == Table::Pending && op.value.is_none());
-        if ends_a_segment {
+        if groups.iter().flatten().any(self.holds) {
             let open = self.open.lock().unwrap();
             drop(self.opened.wait_while(open, |open| !*open).unwrap());
         }
@@ -951,10 +948,19 @@ impl store::Backend for Gated {
     }
 }
 
+/// A write that ends a segment: it clears the case's stored trigger.
+fn ends_a_segment(op: &store::Op) -> bool {
+    op.table == Table::Pending && op.value.is_none()
+}
+
 /// A box on the shipped workflows whose disk is [`Gated`] (open at first).
-fn gated_box(dir: &Path) -> (Arc<Runner>, Arc<Gated>, Arc<Receiver>) {
+fn gated_box(
+    dir: &Path,
+    holds: fn(&store::Op) -> bool,
+) -> (Arc<Runner>, Arc<Gated>, Arc<Receiver>) {
     let gated = Arc::new(Gated {
         inner: store::open_backend(dir, &store::Options::default()).unwrap(),
+        holds,
         open: Mutex::new(true),
         opened: std::sync::Condvar::new(),
         fail: std::sync::atomic::AtomicBool::new(false),
@@ -979,7 +985,7 @@ fn gated_box(dir: &Path) -> (Arc<Runner>, Arc<Gated>, Arc<Receiver>) {
 #[test]
 fn a_segment_handed_to_its_commit_is_neither_seen_nor_run_again_until_it_is_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let (runner, disk, back_office) = gated_box(dir.path());
+    let (runner, disk, back_office) = gated_box(dir.path(), ends_a_segment);
     let id = runner.accept(refund("20.00", "C-100100")).unwrap().case_id;
     disk.set(false);
     let (tx, done) = std::sync::mpsc::channel();
@@ -1032,7 +1038,7 @@ fn a_segment_handed_to_its_commit_is_neither_seen_nor_run_again_until_it_is_dura
 #[test]
 fn a_segment_whose_commit_fails_keeps_its_stored_work_and_runs_again() {
     let dir = tempfile::tempdir().unwrap();
-    let (runner, disk, _) = gated_box(dir.path());
+    let (runner, disk, _) = gated_box(dir.path(), ends_a_segment);
     let id = runner.accept(refund("20.00", "C-100100")).unwrap().case_id;
     disk.fail.store(true, Ordering::SeqCst);
     let (tx, done) = std::sync::mpsc::channel();
@@ -1051,4 +1057,39 @@ fn a_segment_whose_commit_fails_keeps_its_stored_work_and_runs_again() {
     disk.fail.store(false, Ordering::SeqCst);
     assert_eq!(runner.process(&id).unwrap(), CaseStatus::Completed);
     assert!(runner.pending().unwrap().is_empty());
+}
+
+#[test]
+fn an_acceptance_handed_to_its_commit_keeps_its_idempotency_key_until_it_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runner, disk, _) = gated_box(dir.path(), |op| op.table == Table::Idempotency);
+    let keyed = || NewRequest {
+        idempotency_key: Some("crm:order-17".into()),
+        ..refund("20.00", "C-100100")
+    };
+    disk.set(false);
+    let (tx, done) = std::sync::mpsc::channel();
+    runner.accept_then(keyed(), move |r| tx.send(r).unwrap());
+    assert!(
+        done.try_recv().is_err(),
+        "answered before the request was durable"
+    );
+    // The same request again (a client that timed out and retries) waits for the first.
+    let r = runner.clone();
+    let again = std::thread::spawn(move || r.accept(keyed()));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !again.is_finished(),
+        "the key was free while its first request was syncing"
+    );
+    disk.set(true);
+    let first = done
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert!(!first.duplicate && first.run);
+    let second = again.join().unwrap().unwrap();
+    assert!(second.duplicate, "the retry made a second case");
+    assert_eq!(second.case_id, first.case_id);
+    assert_eq!(runner.pending().unwrap(), vec![first.case_id]);
 }
