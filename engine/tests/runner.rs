@@ -948,6 +948,21 @@ impl store::Backend for Gated {
     }
 }
 
+/// Checks that `other` still waits (for a commit held at the gate) 200 ms on, opens the
+/// gate and returns what the held commit's continuation was told.
+fn open_once_waiting<T, R>(
+    disk: &Gated,
+    other: &std::thread::JoinHandle<T>,
+    told: &std::sync::mpsc::Receiver<R>,
+    what: &str,
+) -> R {
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!other.is_finished(), "{what}");
+    disk.set(true);
+    told.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("told once the commit landed")
+}
+
 /// A write that ends a segment: it clears the case's stored trigger.
 fn ends_a_segment(op: &store::Op) -> bool {
     op.table == Table::Pending && op.value.is_none()
@@ -1001,16 +1016,13 @@ fn a_segment_handed_to_its_commit_is_neither_seen_nor_run_again_until_it_is_dura
     // Whoever takes the case next waits for the commit, then finds the segment's result.
     let (r, case) = (runner.clone(), id.clone());
     let next = std::thread::spawn(move || r.process(&case));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(
-        !next.is_finished(),
-        "the case was taken while its commit was syncing"
-    );
-    disk.set(true);
-    let processed = done
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("told once the commit landed")
-        .unwrap();
+    let processed = open_once_waiting(
+        &disk,
+        &next,
+        &done,
+        "the case was taken while its commit was syncing",
+    )
+    .unwrap();
     assert_eq!(processed.status, CaseStatus::Completed);
     assert!(!processed.notify, "the request named no reply_to");
     assert_eq!(
@@ -1077,16 +1089,13 @@ fn an_acceptance_handed_to_its_commit_keeps_its_idempotency_key_until_it_is_dura
     // The same request again (a client that timed out and retries) waits for the first.
     let r = runner.clone();
     let again = std::thread::spawn(move || r.accept(keyed()));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(
-        !again.is_finished(),
-        "the key was free while its first request was syncing"
-    );
-    disk.set(true);
-    let first = done
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .unwrap()
-        .unwrap();
+    let first = open_once_waiting(
+        &disk,
+        &again,
+        &done,
+        "the key was free while its first request was syncing",
+    )
+    .unwrap();
     assert!(!first.duplicate && first.run);
     let second = again.join().unwrap().unwrap();
     assert!(second.duplicate, "the retry made a second case");
