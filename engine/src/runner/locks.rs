@@ -10,6 +10,9 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::Error;
+use crate::store::{Batch, Store};
+
 /// Enough that the cases workers leave syncing (up to 4 per worker) seldom share a stripe
 /// with the next case a worker takes.
 const STRIPES: usize = 1024;
@@ -74,6 +77,37 @@ impl Drop for Held {
         if state.waiting > 0 {
             s.freed.notify_one();
         }
+    }
+}
+
+/// A batch to commit under a held lock, and what to answer once it is durable: the lock is
+/// released only after the write, so whoever takes the key next reads what it wrote.
+pub(super) struct Guarded<T> {
+    pub batch: Batch,
+    pub value: T,
+    pub lock: Option<Held>,
+}
+
+impl<T: Send + 'static> Guarded<T> {
+    /// Commits, waits for the sync, then releases the lock.
+    pub(super) fn commit(self, store: &Store) -> Result<T, Error> {
+        store.commit(self.batch)?;
+        drop(self.lock);
+        Ok(self.value)
+    }
+
+    /// Hands the batch to the store and returns; the commit thread releases the lock and
+    /// runs `then` once the write returned (see [`Store::commit_then`]).
+    pub(super) fn commit_then(
+        self,
+        store: &Store,
+        then: impl FnOnce(Result<T, Error>) + Send + 'static,
+    ) {
+        let Guarded { batch, value, lock } = self;
+        store.commit_then(batch, move |written| {
+            drop(lock);
+            then(written.map(|()| value).map_err(Error::from));
+        });
     }
 }
 

@@ -29,7 +29,7 @@ mod outbox;
 mod proactive;
 mod schedule;
 mod segment;
-use segment::{Ready, Segmented};
+use segment::Segmented;
 mod start;
 mod task;
 mod timer;
@@ -153,11 +153,7 @@ pub struct Accepted {
 /// case), or a batch to store, with the idempotency key's lock held until it is durable.
 enum Acceptance {
     Done(Accepted),
-    Store {
-        batch: Batch,
-        accepted: Accepted,
-        key_lock: Option<locks::Held>,
-    },
+    Store(locks::Guarded<Accepted>),
 }
 
 /// Where processing left a case: its status, and whether the last segment stored a
@@ -279,15 +275,7 @@ impl Runner {
     pub fn accept(&self, new: NewRequest) -> Result<Accepted, Error> {
         match self.prepare_accept(new)? {
             Acceptance::Done(accepted) => Ok(accepted),
-            Acceptance::Store {
-                batch,
-                accepted,
-                key_lock,
-            } => {
-                self.store.commit(batch)?;
-                drop(key_lock);
-                Ok(accepted)
-            }
+            Acceptance::Store(guarded) => guarded.commit(&self.store),
         }
     }
 
@@ -305,14 +293,7 @@ impl Runner {
         match self.prepare_accept(new) {
             Err(e) => then(Err(e)),
             Ok(Acceptance::Done(accepted)) => then(Ok(accepted)),
-            Ok(Acceptance::Store {
-                batch,
-                accepted,
-                key_lock,
-            }) => self.store.commit_then(batch, move |written| {
-                drop(key_lock);
-                then(written.map(|()| accepted).map_err(Error::from));
-            }),
+            Ok(Acceptance::Store(guarded)) => guarded.commit_then(&self.store, then),
         }
     }
 
@@ -450,16 +431,16 @@ impl Runner {
                 "linked_case": linked_case,
             }),
         ));
-        Ok(Acceptance::Store {
+        Ok(Acceptance::Store(locks::Guarded {
             batch,
-            accepted: Accepted {
+            value: Accepted {
                 case_id,
                 duplicate: false,
                 message_id: None,
                 run: true,
             },
-            key_lock,
-        })
+            lock: key_lock,
+        }))
     }
 
     /// A case and its personal data (absent once erased).
@@ -524,15 +505,7 @@ impl Runner {
     fn settle(&self, segmented: Segmented) -> Result<CaseStatus, Error> {
         match segmented {
             Segmented::Idle(status) => Ok(status),
-            Segmented::Ready(Ready {
-                batch,
-                processed,
-                lock,
-            }) => {
-                self.store.commit(batch)?;
-                drop(lock);
-                Ok(processed.status)
-            }
+            Segmented::Ready(guarded) => Ok(guarded.commit(&self.store)?.status),
         }
     }
 
@@ -553,14 +526,7 @@ impl Runner {
                 status,
                 notify: false,
             })),
-            Ok(Segmented::Ready(Ready {
-                batch,
-                processed,
-                lock,
-            })) => self.store.commit_then(batch, move |written| {
-                drop(lock);
-                then(written.map(|()| processed).map_err(Error::from));
-            }),
+            Ok(Segmented::Ready(guarded)) => guarded.commit_then(&self.store, then),
         }
     }
 
@@ -582,14 +548,11 @@ impl Runner {
             // A segment leaves a case `running` only when it stored the next trigger (a
             // segment with none to run answers at once, after one read of the record).
             match segmented {
-                Segmented::Ready(Ready {
-                    batch,
-                    processed,
-                    lock,
-                }) if processed.status == CaseStatus::Running && rounds <= MAX_MESSAGES => {
+                Segmented::Ready(guarded)
+                    if guarded.value.status == CaseStatus::Running && rounds <= MAX_MESSAGES =>
+                {
                     // the next segment reads what this one wrote
-                    self.store.commit(batch)?;
-                    drop(lock);
+                    guarded.commit(&self.store)?;
                 }
                 last => return Ok(last),
             }

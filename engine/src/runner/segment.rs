@@ -15,7 +15,7 @@
 
 use serde_json::{Value, json};
 
-use super::locks::Held;
+use super::locks::{Guarded, Held};
 use super::outbox::Outbox;
 use super::{Error, Processed, Runner};
 use crate::audit;
@@ -135,7 +135,7 @@ impl Runner {
     /// timers that follow it, the audit records, the notification of a final case, and the
     /// stored trigger cleared. The case's lock goes with it, to be released once the batch
     /// is durable.
-    fn conclude(&self, mut seg: Segment<'_>, outcome: Outcome, lock: Held) -> Ready {
+    fn conclude(&self, mut seg: Segment<'_>, outcome: Outcome, lock: Held) -> Guarded<Processed> {
         let had_reply = seg.rec.state.as_ref().is_some_and(|c| c.reply.is_some());
         match outcome {
             Ok(Some((case, steps))) => checkpoint(&mut seg, case, steps),
@@ -222,13 +222,13 @@ impl Runner {
         batch
             .put(Table::Personal, case_id.as_bytes(), &personal)
             .put(Table::Cases, case_id.as_bytes(), &rec);
-        Ready {
+        Guarded {
             batch,
-            processed: Processed {
+            value: Processed {
                 status: rec.status,
                 notify,
             },
-            lock,
+            lock: Some(lock),
         }
     }
 }
@@ -237,16 +237,9 @@ impl Runner {
 pub(super) enum Segmented {
     /// The case had no stored work: nothing ran, nothing is to be written.
     Idle(CaseStatus),
-    /// The segment ran; its batch is to be committed.
-    Ready(Ready),
-}
-
-/// A concluded segment: its batch, the case's lock (held until the batch is durable) and
-/// where the segment leaves the case.
-pub(super) struct Ready {
-    pub batch: Batch,
-    pub processed: Processed,
-    pub lock: Held,
+    /// The segment ran; its batch is to be committed, with the case's lock held until it
+    /// is durable, and it left the case where `value` says.
+    Ready(Guarded<Processed>),
 }
 
 /// Applies the executor's result to the record: state, status, audit entries.
